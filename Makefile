@@ -1,0 +1,38 @@
+# ErfNet offline-inference regression pipeline.
+#   make install   create .venv (Python 3.11) with the pinned versions of constraints.txt; idempotent
+#   make demo      the whole DAG in-process on synthetic data and a random checkpoint (see README)
+#   make test      the test suite (installs chromium and docker-compose from Debian when missing)
+#   make bench     the benchmark suite -> bench/results.json and BENCHMARKS.md
+
+PYTHON ?= python3.11
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: install demo test bench system-test-deps clean freeze-constraints
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml constraints.txt
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --constraint constraints.txt --editable '.[airflow,test]'
+	@touch $(STAMP)
+
+# Refresh the pinned set from a working install (Airflow's own constraints file cannot be fetched here).
+freeze-constraints:
+	$(BIN)/python -m pip freeze --exclude-editable | grep -v '^-e ' > constraints.txt
+
+system-test-deps:
+	@bash tools/ensure-system-packages.sh
+
+demo: install
+	$(BIN)/erfnet demo
+
+test: install system-test-deps
+	$(BIN)/python -m pytest
+
+bench: install
+	$(BIN)/python bench/run.py
+
+clean:
+	rm -rf $(VENV) data artifacts .pytest_cache

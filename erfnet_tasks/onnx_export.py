@@ -1,0 +1,123 @@
+"""Step 3.1 of the guide: ErfNet_pth2onnx.py and modify_bn_weights.py.
+
+The export is verified before it is trusted: the ONNX checker, then ONNX Runtime against PyTorch on a
+random input at batch 1 and 2. Output files are written atomically, so a failed step leaves nothing.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .errors import ErfnetError
+from .fsutil import atomic_path
+
+INPUT_NAME = "actual_input_1"
+OUTPUT_NAME = "output1"
+DEFAULT_OPSET = 11
+# modify_bn_weights.py's rule, verbatim: every initializer whose name matches, |v| <= 0.01 -> 0.01.
+BN_WEIGHT_PATTERN = ".*bn.*weight"
+BN_FLOOR = 0.01
+
+
+@dataclass(frozen=True)
+class ExportReport:
+    path: Path
+    opset: int
+    max_abs_error: float
+    max_rel_error: float
+    batch_sizes: tuple[int, ...]
+
+
+def export_onnx(weights: str | os.PathLike, out: str | os.PathLike, *, opset: int = DEFAULT_OPSET,
+                verify_batches: tuple[int, ...] = (1, 2), seed: int = 0) -> ExportReport:
+    """Export the checkpoint as the guide does (TorchScript exporter, dynamic batch) and verify it."""
+    import torch
+
+    from .model import INPUT_SHAPE, load_erfnet
+
+    if opset < 7:
+        raise ErfnetError(f"--opset must be 7 or more, got {opset}")
+    model = load_erfnet(weights)
+    dummy = torch.randn(1, *INPUT_SHAPE)
+    out = Path(out)
+    with atomic_path(out) as tmp:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            try:
+                torch.onnx.export(
+                    model, dummy, str(tmp),
+                    input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
+                    dynamic_axes={INPUT_NAME: {0: "-1"}, OUTPUT_NAME: {0: "-1"}},
+                    opset_version=opset, dynamo=False,
+                )
+            except Exception as exc:  # the exporter raises many types; the user needs one line
+                raise ErfnetError(f"ONNX export failed at opset {opset}: {str(exc).splitlines()[0]}") from None
+        check_onnx(tmp)
+        abs_err, rel_err = compare_with_torch(model, tmp, verify_batches, seed=seed)
+    return ExportReport(out, opset, abs_err, rel_err, tuple(verify_batches))
+
+
+def check_onnx(path: str | os.PathLike) -> None:
+    import onnx
+
+    try:
+        onnx.checker.check_model(str(path))
+    except Exception as exc:
+        raise ErfnetError(f"ONNX checker rejected {path}: {str(exc).splitlines()[0]}") from None
+
+
+def compare_with_torch(model, onnx_path, batch_sizes, *, seed: int = 0) -> tuple[float, float]:
+    """Largest absolute and relative (to the largest |logit|) difference between ORT and PyTorch."""
+    import onnxruntime as ort
+    import torch
+
+    from .model import INPUT_SHAPE
+
+    session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    rng = np.random.default_rng(seed)
+    max_abs = max_rel = 0.0
+    for batch in batch_sizes:
+        x = rng.random((batch, *INPUT_SHAPE), dtype=np.float32)
+        ours = session.run([OUTPUT_NAME], {INPUT_NAME: x})[0]
+        with torch.inference_mode():
+            ref = model(torch.from_numpy(x)).numpy()
+        if ours.shape != ref.shape:
+            raise ErfnetError(f"exported model gives shape {ours.shape} at batch {batch}, PyTorch {ref.shape}")
+        diff = float(np.max(np.abs(ours - ref)))
+        max_abs = max(max_abs, diff)
+        max_rel = max(max_rel, diff / max(float(np.max(np.abs(ref))), 1e-12))
+    return max_abs, max_rel
+
+
+def fix_bn(src: str | os.PathLike, out: str | os.PathLike) -> int:
+    """Apply modify_bn_weights.py; return how many values changed. Nothing else in the model changes."""
+    import onnx
+    from onnx import numpy_helper
+
+    try:
+        model = onnx.load(str(src))
+    except FileNotFoundError:
+        raise ErfnetError(f"ONNX model not found: {src}") from None
+    except Exception as exc:
+        raise ErfnetError(f"{src} is not an ONNX model ({str(exc).splitlines()[0]})") from None
+    changed = 0
+    for init in model.graph.initializer:
+        if not re.search(BN_WEIGHT_PATTERN, init.name):
+            continue
+        value = numpy_helper.to_array(init)
+        fixed = np.where(np.abs(value) > BN_FLOOR, value, BN_FLOOR).astype(value.dtype)
+        changed += int(np.count_nonzero(fixed != value))
+        init.CopyFrom(numpy_helper.from_array(fixed, init.name))
+    try:
+        onnx.checker.check_model(model)
+    except Exception as exc:
+        raise ErfnetError(f"ONNX checker rejected the fixed model: {str(exc).splitlines()[0]}") from None
+    with atomic_path(out) as tmp:
+        onnx.save(model, str(tmp))
+    return changed
