@@ -52,6 +52,50 @@ def cmd_random_weights(args) -> int:
     return 0
 
 
+# ------------------------------------------------------------------------------ 4, 6.1 (issue 3)
+
+def _size(text: str) -> tuple[int, int]:
+    try:
+        width, height = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected WIDTHxHEIGHT, got {text!r}") from None
+    if width <= 0 or height <= 0:
+        raise argparse.ArgumentTypeError(f"expected WIDTHxHEIGHT, got {text!r}")
+    return width, height
+
+
+def cmd_preprocess(args) -> int:
+    from .cityscapes import preprocess
+
+    m = preprocess(args.img_dir, args.prep_dir, args.gt_dir, args.gt_out_dir, workers=args.workers,
+                   limit=args.limit, skip_bad=args.skip_bad, progress=not args.quiet)
+    print(f"preprocessed {m['images']} image(s) into {args.prep_dir} ({m['written']} written, "
+          f"{m['images'] - m['written']} already complete), labels in {args.gt_out_dir}; "
+          f"fingerprint {m['fingerprint']}" + (f"; {len(m['bad'])} bad file(s) skipped, listed in the "
+                                               f"manifest" if m["bad"] else ""))
+    return 0
+
+
+def cmd_evaluate(args) -> int:
+    from .evaluate import evaluate_summary, format_report
+
+    result = evaluate_summary(args.summary, args.gt_dir, workers=args.workers, progress=not args.quiet)
+    if args.json:
+        print(json.dumps({"miou": result.miou, "per_class": result.per_class, "images": result.images}))
+    else:
+        print(format_report(result))
+    return 0
+
+
+def cmd_sample_data(args) -> int:
+    from .cityscapes import write_sample_data
+
+    root = write_sample_data(args.out_dir, args.images, size=args.size, seed=args.seed)
+    print(f"wrote {args.images} SYNTHETIC image(s) with labels in the Cityscapes layout under {root} "
+          f"(leftImg8bit/val, gtFine/val; not real Cityscapes data)")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="erfnet", description="ErfNet offline-inference regression pipeline (the guide's scripts as one command).")
@@ -78,6 +122,34 @@ def build_parser() -> argparse.ArgumentParser:
 
     # Each later step adds its subcommands below, in the guide's order.
     # <section: preprocess, evaluate, sample-data (issue 3)>
+    p = sub.add_parser("preprocess", help="ErfNet_preprocess.py: images -> PREP_DIR/*.bin, trainId labels -> GT_OUT_DIR")
+    p.add_argument("img_dir", metavar="IMG_DIR")
+    p.add_argument("prep_dir", metavar="PREP_DIR")
+    p.add_argument("gt_dir", metavar="GT_DIR")
+    p.add_argument("gt_out_dir", metavar="GT_OUT_DIR")
+    p.add_argument("--workers", type=_positive_int, default=None, help="processes (default: all cores)")
+    p.add_argument("--limit", type=_positive_int, default=None, help="only the first N images (sorted by path)")
+    p.add_argument("--skip-bad", action="store_true",
+                   help="record bad input files in the manifest and go on instead of failing")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(handler=cmd_preprocess)
+
+    p = sub.add_parser("evaluate", help="ErfNet_postprocess.py: mIoU of an ais_bench summary against the labels")
+    p.add_argument("summary", metavar="SUMMARY_JSON")
+    p.add_argument("gt_dir", metavar="GT_DIR")
+    p.add_argument("--json", action="store_true", help='print {"miou", "per_class", "images"} (fractions)')
+    p.add_argument("--workers", type=_positive_int, default=None, help="processes (default: all cores)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(handler=cmd_evaluate)
+
+    p = sub.add_parser("sample-data",
+                       help="write a SYNTHETIC dataset in the Cityscapes layout (tests, demo; not real data)")
+    p.add_argument("out_dir", metavar="OUT_DIR")
+    p.add_argument("--images", type=_positive_int, required=True)
+    p.add_argument("--size", type=_size, default=(2048, 1024), help="WIDTHxHEIGHT (default 2048x1024)")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(handler=cmd_sample_data)
+
     # <section: compile, infer, environment (issue 4)>
     # <section: results (issue 5)>
     # <section: demo (issue 6)>
