@@ -1,0 +1,202 @@
+"""``erfnet results ...``: query and feed the results database.
+
+Thin handlers over db / queries / tables / publish; erfnet_tasks.cli calls ``register``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from .reference import GUIDE_MIOU, GUIDE_TOLERANCE
+
+
+def register(subparsers) -> None:
+    results = subparsers.add_parser("results", help="the results database: list, show, compare, import, export runs")
+    results.add_argument("--db", metavar="URL", default=None,
+                         help="database URL (default: $ERFNET_RESULTS_DB_URL, the Airflow connection "
+                              "erfnet_results, else data/results.sqlite)")
+    sub = results.add_subparsers(dest="results_command", required=True, metavar="ACTION")
+
+    p = sub.add_parser("init", help="create or migrate the schema (Alembic upgrade to head)")
+    p.set_defaults(handler=cmd_init)
+
+    p = sub.add_parser("list", help="the newest runs")
+    p.add_argument("--limit", type=_positive_int, default=20)
+    p.add_argument("--format", choices=("table", "json"), default="table")
+    p.set_defaults(handler=cmd_list)
+
+    p = sub.add_parser("show", help="one run's accuracy and performance tables (like the guide's 6.3 and 7)")
+    p.add_argument("--run", default="latest", metavar="ID|latest")
+    p.add_argument("--format", choices=("table", "json", "csv"), default="table")
+    p.add_argument("--reference-target", metavar="TARGET", default=None,
+                   help="add throughput ratio columns against this target (e.g. Ascend310)")
+    p.add_argument("--reference-miou", type=_fraction_or_percent, default=GUIDE_MIOU,
+                   help="reference mIoU, fraction or percent (default 72.20)")
+    p.add_argument("--tolerance", type=_points, default=GUIDE_TOLERANCE, metavar="POINTS",
+                   help="accepted mIoU shortfall in percentage points (default 1.0, the guide's criterion)")
+    p.set_defaults(handler=cmd_show)
+
+    p = sub.add_parser("compare", help="two runs cell by cell")
+    p.add_argument("run_a", metavar="RUN_A")
+    p.add_argument("run_b", metavar="RUN_B")
+    p.add_argument("--format", choices=("table", "json", "csv"), default="table")
+    p.set_defaults(handler=cmd_compare)
+
+    p = sub.add_parser("import", help="publish a run's results.json (e.g. written while the database was down)")
+    p.add_argument("file", metavar="FILE")
+    p.set_defaults(handler=cmd_import)
+
+    p = sub.add_parser("export", help="runs as JSON documents or CSV cells")
+    p.add_argument("--format", choices=("json", "csv"), default="json")
+    p.add_argument("--run", action="append", metavar="ID|latest",
+                   help="a run to export (repeatable; default: every run)")
+    p.set_defaults(handler=cmd_export)
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def _fraction_or_percent(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not 0.0 <= value <= 100.0:
+        raise argparse.ArgumentTypeError(f"expected a fraction or a percentage, got {text!r}")
+    return value / 100.0 if value > 1.0 else value
+
+
+def _points(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of points, got {text!r}") from None
+    if not 0.0 <= value <= 100.0:
+        raise argparse.ArgumentTypeError(f"expected 0 to 100 points, got {text!r}")
+    return value / 100.0
+
+
+def _url(args) -> str:
+    from . import db
+
+    return db.normalize_url(args.db) if args.db else db.resolve_url()
+
+
+def _reading_session(args):
+    from . import db
+
+    url = _url(args)
+    db.require_schema(url)
+    return db.session_scope(url)
+
+
+def cmd_init(args) -> int:
+    from . import db
+
+    url = _url(args)
+    revision = db.upgrade(url)
+    print(f"results database {db.masked(url)} is at revision {revision}")
+    return 0
+
+
+def cmd_list(args) -> int:
+    from . import queries, tables
+
+    with _reading_session(args) as session:
+        runs = queries.list_runs(session, limit=args.limit)
+    if args.format == "json":
+        print(json.dumps(runs, indent=2))
+    elif runs:
+        print(tables.render_text(tables.runs_table(runs)))
+    else:
+        print("no runs yet")
+    return 0
+
+
+def cmd_show(args) -> int:
+    from . import queries, tables
+
+    with _reading_session(args) as session:
+        doc = queries.run_document(session, args.run)
+    if args.format == "json":
+        print(json.dumps(doc, indent=2))
+    elif args.format == "csv":
+        print(tables.render_csv(tables.cell_rows(doc)), end="")
+    else:
+        print(_run_heading(doc))
+        print(f"\nAccuracy (mIoU %, reference {args.reference_miou * 100:.2f}, "
+              f"tolerance {args.tolerance * 100:.2f} points)")
+        print(tables.render_text(tables.accuracy_table(doc, args.reference_miou, args.tolerance)))
+        print("\nPerformance (fps)")
+        print(tables.render_text(tables.perf_table(doc, args.reference_target)))
+        if doc["findings"]:
+            print("\nRegression findings")
+            print(tables.render_text(tables.findings_table(doc["findings"])))
+    return 0
+
+
+def _run_heading(doc: dict) -> str:
+    run = doc["run"]
+    backends = ", ".join(f"{k} {v}" for k, v in (run.get("backends") or {}).items()) or "unknown"
+    lines = [f"run {run['id']} ({run['status']}), started {run['started_at']}",
+             f"CANN {run.get('cann_version') or 'n/a'}, driver {run.get('driver_version') or 'n/a'}, "
+             f"host {run.get('host') or 'n/a'}, backends: {backends}",
+             f"images {run.get('images') if run.get('images') is not None else 'n/a'}"]
+    if run.get("synthetic"):
+        lines.append("SYNTHETIC data and/or randomly initialised weights: these figures mean nothing about ERFNet")
+    return "\n".join(lines)
+
+
+def cmd_compare(args) -> int:
+    from . import queries, tables
+
+    with _reading_session(args) as session:
+        doc_a = queries.run_document(session, args.run_a)
+        doc_b = queries.run_document(session, args.run_b)
+    table = tables.compare_table(doc_a, doc_b)
+    if args.format == "json":
+        print(json.dumps({"run_a": doc_a["run"]["id"], "run_b": doc_b["run"]["id"], "headers": table[0],
+                          "rows": table[1]}, indent=2))
+    elif args.format == "csv":
+        print(tables.render_csv(table), end="")
+    else:
+        print(f"A = {doc_a['run']['id']} (CANN {doc_a['run'].get('cann_version') or 'n/a'}), "
+              f"B = {doc_b['run']['id']} (CANN {doc_b['run'].get('cann_version') or 'n/a'})")
+        print(tables.render_text(table))
+    return 0
+
+
+def cmd_import(args) -> int:
+    from . import db, publish, regression
+    from .models import Run
+
+    url = _url(args)
+    run_ids = publish.import_file(args.file, url)
+    with db.session_scope(url) as session:
+        for run_id in run_ids:
+            doc_params = session.get(Run, run_id).params
+            found = regression.find_regressions(session, run_id, regression.rules_from_params(doc_params))
+            print(f"imported run {run_id} into {db.masked(url)}: {len(found)} regression finding(s)")
+    return 0
+
+
+def cmd_export(args) -> int:
+    from . import queries, tables
+
+    with _reading_session(args) as session:
+        refs = args.run or [run["id"] for run in queries.list_runs(session, limit=1_000_000)]
+        docs = [queries.run_document(session, ref) for ref in refs]
+    if args.format == "json":
+        print(json.dumps({"runs": docs}, indent=2))
+        return 0
+    rows = [row for doc in docs for row in tables.cell_rows(doc)[1]]
+    print(tables.render_csv((tables.CELL_CSV_HEADERS, rows)), end="")
+    return 0

@@ -1,0 +1,222 @@
+"""Where the results database is, and bringing its schema up to date.
+
+The URL comes from ``ERFNET_RESULTS_DB_URL``, else the Airflow connection ``erfnet_results``, else a
+SQLite file in the project's data directory. Airflow is only ever imported lazily and optionally:
+erfnet_tasks must work (and be tested) without it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import json
+import os
+import threading
+from pathlib import Path
+from typing import Iterator
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.orm import Session
+
+from ..errors import ErfnetError
+
+ENV_URL = "ERFNET_RESULTS_DB_URL"
+ENV_DATA_DIR = "ERFNET_DATA_DIR"
+AIRFLOW_CONN_ID = "erfnet_results"
+_AIRFLOW_CONN_ENV = "AIRFLOW_CONN_ERFNET_RESULTS"
+_PACKAGE_DIR = Path(__file__).resolve().parent
+_ALEMBIC_INI = _PACKAGE_DIR / "alembic.ini"
+_CONNECT_TIMEOUT_S = 10
+
+_engines: dict[str, Engine] = {}
+_engines_lock = threading.Lock()
+
+
+# ------------------------------------------------------------------------------------------- URL
+
+def resolve_url() -> str:
+    """The results database URL: the environment, then Airflow's connection, then the SQLite default."""
+    url = os.environ.get(ENV_URL, "").strip()
+    if url:
+        return normalize_url(url)
+    url = _airflow_connection_url()
+    if url:
+        return normalize_url(url)
+    return default_sqlite_url()
+
+
+def data_dir() -> Path:
+    """$ERFNET_DATA_DIR, else <repo>/data for a source checkout, else ./data (an installed wheel)."""
+    explicit = os.environ.get(ENV_DATA_DIR, "").strip()
+    if explicit:
+        return Path(explicit).expanduser()
+    repo = _PACKAGE_DIR.parent.parent
+    if (repo / "pyproject.toml").is_file():
+        return repo / "data"
+    return Path.cwd() / "data"
+
+
+def default_sqlite_url() -> str:
+    folder = data_dir()
+    folder.mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{(folder / 'results.sqlite').resolve()}"
+
+
+def normalize_url(url: str) -> str:
+    """Validate ``url`` and pin PostgreSQL to psycopg 3 (``postgres://`` and ``postgresql://`` too)."""
+    try:
+        parsed = make_url(str(url).strip())
+    except Exception:
+        raise ErfnetError(f"not a database URL: {_mask_text(str(url))!r}") from None
+    backend, _, driver = parsed.drivername.partition("+")
+    if backend in ("postgres", "postgresql"):
+        if driver not in ("", "psycopg"):
+            raise ErfnetError(f"unsupported PostgreSQL driver {driver!r} in the results URL; use postgresql+psycopg")
+        parsed = parsed.set(drivername="postgresql+psycopg")
+    elif backend != "sqlite":
+        raise ErfnetError(f"unsupported results database {backend!r}: use PostgreSQL or SQLite")
+    return parsed.render_as_string(hide_password=False)
+
+
+def masked(url: str) -> str:
+    """``url`` with its password hidden, for messages and logs."""
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:
+        return _mask_text(url)
+
+
+def _mask_text(text: str) -> str:
+    return "<unparseable URL>" if "@" in text else text
+
+
+def _airflow_connection_url() -> str | None:
+    """The ``erfnet_results`` connection as a SQLAlchemy URL, or None when Airflow does not know it."""
+    raw = os.environ.get(_AIRFLOW_CONN_ENV, "").strip()
+    if raw:
+        return _url_from_json(raw) if raw.startswith("{") else raw
+    if importlib.util.find_spec("airflow") is None:
+        return None
+    try:
+        from airflow.sdk import BaseHook  # only where Airflow is installed, never at import time
+
+        conn = BaseHook.get_connection(AIRFLOW_CONN_ID)
+    except Exception:  # not defined, no metadata database, not inside a deployment: fall through
+        return None
+    return _url_from_parts(conn.conn_type, conn.host, conn.login, conn.password, conn.schema, conn.port)
+
+
+def _url_from_json(raw: str) -> str:
+    try:
+        fields = json.loads(raw)
+    except json.JSONDecodeError:
+        raise ErfnetError(f"{_AIRFLOW_CONN_ENV} is neither a URI nor valid JSON") from None
+    if not isinstance(fields, dict):
+        raise ErfnetError(f"{_AIRFLOW_CONN_ENV} JSON must be an object")
+    return _url_from_parts(fields.get("conn_type"), fields.get("host"), fields.get("login"),
+                           fields.get("password"), fields.get("schema"), fields.get("port"))
+
+
+def _url_from_parts(conn_type, host, login, password, schema, port) -> str:
+    kind = (conn_type or "").lower()
+    if kind == "sqlite":
+        # Airflow's sqlite connections keep the file path in host.
+        return f"sqlite:///{host or schema}"
+    if kind not in ("postgres", "postgresql"):
+        raise ErfnetError(f"Airflow connection {AIRFLOW_CONN_ID!r} has type {conn_type!r}; expected postgres or sqlite")
+    return sa.URL.create("postgresql+psycopg", username=login or None, password=password or None,
+                         host=host or None, port=int(port) if port else None,
+                         database=schema or None).render_as_string(hide_password=False)
+
+
+# ------------------------------------------------------------------------------ engine and session
+
+def get_engine(url: str | None = None) -> Engine:
+    """One pooled engine per URL for the life of the process (the plugin and the CLI share this)."""
+    url = normalize_url(url) if url else resolve_url()
+    with _engines_lock:
+        engine = _engines.get(url)
+        if engine is None:
+            engine = _engines[url] = _create_engine(url)
+        return engine
+
+
+def _create_engine(url: str) -> Engine:
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        engine = sa.create_engine(url, connect_args={"timeout": 30})
+        sa.event.listen(engine, "connect", _sqlite_enforce_foreign_keys)
+        return engine
+    connect_args = {} if "connect_timeout" in parsed.query else {"connect_timeout": _CONNECT_TIMEOUT_S}
+    return sa.create_engine(url, pool_pre_ping=True, connect_args=connect_args)
+
+
+def _sqlite_enforce_foreign_keys(dbapi_connection, _record) -> None:
+    # SQLite ignores ON DELETE CASCADE unless asked per connection.
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.close()
+
+
+@contextlib.contextmanager
+def session_scope(url: str | None = None) -> Iterator[Session]:
+    """A session committed on success and rolled back on any exception."""
+    with Session(get_engine(url), expire_on_commit=False) as session:
+        try:
+            yield session
+            session.commit()
+        except BaseException:
+            session.rollback()
+            raise
+
+
+# ------------------------------------------------------------------------------------- migrations
+
+def alembic_config():
+    from alembic.config import Config
+
+    config = Config(str(_ALEMBIC_INI))
+    # Set explicitly so that a wheel install (no ini beside it) still finds the scripts.
+    config.set_main_option("script_location", str(_PACKAGE_DIR / "migrations"))
+    return config
+
+
+def upgrade(url: str | None = None, revision: str = "head") -> str | None:
+    """Migrate the database at ``url`` to ``revision``; returns the revision it is at afterwards."""
+    return _run_alembic("upgrade", url, revision)
+
+
+def downgrade(url: str | None, revision: str) -> str | None:
+    return _run_alembic("downgrade", url, revision)
+
+
+def _run_alembic(direction: str, url: str | None, revision: str) -> str | None:
+    from alembic import command
+
+    config = alembic_config()
+    with get_engine(url).begin() as connection:
+        config.attributes["connection"] = connection
+        getattr(command, direction)(config, revision)
+    return current_revision(url)
+
+
+def current_revision(url: str | None = None) -> str | None:
+    """The Alembic revision of the database, None when it was never migrated."""
+    from alembic.runtime.migration import MigrationContext
+
+    with get_engine(url).connect() as connection:
+        return MigrationContext.configure(connection).get_current_revision()
+
+
+def head_revision() -> str:
+    from alembic.script import ScriptDirectory
+
+    return ScriptDirectory.from_config(alembic_config()).get_current_head()
+
+
+def require_schema(url: str | None = None) -> None:
+    """Refuse to query a database that has no results schema yet, with a hint instead of SQL errors."""
+    if current_revision(url) is None:
+        raise ErfnetError(f"the results database {masked(url or resolve_url())} has no schema yet; "
+                          f"run `erfnet results init` (or publish a run)")

@@ -1,0 +1,181 @@
+"""The run document (docs/architecture.md): validation, normalisation and JSON-safe values.
+
+Everything that comes from outside — a DAG's XCom, a results.json file, an import — passes through
+``normalize_document`` before it touches the database.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from datetime import datetime, timezone
+
+from ..errors import ErfnetError
+
+RUN_ID_PATTERN = re.compile(r"^[A-Za-z0-9_.:+\-]{1,250}$")
+LATEST = "latest"
+
+RUN_FIELDS = ("id", "dag_id", "started_at", "finished_at", "status", "params", "cann_version",
+              "driver_version", "host", "backends", "model_sha256", "weights_sha256",
+              "dataset_fingerprint", "images", "synthetic")
+COMPILED_FIELDS = ("target", "batch_size", "backend", "chip", "path", "sha256", "seconds", "cache_hit",
+                   "status", "error")
+ACCURACY_FIELDS = ("target", "batch_size", "images", "miou", "per_class")
+PERF_FIELDS = ("target", "batch_size", "throughput_fps", "compute_min_ms", "compute_mean_ms",
+               "compute_median_ms", "compute_p99_ms", "h2d_mean_ms", "d2h_mean_ms", "status", "error")
+FINDING_FIELDS = ("rule", "target", "batch_size", "message", "value", "threshold", "baseline_run_id")
+RUN_STATUSES = ("complete", "partial", "failed", "skipped")
+PERF_STATUSES = ("ok", "oom", "compile_failed", "infer_failed", "skipped")
+
+
+def validate_run_id(run_id) -> str:
+    if not isinstance(run_id, str) or not RUN_ID_PATTERN.match(run_id):
+        raise ErfnetError(f"invalid run id {str(run_id)[:80]!r}: use 1-250 letters, digits and _ . : + -")
+    return run_id
+
+
+def parse_time(value, field: str) -> datetime | None:
+    """An aware UTC datetime from an ISO 8601 string or datetime; naive values are taken as UTC."""
+    if value is None or value == "":
+        return None
+    if isinstance(value, datetime):
+        parsed = value
+    elif isinstance(value, str):
+        try:
+            parsed = datetime.fromisoformat(value)
+        except ValueError:
+            raise ErfnetError(f"run.{field} is not an ISO 8601 time: {value[:60]!r}") from None
+    else:
+        raise ErfnetError(f"run.{field} must be an ISO 8601 string, got {type(value).__name__}")
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=timezone.utc)
+    return parsed.astimezone(timezone.utc)
+
+
+def format_time(value: datetime | None) -> str | None:
+    if value is None:
+        return None
+    if value.tzinfo is None:  # SQLite hands back what it stored: UTC without an offset
+        value = value.replace(tzinfo=timezone.utc)
+    return value.astimezone(timezone.utc).isoformat()
+
+
+def normalize_document(doc) -> dict:
+    """A validated copy of ``doc`` with every field of the contract present (missing ones None)."""
+    if not isinstance(doc, dict) or not isinstance(doc.get("run"), dict):
+        raise ErfnetError('a run document is a JSON object with a "run" object')
+    run = {name: doc["run"].get(name) for name in RUN_FIELDS}
+    validate_run_id(run["id"])
+    run["started_at"] = format_time(parse_time(run["started_at"], "started_at") or datetime.now(timezone.utc))
+    run["finished_at"] = format_time(parse_time(run["finished_at"], "finished_at"))
+    run["status"] = _choice(run["status"] or "complete", RUN_STATUSES, "run.status")
+    for name in ("params", "backends"):
+        if run[name] is not None and not isinstance(run[name], dict):
+            raise ErfnetError(f"run.{name} must be an object")
+    run["images"] = _optional_int(run["images"], "run.images")
+    run["synthetic"] = None if run["synthetic"] is None else bool(run["synthetic"])
+    return {
+        "run": run,
+        "compiled": _cells(doc, "compiled", COMPILED_FIELDS, _check_compiled),
+        "accuracy": _cells(doc, "accuracy", ACCURACY_FIELDS, _check_accuracy),
+        "perf": _cells(doc, "perf", PERF_FIELDS, _check_perf),
+        "findings": _findings(doc),
+    }
+
+
+def _cells(doc: dict, key: str, fields: tuple[str, ...], check) -> list[dict]:
+    items = doc.get(key) or []
+    if not isinstance(items, list):
+        raise ErfnetError(f'"{key}" must be a list')
+    cells, seen = [], set()
+    for i, item in enumerate(items):
+        if not isinstance(item, dict):
+            raise ErfnetError(f"{key}[{i}] must be an object")
+        cell = {name: item.get(name) for name in fields}
+        cell["target"] = _target(cell["target"], f"{key}[{i}].target")
+        cell["batch_size"] = _batch(cell["batch_size"], f"{key}[{i}].batch_size")
+        if (cell["target"], cell["batch_size"]) in seen:
+            raise ErfnetError(f"{key} lists target {cell['target']} batch {cell['batch_size']} twice")
+        seen.add((cell["target"], cell["batch_size"]))
+        check(cell, f"{key}[{i}]")
+        cells.append(cell)
+    return sorted(cells, key=lambda c: (c["target"], c["batch_size"]))
+
+
+def _check_compiled(cell: dict, where: str) -> None:
+    cell["status"] = str(cell["status"] or "ok")
+    cell["seconds"] = _optional_float(cell["seconds"], f"{where}.seconds")
+    cell["cache_hit"] = None if cell["cache_hit"] is None else bool(cell["cache_hit"])
+
+
+def _check_accuracy(cell: dict, where: str) -> None:
+    cell["images"] = _optional_int(cell["images"], f"{where}.images")
+    cell["miou"] = _optional_float(cell["miou"], f"{where}.miou")
+    if cell["miou"] is not None and not 0.0 <= cell["miou"] <= 1.0:
+        raise ErfnetError(f"{where}.miou must be a fraction between 0 and 1, got {cell['miou']}")
+    per_class = cell["per_class"]
+    if per_class is not None:
+        if not isinstance(per_class, list):
+            raise ErfnetError(f"{where}.per_class must be a list of fractions")
+        cell["per_class"] = [_optional_float(v, f"{where}.per_class") for v in per_class]
+
+
+def _check_perf(cell: dict, where: str) -> None:
+    cell["status"] = _choice(cell["status"] or "ok", PERF_STATUSES, f"{where}.status")
+    for name in PERF_FIELDS[2:9]:
+        cell[name] = _optional_float(cell[name], f"{where}.{name}")
+
+
+def _findings(doc: dict) -> list[dict]:
+    items = doc.get("findings") or []
+    if not isinstance(items, list):
+        raise ErfnetError('"findings" must be a list')
+    findings = []
+    for i, item in enumerate(items):
+        if not isinstance(item, dict):
+            raise ErfnetError(f"findings[{i}] must be an object")
+        finding = {name: item.get(name) for name in FINDING_FIELDS}
+        finding["target"] = _target(finding["target"], f"findings[{i}].target")
+        finding["batch_size"] = _batch(finding["batch_size"], f"findings[{i}].batch_size")
+        finding["rule"] = str(finding["rule"] or "unknown")
+        finding["message"] = str(finding["message"] or "")
+        finding["value"] = _optional_float(finding["value"], f"findings[{i}].value")
+        finding["threshold"] = _optional_float(finding["threshold"], f"findings[{i}].threshold")
+        if finding["baseline_run_id"] is not None:
+            validate_run_id(finding["baseline_run_id"])
+        findings.append(finding)
+    return findings
+
+
+def _target(value, where: str) -> str:
+    if not isinstance(value, str) or not value.strip() or len(value) > 100:
+        raise ErfnetError(f"{where} must be a target name of 1-100 characters")
+    return value
+
+
+def _batch(value, where: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise ErfnetError(f"{where} must be a positive integer, got {value!r}")
+    return value
+
+
+def _optional_int(value, where: str) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ErfnetError(f"{where} must be an integer, got {value!r}")
+    return value
+
+
+def _optional_float(value, where: str) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise ErfnetError(f"{where} must be a finite number, got {value!r}")
+    return float(value)
+
+
+def _choice(value, allowed: tuple[str, ...], where: str) -> str:
+    if value not in allowed:
+        raise ErfnetError(f"{where} must be one of {', '.join(allowed)}, got {value!r}")
+    return value

@@ -1,0 +1,115 @@
+"""Publishing a run document: idempotent, retried while the database is down, never lost.
+
+A re-published run replaces its own rows (one transaction: delete the run's cells, write the new
+ones), so publishing twice or importing a file later is always safe. The DAG also writes the
+document as a JSON file beside the run's outputs (``write_run_file``); ``import_file`` loads it
+once the database is back.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import sqlalchemy as sa
+from sqlalchemy import exc as sa_exc
+from sqlalchemy.orm import Session
+
+from ..errors import ErfnetError
+from ..fsutil import atomic_path
+from . import db
+from .document import normalize_document, parse_time
+from .models import Accuracy, CompiledModel, Finding, Performance, Run
+
+log = logging.getLogger(__name__)
+
+_CHILD_MODELS = ((CompiledModel, "compiled"), (Accuracy, "accuracy"), (Performance, "perf"), (Finding, "findings"))
+
+
+class PublishFailed(ErfnetError):
+    """The database stayed unreachable through every retry; the run's JSON file still holds it."""
+
+
+def publish_run(doc: dict, url: str | None = None, retries: int = 5, backoff: float = 1.0) -> str:
+    """Write ``doc`` into the results database at ``url`` (default: db.resolve_url()); returns the run id.
+
+    Migrates the database to the current schema first, so an empty database works. Connection
+    failures are retried ``retries`` times, waiting backoff, 2*backoff, 4*backoff, ... seconds.
+    """
+    doc = normalize_document(doc)
+    url = db.normalize_url(url) if url else db.resolve_url()
+    for attempt in range(retries + 1):
+        try:
+            db.upgrade(url)
+            with db.session_scope(url) as session:
+                replace_run(session, doc)
+            return doc["run"]["id"]
+        except (sa_exc.OperationalError, sa_exc.InterfaceError) as exc:
+            if attempt == retries:
+                raise PublishFailed(f"results database {db.masked(url)} unreachable after {retries + 1} "
+                                    f"attempts ({_first_line(exc)}); load the run's JSON file later with "
+                                    f"`erfnet results import`") from None
+            delay = backoff * 2 ** attempt
+            log.warning("results database %s unreachable (%s); retrying in %.1f s", db.masked(url),
+                        _first_line(exc), delay)
+            time.sleep(delay)
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def replace_run(session: Session, doc: dict) -> None:
+    """Replace everything stored for the document's run with the document (``doc`` is normalised)."""
+    run_id = doc["run"]["id"]
+    for model, _key in _CHILD_MODELS:
+        session.execute(sa.delete(model).where(model.run_id == run_id))
+    values = dict(doc["run"])
+    values["started_at"] = parse_time(values["started_at"], "started_at")
+    values["finished_at"] = parse_time(values["finished_at"], "finished_at")
+    values["published_at"] = datetime.now(timezone.utc)
+    run = session.get(Run, run_id)
+    if run is None:
+        session.add(Run(**values))
+    else:
+        for name, value in values.items():
+            setattr(run, name, value)
+    session.flush()
+    for model, key in _CHILD_MODELS:
+        session.add_all(model(run_id=run_id, **cell) for cell in doc[key])
+    session.flush()
+
+
+def write_run_file(doc: dict, path: str | os.PathLike) -> Path:
+    """Write the (validated) document as JSON, atomically: the copy that survives a database outage."""
+    doc = normalize_document(doc)
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(doc, indent=2) + "\n", encoding="utf-8")
+    return path
+
+
+def read_run_file(path: str | os.PathLike) -> list[dict]:
+    """The run documents in ``path``: one document, or ``{"runs": [...]}`` as `erfnet results export` writes."""
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ErfnetError(f"no such file: {path}") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ErfnetError(f"cannot read run document {path}: {_first_line(exc)}") from None
+    if isinstance(data, dict) and isinstance(data.get("runs"), list):
+        return data["runs"]
+    return [data]
+
+
+def import_file(path: str | os.PathLike, url: str | None = None, retries: int = 2,
+                backoff: float = 1.0) -> list[str]:
+    """Publish every run document in ``path``; returns their run ids."""
+    docs = [normalize_document(doc) for doc in read_run_file(path)]  # all valid before any is written
+    return [publish_run(doc, url, retries=retries, backoff=backoff) for doc in docs]
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(getattr(exc, "orig", None) or exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__

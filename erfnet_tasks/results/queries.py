@@ -1,0 +1,115 @@
+"""Reading runs back: the run document, the list of runs, history across CANN versions, findings.
+
+Every query is built with SQLAlchemy; values from outside only ever travel as bound parameters.
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+from sqlalchemy.orm import Session
+
+from ..errors import ErfnetError
+from .document import (ACCURACY_FIELDS, COMPILED_FIELDS, FINDING_FIELDS, LATEST, PERF_FIELDS, RUN_FIELDS,
+                       format_time, validate_run_id)
+from .models import Accuracy, CompiledModel, Finding, Performance, ReferenceFigure, Run
+
+
+def resolve_run_id(session: Session, run_ref: str) -> str:
+    """``run_ref`` as a stored run id: 'latest' is the newest run (by start) that was not skipped."""
+    if run_ref == LATEST:
+        run_id = session.scalar(sa.select(Run.id).where(Run.status != "skipped")
+                                .order_by(Run.started_at.desc(), Run.id.desc()).limit(1))
+        if run_id is None:
+            raise ErfnetError("the results database holds no runs yet")
+        return run_id
+    validate_run_id(run_ref)
+    if session.get(Run, run_ref) is None:
+        raise ErfnetError(f"no run {run_ref!r} in the results database")
+    return run_ref
+
+
+def run_document(session: Session, run_ref: str) -> dict:
+    """The run document of docs/architecture.md for ``run_ref`` ('latest' or a run id)."""
+    run_id = resolve_run_id(session, run_ref)
+    run = session.get(Run, run_id)
+    run_dict = {name: getattr(run, name) for name in RUN_FIELDS}
+    run_dict["started_at"] = format_time(run.started_at)
+    run_dict["finished_at"] = format_time(run.finished_at)
+    return {
+        "run": run_dict,
+        "compiled": _cells(session, CompiledModel, COMPILED_FIELDS, run_id),
+        "accuracy": _cells(session, Accuracy, ACCURACY_FIELDS, run_id),
+        "perf": _cells(session, Performance, PERF_FIELDS, run_id),
+        "findings": findings(session, run_id),
+    }
+
+
+def _cells(session: Session, model, fields: tuple[str, ...], run_id: str) -> list[dict]:
+    rows = session.scalars(sa.select(model).where(model.run_id == run_id)
+                           .order_by(model.target, model.batch_size))
+    return [{name: getattr(row, name) for name in fields} for row in rows]
+
+
+def findings(session: Session, run_id: str) -> list[dict]:
+    validate_run_id(run_id)
+    rows = session.scalars(sa.select(Finding).where(Finding.run_id == run_id)
+                           .order_by(Finding.rule, Finding.target, Finding.batch_size))
+    return [{name: getattr(row, name) for name in FINDING_FIELDS} for row in rows]
+
+
+def list_runs(session: Session, limit: int = 50) -> list[dict]:
+    """The newest runs first, each with its cell counts (perf cells that did not come out ok, findings)."""
+    perf_total = _count(Performance)
+    perf_failed = _count(Performance, Performance.status.notin_(("ok", "skipped")))
+    finding_total = _count(Finding)
+    stmt = (sa.select(Run, perf_total.c.n, perf_failed.c.n, finding_total.c.n)
+            .outerjoin(perf_total, perf_total.c.run_id == Run.id)
+            .outerjoin(perf_failed, perf_failed.c.run_id == Run.id)
+            .outerjoin(finding_total, finding_total.c.run_id == Run.id)
+            .order_by(Run.started_at.desc(), Run.id.desc()).limit(max(1, int(limit))))
+    return [{"id": run.id, "dag_id": run.dag_id, "started_at": format_time(run.started_at),
+             "finished_at": format_time(run.finished_at), "status": run.status, "cann_version": run.cann_version,
+             "host": run.host, "images": run.images, "synthetic": run.synthetic,
+             "perf_cells": cells or 0, "failed_cells": failed or 0, "findings": found or 0}
+            for run, cells, failed, found in session.execute(stmt)]
+
+
+def _count(model, *conditions):
+    return (sa.select(model.run_id, sa.func.count().label("n")).where(*conditions)
+            .group_by(model.run_id).subquery())
+
+
+def history(session: Session, target: str | None = None, batch_size: int | None = None,
+            limit: int = 200) -> list[dict]:
+    """Per run, target and batch: mIoU and throughput over time (oldest first), for charts.
+
+    Skipped runs are left out: they measured nothing. ``limit`` keeps the newest runs.
+    """
+    runs = session.execute(sa.select(Run.id, Run.started_at, Run.cann_version).where(Run.status != "skipped")
+                           .order_by(Run.started_at.desc(), Run.id.desc()).limit(max(1, int(limit)))).all()
+    if not runs:
+        return []
+    by_id = {run.id: run for run in runs}
+    points: dict[tuple, dict] = {}
+    for model, fields in ((Performance, ("throughput_fps", "status")), (Accuracy, ("miou",))):
+        stmt = sa.select(model).where(model.run_id.in_(list(by_id)))
+        if target is not None:
+            stmt = stmt.where(model.target == target)
+        if batch_size is not None:
+            stmt = stmt.where(model.batch_size == batch_size)
+        for row in session.scalars(stmt):
+            run = by_id[row.run_id]
+            point = points.setdefault((run.id, row.target, row.batch_size), {
+                "run_id": run.id, "started_at": format_time(run.started_at), "cann_version": run.cann_version,
+                "target": row.target, "batch_size": row.batch_size, "miou": None, "throughput_fps": None,
+                "status": None})
+            point.update({name: getattr(row, name) for name in fields})
+    order = {run.id: i for i, run in enumerate(reversed(runs))}
+    return sorted(points.values(), key=lambda p: (order[p["run_id"]], p["target"], p["batch_size"]))
+
+
+def reference_figures(session: Session, source: str = "guide") -> list[dict]:
+    rows = session.scalars(sa.select(ReferenceFigure).where(ReferenceFigure.source == source)
+                           .order_by(ReferenceFigure.metric, ReferenceFigure.column_name, ReferenceFigure.batch_size))
+    return [{"metric": r.metric, "column": r.column_name, "batch_size": r.batch_size, "value": r.value,
+             "status": r.status, "note": r.note} for r in rows]

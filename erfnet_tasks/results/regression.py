@@ -1,0 +1,136 @@
+"""The regression rules that gate a run.
+
+- accuracy_below_reference: mIoU below the reference (72.20) minus the tolerance (1 point, the
+  guide's acceptance criterion).
+- throughput_drop: fps more than ``throughput_drop`` below the baseline.
+- cell_failed: a cell that was ok in the baseline and now failed (oom, compile or infer failure).
+
+The baseline of a (target, batch) cell is the latest complete run, started before this one, on a
+different CANN version, that measured the same target and batch: the gate asks "did the new CANN
+make things worse?". Findings are stored per run (replacing earlier ones) and returned.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import sqlalchemy as sa
+from sqlalchemy.orm import Session
+
+from ..errors import ErfnetError
+from .document import validate_run_id
+from .models import Accuracy, Finding, Performance, Run
+from .reference import GUIDE_MIOU, GUIDE_TOLERANCE
+
+FAILED_STATUSES = ("oom", "compile_failed", "infer_failed")
+
+
+@dataclass(frozen=True)
+class Rules:
+    reference_miou: float = GUIDE_MIOU
+    tolerance: float = GUIDE_TOLERANCE
+    throughput_drop: float = 0.05
+
+    def __post_init__(self):
+        for name in ("reference_miou", "tolerance", "throughput_drop"):
+            value = getattr(self, name)
+            if not 0.0 <= value <= 1.0:
+                raise ErfnetError(f"regression rule {name} must be a fraction between 0 and 1, got {value}")
+
+    @property
+    def miou_threshold(self) -> float:
+        return self.reference_miou - self.tolerance
+
+
+def rules_from_params(params: dict | None) -> Rules:
+    """Rules from a run's params (``reference_miou``, ``tolerance``, ``throughput_drop``).
+
+    The trigger form speaks the guide's language (72.20, 1.0 points), the library fractions (0.722,
+    0.01): a reference above 1, or a tolerance or drop of 1 or more, is read as percent.
+    """
+    params = params or {}
+    values = {}
+    for name in ("reference_miou", "tolerance", "throughput_drop"):
+        value = params.get(name)
+        if value is None:
+            continue
+        try:
+            value = float(value)
+        except (TypeError, ValueError):
+            raise ErfnetError(f"run param {name} must be a number, got {value!r}") from None
+        percent = value > 1.0 if name == "reference_miou" else value >= 1.0
+        values[name] = value / 100.0 if percent else value
+    return Rules(**values)
+
+
+def find_regressions(session: Session, run_id: str, rules: Rules | None = None) -> list[dict]:
+    """Apply ``rules`` to run ``run_id``, store the findings (replacing the run's earlier ones), return them."""
+    rules = rules or Rules()
+    validate_run_id(run_id)
+    run = session.get(Run, run_id)
+    if run is None:
+        raise ErfnetError(f"no run {run_id!r} in the results database")
+    found = _accuracy_findings(session, run_id, rules)
+    perf = session.scalars(sa.select(Performance).where(Performance.run_id == run_id)
+                           .order_by(Performance.target, Performance.batch_size)).all()
+    baselines = _baselines(session, run, {(p.target, p.batch_size) for p in perf})
+    for cell in perf:
+        baseline = baselines.get((cell.target, cell.batch_size))
+        if baseline is not None:
+            found += _perf_findings(cell, baseline, run, rules)
+    session.execute(sa.delete(Finding).where(Finding.run_id == run_id))
+    session.add_all(Finding(run_id=run_id, **f) for f in found)
+    session.flush()
+    return found
+
+
+def _accuracy_findings(session: Session, run_id: str, rules: Rules) -> list[dict]:
+    rows = session.scalars(sa.select(Accuracy).where(Accuracy.run_id == run_id, Accuracy.miou.is_not(None),
+                                                     Accuracy.miou < rules.miou_threshold)
+                           .order_by(Accuracy.target, Accuracy.batch_size))
+    return [_finding("accuracy_below_reference", row.target, row.batch_size,
+                     f"{row.target} batch {row.batch_size}: mIoU {row.miou * 100:.2f} is below "
+                     f"{rules.reference_miou * 100:.2f} - {rules.tolerance * 100:.2f} = {rules.miou_threshold * 100:.2f}",
+                     row.miou, rules.miou_threshold, None) for row in rows]
+
+
+def _perf_findings(cell: Performance, baseline: tuple[str, str | None, float], run: Run, rules: Rules) -> list[dict]:
+    base_id, base_cann, base_fps = baseline
+    where = f"{cell.target} batch {cell.batch_size}"
+    versus = f"run {base_id} (CANN {base_cann or 'unknown'}), now CANN {run.cann_version or 'unknown'}"
+    if cell.status in FAILED_STATUSES:
+        return [_finding("cell_failed", cell.target, cell.batch_size,
+                         f"{where}: {cell.status} now, ok in {versus}", None, None, base_id)]
+    if cell.status == "ok" and cell.throughput_fps is not None:
+        threshold = base_fps * (1.0 - rules.throughput_drop)
+        if cell.throughput_fps < threshold:
+            drop = 1.0 - cell.throughput_fps / base_fps
+            return [_finding("throughput_drop", cell.target, cell.batch_size,
+                             f"{where}: {cell.throughput_fps:.2f} fps is {drop:.1%} below {base_fps:.2f} fps "
+                             f"of {versus} (allowed {rules.throughput_drop:.0%})",
+                             cell.throughput_fps, threshold, base_id)]
+    return []
+
+
+def _baselines(session: Session, run: Run, cells: set[tuple[str, int]]) -> dict[tuple[str, int], tuple]:
+    """(target, batch) -> (run id, CANN version, fps) of the latest earlier complete run on another CANN."""
+    if not cells:
+        return {}
+    stmt = (sa.select(Performance.target, Performance.batch_size, Run.id, Run.cann_version,
+                      Performance.throughput_fps)
+            .join(Run, Run.id == Performance.run_id)
+            .where(Run.status == "complete", Run.id != run.id, Run.started_at < run.started_at,
+                   Run.cann_version.is_distinct_from(run.cann_version),
+                   Performance.status == "ok", Performance.throughput_fps.is_not(None),
+                   Performance.target.in_(sorted({t for t, _b in cells})))
+            .order_by(Run.started_at.desc(), Run.id.desc()))
+    baselines: dict[tuple[str, int], tuple] = {}
+    for target, batch, run_id, cann, fps in session.execute(stmt):
+        if (target, batch) in cells:
+            baselines.setdefault((target, batch), (run_id, cann, fps))
+    return baselines
+
+
+def _finding(rule, target, batch_size, message, value, threshold, baseline_run_id) -> dict:
+    return {"rule": rule, "target": target, "batch_size": batch_size, "message": message, "value": value,
+            "threshold": threshold, "baseline_run_id": baseline_run_id}
