@@ -152,6 +152,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     # <section: compile, infer, environment (issue 4)>
     # <section: results (issue 5)>
+    from .results.cli import register as register_results
+
+    register_results(sub)
+
     # <section: demo (issue 6)>
     return parser
 
