@@ -409,7 +409,7 @@ def _sample_scene(rng: np.random.Generator, width: int, height: int) -> tuple[np
     x = 0
     while x < width:  # a skyline of buildings, walls and vegetation
         w = int(width * rng.uniform(0.05, 0.2))
-        top = int(height * rng.uniform(0.05, 0.4))
+        top = int(horizon * rng.uniform(0.1, 0.8))
         draw.rectangle([x, top, x + w, horizon], fill=int(rng.choice([11, 11, 12, 21])))
         x += w
     draw.rectangle([0, horizon, width, height], fill=7)  # road

@@ -96,6 +96,46 @@ def cmd_sample_data(args) -> int:
     return 0
 
 
+# ---------------------------------------------------------------------------- 3.2, 5, 7 (issue 4)
+
+def cmd_compile(args) -> int:
+    from .backends import get_backend
+
+    result = get_backend(args.backend).compile(args.model, args.out_dir, chip=args.chip,
+                                               batch_size=args.batch_size, aoe=args.aoe)
+    print(result.path)
+    return 0
+
+
+def cmd_infer(args) -> int:
+    from .backends import get_backend
+
+    result = get_backend(args.backend).infer(
+        args.model, args.input, args.output, batch_size=args.batchsize, device=args.device, loop=args.loop,
+        warmup=args.warmup, output_type=args.output_type)
+    print(f"outputs in {result.output_dir}, summary {result.summary_path}; throughput "
+          f"{result.throughput_fps:.4g} images/s, compute mean {result.compute_ms['mean']:.4g} ms")
+    return 0
+
+
+def cmd_environment(args) -> int:
+    from .backends.environment import describe_environment, format_environment
+
+    env = describe_environment()
+    print(json.dumps(env, indent=2) if args.format == "json" else format_environment(env))
+    return 0
+
+
+def _non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text!r}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="erfnet", description="ErfNet offline-inference regression pipeline (the guide's scripts as one command).")
@@ -143,7 +183,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(handler=cmd_evaluate)
 
     p = sub.add_parser("sample-data",
-                       help="write a SYNTHETIC dataset in the Cityscapes layout (tests, demo; not real data)")
+                       help="write a SYNTHETIC dataset in the Cityscapes layout (tests, demo; not real data)",
+                       description="Writes SYNTHETIC street-like images and labels (labelIds and labelTrainIds) in "
+                                   "the Cityscapes layout, for tests and the demo. They are not Cityscapes data: "
+                                   "an mIoU measured on them says nothing about the model.")
     p.add_argument("out_dir", metavar="OUT_DIR")
     p.add_argument("--images", type=_positive_int, required=True)
     p.add_argument("--size", type=_size, default=(2048, 1024), help="WIDTHxHEIGHT (default 2048x1024)")
@@ -151,6 +194,34 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(handler=cmd_sample_data)
 
     # <section: compile, infer, environment (issue 4)>
+    backends = ["onnxruntime", "torch", "ascend", "ais_bench"]
+    p = sub.add_parser("compile", help="atc (Ascend, optionally AOE) or ORT's optimiser: ONNX -> model for one chip "
+                                       "and batch size; prints its path")
+    p.add_argument("model", metavar="MODEL.onnx", help="the ONNX (for --backend torch: the .pth)")
+    p.add_argument("out_dir", metavar="OUT_DIR")
+    p.add_argument("--backend", choices=backends, default="onnxruntime")
+    p.add_argument("--chip", default=None, help="Ascend soc_version such as Ascend310P3; onnxruntime/torch: cpu or cuda")
+    p.add_argument("--batch-size", type=_positive_int, required=True)
+    p.add_argument("--aoe", action="store_true", help="Ascend: tune with AOE (subgraphs, then operators)")
+    p.set_defaults(handler=cmd_compile)
+
+    p = sub.add_parser("infer", help="ais_bench (or ONNX Runtime / PyTorch) over PREP_DIR, in ais_bench's output layout")
+    p.add_argument("--backend", choices=backends, default="onnxruntime")
+    p.add_argument("--model", required=True, help="the .om (ascend), .onnx (onnxruntime) or .pth (torch)")
+    p.add_argument("--input", required=True, metavar="PREP_DIR")
+    p.add_argument("--output", required=True, metavar="OUT_DIR")
+    p.add_argument("--batchsize", type=_positive_int, required=True)
+    p.add_argument("--device", default=None, help="ascend: device id (0); onnxruntime/torch: cpu, cuda or cuda:N")
+    p.add_argument("--loop", type=_positive_int, default=1)
+    p.add_argument("--warmup", type=_non_negative_int, default=1)
+    p.add_argument("--output-type", choices=["fp16", "fp32"], default="fp16",
+                   help="dtype of the written outputs (ascend: fixed by the om, FP16 from atc)")
+    p.set_defaults(handler=cmd_infer)
+
+    p = sub.add_parser("environment", help="CANN version, NPU chips, driver and available backends of this host")
+    p.add_argument("--format", choices=["json", "text"], default="text")
+    p.set_defaults(handler=cmd_environment)
+
     # <section: results (issue 5)>
     from .results.cli import register as register_results
 
