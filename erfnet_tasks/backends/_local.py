@@ -1,0 +1,130 @@
+"""What the in-process backends (ONNX Runtime, PyTorch) share: ais_bench's input batching and output
+writing, so that their folders are indistinguishable from the NPU's.
+
+ais_bench takes only ``.bin``/``.npy`` files in natural sort order, groups them into batches, pads a
+last partial batch with zero-filled fake inputs whose outputs are never written, and saves one raw file
+per output. Outputs are written by one background thread so that the timed loop never waits on disk.
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import re
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .. import outputs
+from ..errors import ErfnetError
+from . import InferFailed, InferResult
+
+INPUT_SUFFIXES = (".bin", ".npy")
+_WRITE_QUEUE_DEPTH = 4  # enough to overlap disk with compute, small enough to bound memory
+
+
+def natural_key(path: Path) -> list:
+    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", path.name)]
+
+
+def list_inputs(input_dir: str | os.PathLike) -> list[Path]:
+    folder = Path(input_dir)
+    if not folder.is_dir():
+        raise ErfnetError(f"input folder not found: {folder}")
+    files = sorted((p for p in folder.iterdir() if p.suffix in INPUT_SUFFIXES and p.is_file()), key=natural_key)
+    if not files:
+        raise ErfnetError(f"no .bin or .npy inputs in {folder}")
+    return files
+
+
+def batches(files: list[Path], batch_size: int) -> list[list[Path]]:
+    return [files[i:i + batch_size] for i in range(0, len(files), batch_size)]
+
+
+def read_into(path: Path, dest: np.ndarray) -> None:
+    """Fill one sample slot from a file without an intermediate copy; wrong sizes fail like ais_bench."""
+    if path.suffix == ".npy":
+        array = np.load(path)
+        if array.size != dest.size:
+            raise InferFailed(f"arg0 tensorsize: {dest.nbytes} filesize: {array.nbytes} not match ({path})")
+        dest[...] = array.reshape(dest.shape)
+        return
+    size = path.stat().st_size
+    if size != dest.nbytes:
+        raise InferFailed(f"arg0 tensorsize: {dest.nbytes} filesize: {size} not match ({path})")
+    with open(path, "rb") as fh:
+        fh.readinto(memoryview(dest).cast("B"))
+
+
+def fill_batch(files: list[Path], buffer: np.ndarray) -> None:
+    for slot, path in enumerate(files):
+        read_into(path, buffer[slot])
+    if len(files) < len(buffer):
+        buffer[len(files):] = 0  # ais_bench pads with zero-filled fake files
+
+
+class OutputWriter:
+    """Writes ``<stem>_<i>.bin`` files on a background thread, converting to the requested dtype there."""
+
+    def __init__(self, folder: Path, dtype):
+        self.folder = folder
+        self.dtype = np.dtype(dtype)
+        self._queue: queue.Queue = queue.Queue(maxsize=_WRITE_QUEUE_DEPTH)
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="erfnet-output-writer", daemon=True)
+        self._thread.start()
+
+    def submit(self, files: list[Path], arrays: list[np.ndarray]) -> list[list[Path]]:
+        """Queue the outputs of one batch (padding rows beyond ``len(files)`` are dropped)."""
+        if self._error is not None:
+            raise self._error
+        names = [[self.folder / outputs.output_file_name(f, i) for i in range(len(arrays))] for f in files]
+        self._queue.put((names, arrays))
+        return names
+
+    def _run(self) -> None:
+        while True:
+            item = self._queue.get()
+            if item is None:
+                return
+            if self._error is not None:
+                continue
+            names, arrays = item
+            try:
+                for slot, per_output in enumerate(names):
+                    for array, path in zip(arrays, per_output):
+                        np.ascontiguousarray(array[slot], dtype=self.dtype).tofile(path)
+            except BaseException as exc:  # reported on the main thread by close()/submit()
+                self._error = exc
+
+    def close(self) -> None:
+        self._queue.put(None)
+        self._thread.join()
+        if self._error is not None:
+            raise ErfnetError(f"could not write outputs to {self.folder}: {self._error}")
+
+
+@dataclass
+class Timings:
+    compute_ms: list
+    h2d_ms: list
+    d2h_ms: list
+
+
+def finish(folder: Path, filesinfo: list[outputs.SummaryEntry], timings: Timings, *, batch_size: int,
+           args: list[str]) -> InferResult:
+    summary = outputs.build_summary(filesinfo, compute_ms=timings.compute_ms, h2d_ms=timings.h2d_ms,
+                                    d2h_ms=timings.d2h_ms, batch_size=batch_size, args=args)
+    path = outputs.write_summary(folder, summary)
+    return InferResult(summary_path=path, output_dir=folder, throughput_fps=summary["throughput"],
+                       compute_ms=summary["NPU_compute_time"], h2d_ms=summary["H2D_latency"],
+                       d2h_ms=summary["D2H_latency"])
+
+
+def infer_args(backend: str, model, input_dir, output_dir, batch_size, device, loop, warmup, output_type) -> list[str]:
+    """The ``args`` recorded in the summary, in ais_bench's flag spelling."""
+    return [backend, "--model", str(model), "--input", str(input_dir), "--output", str(output_dir),
+            "--outfmt", "BIN", "--batchsize", str(batch_size), "--device", str(device), "--loop", str(loop),
+            "--warmup_count", str(warmup), "--output_type", output_type]

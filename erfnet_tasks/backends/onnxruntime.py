@@ -1,0 +1,234 @@
+"""The embedded default backend: ONNX Runtime on CPU (CUDA where onnxruntime-gpu is installed).
+
+compile: the ONNX with its batch dimension fixed to N, passed through ORT's graph optimiser and saved
+(``ErfNet_bs{N}_{cpu|cuda}.onnx``), so that the compile stage has a real artefact off Ascend. The saved
+level is EXTENDED: ORT warns that ALL (layout transforms such as NCHWc) may tie the file to the CPU that
+wrote it; ALL is still applied at load time by ``infer``.
+
+infer: ais_bench's layout and semantics (see ``_local``). Timings, in ms:
+- compute: wall time around ``session.run`` (CPU) or ``run_with_iobinding`` (CUDA), one per batch and loop;
+- H2D / D2H: on CPU there is no device copy, so both lists are empty (statistics 0.0, count 0); on CUDA
+  the input is copied to a device OrtValue and the outputs back with IOBinding, each copy timed on its own.
+Warmup runs are not timed. Outputs are converted (fp16 by default, like the guide's om) and written on a
+background thread.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import ErfnetError
+from ..fsutil import atomic_path
+from .. import outputs
+from . import CompileResult, InferFailed, check_batch_size, check_output_type, check_runs
+from . import _local
+
+DEVICES = ("cpu", "cuda")
+
+
+def version() -> str:
+    import onnxruntime as ort
+
+    return ort.__version__
+
+
+def available() -> bool:
+    try:
+        import onnxruntime  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def cuda_available() -> bool:
+    import onnxruntime as ort
+
+    return "CUDAExecutionProvider" in ort.get_available_providers()
+
+
+def _parse_device(device) -> tuple[str, int]:
+    """``cpu``, ``cuda`` or ``cuda:N`` (also a bare NPU-style ``0`` means CPU here: there is no NPU)."""
+    text = "cpu" if device is None else str(device).strip().lower()
+    kind, _, index = text.partition(":")
+    if kind not in DEVICES or (index and not index.isdigit()) or (kind == "cpu" and index):
+        raise ErfnetError(f"onnxruntime device must be cpu, cuda or cuda:N, got {device!r}")
+    if kind == "cuda" and not cuda_available():
+        raise ErfnetError("device 'cuda' requested but this ONNX Runtime has no CUDAExecutionProvider "
+                          "(install onnxruntime-gpu on a host with an NVIDIA GPU)")
+    return kind, int(index or 0)
+
+
+def _providers(kind: str, index: int) -> list:
+    if kind == "cuda":
+        return [("CUDAExecutionProvider", {"device_id": index}), "CPUExecutionProvider"]
+    return ["CPUExecutionProvider"]
+
+
+def _session_options(level=None):
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.graph_optimization_level = level if level is not None else ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    # One inference at a time: intra-op threads on every physical core, no inter-op pool competing.
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.log_severity_level = 3
+    return options
+
+
+def _fix_batch(model, batch_size: int) -> None:
+    """Set dim 0 of every graph input and output to ``batch_size``; other symbolic shapes are dropped."""
+    for value in list(model.graph.input) + list(model.graph.output):
+        dims = value.type.tensor_type.shape.dim
+        if dims:
+            dims[0].Clear()
+            dims[0].dim_value = batch_size
+    del model.graph.value_info[:]  # stale '-1' batch dims would contradict the fixed ones
+
+
+def compile(onnx_path, out_dir, *, chip: str = "cpu", batch_size: int, aoe: bool = False) -> CompileResult:
+    """A fixed-batch, ORT-optimised copy of ``onnx_path`` in ``out_dir``; ``chip`` is cpu or cuda."""
+    import onnx
+    import onnxruntime as ort
+
+    check_batch_size(batch_size)
+    if aoe:
+        raise ErfnetError("--aoe is Ascend's tuner; the onnxruntime backend has no equivalent")
+    kind, index = _parse_device(chip or "cpu")
+    src = Path(onnx_path)
+    if not src.is_file():
+        raise ErfnetError(f"ONNX model not found: {src}")
+    out = Path(out_dir) / f"ErfNet_bs{batch_size}_{kind}.onnx"
+    started = time.perf_counter()
+    try:
+        model = onnx.load(str(src))
+    except Exception as exc:  # onnx raises DecodeError and friends
+        raise ErfnetError(f"{src} is not an ONNX model ({exc})") from None
+    _fix_batch(model, batch_size)
+    with atomic_path(out) as tmp:
+        fixed = tmp.with_name(tmp.name + ".fixed.onnx")
+        try:
+            onnx.save(model, str(fixed))
+            options = _session_options(ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED)
+            options.optimized_model_filepath = str(tmp)
+            try:
+                ort.InferenceSession(str(fixed), options, providers=_providers(kind, index))
+            except Exception as exc:
+                raise ErfnetError(f"ONNX Runtime could not optimise {src}: {str(exc).splitlines()[0]}") from None
+        finally:
+            fixed.unlink(missing_ok=True)
+    return CompileResult(path=out, seconds=time.perf_counter() - started, log_path=None)
+
+
+def _open_session(model: Path, kind: str, index: int):
+    import onnxruntime as ort
+
+    if not model.is_file():
+        raise InferFailed(f"model file not found: {model}", status="model_load_failed")
+    try:
+        return ort.InferenceSession(str(model), _session_options(), providers=_providers(kind, index))
+    except Exception as exc:
+        raise InferFailed(f"ONNX Runtime could not load {model}: {str(exc).splitlines()[0]}",
+                          status="model_load_failed") from None
+
+
+def _model_batch(session, batch_size: int) -> int:
+    first = session.get_inputs()[0].shape[0]
+    if isinstance(first, int) and first > 0 and first != batch_size:
+        raise ErfnetError(f"the model's batch size is {first}, but --batchsize {batch_size} was given")
+    return batch_size
+
+
+def _sample_shape(session) -> tuple[int, ...]:
+    from ..model import INPUT_SHAPE
+
+    dims = session.get_inputs()[0].shape[1:]
+    return tuple(d if isinstance(d, int) and d > 0 else INPUT_SHAPE[i] for i, d in enumerate(dims))
+
+
+class _CpuRunner:
+    def __init__(self, session):
+        self.session = session
+        self.feed_name = session.get_inputs()[0].name
+
+    def run(self, batch: np.ndarray, timings) -> list[np.ndarray]:
+        started = time.perf_counter()
+        result = self.session.run(None, {self.feed_name: batch})
+        if timings is not None:
+            timings.compute_ms.append((time.perf_counter() - started) * 1000.0)
+        return result
+
+
+class _CudaRunner:
+    """IOBinding so that the copies are separate steps that can be timed honestly."""
+
+    def __init__(self, session, index: int):
+        self.session = session
+        self.index = index
+        self.feed_name = session.get_inputs()[0].name
+        self.output_names = [o.name for o in session.get_outputs()]
+
+    def run(self, batch: np.ndarray, timings) -> list[np.ndarray]:
+        import onnxruntime as ort
+
+        t0 = time.perf_counter()
+        device_input = ort.OrtValue.ortvalue_from_numpy(batch, "cuda", self.index)
+        binding = self.session.io_binding()
+        binding.bind_ortvalue_input(self.feed_name, device_input)
+        for name in self.output_names:
+            binding.bind_output(name, "cuda", self.index)
+        binding.synchronize_inputs()
+        t1 = time.perf_counter()
+        self.session.run_with_iobinding(binding)
+        binding.synchronize_outputs()
+        t2 = time.perf_counter()
+        result = binding.copy_outputs_to_cpu()
+        t3 = time.perf_counter()
+        if timings is not None:
+            timings.h2d_ms.append((t1 - t0) * 1000.0)
+            timings.compute_ms.append((t2 - t1) * 1000.0)
+            timings.d2h_ms.append((t3 - t2) * 1000.0)
+        return result
+
+
+def infer(model, input_dir, output_dir, *, batch_size: int, device=None, loop: int = 1, warmup: int = 1,
+          output_type: str = "fp16"):
+    """Run ``model`` (.onnx) over ``input_dir`` in ais_bench's layout; see the module doc for the timings."""
+    check_batch_size(batch_size)
+    check_output_type(output_type)
+    check_runs(loop, warmup)
+    kind, index = _parse_device(device)
+    files = _local.list_inputs(input_dir)
+    session = _open_session(Path(model), kind, index)
+    batch_size = _model_batch(session, batch_size)
+    runner = _CudaRunner(session, index) if kind == "cuda" else _CpuRunner(session)
+    buffer = np.zeros((batch_size, *_sample_shape(session)), dtype=np.float32)
+
+    groups = _local.batches(files, batch_size)
+    _local.fill_batch(groups[0], buffer)
+    for _ in range(warmup):
+        runner.run(buffer, None)
+
+    folder = outputs.make_output_folder(output_dir)
+    writer = _local.OutputWriter(folder, np.float16 if output_type == "fp16" else np.float32)
+    timings = _local.Timings([], [], [])
+    filesinfo = []
+    try:
+        for group in groups:
+            _local.fill_batch(group, buffer)
+            for _ in range(loop):
+                result = runner.run(buffer, timings)
+            names = writer.submit(group, result)
+            filesinfo.extend(outputs.SummaryEntry(f, tuple(n)) for f, n in zip(group, names))
+    except Exception as exc:
+        if isinstance(exc, ErfnetError):
+            raise
+        raise InferFailed(f"ONNX Runtime inference failed: {str(exc).splitlines()[0]}") from None
+    finally:
+        writer.close()
+    args = _local.infer_args("onnxruntime", model, input_dir, output_dir, batch_size,
+                             f"{kind}:{index}" if kind == "cuda" else kind, loop, warmup, output_type)
+    return _local.finish(folder, filesinfo, timings, batch_size=batch_size, args=args)
+
