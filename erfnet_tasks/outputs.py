@@ -117,7 +117,7 @@ def output_folder_of(summary_path: str | os.PathLike) -> Path:
 def _resolve(recorded: str, summary_path: Path, folder: Path) -> Path:
     """Summaries record paths relative to the cwd of the run; find the file from wherever we are."""
     candidate = Path(recorded)
-    if candidate.is_absolute() or candidate.exists():
+    if candidate.exists():
         return candidate
     beside = folder / candidate.name
     if beside.exists():
