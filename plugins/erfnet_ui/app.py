@@ -1,0 +1,192 @@
+"""The FastAPI app behind the Airflow UI's "ErfNet results" view.
+
+It presents what ``erfnet_tasks.results`` returns and holds no SQL of its own. Authentication is
+injected: ``create_app(require_user=...)`` puts that dependency on every route, so the plugin passes
+Airflow's own ``get_user`` and the tests can pass the same one (with a real token) or a stand-in.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+from fastapi import Depends, FastAPI, HTTPException, Request
+from fastapi.responses import HTMLResponse, JSONResponse, Response
+from fastapi.templating import Jinja2Templates
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.orm import Session
+
+from erfnet_tasks.errors import ErfnetError
+from erfnet_tasks.results import db, queries
+
+from . import views
+
+URL_PREFIX = "/erfnet"
+TEMPLATES = Jinja2Templates(directory=str(Path(__file__).parent / "templates"))
+
+
+class ResultsUnavailable(Exception):
+    """The results database cannot be reached or read; shown as a 503 page, never a traceback."""
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(getattr(exc, "orig", None) or exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0] if text else ''}"
+
+
+class RunNotFound(ErfnetError):
+    """An unknown run id, or no runs at all where one is asked for: a 404."""
+
+
+@contextmanager
+def _reading(resolve: Callable[[], str]) -> Iterator[Session | None]:
+    """A session on the results database; None when it has no schema yet (nothing was ever published)."""
+    try:
+        url = resolve()
+        if db.current_revision(url) is None:
+            yield None
+            return
+        with db.session_scope(url) as session:
+            yield session
+    except RunNotFound:
+        raise
+    except (SQLAlchemyError, OSError, ErfnetError) as exc:
+        raise ResultsUnavailable(_one_line(exc)) from exc
+
+
+def _has_runs(session: Session | None) -> bool:
+    return session is not None and bool(queries.list_runs(session, limit=1))
+
+
+def _document(session: Session | None, run_id: str) -> dict:
+    if session is None:
+        raise RunNotFound("the results database holds no runs yet")
+    try:
+        return queries.run_document(session, run_id)
+    except ErfnetError as exc:  # unknown or malformed run id, or no runs yet
+        raise RunNotFound(str(exc)) from exc
+
+
+def _wants_html(request: Request) -> bool:
+    path = request.url.path
+    return "/api/" not in path and not path.endswith(".csv")
+
+
+def base_of(request: Request) -> str:
+    """The app's own URL prefix as the browser sees it (Airflow's base_url included)."""
+    return str(request.scope.get("root_path", "")).rstrip("/")
+
+
+def _csv_response(text: str, filename: str) -> Response:
+    return Response(
+        text,
+        media_type="text/csv; charset=utf-8",
+        headers={"Content-Disposition": f'attachment; filename="{filename}"'},
+    )
+
+
+def create_app(
+    require_user: Callable[..., Any],
+    *,
+    database_url: Callable[[], str] | None = None,
+) -> FastAPI:
+    """The results app; ``require_user`` must raise 401/403 for anonymous requests."""
+    resolve = database_url or db.resolve_url
+    app = FastAPI(
+        title="ErfNet results",
+        dependencies=[Depends(require_user)],
+        docs_url=None,
+        redoc_url=None,
+        openapi_url=None,
+    )
+
+    def page(request: Request, template: str, status_code: int = 200, **context: Any) -> HTMLResponse:
+        base = base_of(request)
+        return TEMPLATES.TemplateResponse(
+            request,
+            template,
+            {"base": base, "quote": lambda s: quote(str(s), safe=""), **context},
+            status_code=status_code,
+        )
+
+    @app.exception_handler(ResultsUnavailable)
+    async def _unavailable(request: Request, exc: ResultsUnavailable) -> Response:
+        message = f"The results database is unavailable ({exc})."
+        if _wants_html(request):
+            return page(request, "error.html", status_code=503, title="Results unavailable", message=message)
+        return JSONResponse({"detail": message}, status_code=503)
+
+    @app.exception_handler(RunNotFound)
+    async def _not_found(request: Request, exc: RunNotFound) -> Response:
+        if _wants_html(request):
+            return page(request, "error.html", status_code=404, title="No such run", message=str(exc))
+        return JSONResponse({"detail": str(exc)}, status_code=404)
+
+    def run_page(request: Request, run_id: str, reference: str | None, template: str) -> HTMLResponse:
+        with _reading(resolve) as session:
+            if run_id == "latest" and not _has_runs(session):
+                return page(request, "empty.html", title="No runs yet", dag_id=views.DAG_ID)
+            try:
+                doc = _document(session, run_id)
+            except RunNotFound:
+                if run_id != "latest":
+                    raise
+                # Every run so far was a nightly "skipped" one: nothing measured to show yet.
+                return page(request, "empty.html", title="No runs yet", dag_id=views.DAG_ID)
+        view = views.run_view(doc, reference_target=reference)
+        airflow_base = base_of(request).removesuffix(URL_PREFIX)
+        return page(request, template, title=f"Run {doc['run']['id']}", view=view, airflow_base=airflow_base,
+                    dag_id=doc["run"].get("dag_id") or views.DAG_ID, latest=run_id == "latest")
+
+    @app.get("/", response_class=HTMLResponse)
+    def latest(request: Request, reference: str | None = None) -> HTMLResponse:
+        return run_page(request, "latest", reference, "run.html")
+
+    @app.get("/runs/{run_id}", response_class=HTMLResponse)
+    def one_run(request: Request, run_id: str, reference: str | None = None) -> HTMLResponse:
+        return run_page(request, run_id, reference, "run.html")
+
+    @app.get("/history", response_class=HTMLResponse)
+    def history(request: Request, batch: int | None = None) -> HTMLResponse:
+        with _reading(resolve) as session:
+            if not _has_runs(session):
+                return page(request, "empty.html", title="No runs yet", dag_id=views.DAG_ID)
+            runs = queries.list_runs(session, limit=200)
+            points = queries.history(session)
+            findings = [dict(f, run_id=r["id"]) for r in runs if r["findings"]
+                        for f in queries.findings(session, r["id"])]
+        return page(request, "history.html", title="Run history",
+                    view=views.history_view(runs, points, findings, batch))
+
+    @app.get("/api/runs")
+    def api_runs(limit: int = 50) -> JSONResponse:
+        with _reading(resolve) as session:
+            runs = queries.list_runs(session, limit=limit) if session is not None else []
+        return JSONResponse(runs)
+
+    @app.get("/api/runs/{run_id}")
+    def api_run(run_id: str) -> JSONResponse:
+        with _reading(resolve) as session:
+            doc = _document(session, run_id)
+        return JSONResponse(doc)
+
+    @app.get("/runs/{run_id}/accuracy.csv")
+    def accuracy_csv(run_id: str) -> Response:
+        with _reading(resolve) as session:
+            doc = _document(session, run_id)
+        return _csv_response(views.accuracy_csv(doc), f"erfnet-accuracy-{doc['run']['id']}.csv")
+
+    @app.get("/runs/{run_id}/perf.csv")
+    def perf_csv(run_id: str, reference: str | None = None) -> Response:
+        with _reading(resolve) as session:
+            doc = _document(session, run_id)
+        try:
+            views.check_reference(doc, reference)
+        except ErfnetError as exc:
+            raise HTTPException(status_code=400, detail=str(exc)) from exc
+        return _csv_response(views.perf_csv(doc, reference), f"erfnet-perf-{doc['run']['id']}.csv")
+
+    return app
