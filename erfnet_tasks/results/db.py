@@ -11,6 +11,7 @@ import contextlib
 import importlib.util
 import json
 import os
+import sys
 import threading
 from pathlib import Path
 from typing import Iterator
@@ -96,7 +97,7 @@ def _airflow_connection_url() -> str | None:
     raw = os.environ.get(_AIRFLOW_CONN_ENV, "").strip()
     if raw:
         return _url_from_json(raw) if raw.startswith("{") else raw
-    if importlib.util.find_spec("airflow") is None:
+    if not _inside_airflow():
         return None
     try:
         from airflow.sdk import BaseHook  # only where Airflow is installed, never at import time
@@ -105,6 +106,19 @@ def _airflow_connection_url() -> str | None:
     except Exception:  # not defined, no metadata database, not inside a deployment: fall through
         return None
     return _url_from_parts(conn.conn_type, conn.host, conn.login, conn.password, conn.schema, conn.port)
+
+
+def _inside_airflow() -> bool:
+    """Whether this process belongs to an Airflow deployment, so asking Airflow makes sense.
+
+    Importing Airflow just to learn it knows nothing costs seconds per CLI call (and creates
+    ~/airflow), so only processes that run under Airflow (already imported, or AIRFLOW_HOME /
+    AIRFLOW__* configuration set) ask it.
+    """
+    if "airflow" in sys.modules:
+        return True
+    configured = "AIRFLOW_HOME" in os.environ or any(name.startswith("AIRFLOW__") for name in os.environ)
+    return configured and importlib.util.find_spec("airflow") is not None
 
 
 def _url_from_json(raw: str) -> str:

@@ -45,16 +45,17 @@ def run_document(session: Session, run_ref: str) -> dict:
 
 
 def _cells(session: Session, model, fields: tuple[str, ...], run_id: str) -> list[dict]:
-    rows = session.scalars(sa.select(model).where(model.run_id == run_id)
-                           .order_by(model.target, model.batch_size))
-    return [{name: getattr(row, name) for name in fields} for row in rows]
+    rows = session.scalars(sa.select(model).where(model.run_id == run_id))
+    # Sorted here, not by the database: PostgreSQL's collation would order targets differently from SQLite.
+    return sorted(({name: getattr(row, name) for name in fields} for row in rows),
+                  key=lambda cell: (cell["target"], cell["batch_size"]))
 
 
 def findings(session: Session, run_id: str) -> list[dict]:
     validate_run_id(run_id)
-    rows = session.scalars(sa.select(Finding).where(Finding.run_id == run_id)
-                           .order_by(Finding.rule, Finding.target, Finding.batch_size))
-    return [{name: getattr(row, name) for name in FINDING_FIELDS} for row in rows]
+    rows = session.scalars(sa.select(Finding).where(Finding.run_id == run_id))
+    return sorted(({name: getattr(row, name) for name in FINDING_FIELDS} for row in rows),
+                  key=lambda f: (f["rule"], f["target"], f["batch_size"]))
 
 
 def list_runs(session: Session, limit: int = 50) -> list[dict]:
