@@ -302,8 +302,10 @@ def run_parallel(func, jobs: list, workers: int | None, progress: bool, desc: st
         import multiprocessing
         from concurrent.futures import ProcessPoolExecutor
 
-        # forkserver: no fork of a threaded parent (the Airflow task runner has threads)
-        ctx = multiprocessing.get_context("forkserver")
+        # fork, not spawn/forkserver: those re-import __main__, which breaks `python -` and unguarded
+        # scripts (benchmarks, notebooks). The executor forks all workers before its own thread starts,
+        # and workers touch only numpy/PIL and their own files, never a lock held by the parent.
+        ctx = multiprocessing.get_context("fork")
         with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
             for result in pool.map(func, jobs, chunksize=max(1, min(8, len(jobs) // (workers * 4)))):
                 yield result
