@@ -131,15 +131,16 @@ def cmd_show(args) -> int:
     elif args.format == "csv":
         print(tables.render_csv(tables.cell_rows(doc)), end="")
     else:
-        print(_run_heading(doc))
-        print(f"\nAccuracy (mIoU %, reference {args.reference_miou * 100:.2f}, "
-              f"tolerance {args.tolerance * 100:.2f} points)")
-        print(tables.render_text(tables.accuracy_table(doc, args.reference_miou, args.tolerance)))
-        print("\nPerformance (fps)")
-        print(tables.render_text(tables.perf_table(doc, args.reference_target)))
+        # Both tables are built before anything is printed, so bad options give one clean error line.
+        accuracy = tables.accuracy_table(doc, args.reference_miou, args.tolerance)
+        perf = tables.perf_table(doc, args.reference_target)
+        parts = [_run_heading(doc),
+                 f"\nAccuracy (mIoU %, reference {args.reference_miou * 100:.2f}, "
+                 f"tolerance {args.tolerance * 100:.2f} points)", tables.render_text(accuracy),
+                 "\nPerformance (fps)", tables.render_text(perf)]
         if doc["findings"]:
-            print("\nRegression findings")
-            print(tables.render_text(tables.findings_table(doc["findings"])))
+            parts += ["\nRegression findings", tables.render_text(tables.findings_table(doc["findings"]))]
+        print("\n".join(parts))
     return 0
 
 
