@@ -1,0 +1,162 @@
+"""
+### ErfNet offline inference — the guide as one DAG
+
+1. **resolve_environment** — validate the form, detect CANN, chips and driver (on the NPU worker), plan
+   the target x batch matrix.
+2. **3.1** export_onnx (ErfNet_pth2onnx.py) -> fix_bn (modify_bn_weights.py).
+3. **4** preprocess the Cityscapes val set (in parallel with the export).
+4. changed_since_last_run — a nightly run with the same CANN, weights and data ends here (unless `force`).
+5. **3.2** compile, mapped over the matrix: atc on the `npu` queue, AOE holding an `npu_devices` slot,
+   ONNX Runtime on the host; cached by content.
+6. **5** infer, mapped over the compiled cells (NPU inference holds an `npu_devices` slot).
+7. **6** evaluate each cell (mIoU); **7** collect_perf.
+8. publish_results to the results database (and a JSON file beside the outputs) -> regression_gate.
+
+Every task is a call into `erfnet_tasks.pipeline`; see the README for the parameters.
+"""
+
+from __future__ import annotations
+
+import os
+from datetime import datetime, timedelta
+
+from airflow.sdk import Asset, ExceptionRetryPolicy, Param, RetryAction, RetryRule, dag, task
+
+from erfnet_tasks import pipeline
+
+NPU_QUEUE = os.environ.get("ERFNET_NPU_QUEUE", "npu")
+NPU_POOL = "npu_devices"
+RESULTS_ASSET = Asset(name="erfnet_results", uri="erfnet://results/erfnet_offline_inference")
+AFTER_SKIPPED_GROUPS = "none_failed_min_one_success"  # a matrix group may be empty (no NPU targets)
+
+# Bad parameters, inputs and regressions are deterministic: retrying them changes nothing.
+NO_RETRY_ON_BAD_INPUT = ExceptionRetryPolicy(rules=[
+    RetryRule(exception="erfnet_tasks.errors.ErfnetError", action=RetryAction.FAIL,
+              reason="deterministic failure (bad input, configuration or a regression)"),
+])
+DEFAULTS = pipeline.default_params()
+
+
+@dag(
+    dag_id=pipeline.DAG_ID,
+    doc_md=__doc__,
+    schedule="0 2 * * *",
+    start_date=datetime(2026, 1, 1),
+    catchup=False,
+    max_active_runs=1,
+    tags=["erfnet", "ascend", "regression"],
+    default_args={"retries": 2, "retry_delay": timedelta(minutes=2), "retry_policy": NO_RETRY_ON_BAD_INPUT},
+    params={
+        "weights": Param(DEFAULTS["weights"], type="string", title="Weights (.pth)",
+                         description="erfnet_pretrained.pth in the upstream layout; under ERFNET_DATA_ROOTS"),
+        "dataset_root": Param(DEFAULTS["dataset_root"], type="string", title="Cityscapes root",
+                              description="holds leftImg8bit/val and gtFine/val; under ERFNET_DATA_ROOTS"),
+        "targets": Param(DEFAULTS["targets"], type="array", title="Targets",
+                         items={"type": "string",
+                                "pattern": r"^(auto|cpu|cuda|torch-cpu|torch-cuda|Ascend[0-9A-Za-z]+(\+AOE)?)$"},
+                         minItems=1,
+                         description="Ascend chips (Ascend310, Ascend310P3, ...), cpu/cuda (ONNX Runtime), "
+                                     "torch-cpu/torch-cuda; auto = the chips npu-smi reports"),
+        "batch_sizes": Param(DEFAULTS["batch_sizes"], type="array", items={"type": "integer", "minimum": 1},
+                             minItems=1, title="Batch sizes"),
+        "aoe": Param(DEFAULTS["aoe"], type="boolean", title="Also compile with AOE tuning (310P-AOE column)"),
+        "image_limit": Param(DEFAULTS["image_limit"], type="integer", minimum=0,
+                             title="Image limit", description="0 = the whole val set (500 images)"),
+        "reference_miou": Param(DEFAULTS["reference_miou"], type="number", minimum=0, maximum=100,
+                                title="Reference mIoU (%)", description="the guide's published 72.20"),
+        "tolerance": Param(DEFAULTS["tolerance"], type="number", minimum=0, maximum=100,
+                           title="Tolerance (mIoU points)", description="the guide's 1% criterion"),
+        "force": Param(DEFAULTS["force"], type="boolean", title="Run even if nothing changed"),
+    },
+)
+def erfnet_offline_inference():
+    @task(queue=NPU_QUEUE)
+    def resolve_environment(params=None, run_id=None) -> dict:
+        return pipeline.resolve_environment(dict(params), run_id)
+
+    @task
+    def export_onnx(env: dict) -> dict:
+        return pipeline.export_step(env)
+
+    @task
+    def fix_bn(exported: dict) -> dict:
+        return pipeline.fix_bn_step(exported)
+
+    @task
+    def preprocess(env: dict) -> dict:
+        return pipeline.preprocess_dataset(env)
+
+    @task.short_circuit
+    def changed_since_last_run(env: dict, model: dict, prep: dict) -> bool:
+        previous = pipeline.unchanged_since_last_run(env, model, prep)
+        if previous:
+            print(f"Nothing changed since run {previous} (same CANN version, weights and dataset): "
+                  f"ending early. Trigger with force=true to measure again.")
+        return previous is None
+
+    @task
+    def plan(env: dict, group: str) -> list[dict]:
+        return pipeline.plan_cells(env, group)
+
+    @task(queue=NPU_QUEUE)
+    def compile_on_npu(cell: dict, model: dict, env: dict) -> dict:
+        return pipeline.compile_cell(cell, model, env)
+
+    @task(queue=NPU_QUEUE, pool=NPU_POOL)
+    def compile_with_aoe(cell: dict, model: dict, env: dict) -> dict:
+        return pipeline.compile_cell(cell, model, env)
+
+    @task
+    def compile_on_host(cell: dict, model: dict, env: dict) -> dict:
+        return pipeline.compile_cell(cell, model, env)
+
+    @task(queue=NPU_QUEUE, pool=NPU_POOL, trigger_rule=AFTER_SKIPPED_GROUPS)
+    def infer_on_npu(cell: dict, prep: dict, env: dict) -> dict:
+        return pipeline.infer_cell(cell, prep, env)
+
+    @task
+    def infer_on_host(cell: dict, prep: dict, env: dict) -> dict:
+        return pipeline.infer_cell(cell, prep, env)
+
+    @task(trigger_rule=AFTER_SKIPPED_GROUPS)
+    def gather_cells(npu_cells: list[dict], host_cells: list[dict]) -> list[dict]:
+        return [*(npu_cells or []), *(host_cells or [])]
+
+    @task
+    def evaluate(cell: dict, prep: dict) -> dict:
+        return pipeline.evaluate_cell(cell, prep)
+
+    @task
+    def collect_perf(cells: list[dict]) -> list[dict]:
+        return pipeline.collect_perf(list(cells))
+
+    @task(outlets=[RESULTS_ASSET])
+    def publish_results(env: dict, model: dict, prep: dict, cells: list[dict], perf: list[dict]) -> dict:
+        doc = pipeline.build_run_document(env, model, prep, list(cells), perf)
+        return pipeline.publish(doc, env)
+
+    @task(retries=0)
+    def regression_gate(published: dict, params=None) -> None:
+        pipeline.regression_gate(published["run_id"], dict(params))
+
+    env = resolve_environment()
+    model = fix_bn(export_onnx(env))
+    prep = preprocess(env)
+    go = changed_since_last_run(env, model, prep)
+
+    groups = {name: plan.override(task_id=f"plan_{name}_cells")(env, name) for name in ("npu", "npu_aoe", "host")}
+    go >> list(groups.values())
+    compiled_npu = compile_on_npu.partial(model=model, env=env).expand(cell=groups["npu"])
+    compiled_aoe = compile_with_aoe.partial(model=model, env=env).expand(cell=groups["npu_aoe"])
+    compiled_host = compile_on_host.partial(model=model, env=env).expand(cell=groups["host"])
+
+    inferred_npu = infer_on_npu.partial(prep=prep, env=env).expand(cell=compiled_npu.concat(compiled_aoe))
+    inferred_host = infer_on_host.partial(prep=prep, env=env).expand(cell=compiled_host)
+    inferred = gather_cells(inferred_npu, inferred_host)
+
+    evaluated = evaluate.partial(prep=prep).expand(cell=inferred)
+    perf = collect_perf(inferred)
+    regression_gate(publish_results(env, model, prep, evaluated, perf))
+
+
+erfnet_offline_inference()

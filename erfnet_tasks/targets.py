@@ -1,0 +1,77 @@
+"""Targets: the columns of the guide's tables, and the backend that measures each.
+
+``Ascend310``, ``Ascend310P3`` ...   the Ascend toolchain (atc + ais_bench) for that soc_version
+``Ascend310P3+AOE``                  the same, compiled with AOE tuning (the guide's "310P-AOE" column)
+``cpu`` / ``cuda``                   ONNX Runtime, the embedded default
+``torch-cpu`` / ``torch-cuda``       PyTorch online inference (the guide's T4 column ran this way)
+``auto``                             every chip ``npu-smi info`` reports, else ``cpu``
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import asdict, dataclass
+
+from .errors import ErfnetError
+
+CHIP_PATTERN = re.compile(r"^Ascend[0-9A-Za-z]+$")
+AOE_SUFFIX = "+AOE"
+HOST_TARGETS = {
+    "cpu": ("onnxruntime", "cpu"),
+    "cuda": ("onnxruntime", "cuda"),
+    "torch-cpu": ("torch", "cpu"),
+    "torch-cuda": ("torch", "cuda"),
+}
+
+
+@dataclass(frozen=True)
+class Target:
+    name: str
+    backend: str          # onnxruntime | torch | ascend
+    device: str           # cpu | cuda | npu
+    chip: str | None = None
+    aoe: bool = False
+
+    @property
+    def on_npu(self) -> bool:
+        return self.backend == "ascend"
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def parse_target(name: str) -> Target:
+    if not isinstance(name, str):
+        raise ErfnetError(f"target must be a string, got {name!r}")
+    if name in HOST_TARGETS:
+        backend, device = HOST_TARGETS[name]
+        return Target(name, backend, device)
+    chip, aoe = (name[: -len(AOE_SUFFIX)], True) if name.endswith(AOE_SUFFIX) else (name, False)
+    if CHIP_PATTERN.fullmatch(chip):
+        return Target(name, "ascend", "npu", chip=chip, aoe=aoe)
+    known = ", ".join([*HOST_TARGETS, "auto", "Ascend<chip>", "Ascend<chip>+AOE"])
+    raise ErfnetError(f"unknown target {name!r} (expected one of: {known})")
+
+
+def expand_targets(names: list[str], *, aoe: bool, detected_chips: list[str]) -> list[Target]:
+    """Resolve ``auto``, add an AOE column per chip when asked, drop duplicates, keep the order."""
+    if not names:
+        raise ErfnetError("no targets given")
+    expanded: list[str] = []
+    for name in names:
+        if name == "auto":
+            expanded.extend(detected_chips or ["cpu"])
+        else:
+            expanded.append(name)
+    targets: list[Target] = []
+    for name in expanded:
+        target = parse_target(name)
+        targets.append(target)
+        if aoe and target.on_npu and not target.aoe:
+            targets.append(parse_target(target.name + AOE_SUFFIX))
+    seen, unique = set(), []
+    for t in targets:
+        if t.name not in seen:
+            seen.add(t.name)
+            unique.append(t)
+    return unique
