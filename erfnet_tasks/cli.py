@@ -136,6 +136,20 @@ def _non_negative_int(text: str) -> int:
     return value
 
 
+def cmd_demo(args) -> int:
+    from .demo import run_demo
+
+    batch_sizes = [_positive_int(b) for b in args.batch_sizes.split(",") if b.strip()]
+    conf = run_demo(weights=args.weights, dataset_root=args.dataset_root, images=args.images,
+                    targets=[t.strip() for t in args.targets.split(",") if t.strip()], batch_sizes=batch_sizes)
+    print("\ndemo: the run's tables (erfnet results show --run latest --format table):\n")
+    code = main(["results", "show", "--run", "latest", "--format", "table"])
+    if conf["weights"].endswith("erfnet_random_untrained.pth"):
+        print("\ndemo: these figures come from RANDOM weights on SYNTHETIC images: they show that every step "
+              "runs, not accuracy. See the README for running on the real checkpoint and val set (72.20 mIoU).")
+    return code
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="erfnet", description="ErfNet offline-inference regression pipeline (the guide's scripts as one command).")
@@ -228,6 +242,15 @@ def build_parser() -> argparse.ArgumentParser:
     register_results(sub)
 
     # <section: demo (issue 6)>
+    p = sub.add_parser("demo", help="run the whole DAG in-process on the embedded default (ONNX Runtime + PyTorch "
+                                    "CPU); without --weights/--dataset-root on SYNTHETIC data and RANDOM weights")
+    p.add_argument("--weights", help="a real erfnet_pretrained.pth (default: a random, untrained checkpoint)")
+    p.add_argument("--dataset-root", help="a real Cityscapes root with leftImg8bit/val and gtFine/val "
+                                          "(default: a small synthetic tree)")
+    p.add_argument("--images", type=_positive_int, default=4, help="synthetic images to make (default 4)")
+    p.add_argument("--targets", default="cpu,torch-cpu", help="comma-separated targets (default cpu,torch-cpu)")
+    p.add_argument("--batch-sizes", default="1,4", help="comma-separated batch sizes (default 1,4)")
+    p.set_defaults(handler=cmd_demo)
     return parser
 
 
