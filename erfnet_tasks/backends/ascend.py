@@ -47,7 +47,7 @@ _FAILURE_PATTERNS = (
 # --------------------------------------------------------------------------- validation
 
 def check_chip(chip) -> str:
-    if not isinstance(chip, str) or not CHIP_PATTERN.match(chip):
+    if not isinstance(chip, str) or not CHIP_PATTERN.fullmatch(chip):
         raise ErfnetError(f"chip must look like Ascend310P3 (^Ascend[0-9A-Za-z]+$), got {chip!r}")
     return chip
 
