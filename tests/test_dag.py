@@ -1,0 +1,199 @@
+"""The DAG erfnet_offline_inference: its structure in a real DagBag, and real runs with `airflow dags test`
+(Airflow's in-process dag.test()) against a throwaway PostgreSQL results database."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+STANDINS = REPO / "tests" / "standins"
+AIRFLOW = Path(sys.executable).with_name("airflow")
+DAG_ID = "erfnet_offline_inference"
+
+
+def airflow_env(home: Path, data: Path, **extra: str) -> dict:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW__", "STANDIN_", "ERFNET_"))}
+    env.update({
+        "AIRFLOW_HOME": str(home),
+        "AIRFLOW__CORE__DAGS_FOLDER": str(REPO / "dags"),
+        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+        "ERFNET_DATA_DIR": str(data),
+        "ERFNET_DATA_ROOTS": str(data),
+        **extra,
+    })
+    return env
+
+
+@pytest.fixture(scope="module")
+def airflow_home(tmp_path_factory) -> Path:
+    """A migrated SQLite metadata database, shared by the runs of this module."""
+    home = tmp_path_factory.mktemp("airflow_home")
+    env = airflow_env(home, home / "unused")
+    proc = subprocess.run([str(AIRFLOW), "db", "migrate"], env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return home
+
+
+@pytest.fixture(scope="module")
+def dataset_and_weights(tmp_path_factory):
+    """A synthetic Cityscapes tree of two images and a random checkpoint, under one data root."""
+    from erfnet_tasks.cityscapes import write_sample_data
+    from erfnet_tasks.model import write_random_checkpoint
+
+    data = tmp_path_factory.mktemp("erfnet_data")
+    write_sample_data(data / "cityscapes", 2)
+    write_random_checkpoint(data / "erfnet_random_untrained.pth", seed=3)
+    return data
+
+
+class DagRun:
+    def __init__(self, proc: subprocess.CompletedProcess):
+        self.output = proc.stdout + proc.stderr
+        self.returncode = proc.returncode
+        match = re.search(r"DagRun Finished: .*?run_id=(\S+?), .*?state=(\w+)", self.output)
+        self.run_id, self.state = (match.group(1), match.group(2)) if match else (None, None)
+        self.ran = set(re.findall(r"\[DAG TEST\] end task task_id=(\w+)", self.output))
+
+
+def run_dag(home: Path, data: Path, conf: dict, **env_extra: str) -> DagRun:
+    env = airflow_env(home, data, **env_extra)
+    proc = subprocess.run([str(AIRFLOW), "dags", "test", DAG_ID, "--conf", json.dumps(conf)],
+                          env=env, capture_output=True, text=True, timeout=900)
+    run = DagRun(proc)
+    assert run.run_id, run.output[-5000:]
+    return run
+
+
+def run_document(url: str, run_id: str) -> dict:
+    from erfnet_tasks.results import db, queries
+
+    with db.session_scope(url) as session:
+        return queries.run_document(session, run_id)
+
+
+# ------------------------------------------------------------------------------------- structure
+
+@pytest.fixture(scope="module")
+def dag(airflow_home):
+    os.environ.setdefault("AIRFLOW_HOME", str(airflow_home))
+    from airflow.dag_processing.dagbag import DagBag
+
+    bag = DagBag(dag_folder=str(REPO / "dags"))
+    assert bag.import_errors == {}
+    return bag.dags[DAG_ID]
+
+
+def test_dagbag_structure_queues_pools_params_schedule(dag):
+    from airflow.sdk.definitions.mappedoperator import MappedOperator
+
+    tasks = {t.task_id: t for t in dag.tasks}
+    assert {"resolve_environment", "export_onnx", "fix_bn", "preprocess", "changed_since_last_run",
+            "compile_on_npu", "compile_with_aoe", "compile_on_host", "infer_on_npu", "infer_on_host",
+            "evaluate", "collect_perf", "publish_results", "regression_gate"} <= set(tasks)
+    for mapped in ("compile_on_npu", "compile_with_aoe", "compile_on_host", "infer_on_npu", "infer_on_host",
+                   "evaluate"):
+        assert isinstance(tasks[mapped], MappedOperator), mapped
+    # Device work on the NPU worker's queue, holding a device slot where it measures or tunes.
+    assert {t.task_id for t in dag.tasks if t.queue == "npu"} == {
+        "resolve_environment", "compile_on_npu", "compile_with_aoe", "infer_on_npu"}
+    assert {t.task_id for t in dag.tasks if t.pool == "npu_devices"} == {"compile_with_aoe", "infer_on_npu"}
+    assert all(t.queue == "default" for t in dag.tasks if t.task_id.endswith("_host"))
+    # Export and preprocessing run side by side after resolving the environment.
+    assert tasks["preprocess"].upstream_task_ids == {"resolve_environment"}
+    assert tasks["export_onnx"].upstream_task_ids == {"resolve_environment"}
+    assert dag.max_active_runs == 1 and not dag.catchup
+    assert dag.timetable.expression == "0 2 * * *"  # nightly at 02:00
+    params = dag.params.dump()
+    assert params["batch_sizes"] == [1, 4, 8, 16, 32, 64]
+    assert params["reference_miou"] == 72.20 and params["tolerance"] == 1.0
+    assert params["aoe"] is False and params["force"] is False
+    assert {"weights", "dataset_root", "targets", "image_limit"} <= set(params)
+    assert tasks["regression_gate"].retries == 0
+    assert tasks["infer_on_npu"].retries == 2
+    assert any(o.name == "erfnet_results" for o in tasks["publish_results"].outlets)
+
+
+def test_trigger_form_refuses_bad_values(dag):
+    from airflow.sdk import ParamsDict
+
+    bad_values = {"batch_sizes": [0], "targets": ["Ascend310; rm -rf /"], "image_limit": -1}
+    for key, value in bad_values.items():
+        params = ParamsDict(dag.params)
+        with pytest.raises(Exception):
+            params[key] = value
+            params.validate()
+
+
+# ------------------------------------------------------------------------------------- real runs
+
+def test_end_to_end_onnxruntime_publishes_to_postgres(airflow_home, dataset_and_weights, pg_url):
+    data = dataset_and_weights
+    conf = {"weights": str(data / "erfnet_random_untrained.pth"), "dataset_root": str(data / "cityscapes"),
+            "targets": ["cpu"], "batch_sizes": [1, 2], "reference_miou": 0.0}
+    run = run_dag(airflow_home, data, conf, ERFNET_RESULTS_DB_URL=pg_url)
+    assert run.state == "success", run.output[-5000:]
+    doc = run_document(pg_url, run.run_id)
+    assert doc["run"]["status"] == "complete" and doc["run"]["images"] == 2
+    assert doc["run"]["backends"]["onnxruntime"]
+    assert sorted((c["target"], c["batch_size"]) for c in doc["perf"]) == [("cpu", 1), ("cpu", 2)]
+    assert all(c["status"] == "ok" and c["throughput_fps"] > 0 for c in doc["perf"])
+    assert len(doc["accuracy"]) == 2 and all(len(c["per_class"]) == 19 for c in doc["accuracy"])
+    # Same model and data at two batch sizes: the same predictions, so the same mIoU.
+    assert doc["accuracy"][0]["miou"] == pytest.approx(doc["accuracy"][1]["miou"], abs=1e-9)
+    results_file = data / "runs" / re.sub(r"[^A-Za-z0-9_.-]+", "_", run.run_id).strip("_") / "results.json"
+    assert json.loads(results_file.read_text())["run"]["id"] == run.run_id
+
+
+def test_ascend_standins_two_chips_one_cell_out_of_memory_then_nightly_and_cann_upgrade(
+        airflow_home, dataset_and_weights, pg_url, tmp_path):
+    data = dataset_and_weights
+    toolkit = tmp_path / "ascend-toolkit"
+    toolkit.mkdir()
+    (toolkit / "version.cfg").write_text("# version: 1.0\nruntime_running_version=[7.6.0.1.220:8.0.0]\n")
+    standins = {
+        "PATH": f"{STANDINS / 'bin'}{os.pathsep}{os.environ['PATH']}",
+        "PYTHONPATH": str(STANDINS),
+        "ASCEND_TOOLKIT_HOME": str(toolkit),
+        "STANDIN_NPU_CHIP": "Ascend310,Ascend310P3",
+        "STANDIN_NPU_OOM_BATCH": "2",  # the 310's batch-64 failure, at a size a test can afford
+        "ERFNET_RESULTS_DB_URL": pg_url,
+    }
+    conf = {"weights": str(data / "erfnet_random_untrained.pth"), "dataset_root": str(data / "cityscapes"),
+            "targets": ["Ascend310", "Ascend310P3"], "batch_sizes": [1, 2], "reference_miou": 0.0,
+            "image_limit": 1}
+
+    first = run_dag(airflow_home, data, conf, **standins)
+    assert first.state == "success", first.output[-5000:]
+    doc = run_document(pg_url, first.run_id)
+    assert doc["run"]["cann_version"] == "8.0.0"
+    cells = {(c["target"], c["batch_size"]): c for c in doc["perf"]}
+    assert set(cells) == {("Ascend310", 1), ("Ascend310", 2), ("Ascend310P3", 1), ("Ascend310P3", 2)}
+    assert cells[("Ascend310", 2)]["status"] == "oom"
+    assert "malloc" in cells[("Ascend310", 2)]["error"] or "memory" in cells[("Ascend310", 2)]["error"]
+    assert all(c["status"] == "ok" for key, c in cells.items() if key != ("Ascend310", 2))
+    assert {(a["target"], a["batch_size"]) for a in doc["accuracy"]} == {
+        ("Ascend310", 1), ("Ascend310P3", 1), ("Ascend310P3", 2)}
+
+    # Nothing changed: the nightly run ends early and publishes nothing.
+    second = run_dag(airflow_home, data, conf, **standins)
+    assert second.state == "success"
+    assert f"Nothing changed since run {first.run_id}" in second.output
+    assert "publish_results" not in second.ran and not any(t.startswith("compile") for t in second.ran)
+
+    # A CANN upgrade: the matrix runs again and the gate compares against the previous version's run;
+    # the 310 now also fails at batch 1, a cell that was ok and now fails, so the gate fails the run.
+    (toolkit / "version.cfg").write_text("# version: 1.0\nruntime_running_version=[7.7.0.1.100:8.1.RC1]\n")
+    third = run_dag(airflow_home, data, conf, **{**standins, "STANDIN_NPU_OOM_BATCH": "1"})
+    assert "publish_results" in third.ran
+    assert third.state == "failed"
+    doc3 = run_document(pg_url, third.run_id)
+    assert doc3["run"]["cann_version"] == "8.1.RC1"
+    newly_failing = [f for f in doc3["findings"] if f["target"] == "Ascend310" and f["batch_size"] == 1]
+    assert newly_failing and all(f["baseline_run_id"] == first.run_id for f in newly_failing)
