@@ -8,17 +8,18 @@ from markupsafe import Markup, escape
 # Colour-blind-safe palette (Okabe-Ito); targets keep their colour across charts by sorted order.
 PALETTE = ["#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#F0E442", "#000000"]
 
-WIDTH, HEIGHT = 760, 280
-LEFT, RIGHT, TOP, BOTTOM = 60, 170, 30, 70
+WIDTH, HEIGHT = 760, 320
+LEFT, RIGHT, TOP, BOTTOM = 60, 170, 30, 110
 
 
 def _nice_range(values: list[float]) -> tuple[float, float]:
     low, high = min(values), max(values)
     if low == high:
         pad = abs(low) * 0.05 or 1.0
-        return low - pad, high + pad
+        return (max(low - pad, 0.0) if low >= 0 else low - pad), high + pad
     pad = (high - low) * 0.08
-    return low - pad, high + pad
+    # a throughput or mIoU axis never needs to dip below zero
+    return (max(low - pad, 0.0) if low >= 0 else low - pad), high + pad
 
 
 def line_chart(

@@ -176,7 +176,7 @@ def perf_csv(doc: dict, reference_target: str | None = None) -> str:
 
 
 def _run_label(point: dict) -> str:
-    return f"{(point['started_at'] or '')[:16].replace('T', ' ')} · CANN {point['cann_version'] or 'n/a'}"
+    return f"{(point['started_at'] or '')[5:16].replace('T', ' ')} CANN {point['cann_version'] or 'n/a'}"
 
 
 @dataclass
