@@ -95,7 +95,9 @@ class OutputWriter:
             try:
                 for slot, per_output in enumerate(names):
                     for array, path in zip(arrays, per_output):
-                        np.ascontiguousarray(array[slot], dtype=self.dtype).tofile(path)
+                        # Only logits are converted: an ArgMax model's int32 labels are written as they are.
+                        dtype = self.dtype if np.issubdtype(array.dtype, np.floating) else array.dtype
+                        np.ascontiguousarray(array[slot], dtype=dtype).tofile(path)
             except BaseException as exc:  # reported on the main thread by close()/submit()
                 self._error = exc
 
