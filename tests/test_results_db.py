@@ -302,3 +302,25 @@ def test_rules_from_params_read_the_guides_units():
     assert regression.rules_from_params(None) == regression.Rules()
     with pytest.raises(ErfnetError):
         regression.rules_from_params({"tolerance": "a lot"})
+
+
+@pytest.mark.postgres
+def test_concurrent_first_publishes_share_one_migration(pg_url):
+    import threading
+
+    errors = []
+
+    def publish_one(i):
+        try:
+            publish.publish_run(make_doc(f"r{i}", f"2026-07-0{i + 1}T00:00:00", "8.0", [("cpu", 1, 0.72, 1.0, "ok")]),
+                                pg_url, retries=0)
+        except Exception as exc:  # collected, so the assertion shows what went wrong
+            errors.append(repr(exc))
+
+    threads = [threading.Thread(target=publish_one, args=(i,)) for i in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    assert _count(pg_url, "runs") == 4 and _count(pg_url, "reference_figures") == 35

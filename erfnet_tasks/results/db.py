@@ -29,6 +29,7 @@ _AIRFLOW_CONN_ENV = "AIRFLOW_CONN_ERFNET_RESULTS"
 _PACKAGE_DIR = Path(__file__).resolve().parent
 _ALEMBIC_INI = _PACKAGE_DIR / "alembic.ini"
 _CONNECT_TIMEOUT_S = 10
+_MIGRATION_LOCK_KEY = 0x45524E45  # any constant shared by every erfnet process
 
 _engines: dict[str, Engine] = {}
 _engines_lock = threading.Lock()
@@ -210,6 +211,9 @@ def _run_alembic(direction: str, url: str | None, revision: str) -> str | None:
 
     config = alembic_config()
     with get_engine(url).begin() as connection:
+        if connection.dialect.name == "postgresql":
+            # Two publishers meeting an empty database must not both create the schema.
+            connection.execute(sa.select(sa.func.pg_advisory_xact_lock(_MIGRATION_LOCK_KEY)))
         config.attributes["connection"] = connection
         getattr(command, direction)(config, revision)
     return current_revision(url)
