@@ -231,7 +231,8 @@ def test_latest_list_and_history(results_url):
 
         points = queries.history(session, target="cpu", batch_size=1)
         assert [(p["run_id"], p["cann_version"], p["miou"], p["throughput_fps"]) for p in points] == [
-            ("a", "7.0", pytest.approx(0.7218), pytest.approx(10.5)), ("b", "8.0", pytest.approx(0.70), pytest.approx(9.0))]
+            ("a", "7.0", pytest.approx(0.7218), pytest.approx(10.5)),
+            ("b", "8.0", pytest.approx(0.70), pytest.approx(9.0))]
         everything = queries.history(session)
         assert {(p["run_id"], p["target"], p["batch_size"]) for p in everything} == {
             ("a", "cpu", 1), ("a", "cpu", 4), ("a", "Ascend310", 64), ("b", "cpu", 1)}

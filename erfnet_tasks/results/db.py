@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import importlib.util
 import json
+import logging
 import os
 import sys
 import threading
@@ -21,6 +22,8 @@ from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.orm import Session
 
 from ..errors import ErfnetError
+
+log = logging.getLogger(__name__)
 
 ENV_URL = "ERFNET_RESULTS_DB_URL"
 ENV_DATA_DIR = "ERFNET_DATA_DIR"
@@ -104,7 +107,9 @@ def _airflow_connection_url() -> str | None:
         from airflow.sdk import BaseHook  # only where Airflow is installed, never at import time
 
         conn = BaseHook.get_connection(AIRFLOW_CONN_ID)
-    except Exception:  # not defined, no metadata database, not inside a deployment: fall through
+    except Exception as exc:  # not defined, no metadata database, not inside a deployment: fall through
+        log.info("Airflow connection %r not available (%s); using the SQLite default", AIRFLOW_CONN_ID,
+                 str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
         return None
     return _url_from_parts(conn.conn_type, conn.host, conn.login, conn.password, conn.schema, conn.port)
 

@@ -94,7 +94,8 @@ def _accuracy_findings(session: Session, run_id: str, rules: Rules) -> list[dict
                      row.miou, rules.miou_threshold, None) for row in rows]
 
 
-def _perf_findings(cell: Performance, baseline: tuple[str, str | None, float], run: Run, rules: Rules) -> list[dict]:
+def _perf_findings(cell: Performance, baseline: tuple[str, str | None, float], run: Run,
+                   rules: Rules) -> list[dict]:
     base_id, base_cann, base_fps = baseline
     where = f"{cell.target} batch {cell.batch_size}"
     versus = f"run {base_id} (CANN {base_cann or 'unknown'}), now CANN {run.cann_version or 'unknown'}"
