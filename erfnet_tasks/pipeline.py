@@ -203,6 +203,8 @@ def preprocess_dataset(env: dict) -> dict:
 def previous_complete_run(url: str | None = None) -> dict | None:
     from .results import db, queries
 
+    if db.current_revision(url) is None:  # a results database nobody has published to yet
+        return None
     with db.session_scope(url) as session:
         newest_complete = next((r for r in queries.list_runs(session, limit=100) if r["status"] == "complete"), None)
         return queries.run_document(session, newest_complete["id"]) if newest_complete else None
@@ -370,10 +372,8 @@ def publish(doc: dict, env: dict, url: str | None = None) -> dict:
 def regression_findings(run_id: str, params: dict, url: str | None = None) -> list[dict]:
     from .results import db, regression
 
-    rules = regression.Rules(reference_miou=params["reference_miou"] / 100.0,
-                             tolerance=params["tolerance"] / 100.0)
     with db.session_scope(url) as session:
-        return regression.find_regressions(session, run_id, rules)
+        return regression.find_regressions(session, run_id, regression.rules_from_params(params))
 
 
 class RegressionDetected(ErfnetError):

@@ -299,7 +299,9 @@ def test_no_baseline_no_perf_findings(results_url):
 def test_rules_from_params_read_the_guides_units():
     rules = regression.rules_from_params({"reference_miou": 72.2, "tolerance": 1.0})
     assert rules.reference_miou == pytest.approx(0.722) and rules.tolerance == pytest.approx(0.01)
-    assert regression.rules_from_params({"reference_miou": 0.7, "tolerance": 0.005}).tolerance == pytest.approx(0.005)
+    half_point = regression.rules_from_params({"reference_miou": 72.2, "tolerance": 0.5})
+    assert half_point.tolerance == pytest.approx(0.005)  # half a point, not 50 points
+    assert regression.rules_from_params({"reference_miou": 0, "throughput_drop": 10}).throughput_drop == pytest.approx(0.1)
     assert regression.rules_from_params(None) == regression.Rules()
     with pytest.raises(ErfnetError):
         regression.rules_from_params({"tolerance": "a lot"})

@@ -22,11 +22,11 @@ from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.orm import Session
 
 from ..errors import ErfnetError
+from ..settings import data_dir
 
 log = logging.getLogger(__name__)
 
 ENV_URL = "ERFNET_RESULTS_DB_URL"
-ENV_DATA_DIR = "ERFNET_DATA_DIR"
 AIRFLOW_CONN_ID = "erfnet_results"
 _AIRFLOW_CONN_ENV = "AIRFLOW_CONN_ERFNET_RESULTS"
 _PACKAGE_DIR = Path(__file__).resolve().parent
@@ -51,19 +51,8 @@ def resolve_url() -> str:
     return default_sqlite_url()
 
 
-def data_dir() -> Path:
-    """$ERFNET_DATA_DIR, else <repo>/data for a source checkout, else ./data (an installed wheel)."""
-    explicit = os.environ.get(ENV_DATA_DIR, "").strip()
-    if explicit:
-        return Path(explicit).expanduser()
-    repo = _PACKAGE_DIR.parent.parent
-    if (repo / "pyproject.toml").is_file():
-        return repo / "data"
-    return Path.cwd() / "data"
-
-
 def default_sqlite_url() -> str:
-    folder = data_dir()
+    folder = data_dir()  # erfnet_tasks.settings: $ERFNET_DATA_DIR, else the checkout's data/
     folder.mkdir(parents=True, exist_ok=True)
     return f"sqlite:///{(folder / 'results.sqlite').resolve()}"
 

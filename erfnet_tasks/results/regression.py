@@ -43,10 +43,11 @@ class Rules:
 
 
 def rules_from_params(params: dict | None) -> Rules:
-    """Rules from a run's params (``reference_miou``, ``tolerance``, ``throughput_drop``).
+    """Rules from a run's params, which speak the trigger form's units: percent and mIoU points.
 
-    The trigger form speaks the guide's language (72.20, 1.0 points), the library fractions (0.722,
-    0.01): a reference above 1, or a tolerance or drop of 1 or more, is read as percent.
+    ``reference_miou`` 72.20 and ``tolerance`` 1.0 (the guide's criterion), ``throughput_drop`` 5 (%)
+    become the fractions the rules compare (0.722, 0.01, 0.05). Units never depend on the value, so a
+    tolerance of half a point (0.5) means 0.005, not 50 points.
     """
     params = params or {}
     values = {}
@@ -54,12 +55,12 @@ def rules_from_params(params: dict | None) -> Rules:
         value = params.get(name)
         if value is None:
             continue
+        if isinstance(value, bool):
+            raise ErfnetError(f"run param {name} must be a number, got {value!r}")
         try:
-            value = float(value)
+            values[name] = float(value) / 100.0
         except (TypeError, ValueError):
             raise ErfnetError(f"run param {name} must be a number, got {value!r}") from None
-        percent = value > 1.0 if name == "reference_miou" else value >= 1.0
-        values[name] = value / 100.0 if percent else value
     return Rules(**values)
 
 
