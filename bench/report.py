@@ -1,0 +1,155 @@
+"""BENCHMARKS.md from bench/results.json: every number printed here is one that bench/run.py measured."""
+
+from __future__ import annotations
+
+
+def _s(st: dict, fmt: str = ".2f") -> str:
+    return f"{st['median']:{fmt}} ({st['min']:{fmt}}–{st['max']:{fmt}})"
+
+
+def targets(r: dict) -> list[dict]:
+    """The issue's targets against this run's medians."""
+    out = []
+    inf = r["inference"]["runs"]
+    for bs in ("bs1", "bs4"):
+        out.append({"target": f"ORT backend vs bare ORT loop, {bs} (end to end)", "value": inf[bs]["ours_vs_bare"],
+                    "threshold": 0.95})
+        out.append({"target": f"ORT backend vs PyTorch eager, {bs} (end to end)", "value": inf[bs]["ours_vs_torch"],
+                    "threshold": 1.5})
+    pre = r["preprocessing"]
+    out.append({"target": f"preprocessing, {pre['workers_all']} workers vs 1", "value": pre["scaling_all_vs_1"],
+                "threshold": 1.7})
+    ev = r["evaluation"]
+    for key, value in ev["vs_guide"].items():
+        if key.startswith("ours_fp16"):
+            out.append({"target": f"evaluation from FP16, {key.removeprefix('ours_fp16_').replace('_', ' ')} "
+                                  f"vs the guide's iouEval", "value": value, "threshold": 5.0})
+    for stage, f in r["memory"]["flat"].items():
+        out.append({"target": f"memory flat in images: {stage}", "value": f["growth_mib"], "threshold": None,
+                    "met": f["flat"]})
+    for t in out:
+        t.setdefault("met", t["threshold"] is None or t["value"] >= t["threshold"])
+    return out
+
+
+def render(r: dict) -> str:
+    m, mm = r["machine"], r["matmul"]
+    L = ["# Benchmarks", "",
+         f"Produced by `{r['command']}` on {r['started_at']} (git {m.get('git_commit')}), in "
+         f"{r['total_seconds'] / 60:.1f} minutes. Every figure below is generated from `bench/results.json` "
+         f"of that run. Figures are median (min–max) over {r['settings']['repeats']} interleaved repeats "
+         f"unless noted.", ""]
+    if r.get("quick"):
+        L += ["**QUICK MODE: tiny settings for development; not representative.**", ""]
+    quiet = "quiet" if r.get("quiet_at_start") else "NOT quiet (other engineers' jobs were running; figures are noisier and lower than on an idle machine)"
+    L += [f"Load average (1/5/15 min) before: {r['load_before']}, after: {r['load_after']}; the machine was "
+          f"{quiet} at the start (threshold {r.get('threshold')}, waited {r.get('waited_s')} s).", ""]
+    L += ["## Machine", "",
+          f"- CPU: {m['cpu_model']} ({'KVM guest, ' if m.get('hypervisor') else ''}{m['physical_cores']} physical "
+          f"cores, {m['logical_cpus']} logical, AVX2 {m['flags_avx2']}, AVX-512 {m['flags_avx512']}), "
+          f"{m['memory_gib']} GiB RAM",
+          f"- {m['os']}; Python {m['python']}, numpy {m['numpy']} ({m.get('numpy_blas')}), torch {m['torch']} "
+          f"({m['torch_threads']} threads), onnxruntime {m['onnxruntime']}, Pillow {m['pillow']}",
+          f"- float32 matmul ({mm['n']}x{mm['n']} sgemm): numpy {_s(mm['numpy_gflops'], '.1f')} GFLOP/s, "
+          f"torch {_s(mm['torch_gflops'], '.1f')} GFLOP/s. The limit used below is the better median, "
+          f"**{mm['limit_gflops']:.1f} GFLOP/s**, i.e. at most {mm['limit_gflops'] / r['gflop_per_image']:.2f} "
+          f"ErfNet images/s at {r['gflop_per_image']} GFLOP per image.", ""]
+
+    L += ["## Targets", "", "| target | measured | needed | met |", "|---|---|---|---|"]
+    for t in r["targets"]:
+        need = "flat (≤ +10% + 16 MiB)" if t["threshold"] is None else f"≥ {t['threshold']}"
+        value = f"{t['value']:+.1f} MiB" if t["threshold"] is None else f"{t['value']:.2f}x"
+        L.append(f"| {t['target']} | {value} | {need} | {'yes' if t['met'] else '**no**'} |")
+    L.append("")
+
+    inf = r["inference"]
+    L += ["## ErfNet 512x1024 inference (CPU)", "",
+          f"{inf['images']} preprocessed images per run. *End to end*: images / wall time of the whole call "
+          f"(model load, one warm-up batch, reading the inputs, and for our backend writing FP16 outputs and the "
+          f"summary). *Steady*: batch size / mean `session.run` (or forward) time. Fraction = steady images/s x "
+          f"{r['gflop_per_image']} GFLOP / matmul limit.", "",
+          "| batch | contender | end to end img/s | steady img/s | fraction of matmul limit |",
+          "|---|---|---|---|---|"]
+    names = {"ours": "our ORT backend `infer`", "bare": "bare ORT `session.run` loop", "torch": "PyTorch eager (inference_mode)"}
+    for bs, per in inf["runs"].items():
+        for who, label in names.items():
+            p = per[who]
+            L.append(f"| {bs[2:]} | {label} | {_s(p['end_to_end_ips'], '.3f')} | {_s(p['steady_ips'], '.3f')} | "
+                     f"{p['fraction_of_matmul_limit']:.1%} |")
+        L.append(f"| {bs[2:]} | ratio ours / bare, ours / PyTorch | {per['ours_vs_bare']:.3f}, {per['ours_vs_torch']:.2f} | | |")
+    L.append("")
+
+    pre = r["preprocessing"]
+    L += ["## Preprocessing (full-size 2048x1024 synthetic PNGs)", "",
+          f"{pre['images']} images per run, each contender in its own process. The guide's loop converts, resizes and writes the .bin only; ours "
+          f"also copies/derives the trainId labels, hashes every output for the manifest and writes atomically.", "",
+          "| contender | img/s |", "|---|---|"]
+    for key, st in pre["ips"].items():
+        L.append(f"| {key.replace('_', ' ')} | {_s(st)} |")
+    L += ["", f"Scaling {pre['workers_all']} workers vs 1: **{pre['scaling_all_vs_1']:.2f}x**; ours vs the guide: "
+          f"{pre['ours_1_vs_guide']:.2f}x (1 worker), {pre['ours_all_vs_guide']:.2f}x (all).", ""]
+
+    ev = r["evaluation"]
+    acc = ev["accuracy"]
+    L += ["## Evaluation (mIoU, 512x1024 outputs)", "", f"{ev['images']} images per run.", "",
+          "| contender | img/s | vs guide |", "|---|---|---|"]
+    for key, st in ev["ips"].items():
+        vs = ev["vs_guide"].get(key)
+        L.append(f"| {key.replace('_', ' ')} | {_s(st)} | {'1.00x' if vs is None else f'{vs:.2f}x'} |")
+    L += ["", "### ArgMax export (`erfnet export --argmax`): bytes and accuracy", "",
+          "| output | bytes per image | mIoU |", "|---|---|---|",
+          f"| FP16 logits (the guide's) | {acc['bytes_per_image']['fp16_logits']:,.0f} | {acc['miou_fp16_logits']:.6f} "
+          f"(guide's iouEval: {acc['miou_guide_iouEval_fp16']:.6f}) |",
+          f"| FP32 logits | {acc['bytes_per_image']['fp32_logits']:,.0f} | {acc['miou_fp32_logits']:.6f} |",
+          f"| ArgMax int32 label map | {acc['bytes_per_image']['argmax_int32']:,.0f} | {acc['miou_argmax_int32']:.6f} |",
+          "",
+          f"The ArgMax model's labels score exactly what the FP32 logits score (per-class identical: "
+          f"{acc['per_class_identical_argmax_vs_fp32']}). Against the FP16 logits' argmax, "
+          f"{acc['pixels_differing_argmax_vs_fp16_argmax']:,} of {acc['pixels_total']:,} pixels differ: those whose "
+          f"two best logits round to the same FP16 value, where the FP16 argmax takes the first channel. The "
+          f"random weights used here make such near-ties far more common than trained weights do.", ""]
+
+    mem = r["memory"]
+    small, large = mem["images"]
+    L += ["## Bytes written and peak memory per stage", "",
+          f"Each stage in its own process (peak RSS = `ru_maxrss`, which includes the Python interpreter and "
+          f"imported libraries), at {small} and {large} images. Bytes written = size of the files the stage "
+          f"leaves, per image; syscall bytes = `wchar` of /proc/self/io per image.", "",
+          "| stage | images | peak RSS MiB | bytes written / image | syscall bytes / image | seconds |",
+          "|---|---|---|---|---|---|"]
+    for row in mem["rows"]:
+        sys_b = row["syscall_bytes_written_per_image"]
+        L.append(f"| {row['stage']} | {row['images']} | {row['peak_rss_mib']:.0f} | "
+                 f"{row['bytes_written_per_image']:,.0f} | {'' if sys_b is None else f'{sys_b:,.0f}'} | "
+                 f"{row['seconds']:.1f} |")
+    L += ["", "| stage | RSS growth from " f"{small} to {large} images | flat |", "|---|---|---|"]
+    for stage, f in mem["flat"].items():
+        L.append(f"| {stage} | {f['growth_mib']:+.1f} MiB | {'yes' if f['flat'] else '**no**'} |")
+    L.append("")
+
+    dag = r["dag"]
+    L += ["## The DAG's own overhead", ""]
+    if "error" in dag:
+        L += [f"Not measured: {dag['error']}", ""]
+    else:
+        L += [f"`{dag['command']}` (fresh ERFNET_DATA_DIR, SQLite metadata and results) took "
+              f"**{dag['demo_wall_s']:.1f} s**; the same stages called directly in one process on the same "
+              f"work took {dag['direct_total_s']:.1f} s, so the DAG adds **{dag['overhead_s']:.1f} s** "
+              f"({dag['overhead_fraction']:.0%} of the demo's wall time): process start, Airflow's metadata "
+              f"migration, parsing the DAG, task bookkeeping, results publishing. The tasks' own spans in its log "
+              f"sum to {dag['task_spans_total_s']:.1f} s.", "",
+              "| direct stage | s |", "|---|---|"]
+        L += [f"| {k} | {v:.2f} |" for k, v in dag["direct_s"].items()]
+        L += ["", "| DAG task (span in the demo log) | s |", "|---|---|"]
+        L += [f"| {k} | {v:.2f} |" for k, v in dag["task_spans_s"].items()]
+        L.append("")
+
+    if r.get("history"):
+        L += ["## Before / after the changes this benchmark prompted", "",
+              "Earlier runs of this suite on this machine (recorded in `bench/history.json`; the 'after' "
+              "figure is also in the tables above).", "",
+              "| change | figure | before | after | file |", "|---|---|---|---|---|"]
+        for h in r["history"]:
+            L.append(f"| {h['change']} | {h['figure']} | {h['before']} | {h['after']} | {h['file']} |")
+        L.append("")
+    return "\n".join(L)
