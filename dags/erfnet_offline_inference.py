@@ -110,7 +110,7 @@ def erfnet_offline_inference():
     def compile_on_host(cell: dict, model: dict, env: dict) -> dict:
         return pipeline.compile_cell(cell, model, env)
 
-    @task(queue=NPU_QUEUE, pool=NPU_POOL, trigger_rule=AFTER_SKIPPED_GROUPS)
+    @task(queue=NPU_QUEUE, pool=NPU_POOL)
     def infer_on_npu(cell: dict, prep: dict, env: dict) -> dict:
         return pipeline.infer_cell(cell, prep, env)
 
@@ -119,8 +119,8 @@ def erfnet_offline_inference():
         return pipeline.infer_cell(cell, prep, env)
 
     @task(trigger_rule=AFTER_SKIPPED_GROUPS)
-    def gather_cells(npu_cells: list[dict], host_cells: list[dict]) -> list[dict]:
-        return [*(npu_cells or []), *(host_cells or [])]
+    def gather_cells(first: list[dict], second: list[dict]) -> list[dict]:
+        return [*(first or []), *(second or [])]
 
     @task
     def evaluate(cell: dict, prep: dict) -> dict:
@@ -150,9 +150,11 @@ def erfnet_offline_inference():
     compiled_aoe = compile_with_aoe.partial(model=model, env=env).expand(cell=groups["npu_aoe"])
     compiled_host = compile_on_host.partial(model=model, env=env).expand(cell=groups["host"])
 
-    inferred_npu = infer_on_npu.partial(prep=prep, env=env).expand(cell=compiled_npu.concat(compiled_aoe))
+    # Airflow skips a task mapped over an empty group, and a concat of it; gathering keeps the rest going.
+    compiled_for_npu = gather_cells.override(task_id="gather_npu_cells")(compiled_npu, compiled_aoe)
+    inferred_npu = infer_on_npu.partial(prep=prep, env=env).expand(cell=compiled_for_npu)
     inferred_host = infer_on_host.partial(prep=prep, env=env).expand(cell=compiled_host)
-    inferred = gather_cells(inferred_npu, inferred_host)
+    inferred = gather_cells.override(task_id="gather_inferred_cells")(inferred_npu, inferred_host)
 
     evaluated = evaluate.partial(prep=prep).expand(cell=inferred)
     perf = collect_perf(inferred)

@@ -71,11 +71,12 @@ def run_dag(home: Path, data: Path, conf: dict, **env_extra: str) -> DagRun:
     return run
 
 
-def run_document(url: str, run_id: str) -> dict:
+def run_document(url: str, run: DagRun) -> dict:
     from erfnet_tasks.results import db, queries
 
+    assert "publish_results" in run.ran, run.output[-8000:]
     with db.session_scope(url) as session:
-        return queries.run_document(session, run_id)
+        return queries.run_document(session, run.run_id)
 
 
 # ------------------------------------------------------------------------------------- structure
@@ -139,7 +140,7 @@ def test_end_to_end_onnxruntime_publishes_to_postgres(airflow_home, dataset_and_
             "targets": ["cpu"], "batch_sizes": [1, 2], "reference_miou": 0.0}
     run = run_dag(airflow_home, data, conf, ERFNET_RESULTS_DB_URL=pg_url)
     assert run.state == "success", run.output[-5000:]
-    doc = run_document(pg_url, run.run_id)
+    doc = run_document(pg_url, run)
     assert doc["run"]["status"] == "complete" and doc["run"]["images"] == 2
     assert doc["run"]["backends"]["onnxruntime"]
     assert sorted((c["target"], c["batch_size"]) for c in doc["perf"]) == [("cpu", 1), ("cpu", 2)]
@@ -171,7 +172,7 @@ def test_ascend_standins_two_chips_one_cell_out_of_memory_then_nightly_and_cann_
 
     first = run_dag(airflow_home, data, conf, **standins)
     assert first.state == "success", first.output[-5000:]
-    doc = run_document(pg_url, first.run_id)
+    doc = run_document(pg_url, first)
     assert doc["run"]["cann_version"] == "8.0.0"
     cells = {(c["target"], c["batch_size"]): c for c in doc["perf"]}
     assert set(cells) == {("Ascend310", 1), ("Ascend310", 2), ("Ascend310P3", 1), ("Ascend310P3", 2)}
@@ -193,7 +194,7 @@ def test_ascend_standins_two_chips_one_cell_out_of_memory_then_nightly_and_cann_
     third = run_dag(airflow_home, data, conf, **{**standins, "STANDIN_NPU_OOM_BATCH": "1"})
     assert "publish_results" in third.ran
     assert third.state == "failed"
-    doc3 = run_document(pg_url, third.run_id)
+    doc3 = run_document(pg_url, third)
     assert doc3["run"]["cann_version"] == "8.1.RC1"
     newly_failing = [f for f in doc3["findings"] if f["target"] == "Ascend310" and f["batch_size"] == 1]
     assert newly_failing and all(f["baseline_run_id"] == first.run_id for f in newly_failing)
