@@ -77,7 +77,7 @@ def test_aoe_tunes_subgraphs_then_operators(fixed_onnx, tmp_path, record):
 
 
 BAD_CHIPS = ["Ascend310;rm -rf /", "$(x)", "Ascend310P3 --log=debug", "ascend310", "Ascend", "Ascend310`id`",
-             "Ascend310\n", "../Ascend310", "", None, 310]
+             "Ascend310\n", "../Ascend310", "", 310]
 
 
 @pytest.mark.parametrize("chip", BAD_CHIPS)
@@ -91,6 +91,12 @@ def test_bad_chip_names_never_reach_a_process(fixed_onnx, tmp_path, record, chip
 def test_bad_batch_sizes_never_reach_a_process(fixed_onnx, tmp_path, record, batch):
     with pytest.raises(ErfnetError, match="batch size must be a positive integer"):
         get_backend("ascend").compile(fixed_onnx, tmp_path / "om", chip="Ascend310", batch_size=batch, aoe=True)
+    assert harness.invocations(record) == []
+
+
+def test_missing_chip_is_asked_for(fixed_onnx, tmp_path, record):
+    with pytest.raises(ErfnetError, match="needs --chip"):
+        get_backend("ascend").compile(fixed_onnx, tmp_path / "om", chip=None, batch_size=1)
     assert harness.invocations(record) == []
 
 

@@ -47,6 +47,8 @@ _FAILURE_PATTERNS = (
 # --------------------------------------------------------------------------- validation
 
 def check_chip(chip) -> str:
+    if chip is None:
+        raise ErfnetError("the Ascend backend needs --chip, the soc_version such as Ascend310P3 (see erfnet environment)")
     if not isinstance(chip, str) or not CHIP_PATTERN.fullmatch(chip):
         raise ErfnetError(f"chip must look like Ascend310P3 (^Ascend[0-9A-Za-z]+$), got {chip!r}")
     return chip
