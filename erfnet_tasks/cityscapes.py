@@ -16,7 +16,6 @@ data *or* the transform changes, and does not change when files are merely moved
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import shutil
 import sys
@@ -28,7 +27,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
 from .errors import ErfnetError
-from .fsutil import atomic_path, sha256_file, write_json_atomic
+from .fsutil import atomic_path, read_json, sha256_file, write_json_atomic
 
 SHORT_SIDE = 512
 INPUT_SIZE = (1024, 512)  # (width, height) the model takes
@@ -379,12 +378,8 @@ def preprocess(img_dir, prep_dir, gt_dir, gt_out_dir, workers: int | None = None
 
 def read_manifest(prep_dir) -> dict:
     path = Path(prep_dir) / MANIFEST_NAME
-    try:
-        data = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise ErfnetError(f"no {MANIFEST_NAME} in {prep_dir}: run `erfnet preprocess` first") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ErfnetError(f"{path} is not a preprocessing manifest ({exc})") from None
+    data = read_json(path, "a preprocessing manifest",
+                     missing=f"no {MANIFEST_NAME} in {prep_dir}: run `erfnet preprocess` first")
     missing = [k for k in ("images", "names", "fingerprint", "bad") if k not in data]
     if missing:
         raise ErfnetError(f"{path} lacks {', '.join(missing)}")

@@ -13,7 +13,7 @@ import sys
 from .errors import ErfnetError
 
 
-def _positive_int(text: str) -> int:
+def positive_int(text: str) -> int:
     try:
         value = int(text)
     except ValueError:
@@ -144,7 +144,7 @@ def _non_negative_int(text: str) -> int:
 def cmd_demo(args) -> int:
     from .demo import run_demo
 
-    batch_sizes = [_positive_int(b) for b in args.batch_sizes.split(",") if b.strip()]
+    batch_sizes = [positive_int(b) for b in args.batch_sizes.split(",") if b.strip()]
     conf = run_demo(weights=args.weights, dataset_root=args.dataset_root, images=args.images,
                     targets=[t.strip() for t in args.targets.split(",") if t.strip()], batch_sizes=batch_sizes)
     print("\ndemo: the run's tables (erfnet results show --run latest --format table):\n")
@@ -163,7 +163,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("export", help="ErfNet_pth2onnx.py: checkpoint -> ONNX, verified against PyTorch")
     p.add_argument("weights", metavar="WEIGHTS.pth")
     p.add_argument("out", metavar="OUT.onnx")
-    p.add_argument("--opset", type=_positive_int, default=11, help="ONNX opset (default 11, as the guide)")
+    p.add_argument("--opset", type=positive_int, default=11, help="ONNX opset (default 11, as the guide)")
     p.add_argument("--argmax", action="store_true",
                    help="end the model in ArgMax: int32 label maps instead of 20 FP16 channels (10x fewer bytes)")
     p.set_defaults(handler=cmd_export)
@@ -188,8 +188,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("prep_dir", metavar="PREP_DIR")
     p.add_argument("gt_dir", metavar="GT_DIR")
     p.add_argument("gt_out_dir", metavar="GT_OUT_DIR")
-    p.add_argument("--workers", type=_positive_int, default=None, help="processes (default: all cores)")
-    p.add_argument("--limit", type=_positive_int, default=None, help="only the first N images (sorted by path)")
+    p.add_argument("--workers", type=positive_int, default=None, help="processes (default: all cores)")
+    p.add_argument("--limit", type=positive_int, default=None, help="only the first N images (sorted by path)")
     p.add_argument("--skip-bad", action="store_true",
                    help="record bad input files in the manifest and go on instead of failing")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -199,7 +199,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("summary", metavar="SUMMARY_JSON")
     p.add_argument("gt_dir", metavar="GT_DIR")
     p.add_argument("--json", action="store_true", help='print {"miou", "per_class", "images"} (fractions)')
-    p.add_argument("--workers", type=_positive_int, default=None, help="processes (default: all cores)")
+    p.add_argument("--workers", type=positive_int, default=None, help="processes (default: all cores)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(handler=cmd_evaluate)
 
@@ -209,7 +209,7 @@ def build_parser() -> argparse.ArgumentParser:
                                    "the Cityscapes layout, for tests and the demo. They are not Cityscapes data: "
                                    "an mIoU measured on them says nothing about the model.")
     p.add_argument("out_dir", metavar="OUT_DIR")
-    p.add_argument("--images", type=_positive_int, required=True)
+    p.add_argument("--images", type=positive_int, required=True)
     p.add_argument("--size", type=_size, default=(2048, 1024), help="WIDTHxHEIGHT (default 2048x1024)")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(handler=cmd_sample_data)
@@ -222,7 +222,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("out_dir", metavar="OUT_DIR")
     p.add_argument("--backend", choices=backends, default="onnxruntime")
     p.add_argument("--chip", default=None, help="Ascend soc_version such as Ascend310P3; onnxruntime/torch: cpu or cuda")
-    p.add_argument("--batch-size", type=_positive_int, required=True)
+    p.add_argument("--batch-size", type=positive_int, required=True)
     p.add_argument("--aoe", action="store_true", help="Ascend: tune with AOE (subgraphs, then operators)")
     p.set_defaults(handler=cmd_compile)
 
@@ -231,9 +231,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", required=True, help="the .om (ascend), .onnx (onnxruntime) or .pth (torch)")
     p.add_argument("--input", required=True, metavar="PREP_DIR")
     p.add_argument("--output", required=True, metavar="OUT_DIR")
-    p.add_argument("--batchsize", type=_positive_int, required=True)
+    p.add_argument("--batchsize", type=positive_int, required=True)
     p.add_argument("--device", default=None, help="ascend: device id (0); onnxruntime/torch: cpu, cuda or cuda:N")
-    p.add_argument("--loop", type=_positive_int, default=1)
+    p.add_argument("--loop", type=positive_int, default=1)
     p.add_argument("--warmup", type=_non_negative_int, default=1)
     p.add_argument("--output-type", choices=["fp16", "fp32"], default="fp16",
                    help="dtype of the written outputs (ascend: fixed by the om, FP16 from atc)")
@@ -254,7 +254,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--weights", help="a real erfnet_pretrained.pth (default: a random, untrained checkpoint)")
     p.add_argument("--dataset-root", help="a real Cityscapes root with leftImg8bit/val and gtFine/val "
                                           "(default: a small synthetic tree)")
-    p.add_argument("--images", type=_positive_int, default=4, help="synthetic images to make (default 4)")
+    p.add_argument("--images", type=positive_int, default=4, help="synthetic images to make (default 4)")
     p.add_argument("--targets", default="cpu,torch-cpu", help="comma-separated targets (default cpu,torch-cpu)")
     p.add_argument("--batch-sizes", default="1,4", help="comma-separated batch sizes (default 1,4)")
     p.set_defaults(handler=cmd_demo)

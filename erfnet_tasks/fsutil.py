@@ -14,6 +14,8 @@ import tempfile
 from pathlib import Path
 from typing import Iterator
 
+from .errors import ErfnetError
+
 _CHUNK = 1 << 20
 
 
@@ -40,6 +42,17 @@ def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> None:
 
 def write_json_atomic(path: str | os.PathLike, obj, *, indent: int | None = 2) -> None:
     write_bytes_atomic(path, (json.dumps(obj, indent=indent, sort_keys=False) + "\n").encode())
+
+
+def read_json(path: str | os.PathLike, what: str, *, missing: str | None = None):
+    """Parse a JSON file; a missing or garbled one is an ErfnetError that names it (and ``what`` it should be)."""
+    path = Path(path)
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise ErfnetError(missing or f"{what} not found: {path}") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ErfnetError(f"{path} is not {what} ({exc})") from None
 
 
 def sha256_file(path: str | os.PathLike) -> str:

@@ -7,7 +7,6 @@ since Nov 2022 as the sibling ``OUTPUT/<timestamp>_summary.json``, in 2022's ais
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from dataclasses import dataclass
@@ -16,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import ErfnetError
-from .fsutil import write_json_atomic
+from .fsutil import read_json, write_json_atomic
 
 TIMESTAMP_FORMAT = "%Y_%m_%d-%H_%M_%S"
 NEW_SUMMARY_SUFFIX = "_summary.json"
@@ -95,12 +94,7 @@ def write_summary(folder: str | os.PathLike, summary: dict) -> Path:
 
 def load_summary(path: str | os.PathLike) -> dict:
     path = Path(path)
-    try:
-        data = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise ErfnetError(f"summary not found: {path}") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ErfnetError(f"{path} is not a summary JSON ({exc})") from None
+    data = read_json(path, "a summary JSON", missing=f"summary not found: {path}")
     if not isinstance(data, dict) or not isinstance(data.get("filesinfo"), dict):
         raise ErfnetError(f"{path} has no 'filesinfo': not an ais_bench summary")
     return data

@@ -22,7 +22,7 @@ import socket
 from pathlib import Path
 
 from .errors import ErfnetError
-from .fsutil import sha256_file, write_json_atomic
+from .fsutil import read_json, sha256_file, write_json_atomic
 from .settings import Settings, load_settings, resolve_under_roots
 from .targets import Target, expand_targets, parse_target
 
@@ -246,7 +246,7 @@ def compile_cell(cell: dict, model: dict, env: dict) -> dict:
     cache_dir = load_settings().compile_cache / cache_key(model, env, cell)
     done = cache_dir / "compiled.json"
     if done.is_file():
-        record = _read_json(done)
+        record = read_json(done, "a compile cache record")
         if Path(record["model_path"]).is_file():
             return {**cell, **record, "seconds": 0.0, "cache_hit": True, "status": "ok", "error": None}
     backend = get_backend(cell["backend"])
@@ -265,12 +265,6 @@ def compile_cell(cell: dict, model: dict, env: dict) -> dict:
               "sha256": sha256_file(cache_dir / Path(result.path).name)}
     write_json_atomic(done, record)
     return {**cell, **record, "seconds": round(result.seconds, 3), "cache_hit": False, "status": "ok", "error": None}
-
-
-def _read_json(path: Path) -> dict:
-    import json
-
-    return json.loads(path.read_text())
 
 
 # ---------------------------------------------------------------------------------- 5 inference

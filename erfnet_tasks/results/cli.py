@@ -8,7 +8,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from .reference import GUIDE_MIOU, GUIDE_TOLERANCE
+from ..cli import positive_int
 
 
 def register(subparsers) -> None:
@@ -22,7 +22,7 @@ def register(subparsers) -> None:
     p.set_defaults(handler=cmd_init)
 
     p = sub.add_parser("list", help="the newest runs")
-    p.add_argument("--limit", type=_positive_int, default=20)
+    p.add_argument("--limit", type=positive_int, default=20)
     p.add_argument("--format", choices=("table", "json"), default="table")
     p.set_defaults(handler=cmd_list)
 
@@ -31,10 +31,10 @@ def register(subparsers) -> None:
     p.add_argument("--format", choices=("table", "json", "csv"), default="table")
     p.add_argument("--reference-target", metavar="TARGET", default=None,
                    help="add throughput ratio columns against this target (e.g. Ascend310)")
-    p.add_argument("--reference-miou", type=_fraction_or_percent, default=GUIDE_MIOU,
-                   help="reference mIoU, fraction or percent (default 72.20)")
-    p.add_argument("--tolerance", type=_points, default=GUIDE_TOLERANCE, metavar="POINTS",
-                   help="accepted mIoU shortfall in percentage points (default 1.0, the guide's criterion)")
+    p.add_argument("--reference-miou", type=_percent, default=None, metavar="PERCENT",
+                   help="reference mIoU in percent (default: the run's own, else the guide's 72.20)")
+    p.add_argument("--tolerance", type=_percent, default=None, metavar="POINTS",
+                   help="accepted mIoU shortfall in points (default: the run's own, else the guide's 1.0)")
     p.set_defaults(handler=cmd_show)
 
     p = sub.add_parser("compare", help="two runs cell by cell")
@@ -54,33 +54,14 @@ def register(subparsers) -> None:
     p.set_defaults(handler=cmd_export)
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return value
-
-
-def _fraction_or_percent(text: str) -> float:
+def _percent(text: str) -> float:
+    """A percentage or a number of mIoU points (0 to 100), as the fraction the library works in."""
     try:
         value = float(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+        raise argparse.ArgumentTypeError(f"expected a number from 0 to 100, got {text!r}") from None
     if not 0.0 <= value <= 100.0:
-        raise argparse.ArgumentTypeError(f"expected a fraction or a percentage, got {text!r}")
-    return value / 100.0 if value > 1.0 else value
-
-
-def _points(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number of points, got {text!r}") from None
-    if not 0.0 <= value <= 100.0:
-        raise argparse.ArgumentTypeError(f"expected 0 to 100 points, got {text!r}")
+        raise argparse.ArgumentTypeError(f"expected a number from 0 to 100, got {text!r}")
     return value / 100.0
 
 
@@ -122,7 +103,7 @@ def cmd_list(args) -> int:
 
 
 def cmd_show(args) -> int:
-    from . import queries, tables
+    from . import queries, regression, tables
 
     with _reading_session(args) as session:
         doc = queries.run_document(session, args.run)
@@ -131,12 +112,16 @@ def cmd_show(args) -> int:
     elif args.format == "csv":
         print(tables.render_csv(tables.cell_rows(doc)), end="")
     else:
+        # The run is judged by the rules it ran with, unless the user asks for others.
+        rules = regression.rules_from_params(doc["run"].get("params"))
+        reference = rules.reference_miou if args.reference_miou is None else args.reference_miou
+        tolerance = rules.tolerance if args.tolerance is None else args.tolerance
         # Both tables are built before anything is printed, so bad options give one clean error line.
-        accuracy = tables.accuracy_table(doc, args.reference_miou, args.tolerance)
+        accuracy = tables.accuracy_table(doc, reference, tolerance)
         perf = tables.perf_table(doc, args.reference_target)
         parts = [_run_heading(doc),
-                 f"\nAccuracy (mIoU %, reference {args.reference_miou * 100:.2f}, "
-                 f"tolerance {args.tolerance * 100:.2f} points)", tables.render_text(accuracy),
+                 f"\nAccuracy (mIoU %, reference {reference * 100:.2f}, "
+                 f"tolerance {tolerance * 100:.2f} points)", tables.render_text(accuracy),
                  "\nPerformance (fps)", tables.render_text(perf)]
         if doc["findings"]:
             parts += ["\nRegression findings", tables.render_text(tables.findings_table(doc["findings"]))]
