@@ -98,24 +98,12 @@ def erfnet_offline_inference():
     def plan(env: dict, group: str) -> list[dict]:
         return pipeline.plan_cells(env, group)
 
-    @task(queue=NPU_QUEUE)
-    def compile_on_npu(cell: dict, model: dict, env: dict) -> dict:
-        return pipeline.compile_cell(cell, model, env)
-
-    @task(queue=NPU_QUEUE, pool=NPU_POOL)
-    def compile_with_aoe(cell: dict, model: dict, env: dict) -> dict:
+    @task
+    def compile_cell(cell: dict, model: dict, env: dict) -> dict:
         return pipeline.compile_cell(cell, model, env)
 
     @task
-    def compile_on_host(cell: dict, model: dict, env: dict) -> dict:
-        return pipeline.compile_cell(cell, model, env)
-
-    @task(queue=NPU_QUEUE, pool=NPU_POOL)
-    def infer_on_npu(cell: dict, prep: dict, env: dict) -> dict:
-        return pipeline.infer_cell(cell, prep, env)
-
-    @task
-    def infer_on_host(cell: dict, prep: dict, env: dict) -> dict:
+    def infer_cell(cell: dict, prep: dict, env: dict) -> dict:
         return pipeline.infer_cell(cell, prep, env)
 
     @task(trigger_rule=AFTER_SKIPPED_GROUPS)
@@ -146,12 +134,18 @@ def erfnet_offline_inference():
 
     groups = {name: plan.override(task_id=f"plan_{name}_cells")(env, name) for name in ("npu", "npu_aoe", "host")}
     go >> list(groups.values())
+    # A task's queue and pool are fixed, so each group of the matrix gets its own copy of the step.
+    compile_on_npu = compile_cell.override(task_id="compile_on_npu", queue=NPU_QUEUE)
+    compile_with_aoe = compile_cell.override(task_id="compile_with_aoe", queue=NPU_QUEUE, pool=NPU_POOL)
+    compile_on_host = compile_cell.override(task_id="compile_on_host")
     compiled_npu = compile_on_npu.partial(model=model, env=env).expand(cell=groups["npu"])
     compiled_aoe = compile_with_aoe.partial(model=model, env=env).expand(cell=groups["npu_aoe"])
     compiled_host = compile_on_host.partial(model=model, env=env).expand(cell=groups["host"])
 
     # Airflow skips a task mapped over an empty group, and a concat of it; gathering keeps the rest going.
     compiled_for_npu = gather_cells.override(task_id="gather_npu_cells")(compiled_npu, compiled_aoe)
+    infer_on_npu = infer_cell.override(task_id="infer_on_npu", queue=NPU_QUEUE, pool=NPU_POOL)
+    infer_on_host = infer_cell.override(task_id="infer_on_host")
     inferred_npu = infer_on_npu.partial(prep=prep, env=env).expand(cell=compiled_for_npu)
     inferred_host = infer_on_host.partial(prep=prep, env=env).expand(cell=compiled_host)
     inferred = gather_cells.override(task_id="gather_inferred_cells")(inferred_npu, inferred_host)

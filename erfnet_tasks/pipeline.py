@@ -97,15 +97,15 @@ def _safe_name(text: str) -> str:
 
 
 def detect_ascend() -> dict:
-    """CANN version, chips and driver where the Ascend toolkit is installed; Nones elsewhere."""
+    """CANN version, chips and driver of this worker; None / [] for what is not installed."""
     from .backends import ascend
 
     try:
         cann = ascend.detect_cann_version()
     except ErfnetError:
         cann = None
-    return {"cann_version": cann, "chips": ascend.detect_chips() if cann else [],
-            "driver_version": ascend.detect_driver_version() if cann else None}
+    return {"cann_version": cann, "chips": ascend.detect_chips(),
+            "driver_version": ascend.detect_driver_version(), "atc": shutil.which("atc")}
 
 
 def backend_versions(targets: list[Target], cann_version: str | None) -> dict:
@@ -124,10 +124,13 @@ def resolve_environment(raw_params: dict, run_id: str) -> dict:
     params = validate_params(raw_params, settings)
     ascend = detect_ascend()
     targets = expand_targets(params["targets"], aoe=params["aoe"], detected_chips=ascend["chips"])
-    if any(t.on_npu for t in targets) and not ascend["cann_version"]:
+    if any(t.on_npu for t in targets) and not (ascend["cann_version"] or ascend["atc"]):
         names = ", ".join(t.name for t in targets if t.on_npu)
         raise ErfnetError(f"targets {names} need the Ascend CANN toolkit, which is not installed on this "
-                          f"worker (set ASCEND_TOOLKIT_HOME or install CANN under /usr/local/Ascend)")
+                          f"worker (no atc on PATH, no version.cfg; source CANN's set_env.sh or set "
+                          f"ASCEND_TOOLKIT_HOME)")
+    if any(t.on_npu for t in targets) and not ascend["cann_version"]:
+        log.warning("atc is on PATH but no CANN version file was found: the run records CANN as unknown")
     work_dir = settings.runs_dir / _safe_name(run_id)
     work_dir.mkdir(parents=True, exist_ok=True)
     return {
@@ -135,7 +138,7 @@ def resolve_environment(raw_params: dict, run_id: str) -> dict:
         "dag_id": DAG_ID,
         "started_at": dt.datetime.now(dt.timezone.utc).isoformat(),
         "params": params,
-        **ascend,
+        **{k: v for k, v in ascend.items() if k != "atc"},
         "host": socket.gethostname(),
         "platform": platform.platform(),
         "backends": backend_versions(targets, ascend["cann_version"]),

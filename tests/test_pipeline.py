@@ -1,0 +1,137 @@
+"""The DAG's steps as plain functions: parameter validation, the target matrix, the compile cache."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from erfnet_tasks import pipeline
+from erfnet_tasks.errors import ErfnetError
+from erfnet_tasks.settings import load_settings
+from erfnet_tasks.targets import expand_targets, parse_target
+
+
+@pytest.fixture
+def data_root(tmp_path, monkeypatch):
+    root = tmp_path / "data"
+    (root / "cityscapes").mkdir(parents=True)
+    (root / "w.pth").write_bytes(b"weights")
+    monkeypatch.setenv("ERFNET_DATA_DIR", str(root))
+    monkeypatch.setenv("ERFNET_DATA_ROOTS", str(root))
+    return root
+
+
+def form(root, **overrides) -> dict:
+    return {"weights": str(root / "w.pth"), "dataset_root": str(root / "cityscapes"), "targets": ["cpu"],
+            **overrides}
+
+
+def test_valid_form_is_normalised(data_root):
+    params = pipeline.validate_params(form(data_root, batch_sizes=[4, 1, 4], tolerance=1), load_settings())
+    assert params["batch_sizes"] == [1, 4]
+    assert params["reference_miou"] == 72.20 and params["tolerance"] == 1.0
+    assert params["weights"] == str((data_root / "w.pth").resolve())
+
+
+@pytest.mark.parametrize("overrides, message", [
+    ({"batch_sizes": [0]}, "batch_sizes"),
+    ({"batch_sizes": ["4"]}, "batch_sizes"),
+    ({"batch_sizes": [True]}, "batch_sizes"),
+    ({"batch_sizes": []}, "batch_sizes"),
+    ({"targets": ["Ascend310; rm -rf /"]}, "unknown target"),
+    ({"targets": ["$(reboot)"]}, "unknown target"),
+    ({"targets": ["Ascend310P3+AOE+AOE"]}, "unknown target"),
+    ({"targets": "cpu"}, "targets"),
+    ({"image_limit": -1}, "image_limit"),
+    ({"reference_miou": 172.0}, "reference_miou"),
+    ({"force": "yes"}, "force"),
+    ({"weights": "/etc/passwd"}, "outside the data roots"),
+    ({"dataset_root": "../../"}, "outside the data roots"),
+    ({"weights": "missing.pth"}, "not found"),
+    ({"colour": "red"}, "unknown parameter"),
+])
+def test_bad_form_values_are_refused_in_one_line(data_root, overrides, message):
+    with pytest.raises(ErfnetError, match=message) as info:
+        pipeline.validate_params(form(data_root, **overrides), load_settings())
+    assert "\n" not in str(info.value)
+
+
+def test_a_symlink_cannot_lead_out_of_the_data_roots(data_root, tmp_path):
+    outside = tmp_path / "secret.pth"
+    outside.write_bytes(b"x")
+    os.symlink(outside, data_root / "link.pth")
+    with pytest.raises(ErfnetError, match="outside the data roots"):
+        pipeline.validate_params(form(data_root, weights=str(data_root / "link.pth")), load_settings())
+
+
+def test_targets_map_to_backends_and_aoe_adds_a_column_per_chip():
+    assert parse_target("cpu").backend == "onnxruntime"
+    assert parse_target("torch-cuda").device == "cuda"
+    aoe = parse_target("Ascend310P3+AOE")
+    assert (aoe.backend, aoe.chip, aoe.aoe) == ("ascend", "Ascend310P3", True)
+    names = [t.name for t in expand_targets(["auto", "cpu", "Ascend310P3"], aoe=True, detected_chips=["Ascend310P3"])]
+    assert names == ["Ascend310P3", "Ascend310P3+AOE", "cpu"]
+    assert [t.name for t in expand_targets(["auto"], aoe=False, detected_chips=[])] == ["cpu"]
+
+
+def test_plan_splits_the_matrix_by_where_it_runs():
+    env = {"targets": [t.as_dict() for t in expand_targets(["Ascend310", "cpu"], aoe=True, detected_chips=[])],
+           "params": {"batch_sizes": [1, 64]}}
+    groups = {g: [(c["target"], c["batch_size"]) for c in pipeline.plan_cells(env, g)] for g in ("npu", "npu_aoe", "host")}
+    assert groups == {"npu": [("Ascend310", 1), ("Ascend310", 64)],
+                      "npu_aoe": [("Ascend310+AOE", 1), ("Ascend310+AOE", 64)],
+                      "host": [("cpu", 1), ("cpu", 64)]}
+
+
+def test_compile_cache_is_keyed_by_content_and_reused(data_root, fixed_onnx):
+    from erfnet_tasks.fsutil import sha256_file
+
+    model = {"path": str(fixed_onnx), "sha256": sha256_file(fixed_onnx)}
+    env = {"cann_version": None, "params": {"weights": "unused"}, "weights_sha256": "x"}
+    cell = {"target": "cpu", "backend": "onnxruntime", "device": "cpu", "chip": None, "aoe": False, "batch_size": 2}
+    first = pipeline.compile_cell(cell, model, env)
+    second = pipeline.compile_cell(cell, model, env)
+    assert first["status"] == "ok" and not first["cache_hit"]
+    assert second["cache_hit"] and second["model_path"] == first["model_path"]
+    assert second["sha256"] == sha256_file(first["model_path"])
+    other_cann = pipeline.cache_key(model, {**env, "cann_version": "8.0.RC3"}, cell)
+    assert other_cann != pipeline.cache_key(model, env, cell)
+    assert pipeline.cache_key(model, env, {**cell, "batch_size": 4}) != pipeline.cache_key(model, env, cell)
+
+
+def test_a_refused_compile_is_a_recorded_cell_not_a_crash(data_root, tmp_path, monkeypatch):
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    atc = bin_dir / "atc"
+    atc.write_text("#!/bin/sh\necho 'E10007: [PID: 1] the model file is invalid'\n"
+                   "echo 'ATC run failed, Please check the detail log, Try atc --help for more information'\nexit 1\n")
+    atc.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    onnx = data_root / "m.onnx"
+    onnx.write_bytes(b"not really onnx")
+    cell = {"target": "Ascend310", "backend": "ascend", "device": "npu", "chip": "Ascend310", "aoe": False,
+            "batch_size": 1}
+    env = {"cann_version": "8.0.0", "params": {}, "weights_sha256": "x"}
+    result = pipeline.compile_cell(cell, {"path": str(onnx), "sha256": "abc"}, env)
+    assert result["status"] == "compile_failed" and "E10007" in result["error"]
+    row = pipeline.perf_row({**result, "summary": None})
+    assert row["status"] == "compile_failed" and row["throughput_fps"] is None
+
+
+def test_run_document_status_and_cells():
+    env = {"run_id": "manual__1", "dag_id": pipeline.DAG_ID, "started_at": "2026-11-25T00:00:00+00:00",
+           "params": {}, "cann_version": "8.0.0", "driver_version": None, "host": "h", "backends": {},
+           "weights_sha256": "w"}
+    ok = {"target": "Ascend310", "batch_size": 1, "backend": "ascend", "chip": "Ascend310", "status": "ok",
+          "miou": 0.5, "per_class": [0.5] * 19, "images": 2, "throughput_fps": 10.0,
+          "compute_ms": {"mean": 100.0}, "error": None}
+    oom = {**ok, "batch_size": 64, "status": "oom", "error": "oom: malloc device buffer failed", "miou": None}
+    doc = pipeline.build_run_document(env, {"sha256": "m"}, {"fingerprint": "f", "images": 2, "synthetic": True},
+                                      [ok, oom], pipeline.collect_perf([ok, oom]))
+    assert doc["run"]["status"] == "complete"
+    assert [(a["target"], a["batch_size"]) for a in doc["accuracy"]] == [("Ascend310", 1)]
+    assert {p["batch_size"]: p["status"] for p in doc["perf"]} == {1: "ok", 64: "oom"}
+    failed = pipeline.build_run_document(env, {"sha256": "m"}, {"fingerprint": "f", "images": 2, "synthetic": True},
+                                         [oom], pipeline.collect_perf([oom]))
+    assert failed["run"]["status"] == "failed"
