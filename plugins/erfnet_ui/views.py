@@ -9,8 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from erfnet_tasks.errors import ErfnetError
-from erfnet_tasks.results import tables
-from erfnet_tasks.results.reference import GUIDE_MIOU, GUIDE_TOLERANCE
+from erfnet_tasks.results import regression, tables
 
 from .charts import line_chart
 
@@ -139,9 +138,10 @@ def run_view(
     doc: dict,
     *,
     reference_target: str | None = None,
-    reference_miou: float = GUIDE_MIOU,
-    tolerance: float = GUIDE_TOLERANCE,
+    reference_miou: float | None = None,
+    tolerance: float | None = None,
 ) -> RunView:
+    reference_miou, tolerance = run_rules(doc, reference_miou, tolerance)
     targets = tables.targets_of(doc)
     notice = ""
     if reference_target and reference_target not in targets:
@@ -164,7 +164,15 @@ def run_view(
     )
 
 
-def accuracy_csv(doc: dict, reference_miou: float = GUIDE_MIOU, tolerance: float = GUIDE_TOLERANCE) -> str:
+def run_rules(doc: dict, reference_miou: float | None, tolerance: float | None) -> tuple[float, float]:
+    """A run is judged by the reference and tolerance it ran with, unless the caller says otherwise."""
+    rules = regression.rules_from_params(doc["run"].get("params"))
+    return (rules.reference_miou if reference_miou is None else reference_miou,
+            rules.tolerance if tolerance is None else tolerance)
+
+
+def accuracy_csv(doc: dict, reference_miou: float | None = None, tolerance: float | None = None) -> str:
+    reference_miou, tolerance = run_rules(doc, reference_miou, tolerance)
     return tables.render_csv(tables.accuracy_table(doc, reference_miou, tolerance))
 
 
