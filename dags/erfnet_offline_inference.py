@@ -29,8 +29,11 @@ NPU_POOL = "npu_devices"
 RESULTS_ASSET = Asset(name="erfnet_results", uri="erfnet://results/erfnet_offline_inference")
 AFTER_SKIPPED_GROUPS = "none_failed_min_one_success"  # a matrix group may be empty (no NPU targets)
 
-# Bad parameters, inputs and regressions are deterministic: retrying them changes nothing.
+# Bad parameters, inputs and regressions are deterministic: retrying them changes nothing. A results
+# database that stayed down through publish's own backoff may be back by the next try.
 NO_RETRY_ON_BAD_INPUT = ExceptionRetryPolicy(rules=[
+    RetryRule(exception="erfnet_tasks.results.publish.PublishFailed", action=RetryAction.RETRY,
+              reason="the results database is unreachable; the run's results.json is already written"),
     RetryRule(exception="erfnet_tasks.errors.ErfnetError", action=RetryAction.FAIL,
               reason="deterministic failure (bad input, configuration or a regression)"),
 ])

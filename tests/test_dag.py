@@ -198,3 +198,15 @@ def test_ascend_standins_two_chips_one_cell_out_of_memory_then_nightly_and_cann_
     assert doc3["run"]["cann_version"] == "8.1.RC1"
     newly_failing = [f for f in doc3["findings"] if f["target"] == "Ascend310" and f["batch_size"] == 1]
     assert newly_failing and all(f["baseline_run_id"] == first.run_id for f in newly_failing)
+
+
+def test_retries_only_what_can_recover(dag):
+    from airflow.sdk import RetryAction
+
+    from erfnet_tasks.errors import ErfnetError
+    from erfnet_tasks.results.publish import PublishFailed
+
+    policy = {t.task_id: t for t in dag.tasks}["publish_results"].retry_policy
+    assert policy.evaluate(ErfnetError("bad weights path"), 1, 3).action == RetryAction.FAIL
+    assert policy.evaluate(PublishFailed("results database unreachable"), 1, 3).action == RetryAction.RETRY
+    assert policy.evaluate(TimeoutError("device busy"), 1, 3).action == RetryAction.DEFAULT
