@@ -75,6 +75,12 @@ def test_labels_score_exactly_like_logits(argmax_onnx, fixed_onnx, dataset):
         np.testing.assert_array_equal(ours, expected)
         assert len(np.unique(ours)) > 1  # a constant map would make the comparison weak
 
+    # The backend's FP16 files (converted by ORT's Cast for speed) hold exactly numpy's conversion.
+    fp16_files = [e.outfiles[0] for e in read_summary(logits16.summary_path)]
+    for half, full in zip(fp16_files, fp32_files):
+        expected16 = np.fromfile(full, dtype=np.float32).astype(np.float16)
+        assert half.read_bytes() == expected16.tobytes()
+
     gt = dataset / "gt"
     from_labels = evaluate_summary(labels.summary_path, gt, workers=1, progress=False)
     from_fp32 = evaluate_summary(logits32.summary_path, gt, workers=1, progress=False)

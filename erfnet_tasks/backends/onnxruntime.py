@@ -11,7 +11,8 @@ infer: ais_bench's layout and semantics (see ``_local``). Timings, in ms:
   the input is copied to a device OrtValue and the outputs back with IOBinding, each copy timed on its own.
 Warmup runs are not timed. fp16 outputs (the default, like the guide's om) come from a Cast appended to
 the graph when the session is made, so the compute time includes it as the NPU's does; outputs are written
-on a background thread.
+between runs on CPU (a writer thread would preempt one of ORT's intra-op threads, stalling every parallel
+op) and on a background thread on CUDA.
 """
 
 from __future__ import annotations
@@ -247,7 +248,10 @@ def infer(model, input_dir, output_dir, *, batch_size: int, device=None, loop: i
         runner.run(buffer, None)
 
     folder = outputs.make_output_folder(output_dir)
-    writer = _local.OutputWriter(folder, np.float16 if output_type == "fp16" else np.float32)
+    # On CPU the writes go between runs: a writer thread would take a core from ORT's intra-op threads,
+    # and every parallel op then waits for its preempted half (see BENCHMARKS.md, before / after).
+    writer = _local.OutputWriter(folder, np.float16 if output_type == "fp16" else np.float32,
+                                 background=kind == "cuda")
     timings = _local.Timings([], [], [])
     filesinfo = []
     try:
