@@ -262,6 +262,13 @@ def inference(work: Path, s: dict, prep: Path, cfg: dict, limit_gflops: float) -
     n = len(files)
     raw = {bs: {k: {"e2e": [], "steady": []} for k in ("ours", "bare", "torch")} for bs in (1, 4)}
     keep = None
+    # One untimed pass of each contender first: the first ORT session and torch forward in a process pay
+    # one-off library start-up that would otherwise fall on whichever contender happens to go first.
+    warm = first_bins(prep, 1, work / "warmup_input")
+    ours_ort(s["models"]["bs1"], warm, work / "warmup_out", 1)
+    bare_ort(s["models"]["bs1"], files[:1], 1)
+    torch_eager(s["weights"], files[:1], 1)
+    shutil.rmtree(work / "warmup_out")
     for rep in range(cfg["repeats"]):
         for bs in (1, 4):
             model = s["models"][f"bs{bs}"]
