@@ -82,8 +82,8 @@ def check_onnx(path: str | os.PathLike) -> None:
         raise ErfnetError(f"ONNX checker rejected {path}: {str(exc).splitlines()[0]}") from None
 
 
-def compare_with_torch(model, onnx_path, batch_sizes, *, seed: int = 0) -> tuple[float, float]:
-    """Largest absolute and relative (to the largest |logit|) difference between ORT and PyTorch."""
+def _side_by_side(model, onnx_path, batch_sizes, seed: int):
+    """Yield (batch, ONNX Runtime's output, PyTorch's logits) on the same random inputs."""
     import onnxruntime as ort
     import torch
 
@@ -91,12 +91,18 @@ def compare_with_torch(model, onnx_path, batch_sizes, *, seed: int = 0) -> tuple
 
     session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
     rng = np.random.default_rng(seed)
-    max_abs = max_rel = 0.0
     for batch in batch_sizes:
         x = rng.random((batch, *INPUT_SHAPE), dtype=np.float32)
         ours = session.run([OUTPUT_NAME], {INPUT_NAME: x})[0]
         with torch.inference_mode():
-            ref = model(torch.from_numpy(x)).numpy()
+            logits = model(torch.from_numpy(x)).numpy()
+        yield batch, ours, logits
+
+
+def compare_with_torch(model, onnx_path, batch_sizes, *, seed: int = 0) -> tuple[float, float]:
+    """Largest absolute and relative (to the largest |logit|) difference between ORT and PyTorch."""
+    max_abs = max_rel = 0.0
+    for batch, ours, ref in _side_by_side(model, onnx_path, batch_sizes, seed):
         if ours.shape != ref.shape:
             raise ErfnetError(f"exported model gives shape {ours.shape} at batch {batch}, PyTorch {ref.shape}")
         diff = float(np.max(np.abs(ours - ref)))
@@ -134,19 +140,8 @@ def compare_argmax_with_torch(model, onnx_path, batch_sizes, *, seed: int = 0) -
     """The ArgMax model's labels against PyTorch's argmax. Float rounding may flip a pixel whose two best
     logits (nearly) tie, so a differing pixel is accepted only where PyTorch's logit for ORT's class is
     within the tolerance of its best; returned: the largest such logit gap, absolute and relative."""
-    import onnxruntime as ort
-    import torch
-
-    from .model import INPUT_SHAPE
-
-    session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
-    rng = np.random.default_rng(seed)
     max_abs = max_rel = 0.0
-    for batch in batch_sizes:
-        x = rng.random((batch, *INPUT_SHAPE), dtype=np.float32)
-        ours = session.run([OUTPUT_NAME], {INPUT_NAME: x})[0]
-        with torch.inference_mode():
-            logits = model(torch.from_numpy(x)).numpy()
+    for batch, ours, logits in _side_by_side(model, onnx_path, batch_sizes, seed):
         ref = logits.argmax(axis=1)
         if ours.shape != ref.shape or ours.dtype != np.int32:
             raise ErfnetError(f"exported ArgMax model gives {ours.dtype} {ours.shape} at batch {batch}, "
