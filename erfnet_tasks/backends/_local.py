@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import queue
 import re
+import sys
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,6 +43,16 @@ def list_inputs(input_dir: str | os.PathLike) -> list[Path]:
 
 def batches(files: list[Path], batch_size: int) -> list[list[Path]]:
     return [files[i:i + batch_size] for i in range(0, len(files), batch_size)]
+
+
+def with_progress(groups: list[list[Path]], desc: str):
+    """The batches, with a progress bar in images on a terminal (silent in logs and pipes)."""
+    from tqdm import tqdm
+
+    with tqdm(total=sum(map(len, groups)), unit="img", desc=desc, disable=None, file=sys.stderr) as bar:
+        for group in groups:
+            yield group
+            bar.update(len(group))
 
 
 def read_into(path: Path, dest: np.ndarray) -> None:

@@ -255,7 +255,7 @@ def infer(model, input_dir, output_dir, *, batch_size: int, device=None, loop: i
     timings = _local.Timings([], [], [])
     filesinfo = []
     try:
-        for group in groups:
+        for group in _local.with_progress(groups, "infer (onnxruntime)"):
             _local.fill_batch(group, buffer)
             for _ in range(loop):
                 result = runner.run(buffer, timings)

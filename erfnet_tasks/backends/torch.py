@@ -119,7 +119,7 @@ def infer(model, input_dir, output_dir, *, batch_size: int, device=None, loop: i
         folder = outputs.make_output_folder(output_dir)
         writer = _local.OutputWriter(folder, np.float16 if output_type == "fp16" else np.float32)
         try:
-            for group in groups:
+            for group in _local.with_progress(groups, "infer (torch)"):
                 _local.fill_batch(group, buffer)
                 for _ in range(loop):
                     result = run(timings)
