@@ -41,7 +41,7 @@ import report  # noqa: E402
 GFLOP_PER_IMAGE = 53.2
 RESULTS = BENCH / "results.json"
 MARKDOWN = REPO / "BENCHMARKS.md"
-FULL = {"images_inference": 8, "images_preprocess": 16, "images_evaluate": 8, "repeats": 3,
+FULL = {"images_inference": 16, "images_preprocess": 16, "images_evaluate": 8, "repeats": 3,
         "memory_images": (4, 16), "dag_images": 2, "matmul_n": 4096, "matmul_repeats": 5}
 QUICK = {"images_inference": 2, "images_preprocess": 2, "images_evaluate": 2, "repeats": 2,
          "memory_images": (1, 2), "dag_images": 1, "matmul_n": 1024, "matmul_repeats": 3}
