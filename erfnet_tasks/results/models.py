@@ -9,7 +9,7 @@ from __future__ import annotations
 from datetime import datetime
 
 import sqlalchemy as sa
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.orm import DeclarativeBase, Mapped, declared_attr, mapped_column
 
 PERF_STATUSES = ("ok", "oom", "compile_failed", "infer_failed", "skipped")
 RUN_STATUSES = ("complete", "partial", "failed", "skipped")
@@ -49,14 +49,22 @@ class Run(Base):
     published_at: Mapped[datetime] = mapped_column(sa.DateTime(timezone=True), nullable=False)
 
 
-class CompiledModel(Base):
-    __tablename__ = "compiled_models"
-    __table_args__ = (sa.UniqueConstraint("run_id", "target", "batch_size"),)
+class _RunCell:
+    """One cell of a run's tables (a target at a batch size): unique per run, target and batch size."""
+
+    @declared_attr.directive
+    def __table_args__(cls):
+        return (sa.UniqueConstraint("run_id", "target", "batch_size"),)
 
     id: Mapped[int] = mapped_column(sa.Integer, primary_key=True, autoincrement=True)
     run_id: Mapped[str] = _run_fk()
     target: Mapped[str] = mapped_column(sa.String(100), nullable=False)
     batch_size: Mapped[int] = mapped_column(sa.Integer, nullable=False)
+
+
+class CompiledModel(_RunCell, Base):
+    __tablename__ = "compiled_models"
+
     backend: Mapped[str | None] = mapped_column(sa.String(50))
     chip: Mapped[str | None] = mapped_column(sa.String(50))
     path: Mapped[str | None] = mapped_column(sa.Text)
@@ -67,27 +75,17 @@ class CompiledModel(Base):
     error: Mapped[str | None] = mapped_column(sa.Text)
 
 
-class Accuracy(Base):
+class Accuracy(_RunCell, Base):
     __tablename__ = "accuracy"
-    __table_args__ = (sa.UniqueConstraint("run_id", "target", "batch_size"),)
 
-    id: Mapped[int] = mapped_column(sa.Integer, primary_key=True, autoincrement=True)
-    run_id: Mapped[str] = _run_fk()
-    target: Mapped[str] = mapped_column(sa.String(100), nullable=False)
-    batch_size: Mapped[int] = mapped_column(sa.Integer, nullable=False)
     images: Mapped[int | None] = mapped_column(sa.Integer)
     miou: Mapped[float | None] = mapped_column(sa.Float)
     per_class: Mapped[list | None] = mapped_column(sa.JSON)
 
 
-class Performance(Base):
+class Performance(_RunCell, Base):
     __tablename__ = "performance"
-    __table_args__ = (sa.UniqueConstraint("run_id", "target", "batch_size"),)
 
-    id: Mapped[int] = mapped_column(sa.Integer, primary_key=True, autoincrement=True)
-    run_id: Mapped[str] = _run_fk()
-    target: Mapped[str] = mapped_column(sa.String(100), nullable=False)
-    batch_size: Mapped[int] = mapped_column(sa.Integer, nullable=False)
     throughput_fps: Mapped[float | None] = mapped_column(sa.Float)
     compute_min_ms: Mapped[float | None] = mapped_column(sa.Float)
     compute_mean_ms: Mapped[float | None] = mapped_column(sa.Float)
