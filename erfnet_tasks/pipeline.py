@@ -168,19 +168,28 @@ def plan_cells(env: dict, group: str) -> list[dict]:
 # ----------------------------------------------------------------------------------- 3.1 export
 
 def export_step(env: dict) -> dict:
-    """ErfNet_pth2onnx.py into the run's folder, verified against PyTorch."""
-    from .onnx_export import export_onnx
+    """ErfNet_pth2onnx.py, verified against PyTorch; reused while the weights and the exporter are the same."""
+    import torch
 
-    report = export_onnx(env["params"]["weights"], Path(env["work_dir"]) / "onnx" / "ErfNet_origin.onnx")
-    return {"origin": str(report.path), "max_abs_error": report.max_abs_error,
-            "max_rel_error": report.max_rel_error}
+    from .onnx_export import DEFAULT_OPSET, export_onnx
+
+    key = hashlib.sha256(f"{env['weights_sha256']}\n{torch.__version__}\n{DEFAULT_OPSET}\n{CACHE_FORMAT}".encode())
+    folder = load_settings().export_cache / key.hexdigest()[:24]
+    record = folder / "export.json"
+    if record.is_file() and (folder / "ErfNet_origin.onnx").is_file():
+        return {**read_json(record, "an export cache record"), "cache_hit": True}
+    report = export_onnx(env["params"]["weights"], folder / "ErfNet_origin.onnx")
+    exported = {"origin": str(report.path), "max_abs_error": report.max_abs_error,
+                "max_rel_error": report.max_rel_error}
+    write_json_atomic(record, exported)  # written last: its presence means the export above is whole
+    return {**exported, "cache_hit": False}
 
 
 def fix_bn_step(exported: dict) -> dict:
     """modify_bn_weights.py: the model every target compiles."""
     from .onnx_export import fix_bn
 
-    fixed = Path(exported["origin"]).with_name("ErfNet.onnx")
+    fixed = Path(exported["origin"]).with_name("ErfNet.onnx")  # a function of the export, so kept beside it
     changed = fix_bn(exported["origin"], fixed)
     return {**exported, "path": str(fixed), "sha256": sha256_file(fixed), "bn_values_changed": changed}
 

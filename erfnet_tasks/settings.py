@@ -29,6 +29,10 @@ class Settings:
         return self.data_dir / "cache" / "compiled"
 
     @property
+    def export_cache(self) -> Path:
+        return self.data_dir / "cache" / "onnx"
+
+    @property
     def prep_cache(self) -> Path:
         return self.data_dir / "cache" / "prep"
 

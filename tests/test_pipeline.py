@@ -135,3 +135,17 @@ def test_run_document_status_and_cells():
     failed = pipeline.build_run_document(env, {"sha256": "m"}, {"fingerprint": "f", "images": 2, "synthetic": True},
                                          [oom], pipeline.collect_perf([oom]))
     assert failed["run"]["status"] == "failed"
+
+
+def test_export_is_reused_while_weights_and_exporter_are_unchanged(data_root, random_checkpoint):
+    from erfnet_tasks.fsutil import sha256_file
+
+    env = {"params": {"weights": str(random_checkpoint)}, "weights_sha256": sha256_file(random_checkpoint)}
+    first = pipeline.export_step(env)
+    second = pipeline.export_step(env)
+    assert not first["cache_hit"] and second["cache_hit"]
+    assert second["origin"] == first["origin"] and second["max_abs_error"] == first["max_abs_error"]
+    model = pipeline.fix_bn_step(second)
+    assert model["bn_values_changed"] == 10 and model["sha256"] == sha256_file(model["path"])
+    other = pipeline.export_step({**env, "weights_sha256": "0" * 64})
+    assert not other["cache_hit"] and other["origin"] != first["origin"]
