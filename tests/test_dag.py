@@ -123,13 +123,16 @@ def test_dagbag_structure_queues_pools_params_schedule(dag):
 
 def test_trigger_form_refuses_bad_values(dag):
     from airflow.sdk import ParamsDict
+    from airflow.sdk.exceptions import ParamValidationError
 
     bad_values = {"batch_sizes": [0], "targets": ["Ascend310; rm -rf /"], "image_limit": -1}
     for key, value in bad_values.items():
         params = ParamsDict(dag.params)
-        with pytest.raises(Exception):
+        with pytest.raises(ParamValidationError):
             params[key] = value
-            params.validate()
+    params = ParamsDict(dag.params)
+    params["targets"] = ["Ascend310P3+AOE", "cpu"]  # the form's pattern admits what the library accepts
+    params["batch_sizes"] = [1, 64]
 
 
 # ------------------------------------------------------------------------------------- real runs
