@@ -3,8 +3,9 @@ writing, so that their folders are indistinguishable from the NPU's.
 
 ais_bench takes only ``.bin``/``.npy`` files in natural sort order, groups them into batches, pads a
 last partial batch with zero-filled fake inputs whose outputs are never written, and saves one raw file
-per output. Outputs are written by one background thread so that the timed loop never waits on disk, or
-between runs (``background=False``) where a thread would compete with the inference for the CPU.
+per output. Outputs are written by one background thread, with O_DIRECT where the file system allows
+(``fsutil.DirectWriter``): that thread then mostly sleeps on the disk, so the timed loop neither waits
+for it nor loses a CPU to it.
 """
 
 from __future__ import annotations
@@ -21,10 +22,11 @@ import numpy as np
 
 from .. import outputs
 from ..errors import ErfnetError
+from ..fsutil import DirectWriter
 from . import InferFailed, InferResult
 
 INPUT_SUFFIXES = (".bin", ".npy")
-_WRITE_QUEUE_DEPTH = 4  # enough to overlap disk with compute, small enough to bound memory
+_WRITE_QUEUE_DEPTH = 2  # a batch is written much faster than it is computed; each queued batch is memory
 
 
 def natural_key(path: Path) -> list:
@@ -80,49 +82,47 @@ def fill_batch(files: list[Path], buffer: np.ndarray) -> None:
 class OutputWriter:
     """Writes ``<stem>_<i>.bin`` files on a background thread, converting to the requested dtype there."""
 
-    def __init__(self, folder: Path, dtype, background: bool = True):
+    def __init__(self, folder: Path, dtype):
         self.folder = folder
         self.dtype = np.dtype(dtype)
         self._queue: queue.Queue = queue.Queue(maxsize=_WRITE_QUEUE_DEPTH)
         self._error: BaseException | None = None
-        self._thread = None
-        if background:
-            self._thread = threading.Thread(target=self._run, name="erfnet-output-writer", daemon=True)
-            self._thread.start()
+        self._thread = threading.Thread(target=self._run, name="erfnet-output-writer", daemon=True)
+        self._thread.start()
 
     def submit(self, files: list[Path], arrays: list[np.ndarray]) -> list[list[Path]]:
         """Queue the outputs of one batch (padding rows beyond ``len(files)`` are dropped)."""
         if self._error is not None:
             raise self._error
         names = [[self.folder / outputs.output_file_name(f, i) for i in range(len(arrays))] for f in files]
-        if self._thread is None:
-            self._write(names, arrays)
-        else:
-            self._queue.put((names, arrays))
+        self._queue.put((names, arrays))
         return names
 
     def _run(self) -> None:
-        while True:
-            item = self._queue.get()
-            if item is None:
-                return
-            if self._error is None:
-                self._write(*item)
+        files = DirectWriter()
+        try:
+            while True:
+                item = self._queue.get()
+                if item is None:
+                    return
+                if self._error is None:
+                    self._write(files, *item)
+        finally:
+            files.close()
 
-    def _write(self, names, arrays) -> None:
+    def _write(self, files: DirectWriter, names, arrays) -> None:
         try:
             for slot, per_output in enumerate(names):
                 for array, path in zip(arrays, per_output):
                     # Only logits are converted: an ArgMax model's int32 labels are written as they are.
                     dtype = self.dtype if np.issubdtype(array.dtype, np.floating) else array.dtype
-                    np.ascontiguousarray(array[slot], dtype=dtype).tofile(path)
+                    files.write(path, array[slot], dtype)
         except BaseException as exc:  # reported on the main thread by close()/submit()
             self._error = exc
 
     def close(self) -> None:
-        if self._thread is not None:
-            self._queue.put(None)
-            self._thread.join()
+        self._queue.put(None)
+        self._thread.join()
         if self._error is not None:
             raise ErfnetError(f"could not write outputs to {self.folder}: {self._error}")
 

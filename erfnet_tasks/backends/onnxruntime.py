@@ -10,9 +10,9 @@ infer: ais_bench's layout and semantics (see ``_local``). Timings, in ms:
 - H2D / D2H: on CPU there is no device copy, so both lists are empty (statistics 0.0, count 0); on CUDA
   the input is copied to a device OrtValue and the outputs back with IOBinding, each copy timed on its own.
 Warmup runs are not timed. fp16 outputs (the default, like the guide's om) come from a Cast appended to
-the graph when the session is made, so the compute time includes it as the NPU's does; outputs are written
-between runs on CPU (a writer thread would preempt one of ORT's intra-op threads, stalling every parallel
-op) and on a background thread on CUDA.
+the graph when the session is made, so the compute time includes it as the NPU's does. Outputs are written
+by a background thread with O_DIRECT (see ``_local``): a thread writing through the page cache would
+preempt one of ORT's intra-op threads on a small host and stall every parallel op behind it.
 """
 
 from __future__ import annotations
@@ -248,10 +248,7 @@ def infer(model, input_dir, output_dir, *, batch_size: int, device=None, loop: i
         runner.run(buffer, None)
 
     folder = outputs.make_output_folder(output_dir)
-    # On CPU the writes go between runs: a writer thread would take a core from ORT's intra-op threads,
-    # and every parallel op then waits for its preempted half (see BENCHMARKS.md, before / after).
-    writer = _local.OutputWriter(folder, np.float16 if output_type == "fp16" else np.float32,
-                                 background=kind == "cuda")
+    writer = _local.OutputWriter(folder, np.float16 if output_type == "fp16" else np.float32)
     timings = _local.Timings([], [], [])
     filesinfo = []
     try:
