@@ -39,7 +39,7 @@ def render(r: dict) -> str:
          f"Produced by `{r['command']}` (`make bench` runs `bench/run.py` with no options) on {r['started_at']} (git {m.get('git_commit')}), in "
          f"{r['total_seconds'] / 60:.1f} minutes. Every figure below is generated from `bench/results.json` "
          f"of that run. Figures are median (min–max) over {r['settings']['repeats']} interleaved repeats "
-         f"unless noted.", ""]
+         f"({r['settings'].get('inference_repeats', r['settings']['repeats'])} for inference) unless noted.", ""]
     if r.get("quick"):
         L += ["**QUICK MODE: tiny settings for development; not representative.**", ""]
     quiet = "quiet" if r.get("quiet_at_start") else "NOT quiet (other engineers' jobs were running; figures are noisier and lower than on an idle machine)"
@@ -151,13 +151,20 @@ def render(r: dict) -> str:
     if r.get("history"):
         L += ["## Before / after the changes this benchmark prompted", "",
               "'Before' is an earlier run of this suite on this machine (`bench/history.json`, copied from "
-              "that run's results.json); 'after' is this run.", "",
+              "that run's results.json); 'after' is this run, or the run named where a later change followed.", "",
               "| change | figure | before | after | file |", "|---|---|---|---|---|"]
         for h in r["history"]:
-            after = r
-            for key in h["after_path"]:
-                after = after[key]
-            L.append(f"| {h['change']} | {h['figure']} | {h['before']} ({h['before_run']}) | {after:.3f} (this run) "
+            L.append(f"| {h['change']} | {h['figure']} | {h['before']} ({h['before_run']}) | {_after(h, r)} "
                      f"| {h['file']} |")
         L.append("")
     return "\n".join(L)
+
+
+def _after(h: dict, r: dict) -> str:
+    """A superseded change keeps the figure its own 'after' run measured; the latest is read from this run."""
+    if "after" in h:
+        return f"{h['after']} ({h['after_run']})"
+    after = r
+    for key in h["after_path"]:
+        after = after[key]
+    return f"{after:.3f} (this run)"

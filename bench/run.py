@@ -41,9 +41,9 @@ import report  # noqa: E402
 GFLOP_PER_IMAGE = 53.2
 RESULTS = BENCH / "results.json"
 MARKDOWN = REPO / "BENCHMARKS.md"
-FULL = {"images_inference": 16, "images_preprocess": 16, "images_evaluate": 8, "repeats": 3,
+FULL = {"images_inference": 16, "images_preprocess": 16, "images_evaluate": 8, "repeats": 3, "inference_repeats": 5,
         "memory_images": (4, 16), "dag_images": 2, "matmul_n": 4096, "matmul_repeats": 5}
-QUICK = {"images_inference": 2, "images_preprocess": 2, "images_evaluate": 2, "repeats": 2,
+QUICK = {"images_inference": 2, "images_preprocess": 2, "images_evaluate": 2, "repeats": 2, "inference_repeats": 2,
          "memory_images": (1, 2), "dag_images": 1, "matmul_n": 1024, "matmul_repeats": 3}
 
 
@@ -269,7 +269,8 @@ def inference(work: Path, s: dict, prep: Path, cfg: dict, limit_gflops: float) -
     bare_ort(s["models"]["bs1"], files[:1], 1)
     torch_eager(s["weights"], files[:1], 1)
     shutil.rmtree(work / "warmup_out")
-    for rep in range(cfg["repeats"]):
+    # More repeats than the other stages: ours and the bare loop differ by a few percent, this VM by 5-10%.
+    for rep in range(cfg["inference_repeats"]):
         for bs in (1, 4):
             model = s["models"][f"bs{bs}"]
             order = ("ours", "bare", "torch") if rep % 2 == 0 else ("torch", "bare", "ours")
