@@ -89,16 +89,24 @@ class DirectWriter:
         dtype = np.dtype(dtype or array.dtype)
         nbytes = array.size * dtype.itemsize
         if self.direct and nbytes >= self.ALIGN:
-            staging = self._staging_view(nbytes)
-            np.copyto(staging[:nbytes].view(dtype).reshape(array.shape), array, casting="unsafe")
+            if self.writable_as_is(array, dtype):
+                data = array.reshape(-1).view(np.uint8)
+            else:
+                data = self._staging_view(nbytes)[:nbytes]
+                np.copyto(data.view(dtype).reshape(array.shape), array, casting="unsafe")
             try:
-                self._write_direct(path, staging[:nbytes])
+                self._write_direct(path, data)
                 return
             except OSError as exc:
                 if exc.errno != errno.EINVAL:
                     raise
                 self.direct = False  # this file system (tmpfs, some FUSE) refuses O_DIRECT: buffered from now on
         np.ascontiguousarray(array, dtype=dtype).tofile(path)
+
+    @classmethod
+    def writable_as_is(cls, array: np.ndarray, dtype) -> bool:
+        """Whether O_DIRECT can take ``array``'s memory without a staging copy (see ``aligned_empty``)."""
+        return array.dtype == dtype and array.flags.c_contiguous and array.ctypes.data % cls.ALIGN == 0
 
     def _staging_view(self, nbytes: int) -> np.ndarray:
         size = -(-nbytes // self.ALIGN) * self.ALIGN
@@ -123,6 +131,13 @@ class DirectWriter:
         if self._staging is not None:
             self._staging.close()
             self._staging = None
+
+
+def aligned_empty(shape: tuple[int, ...], dtype) -> np.ndarray:
+    """An uninitialised array in page-aligned memory (an anonymous mmap) that DirectWriter writes uncopied."""
+    dtype = np.dtype(dtype)
+    count = int(np.prod(shape))
+    return np.frombuffer(mmap.mmap(-1, max(count * dtype.itemsize, 1)), dtype=dtype, count=count).reshape(shape)
 
 
 def _write_all(fd: int, data: memoryview) -> None:

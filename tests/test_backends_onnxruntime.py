@@ -86,6 +86,29 @@ def test_infer_writes_the_ais_bench_layout_with_padding_and_natural_order(tiny_o
     assert [e.infile.name for e in outputs.read_summary(result.summary_path)] == ["img1.bin", "img2.bin", "img10.bin"]
 
 
+def test_reused_output_buffers_never_mix_images(tiny_onnx, tmp_path, monkeypatch):
+    """A compiled (static) model runs through IOBinding into 2 reused buffer sets that the writer thread
+    writes from: 7 images at batch 2 are 4 batches, so each set is refilled while the other is on disk."""
+    from erfnet_tasks.backends import _local
+
+    sets = []
+    real_init = _local.OutputBuffers.__init__
+
+    def counting_init(self, specs, sets_=2):
+        sets.append(specs)
+        real_init(self, specs, sets_)
+
+    monkeypatch.setattr(_local.OutputBuffers, "__init__", counting_init)
+    backend = get_backend("onnxruntime")
+    compiled = backend.compile(tiny_onnx, tmp_path / "c", batch_size=2)
+    data = write_inputs(tmp_path / "prep", [f"img{i}.bin" for i in range(7)])
+    result = backend.infer(compiled.path, tmp_path / "prep", tmp_path / "out", batch_size=2, loop=2, warmup=1)
+    assert sets == [[((2, 20, *SHAPE[1:]), np.float16)]]  # the IOBinding path was taken, with fp16 buffers
+    for name, arr in data.items():
+        out = np.fromfile(result.output_dir / name.replace(".bin", "_0.bin"), dtype=np.float16)
+        np.testing.assert_allclose(out.reshape(20, *SHAPE[1:]), expected(arr), rtol=2e-3, atol=2e-3)
+
+
 def test_fp32_output_and_npy_inputs_on_a_dynamic_batch_model(tiny_onnx, tmp_path):
     data = write_inputs(tmp_path / "prep", ["a.npy", "b.bin"])
     result = get_backend("onnxruntime").infer(tiny_onnx, tmp_path / "prep", tmp_path / "out", batch_size=4,

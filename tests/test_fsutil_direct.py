@@ -89,3 +89,16 @@ def test_a_real_tmpfs_which_refuses_o_direct(tmp_path):
 def test_other_errors_are_not_swallowed(tmp_path):
     with pytest.raises(FileNotFoundError):
         DirectWriter().write(tmp_path / "missing" / "out.bin", np.zeros(8192, np.uint8))
+
+
+def test_page_aligned_arrays_are_written_without_a_staging_copy(tmp_path):
+    from erfnet_tasks.fsutil import aligned_empty
+
+    batch = aligned_empty((2, 20, 64, 64), np.float16)  # 163,840 bytes per image: whole 4 KiB blocks
+    batch[...] = np.random.default_rng(4).standard_normal(batch.shape)
+    writer = DirectWriter()
+    writer.write(tmp_path / "0.bin", batch[0], np.float16)
+    writer.write(tmp_path / "1.bin", batch[1], np.float16)
+    assert writer._staging is None  # no copy was needed
+    for i in range(2):
+        assert (tmp_path / f"{i}.bin").read_bytes() == batch[i].tobytes()

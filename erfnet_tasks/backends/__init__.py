@@ -15,15 +15,9 @@ take ``compute_ms["mean"]`` and friends. ``output_dir`` is the ``OUTPUT/<timesta
 Backends: ``onnxruntime`` (embedded default, CPU or CUDA), ``torch`` (PyTorch online inference, the
 guide's T4 column), ``ascend`` (alias ``ais_bench``: atc, AOE and ``python3 -m ais_bench``).
 
-Measured (2026-11-25, the 2-core AVX2 dev VM shared with ~4 other jobs, load 3-4, so +-30% noise;
-ErfNet 512x1024, random weights, ORT 1.32 / torch 2.13 CPU, median compute per batch, images/s):
-  batch 1: bare ``session.run`` loop 0.950, ONNX Runtime backend (fp16) 0.949, PyTorch eager 0.259;
-  batch 4: ONNX Runtime backend and bare loop interleaved run for run: 3.1-5.0 s vs 3.3-5.5 s per batch
-  (parity; ~1.1 images/s), PyTorch eager 0.356. One-thread CPU time, less noisy: ORT 1.29 / 1.13 images
-  per CPU-second at batch 1 / 4, eager 0.74 / 0.53 (ORT 1.7-2.1x faster). The backend's cost outside
-  ``session.run`` per batch of 4: 4.5 ms reading inputs, 31 ms writing fp16 outputs on the writer thread
-  (<1% of a 3.5 s batch); the fp16 Cast runs in-graph (27 ms per 4 images vs 240 ms for numpy's astype).
-  The Ascend backend has only run against the stand-ins here; their timings are ONNX Runtime's, not an NPU's.
+How fast each backend is on this machine, against a bare ONNX Runtime loop and PyTorch eager: BENCHMARKS.md,
+written by ``make bench``. The Ascend backend has only run against the stand-ins here; their timings are
+ONNX Runtime's, not an NPU's.
 """
 
 from __future__ import annotations

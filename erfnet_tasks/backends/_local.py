@@ -22,7 +22,7 @@ import numpy as np
 
 from .. import outputs
 from ..errors import ErfnetError
-from ..fsutil import DirectWriter
+from ..fsutil import DirectWriter, aligned_empty
 from . import InferFailed, InferResult
 
 INPUT_SUFFIXES = (".bin", ".npy")
@@ -90,12 +90,13 @@ class OutputWriter:
         self._thread = threading.Thread(target=self._run, name="erfnet-output-writer", daemon=True)
         self._thread.start()
 
-    def submit(self, files: list[Path], arrays: list[np.ndarray]) -> list[list[Path]]:
-        """Queue the outputs of one batch (padding rows beyond ``len(files)`` are dropped)."""
+    def submit(self, files: list[Path], arrays: list[np.ndarray], release=None) -> list[list[Path]]:
+        """Queue the outputs of one batch (padding rows beyond ``len(files)`` are dropped); ``release(arrays)``
+        is called once they are written, or skipped after an error."""
         if self._error is not None:
             raise self._error
         names = [[self.folder / outputs.output_file_name(f, i) for i in range(len(arrays))] for f in files]
-        self._queue.put((names, arrays))
+        self._queue.put((names, arrays, release))
         return names
 
     def _run(self) -> None:
@@ -105,8 +106,11 @@ class OutputWriter:
                 item = self._queue.get()
                 if item is None:
                     return
+                names, arrays, release = item
                 if self._error is None:
-                    self._write(files, *item)
+                    self._write(files, names, arrays)
+                if release is not None:
+                    release(arrays)
         finally:
             files.close()
 
@@ -125,6 +129,22 @@ class OutputWriter:
         self._thread.join()
         if self._error is not None:
             raise ErfnetError(f"could not write outputs to {self.folder}: {self._error}")
+
+
+class OutputBuffers:
+    """Sets of page-aligned output arrays, reused: inference fills one set while the writer thread writes
+    another straight from its memory (O_DIRECT, no copy) and then gives it back; two sets keep memory flat."""
+
+    def __init__(self, specs: list[tuple[tuple[int, ...], np.dtype]], sets: int = 2):
+        self._free: queue.Queue = queue.Queue()
+        for _ in range(sets):
+            self._free.put([aligned_empty(shape, dtype) for shape, dtype in specs])
+
+    def take(self) -> list[np.ndarray]:
+        return self._free.get()
+
+    def give_back(self, arrays: list[np.ndarray]) -> None:
+        self._free.put(arrays)
 
 
 @dataclass
