@@ -32,7 +32,7 @@ test: install system-test-deps
 	$(BIN)/python -m pytest
 
 bench: install
-	$(BIN)/python bench/run.py
+	$(BIN)/python bench/run.py --make
 
 clean:
 	rm -rf $(VENV) data artifacts .pytest_cache

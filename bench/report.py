@@ -36,7 +36,7 @@ def targets(r: dict) -> list[dict]:
 def render(r: dict) -> str:
     m, mm = r["machine"], r["matmul"]
     L = ["# Benchmarks", "",
-         f"Produced by `{r['command']}` (`make bench` runs `bench/run.py` with no options) on {r['started_at']} (git {m.get('git_commit')}), in "
+         f"Produced by `{r['command']}` (`make bench` first waits up to 2 minutes for a quiet machine) on {r['started_at']} (git {m.get('git_commit')}), in "
          f"{r['total_seconds'] / 60:.1f} minutes. Every figure below is generated from `bench/results.json` "
          f"of that run. Figures are median (min–max) over {r['settings']['repeats']} interleaved repeats "
          f"({r['settings'].get('inference_repeats', r['settings']['repeats'])} for inference) unless noted.", ""]
