@@ -111,8 +111,8 @@ class DirectWriter:
     def _staging_view(self, nbytes: int) -> np.ndarray:
         size = -(-nbytes // self.ALIGN) * self.ALIGN
         if self._staging is None or len(self._staging) < size:
-            if self._staging is not None:
-                self._staging.close()
+            # The old map is not closed but dropped: a view of it may still be referenced (by a traceback, say),
+            # and mmap.close() would then raise; it is unmapped when the last view goes.
             self._staging = mmap.mmap(-1, size)  # anonymous mmap: page-aligned, as O_DIRECT requires
         return np.frombuffer(self._staging, dtype=np.uint8)
 
@@ -128,9 +128,7 @@ class DirectWriter:
             os.close(fd)
 
     def close(self) -> None:
-        if self._staging is not None:
-            self._staging.close()
-            self._staging = None
+        self._staging = None  # see _staging_view
 
 
 def aligned_empty(shape: tuple[int, ...], dtype) -> np.ndarray:

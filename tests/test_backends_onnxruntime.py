@@ -181,3 +181,18 @@ def test_cli_compile_and_infer(tiny_onnx, tmp_path, capsys):
 def test_unknown_backend(tmp_path):
     with pytest.raises(ErfnetError, match="unknown backend 'tensorrt'"):
         get_backend("tensorrt")
+
+
+def test_a_write_failure_is_one_error_line_and_no_thread_traceback(tiny_onnx, tmp_path, monkeypatch, capfd):
+    from erfnet_tasks import fsutil
+
+    def disk_full(fd, data):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(fsutil.os, "write", disk_full)
+    backend = get_backend("onnxruntime")
+    compiled = backend.compile(tiny_onnx, tmp_path / "c", batch_size=2)
+    write_inputs(tmp_path / "prep", [f"img{i}.bin" for i in range(5)])
+    with pytest.raises(ErfnetError, match=r"could not write outputs to .*No space left on device"):
+        backend.infer(compiled.path, tmp_path / "prep", tmp_path / "out", batch_size=2)
+    assert "Traceback" not in capfd.readouterr().err
