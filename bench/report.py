@@ -152,8 +152,8 @@ def render(r: dict) -> str:
         L += ["## Before / after the changes this benchmark prompted", "",
               "'Before' is an earlier run of this suite on this machine (`bench/history.json`, copied from "
               "that run's results.json); 'after' is this run, or the run named where a later change followed. "
-              "Absolute images/s move with the VM's state between runs (its sgemm rate ranged 140-176 GFLOP/s "
-              "this day); the ratios, measured side by side within one run, are the figures to compare.", "",
+              "Absolute images/s move with the VM's state between runs (compare each run's sgemm rate in its "
+              "results.json); the ratios, measured side by side within one run, are the figures to compare.", "",
               "| change | figure | before | after | file |", "|---|---|---|---|---|"]
         for h in r["history"]:
             L.append(f"| {h['change']} | {h['figure']} | {h['before']} ({h['before_run']}) | {_after(h, r)} "
