@@ -4,8 +4,14 @@ The transform is the guide's, bit for bit (guide-semantics.md, "Preprocessing"):
 torchvision ``Resize(512, BILINEAR)`` -- on a PIL image that *is* PIL's ``resize`` to the size computed
 below -- then ``ToTensor()``: uint8 / 255 in float32, CHW, written raw as ``PREP_DIR/<stem>.bin``.
 
-Resumable: every output is written atomically, so an output that exists with its exact expected size
-and is not older than its source is complete and is skipped on a rerun.
+Resumable by content, never by mtimes or sizes: the manifest records, per item, the sha256 of its source
+image and label and of the outputs made from them. A rerun skips an item only where its sources hash to
+the recorded values and its outputs still hash to what was written; anything else is redone. A source
+replaced by a corrected file with an older mtime (``cp -p``, ``rsync -t``, ``tar x``) is therefore redone.
+
+Discovery follows symbolic links that resolve inside the data roots (``ERFNET_DATA_ROOTS`` and the folders
+named by the caller) and refuses, with one line, links that leave them. No image is ever dropped without
+being named: files the guide's ``*png`` does not select but that look like images are reported as bad.
 
 The manifest (``PREP_DIR/manifest.json``) is the dataset's fingerprint for later steps:
 ``fingerprint`` is sha256 over the sorted lines ``<name>\\t<sha256 of name.bin>\\t<sha256 of its
@@ -27,7 +33,8 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
 from .errors import ErfnetError
-from .fsutil import atomic_path, read_json, sha256_file, write_json_atomic
+from .fsutil import (atomic_path, folder_lock, read_json, remove_stale_parts, sha256_file,
+                     write_json_atomic)
 
 SHORT_SIDE = 512
 INPUT_SIZE = (1024, 512)  # (width, height) the model takes
@@ -39,9 +46,20 @@ MANIFEST_NAME = "manifest.json"
 SYNTHETIC_MARKER = "erfnet-synthetic-dataset.json"
 IGNORE_TRAIN_ID = 255
 NUM_TRAIN_CLASSES = 19
+PREP_FORMAT = 2  # bump when the transform or the manifest's per-item records change: every item is redone
+APPLEDOUBLE_PREFIX = "._"  # macOS metadata files beside the real ones, never images
+# Modes PIL's convert('RGB') maps faithfully (8 bits per channel or less). 16-bit and float modes (I;16,
+# I, F) are clipped to 255 by convert('RGB'), so the guide's transform cannot represent them.
+RGB_FAITHFUL_MODES = frozenset({"1", "L", "LA", "La", "P", "PA", "RGB", "RGBA", "RGBa", "RGBX", "CMYK", "YCbCr"})
 
 # PIL failures on unreadable or truncated files come as any of these, depending on where decoding stops.
+# An OSError with an errno (ENOSPC, EIO, EACCES...) is an I/O failure, never a bad image: see _io_failure.
 _DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, Image.DecompressionBombError)
+
+
+def _io_failure(exc: BaseException) -> bool:
+    """True for an operating-system I/O error (it has an errno); PIL's decode errors are OSErrors without one."""
+    return isinstance(exc, OSError) and exc.errno is not None
 
 
 def _train_labels():
@@ -54,16 +72,20 @@ CLASS_NAMES: tuple[str, ...] = tuple(
     name for _, name in sorted((l.trainId, l.name) for l in _train_labels() if 0 <= l.trainId < NUM_TRAIN_CLASSES))
 
 
-def _label_id_lut() -> np.ndarray:
-    """labelId -> trainId for every uint8 value; ids without a trainId (or unknown) become 255."""
+def _label_id_lut() -> tuple[np.ndarray, np.ndarray]:
+    """labelId -> trainId for every uint8 value (ids without a trainId become 255), and which ids the
+    Cityscapes table knows at all."""
     lut = np.full(256, IGNORE_TRAIN_ID, dtype=np.uint8)
+    known = np.zeros(256, dtype=bool)
     for label in _train_labels():
-        if 0 <= label.id < 256 and 0 <= label.trainId < NUM_TRAIN_CLASSES:
-            lut[label.id] = label.trainId
-    return lut
+        if 0 <= label.id < 256:
+            known[label.id] = True
+            if 0 <= label.trainId < NUM_TRAIN_CLASSES:
+                lut[label.id] = label.trainId
+    return lut, known
 
 
-_LABEL_ID_LUT = _label_id_lut()
+_LABEL_ID_LUT, _KNOWN_LABEL_IDS = _label_id_lut()
 _TO_FLOAT = np.arange(256, dtype=np.float32) / np.float32(255)  # ToTensor's float32 division, tabulated
 
 
@@ -72,8 +94,14 @@ def label_ids_to_train_ids(arr: np.ndarray) -> np.ndarray:
     arr = np.asarray(arr)
     if arr.dtype != np.uint8:
         if arr.size and (arr.min() < 0 or arr.max() > 255):
-            raise ErfnetError("labelIds outside 0..255")
+            raise ValueError("labelIds outside 0..255")
         arr = arr.astype(np.uint8)
+    # An id outside the table would silently become "ignore" and vanish from the score: refuse it.
+    unknown = np.flatnonzero(np.bincount(arr.ravel(), minlength=256).astype(bool) & ~_KNOWN_LABEL_IDS)
+    if unknown.size:
+        listed = ", ".join(map(str, unknown[:5])) + (" ..." if unknown.size > 5 else "")
+        raise ValueError(f"labelIds value(s) {listed} are not in the Cityscapes label table "
+                         f"(0..{int(np.flatnonzero(_KNOWN_LABEL_IDS).max())})")
     return _LABEL_ID_LUT[arr]
 
 
@@ -98,8 +126,16 @@ def label_name_for(infile: str | os.PathLike) -> str:
 
 # ------------------------------------------------------------------------------------- one image
 
+def check_rgb_mode(mode: str) -> None:
+    """Refuse an image mode the guide's ``convert('RGB')`` would clip (16-bit and float greyscale)."""
+    if mode not in RGB_FAITHFUL_MODES:
+        raise ValueError(f"image mode {mode} (16-bit or float) would be clipped to 8 bits by the guide's "
+                         f"convert('RGB'); convert it to 8-bit RGB first")
+
+
 def _open_rgb(path: Path) -> Image.Image:
     with Image.open(path) as im:
+        check_rgb_mode(im.mode)
         return im.convert("RGB")  # convert() loads fully, so truncation surfaces here
 
 
@@ -139,17 +175,65 @@ class Pair:
     label_out_name: str
 
 
-def _walk_files(root: Path):
-    for dirpath, dirnames, filenames in os.walk(root):
+def data_roots_for(*named) -> tuple[Path, ...]:
+    """The roots links may resolve into: ERFNET_DATA_ROOTS (else the data directory) and the named folders."""
+    from .settings import load_settings
+
+    return tuple(load_settings().data_roots) + tuple(Path(d).resolve() for d in named)
+
+
+def _inside(path: Path, roots: tuple[Path, ...]) -> bool:
+    return any(path == root or path.is_relative_to(root) for root in roots)
+
+
+def _link_problem(path: Path, roots: tuple[Path, ...]) -> str | None:
+    """Why a symbolic link may not be followed, or None; a link out of the roots is refused outright."""
+    target = path.resolve()
+    if not _inside(target, roots):
+        raise ErfnetError(f"symbolic link {path} resolves to {target}, outside the data roots "
+                          f"({', '.join(map(str, roots))}); set ERFNET_DATA_ROOTS to allow it")
+    return None if target.exists() else f"broken symbolic link (to {target})"
+
+
+def _walk_files(root: Path, roots: tuple[Path, ...], bad: list[dict]):
+    """Every file under ``root``, following links inside ``roots`` (each real folder once), sorted."""
+    seen: set[Path] = set()
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
+        here = Path(dirpath)
+        if here.is_symlink():
+            _link_problem(here, roots)
+        real = here.resolve()
+        if real in seen:  # a link back up, or two links to one folder: its files are listed once
+            dirnames[:] = []
+            continue
+        seen.add(real)
         dirnames.sort()
         for name in sorted(filenames):
-            yield Path(dirpath) / name
+            path = here / name
+            problem = _link_problem(path, roots) if path.is_symlink() else None
+            if problem:
+                bad.append({"path": str(path), "reason": problem})
+            else:
+                yield path
 
 
-def _index_labels(gt_dir: Path) -> tuple[dict[str, Path], dict[str, Path]]:
+def _not_an_image_reason(name: str) -> str | None:
+    """Why a file that looks like an image is not one of the guide's ``*png`` inputs, or None."""
+    if name.startswith(APPLEDOUBLE_PREFIX):
+        return "a macOS AppleDouble metadata file (._*), not an image: delete it"
+    if not name.endswith("png") and Path(name).suffix.lower() in Image.registered_extensions():
+        return f"an image the guide's *png does not select ({Path(name).suffix}): convert or rename it to .png"
+    return None
+
+
+def _index_labels(gt_dir: Path, roots: tuple[Path, ...] = (), bad: list[dict] | None = None
+                  ) -> tuple[dict[str, Path], dict[str, Path]]:
     train, ids = {}, {}
-    for path in _walk_files(gt_dir):
-        if path.name.endswith(TRAIN_IDS_SUFFIX):
+    bad = [] if bad is None else bad
+    for path in _walk_files(gt_dir, roots or data_roots_for(gt_dir), bad):
+        if path.name.startswith(APPLEDOUBLE_PREFIX):
+            bad.append({"path": str(path), "reason": _not_an_image_reason(path.name)})
+        elif path.name.endswith(TRAIN_IDS_SUFFIX):
             train.setdefault(path.name, path)
         elif path.name.endswith(LABEL_IDS_SUFFIX):
             ids.setdefault(path.name[: -len(LABEL_IDS_SUFFIX)] + TRAIN_IDS_SUFFIX, path)
@@ -162,11 +246,18 @@ def discover(img_dir, gt_dir) -> tuple[list[Pair], list[dict]]:
     for d, what in ((img_dir, "IMG_DIR"), (gt_dir, "GT_DIR")):
         if not d.is_dir():
             raise ErfnetError(f"{what} {d} is not a directory")
-    images = [p for p in _walk_files(img_dir) if p.name.endswith("png")]
-    if not images:
-        raise ErfnetError(f"IMG_DIR {img_dir} holds no *png image")
-    train, ids = _index_labels(gt_dir)
+    roots = data_roots_for(img_dir, gt_dir)
     bad: list[dict] = []
+    images = []
+    for path in _walk_files(img_dir, roots, bad):
+        reason = _not_an_image_reason(path.name)
+        if reason:
+            bad.append({"path": str(path), "reason": reason})
+        elif path.name.endswith("png"):
+            images.append(path)
+    if not images:
+        raise ErfnetError(f"IMG_DIR {img_dir} holds no *png image" + (f": {_format_bad(bad)}" if bad else ""))
+    train, ids = _index_labels(gt_dir, roots, bad)
     stems = Counter(image_stem(p) for p in images)
     pairs, wanted = [], set()
     for path in images:
@@ -204,20 +295,17 @@ def is_synthetic(img_dir) -> bool:
 
 # ------------------------------------------------------------------------------------ preprocess
 
-def _is_complete(out: Path, source: Path, size: int | None) -> bool:
-    try:
-        st = out.stat()
-    except FileNotFoundError:
+def _unchanged(out: Path, prior: dict | None, source_key: str, source_sha: str, out_key: str) -> bool:
+    """Whether ``out`` was made from a source with this content and still holds what was written."""
+    if not prior or prior.get(source_key) != source_sha or not out.is_file():
         return False
-    if size is not None and st.st_size != size:
-        return False
-    return st.st_mtime >= source.stat().st_mtime
+    return sha256_file(out) == prior.get(out_key)
 
 
-def _write_bin(pair: Pair, prep_dir: Path) -> tuple[str, bool]:
+def _write_bin(pair: Pair, prep_dir: Path, image_sha: str, prior: dict | None) -> tuple[str, bool]:
     out = prep_dir / f"{pair.name}.bin"
-    if _is_complete(out, pair.image, BIN_BYTES):
-        return sha256_file(out), False
+    if _unchanged(out, prior, "image_sha256", image_sha, "bin_sha256"):
+        return prior["bin_sha256"], False
     data = preprocess_one(pair.image).tobytes()
     with atomic_path(out) as tmp:
         tmp.write_bytes(data)
@@ -232,12 +320,13 @@ def _check_label(arr: np.ndarray, image_size: tuple[int, int]) -> None:
         raise ValueError("trainIds outside 0..18 and 255")
 
 
-def _write_label(pair: Pair, gt_out_dir: Path, image_size: tuple[int, int]) -> str:
+def _write_label(pair: Pair, gt_out_dir: Path, image_size: tuple[int, int], label_source_sha: str,
+                 prior: dict | None) -> str:
     out = gt_out_dir / pair.label_out_name
-    derive = not pair.label.name.endswith(TRAIN_IDS_SUFFIX)
-    if _is_complete(out, pair.label, None if derive else pair.label.stat().st_size):
-        return sha256_file(out)
+    if _unchanged(out, prior, "label_source_sha256", label_source_sha, "label_sha256"):
+        return prior["label_sha256"]
     arr = load_label_image(pair.label)
+    derive = not pair.label.name.endswith(TRAIN_IDS_SUFFIX)
     if derive:
         arr = label_ids_to_train_ids(arr)
     _check_label(arr, image_size)
@@ -251,32 +340,50 @@ def _write_label(pair: Pair, gt_out_dir: Path, image_size: tuple[int, int]) -> s
 
 def _image_size(path: Path) -> tuple[int, int]:
     with Image.open(path) as im:
+        check_rgb_mode(im.mode)
         return im.size
 
 
 def _process_pair(job) -> dict:
-    """Worker: one image and its label; never raises for bad data, reports it instead."""
-    pair, prep_dir, gt_out_dir = job
+    """Worker: one image and its label. Bad data is reported as ``bad``; an I/O failure (disk full, EIO)
+    as ``fatal``, because it says nothing about the image and must stop the step."""
+    pair, prep_dir, gt_out_dir, prior = job
+    try:
+        return _process_checked(pair, prep_dir, gt_out_dir, prior)
+    except OSError as exc:
+        if not _io_failure(exc):
+            raise
+        return {"name": pair.name, "fatal": f"I/O error while preprocessing {pair.image}: {exc}"}
+
+
+def _process_checked(pair: Pair, prep_dir: Path, gt_out_dir: Path, prior: dict | None) -> dict:
+    image_sha, label_source_sha = sha256_file(pair.image), sha256_file(pair.label)
     try:
         size = _image_size(pair.image)
         if resized_size(*size) != INPUT_SIZE:
             raise ValueError(f"unexpected size {size[0]}x{size[1]} (the guide's resize makes "
                              f"{'x'.join(map(str, resized_size(*size)))}, the model takes 1024x512)")
-        bin_sha, written = _write_bin(pair, prep_dir)
+        bin_sha, written = _write_bin(pair, prep_dir, image_sha, prior)
     except ErfnetError as exc:
         return {"name": pair.name, "bad": {"path": str(pair.image), "reason": str(exc)}}
     except _DECODE_ERRORS as exc:
+        if _io_failure(exc):
+            raise
         return {"name": pair.name, "bad": {"path": str(pair.image), "reason": _reason(exc)}}
     try:
-        label_sha = _write_label(pair, gt_out_dir, size)
+        label_sha = _write_label(pair, gt_out_dir, size, label_source_sha, prior)
     except (ErfnetError, *_DECODE_ERRORS) as exc:
+        if _io_failure(exc):
+            raise
         return {"name": pair.name, "bad": {"path": str(pair.label), "reason": _reason(exc)}}
-    return {"name": pair.name, "bin_sha256": bin_sha, "label_sha256": label_sha, "written": written}
+    return {"name": pair.name, "image": str(pair.image), "image_sha256": image_sha,
+            "label_source_sha256": label_source_sha, "bin_sha256": bin_sha, "label_sha256": label_sha,
+            "written": written}
 
 
 def _reason(exc: Exception) -> str:
     text = " ".join(str(exc).split()) or type(exc).__name__
-    return text if isinstance(exc, ValueError) else f"unreadable or truncated PNG ({text})"
+    return text if isinstance(exc, (ValueError, ErfnetError)) else f"unreadable or truncated PNG ({text})"
 
 
 def default_workers() -> int:
@@ -317,14 +424,27 @@ def _format_bad(bad: list[dict]) -> str:
     return "; ".join(f"{b['path']}: {b['reason']}" for b in bad)
 
 
-def _remove_stale_bins(prep_dir: Path, names: set[str]) -> int:
-    """An ais_bench run feeds every .bin in the folder: one left from another selection must go."""
-    removed = 0
-    for path in prep_dir.glob("*.bin"):
-        if path.stem not in names:
-            path.unlink()
-            removed += 1
-    return removed
+def _remove_stale_outputs(prep_dir: Path, gt_out_dir: Path, rows: list[dict]) -> int:
+    """An ais_bench run feeds every .bin in the folder and the evaluator counts every label in GT_OUT_DIR:
+    outputs left from another selection must go."""
+    names = {r["name"] for r in rows}
+    labels = {label_name_for(r["image"]) for r in rows}
+    stale = [p for p in prep_dir.glob("*.bin") if p.stem not in names]
+    stale += [p for p in gt_out_dir.glob(f"*{TRAIN_IDS_SUFFIX}") if p.name not in labels]
+    for path in stale:
+        path.unlink()
+    return len(stale)
+
+
+def _previous_items(prep_dir: Path) -> dict[str, dict]:
+    """The per-item records of the last manifest written here, if it was written by this format."""
+    try:
+        data = read_json(prep_dir / MANIFEST_NAME, "a preprocessing manifest")
+    except ErfnetError:
+        return {}  # none, or garbled: every item is redone
+    if not isinstance(data, dict) or data.get("prep_format") != PREP_FORMAT or not isinstance(data.get("items"), dict):
+        return {}
+    return data["items"]
 
 
 def fingerprint(rows: list[dict]) -> str:
@@ -341,25 +461,43 @@ def preprocess(img_dir, prep_dir, gt_dir, gt_out_dir, workers: int | None = None
     if limit is not None:
         pairs = pairs[:limit]
     prep_dir, gt_out_dir = Path(prep_dir), Path(gt_out_dir)
-    prep_dir.mkdir(parents=True, exist_ok=True)
     gt_out_dir.mkdir(parents=True, exist_ok=True)
-    jobs = [(pair, prep_dir, gt_out_dir) for pair in pairs]
-    rows, written = [], 0
+    with folder_lock(prep_dir):  # one writer per folder: any .part file here is a killed run's
+        remove_stale_parts(prep_dir)
+        remove_stale_parts(gt_out_dir)
+        rows = _run_jobs(pairs, prep_dir, gt_out_dir, workers, progress, bad)
+        bad.sort(key=lambda b: b["path"])
+        if bad and not skip_bad:
+            raise ErfnetError(f"{len(bad)} bad input file(s) (rerun with --skip-bad to record and skip them): "
+                              f"{_format_bad(bad)}")
+        if not rows:
+            raise ErfnetError(f"no usable image under {img_dir}: {_format_bad(bad)}")
+        removed = _remove_stale_outputs(prep_dir, gt_out_dir, rows)
+        manifest = _manifest(rows, bad, img_dir, gt_dir, gt_out_dir, limit)
+        write_json_atomic(prep_dir / MANIFEST_NAME, manifest)
+    manifest["written"] = sum(r["written"] for r in rows)  # for the caller's report only
+    manifest["stale_removed"] = removed
+    return manifest
+
+
+def _run_jobs(pairs: list[Pair], prep_dir: Path, gt_out_dir: Path, workers, progress, bad: list[dict]) -> list[dict]:
+    """Every pair through the workers; bad ones go to ``bad``; the first I/O failure stops the step."""
+    previous = _previous_items(prep_dir)
+    jobs = [(pair, prep_dir, gt_out_dir, previous.get(pair.name)) for pair in pairs]
+    rows = []
     for result in run_parallel(_process_pair, jobs, workers, progress, "preprocess"):
+        if "fatal" in result:
+            raise ErfnetError(result["fatal"])
         if "bad" in result:
             bad.append(result["bad"])
         else:
             rows.append(result)
-            written += result["written"]
-    bad.sort(key=lambda b: b["path"])
-    if bad and not skip_bad:
-        raise ErfnetError(f"{len(bad)} bad input file(s) (rerun with --skip-bad to record and skip them): "
-                          f"{_format_bad(bad)}")
-    if not rows:
-        raise ErfnetError(f"no usable image under {img_dir}: {_format_bad(bad)}")
+    return rows
+
+
+def _manifest(rows: list[dict], bad: list[dict], img_dir, gt_dir, gt_out_dir, limit) -> dict:
     names = sorted(r["name"] for r in rows)
-    removed = _remove_stale_bins(prep_dir, set(names))
-    manifest = {
+    return {
         "images": len(names),
         "names": names,
         "fingerprint": fingerprint(rows),
@@ -370,10 +508,22 @@ def preprocess(img_dir, prep_dir, gt_dir, gt_out_dir, workers: int | None = None
         "gt_out_dir": str(gt_out_dir),
         "limit": limit,
         "synthetic": is_synthetic(img_dir),
+        "prep_format": PREP_FORMAT,
+        # What resume compares: the content of each item's sources and of the outputs made from them.
+        "items": {r["name"]: {k: r[k] for k in ("image", "image_sha256", "label_source_sha256",
+                                                "bin_sha256", "label_sha256")} for r in rows},
     }
-    write_json_atomic(prep_dir / MANIFEST_NAME, manifest)
-    manifest["written"], manifest["stale_removed"] = written, removed  # for the caller's report only
-    return manifest
+
+
+def source_digest(img_dir, gt_dir, limit: int | None = None) -> str:
+    """sha256 over the content of the images and labels ``preprocess`` would take (the prep cache's key)."""
+    pairs, _bad = discover(img_dir, gt_dir)
+    if limit is not None:
+        pairs = pairs[:limit]
+    digest = hashlib.sha256(f"prep_format {PREP_FORMAT}\nlimit {limit}\n".encode())
+    for pair in pairs:
+        digest.update(f"{pair.name}\t{sha256_file(pair.image)}\t{sha256_file(pair.label)}\n".encode())
+    return digest.hexdigest()
 
 
 def read_manifest(prep_dir) -> dict:

@@ -10,7 +10,7 @@ import argparse
 import json
 import sys
 
-from .errors import ErfnetError
+from .errors import ErfnetError, first_line
 
 
 def positive_int(text: str) -> int:
@@ -84,7 +84,8 @@ def cmd_preprocess(args) -> int:
 def cmd_evaluate(args) -> int:
     from .evaluate import evaluate_summary, format_report
 
-    result = evaluate_summary(args.summary, args.gt_dir, workers=args.workers, progress=not args.quiet)
+    result = evaluate_summary(args.summary, args.gt_dir, workers=args.workers, progress=not args.quiet,
+                              limit=args.limit)
     if args.json:
         print(json.dumps({"miou": result.miou, "per_class": result.per_class, "images": result.images}))
     else:
@@ -199,6 +200,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("summary", metavar="SUMMARY_JSON")
     p.add_argument("gt_dir", metavar="GT_DIR")
     p.add_argument("--json", action="store_true", help='print {"miou", "per_class", "images"} (fractions)')
+    p.add_argument("--limit", type=positive_int, default=None,
+                   help="the run covered only the first N images (as preprocess --limit N); without it every "
+                        "label under GT_DIR must have an output")
     p.add_argument("--workers", type=positive_int, default=None, help="processes (default: all cores)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(handler=cmd_evaluate)
@@ -261,6 +265,13 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _is_database_error(exc: BaseException) -> bool:
+    """An SQLAlchemy/DBAPI failure (database down, refused, locked): one line, not a traceback."""
+    import sqlalchemy.exc
+
+    return isinstance(exc, sqlalchemy.exc.SQLAlchemyError)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -272,6 +283,11 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("erfnet: interrupted", file=sys.stderr)
         return 130
+    except Exception as exc:
+        if not _is_database_error(exc):
+            raise
+        print(f"erfnet: error: results database: {first_line(exc)}", file=sys.stderr)
+        return ErfnetError.exit_code
     except BrokenPipeError:
         return 0
 

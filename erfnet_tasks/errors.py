@@ -12,3 +12,9 @@ class ErfnetError(Exception):
 
     def __init__(self, message: str):
         super().__init__(" ".join(str(message).split()))
+
+
+def first_line(exc: BaseException) -> str:
+    """The first non-empty line of an exception's message (its ``orig`` for SQLAlchemy), else its type name."""
+    text = str(getattr(exc, "orig", None) or exc).strip()
+    return text.splitlines()[0].strip() if text else type(exc).__name__

@@ -22,10 +22,11 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from .cityscapes import (CLASS_NAMES, LABEL_IDS_SUFFIX, TRAIN_IDS_SUFFIX,
-                         label_ids_to_train_ids, label_name_for, resized_size, run_parallel)
+from . import cityscapes
+from .cityscapes import (CLASS_NAMES, LABEL_IDS_SUFFIX, label_ids_to_train_ids, label_name_for, resized_size,
+                         run_parallel)
 from .errors import ErfnetError
-from .outputs import read_summary
+from .outputs import output_file_name, output_folder_of, read_summary
 
 NUM_CLASSES = 20
 IGNORE_INDEX = 19
@@ -89,6 +90,10 @@ def read_prediction(path: str | os.PathLike) -> np.ndarray:
     kind, dtype = _KINDS[size]
     data = np.fromfile(path, dtype=dtype)
     if kind == "logits":
+        # argmax would rank NaN first and count it as a class: a non-finite output is an error, not a score.
+        if not (np.isfinite(data.min()) and np.isfinite(data.max())):
+            bad = int(np.count_nonzero(~np.isfinite(data)))
+            raise ErfnetError(f"{path}: {bad} NaN/Inf logit(s) of {data.size}: the model's output is broken")
         return argmax_channels(data.reshape(NUM_CLASSES, OUT_H, OUT_W))
     if data.min() < 0 or data.max() >= NUM_CLASSES:
         raise ErfnetError(f"{path}: label map values outside 0..{NUM_CLASSES - 1}")
@@ -100,6 +105,8 @@ def read_label(path: str | os.PathLike) -> np.ndarray:
     path = Path(path)
     try:
         with Image.open(path) as im:
+            if im.mode not in ("L", "P"):  # convert() would clip a 16-bit label silently
+                raise ValueError(f"label mode {im.mode}, expected 8-bit single channel")
             if path.name.endswith(LABEL_IDS_SUFFIX):  # derived exactly as preprocess derives it
                 im = Image.fromarray(label_ids_to_train_ids(np.asarray(im.convert("L"))))
             im = im.convert("P")
@@ -109,7 +116,11 @@ def read_label(path: str | os.PathLike) -> np.ndarray:
             label = np.array(im, dtype=np.uint8)
     except FileNotFoundError:
         raise ErfnetError(f"label file missing: {path}") from None
-    except (OSError, SyntaxError, ValueError, EOFError) as exc:
+    except ValueError as exc:
+        raise ErfnetError(f"{path}: {exc}") from None
+    except (OSError, SyntaxError, EOFError) as exc:
+        if isinstance(exc, OSError) and exc.errno is not None:
+            raise ErfnetError(f"cannot read label {path}: {exc}") from None
         raise ErfnetError(f"{path}: unreadable or truncated label PNG ({' '.join(str(exc).split())})") from None
     label[label == 255] = IGNORE_INDEX
     if label.max() > IGNORE_INDEX:
@@ -150,33 +161,60 @@ def iou_from_confusion(cm: np.ndarray) -> tuple[float, list[float]]:
 
 
 def _index_labels(gt_dir: Path) -> dict[str, Path]:
-    """Every label under GT_DIR by file name; a labelIds file stands in where no trainIds file exists."""
+    """Every label under GT_DIR by file name (links followed as preprocess follows them); a labelIds file
+    stands in where no trainIds file exists."""
     if not gt_dir.is_dir():
         raise ErfnetError(f"GT_DIR {gt_dir} is not a directory")
-    train, ids = {}, {}
-    for dirpath, dirnames, filenames in os.walk(gt_dir):
-        dirnames.sort()
-        for name in sorted(filenames):
-            if name.endswith(TRAIN_IDS_SUFFIX):
-                train.setdefault(name, Path(dirpath) / name)
-            elif name.endswith(LABEL_IDS_SUFFIX):
-                ids.setdefault(name[: -len(LABEL_IDS_SUFFIX)] + TRAIN_IDS_SUFFIX, Path(dirpath) / name)
+    train, ids = cityscapes._index_labels(gt_dir, cityscapes.data_roots_for(gt_dir))
     return {**ids, **train}
 
 
-def evaluate_summary(summary_path, gt_dir, workers: int | None = None, progress: bool = True) -> EvalResult:
+def _pair_entries(summary_path, entries, labels: dict[str, Path], gt_dir) -> list[tuple[Path, Path]]:
+    """(output, label) per summary entry; each label exactly once, each output inside the output folder
+    and named after its input, as ais_bench names it."""
+    folder = output_folder_of(summary_path).resolve()
+    jobs, missing, seen = [], [], {}
+    for entry in entries:
+        name = label_name_for(entry.infile)
+        if name in seen:
+            raise ErfnetError(f"{summary_path} lists {entry.infile} more than once (as {seen[name]} too): "
+                              f"each label is counted exactly once")
+        seen[name] = entry.infile
+        out = entry.outfiles[0]
+        if not out.resolve().is_relative_to(folder):
+            raise ErfnetError(f"{summary_path}: output {out} of {entry.infile} lies outside the output folder {folder}")
+        if out.name != output_file_name(entry.infile, 0):
+            raise ErfnetError(f"{summary_path}: output {out.name} does not belong to input {entry.infile.name} "
+                              f"(expected {output_file_name(entry.infile, 0)})")
+        if name not in labels:
+            missing.append(name)
+        jobs.append((out, labels.get(name)))
+    if missing:
+        raise ErfnetError(f"label file(s) missing under {gt_dir}: {', '.join(missing)}")
+    return jobs
+
+
+def _check_coverage(summary_path, jobs, labels: dict[str, Path], gt_dir, limit: int | None) -> None:
+    """Fewer outputs than labels is an error unless a limit asked for exactly that many."""
+    expected = len(labels) if not limit else min(limit, len(labels))
+    if len(jobs) != expected:
+        covered = {label for _out, label in jobs}
+        left = sorted(p.name for p in labels.values() if p not in covered)
+        raise ErfnetError(f"{summary_path} has outputs for {len(jobs)} image(s) but GT_DIR {gt_dir} holds "
+                          f"{len(labels)} label(s)" + (f" (limit {limit})" if limit else "") +
+                          (f"; no output for {', '.join(left[:5])}" + (" ..." if len(left) > 5 else "") if left else "")
+                          + "; pass the image limit the run used, or evaluate against its own label folder")
+
+
+def evaluate_summary(summary_path, gt_dir, workers: int | None = None, progress: bool = True,
+                     limit: int | None = None) -> EvalResult:
+    """mIoU of the outputs a summary lists. ``limit``: the run covered only the first N images on purpose."""
     entries = read_summary(summary_path)
     if not entries:
         raise ErfnetError(f"{summary_path} lists no outputs")
     labels = _index_labels(Path(gt_dir))
-    jobs, missing = [], []
-    for entry in entries:
-        name = label_name_for(entry.infile)
-        if name not in labels:
-            missing.append(name)
-        jobs.append((entry.outfiles[0], labels.get(name)))
-    if missing:
-        raise ErfnetError(f"label file(s) missing under {gt_dir}: {', '.join(missing)}")
+    jobs = _pair_entries(summary_path, entries, labels, gt_dir)
+    _check_coverage(summary_path, jobs, labels, gt_dir, limit)
     missing_out = [str(out) for out, _ in jobs if not Path(out).is_file()]
     if missing_out:
         raise ErfnetError(f"output file(s) missing: {', '.join(missing_out)}")

@@ -13,7 +13,7 @@ import hashlib
 import json
 import mmap
 import os
-import tempfile
+import secrets
 from pathlib import Path
 from typing import Iterator
 
@@ -22,6 +22,7 @@ import numpy as np
 from .errors import ErfnetError
 
 _CHUNK = 1 << 20
+PART_SUFFIX = ".part"
 
 
 @contextlib.contextmanager
@@ -29,15 +30,47 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; rename it onto ``path`` only if the block succeeds."""
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".part", dir=target.parent)
-    os.close(fd)
-    tmp_path = Path(tmp)
+    tmp_path = _create_part(target)
     try:
         yield tmp_path
         os.replace(tmp_path, target)
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
+
+
+def _create_part(target: Path) -> Path:
+    """A new empty ``.<name>.<random>.part`` beside ``target``, created with mode 0666 minus the umask
+    (mkstemp's 0600 would lock out a worker running as another user once the file is renamed)."""
+    while True:
+        tmp = target.parent / f".{target.name}.{secrets.token_hex(6)}{PART_SUFFIX}"
+        try:
+            os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+            return tmp
+        except FileExistsError:
+            continue
+
+
+def remove_stale_parts(folder: str | os.PathLike) -> int:
+    """Delete the ``.part`` files a killed writer left in ``folder``; the caller must hold the folder's lock."""
+    removed = 0
+    for path in Path(folder).glob(f".*{PART_SUFFIX}"):
+        path.unlink(missing_ok=True)
+        removed += 1
+    return removed
+
+
+@contextlib.contextmanager
+def folder_lock(folder: str | os.PathLike) -> Iterator[None]:
+    """An exclusive advisory lock on ``folder`` (its ``.lock`` file) for one writer at a time."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    fd = os.open(folder / ".lock", os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
 
 
 def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> None:

@@ -143,6 +143,13 @@ def _summarise(keys: list[str], limit: int = 5) -> str:
     return shown + (f" and {len(keys) - limit} more" if len(keys) > limit else "")
 
 
+def check_finite_state(state: dict, source: str = "checkpoint") -> None:
+    """Refuse NaN/Inf anywhere in the checkpoint (a BatchNorm statistic, say), naming the tensors."""
+    bad = [k for k, v in state.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    if bad:
+        raise ErfnetError(f"{source} holds NaN or Inf values in {_summarise(bad)}")
+
+
 def validate_state_dict(state: dict, model: ERFNet, source: str = "checkpoint") -> None:
     """Raise ErfnetError naming every missing, unexpected or mis-shaped key (num_batches_tracked optional)."""
     expected = model.state_dict()
@@ -170,6 +177,7 @@ def load_erfnet(path: str | os.PathLike) -> ERFNet:
     state = _strip_module_prefix(_read_state_dict(path))
     model = ERFNet(NUM_CLASSES)
     validate_state_dict(state, model, source=str(path))
+    check_finite_state(state, source=str(path))
     full = model.state_dict()
     full.update({k: v.to(full[k].dtype) for k, v in state.items()})
     model.load_state_dict(full, strict=True)

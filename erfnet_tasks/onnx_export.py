@@ -105,10 +105,19 @@ def compare_with_torch(model, onnx_path, batch_sizes, *, seed: int = 0) -> tuple
     for batch, ours, ref in _side_by_side(model, onnx_path, batch_sizes, seed):
         if ours.shape != ref.shape:
             raise ErfnetError(f"exported model gives shape {ours.shape} at batch {batch}, PyTorch {ref.shape}")
+        require_finite(ref, f"PyTorch's output at batch {batch}")
+        require_finite(ours, f"ONNX Runtime's output of the exported model at batch {batch}")
         diff = float(np.max(np.abs(ours - ref)))
         max_abs = max(max_abs, diff)
         max_rel = max(max_rel, diff / max(float(np.max(np.abs(ref))), 1e-12))
     return max_abs, max_rel
+
+
+def require_finite(array: np.ndarray, where: str) -> None:
+    """NaN/Inf is an error, never a result: ``max(0.0, nan)`` is 0.0, so a NaN would read as a perfect match."""
+    if not np.isfinite(array).all():
+        raise ErfnetError(f"{where} holds NaN or Inf values ({int(np.count_nonzero(~np.isfinite(array)))} "
+                          f"of {array.size}): the checkpoint or the model is broken")
 
 
 def append_argmax(path: str | os.PathLike) -> None:
@@ -142,6 +151,7 @@ def compare_argmax_with_torch(model, onnx_path, batch_sizes, *, seed: int = 0) -
     within the tolerance of its best; returned: the largest such logit gap, absolute and relative."""
     max_abs = max_rel = 0.0
     for batch, ours, logits in _side_by_side(model, onnx_path, batch_sizes, seed):
+        require_finite(logits, f"PyTorch's output at batch {batch}")
         ref = logits.argmax(axis=1)
         if ours.shape != ref.shape or ours.dtype != np.int32:
             raise ErfnetError(f"exported ArgMax model gives {ours.dtype} {ours.shape} at batch {batch}, "

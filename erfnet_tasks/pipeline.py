@@ -24,12 +24,14 @@ from pathlib import Path
 from .errors import ErfnetError
 from .fsutil import read_json, sha256_file, write_json_atomic
 from .settings import Settings, load_settings, resolve_under_roots
-from .targets import Target, expand_targets, parse_target
+from .results.models import CHIP_MAX, INT_MAX, TARGET_MAX
+from .targets import AOE_SUFFIX, Target, expand_targets, parse_target
 
 log = logging.getLogger(__name__)
 
 DAG_ID = "erfnet_offline_inference"
 DEFAULT_BATCH_SIZES = [1, 4, 8, 16, 32, 64]
+MAX_BATCH_SIZE = 1024  # beyond any device's memory at 3x512x1024 inputs: refused in the form, not after compiling
 GUIDE_MIOU_PERCENT = 72.20
 GUIDE_TOLERANCE_POINTS = 1.0
 CACHE_FORMAT = 1  # bump when the compile cache's layout or key changes
@@ -63,31 +65,46 @@ def validate_params(raw: dict, settings: Settings) -> dict:
         raise ErfnetError(f"unknown parameter(s): {', '.join(unknown)}")
     batch_sizes = params["batch_sizes"]
     if (not isinstance(batch_sizes, list) or not batch_sizes
-            or any(isinstance(b, bool) or not isinstance(b, int) or b <= 0 for b in batch_sizes)):
-        raise ErfnetError(f"batch_sizes must be a non-empty list of positive integers, got {batch_sizes!r}")
+            or any(isinstance(b, bool) or not isinstance(b, int) or not 0 < b <= MAX_BATCH_SIZE for b in batch_sizes)):
+        raise ErfnetError(f"batch_sizes must be a non-empty list of integers from 1 to {MAX_BATCH_SIZE}, "
+                          f"got {str(batch_sizes)[:200]}")
     targets = params["targets"]
     if not isinstance(targets, list) or not targets or not all(isinstance(t, str) for t in targets):
         raise ErfnetError(f"targets must be a non-empty list of names, got {targets!r}")
     for name in targets:
         if name != "auto":
-            parse_target(name)  # refuses anything that is not a known target or a clean chip name
+            _storable_target(parse_target(name))  # a known target or a clean chip name that the database holds
     limit = params["image_limit"]
-    if isinstance(limit, bool) or not isinstance(limit, int) or limit < 0:
-        raise ErfnetError(f"image_limit must be 0 (all) or a positive integer, got {limit!r}")
+    if isinstance(limit, bool) or not isinstance(limit, int) or not 0 <= limit <= INT_MAX:
+        raise ErfnetError(f"image_limit must be 0 (all) or a positive integer up to {INT_MAX}, got {str(limit)[:40]}")
     for key in ("reference_miou", "tolerance"):
         if isinstance(params[key], bool) or not isinstance(params[key], (int, float)) or not 0 <= params[key] <= 100:
             raise ErfnetError(f"{key} must be a number of mIoU points between 0 and 100, got {params[key]!r}")
     for key in ("aoe", "force"):
         if not isinstance(params[key], bool):
             raise ErfnetError(f"{key} must be true or false, got {params[key]!r}")
+    weights = resolve_under_roots(params["weights"], settings.data_roots, "weights")
+    if not weights.is_file():
+        raise ErfnetError(f"weights {weights} is not a file (expected the .pth checkpoint)")
+    dataset_root = resolve_under_roots(params["dataset_root"], settings.data_roots, "dataset_root")
+    if not dataset_root.is_dir():
+        raise ErfnetError(f"dataset_root {dataset_root} is not a directory")
     return {
         **params,
-        "weights": str(resolve_under_roots(params["weights"], settings.data_roots, "weights")),
-        "dataset_root": str(resolve_under_roots(params["dataset_root"], settings.data_roots, "dataset_root")),
+        "weights": str(weights),
+        "dataset_root": str(dataset_root),
         "batch_sizes": sorted(set(batch_sizes)),
         "reference_miou": float(params["reference_miou"]),
         "tolerance": float(params["tolerance"]),
     }
+
+
+def _storable_target(target: Target) -> None:
+    """The target's name and chip fit the results database's columns (with the +AOE column AOE adds)."""
+    longest = target.name if target.aoe or not target.on_npu else target.name + AOE_SUFFIX
+    if len(longest) > TARGET_MAX or (target.chip and len(target.chip) > CHIP_MAX):
+        raise ErfnetError(f"target {target.name[:60]!r}: chip names are at most {CHIP_MAX} characters "
+                          f"(the results database's limit)")
 
 
 # --------------------------------------------------------------------------------- environment
@@ -120,7 +137,10 @@ def backend_versions(targets: list[Target], cann_version: str | None) -> dict:
 
 def resolve_environment(raw_params: dict, run_id: str) -> dict:
     """Validate the form, detect the toolchain, plan the target x batch matrix, and fix the work folder."""
+    from .results.document import validate_run_id
+
     settings = load_settings()
+    validate_run_id(run_id)  # it keys the results database: refused here, not at publish time
     params = validate_params(raw_params, settings)
     ascend = detect_ascend()
     targets = expand_targets(params["targets"], aoe=params["aoe"], detected_chips=ascend["chips"])
@@ -176,13 +196,26 @@ def export_step(env: dict) -> dict:
     key = hashlib.sha256(f"{env['weights_sha256']}\n{torch.__version__}\n{DEFAULT_OPSET}\n{CACHE_FORMAT}".encode())
     folder = load_settings().export_cache / key.hexdigest()[:24]
     record = folder / "export.json"
-    if record.is_file() and (folder / "ErfNet_origin.onnx").is_file():
-        return {**read_json(record, "an export cache record"), "cache_hit": True}
+    cached = _verified_record(record, "origin", "an export cache record")
+    if cached is not None:
+        return {**cached, "cache_hit": True}
     report = export_onnx(env["params"]["weights"], folder / "ErfNet_origin.onnx")
-    exported = {"origin": str(report.path), "max_abs_error": report.max_abs_error,
-                "max_rel_error": report.max_rel_error}
+    exported = {"origin": str(report.path), "sha256": sha256_file(report.path),
+                "max_abs_error": report.max_abs_error, "max_rel_error": report.max_rel_error}
     write_json_atomic(record, exported)  # written last: its presence means the export above is whole
     return {**exported, "cache_hit": False}
+
+
+def _verified_record(record: Path, path_key: str, what: str) -> dict | None:
+    """A cache record whose file still hashes to the sha256 it recorded, else None (rebuild)."""
+    if not record.is_file():
+        return None
+    data = read_json(record, what)
+    path = data.get(path_key) if isinstance(data, dict) else None
+    if not path or not data.get("sha256") or not Path(path).is_file() or sha256_file(path) != data["sha256"]:
+        log.warning("cache entry %s does not match its recorded sha256: rebuilding it", record.parent)
+        return None
+    return data
 
 
 def fix_bn_step(exported: dict) -> dict:
@@ -191,19 +224,21 @@ def fix_bn_step(exported: dict) -> dict:
 
     fixed = Path(exported["origin"]).with_name("ErfNet.onnx")  # a function of the export, so kept beside it
     changed = fix_bn(exported["origin"], fixed)
-    return {**exported, "path": str(fixed), "sha256": sha256_file(fixed), "bn_values_changed": changed}
+    return {**exported, "origin_sha256": exported.get("sha256"), "path": str(fixed), "sha256": sha256_file(fixed),
+            "bn_values_changed": changed}
 
 
 # ------------------------------------------------------------------------------- 4 preprocessing
 
 def preprocess_dataset(env: dict) -> dict:
-    """Preprocess into a folder shared by every run over the same dataset and limit (resumable)."""
-    from .cityscapes import dataset_dirs, preprocess
+    """Preprocess into a folder keyed by the content of the selected images and labels (and the limit), so
+    a corrected image, whatever its mtime, gets a fresh folder; resumable within the folder by content."""
+    from .cityscapes import dataset_dirs, preprocess, source_digest
 
     settings = load_settings()
     img_dir, gt_dir = dataset_dirs(env["params"]["dataset_root"])
     limit = env["params"]["image_limit"] or None
-    key = hashlib.sha256(f"{img_dir}\n{limit}".encode()).hexdigest()[:16]
+    key = source_digest(img_dir, gt_dir, limit)[:24]
     prep_dir, gt_out = settings.prep_cache / key / "prep_dataset", settings.prep_cache / key / "gt_label"
     manifest = preprocess(img_dir, prep_dir, gt_dir, gt_out, limit=limit, progress=False)
     return {"prep_dir": str(prep_dir), "gt_dir": str(gt_out), "images": manifest["images"],
@@ -223,10 +258,22 @@ def previous_complete_run(url: str | None = None) -> dict | None:
 
 
 def unchanged_since_last_run(env: dict, model: dict, prep: dict, url: str | None = None) -> str | None:
-    """The id of the last complete run with the same CANN, weights and dataset, or None."""
+    """The id of the last complete run with the same CANN, weights and dataset, or None.
+
+    A results database that cannot be read gives None: the run measures (as a forced run does) and its
+    results.json waits for `erfnet results import`; skipping needs proof that nothing changed."""
+    from sqlalchemy import exc as sa_exc
+
+    from .errors import first_line
+
     if env["params"]["force"]:
         return None
-    previous = previous_complete_run(url)
+    try:
+        previous = previous_complete_run(url)
+    except (sa_exc.OperationalError, sa_exc.InterfaceError, sa_exc.DatabaseError) as exc:
+        log.warning("results database unreachable (%s): measuring anyway; import results.json later with "
+                    "`erfnet results import`", first_line(exc))
+        return None
     if not previous:
         return None
     run = previous["run"]
@@ -256,11 +303,9 @@ def compile_cell(cell: dict, model: dict, env: dict) -> dict:
         return {**cell, "model_path": env["params"]["weights"], "sha256": env["weights_sha256"],
                 "seconds": 0.0, "cache_hit": False, "status": "ok", "error": None}
     cache_dir = load_settings().compile_cache / cache_key(model, env, cell)
-    done = cache_dir / "compiled.json"
-    if done.is_file():
-        record = read_json(done, "a compile cache record")
-        if Path(record["model_path"]).is_file():
-            return {**cell, **record, "seconds": 0.0, "cache_hit": True, "status": "ok", "error": None}
+    record = _verified_record(cache_dir / "compiled.json", "model_path", "a compile cache record")
+    if record is not None:
+        return {**cell, **record, "seconds": 0.0, "cache_hit": True, "status": "ok", "error": None}
     backend = get_backend(cell["backend"])
     chip = cell.get("chip") or cell["device"]
     staging = cache_dir.with_name(cache_dir.name + ".building")
@@ -275,7 +320,7 @@ def compile_cell(cell: dict, model: dict, env: dict) -> dict:
     os.replace(staging, cache_dir)  # the cache entry appears whole or not at all
     record = {"model_path": str(cache_dir / Path(result.path).name),
               "sha256": sha256_file(cache_dir / Path(result.path).name)}
-    write_json_atomic(done, record)
+    write_json_atomic(cache_dir / "compiled.json", record)
     return {**cell, **record, "seconds": round(result.seconds, 3), "cache_hit": False, "status": "ok", "error": None}
 
 
@@ -285,6 +330,20 @@ def cell_dir_name(cell: dict) -> str:
     return f"{_safe_name(cell['target'])}_bs{cell['batch_size']}"
 
 
+def remove_unfinished_outputs(out_dir: Path) -> int:
+    """Delete output folders that have no summary: a killed attempt's (this cell's folder is its own)."""
+    from .outputs import OLD_SUMMARY_NAME, summary_path_for
+
+    removed = 0
+    if out_dir.is_dir():
+        for folder in out_dir.iterdir():
+            if folder.is_dir() and not folder.is_symlink() and not summary_path_for(folder).is_file() \
+                    and not (folder / OLD_SUMMARY_NAME).is_file():
+                shutil.rmtree(folder)
+                removed += 1
+    return removed
+
+
 def infer_cell(cell: dict, prep: dict, env: dict) -> dict:
     """Run one compiled cell over the preprocessed set; a device failure is recorded with its status."""
     from .backends import InferFailed, get_backend
@@ -292,6 +351,7 @@ def infer_cell(cell: dict, prep: dict, env: dict) -> dict:
     if cell["status"] != "ok":
         return {**cell, "summary": None}
     out_dir = Path(env["work_dir"]) / "outputs" / cell_dir_name(cell)
+    remove_unfinished_outputs(out_dir)
     device = 0 if cell["backend"] == "ascend" else cell["device"]
     try:
         result = get_backend(cell["backend"]).infer(

@@ -95,9 +95,26 @@ class OutputWriter:
         is called once they are written, or skipped after an error."""
         if self._error is not None:
             raise self._error
+        for array in arrays:
+            self._check_finite(array[:len(files)], files)
         names = [[self.folder / outputs.output_file_name(f, i) for i in range(len(arrays))] for f in files]
         self._queue.put((names, arrays, release))
         return names
+
+    def _check_finite(self, rows: np.ndarray, files: list[Path]) -> None:
+        """NaN/Inf (or a value FP16 cannot hold, which becomes Inf when written) fails the inference,
+        naming the input: evaluation would otherwise count it as a class."""
+        if not np.issubdtype(rows.dtype, np.floating) or rows.size == 0:
+            return
+        limit = float(np.finfo(self.dtype).max) if np.issubdtype(self.dtype, np.floating) else np.inf
+        lo, hi = float(rows.min()), float(rows.max())  # NaN propagates through both
+        if np.isfinite(lo) and np.isfinite(hi) and -limit <= lo and hi <= limit:
+            return
+        for slot, path in enumerate(files):
+            row = rows[slot]
+            if not (np.isfinite(row).all() and float(np.abs(row).max()) <= limit):
+                raise InferFailed(f"non-finite output (NaN/Inf, or beyond {self.dtype.name}) for input {path}")
+        raise InferFailed(f"non-finite output (NaN/Inf) in the batch of {files[0]}")
 
     def _run(self) -> None:
         files = DirectWriter()

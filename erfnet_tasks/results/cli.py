@@ -22,7 +22,7 @@ def register(subparsers) -> None:
     p.set_defaults(handler=cmd_init)
 
     p = sub.add_parser("list", help="the newest runs")
-    p.add_argument("--limit", type=positive_int, default=20)
+    p.add_argument("--limit", type=_row_limit, default=20)
     p.add_argument("--format", choices=("table", "json"), default="table")
     p.set_defaults(handler=cmd_list)
 
@@ -52,6 +52,16 @@ def register(subparsers) -> None:
     p.add_argument("--run", action="append", metavar="ID|latest",
                    help="a run to export (repeatable; default: every run)")
     p.set_defaults(handler=cmd_export)
+
+
+def _row_limit(text: str) -> int:
+    """A positive row count the database's LIMIT can take (a BIGINT)."""
+    from .models import BIGINT_MAX
+
+    value = positive_int(text)
+    if value > BIGINT_MAX:
+        raise argparse.ArgumentTypeError(f"expected at most {BIGINT_MAX}, got {text[:40]!r}")
+    return value
 
 
 def _percent(text: str) -> float:
@@ -138,7 +148,9 @@ def _run_heading(doc: dict) -> str:
              f"images {run.get('images') if run.get('images') is not None else 'n/a'}"]
     if run.get("synthetic"):
         lines.append("SYNTHETIC data and/or randomly initialised weights: these figures mean nothing about ERFNet")
-    return "\n".join(lines)
+    from .tables import printable
+
+    return "\n".join(printable(line) for line in lines)  # stored fields may hold escape sequences
 
 
 def cmd_compare(args) -> int:
@@ -154,8 +166,8 @@ def cmd_compare(args) -> int:
     elif args.format == "csv":
         print(tables.render_csv(table), end="")
     else:
-        print(f"A = {doc_a['run']['id']} (CANN {doc_a['run'].get('cann_version') or 'n/a'}), "
-              f"B = {doc_b['run']['id']} (CANN {doc_b['run'].get('cann_version') or 'n/a'})")
+        print(tables.printable(f"A = {doc_a['run']['id']} (CANN {doc_a['run'].get('cann_version') or 'n/a'}), "
+                               f"B = {doc_b['run']['id']} (CANN {doc_b['run'].get('cann_version') or 'n/a'})"))
         print(tables.render_text(table))
     return 0
 

@@ -26,6 +26,7 @@ PERF_FIELDS = ("target", "batch_size", "throughput_fps", "compute_min_ms", "comp
 FINDING_FIELDS = ("rule", "target", "batch_size", "message", "value", "threshold", "baseline_run_id")
 RUN_STATUSES = ("complete", "partial", "failed", "skipped")
 PERF_STATUSES = ("ok", "oom", "compile_failed", "infer_failed", "skipped")
+COMPILED_STATUSES = ("ok", "failed", "skipped")
 
 
 def validate_run_id(run_id) -> str:
@@ -66,7 +67,11 @@ def normalize_document(doc) -> dict:
         raise ErfnetError('a run document is a JSON object with a "run" object')
     run = {name: doc["run"].get(name) for name in RUN_FIELDS}
     validate_run_id(run["id"])
-    run["started_at"] = format_time(parse_time(run["started_at"], "started_at") or datetime.now(timezone.utc))
+    # Never stamped with "now": an imported run would then pose as the latest one.
+    started = parse_time(run["started_at"], "started_at")
+    if started is None:
+        raise ErfnetError(f"run {run['id']}: run.started_at is missing (the time the run started, ISO 8601)")
+    run["started_at"] = format_time(started)
     run["finished_at"] = format_time(parse_time(run["finished_at"], "finished_at"))
     run["status"] = _choice(run["status"] or "complete", RUN_STATUSES, "run.status")
     for name in ("params", "backends"):
@@ -74,13 +79,63 @@ def normalize_document(doc) -> dict:
             raise ErfnetError(f"run.{name} must be an object")
     run["images"] = _optional_int(run["images"], "run.images")
     run["synthetic"] = None if run["synthetic"] is None else bool(run["synthetic"])
-    return {
+    normalized = {
         "run": run,
         "compiled": _cells(doc, "compiled", COMPILED_FIELDS, _check_compiled),
         "accuracy": _cells(doc, "accuracy", ACCURACY_FIELDS, _check_accuracy),
         "perf": _cells(doc, "perf", PERF_FIELDS, _check_perf),
         "findings": _findings(doc),
     }
+    check_storable(normalized)
+    return normalized
+
+
+def check_storable(doc: dict) -> None:
+    """Every value fits its column, read from the models themselves (one definition of the schema's
+    limits): string lengths, 32-bit integers, finite numbers, no NUL, in JSON fields too."""
+    from .models import Accuracy, CompiledModel, Finding, Performance, Run
+
+    sections = (("run", Run, [doc["run"]]), ("compiled", CompiledModel, doc["compiled"]),
+                ("accuracy", Accuracy, doc["accuracy"]), ("perf", Performance, doc["perf"]),
+                ("findings", Finding, doc["findings"]))
+    for key, model, items in sections:
+        columns = model.__table__.columns
+        for i, item in enumerate(items):
+            where = key if key == "run" else f"{key}[{i}]"
+            for name, value in item.items():
+                if name in columns and value is not None:
+                    _check_column(columns[name].type, value, f"{where}.{name}")
+
+
+def _check_column(coltype, value, where: str) -> None:
+    import sqlalchemy as sa
+
+    from .models import INT_MAX, INT_MIN
+
+    if isinstance(coltype, sa.String) and isinstance(value, str):
+        if coltype.length is not None and len(value) > coltype.length:
+            raise ErfnetError(f"{where} is {len(value)} characters long; the database holds at most {coltype.length}")
+    elif isinstance(coltype, sa.Integer) and not isinstance(value, bool) and isinstance(value, int):
+        if not INT_MIN <= value <= INT_MAX:
+            raise ErfnetError(f"{where} = {value} is outside the database's integer range")
+    _check_json_value(value, where)
+
+
+def _check_json_value(value, where: str) -> None:
+    """No NUL in any string (PostgreSQL text refuses it), no NaN/Inf in any number, however deep."""
+    if isinstance(value, str):
+        if "\x00" in value:
+            raise ErfnetError(f"{where} contains a NUL character")
+    elif isinstance(value, float):
+        if not math.isfinite(value):
+            raise ErfnetError(f"{where} must be a finite number, got {value!r}")
+    elif isinstance(value, dict):
+        for k, v in value.items():
+            _check_json_value(str(k), where)
+            _check_json_value(v, f"{where}.{k}")
+    elif isinstance(value, (list, tuple)):
+        for i, v in enumerate(value):
+            _check_json_value(v, f"{where}[{i}]")
 
 
 def _cells(doc: dict, key: str, fields: tuple[str, ...], check) -> list[dict]:
@@ -103,7 +158,7 @@ def _cells(doc: dict, key: str, fields: tuple[str, ...], check) -> list[dict]:
 
 
 def _check_compiled(cell: dict, where: str) -> None:
-    cell["status"] = str(cell["status"] or "ok")
+    cell["status"] = _choice(cell["status"] or "ok", COMPILED_STATUSES, f"{where}.status")
     cell["seconds"] = _optional_float(cell["seconds"], f"{where}.seconds")
     cell["cache_hit"] = None if cell["cache_hit"] is None else bool(cell["cache_hit"])
 
@@ -139,6 +194,8 @@ def _findings(doc: dict) -> list[dict]:
         finding["batch_size"] = _batch(finding["batch_size"], f"findings[{i}].batch_size")
         finding["rule"] = str(finding["rule"] or "unknown")
         finding["message"] = str(finding["message"] or "")
+        for name in ("rule", "message"):
+            _check_json_value(finding[name], f"findings[{i}].{name}")
         finding["value"] = _optional_float(finding["value"], f"findings[{i}].value")
         finding["threshold"] = _optional_float(finding["threshold"], f"findings[{i}].threshold")
         if finding["baseline_run_id"] is not None:
@@ -148,8 +205,10 @@ def _findings(doc: dict) -> list[dict]:
 
 
 def _target(value, where: str) -> str:
-    if not isinstance(value, str) or not value.strip() or len(value) > 100:
-        raise ErfnetError(f"{where} must be a target name of 1-100 characters")
+    from .models import TARGET_MAX
+
+    if not isinstance(value, str) or not value.strip() or len(value) > TARGET_MAX:
+        raise ErfnetError(f"{where} must be a target name of 1-{TARGET_MAX} characters")
     return value
 
 

@@ -11,6 +11,24 @@ from datetime import datetime
 import sqlalchemy as sa
 from sqlalchemy.orm import DeclarativeBase, Mapped, declared_attr, mapped_column
 
+# The schema's limits, defined once: the columns below are declared with them, and every value accepted at
+# an edge (the trigger form, the CLI, `results import`) is checked against them (document.check_storable,
+# pipeline.validate_params), so nothing accepted there can fail to store later.
+RUN_ID_MAX = 250
+DAG_ID_MAX = 250
+TARGET_MAX = 100
+CHIP_MAX = 50
+BACKEND_MAX = 50
+STATUS_MAX = 20
+VERSION_MAX = 100
+HOST_MAX = 255
+SHA256_MAX = 64
+FINGERPRINT_MAX = 255
+RULE_MAX = 50
+SOURCE_MAX = 50
+INT_MIN, INT_MAX = -(2**31), 2**31 - 1  # sa.Integer: 32-bit in PostgreSQL
+BIGINT_MAX = 2**63 - 1  # what a query's LIMIT/OFFSET can take
+
 PERF_STATUSES = ("ok", "oom", "compile_failed", "infer_failed", "skipped")
 RUN_STATUSES = ("complete", "partial", "failed", "skipped")
 
@@ -25,25 +43,25 @@ class Base(DeclarativeBase):
 
 
 def _run_fk() -> Mapped[str]:
-    return mapped_column(sa.String(250), sa.ForeignKey("runs.id", ondelete="CASCADE"), nullable=False)
+    return mapped_column(sa.String(RUN_ID_MAX), sa.ForeignKey("runs.id", ondelete="CASCADE"), nullable=False)
 
 
 class Run(Base):
     __tablename__ = "runs"
 
-    id: Mapped[str] = mapped_column(sa.String(250), primary_key=True)
-    dag_id: Mapped[str | None] = mapped_column(sa.String(250))
+    id: Mapped[str] = mapped_column(sa.String(RUN_ID_MAX), primary_key=True)
+    dag_id: Mapped[str | None] = mapped_column(sa.String(DAG_ID_MAX))
     started_at: Mapped[datetime] = mapped_column(sa.DateTime(timezone=True), nullable=False, index=True)
     finished_at: Mapped[datetime | None] = mapped_column(sa.DateTime(timezone=True))
-    status: Mapped[str] = mapped_column(sa.String(20), nullable=False)
+    status: Mapped[str] = mapped_column(sa.String(STATUS_MAX), nullable=False)
     params: Mapped[dict | None] = mapped_column(sa.JSON)
-    cann_version: Mapped[str | None] = mapped_column(sa.String(100))
-    driver_version: Mapped[str | None] = mapped_column(sa.String(100))
-    host: Mapped[str | None] = mapped_column(sa.String(255))
+    cann_version: Mapped[str | None] = mapped_column(sa.String(VERSION_MAX))
+    driver_version: Mapped[str | None] = mapped_column(sa.String(VERSION_MAX))
+    host: Mapped[str | None] = mapped_column(sa.String(HOST_MAX))
     backends: Mapped[dict | None] = mapped_column(sa.JSON)
-    model_sha256: Mapped[str | None] = mapped_column(sa.String(64))
-    weights_sha256: Mapped[str | None] = mapped_column(sa.String(64))
-    dataset_fingerprint: Mapped[str | None] = mapped_column(sa.String(255))
+    model_sha256: Mapped[str | None] = mapped_column(sa.String(SHA256_MAX))
+    weights_sha256: Mapped[str | None] = mapped_column(sa.String(SHA256_MAX))
+    dataset_fingerprint: Mapped[str | None] = mapped_column(sa.String(FINGERPRINT_MAX))
     images: Mapped[int | None] = mapped_column(sa.Integer)
     synthetic: Mapped[bool | None] = mapped_column(sa.Boolean)
     published_at: Mapped[datetime] = mapped_column(sa.DateTime(timezone=True), nullable=False)
@@ -58,20 +76,20 @@ class _RunCell:
 
     id: Mapped[int] = mapped_column(sa.Integer, primary_key=True, autoincrement=True)
     run_id: Mapped[str] = _run_fk()
-    target: Mapped[str] = mapped_column(sa.String(100), nullable=False)
+    target: Mapped[str] = mapped_column(sa.String(TARGET_MAX), nullable=False)
     batch_size: Mapped[int] = mapped_column(sa.Integer, nullable=False)
 
 
 class CompiledModel(_RunCell, Base):
     __tablename__ = "compiled_models"
 
-    backend: Mapped[str | None] = mapped_column(sa.String(50))
-    chip: Mapped[str | None] = mapped_column(sa.String(50))
+    backend: Mapped[str | None] = mapped_column(sa.String(BACKEND_MAX))
+    chip: Mapped[str | None] = mapped_column(sa.String(CHIP_MAX))
     path: Mapped[str | None] = mapped_column(sa.Text)
-    sha256: Mapped[str | None] = mapped_column(sa.String(64))
+    sha256: Mapped[str | None] = mapped_column(sa.String(SHA256_MAX))
     seconds: Mapped[float | None] = mapped_column(sa.Float)
     cache_hit: Mapped[bool | None] = mapped_column(sa.Boolean)
-    status: Mapped[str] = mapped_column(sa.String(20), nullable=False)
+    status: Mapped[str] = mapped_column(sa.String(STATUS_MAX), nullable=False)
     error: Mapped[str | None] = mapped_column(sa.Text)
 
 
@@ -93,7 +111,7 @@ class Performance(_RunCell, Base):
     compute_p99_ms: Mapped[float | None] = mapped_column(sa.Float)
     h2d_mean_ms: Mapped[float | None] = mapped_column(sa.Float)
     d2h_mean_ms: Mapped[float | None] = mapped_column(sa.Float)
-    status: Mapped[str] = mapped_column(sa.String(20), nullable=False)
+    status: Mapped[str] = mapped_column(sa.String(STATUS_MAX), nullable=False)
     error: Mapped[str | None] = mapped_column(sa.Text)
 
 
@@ -104,12 +122,12 @@ class ReferenceFigure(Base):
     __table_args__ = (sa.UniqueConstraint("source", "metric", "column_name", "batch_size"),)
 
     id: Mapped[int] = mapped_column(sa.Integer, primary_key=True, autoincrement=True)
-    source: Mapped[str] = mapped_column(sa.String(50), nullable=False)
+    source: Mapped[str] = mapped_column(sa.String(SOURCE_MAX), nullable=False)
     metric: Mapped[str] = mapped_column(sa.String(50), nullable=False)
     column_name: Mapped[str] = mapped_column(sa.String(50), nullable=False)
     batch_size: Mapped[int] = mapped_column(sa.Integer, nullable=False)
     value: Mapped[float | None] = mapped_column(sa.Float)
-    status: Mapped[str] = mapped_column(sa.String(20), nullable=False)
+    status: Mapped[str] = mapped_column(sa.String(STATUS_MAX), nullable=False)
     note: Mapped[str | None] = mapped_column(sa.Text)
 
 
@@ -119,10 +137,10 @@ class Finding(Base):
 
     id: Mapped[int] = mapped_column(sa.Integer, primary_key=True, autoincrement=True)
     run_id: Mapped[str] = _run_fk()
-    rule: Mapped[str] = mapped_column(sa.String(50), nullable=False)
-    target: Mapped[str] = mapped_column(sa.String(100), nullable=False)
+    rule: Mapped[str] = mapped_column(sa.String(RULE_MAX), nullable=False)
+    target: Mapped[str] = mapped_column(sa.String(TARGET_MAX), nullable=False)
     batch_size: Mapped[int] = mapped_column(sa.Integer, nullable=False)
     message: Mapped[str] = mapped_column(sa.Text, nullable=False)
     value: Mapped[float | None] = mapped_column(sa.Float)
     threshold: Mapped[float | None] = mapped_column(sa.Float)
-    baseline_run_id: Mapped[str | None] = mapped_column(sa.String(250))
+    baseline_run_id: Mapped[str | None] = mapped_column(sa.String(RUN_ID_MAX))

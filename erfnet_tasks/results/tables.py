@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import io
+import re
 
 from ..errors import ErfnetError
 from .document import PERF_FIELDS
@@ -141,8 +142,31 @@ def findings_table(findings: list[dict]) -> Table:
 
 # ---------------------------------------------------------------------------------------- rendering
 
+# C0 controls (ESC starts ANSI sequences), DEL and C1 controls: a stored field must not drive the terminal.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+# OWASP CSV injection: a cell starting with one of these is a formula to a spreadsheet.
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+_NUMBER = re.compile(r"^[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?$")
+
+
+def printable(value) -> str:
+    """``value`` as text safe to print: every control character shown as its escape (ESC -> \\x1b)."""
+    return _CONTROL.sub(lambda m: m.group().encode("unicode_escape").decode("ascii"), str(value))
+
+
+def csv_safe(value) -> str:
+    """OWASP's neutralisation: prefix a formula-like cell with a single quote. Plain numbers (-1.25) stay
+    numbers; they cannot run anything."""
+    text = str(value)
+    if text.startswith(_FORMULA_START) and not _NUMBER.match(text):
+        return "'" + text
+    return text
+
+
 def render_text(table: Table) -> str:
     headers, rows = table
+    headers = [printable(h) for h in headers]
+    rows = [[printable(c) for c in row] for row in rows]
     widths = [max(len(str(x)) for x in column) for column in zip(headers, *rows)]
     line = lambda cells: "  ".join(str(c).ljust(w) for c, w in zip(cells, widths)).rstrip()
     return "\n".join([line(headers), line("-" * w for w in widths), *(line(r) for r in rows)])
@@ -151,8 +175,8 @@ def render_text(table: Table) -> str:
 def render_csv(table: Table) -> str:
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(table[0])
-    writer.writerows(table[1])
+    writer.writerow([csv_safe(c) for c in table[0]])
+    writer.writerows([csv_safe(c) for c in row] for row in table[1])
     return out.getvalue()
 
 
