@@ -237,6 +237,8 @@ def preprocess_dataset(env: dict) -> dict:
 
     settings = load_settings()
     img_dir, gt_dir = dataset_dirs(env["params"]["dataset_root"])
+    for folder, what in ((img_dir, "leftImg8bit/val"), (gt_dir, "gtFine/val")):
+        resolve_under_roots(str(folder), settings.data_roots, what)  # a linked split must stay inside the roots
     limit = env["params"]["image_limit"] or None
     key = source_digest(img_dir, gt_dir, limit)[:24]
     prep_dir, gt_out = settings.prep_cache / key / "prep_dataset", settings.prep_cache / key / "gt_label"

@@ -91,11 +91,16 @@ def test_train_ids_match_cityscapesscripts_drawing(tmp_path):
 def test_every_uint8_label_id_maps_like_the_labels_table():
     from cityscapesscripts.helpers.labels import id2label
 
-    got = cityscapes.label_ids_to_train_ids(np.arange(256, dtype=np.uint8))
-    for value in range(256):
-        label = id2label.get(value)
-        want = label.trainId if label is not None and label.trainId not in (-1, 255) else 255
-        assert got[value] == want, value
+    known = [v for v in range(256) if v in id2label]
+    got = cityscapes.label_ids_to_train_ids(np.array(known, dtype=np.uint8))
+    for value, train in zip(known, got):
+        label = id2label[value]
+        want = label.trainId if label.trainId not in (-1, 255) else 255
+        assert train == want, value
+    for value in (v for v in range(256) if v not in id2label):  # issue 15: never silently "ignore"
+        with pytest.raises(ValueError, match=f"labelIds value\\(s\\) {value} "):
+            cityscapes.label_ids_to_train_ids(np.array([7, value], dtype=np.uint8))
+    got = cityscapes.label_ids_to_train_ids(np.arange(34, dtype=np.uint8))
     assert [got[i] for i in (7, 8, 11, 12, 13, 17, 19, 20, 21, 22, 23, 24, 25, 26, 27, 28, 31, 32, 33)] == list(range(19))
 
 
