@@ -64,6 +64,16 @@ def _airflow(*args: str, env: dict) -> None:
                           f"{proc.returncode} (its output is above)")
 
 
+def _validate_conf(conf: dict) -> None:
+    """The trigger form's checks, before Airflow starts: a bad --targets or --batch-sizes is one line now,
+    not a failed DAG run minutes later. The data directory is a root, as airflow_environment makes it."""
+    from .pipeline import validate_params
+    from .settings import Settings, load_settings
+
+    settings = load_settings()
+    validate_params(conf, Settings(settings.data_dir, (*settings.data_roots, data_dir())))
+
+
 def run_demo(*, weights: str | None = None, dataset_root: str | None = None, images: int = DEMO_IMAGES,
              targets: list[str] | None = None, batch_sizes: list[int] | None = None) -> dict:
     repo = repo_dir()
@@ -83,6 +93,7 @@ def run_demo(*, weights: str | None = None, dataset_root: str | None = None, ima
         # Random weights score ~0 mIoU by construction; gating them against 72.20 would only say so.
         conf["reference_miou"] = 0.0
         print("demo: random weights, so the accuracy gate's reference is 0 for this run (the guide's is 72.20)")
+    _validate_conf(conf)
     env = airflow_environment(base, repo / "dags")
     from .results import db
 

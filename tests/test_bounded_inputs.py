@@ -73,6 +73,18 @@ def test_8_weights_that_are_a_directory_are_refused_in_one_line(roots):
                                  load_settings())
 
 
+@pytest.mark.parametrize("argv, message", [
+    (["--targets", CHIP_56], "at most 50 characters"),
+    (["--batch-sizes", "1,4096"], "from 1 to 1024"),
+])
+def test_8_demo_cli_refuses_them_before_airflow_starts(tmp_path, monkeypatch, capsys, argv, message):
+    monkeypatch.setenv("ERFNET_DATA_DIR", str(tmp_path))
+    monkeypatch.setenv("ERFNET_RESULTS_DB_URL", DOWN_URL)  # never reached: validation comes first
+    assert main(["demo", "--images", "1", *argv]) == 2
+    assert message in one_error_line(capsys)
+    assert not (tmp_path / "demo" / "airflow_home").exists()
+
+
 def test_8_the_longest_accepted_chip_name_publishes_on_postgresql(roots, pg_url):
     chip = "Ascend" + "7" * (models.CHIP_MAX - len("Ascend"))
     params = pipeline.validate_params({"weights": str(roots / "w.pth"), "dataset_root": str(roots / "ds"),
