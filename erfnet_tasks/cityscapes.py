@@ -424,13 +424,18 @@ def _format_bad(bad: list[dict]) -> str:
     return "; ".join(f"{b['path']}: {b['reason']}" for b in bad)
 
 
-def _remove_stale_outputs(prep_dir: Path, gt_out_dir: Path, rows: list[dict]) -> int:
+def _remove_stale_outputs(prep_dir: Path, gt_out_dir: Path, gt_dir: Path, rows: list[dict],
+                          previous: dict[str, dict]) -> int:
     """An ais_bench run feeds every .bin in the folder and the evaluator counts every label in GT_OUT_DIR:
-    outputs left from another selection must go."""
+    outputs left from another selection must go. Only labels the last manifest says we wrote are removed
+    (GT_OUT_DIR may be the source label folder itself)."""
     names = {r["name"] for r in rows}
     labels = {label_name_for(r["image"]) for r in rows}
+    ours = {label_name_for(item["image"]) for item in previous.values() if isinstance(item, dict) and "image" in item}
+    if _inside(gt_out_dir.resolve(), (gt_dir.resolve(),)):
+        ours = set()  # GT_OUT_DIR is (inside) the source label folder: its files are the user's, never removed
     stale = [p for p in prep_dir.glob("*.bin") if p.stem not in names]
-    stale += [p for p in gt_out_dir.glob(f"*{TRAIN_IDS_SUFFIX}") if p.name not in labels]
+    stale += [gt_out_dir / name for name in sorted(ours - labels) if (gt_out_dir / name).is_file()]
     for path in stale:
         path.unlink()
     return len(stale)
@@ -465,14 +470,15 @@ def preprocess(img_dir, prep_dir, gt_dir, gt_out_dir, workers: int | None = None
     with folder_lock(prep_dir):  # one writer per folder: any .part file here is a killed run's
         remove_stale_parts(prep_dir)
         remove_stale_parts(gt_out_dir)
-        rows = _run_jobs(pairs, prep_dir, gt_out_dir, workers, progress, bad)
+        previous = _previous_items(prep_dir)
+        rows = _run_jobs(pairs, prep_dir, gt_out_dir, workers, progress, bad, previous)
         bad.sort(key=lambda b: b["path"])
         if bad and not skip_bad:
             raise ErfnetError(f"{len(bad)} bad input file(s) (rerun with --skip-bad to record and skip them): "
                               f"{_format_bad(bad)}")
         if not rows:
             raise ErfnetError(f"no usable image under {img_dir}: {_format_bad(bad)}")
-        removed = _remove_stale_outputs(prep_dir, gt_out_dir, rows)
+        removed = _remove_stale_outputs(prep_dir, gt_out_dir, Path(gt_dir), rows, previous)
         manifest = _manifest(rows, bad, img_dir, gt_dir, gt_out_dir, limit)
         write_json_atomic(prep_dir / MANIFEST_NAME, manifest)
     manifest["written"] = sum(r["written"] for r in rows)  # for the caller's report only
@@ -480,9 +486,9 @@ def preprocess(img_dir, prep_dir, gt_dir, gt_out_dir, workers: int | None = None
     return manifest
 
 
-def _run_jobs(pairs: list[Pair], prep_dir: Path, gt_out_dir: Path, workers, progress, bad: list[dict]) -> list[dict]:
+def _run_jobs(pairs: list[Pair], prep_dir: Path, gt_out_dir: Path, workers, progress, bad: list[dict],
+              previous: dict[str, dict]) -> list[dict]:
     """Every pair through the workers; bad ones go to ``bad``; the first I/O failure stops the step."""
-    previous = _previous_items(prep_dir)
     jobs = [(pair, prep_dir, gt_out_dir, previous.get(pair.name)) for pair in pairs]
     rows = []
     for result in run_parallel(_process_pair, jobs, workers, progress, "preprocess"):

@@ -347,3 +347,17 @@ def test_7_sixteen_bit_image_is_refused_not_clipped(tmp_path, capsys):
                  "--workers", "1", "--quiet"])
     err = one_error_line(capsys)
     assert code == 2 and "I;16" in err and str(victim) in err
+
+
+def test_5_a_narrower_rerun_leaves_exactly_its_labels_and_keeps_source_labels(tmp_path):
+    img_dir, gt_dir = make_tree(tmp_path / "data")
+    preprocess(tmp_path, img_dir, gt_dir)
+    assert len(list((tmp_path / "gt_out").glob("*.png"))) == 3
+    preprocess(tmp_path, img_dir, gt_dir, limit=2)  # the evaluator counts every label in GT_OUT_DIR
+    assert len(list((tmp_path / "gt_out").glob("*.png"))) == 2 and len(list((tmp_path / "prep").glob("*.bin"))) == 2
+    sources = sorted(gt_dir.rglob("*_gtFine_labelTrainIds.png"))
+    city = sources[0].parent  # GT_OUT_DIR inside the source labels: nothing of the user's is removed
+    cityscapes.preprocess(img_dir, tmp_path / "p2", gt_dir, city, workers=1, progress=False)
+    cityscapes.preprocess(img_dir, tmp_path / "p2", gt_dir, city, workers=1, progress=False, limit=1)
+    after = set(gt_dir.rglob("*_gtFine_labelTrainIds.png"))
+    assert set(sources) <= after and len(after) == len(sources) + 2  # the two copies written into the city
