@@ -4,16 +4,15 @@ killed run, file modes). README "What we promise" names these tests."""
 
 from __future__ import annotations
 
-import copy
 import csv
 import io
 import json
 import os
+import re
 import stat
+from pathlib import Path
 
-import numpy as np
 import pytest
-from PIL import Image
 
 from erfnet_tasks import cityscapes, pipeline
 from erfnet_tasks.cli import main
@@ -112,7 +111,7 @@ def test_8_import_refuses_what_the_schema_cannot_hold_and_writes_nothing(tmp_pat
     path = doc_file(tmp_path, doc)
     assert main(["results", "--db", pg_url, "import", str(path)]) == 2
     err = one_error_line(capsys)
-    assert __import__("re").search(message, err), err
+    assert re.search(message, err), err
     assert main(["results", "--db", pg_url, "init"]) == 0
     capsys.readouterr()
     assert main(["results", "--db", pg_url, "list", "--format", "json"]) == 0
@@ -124,7 +123,7 @@ def test_8_import_refuses_what_the_schema_cannot_hold_and_writes_nothing(tmp_pat
 HOSTILE = "=HYPERLINK(\"http://evil\",\"x\")"
 
 
-def test_9_csv_exports_neutralise_formulas(sqlite_url, tmp_path, capsys):
+def test_9_csv_exports_neutralise_formulas(sqlite_url, tmp_path, capsys, monkeypatch):
     doc = make_doc("manual__2026-06-03T00:00:00+00:00", "2026-06-03T00:00:00+00:00", "8.0",
                    [(HOSTILE, 1, 0.7, 10.0, "ok"), ("+cmd", 1, 0.6, 11.0, "ok"), ("@SUM(A1)", 1, 0.5, 9.0, "ok"),
                     ("-2+3", 1, 0.5, 9.0, "ok")])
@@ -135,9 +134,7 @@ def test_9_csv_exports_neutralise_formulas(sqlite_url, tmp_path, capsys):
     assert f"'{HOSTILE}" in cells and "'+cmd" in cells and "'@SUM(A1)" in cells and "'-2+3" in cells
     assert not any(c.startswith(("=", "+", "@")) for c in cells)
     # the plugin's accuracy.csv and perf.csv are rendered by the same function
-    import sys
-
-    sys.path.insert(0, str(__import__("pathlib").Path(__file__).resolve().parents[1] / "plugins"))
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[1] / "plugins"))
     from erfnet_ui import views
 
     for text in (views.accuracy_csv(doc), views.perf_csv(doc)):
