@@ -70,7 +70,7 @@ def _size(text: str) -> tuple[int, int]:
 
 
 def cmd_preprocess(args) -> int:
-    from .cityscapes import preprocess
+    from .datasets.cityscapes import preprocess
 
     m = preprocess(args.img_dir, args.prep_dir, args.gt_dir, args.gt_out_dir, workers=args.workers,
                    limit=args.limit, skip_bad=args.skip_bad, progress=not args.quiet)
@@ -93,7 +93,7 @@ def cmd_evaluate(args) -> int:
 
 
 def cmd_sample_data(args) -> int:
-    from .cityscapes import write_sample_data
+    from .datasets.cityscapes import write_sample_data
 
     root = write_sample_data(args.out_dir, args.images, size=args.size, seed=args.seed)
     print(f"wrote {args.images} SYNTHETIC image(s) with labels in the Cityscapes layout under {root} "

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from .cityscapes import (CLASS_NAMES, LABEL_IDS_SUFFIX, TRAIN_IDS_SUFFIX,
+from .datasets.cityscapes import (CLASS_NAMES, LABEL_IDS_SUFFIX, TRAIN_IDS_SUFFIX,
                          label_ids_to_train_ids, label_name_for, resized_size, run_parallel)
 from .errors import ErfnetError
 from .outputs import read_summary

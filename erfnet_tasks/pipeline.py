@@ -198,7 +198,7 @@ def fix_bn_step(exported: dict) -> dict:
 
 def preprocess_dataset(env: dict) -> dict:
     """Preprocess into a folder shared by every run over the same dataset and limit (resumable)."""
-    from .cityscapes import dataset_dirs, preprocess
+    from .datasets.cityscapes import dataset_dirs, preprocess
 
     settings = load_settings()
     img_dir, gt_dir = dataset_dirs(env["params"]["dataset_root"])

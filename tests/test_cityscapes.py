@@ -12,7 +12,7 @@ import pytest
 import torch
 from PIL import Image
 
-from erfnet_tasks import cityscapes
+from erfnet_tasks.datasets import cityscapes
 from erfnet_tasks.cli import main
 from erfnet_tasks.errors import ErfnetError
 

@@ -44,7 +44,7 @@ def airflow_home(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def dataset_and_weights(tmp_path_factory):
     """A synthetic Cityscapes tree of two images and a random checkpoint, under one data root."""
-    from erfnet_tasks.cityscapes import write_sample_data
+    from erfnet_tasks.datasets.cityscapes import write_sample_data
     from erfnet_tasks.model import write_random_checkpoint
 
     data = tmp_path_factory.mktemp("erfnet_data")

@@ -28,7 +28,7 @@ STATUS_TEXT = {
 
 def class_names() -> tuple[str, ...]:
     try:
-        from erfnet_tasks.cityscapes import CLASS_NAMES
+        from erfnet_tasks.datasets.cityscapes import CLASS_NAMES
     except ImportError:  # the label table itself comes from cityscapesScripts
         from cityscapesscripts.helpers.labels import labels
 

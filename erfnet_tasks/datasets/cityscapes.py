@@ -26,8 +26,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
-from .errors import ErfnetError
-from .fsutil import atomic_path, read_json, sha256_file, write_json_atomic
+from ..errors import ErfnetError
+from ..fsutil import atomic_path, read_json, sha256_file, write_json_atomic
 
 SHORT_SIDE = 512
 INPUT_SIZE = (1024, 512)  # (width, height) the model takes

@@ -1,0 +1,1 @@
+"""Datasets the pipeline measures on: their layout, label table, naming rule and class names."""
