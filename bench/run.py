@@ -151,7 +151,7 @@ def subset_tree(root: Path, n: int, dest: Path) -> Path:
 
 def setup(work: Path, cfg: dict) -> dict:
     from erfnet_tasks.backends import get_backend
-    from erfnet_tasks.datasets.cityscapes import write_sample_data
+    from erfnet_tasks.datasets.synthetic import write_sample_data
     from erfnet_tasks.model import write_random_checkpoint
     from erfnet_tasks.onnx_export import append_argmax, check_onnx, export_onnx, fix_bn
 
@@ -486,7 +486,8 @@ _TASK_LINE = re.compile(r"^(\S+?)Z? .*\[DAG TEST\] (starting|end task) task_id=(
 def dag_overhead(work: Path, cfg: dict) -> dict:
     """The demo's wall time against the same stages called directly on the same amount of work."""
     from erfnet_tasks.backends import get_backend
-    from erfnet_tasks.datasets.cityscapes import preprocess, write_sample_data
+    from erfnet_tasks.datasets.cityscapes import preprocess
+    from erfnet_tasks.datasets.synthetic import write_sample_data
     from erfnet_tasks.evaluate import evaluate_summary
     from erfnet_tasks.model import write_random_checkpoint
     from erfnet_tasks.onnx_export import export_onnx, fix_bn

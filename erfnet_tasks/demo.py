@@ -27,7 +27,7 @@ DEMO_TARGETS = ["cpu", "torch-cpu"]
 
 def prepare_inputs(base: Path, images: int) -> tuple[Path, Path]:
     """A synthetic dataset and a random checkpoint under ``base`` (kept between demo runs)."""
-    from .datasets.cityscapes import write_sample_data
+    from .datasets.synthetic import write_sample_data
     from .model import write_random_checkpoint
 
     dataset = base / "synthetic-cityscapes"

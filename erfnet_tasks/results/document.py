@@ -11,21 +11,28 @@ import re
 from datetime import datetime, timezone
 
 from ..errors import ErfnetError
+from ..records import CellStatus, CompileStatus, RunStatus, run_status
 
 RUN_ID_PATTERN = re.compile(r"^[A-Za-z0-9_.:+\-]{1,250}$")
 LATEST = "latest"
 
 RUN_FIELDS = ("id", "dag_id", "started_at", "finished_at", "status", "params", "cann_version",
               "driver_version", "host", "backends", "model_sha256", "weights_sha256",
-              "dataset_fingerprint", "images", "synthetic")
+              "dataset_fingerprint", "images", "synthetic", "class_names")
 COMPILED_FIELDS = ("target", "batch_size", "backend", "chip", "path", "sha256", "seconds", "cache_hit",
                    "status", "error")
 ACCURACY_FIELDS = ("target", "batch_size", "images", "miou", "per_class")
 PERF_FIELDS = ("target", "batch_size", "throughput_fps", "compute_min_ms", "compute_mean_ms",
                "compute_median_ms", "compute_p99_ms", "h2d_mean_ms", "d2h_mean_ms", "status", "error")
 FINDING_FIELDS = ("rule", "target", "batch_size", "message", "value", "threshold", "baseline_run_id")
-RUN_STATUSES = ("complete", "partial", "failed", "skipped")
-PERF_STATUSES = ("ok", "oom", "compile_failed", "infer_failed", "skipped")
+# Documents written before runs stored their class names all measured Cityscapes: readers name their
+# per-class columns with this frozen copy of its 19 trainId names (a test keeps it equal to the dataset's).
+LEGACY_CLASS_NAMES = ("road", "sidewalk", "building", "wall", "fence", "pole", "traffic light", "traffic sign",
+                      "vegetation", "terrain", "sky", "person", "rider", "car", "truck", "bus", "train",
+                      "motorcycle", "bicycle")
+RUN_STATUSES = tuple(RunStatus)
+PERF_STATUSES = tuple(CellStatus)
+COMPILED_STATUSES = tuple(CompileStatus)
 
 
 def validate_run_id(run_id) -> str:
@@ -68,17 +75,24 @@ def normalize_document(doc) -> dict:
     validate_run_id(run["id"])
     run["started_at"] = format_time(parse_time(run["started_at"], "started_at") or datetime.now(timezone.utc))
     run["finished_at"] = format_time(parse_time(run["finished_at"], "finished_at"))
-    run["status"] = _choice(run["status"] or "complete", RUN_STATUSES, "run.status")
+    run["status"] = _choice(run["status"] or RunStatus.COMPLETE, RUN_STATUSES, "run.status")
     for name in ("params", "backends"):
         if run[name] is not None and not isinstance(run[name], dict):
             raise ErfnetError(f"run.{name} must be an object")
     run["images"] = _optional_int(run["images"], "run.images")
     run["synthetic"] = None if run["synthetic"] is None else bool(run["synthetic"])
+    run["class_names"] = _class_names(run["class_names"])
+    if run["class_names"] is None:  # optional: a document that never had them is written back as it was
+        del run["class_names"]
+    perf = _cells(doc, "perf", PERF_FIELDS, _check_perf)
+    if run["status"] == RunStatus.COMPLETE and perf:
+        # A cell that never reached a device is not a result, whatever the document claims.
+        run["status"] = run_status([c["status"] for c in perf]).value
     return {
         "run": run,
         "compiled": _cells(doc, "compiled", COMPILED_FIELDS, _check_compiled),
         "accuracy": _cells(doc, "accuracy", ACCURACY_FIELDS, _check_accuracy),
-        "perf": _cells(doc, "perf", PERF_FIELDS, _check_perf),
+        "perf": perf,
         "findings": _findings(doc),
     }
 
@@ -103,7 +117,7 @@ def _cells(doc: dict, key: str, fields: tuple[str, ...], check) -> list[dict]:
 
 
 def _check_compiled(cell: dict, where: str) -> None:
-    cell["status"] = str(cell["status"] or "ok")
+    cell["status"] = _choice(cell["status"] or CompileStatus.OK, COMPILED_STATUSES, f"{where}.status")
     cell["seconds"] = _optional_float(cell["seconds"], f"{where}.seconds")
     cell["cache_hit"] = None if cell["cache_hit"] is None else bool(cell["cache_hit"])
 
@@ -121,7 +135,7 @@ def _check_accuracy(cell: dict, where: str) -> None:
 
 
 def _check_perf(cell: dict, where: str) -> None:
-    cell["status"] = _choice(cell["status"] or "ok", PERF_STATUSES, f"{where}.status")
+    cell["status"] = _choice(cell["status"] or CellStatus.OK, PERF_STATUSES, f"{where}.status")
     for name in PERF_FIELDS[2:9]:
         cell[name] = _optional_float(cell[name], f"{where}.{name}")
 
@@ -145,6 +159,14 @@ def _findings(doc: dict) -> list[dict]:
             validate_run_id(finding["baseline_run_id"])
         findings.append(finding)
     return findings
+
+
+def _class_names(value) -> list[str] | None:
+    if value is None:
+        return None
+    if not isinstance(value, list) or not all(isinstance(n, str) and 0 < len(n) <= 100 for n in value):
+        raise ErfnetError("run.class_names must be a list of names of 1-100 characters")
+    return value
 
 
 def _target(value, where: str) -> str:
@@ -176,6 +198,6 @@ def _optional_float(value, where: str) -> float | None:
 
 
 def _choice(value, allowed: tuple[str, ...], where: str) -> str:
-    if value not in allowed:
+    if not isinstance(value, str) or value not in allowed:
         raise ErfnetError(f"{where} must be one of {', '.join(allowed)}, got {value!r}")
-    return value
+    return str(value)  # the plain string, also for an enum member

@@ -11,8 +11,6 @@ from datetime import datetime
 import sqlalchemy as sa
 from sqlalchemy.orm import DeclarativeBase, Mapped, declared_attr, mapped_column
 
-PERF_STATUSES = ("ok", "oom", "compile_failed", "infer_failed", "skipped")
-RUN_STATUSES = ("complete", "partial", "failed", "skipped")
 
 
 class Base(DeclarativeBase):
@@ -46,6 +44,7 @@ class Run(Base):
     dataset_fingerprint: Mapped[str | None] = mapped_column(sa.String(255))
     images: Mapped[int | None] = mapped_column(sa.Integer)
     synthetic: Mapped[bool | None] = mapped_column(sa.Boolean)
+    class_names: Mapped[list | None] = mapped_column(sa.JSON)  # the dataset's, in label order
     published_at: Mapped[datetime] = mapped_column(sa.DateTime(timezone=True), nullable=False)
 
 

@@ -134,6 +134,15 @@ def runs_table(runs: list[dict]) -> Table:
     return headers, rows
 
 
+def reference_table(figures: list[dict]) -> Table:
+    """The guide's figures as stored: one row per (metric, column, batch); a cell that did not run shows
+    the guide's own words."""
+    headers = ["metric", "column", "batch", "value"]
+    rows = [[f["metric"], f["column"] or "", "" if f["batch_size"] is None else str(f["batch_size"]),
+             (f["note"] or f["status"]) if f["value"] is None else f"{f['value']:g}"] for f in figures]
+    return headers, rows
+
+
 def findings_table(findings: list[dict]) -> Table:
     return ["rule", "target", "batch", "finding"], [
         [f["rule"], f["target"], str(f["batch_size"]), f["message"]] for f in findings]
