@@ -132,6 +132,27 @@ def build_parser() -> argparse.ArgumentParser:
         prog="erfnet", description="ErfNet offline-inference regression pipeline (the guide's scripts as one command).")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
+    _add_model_commands(sub)
+    _add_data_commands(sub)
+    _add_backend_commands(sub)
+
+    from .results.cli import register as register_results
+
+    register_results(sub)
+
+    p = sub.add_parser("demo", help="run the whole DAG in-process on the embedded default (ONNX Runtime + PyTorch "
+                                    "CPU); without --weights/--dataset-root on SYNTHETIC data and RANDOM weights")
+    p.add_argument("--weights", help="a real erfnet_pretrained.pth (default: a random, untrained checkpoint)")
+    p.add_argument("--dataset-root", help="a real Cityscapes root with leftImg8bit/val and gtFine/val "
+                                          "(default: a small synthetic tree)")
+    p.add_argument("--images", type=positive_int, default=4, help="synthetic images to make (default 4)")
+    p.add_argument("--targets", default="cpu,torch-cpu", help="comma-separated targets (default cpu,torch-cpu)")
+    p.add_argument("--batch-sizes", default="1,4", help="comma-separated batch sizes (default 1,4)")
+    p.set_defaults(handler=cmd_demo)
+    return parser
+
+
+def _add_model_commands(sub) -> None:
     p = sub.add_parser("export", help="ErfNet_pth2onnx.py: checkpoint -> ONNX, verified against PyTorch")
     p.add_argument("weights", metavar="WEIGHTS.pth")
     p.add_argument("out", metavar="OUT.onnx")
@@ -153,6 +174,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="include BatchNorm's num_batches_tracked keys (the 2017 upstream file has none)")
     p.set_defaults(handler=cmd_random_weights)
 
+def _add_data_commands(sub) -> None:
     p = sub.add_parser("preprocess", help="ErfNet_preprocess.py: images -> PREP_DIR/*.bin, trainId labels -> GT_OUT_DIR")
     p.add_argument("img_dir", metavar="IMG_DIR")
     p.add_argument("prep_dir", metavar="PREP_DIR")
@@ -184,6 +206,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(handler=cmd_sample_data)
 
+def _add_backend_commands(sub) -> None:
     backends = backend_names()
     p = sub.add_parser("compile", help="atc (Ascend, optionally AOE) or ORT's optimiser: ONNX -> model for one chip "
                                        "and batch size; prints its path")
@@ -211,21 +234,6 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("environment", help="CANN version, NPU chips, driver and available backends of this host")
     p.add_argument("--format", choices=["json", "text"], default="text")
     p.set_defaults(handler=cmd_environment)
-
-    from .results.cli import register as register_results
-
-    register_results(sub)
-
-    p = sub.add_parser("demo", help="run the whole DAG in-process on the embedded default (ONNX Runtime + PyTorch "
-                                    "CPU); without --weights/--dataset-root on SYNTHETIC data and RANDOM weights")
-    p.add_argument("--weights", help="a real erfnet_pretrained.pth (default: a random, untrained checkpoint)")
-    p.add_argument("--dataset-root", help="a real Cityscapes root with leftImg8bit/val and gtFine/val "
-                                          "(default: a small synthetic tree)")
-    p.add_argument("--images", type=positive_int, default=4, help="synthetic images to make (default 4)")
-    p.add_argument("--targets", default="cpu,torch-cpu", help="comma-separated targets (default cpu,torch-cpu)")
-    p.add_argument("--batch-sizes", default="1,4", help="comma-separated batch sizes (default 1,4)")
-    p.set_defaults(handler=cmd_demo)
-    return parser
 
 
 def main(argv: list[str] | None = None) -> int:

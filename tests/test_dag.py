@@ -71,6 +71,21 @@ def run_dag(home: Path, data: Path, conf: dict, **env_extra: str) -> DagRun:
     return run
 
 
+def ascend_standins(tmp_path: Path, pg_url: str, chips: str, **extra: str) -> tuple[Path, dict]:
+    """A CANN 8.0.0 toolkit folder and the environment that puts the Ascend stand-ins in charge."""
+    toolkit = tmp_path / "ascend-toolkit"
+    toolkit.mkdir()
+    (toolkit / "version.cfg").write_text("# version: 1.0\nruntime_running_version=[7.6.0.1.220:8.0.0]\n")
+    return toolkit, {
+        "PATH": f"{STANDINS / 'bin'}{os.pathsep}{os.environ['PATH']}",
+        "PYTHONPATH": str(STANDINS),
+        "ASCEND_TOOLKIT_HOME": str(toolkit),
+        "STANDIN_NPU_CHIP": chips,
+        "ERFNET_RESULTS_DB_URL": pg_url,
+        **extra,
+    }
+
+
 def run_document(url: str, run: DagRun) -> dict:
     from erfnet_tasks.results import db, queries
 
@@ -158,17 +173,8 @@ def test_end_to_end_onnxruntime_publishes_to_postgres(airflow_home, dataset_and_
 def test_ascend_standins_two_chips_one_cell_out_of_memory_then_nightly_and_cann_upgrade(
         airflow_home, dataset_and_weights, pg_url, tmp_path):
     data = dataset_and_weights
-    toolkit = tmp_path / "ascend-toolkit"
-    toolkit.mkdir()
-    (toolkit / "version.cfg").write_text("# version: 1.0\nruntime_running_version=[7.6.0.1.220:8.0.0]\n")
-    standins = {
-        "PATH": f"{STANDINS / 'bin'}{os.pathsep}{os.environ['PATH']}",
-        "PYTHONPATH": str(STANDINS),
-        "ASCEND_TOOLKIT_HOME": str(toolkit),
-        "STANDIN_NPU_CHIP": "Ascend310,Ascend310P3",
-        "STANDIN_NPU_OOM_BATCH": "2",  # the 310's batch-64 failure, at a size a test can afford
-        "ERFNET_RESULTS_DB_URL": pg_url,
-    }
+    toolkit, standins = ascend_standins(tmp_path, pg_url, "Ascend310,Ascend310P3",
+                                        STANDIN_NPU_OOM_BATCH="2")  # the 310's batch-64 failure, affordably
     conf = {"weights": str(data / "erfnet_random_untrained.pth"), "dataset_root": str(data / "cityscapes"),
             "targets": ["Ascend310", "Ascend310P3"], "batch_sizes": [1, 2], "reference_miou": 0.0,
             "image_limit": 1}
@@ -208,16 +214,7 @@ def test_a_cell_whose_model_never_loads_makes_the_run_incomplete_and_the_next_ni
     """Issue 13: model_load_failed is an infrastructure failure, not a result. The stand-in device is a
     310P3, so the Ascend310 om compiles but cannot load on it."""
     data = dataset_and_weights
-    toolkit = tmp_path / "ascend-toolkit"
-    toolkit.mkdir()
-    (toolkit / "version.cfg").write_text("# version: 1.0\nruntime_running_version=[7.6.0.1.220:8.0.0]\n")
-    standins = {
-        "PATH": f"{STANDINS / 'bin'}{os.pathsep}{os.environ['PATH']}",
-        "PYTHONPATH": str(STANDINS),
-        "ASCEND_TOOLKIT_HOME": str(toolkit),
-        "STANDIN_NPU_CHIP": "Ascend310P3",
-        "ERFNET_RESULTS_DB_URL": pg_url,
-    }
+    _toolkit, standins = ascend_standins(tmp_path, pg_url, "Ascend310P3")
     conf = {"weights": str(data / "erfnet_random_untrained.pth"), "dataset_root": str(data / "cityscapes"),
             "targets": ["Ascend310", "Ascend310P3"], "batch_sizes": [1], "reference_miou": 0.0,
             "image_limit": 1}
