@@ -3,7 +3,6 @@ and printouts, and every failure status."""
 
 from __future__ import annotations
 
-from pathlib import Path
 
 import numpy as np
 import pytest

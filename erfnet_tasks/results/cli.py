@@ -5,7 +5,6 @@ Thin handlers over db / queries / tables / publish; erfnet_tasks.cli calls ``reg
 
 from __future__ import annotations
 
-import argparse
 import json
 
 from ..argtypes import percent, positive_int
