@@ -107,7 +107,7 @@ def _perf_findings(cell: Performance, baseline: tuple[str, str | None, float], r
     if cell.status in FAILED_RESULTS:
         return [_finding("cell_failed", cell.target, cell.batch_size,
                          f"{where}: {cell.status} now, ok in {versus}", None, None, base_id)]
-    if cell.status == "ok" and cell.throughput_fps is not None:
+    if cell.status == CellStatus.OK and cell.throughput_fps is not None:
         threshold = base_fps * (1.0 - rules.throughput_drop)
         if cell.throughput_fps < threshold:
             drop = 1.0 - cell.throughput_fps / base_fps

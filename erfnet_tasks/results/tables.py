@@ -11,6 +11,7 @@ import csv
 import io
 
 from ..errors import ErfnetError
+from ..records import CellStatus
 from .document import PERF_FIELDS
 from .reference import GUIDE_ACCURACY_BATCHES, GUIDE_COLUMNS, GUIDE_MIOU, GUIDE_THROUGHPUT, guide_column
 
@@ -182,14 +183,14 @@ def _miou(cell) -> float | None:
 def _fps(cell) -> tuple[float | None, str]:
     if cell is None:
         return None, ""
-    if cell.get("status", "ok") == "ok" and cell.get("throughput_fps") is not None:
+    if cell.get("status", CellStatus.OK) == CellStatus.OK and cell.get("throughput_fps") is not None:
         return cell["throughput_fps"], f"{cell['throughput_fps']:.2f}"
     return None, cell.get("status") or ""
 
 
 def _failure_text(perf_cell) -> str:
     status = (perf_cell or {}).get("status")
-    return status if status and status != "ok" else ""
+    return status if status and status != CellStatus.OK else ""
 
 
 def _guide_fps(batch: int, column: str) -> tuple[float | None, str]:
