@@ -175,3 +175,15 @@ def test_accuracy_table_in_percent_with_failures_as_status():
     assert by_batch["64"]["Ascend310"] == "oom" and by_batch["64"]["Ascend310P3+AOE"] == "compile_failed"
     assert by_batch["1"]["torch-cuda"] == ""                          # measured for speed only
     assert tables.accuracy_table(GUIDE_LIKE, tolerance=0.03)[1][0][headers.index("cpu")] == "70.00"
+
+
+def test_reference_shows_the_guides_figures_seeded_by_migration(sqlite_url, capsys):
+    assert run_cli(capsys, "results", "--db", sqlite_url, "init")[0] == 0
+    code, out, _ = run_cli(capsys, "results", "--db", sqlite_url, "reference")
+    assert code == 0
+    assert any(line.split()[:4] == ["throughput_fps", "310P-AOE", "1", "380.082"] for line in out.splitlines())
+    assert "memory allocation failed" in out
+    code, out, _ = run_cli(capsys, "results", "--db", sqlite_url, "reference", "--format", "json")
+    figures = json.loads(out)
+    assert len(figures) == 35 and {"metric": "miou", "column": "310", "batch_size": 1} == {
+        k: figures[0][k] for k in ("metric", "column", "batch_size")}
