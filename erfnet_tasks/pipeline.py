@@ -58,7 +58,8 @@ def backend_versions(targets: list[Target], cann_version: str | None) -> dict[st
     versions = {}
     for backend in all_backends():
         if backend.RUNS_ON == "host":
-            versions[backend.NAME] = backend.version().split("+")[0]
+            if backend.available():  # an optional host backend that is not installed records nothing
+                versions[backend.NAME] = backend.version().split("+")[0]
         elif backend.NAME in used:
             versions[backend.NAME] = cann_version or "unknown"
     return versions

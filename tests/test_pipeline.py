@@ -207,3 +207,15 @@ def test_an_imported_complete_run_with_an_unmeasured_cell_is_stored_incomplete(s
     publish.publish_run(doc, sqlite_url)
     with db.session_scope(sqlite_url) as session:
         assert queries.run_document(session, env["run_id"])["run"]["status"] == "incomplete"
+
+
+def test_a_failing_npu_smi_does_not_abort_a_cpu_only_run(data_root, tmp_path, monkeypatch):
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    smi = bin_dir / "npu-smi"
+    smi.write_text("#!/bin/sh\necho 'dcmi module initialize failed. ret is -8005'\nexit 1\n")
+    smi.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    env = pipeline.resolve_environment(form(data_root), "manual__npu_smi_broken")
+    assert [t["name"] for t in env["targets"]] == ["cpu"] and env["driver_version"] is None
+    assert set(env["backends"]) == {"onnxruntime", "torch"}
