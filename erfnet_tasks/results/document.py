@@ -97,21 +97,29 @@ def normalize_document(doc) -> dict:
     }
 
 
-def _cells(doc: dict, key: str, fields: tuple[str, ...], check) -> list[dict]:
+def _items(doc: dict, key: str, fields: tuple[str, ...]) -> list[tuple[str, dict]]:
+    """(where, object) for each entry of the list ``doc[key]``: its ``fields``, target and batch checked."""
     items = doc.get(key) or []
     if not isinstance(items, list):
         raise ErfnetError(f'"{key}" must be a list')
-    cells, seen = [], set()
+    out = []
     for i, item in enumerate(items):
         if not isinstance(item, dict):
             raise ErfnetError(f"{key}[{i}] must be an object")
-        cell = {name: item.get(name) for name in fields}
-        cell["target"] = _target(cell["target"], f"{key}[{i}].target")
-        cell["batch_size"] = _batch(cell["batch_size"], f"{key}[{i}].batch_size")
+        obj = {name: item.get(name) for name in fields}
+        obj["target"] = _target(obj["target"], f"{key}[{i}].target")
+        obj["batch_size"] = _batch(obj["batch_size"], f"{key}[{i}].batch_size")
+        out.append((f"{key}[{i}]", obj))
+    return out
+
+
+def _cells(doc: dict, key: str, fields: tuple[str, ...], check) -> list[dict]:
+    cells, seen = [], set()
+    for where, cell in _items(doc, key, fields):
         if (cell["target"], cell["batch_size"]) in seen:
             raise ErfnetError(f"{key} lists target {cell['target']} batch {cell['batch_size']} twice")
         seen.add((cell["target"], cell["batch_size"]))
-        check(cell, f"{key}[{i}]")
+        check(cell, where)
         cells.append(cell)
     return sorted(cells, key=lambda c: (c["target"], c["batch_size"]))
 
@@ -141,20 +149,12 @@ def _check_perf(cell: dict, where: str) -> None:
 
 
 def _findings(doc: dict) -> list[dict]:
-    items = doc.get("findings") or []
-    if not isinstance(items, list):
-        raise ErfnetError('"findings" must be a list')
     findings = []
-    for i, item in enumerate(items):
-        if not isinstance(item, dict):
-            raise ErfnetError(f"findings[{i}] must be an object")
-        finding = {name: item.get(name) for name in FINDING_FIELDS}
-        finding["target"] = _target(finding["target"], f"findings[{i}].target")
-        finding["batch_size"] = _batch(finding["batch_size"], f"findings[{i}].batch_size")
+    for where, finding in _items(doc, "findings", FINDING_FIELDS):
         finding["rule"] = str(finding["rule"] or "unknown")
         finding["message"] = str(finding["message"] or "")
-        finding["value"] = _optional_float(finding["value"], f"findings[{i}].value")
-        finding["threshold"] = _optional_float(finding["threshold"], f"findings[{i}].threshold")
+        finding["value"] = _optional_float(finding["value"], f"{where}.value")
+        finding["threshold"] = _optional_float(finding["threshold"], f"{where}.threshold")
         if finding["baseline_run_id"] is not None:
             validate_run_id(finding["baseline_run_id"])
         findings.append(finding)
