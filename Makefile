@@ -1,7 +1,8 @@
 # ErfNet offline-inference regression pipeline.
 #   make install   create .venv (Python 3.11) with the pinned versions of constraints.txt; idempotent
 #   make demo      the whole DAG in-process on synthetic data and a random checkpoint (see README)
-#   make test      the test suite (installs chromium and docker-compose from Debian when missing)
+#   make test      the whole test suite (installs chromium and docker-compose from Debian when missing)
+#   make test-fast the suite without the `slow` (full-size ERFNet) and `browser` (headless Chromium) tests
 #   make bench     the benchmark suite -> bench/results.json and BENCHMARKS.md
 
 PYTHON ?= python3.11
@@ -9,7 +10,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install demo test bench system-test-deps clean freeze-constraints
+.PHONY: install demo test test-fast bench system-test-deps clean freeze-constraints
 
 install: $(STAMP)
 
@@ -30,6 +31,9 @@ demo: install
 
 test: install system-test-deps
 	$(BIN)/python -m pytest
+
+test-fast: install
+	$(BIN)/python -m pytest -m "not slow and not browser"
 
 bench: install
 	$(BIN)/python bench/run.py --make

@@ -1,5 +1,5 @@
 """The guide's own ways, written independently of erfnet_tasks, as the baselines our stages are measured
-against (guide-semantics.md): ErfNet_preprocess.py's single-process PIL loop and ErfNet_postprocess.py
+against (docs/reference/guide-semantics.md): ErfNet_preprocess.py's single-process PIL loop and ErfNet_postprocess.py
 with erfnet_pytorch's iouEval (one-hot scatter, tp/fp/fn sums per image)."""
 
 from __future__ import annotations

@@ -136,7 +136,7 @@ def matmul_rate(n: int, repeats: int) -> dict:
 
 def subset_tree(root: Path, n: int, dest: Path) -> Path:
     """A Cityscapes-layout tree of the first ``n`` images of ``root`` (symlinks, labels alongside)."""
-    from erfnet_tasks.cityscapes import TRAIN_IDS_SUFFIX
+    from erfnet_tasks.datasets.cityscapes import TRAIN_IDS_SUFFIX
 
     images = sorted((root / "leftImg8bit" / "val").rglob("*.png"))[:n]
     for img in images:
@@ -151,7 +151,7 @@ def subset_tree(root: Path, n: int, dest: Path) -> Path:
 
 def setup(work: Path, cfg: dict) -> dict:
     from erfnet_tasks.backends import get_backend
-    from erfnet_tasks.cityscapes import write_sample_data
+    from erfnet_tasks.datasets.synthetic import write_sample_data
     from erfnet_tasks.model import write_random_checkpoint
     from erfnet_tasks.onnx_export import append_argmax, check_onnx, export_onnx, fix_bn
 
@@ -309,7 +309,7 @@ def inference(work: Path, s: dict, prep: Path, cfg: dict, limit_gflops: float) -
 # ---------------------------------------------------------------------------------- preprocessing
 
 def preprocessing(work: Path, tree: Path, cfg: dict) -> dict:
-    from erfnet_tasks.cityscapes import default_workers
+    from erfnet_tasks.datasets.cityscapes import default_workers
 
     img_dir, gt_dir = tree / "leftImg8bit" / "val", tree / "gtFine" / "val"
     n = len(list(img_dir.rglob("*.png")))
@@ -342,7 +342,7 @@ def preprocessing(work: Path, tree: Path, cfg: dict) -> dict:
 
 def evaluation(work: Path, s: dict, prep: Path, gt: Path, fp16_summary: Path, cfg: dict) -> dict:
     from erfnet_tasks.backends import get_backend
-    from erfnet_tasks.cityscapes import default_workers
+    from erfnet_tasks.datasets.cityscapes import default_workers
     from erfnet_tasks.evaluate import evaluate_summary
 
     ort = get_backend("onnxruntime")
@@ -486,7 +486,8 @@ _TASK_LINE = re.compile(r"^(\S+?)Z? .*\[DAG TEST\] (starting|end task) task_id=(
 def dag_overhead(work: Path, cfg: dict) -> dict:
     """The demo's wall time against the same stages called directly on the same amount of work."""
     from erfnet_tasks.backends import get_backend
-    from erfnet_tasks.cityscapes import preprocess, write_sample_data
+    from erfnet_tasks.datasets.cityscapes import preprocess
+    from erfnet_tasks.datasets.synthetic import write_sample_data
     from erfnet_tasks.evaluate import evaluate_summary
     from erfnet_tasks.model import write_random_checkpoint
     from erfnet_tasks.onnx_export import export_onnx, fix_bn

@@ -17,14 +17,14 @@ Every task is a call into `erfnet_tasks.pipeline`; see the README for the parame
 
 from __future__ import annotations
 
-import os
 from datetime import datetime, timedelta
 
 from airflow.sdk import Asset, ExceptionRetryPolicy, Param, RetryAction, RetryRule, dag, task
 
-from erfnet_tasks import pipeline
+from erfnet_tasks import pipeline, settings
+from erfnet_tasks.params import form_fields
 
-NPU_QUEUE = os.environ.get("ERFNET_NPU_QUEUE", "npu")
+NPU_QUEUE = settings.npu_queue()
 NPU_POOL = "npu_devices"
 RESULTS_ASSET = Asset(name="erfnet_results", uri="erfnet://results/erfnet_offline_inference")
 AFTER_SKIPPED_GROUPS = "none_failed_min_one_success"  # a matrix group may be empty (no NPU targets)
@@ -32,12 +32,11 @@ AFTER_SKIPPED_GROUPS = "none_failed_min_one_success"  # a matrix group may be em
 # Bad parameters, inputs and regressions are deterministic: retrying them changes nothing. A results
 # database that stayed down through publish's own backoff may be back by the next try.
 NO_RETRY_ON_BAD_INPUT = ExceptionRetryPolicy(rules=[
-    RetryRule(exception="erfnet_tasks.results.publish.PublishFailed", action=RetryAction.RETRY,
+    RetryRule(exception="erfnet_tasks.errors.PublishFailed", action=RetryAction.RETRY,
               reason="the results database is unreachable; the run's results.json is already written"),
     RetryRule(exception="erfnet_tasks.errors.ErfnetError", action=RetryAction.FAIL,
               reason="deterministic failure (bad input, configuration or a regression)"),
 ])
-DEFAULTS = pipeline.default_params()
 
 
 @dag(
@@ -49,28 +48,7 @@ DEFAULTS = pipeline.default_params()
     max_active_runs=1,
     tags=["erfnet", "ascend", "regression"],
     default_args={"retries": 2, "retry_delay": timedelta(minutes=2), "retry_policy": NO_RETRY_ON_BAD_INPUT},
-    params={
-        "weights": Param(DEFAULTS["weights"], type="string", title="Weights (.pth)",
-                         description="erfnet_pretrained.pth in the upstream layout; under ERFNET_DATA_ROOTS"),
-        "dataset_root": Param(DEFAULTS["dataset_root"], type="string", title="Cityscapes root",
-                              description="holds leftImg8bit/val and gtFine/val; under ERFNET_DATA_ROOTS"),
-        "targets": Param(DEFAULTS["targets"], type="array", title="Targets",
-                         items={"type": "string",
-                                "pattern": r"^(auto|cpu|cuda|torch-cpu|torch-cuda|Ascend[0-9A-Za-z]+(\+AOE)?)$"},
-                         minItems=1,
-                         description="Ascend chips (Ascend310, Ascend310P3, ...), cpu/cuda (ONNX Runtime), "
-                                     "torch-cpu/torch-cuda; auto = the chips npu-smi reports"),
-        "batch_sizes": Param(DEFAULTS["batch_sizes"], type="array", items={"type": "integer", "minimum": 1},
-                             minItems=1, title="Batch sizes"),
-        "aoe": Param(DEFAULTS["aoe"], type="boolean", title="Also compile with AOE tuning (310P-AOE column)"),
-        "image_limit": Param(DEFAULTS["image_limit"], type="integer", minimum=0,
-                             title="Image limit", description="0 = the whole val set (500 images)"),
-        "reference_miou": Param(DEFAULTS["reference_miou"], type="number", minimum=0, maximum=100,
-                                title="Reference mIoU (%)", description="the guide's published 72.20"),
-        "tolerance": Param(DEFAULTS["tolerance"], type="number", minimum=0, maximum=100,
-                           title="Tolerance (mIoU points)", description="the guide's 1% criterion"),
-        "force": Param(DEFAULTS["force"], type="boolean", title="Run even if nothing changed"),
-    },
+    params={name: Param(**spec) for name, spec in form_fields().items()},
 )
 def erfnet_offline_inference():
     @task(queue=NPU_QUEUE)

@@ -10,17 +10,9 @@ import argparse
 import json
 import sys
 
+from .argtypes import non_negative_int, positive_int, size
+from .backends import backend_names
 from .errors import ErfnetError, first_line
-
-
-def positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return value
 
 
 # ---------------------------------------------------------------------------------------------- 3.1
@@ -57,20 +49,10 @@ def cmd_random_weights(args) -> int:
     return 0
 
 
-# ------------------------------------------------------------------------------ 4, 6.1 (issue 3)
-
-def _size(text: str) -> tuple[int, int]:
-    try:
-        width, height = (int(v) for v in text.lower().split("x"))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected WIDTHxHEIGHT, got {text!r}") from None
-    if width <= 0 or height <= 0:
-        raise argparse.ArgumentTypeError(f"expected WIDTHxHEIGHT, got {text!r}")
-    return width, height
-
+# ------------------------------------------------------------------------------------------ 4, 6.1
 
 def cmd_preprocess(args) -> int:
-    from .cityscapes import preprocess
+    from .datasets.cityscapes import preprocess
 
     m = preprocess(args.img_dir, args.prep_dir, args.gt_dir, args.gt_out_dir, workers=args.workers,
                    limit=args.limit, skip_bad=args.skip_bad, progress=not args.quiet)
@@ -94,7 +76,7 @@ def cmd_evaluate(args) -> int:
 
 
 def cmd_sample_data(args) -> int:
-    from .cityscapes import write_sample_data
+    from .datasets.synthetic import write_sample_data
 
     root = write_sample_data(args.out_dir, args.images, size=args.size, seed=args.seed)
     print(f"wrote {args.images} SYNTHETIC image(s) with labels in the Cityscapes layout under {root} "
@@ -102,7 +84,7 @@ def cmd_sample_data(args) -> int:
     return 0
 
 
-# ---------------------------------------------------------------------------- 3.2, 5, 7 (issue 4)
+# ---------------------------------------------------------------------------------------- 3.2, 5, 7
 
 def cmd_compile(args) -> int:
     from .backends import get_backend
@@ -132,16 +114,6 @@ def cmd_environment(args) -> int:
     return 0
 
 
-def _non_negative_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text!r}")
-    return value
-
-
 def cmd_demo(args) -> int:
     from .demo import run_demo
 
@@ -161,6 +133,27 @@ def build_parser() -> argparse.ArgumentParser:
         prog="erfnet", description="ErfNet offline-inference regression pipeline (the guide's scripts as one command).")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
+    _add_model_commands(sub)
+    _add_data_commands(sub)
+    _add_backend_commands(sub)
+
+    from .results.cli import register as register_results
+
+    register_results(sub)
+
+    p = sub.add_parser("demo", help="run the whole DAG in-process on the embedded default (ONNX Runtime + PyTorch "
+                                    "CPU); without --weights/--dataset-root on SYNTHETIC data and RANDOM weights")
+    p.add_argument("--weights", help="a real erfnet_pretrained.pth (default: a random, untrained checkpoint)")
+    p.add_argument("--dataset-root", help="a real Cityscapes root with leftImg8bit/val and gtFine/val "
+                                          "(default: a small synthetic tree)")
+    p.add_argument("--images", type=positive_int, default=4, help="synthetic images to make (default 4)")
+    p.add_argument("--targets", default="cpu,torch-cpu", help="comma-separated targets (default cpu,torch-cpu)")
+    p.add_argument("--batch-sizes", default="1,4", help="comma-separated batch sizes (default 1,4)")
+    p.set_defaults(handler=cmd_demo)
+    return parser
+
+
+def _add_model_commands(sub) -> None:
     p = sub.add_parser("export", help="ErfNet_pth2onnx.py: checkpoint -> ONNX, verified against PyTorch")
     p.add_argument("weights", metavar="WEIGHTS.pth")
     p.add_argument("out", metavar="OUT.onnx")
@@ -182,8 +175,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="include BatchNorm's num_batches_tracked keys (the 2017 upstream file has none)")
     p.set_defaults(handler=cmd_random_weights)
 
-    # Each later step adds its subcommands below, in the guide's order.
-    # <section: preprocess, evaluate, sample-data (issue 3)>
+def _add_data_commands(sub) -> None:
     p = sub.add_parser("preprocess", help="ErfNet_preprocess.py: images -> PREP_DIR/*.bin, trainId labels -> GT_OUT_DIR")
     p.add_argument("img_dir", metavar="IMG_DIR")
     p.add_argument("prep_dir", metavar="PREP_DIR")
@@ -214,31 +206,31 @@ def build_parser() -> argparse.ArgumentParser:
                                    "an mIoU measured on them says nothing about the model.")
     p.add_argument("out_dir", metavar="OUT_DIR")
     p.add_argument("--images", type=positive_int, required=True)
-    p.add_argument("--size", type=_size, default=(2048, 1024), help="WIDTHxHEIGHT (default 2048x1024)")
+    p.add_argument("--size", type=size, default=(2048, 1024), help="WIDTHxHEIGHT (default 2048x1024)")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(handler=cmd_sample_data)
 
-    # <section: compile, infer, environment (issue 4)>
-    backends = ["onnxruntime", "torch", "ascend", "ais_bench"]
+def _add_backend_commands(sub) -> None:
+    backends = backend_names()
     p = sub.add_parser("compile", help="atc (Ascend, optionally AOE) or ORT's optimiser: ONNX -> model for one chip "
                                        "and batch size; prints its path")
     p.add_argument("model", metavar="MODEL.onnx", help="the ONNX (for --backend torch: the .pth)")
     p.add_argument("out_dir", metavar="OUT_DIR")
-    p.add_argument("--backend", choices=backends, default="onnxruntime")
+    p.add_argument("--backend", choices=backends, default=backend_names()[0])
     p.add_argument("--chip", default=None, help="Ascend soc_version such as Ascend310P3; onnxruntime/torch: cpu or cuda")
     p.add_argument("--batch-size", type=positive_int, required=True)
     p.add_argument("--aoe", action="store_true", help="Ascend: tune with AOE (subgraphs, then operators)")
     p.set_defaults(handler=cmd_compile)
 
     p = sub.add_parser("infer", help="ais_bench (or ONNX Runtime / PyTorch) over PREP_DIR, in ais_bench's output layout")
-    p.add_argument("--backend", choices=backends, default="onnxruntime")
+    p.add_argument("--backend", choices=backends, default=backend_names()[0])
     p.add_argument("--model", required=True, help="the .om (ascend), .onnx (onnxruntime) or .pth (torch)")
     p.add_argument("--input", required=True, metavar="PREP_DIR")
     p.add_argument("--output", required=True, metavar="OUT_DIR")
     p.add_argument("--batchsize", type=positive_int, required=True)
     p.add_argument("--device", default=None, help="ascend: device id (0); onnxruntime/torch: cpu, cuda or cuda:N")
     p.add_argument("--loop", type=positive_int, default=1)
-    p.add_argument("--warmup", type=_non_negative_int, default=1)
+    p.add_argument("--warmup", type=non_negative_int, default=1)
     p.add_argument("--output-type", choices=["fp16", "fp32"], default="fp16",
                    help="dtype of the written outputs (ascend: fixed by the om, FP16 from atc)")
     p.set_defaults(handler=cmd_infer)
@@ -246,23 +238,6 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("environment", help="CANN version, NPU chips, driver and available backends of this host")
     p.add_argument("--format", choices=["json", "text"], default="text")
     p.set_defaults(handler=cmd_environment)
-
-    # <section: results (issue 5)>
-    from .results.cli import register as register_results
-
-    register_results(sub)
-
-    # <section: demo (issue 6)>
-    p = sub.add_parser("demo", help="run the whole DAG in-process on the embedded default (ONNX Runtime + PyTorch "
-                                    "CPU); without --weights/--dataset-root on SYNTHETIC data and RANDOM weights")
-    p.add_argument("--weights", help="a real erfnet_pretrained.pth (default: a random, untrained checkpoint)")
-    p.add_argument("--dataset-root", help="a real Cityscapes root with leftImg8bit/val and gtFine/val "
-                                          "(default: a small synthetic tree)")
-    p.add_argument("--images", type=positive_int, default=4, help="synthetic images to make (default 4)")
-    p.add_argument("--targets", default="cpu,torch-cpu", help="comma-separated targets (default cpu,torch-cpu)")
-    p.add_argument("--batch-sizes", default="1,4", help="comma-separated batch sizes (default 1,4)")
-    p.set_defaults(handler=cmd_demo)
-    return parser
 
 
 def _is_database_error(exc: BaseException) -> bool:

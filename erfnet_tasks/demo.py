@@ -18,7 +18,7 @@ import sys
 from pathlib import Path
 
 from .errors import ErfnetError
-from .settings import data_dir, repo_dir
+from .settings import data_dir, load_settings, repo_dir
 
 DEMO_IMAGES = 4
 DEMO_BATCH_SIZES = [1, 4]
@@ -27,7 +27,7 @@ DEMO_TARGETS = ["cpu", "torch-cpu"]
 
 def prepare_inputs(base: Path, images: int) -> tuple[Path, Path]:
     """A synthetic dataset and a random checkpoint under ``base`` (kept between demo runs)."""
-    from .cityscapes import write_sample_data
+    from .datasets.synthetic import write_sample_data
     from .model import write_random_checkpoint
 
     dataset = base / "synthetic-cityscapes"
@@ -50,7 +50,7 @@ def airflow_environment(base: Path, dags_folder: Path) -> dict:
         "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
         "AIRFLOW__CORE__UNIT_TEST_MODE": "False",
         "ERFNET_DATA_DIR": str(data_dir()),
-        "ERFNET_DATA_ROOTS": os.pathsep.join(filter(None, [os.environ.get("ERFNET_DATA_ROOTS"), str(data_dir())])),
+        "ERFNET_DATA_ROOTS": os.pathsep.join(dict.fromkeys([*map(str, load_settings().data_roots), str(data_dir())])),
     })
     env.pop("AIRFLOW__DATABASE__SQL_ALCHEMY_CONN", None)  # the demo's metadata is its own SQLite file
     return env

@@ -1,4 +1,7 @@
-"""The one exception type that reaches users as a one-line message."""
+"""Every exception class of the project, so that the DAG's retry policy names one module.
+
+``ErfnetError`` is the one type that reaches users, as a one-line message; the others are its kinds.
+"""
 
 
 class ErfnetError(Exception):
@@ -14,7 +17,40 @@ class ErfnetError(Exception):
         super().__init__(" ".join(str(message).split()))
 
 
-def first_line(exc: BaseException) -> str:
+def first_line(exc: BaseException | str) -> str:
     """The first non-empty line of an exception's message (its ``orig`` for SQLAlchemy), else its type name."""
-    text = str(getattr(exc, "orig", None) or exc).strip()
-    return text.splitlines()[0].strip() if text else type(exc).__name__
+    text = str(getattr(exc, "orig", None) or exc)
+    for line in text.splitlines():
+        if line.strip():
+            return line.strip()
+    return type(exc).__name__ if isinstance(exc, BaseException) else ""
+
+
+class CompileFailed(ErfnetError):
+    """The compiler ran and refused; ``code`` is its error code (atc's ``E10007``...) when it gave one."""
+
+    def __init__(self, message: str, *, code: str | None = None, log_path=None):
+        super().__init__(message)
+        self.code = code
+        self.log_path = log_path
+
+
+class InferFailed(ErfnetError):
+    """Inference ran and failed; ``status`` tells the cause apart (one of ``records.INFER_FAILURES``)."""
+
+    def __init__(self, message: str, *, status: str = "infer_failed", log_path=None):
+        from .records import INFER_FAILURES
+
+        if status not in INFER_FAILURES:
+            raise ValueError(f"unknown infer status {status!r}")
+        super().__init__(message)
+        self.status = str(status)
+        self.log_path = log_path
+
+
+class RegressionDetected(ErfnetError):
+    """The gate's verdict: at least one regression rule fired (or the run is incomplete)."""
+
+
+class PublishFailed(ErfnetError):
+    """The results database stayed unreachable through every retry; the run's JSON file still holds it."""

@@ -1,6 +1,6 @@
 """ErfNet_postprocess.py: mIoU of an ais_bench output folder, with erfnet's iouEval semantics exactly.
 
-Per image (guide-semantics.md, "Postprocessing"): the label PNG through PIL ``convert('P')`` and
+Per image (docs/reference/guide-semantics.md, "Postprocessing (mIoU)"): the label PNG through PIL ``convert('P')`` and
 torchvision ``Resize(512, NEAREST)`` (PIL's nearest, which keeps the odd rows and columns of a 2x
 downscale), 255 -> 19; the prediction is the argmax over the 20 channels (first index on ties, as
 ``torch.max`` and ``np.argmax``). Both go into a 20x20 confusion matrix by ``np.bincount``; the sums over
@@ -22,30 +22,25 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from . import cityscapes
-from .cityscapes import (CLASS_NAMES, LABEL_IDS_SUFFIX, label_ids_to_train_ids, label_name_for, resized_size,
-                         run_parallel)
+from .datasets import LabelSpec, label_spec
 from .errors import ErfnetError
 from .outputs import output_file_name, output_folder_of, read_summary
+from .datasets.cityscapes import run_parallel  # moves to its own module with issue 13
 
-NUM_CLASSES = 20
-IGNORE_INDEX = 19
-OUT_H, OUT_W = 512, 1024
-PIXELS = OUT_H * OUT_W
-# Output kind by file size: the guide's om gives FP16 logits; FP32 and an ArgMax-ended model also occur.
-_KINDS = {
-    NUM_CLASSES * PIXELS * 2: ("logits", np.float16),
-    NUM_CLASSES * PIXELS * 4: ("logits", np.float32),
-    PIXELS * 8: ("labels", np.int64),
-    PIXELS * 4: ("labels", np.int32),
-}
+
+def _kinds(spec: LabelSpec) -> dict[int, tuple[str, type]]:
+    """Output kind by file size: the guide's om gives FP16 logits; FP32 and an ArgMax-ended model also occur."""
+    pixels = spec.size[0] * spec.size[1]
+    return {spec.channels * pixels * 2: ("logits", np.float16), spec.channels * pixels * 4: ("logits", np.float32),
+            pixels * 8: ("labels", np.int64), pixels * 4: ("labels", np.int32)}
 
 
 @dataclass(frozen=True)
 class EvalResult:
     miou: float                 # fraction, 0..1
-    per_class: list[float]      # 19 fractions, in trainId order (CLASS_NAMES)
+    per_class: list[float]      # one fraction per scored class, in label order (spec.class_names)
     images: int
+    class_names: tuple[str, ...] = ()
 
 
 # ------------------------------------------------------------------------------------- per image
@@ -77,43 +72,42 @@ def argmax_channels(logits: np.ndarray) -> np.ndarray:
     return index.reshape(logits.shape[1:])
 
 
-def read_prediction(path: str | os.PathLike) -> np.ndarray:
-    """One output file as a (512, 1024) class map, its kind told apart by its size."""
+def read_prediction(path: str | os.PathLike, spec: LabelSpec | None = None) -> np.ndarray:
+    """One output file as a (height, width) class map, its kind told apart by its size."""
+    spec = spec or label_spec()
+    channels, (out_w, out_h) = spec.channels, spec.size
+    kinds = _kinds(spec)
     path = Path(path)
     try:
         size = path.stat().st_size
     except FileNotFoundError:
         raise ErfnetError(f"output file missing: {path}") from None
-    if size not in _KINDS:
-        raise ErfnetError(f"{path}: {size} bytes is neither 20x512x1024 FP16/FP32 logits nor a 512x1024 "
-                          f"int32/int64 label map")
-    kind, dtype = _KINDS[size]
+    if size not in kinds:
+        raise ErfnetError(f"{path}: {size} bytes is neither {channels}x{out_h}x{out_w} FP16/FP32 logits nor a "
+                          f"{out_h}x{out_w} int32/int64 label map")
+    kind, dtype = kinds[size]
     data = np.fromfile(path, dtype=dtype)
     if kind == "logits":
         # argmax would rank NaN first and count it as a class: a non-finite output is an error, not a score.
         if not (np.isfinite(data.min()) and np.isfinite(data.max())):
             bad = int(np.count_nonzero(~np.isfinite(data)))
             raise ErfnetError(f"{path}: {bad} NaN/Inf logit(s) of {data.size}: the model's output is broken")
-        return argmax_channels(data.reshape(NUM_CLASSES, OUT_H, OUT_W))
-    if data.min() < 0 or data.max() >= NUM_CLASSES:
-        raise ErfnetError(f"{path}: label map values outside 0..{NUM_CLASSES - 1}")
-    return data.astype(np.uint8).reshape(OUT_H, OUT_W)
+        return argmax_channels(data.reshape(channels, out_h, out_w))
+    if data.min() < 0 or data.max() >= channels:
+        raise ErfnetError(f"{path}: label map values outside 0..{channels - 1}")
+    return data.astype(np.uint8).reshape(out_h, out_w)
 
 
-def read_label(path: str | os.PathLike) -> np.ndarray:
-    """The guide's label transform: convert('P'), Resize(512, NEAREST), 255 -> 19."""
+def read_label(path: str | os.PathLike, spec: LabelSpec | None = None) -> np.ndarray:
+    """The guide's label transform: convert('P'), Resize(512, NEAREST), 255 -> 19 (for Cityscapes)."""
+    spec = spec or label_spec()
     path = Path(path)
     try:
-        with Image.open(path) as im:
-            if im.mode not in ("L", "P"):  # convert() would clip a 16-bit label silently
-                raise ValueError(f"label mode {im.mode}, expected 8-bit single channel")
-            if path.name.endswith(LABEL_IDS_SUFFIX):  # derived exactly as preprocess derives it
-                im = Image.fromarray(label_ids_to_train_ids(np.asarray(im.convert("L"))))
-            im = im.convert("P")
-            size = resized_size(*im.size)
-            if im.size != size:
-                im = im.resize(size, Image.NEAREST)
-            label = np.array(im, dtype=np.uint8)
+        im = spec.open_label(path)
+        size = spec.label_size(*im.size)
+        if im.size != size:
+            im = im.resize(size, Image.NEAREST)
+        label = np.array(im, dtype=np.uint8)
     except FileNotFoundError:
         raise ErfnetError(f"label file missing: {path}") from None
     except ValueError as exc:
@@ -122,25 +116,25 @@ def read_label(path: str | os.PathLike) -> np.ndarray:
         if isinstance(exc, OSError) and exc.errno is not None:
             raise ErfnetError(f"cannot read label {path}: {exc}") from None
         raise ErfnetError(f"{path}: unreadable or truncated label PNG ({' '.join(str(exc).split())})") from None
-    label[label == 255] = IGNORE_INDEX
-    if label.max() > IGNORE_INDEX:
-        raise ErfnetError(f"{path}: label values outside 0..18 and 255")
+    label[label == spec.void_value] = spec.ignore_index
+    if label.max() > spec.ignore_index:
+        raise ErfnetError(f"{path}: label values outside 0..{spec.ignore_index - 1} and {spec.void_value}")
     return label
 
 
-def confusion(pred: np.ndarray, label: np.ndarray) -> np.ndarray:
-    """20x20 counts, rows = label, columns = prediction."""
-    return np.bincount(label.ravel().astype(np.intp) * NUM_CLASSES + pred.ravel(),
-                       minlength=NUM_CLASSES * NUM_CLASSES).reshape(NUM_CLASSES, NUM_CLASSES)
+def confusion(pred: np.ndarray, label: np.ndarray, spec: LabelSpec | None = None) -> np.ndarray:
+    """channels x channels counts, rows = label, columns = prediction."""
+    n = (spec or label_spec()).channels
+    return np.bincount(label.ravel().astype(np.intp) * n + pred.ravel(), minlength=n * n).reshape(n, n)
 
 
-def confusion_for_image(output_path, label_path) -> np.ndarray:
+def confusion_for_image(output_path, label_path, spec: LabelSpec | None = None) -> np.ndarray:
     """One image's confusion matrix (what each worker computes; benchmarks time this)."""
-    pred, label = read_prediction(output_path), read_label(label_path)
+    pred, label = read_prediction(output_path, spec), read_label(label_path, spec)
     if pred.shape != label.shape:
         raise ErfnetError(f"{label_path}: label resizes to {label.shape[1]}x{label.shape[0]}, "
                           f"the prediction is {pred.shape[1]}x{pred.shape[0]}")
-    return confusion(pred, label)
+    return confusion(pred, label, spec)
 
 
 def _confusion_job(job) -> np.ndarray:
@@ -149,33 +143,25 @@ def _confusion_job(job) -> np.ndarray:
 
 # ------------------------------------------------------------------------------------------ score
 
-def iou_from_confusion(cm: np.ndarray) -> tuple[float, list[float]]:
+def iou_from_confusion(cm: np.ndarray, spec: LabelSpec | None = None) -> tuple[float, list[float]]:
     """erfnet's iouEval.getIoU over an accumulated confusion matrix."""
+    ignore = (spec or label_spec()).ignore_index
     cm = np.asarray(cm, dtype=np.int64)
-    valid = cm[:IGNORE_INDEX, :]  # rows labelled 19 are ignored everywhere
-    tp = np.diag(valid[:, :IGNORE_INDEX]).astype(np.float64)
-    fp = valid[:, :IGNORE_INDEX].sum(axis=0) - tp
+    valid = cm[:ignore, :]  # rows labelled with the ignore index are ignored everywhere
+    tp = np.diag(valid[:, :ignore]).astype(np.float64)
+    fp = valid[:, :ignore].sum(axis=0) - tp
     fn = valid.sum(axis=1) - tp
     iou = tp / (tp + fp + fn + 1e-15)
     return float(np.mean(iou)), [float(v) for v in iou]
 
 
-def _index_labels(gt_dir: Path) -> dict[str, Path]:
-    """Every label under GT_DIR by file name (links followed as preprocess follows them); a labelIds file
-    stands in where no trainIds file exists."""
-    if not gt_dir.is_dir():
-        raise ErfnetError(f"GT_DIR {gt_dir} is not a directory")
-    train, ids = cityscapes._index_labels(gt_dir, cityscapes.data_roots_for(gt_dir))
-    return {**ids, **train}
-
-
-def _pair_entries(summary_path, entries, labels: dict[str, Path], gt_dir) -> list[tuple[Path, Path]]:
-    """(output, label) per summary entry; each label exactly once, each output inside the output folder
-    and named after its input, as ais_bench names it."""
+def _pair_entries(summary_path, entries, labels: dict[str, Path], gt_dir, spec: LabelSpec) -> list[tuple]:
+    """(output, label, spec) per summary entry; each label exactly once, each output inside the output
+    folder and named after its input, as ais_bench names it."""
     folder = output_folder_of(summary_path).resolve()
     jobs, missing, seen = [], [], {}
     for entry in entries:
-        name = label_name_for(entry.infile)
+        name = spec.label_name(entry.infile)
         if name in seen:
             raise ErfnetError(f"{summary_path} lists {entry.infile} more than once (as {seen[name]} too): "
                               f"each label is counted exactly once")
@@ -188,7 +174,7 @@ def _pair_entries(summary_path, entries, labels: dict[str, Path], gt_dir) -> lis
                               f"(expected {output_file_name(entry.infile, 0)})")
         if name not in labels:
             missing.append(name)
-        jobs.append((out, labels.get(name)))
+        jobs.append((out, labels.get(name), spec))
     if missing:
         raise ErfnetError(f"label file(s) missing under {gt_dir}: {', '.join(missing)}")
     return jobs
@@ -198,7 +184,7 @@ def _check_coverage(summary_path, jobs, labels: dict[str, Path], gt_dir, limit: 
     """Fewer outputs than labels is an error unless a limit asked for exactly that many."""
     expected = len(labels) if not limit else min(limit, len(labels))
     if len(jobs) != expected:
-        covered = {label for _out, label in jobs}
+        covered = {label for _out, label, _spec in jobs}
         left = sorted(p.name for p in labels.values() if p not in covered)
         raise ErfnetError(f"{summary_path} has outputs for {len(jobs)} image(s) but GT_DIR {gt_dir} holds "
                           f"{len(labels)} label(s)" + (f" (limit {limit})" if limit else "") +
@@ -207,27 +193,29 @@ def _check_coverage(summary_path, jobs, labels: dict[str, Path], gt_dir, limit: 
 
 
 def evaluate_summary(summary_path, gt_dir, workers: int | None = None, progress: bool = True,
-                     limit: int | None = None) -> EvalResult:
-    """mIoU of the outputs a summary lists. ``limit``: the run covered only the first N images on purpose."""
+                     limit: int | None = None, spec: LabelSpec | None = None) -> EvalResult:
+    """mIoU of the outputs a summary lists against the labels under GT_DIR. ``limit``: the run covered only
+    the first N images on purpose; ``spec``: the dataset's label spec, by default the default dataset's."""
+    spec = spec or label_spec()
     entries = read_summary(summary_path)
     if not entries:
         raise ErfnetError(f"{summary_path} lists no outputs")
-    labels = _index_labels(Path(gt_dir))
-    jobs = _pair_entries(summary_path, entries, labels, gt_dir)
+    labels = spec.index_labels(Path(gt_dir))
+    jobs = _pair_entries(summary_path, entries, labels, gt_dir, spec)
     _check_coverage(summary_path, jobs, labels, gt_dir, limit)
-    missing_out = [str(out) for out, _ in jobs if not Path(out).is_file()]
+    missing_out = [str(out) for out, _label, _spec in jobs if not Path(out).is_file()]
     if missing_out:
         raise ErfnetError(f"output file(s) missing: {', '.join(missing_out)}")
-    total = np.zeros((NUM_CLASSES, NUM_CLASSES), dtype=np.int64)
+    total = np.zeros((spec.channels, spec.channels), dtype=np.int64)
     for cm in run_parallel(_confusion_job, jobs, workers, progress, "evaluate"):
         total += cm
-    miou, per_class = iou_from_confusion(total)
-    return EvalResult(miou=miou, per_class=per_class, images=len(jobs))
+    miou, per_class = iou_from_confusion(total, spec)
+    return EvalResult(miou=miou, per_class=per_class, images=len(jobs), class_names=spec.class_names)
 
 
 def format_report(result: EvalResult) -> str:
     """The guide's line, then the per-class table in percent as erfnet's eval_iou.py shows it."""
     lines = [f"iou is  {result.miou:.4f}", f"{'class':<15} {'IoU %':>7}"]
-    lines += [f"{name:<15} {100 * v:7.2f}" for name, v in zip(CLASS_NAMES, result.per_class)]
+    lines += [f"{name:<15} {100 * v:7.2f}" for name, v in zip(result.class_names, result.per_class)]
     lines.append(f"{'mean':<15} {100 * result.miou:7.2f}   ({result.images} images)")
     return "\n".join(lines)

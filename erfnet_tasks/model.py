@@ -15,7 +15,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .errors import ErfnetError
+from .errors import ErfnetError, first_line
 
 NUM_CLASSES = 20
 INPUT_SHAPE = (3, 512, 1024)
@@ -126,7 +126,7 @@ def _read_state_dict(path: Path) -> dict:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch.load raises anything from IndexError to UnpicklingError on junk
         raise ErfnetError(f"{path} is not a PyTorch checkpoint ({type(exc).__name__}: "
-                          f"{str(exc).splitlines()[0] if str(exc) else 'unreadable'})") from None
+                          f"{first_line(exc) if str(exc).strip() else 'unreadable'})") from None
     if isinstance(obj, dict) and "state_dict" in obj and isinstance(obj["state_dict"], dict):
         obj = obj["state_dict"]
     if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):

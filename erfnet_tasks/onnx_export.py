@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import ErfnetError
+from .errors import ErfnetError, first_line
 from .fsutil import atomic_path
 
 INPUT_NAME = "actual_input_1"
@@ -64,7 +64,7 @@ def export_onnx(weights: str | os.PathLike, out: str | os.PathLike, *, opset: in
                     opset_version=opset, dynamo=False,
                 )
             except Exception as exc:  # the exporter raises many types; the user needs one line
-                raise ErfnetError(f"ONNX export failed at opset {opset}: {str(exc).splitlines()[0]}") from None
+                raise ErfnetError(f"ONNX export failed at opset {opset}: {first_line(exc)}") from None
         if argmax:
             append_argmax(tmp)
         check_onnx(tmp)
@@ -79,7 +79,7 @@ def check_onnx(path: str | os.PathLike) -> None:
     try:
         onnx.checker.check_model(str(path))
     except Exception as exc:
-        raise ErfnetError(f"ONNX checker rejected {path}: {str(exc).splitlines()[0]}") from None
+        raise ErfnetError(f"ONNX checker rejected {path}: {first_line(exc)}") from None
 
 
 def _side_by_side(model, onnx_path, batch_sizes, seed: int):
@@ -176,7 +176,7 @@ def fix_bn(src: str | os.PathLike, out: str | os.PathLike) -> int:
     except FileNotFoundError:
         raise ErfnetError(f"ONNX model not found: {src}") from None
     except Exception as exc:
-        raise ErfnetError(f"{src} is not an ONNX model ({str(exc).splitlines()[0]})") from None
+        raise ErfnetError(f"{src} is not an ONNX model ({first_line(exc)})") from None
     changed = 0
     for init in model.graph.initializer:
         if not re.search(BN_WEIGHT_PATTERN, init.name):
@@ -188,7 +188,7 @@ def fix_bn(src: str | os.PathLike, out: str | os.PathLike) -> int:
     try:
         onnx.checker.check_model(model)
     except Exception as exc:
-        raise ErfnetError(f"ONNX checker rejected the fixed model: {str(exc).splitlines()[0]}") from None
+        raise ErfnetError(f"ONNX checker rejected the fixed model: {first_line(exc)}") from None
     with atomic_path(out) as tmp:
         onnx.save(model, str(tmp))
     return changed

@@ -1,6 +1,6 @@
 """The ais_bench output layout, read and written, so that one evaluator serves every backend.
 
-Layout (ascend-interfaces.md): ``OUTPUT/<%Y_%m_%d-%H_%M_%S>/<input stem>_<i>.bin`` and the summary JSON,
+Layout (docs/reference/ascend-interfaces.md): ``OUTPUT/<%Y_%m_%d-%H_%M_%S>/<input stem>_<i>.bin`` and the summary JSON,
 since Nov 2022 as the sibling ``OUTPUT/<timestamp>_summary.json``, in 2022's ais_infer as
 ``OUTPUT/<timestamp>/sumary.json`` (sic). Both are read.
 """
@@ -34,14 +34,10 @@ def output_file_name(infile: str | os.PathLike, index: int = 0) -> str:
     return f"{Path(infile).name.split('.')[0]}_{index}.bin"
 
 
-def make_output_folder(output_root: str | os.PathLike, dirname: str | None = None) -> Path:
-    """Create ``OUTPUT/<timestamp>`` (or ``OUTPUT/<dirname>``); never reuse a timestamp folder."""
+def make_output_folder(output_root: str | os.PathLike) -> Path:
+    """Create ``OUTPUT/<timestamp>``; never reuse a timestamp folder."""
     root = Path(output_root)
     root.mkdir(parents=True, exist_ok=True)
-    if dirname:
-        folder = root / dirname
-        folder.mkdir(parents=True, exist_ok=True)
-        return folder
     while True:
         folder = root / time.strftime(TIMESTAMP_FORMAT)
         try:

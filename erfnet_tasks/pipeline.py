@@ -15,88 +15,34 @@ import datetime as dt
 import hashlib
 import logging
 import os
-import platform
 import re
 import shutil
 import socket
 from pathlib import Path
 
-from .errors import ErfnetError
+from . import params as params_module
+from .backends import all_backends, get_backend
+from .backends.environment import describe_toolchain
+from .errors import CompileFailed, ErfnetError, InferFailed, RegressionDetected
 from .fsutil import read_json, sha256_file, write_json_atomic
+from .records import (CellStatus, CompiledCell, CompileStatus, Environment, EvaluatedCell, InferredCell, Model,
+                      Params, PerfRow, PlannedCell, Prepared, RunStatus, is_result, run_status)
 from .settings import Settings, load_settings, resolve_under_roots
-from .results.models import CHIP_MAX, INT_MAX, TARGET_MAX
-from .targets import AOE_SUFFIX, Target, expand_targets, parse_target
+from .targets import Target, expand_targets
 
 log = logging.getLogger(__name__)
 
 DAG_ID = "erfnet_offline_inference"
-DEFAULT_BATCH_SIZES = [1, 4, 8, 16, 32, 64]
-MAX_BATCH_SIZE = 1024  # beyond any device's memory at 3x512x1024 inputs: refused in the form, not after compiling
-GUIDE_MIOU_PERCENT = 72.20
-GUIDE_TOLERANCE_POINTS = 1.0
 CACHE_FORMAT = 1  # bump when the compile cache's layout or key changes
 _SAFE = re.compile(r"[^A-Za-z0-9_.-]+")
-STATUS_OF_INFER_FAILURE = {"oom": "oom"}  # every other backend failure is an infer_failed cell
+CELL_GROUPS = ("npu", "npu_aoe", "host")
 
 
 # --------------------------------------------------------------------------------------- params
 
-def default_params() -> dict:
-    """The trigger form's defaults; deployments set them through the environment."""
-    data = load_settings().data_dir
-    return {
-        "weights": os.environ.get("ERFNET_WEIGHTS", str(data / "models" / "erfnet_pretrained.pth")),
-        "dataset_root": os.environ.get("ERFNET_DATASET_ROOT", str(data / "cityscapes")),
-        "targets": [t for t in os.environ.get("ERFNET_TARGETS", "auto").split(",") if t],
-        "batch_sizes": list(DEFAULT_BATCH_SIZES),
-        "aoe": False,
-        "image_limit": 0,
-        "reference_miou": GUIDE_MIOU_PERCENT,
-        "tolerance": GUIDE_TOLERANCE_POINTS,
-        "force": False,
-    }
-
-
-def validate_params(raw: dict, settings: Settings) -> dict:
-    """Check every trigger-form value; paths must resolve under the configured data roots."""
-    params = {**default_params(), **(raw or {})}
-    unknown = sorted(set(params) - set(default_params()))
-    if unknown:
-        raise ErfnetError(f"unknown parameter(s): {', '.join(unknown)}")
-    batch_sizes = params["batch_sizes"]
-    if (not isinstance(batch_sizes, list) or not batch_sizes
-            or any(isinstance(b, bool) or not isinstance(b, int) or not 0 < b <= MAX_BATCH_SIZE for b in batch_sizes)):
-        raise ErfnetError(f"batch_sizes must be a non-empty list of integers from 1 to {MAX_BATCH_SIZE}, "
-                          f"got {str(batch_sizes)[:200]}")
-    targets = params["targets"]
-    if not isinstance(targets, list) or not targets or not all(isinstance(t, str) for t in targets):
-        raise ErfnetError(f"targets must be a non-empty list of names, got {targets!r}")
-    for name in targets:
-        if name != "auto":
-            _storable_target(parse_target(name))  # a known target or a clean chip name that the database holds
-    limit = params["image_limit"]
-    if isinstance(limit, bool) or not isinstance(limit, int) or not 0 <= limit <= INT_MAX:
-        raise ErfnetError(f"image_limit must be 0 (all) or a positive integer up to {INT_MAX}, got {str(limit)[:40]}")
-    for key in ("reference_miou", "tolerance"):
-        if isinstance(params[key], bool) or not isinstance(params[key], (int, float)) or not 0 <= params[key] <= 100:
-            raise ErfnetError(f"{key} must be a number of mIoU points between 0 and 100, got {params[key]!r}")
-    for key in ("aoe", "force"):
-        if not isinstance(params[key], bool):
-            raise ErfnetError(f"{key} must be true or false, got {params[key]!r}")
-    weights = resolve_under_roots(params["weights"], settings.data_roots, "weights")
-    if not weights.is_file():
-        raise ErfnetError(f"weights {weights} is not a file (expected the .pth checkpoint)")
-    dataset_root = resolve_under_roots(params["dataset_root"], settings.data_roots, "dataset_root")
-    if not dataset_root.is_dir():
-        raise ErfnetError(f"dataset_root {dataset_root} is not a directory")
-    return {
-        **params,
-        "weights": str(weights),
-        "dataset_root": str(dataset_root),
-        "batch_sizes": sorted(set(batch_sizes)),
-        "reference_miou": float(params["reference_miou"]),
-        "tolerance": float(params["tolerance"]),
-    }
+def validate_params(raw: dict, settings: Settings) -> Params:
+    """The trigger form, checked against ``params.RUN_PARAMS``; paths must lie under the data roots."""
+    return params_module.validate_params(raw, settings.data_roots)
 
 
 def _storable_target(target: Target) -> None:
@@ -113,36 +59,30 @@ def _safe_name(text: str) -> str:
     return _SAFE.sub("_", text).strip("_") or "run"
 
 
-def detect_ascend() -> dict:
-    """CANN version, chips and driver of this worker; None / [] for what is not installed."""
-    from .backends import ascend
-
-    try:
-        cann = ascend.detect_cann_version()
-    except ErfnetError:
-        cann = None
-    return {"cann_version": cann, "chips": ascend.detect_chips(),
-            "driver_version": ascend.detect_driver_version(), "atc": shutil.which("atc")}
-
-
-def backend_versions(targets: list[Target], cann_version: str | None) -> dict:
-    import onnxruntime
-    import torch
-
-    versions = {"onnxruntime": onnxruntime.__version__, "torch": torch.__version__.split("+")[0]}
-    if any(t.on_npu for t in targets):
-        versions["ascend"] = cann_version or "unknown"
+def backend_versions(targets: list[Target], cann_version: str | None) -> dict[str, str]:
+    """Every host backend's release (without a local build tag such as ``+cpu``); an NPU backend's
+    version is the CANN version, recorded only when the run has NPU targets."""
+    used = {t.backend for t in targets}
+    versions = {}
+    for backend in all_backends():
+        if backend.RUNS_ON == "host":
+            if backend.available():  # an optional host backend that is not installed records nothing
+                versions[backend.NAME] = backend.version().split("+")[0]
+        elif backend.NAME in used:
+            versions[backend.NAME] = cann_version or "unknown"
     return versions
 
 
-def resolve_environment(raw_params: dict, run_id: str) -> dict:
+def resolve_environment(raw_params: dict, run_id: str) -> Environment:
     """Validate the form, detect the toolchain, plan the target x batch matrix, and fix the work folder."""
     from .results.document import validate_run_id
 
     settings = load_settings()
     validate_run_id(run_id)  # it keys the results database: refused here, not at publish time
     params = validate_params(raw_params, settings)
-    ascend = detect_ascend()
+    ascend = describe_toolchain()
+    for note in ascend["notes"]:
+        log.info("environment: %s", note)
     targets = expand_targets(params["targets"], aoe=params["aoe"], detected_chips=ascend["chips"])
     if any(t.on_npu for t in targets) and not (ascend["cann_version"] or ascend["atc"]):
         names = ", ".join(t.name for t in targets if t.on_npu)
@@ -158,25 +98,24 @@ def resolve_environment(raw_params: dict, run_id: str) -> dict:
         "dag_id": DAG_ID,
         "started_at": dt.datetime.now(dt.timezone.utc).isoformat(),
         "params": params,
-        **{k: v for k, v in ascend.items() if k != "atc"},
+        "cann_version": ascend["cann_version"],
+        "driver_version": ascend["driver_version"],
         "host": socket.gethostname(),
-        "platform": platform.platform(),
         "backends": backend_versions(targets, ascend["cann_version"]),
         "weights_sha256": sha256_file(params["weights"]),
         "targets": [t.as_dict() for t in targets],
         "work_dir": str(work_dir),
-        "data_dir": str(settings.data_dir),
     }
 
 
-def plan_cells(env: dict, group: str) -> list[dict]:
+def plan_cells(env: Environment, group: str) -> list[PlannedCell]:
     """One group of the target x batch matrix: ``npu`` (atc), ``npu_aoe`` (AOE holds the device), ``host``."""
     def group_of(target: dict) -> str:
-        if target["backend"] != "ascend":
+        if get_backend(target["backend"]).RUNS_ON == "host":
             return "host"
         return "npu_aoe" if target["aoe"] else "npu"
 
-    if group not in ("npu", "npu_aoe", "host"):
+    if group not in CELL_GROUPS:
         raise ValueError(f"unknown cell group {group!r}")
     return [
         {**target, "target": target["name"], "batch_size": batch}
@@ -187,7 +126,7 @@ def plan_cells(env: dict, group: str) -> list[dict]:
 
 # ----------------------------------------------------------------------------------- 3.1 export
 
-def export_step(env: dict) -> dict:
+def export_step(env: Environment) -> dict:
     """ErfNet_pth2onnx.py, verified against PyTorch; reused while the weights and the exporter are the same."""
     import torch
 
@@ -218,7 +157,7 @@ def _verified_record(record: Path, path_key: str, what: str) -> dict | None:
     return data
 
 
-def fix_bn_step(exported: dict) -> dict:
+def fix_bn_step(exported: dict) -> Model:
     """modify_bn_weights.py: the model every target compiles."""
     from .onnx_export import fix_bn
 
@@ -230,10 +169,10 @@ def fix_bn_step(exported: dict) -> dict:
 
 # ------------------------------------------------------------------------------- 4 preprocessing
 
-def preprocess_dataset(env: dict) -> dict:
+def preprocess_dataset(env: Environment) -> Prepared:
     """Preprocess into a folder keyed by the content of the selected images and labels (and the limit), so
     a corrected image, whatever its mtime, gets a fresh folder; resumable within the folder by content."""
-    from .cityscapes import dataset_dirs, preprocess, source_digest
+    from .datasets.cityscapes import LABEL_SPEC, dataset_dirs, preprocess, source_digest
 
     settings = load_settings()
     img_dir, gt_dir = dataset_dirs(env["params"]["dataset_root"])
@@ -244,30 +183,32 @@ def preprocess_dataset(env: dict) -> dict:
     prep_dir, gt_out = settings.prep_cache / key / "prep_dataset", settings.prep_cache / key / "gt_label"
     manifest = preprocess(img_dir, prep_dir, gt_dir, gt_out, limit=limit, progress=False)
     return {"prep_dir": str(prep_dir), "gt_dir": str(gt_out), "images": manifest["images"],
-            "fingerprint": manifest["fingerprint"], "synthetic": bool(manifest.get("synthetic"))}
+            "fingerprint": manifest["fingerprint"], "synthetic": bool(manifest.get("synthetic")),
+            "dataset": LABEL_SPEC.name, "class_names": list(LABEL_SPEC.class_names)}
 
 
 # ------------------------------------------------------------------------------ the nightly skip
 
 def previous_complete_run(url: str | None = None) -> dict | None:
+    """The newest run whose every cell is a result: an incomplete run is never a reason to skip."""
     from .results import db, queries
 
     if db.current_revision(url) is None:  # a results database nobody has published to yet
         return None
     with db.session_scope(url) as session:
-        newest_complete = next((r for r in queries.list_runs(session, limit=100) if r["status"] == "complete"), None)
+        newest_complete = next((r for r in queries.list_runs(session, limit=100)
+                                if r["status"] == RunStatus.COMPLETE), None)
         return queries.run_document(session, newest_complete["id"]) if newest_complete else None
 
 
-def unchanged_since_last_run(env: dict, model: dict, prep: dict, url: str | None = None) -> str | None:
-    """The id of the last complete run with the same CANN, weights and dataset, or None.
+def unchanged_since_last_run(env: Environment, model: Model, prep: Prepared, url: str | None = None) -> str | None:
+    """The id of the last complete run with the same CANN, weights, dataset and matrix, or None.
 
     A results database that cannot be read gives None: the run measures (as a forced run does) and its
     results.json waits for `erfnet results import`; skipping needs proof that nothing changed."""
     from sqlalchemy import exc as sa_exc
 
     from .errors import first_line
-
     if env["params"]["force"]:
         return None
     try:
@@ -281,7 +222,8 @@ def unchanged_since_last_run(env: dict, model: dict, prep: dict, url: str | None
     run = previous["run"]
     planned = sorted((t["name"], b) for t in env["targets"] for b in env["params"]["batch_sizes"])
     measured = sorted((c["target"], c["batch_size"]) for c in previous.get("perf", []))
-    same = (run.get("cann_version") == env["cann_version"]
+    same = (all(is_result(c["status"]) for c in previous.get("perf", []))
+            and run.get("cann_version") == env["cann_version"]
             and run.get("weights_sha256") == env["weights_sha256"]
             and run.get("dataset_fingerprint") == prep["fingerprint"]
             and planned == measured)
@@ -290,25 +232,23 @@ def unchanged_since_last_run(env: dict, model: dict, prep: dict, url: str | None
 
 # ------------------------------------------------------------------------------ 3.2 compilation
 
-def cache_key(model: dict, env: dict, cell: dict) -> str:
+def cache_key(model: Model, env: Environment, cell: PlannedCell) -> str:
     flags = {"aoe": cell["aoe"], "output_type": "FP16", "format": CACHE_FORMAT}
     text = "\n".join(map(str, [model["sha256"], env.get("cann_version"), cell["backend"],
                                cell.get("chip") or cell["device"], cell["batch_size"], sorted(flags.items())]))
     return hashlib.sha256(text.encode()).hexdigest()[:24]
 
 
-def compile_cell(cell: dict, model: dict, env: dict) -> dict:
+def compile_cell(cell: PlannedCell, model: Model, env: Environment) -> CompiledCell:
     """Compile one cell, or take it from the content-addressed cache; a refusal is recorded, not raised."""
-    from .backends import CompileFailed, get_backend
-
-    if cell["backend"] == "torch":  # PyTorch runs the checkpoint itself: nothing to build
+    backend = get_backend(cell["backend"])
+    if not backend.BUILDS_ARTIFACT:  # e.g. PyTorch runs the checkpoint itself: nothing to build
         return {**cell, "model_path": env["params"]["weights"], "sha256": env["weights_sha256"],
-                "seconds": 0.0, "cache_hit": False, "status": "ok", "error": None}
+                "seconds": 0.0, "cache_hit": False, "status": CellStatus.OK.value, "error": None}
     cache_dir = load_settings().compile_cache / cache_key(model, env, cell)
     record = _verified_record(cache_dir / "compiled.json", "model_path", "a compile cache record")
     if record is not None:
-        return {**cell, **record, "seconds": 0.0, "cache_hit": True, "status": "ok", "error": None}
-    backend = get_backend(cell["backend"])
+        return {**cell, **record, "seconds": 0.0, "cache_hit": True, "status": CellStatus.OK.value, "error": None}
     chip = cell.get("chip") or cell["device"]
     staging = cache_dir.with_name(cache_dir.name + ".building")
     shutil.rmtree(staging, ignore_errors=True)
@@ -317,18 +257,19 @@ def compile_cell(cell: dict, model: dict, env: dict) -> dict:
     except CompileFailed as exc:
         log.error("compile failed for %s at batch %s: %s", cell["target"], cell["batch_size"], exc)
         return {**cell, "model_path": None, "sha256": None, "seconds": None, "cache_hit": False,
-                "status": "compile_failed", "error": str(exc)}
+                "status": CellStatus.COMPILE_FAILED.value, "error": str(exc)}
     shutil.rmtree(cache_dir, ignore_errors=True)
     os.replace(staging, cache_dir)  # the cache entry appears whole or not at all
     record = {"model_path": str(cache_dir / Path(result.path).name),
               "sha256": sha256_file(cache_dir / Path(result.path).name)}
     write_json_atomic(cache_dir / "compiled.json", record)
-    return {**cell, **record, "seconds": round(result.seconds, 3), "cache_hit": False, "status": "ok", "error": None}
+    return {**cell, **record, "seconds": round(result.seconds, 3), "cache_hit": False, "status": CellStatus.OK.value,
+            "error": None}
 
 
 # ---------------------------------------------------------------------------------- 5 inference
 
-def cell_dir_name(cell: dict) -> str:
+def cell_dir_name(cell: PlannedCell) -> str:
     return f"{_safe_name(cell['target'])}_bs{cell['batch_size']}"
 
 
@@ -346,42 +287,42 @@ def remove_unfinished_outputs(out_dir: Path) -> int:
     return removed
 
 
-def infer_cell(cell: dict, prep: dict, env: dict) -> dict:
-    """Run one compiled cell over the preprocessed set; a device failure is recorded with its status."""
-    from .backends import InferFailed, get_backend
-
-    if cell["status"] != "ok":
+def infer_cell(cell: CompiledCell, prep: Prepared, env: Environment) -> InferredCell:
+    """Run one compiled cell over the preprocessed set; a device failure is recorded with its own status
+    (oom is a result; model_load_failed, device_open_failed and infer_failed make the run incomplete)."""
+    if cell["status"] != CellStatus.OK:
         return {**cell, "summary": None}
     out_dir = Path(env["work_dir"]) / "outputs" / cell_dir_name(cell)
     remove_unfinished_outputs(out_dir)
-    device = 0 if cell["backend"] == "ascend" else cell["device"]
+    backend = get_backend(cell["backend"])
     try:
-        result = get_backend(cell["backend"]).infer(
-            cell["model_path"], prep["prep_dir"], out_dir, batch_size=cell["batch_size"], device=device)
+        result = backend.infer(cell["model_path"], prep["prep_dir"], out_dir, batch_size=cell["batch_size"],
+                               device=backend.device_for(cell))
     except InferFailed as exc:
         log.error("inference failed for %s at batch %s (%s): %s", cell["target"], cell["batch_size"], exc.status, exc)
-        return {**cell, "summary": None, "status": STATUS_OF_INFER_FAILURE.get(exc.status, "infer_failed"),
-                "error": f"{exc.status}: {exc}"}
+        return {**cell, "summary": None, "status": CellStatus(exc.status).value, "error": f"{exc.status}: {exc}"}
     return {**cell, "summary": str(result.summary_path), "throughput_fps": result.throughput_fps,
             "compute_ms": result.compute_ms, "h2d_ms": result.h2d_ms, "d2h_ms": result.d2h_ms}
 
 
 # --------------------------------------------------------------------------------- 6 evaluation
 
-def evaluate_cell(cell: dict, prep: dict) -> dict:
+def evaluate_cell(cell: InferredCell, prep: Prepared) -> EvaluatedCell:
+    from .datasets import DEFAULT_DATASET, label_spec
     from .evaluate import evaluate_summary
 
-    if cell["status"] != "ok":
+    if cell["status"] != CellStatus.OK:
         return {**cell, "miou": None, "per_class": None, "images": 0}
-    result = evaluate_summary(cell["summary"], prep["gt_dir"], progress=False)
+    spec = label_spec(prep.get("dataset", DEFAULT_DATASET))
+    result = evaluate_summary(cell["summary"], prep["gt_dir"], progress=False, spec=spec)
     return {**cell, "miou": result.miou, "per_class": list(result.per_class), "images": result.images}
 
 
 # --------------------------------------------------------------------------------- 7 performance
 
-def perf_row(cell: dict) -> dict:
+def perf_row(cell: InferredCell) -> PerfRow:
     compute = cell.get("compute_ms") or {}
-    ok = cell["status"] == "ok"
+    ok = cell["status"] == CellStatus.OK
     return {
         "target": cell["target"], "batch_size": cell["batch_size"],
         "throughput_fps": cell.get("throughput_fps") if ok else None,
@@ -392,15 +333,23 @@ def perf_row(cell: dict) -> dict:
     }
 
 
-def collect_perf(cells: list[dict]) -> list[dict]:
+def collect_perf(cells: list[InferredCell]) -> list[PerfRow]:
     return sorted((perf_row(c) for c in cells), key=lambda r: (r["target"], r["batch_size"]))
 
 
 # ------------------------------------------------------------------------------------- publish
 
-def build_run_document(env: dict, model: dict, prep: dict, cells: list[dict], perf: list[dict]) -> dict:
-    # A recorded cell failure (the 310's batch 64) is a result; the run failed only if nothing measured.
-    status = "complete" if any(c["status"] == "ok" for c in cells) else "failed"
+def _compile_status(cell: EvaluatedCell) -> CompileStatus:
+    if cell["status"] == CellStatus.COMPILE_FAILED:
+        return CompileStatus.FAILED
+    return CompileStatus.OK if get_backend(cell["backend"]).BUILDS_ARTIFACT else CompileStatus.SKIPPED
+
+
+def build_run_document(env: Environment, model: Model, prep: Prepared, cells: list[EvaluatedCell],
+                       perf: list[PerfRow]) -> dict:
+    # A recorded refusal (the 310's batch 64 oom) is a result; a cell that never reached a device makes
+    # the run incomplete; the run failed only if nothing was measured.
+    status = run_status([c["status"] for c in cells]).value
     return {
         "run": {
             "id": env["run_id"], "dag_id": env["dag_id"], "started_at": env["started_at"],
@@ -409,18 +358,17 @@ def build_run_document(env: dict, model: dict, prep: dict, cells: list[dict], pe
             "driver_version": env["driver_version"], "host": env["host"], "backends": env["backends"],
             "model_sha256": model["sha256"], "weights_sha256": env["weights_sha256"],
             "dataset_fingerprint": prep["fingerprint"], "images": prep["images"],
-            "synthetic": prep["synthetic"],
+            "synthetic": prep["synthetic"], "class_names": prep.get("class_names"),
         },
         "compiled": [
             {k: c.get(k) for k in ("target", "batch_size", "backend", "chip", "seconds", "cache_hit", "error")}
-            | {"path": c.get("model_path"), "sha256": c.get("sha256"),
-               "status": "failed" if c["status"] == "compile_failed" else ("skipped" if c["backend"] == "torch" else "ok")}
+            | {"path": c.get("model_path"), "sha256": c.get("sha256"), "status": _compile_status(c).value}
             for c in cells
         ],
         "accuracy": [
             {"target": c["target"], "batch_size": c["batch_size"], "images": c["images"], "miou": c["miou"],
              "per_class": c["per_class"]}
-            for c in sorted(cells, key=lambda c: (c["target"], c["batch_size"])) if c["status"] == "ok"
+            for c in sorted(cells, key=lambda c: (c["target"], c["batch_size"])) if c["status"] == CellStatus.OK
         ],
         "perf": perf,
         "findings": [],
@@ -444,14 +392,12 @@ def regression_findings(run_id: str, params: dict, url: str | None = None) -> li
         return regression.find_regressions(session, run_id, regression.rules_from_params(params))
 
 
-class RegressionDetected(ErfnetError):
-    """The gate's verdict: at least one regression rule fired."""
-
-
 def regression_gate(run_id: str, params: dict, url: str | None = None) -> list[dict]:
     findings = regression_findings(run_id, params, url)
     if findings:
         listed = "; ".join(f["message"] for f in findings[:5])
         more = f" (and {len(findings) - 5} more)" if len(findings) > 5 else ""
-        raise RegressionDetected(f"{len(findings)} regression(s) in run {run_id}: {listed}{more}")
+        unmeasured = sum(f["rule"] == "cell_not_measured" for f in findings)
+        verdict = f"run {run_id} is incomplete ({unmeasured} cell(s) never reached a device)" if unmeasured             else f"{len(findings)} regression(s) in run {run_id}"
+        raise RegressionDetected(f"{verdict}: {listed}{more}")
     return findings

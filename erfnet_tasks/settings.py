@@ -1,9 +1,14 @@
-"""Where the pipeline keeps its files, read from the environment once per call.
+"""Every ``ERFNET_*`` environment variable is read here and nowhere else, once per call.
 
 - ERFNET_DATA_DIR: the project's data directory (work folders, compile cache, SQLite results).
   Default: ``data/`` in the source checkout, else in the current directory (an installed wheel).
 - ERFNET_DATA_ROOTS: folders (os.pathsep-separated) under which user-supplied paths (weights, dataset
   root) must resolve. Default: the data directory.
+- ERFNET_WEIGHTS, ERFNET_DATASET_ROOT, ERFNET_TARGETS (comma-separated): the trigger form's defaults.
+- ERFNET_RESULTS_DB_URL: the results database (else Airflow's connection, else SQLite; results/db.py).
+- ERFNET_NPU_QUEUE: the Celery queue of the NPU workers (default ``npu``).
+- ERFNET_ORT_THREADS: ONNX Runtime's intra-op threads (0, the default: one per physical core).
+- ERFNET_AIS_BENCH_PYTHON: the interpreter that runs ``-m ais_bench`` (default: this one).
 """
 
 from __future__ import annotations
@@ -38,10 +43,46 @@ class Settings:
 
 
 _REPO = Path(__file__).resolve().parent.parent
+RESULTS_DB_URL = "ERFNET_RESULTS_DB_URL"
+
+
+def _env(name: str) -> str:
+    return os.environ.get(name, "").strip()
+
+
+def default_weights() -> str:
+    return _env("ERFNET_WEIGHTS") or str(data_dir() / "models" / "erfnet_pretrained.pth")
+
+
+def default_dataset_root() -> str:
+    return _env("ERFNET_DATASET_ROOT") or str(data_dir() / "cityscapes")
+
+
+def default_targets() -> list[str]:
+    return [t.strip() for t in (_env("ERFNET_TARGETS") or "auto").split(",") if t.strip()]
+
+
+def results_db_url() -> str | None:
+    return _env(RESULTS_DB_URL) or None
+
+
+def npu_queue() -> str:
+    return _env("ERFNET_NPU_QUEUE") or "npu"
+
+
+def ort_threads() -> int:
+    text = _env("ERFNET_ORT_THREADS") or "0"
+    if not text.isdigit():
+        raise ErfnetError(f"ERFNET_ORT_THREADS must be a non-negative integer, got {text!r}")
+    return int(text)
+
+
+def ais_bench_python() -> str | None:
+    return _env("ERFNET_AIS_BENCH_PYTHON") or None
 
 
 def data_dir() -> Path:
-    explicit = os.environ.get("ERFNET_DATA_DIR", "").strip()
+    explicit = _env("ERFNET_DATA_DIR")
     if explicit:
         return Path(explicit).expanduser().resolve()
     if (_REPO / "pyproject.toml").is_file():
@@ -56,7 +97,7 @@ def repo_dir() -> Path | None:
 
 def load_settings() -> Settings:
     base = data_dir()
-    roots_env = os.environ.get("ERFNET_DATA_ROOTS", "")
+    roots_env = os.environ.get("ERFNET_DATA_ROOTS", "")  # not stripped: a root may end in a space
     roots = tuple(Path(r).resolve() for r in roots_env.split(os.pathsep) if r.strip()) or (base,)
     return Settings(data_dir=base, data_roots=roots)
 

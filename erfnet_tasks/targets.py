@@ -1,10 +1,13 @@
 """Targets: the columns of the guide's tables, and the backend that measures each.
 
-``Ascend310``, ``Ascend310P3`` ...   the Ascend toolchain (atc + ais_bench) for that soc_version
+``Ascend310``, ``Ascend310P3`` ...   the NPU backend (atc + ais_bench) for that soc_version
 ``Ascend310P3+AOE``                  the same, compiled with AOE tuning (the guide's "310P-AOE" column)
 ``cpu`` / ``cuda``                   ONNX Runtime, the embedded default
 ``torch-cpu`` / ``torch-cuda``       PyTorch online inference (the guide's T4 column ran this way)
 ``auto``                             every chip ``npu-smi info`` reports, else ``cpu``
+
+The host target names come from the backend registry (each backend's ``TARGETS``), so a new host
+backend adds its targets, and the trigger form's pattern, without an edit here.
 """
 
 from __future__ import annotations
@@ -12,29 +15,25 @@ from __future__ import annotations
 import re
 from dataclasses import asdict, dataclass
 
+from .backends import host_targets, npu_backend
 from .errors import ErfnetError
 
 CHIP_PATTERN = re.compile(r"^Ascend[0-9A-Za-z]+$")
 AOE_SUFFIX = "+AOE"
-HOST_TARGETS = {
-    "cpu": ("onnxruntime", "cpu"),
-    "cuda": ("onnxruntime", "cuda"),
-    "torch-cpu": ("torch", "cpu"),
-    "torch-cuda": ("torch", "cuda"),
-}
+AUTO = "auto"
 
 
 @dataclass(frozen=True)
 class Target:
     name: str
-    backend: str          # onnxruntime | torch | ascend
+    backend: str          # a registered backend (backends.REGISTRY)
     device: str           # cpu | cuda | npu
     chip: str | None = None
     aoe: bool = False
 
     @property
     def on_npu(self) -> bool:
-        return self.backend == "ascend"
+        return self.device == "npu"
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -43,13 +42,14 @@ class Target:
 def parse_target(name: str) -> Target:
     if not isinstance(name, str):
         raise ErfnetError(f"target must be a string, got {name!r}")
-    if name in HOST_TARGETS:
-        backend, device = HOST_TARGETS[name]
+    hosts = host_targets()
+    if name in hosts:
+        backend, device = hosts[name]
         return Target(name, backend, device)
     chip, aoe = (name[: -len(AOE_SUFFIX)], True) if name.endswith(AOE_SUFFIX) else (name, False)
     if CHIP_PATTERN.fullmatch(chip):
-        return Target(name, "ascend", "npu", chip=chip, aoe=aoe)
-    known = ", ".join([*HOST_TARGETS, "auto", "Ascend<chip>", "Ascend<chip>+AOE"])
+        return Target(name, npu_backend().NAME, "npu", chip=chip, aoe=aoe)
+    known = ", ".join([*hosts, AUTO, "Ascend<chip>", "Ascend<chip>+AOE"])
     raise ErfnetError(f"unknown target {name!r} (expected one of: {known})")
 
 
@@ -59,7 +59,7 @@ def expand_targets(names: list[str], *, aoe: bool, detected_chips: list[str]) ->
         raise ErfnetError("no targets given")
     expanded: list[str] = []
     for name in names:
-        if name == "auto":
+        if name == AUTO:
             expanded.extend(detected_chips or ["cpu"])
         else:
             expanded.append(name)
@@ -75,3 +75,9 @@ def expand_targets(names: list[str], *, aoe: bool, detected_chips: list[str]) ->
             seen.add(t.name)
             unique.append(t)
     return unique
+
+
+def form_pattern() -> str:
+    """The trigger form's JSON-schema pattern for one target: what ``parse_target`` accepts, or auto."""
+    names = "|".join(re.escape(n).replace("\\-", "-") for n in [AUTO, *host_targets()])  # JS regexes refuse an escaped -
+    return rf"^({names}|{CHIP_PATTERN.pattern[1:-1]}(\{AOE_SUFFIX})?)$"

@@ -9,17 +9,15 @@ on purpose) and the checkpoint it came from.
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parent / "standins"))
-import harness  # noqa: E402
+import harness
 
-from erfnet_tasks import outputs  # noqa: E402
-from erfnet_tasks.backends import get_backend  # noqa: E402
+from erfnet_tasks import outputs
+from erfnet_tasks.backends import get_backend
 
 pytestmark = pytest.mark.slow
 MIN_AGREEMENT = 0.999

@@ -14,7 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from erfnet_tasks import cityscapes, pipeline
+from erfnet_tasks import pipeline
+from erfnet_tasks.datasets import cityscapes, synthetic
 from erfnet_tasks.cli import main
 from erfnet_tasks.errors import ErfnetError, first_line
 from erfnet_tasks.fsutil import write_json_atomic
@@ -206,7 +207,7 @@ def test_11_missing_started_at_is_refused_and_latest_is_unchanged(sqlite_url, tm
     ("frankfurt_000000_000077_leftImg8bit.PNG", "rename it to .png"),
 ])
 def test_11_macos_and_upper_case_files_are_named_with_the_real_reason(tmp_path, capsys, name, reason):
-    cityscapes.write_sample_data(tmp_path / "data", 2, size=(512, 256))
+    synthetic.write_sample_data(tmp_path / "data", 2, size=(512, 256))
     img_dir, gt_dir = cityscapes.dataset_dirs(tmp_path / "data")
     (img_dir / "frankfurt" / name).write_bytes(b"\0\5\0\0 metadata")
     code = main(["preprocess", str(img_dir), str(tmp_path / "p"), str(gt_dir), str(tmp_path / "g"),
@@ -216,7 +217,7 @@ def test_11_macos_and_upper_case_files_are_named_with_the_real_reason(tmp_path, 
 
 
 def test_11_a_killed_runs_leftovers_are_cleaned(tmp_path):
-    cityscapes.write_sample_data(tmp_path / "data", 1, size=(512, 256))
+    synthetic.write_sample_data(tmp_path / "data", 1, size=(512, 256))
     img_dir, gt_dir = cityscapes.dataset_dirs(tmp_path / "data")
     prep = tmp_path / "prep"
     prep.mkdir()

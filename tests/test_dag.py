@@ -44,7 +44,7 @@ def airflow_home(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def dataset_and_weights(tmp_path_factory):
     """A synthetic Cityscapes tree of two images and a random checkpoint, under one data root."""
-    from erfnet_tasks.cityscapes import write_sample_data
+    from erfnet_tasks.datasets.synthetic import write_sample_data
     from erfnet_tasks.model import write_random_checkpoint
 
     data = tmp_path_factory.mktemp("erfnet_data")
@@ -69,6 +69,21 @@ def run_dag(home: Path, data: Path, conf: dict, **env_extra: str) -> DagRun:
     run = DagRun(proc)
     assert run.run_id, run.output[-5000:]
     return run
+
+
+def ascend_standins(tmp_path: Path, pg_url: str, chips: str, **extra: str) -> tuple[Path, dict]:
+    """A CANN 8.0.0 toolkit folder and the environment that puts the Ascend stand-ins in charge."""
+    toolkit = tmp_path / "ascend-toolkit"
+    toolkit.mkdir()
+    (toolkit / "version.cfg").write_text("# version: 1.0\nruntime_running_version=[7.6.0.1.220:8.0.0]\n")
+    return toolkit, {
+        "PATH": f"{STANDINS / 'bin'}{os.pathsep}{os.environ['PATH']}",
+        "PYTHONPATH": str(STANDINS),
+        "ASCEND_TOOLKIT_HOME": str(toolkit),
+        "STANDIN_NPU_CHIP": chips,
+        "ERFNET_RESULTS_DB_URL": pg_url,
+        **extra,
+    }
 
 
 def run_document(url: str, run: DagRun) -> dict:
@@ -158,17 +173,8 @@ def test_end_to_end_onnxruntime_publishes_to_postgres(airflow_home, dataset_and_
 def test_ascend_standins_two_chips_one_cell_out_of_memory_then_nightly_and_cann_upgrade(
         airflow_home, dataset_and_weights, pg_url, tmp_path):
     data = dataset_and_weights
-    toolkit = tmp_path / "ascend-toolkit"
-    toolkit.mkdir()
-    (toolkit / "version.cfg").write_text("# version: 1.0\nruntime_running_version=[7.6.0.1.220:8.0.0]\n")
-    standins = {
-        "PATH": f"{STANDINS / 'bin'}{os.pathsep}{os.environ['PATH']}",
-        "PYTHONPATH": str(STANDINS),
-        "ASCEND_TOOLKIT_HOME": str(toolkit),
-        "STANDIN_NPU_CHIP": "Ascend310,Ascend310P3",
-        "STANDIN_NPU_OOM_BATCH": "2",  # the 310's batch-64 failure, at a size a test can afford
-        "ERFNET_RESULTS_DB_URL": pg_url,
-    }
+    toolkit, standins = ascend_standins(tmp_path, pg_url, "Ascend310,Ascend310P3",
+                                        STANDIN_NPU_OOM_BATCH="2")  # the 310's batch-64 failure, affordably
     conf = {"weights": str(data / "erfnet_random_untrained.pth"), "dataset_root": str(data / "cityscapes"),
             "targets": ["Ascend310", "Ascend310P3"], "batch_sizes": [1, 2], "reference_miou": 0.0,
             "image_limit": 1}
@@ -201,6 +207,33 @@ def test_ascend_standins_two_chips_one_cell_out_of_memory_then_nightly_and_cann_
     assert doc3["run"]["cann_version"] == "8.1.RC1"
     newly_failing = [f for f in doc3["findings"] if f["target"] == "Ascend310" and f["batch_size"] == 1]
     assert newly_failing and all(f["baseline_run_id"] == first.run_id for f in newly_failing)
+
+
+def test_a_cell_whose_model_never_loads_makes_the_run_incomplete_and_the_next_nightly_runs(
+        airflow_home, dataset_and_weights, pg_url, tmp_path):
+    """Issue 13: model_load_failed is an infrastructure failure, not a result. The stand-in device is a
+    310P3, so the Ascend310 om compiles but cannot load on it."""
+    data = dataset_and_weights
+    _toolkit, standins = ascend_standins(tmp_path, pg_url, "Ascend310P3")
+    conf = {"weights": str(data / "erfnet_random_untrained.pth"), "dataset_root": str(data / "cityscapes"),
+            "targets": ["Ascend310", "Ascend310P3"], "batch_sizes": [1], "reference_miou": 0.0,
+            "image_limit": 1}
+
+    first = run_dag(airflow_home, data, conf, **standins)
+    assert "publish_results" in first.ran
+    assert first.state == "failed", first.output[-5000:]  # the gate fails it
+    assert f"run {first.run_id} is incomplete" in first.output
+    doc = run_document(pg_url, first)
+    assert doc["run"]["status"] == "incomplete"
+    cells = {c["target"]: c for c in doc["perf"]}
+    assert cells["Ascend310"]["status"] == "model_load_failed" and cells["Ascend310P3"]["status"] == "ok"
+    assert [(f["rule"], f["target"]) for f in doc["findings"]] == [("cell_not_measured", "Ascend310")]
+    assert "load model from file failed" in doc["findings"][0]["message"]
+
+    # Nothing changed, but the last run was incomplete: the nightly measures again instead of skipping.
+    second = run_dag(airflow_home, data, conf, **standins)
+    assert "Nothing changed" not in second.output
+    assert "publish_results" in second.ran and second.state == "failed"
 
 
 def test_retries_only_what_can_recover(dag):

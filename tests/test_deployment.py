@@ -271,11 +271,7 @@ def test_npu_entrypoint_refuses_to_start_without_ascend_devices(tmp_path):
 
 
 def test_simple_auth_password_is_set_and_other_users_kept(tmp_path):
-    sys.path.insert(0, str(DEPLOY))
-    try:
-        from simple_auth_passwords import set_password
-    finally:
-        sys.path.remove(str(DEPLOY))
+    from simple_auth_passwords import set_password  # deploy/ is on pytest's pythonpath
     path = tmp_path / "config" / "passwords.json"
     set_password(path, "admin", "first")
     path.write_text(json.dumps({"admin": "first", "viewer": "generated-by-airflow"}))

@@ -20,7 +20,8 @@ import pytest
 import torch
 from PIL import Image
 
-from erfnet_tasks import cityscapes, evaluate, outputs, pipeline
+from erfnet_tasks import evaluate, outputs, pipeline
+from erfnet_tasks.datasets import cityscapes, synthetic
 from erfnet_tasks.backends import InferFailed
 from erfnet_tasks.backends._local import OutputWriter
 from erfnet_tasks.cli import main
@@ -36,7 +37,7 @@ def guide_transform(path) -> np.ndarray:
 
 
 def make_tree(root: Path, images: int = 3, seed: int = 0):
-    cityscapes.write_sample_data(root, images, size=SMALL, seed=seed)
+    synthetic.write_sample_data(root, images, size=SMALL, seed=seed)
     return cityscapes.dataset_dirs(root)
 
 
@@ -224,7 +225,7 @@ def _evaluation_case(tmp_path, images: int = 3, label_ids_only: bool = False):
         for path in gt_dir.rglob("*_gtFine_labelTrainIds.png"):
             path.unlink()
     manifest = preprocess(tmp_path, img_dir, gt_dir)
-    folder = outputs.make_output_folder(tmp_path / "out", "2026_01_01-00_00_00")
+    folder = outputs.make_output_folder(tmp_path / "out")
     entries = []
     for name in manifest["names"]:
         label = evaluate.read_label(tmp_path / "gt_out" / cityscapes.label_name_for(f"{name}.bin"))

@@ -149,3 +149,73 @@ def test_export_is_reused_while_weights_and_exporter_are_unchanged(data_root, ra
     assert model["bn_values_changed"] == 10 and model["sha256"] == sha256_file(model["path"])
     other = pipeline.export_step({**env, "weights_sha256": "0" * 64})
     assert not other["cache_hit"] and other["origin"] != first["origin"]
+
+
+def _env_and_cells():
+    env = {"run_id": "manual__2", "dag_id": pipeline.DAG_ID, "started_at": "2026-11-26T00:00:00+00:00",
+           "params": {"force": False, "batch_sizes": [1], "reference_miou": 0.0, "tolerance": 1.0},
+           "cann_version": "8.0.0", "driver_version": None, "host": "h", "backends": {},
+           "weights_sha256": "w", "targets": [{"name": "Ascend310"}, {"name": "Ascend310P3"}]}
+    ok = {"target": "Ascend310P3", "batch_size": 1, "backend": "ascend", "chip": "Ascend310P3", "status": "ok",
+          "miou": 0.5, "per_class": [0.5] * 19, "images": 1, "throughput_fps": 10.0,
+          "compute_ms": {"mean": 100.0}, "error": None}
+    unloaded = {**ok, "target": "Ascend310", "chip": "Ascend310", "status": "model_load_failed", "miou": None,
+                "error": "model_load_failed: ais_bench failed: load model from file failed"}
+    return env, ok, unloaded
+
+
+@pytest.mark.parametrize("status", ["model_load_failed", "device_open_failed", "infer_failed"])
+def test_a_cell_that_never_reached_a_device_makes_the_run_incomplete(status):
+    env, ok, unloaded = _env_and_cells()
+    cells = [ok, {**unloaded, "status": status}]
+    doc = pipeline.build_run_document(env, {"sha256": "m"}, {"fingerprint": "f", "images": 1, "synthetic": True},
+                                      cells, pipeline.collect_perf(cells))
+    assert doc["run"]["status"] == "incomplete"
+    assert {p["target"]: p["status"] for p in doc["perf"]} == {"Ascend310": status, "Ascend310P3": "ok"}
+
+
+def test_incomplete_run_fails_the_gate_with_the_reason_and_never_makes_the_nightly_skip(sqlite_url):
+    from erfnet_tasks.errors import RegressionDetected
+    from erfnet_tasks.results import publish
+
+    env, ok, unloaded = _env_and_cells()
+    prep = {"fingerprint": "f", "images": 1, "synthetic": True}
+    cells = [ok, unloaded]
+    publish.publish_run(pipeline.build_run_document(env, {"sha256": "m"}, prep, cells,
+                                                    pipeline.collect_perf(cells)), sqlite_url)
+    with pytest.raises(RegressionDetected, match=r"incomplete .*Ascend310 batch 1: model_load_failed.*load model"):
+        pipeline.regression_gate(env["run_id"], env["params"], sqlite_url)
+    assert pipeline.unchanged_since_last_run(env, {"sha256": "m"}, prep, sqlite_url) is None
+
+    # The same matrix with every cell a result (oom is one) is complete, and the next nightly skips.
+    oom = {**unloaded, "status": "oom", "error": "oom: malloc device buffer failed"}
+    later = {**env, "run_id": "manual__3", "started_at": "2026-11-27T00:00:00+00:00"}
+    publish.publish_run(pipeline.build_run_document(later, {"sha256": "m"}, prep, [ok, oom],
+                                                    pipeline.collect_perf([ok, oom])), sqlite_url)
+    assert pipeline.regression_gate(later["run_id"], later["params"], sqlite_url) == []
+    assert pipeline.unchanged_since_last_run(env, {"sha256": "m"}, prep, sqlite_url) == "manual__3"
+
+
+def test_an_imported_complete_run_with_an_unmeasured_cell_is_stored_incomplete(sqlite_url):
+    from erfnet_tasks.results import db, publish, queries
+
+    env, ok, unloaded = _env_and_cells()
+    cells = [ok, unloaded]
+    doc = pipeline.build_run_document(env, {"sha256": "m"}, {"fingerprint": "f", "images": 1, "synthetic": True},
+                                      cells, pipeline.collect_perf(cells))
+    doc["run"]["status"] = "complete"  # as a hand-edited or older results.json might claim
+    publish.publish_run(doc, sqlite_url)
+    with db.session_scope(sqlite_url) as session:
+        assert queries.run_document(session, env["run_id"])["run"]["status"] == "incomplete"
+
+
+def test_a_failing_npu_smi_does_not_abort_a_cpu_only_run(data_root, tmp_path, monkeypatch):
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    smi = bin_dir / "npu-smi"
+    smi.write_text("#!/bin/sh\necho 'dcmi module initialize failed. ret is -8005'\nexit 1\n")
+    smi.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    env = pipeline.resolve_environment(form(data_root), "manual__npu_smi_broken")
+    assert [t["name"] for t in env["targets"]] == ["cpu"] and env["driver_version"] is None
+    assert set(env["backends"]) == {"onnxruntime", "torch"}

@@ -46,7 +46,7 @@ def _results_document() -> dict:
             acc.append({"target": target, "batch_size": batch, "images": 4, "miou": 0.7220,
                         "per_class": [0.72] * 19})
     return {"run": {"id": RUN_ID, "dag_id": "erfnet_offline_inference", "started_at": "2026-11-25T08:00:00+00:00",
-                    "status": "partial", "cann_version": "8.0.RC3", "driver_version": "24.1.0",
+                    "status": "complete", "cann_version": "8.0.RC3", "driver_version": "24.1.0",
                     "host": "browser-test-host", "model_sha256": "f" * 64, "images": 4},
             "accuracy": acc, "perf": perf, "findings": []}
 

@@ -23,7 +23,7 @@ def two_runs(results_url):  # noqa: F811
     publish.publish_run(make_doc(RUN_B, "2026-05-02T00:00:00+00:00", "8.0", [
         ("Ascend310", 1, 0.7218, 220.0, "ok"), ("Ascend310", 64, None, None, "oom"),
         ("Ascend310P3", 1, 0.7050, 290.0, "ok"), ("Ascend310P3", 64, 0.7219, 216.0, "ok")],
-        status="partial"), results_url)
+        status="complete"), results_url)
     return results_url
 
 
@@ -39,7 +39,7 @@ def test_show_json_is_the_run_document(two_runs, capsys, monkeypatch):
     assert code == 0
     doc = json.loads(out)
     assert set(doc) == {"run", "compiled", "accuracy", "perf", "findings"}
-    assert doc["run"]["id"] == RUN_B and doc["run"]["cann_version"] == "8.0" and doc["run"]["status"] == "partial"
+    assert doc["run"]["id"] == RUN_B and doc["run"]["cann_version"] == "8.0" and doc["run"]["status"] == "complete"
     assert {"id", "dag_id", "started_at", "finished_at", "status", "params", "cann_version", "driver_version",
             "host", "backends", "model_sha256", "weights_sha256", "dataset_fingerprint", "images",
             "synthetic"} == set(doc["run"])
@@ -50,7 +50,7 @@ def test_show_json_is_the_run_document(two_runs, capsys, monkeypatch):
     assert {"target", "batch_size", "throughput_fps", "status", "compute_p99_ms", "h2d_mean_ms"} <= set(oom)
     assert doc == canonical(make_doc(RUN_B, "2026-05-02T00:00:00+00:00", "8.0", [
         ("Ascend310", 1, 0.7218, 220.0, "ok"), ("Ascend310", 64, None, None, "oom"),
-        ("Ascend310P3", 1, 0.7050, 290.0, "ok"), ("Ascend310P3", 64, 0.7219, 216.0, "ok")], status="partial"))
+        ("Ascend310P3", 1, 0.7050, 290.0, "ok"), ("Ascend310P3", 64, 0.7219, 216.0, "ok")], status="complete"))
 
 
 def test_show_table_in_percent_like_the_guide(two_runs, capsys):
@@ -115,7 +115,7 @@ def test_reading_an_uninitialised_database_says_init(sqlite_url, capsys):
     code, _, err = run_cli(capsys, "results", "--db", sqlite_url, "list")
     assert code == 2 and "erfnet results init" in err
     code, out, _ = run_cli(capsys, "results", "--db", sqlite_url, "init")
-    assert code == 0 and "revision 0002" in out
+    assert code == 0 and f"revision {db.head_revision()}" in out
     code, out, _ = run_cli(capsys, "results", "--db", sqlite_url, "list")
     assert code == 0 and "no runs yet" in out
 
@@ -175,3 +175,15 @@ def test_accuracy_table_in_percent_with_failures_as_status():
     assert by_batch["64"]["Ascend310"] == "oom" and by_batch["64"]["Ascend310P3+AOE"] == "compile_failed"
     assert by_batch["1"]["torch-cuda"] == ""                          # measured for speed only
     assert tables.accuracy_table(GUIDE_LIKE, tolerance=0.03)[1][0][headers.index("cpu")] == "70.00"
+
+
+def test_reference_shows_the_guides_figures_seeded_by_migration(sqlite_url, capsys):
+    assert run_cli(capsys, "results", "--db", sqlite_url, "init")[0] == 0
+    code, out, _ = run_cli(capsys, "results", "--db", sqlite_url, "reference")
+    assert code == 0
+    assert any(line.split()[:4] == ["throughput_fps", "310P-AOE", "1", "380.082"] for line in out.splitlines())
+    assert "memory allocation failed" in out
+    code, out, _ = run_cli(capsys, "results", "--db", sqlite_url, "reference", "--format", "json")
+    figures = json.loads(out)
+    assert len(figures) == 35 and {"metric": "miou", "column": "310", "batch_size": 1} == {
+        k: figures[0][k] for k in ("metric", "column", "batch_size")}

@@ -58,7 +58,7 @@ def _count(url: str, table: str) -> int:
 
 def test_migrations_up_and_down(results_url):
     assert db.current_revision(results_url) is None
-    assert db.upgrade(results_url) == db.head_revision() == "0002"
+    assert db.upgrade(results_url) == db.head_revision()
     tables = set(sa.inspect(db.get_engine(results_url)).get_table_names())
     assert GUIDE_TABLES | {"alembic_version"} <= tables
 
@@ -69,7 +69,7 @@ def test_migrations_up_and_down(results_url):
     remaining = set(sa.inspect(db.get_engine(results_url)).get_table_names())
     assert not (GUIDE_TABLES & remaining)
 
-    assert db.upgrade(results_url) == "0002"
+    assert db.upgrade(results_url) == db.head_revision()
     assert _count(results_url, "reference_figures") == 11 + 24
 
 
@@ -145,13 +145,13 @@ CELLS = [("cpu", 1, 0.7218, 10.5, "ok"), ("cpu", 4, 0.7219, 12.0, "ok"), ("Ascen
 def test_publish_into_empty_database_round_trips(results_url):
     doc = make_doc("manual__2026-01-01T00:00:00+00:00", "2026-01-01T00:00:00+00:00", "8.0.RC1", CELLS)
     assert publish.publish_run(doc, results_url) == doc["run"]["id"]
-    assert db.current_revision(results_url) == "0002"
+    assert db.current_revision(results_url) == db.head_revision()
     assert _stored(results_url, "latest") == canonical(doc)
 
 
 def test_publish_twice_replaces_the_runs_rows(results_url):
     run_id = "scheduled__2026-01-02T00:00:00+00:00"
-    first = make_doc(run_id, "2026-01-02T00:00:00+00:00", "8.0.RC1", CELLS, status="partial")
+    first = make_doc(run_id, "2026-01-02T00:00:00+00:00", "8.0.RC1", CELLS, status="failed")
     publish.publish_run(first, results_url)
     publish.publish_run(first, results_url)
     assert (_count(results_url, "runs"), _count(results_url, "performance"), _count(results_url, "accuracy"),
@@ -219,15 +219,14 @@ def test_publish_rejects_bad_documents_before_writing(sqlite_url, mutate, messag
 def test_latest_list_and_history(results_url):
     publish.publish_run(make_doc("a", "2026-01-01T00:00:00+00:00", "7.0", CELLS), results_url)
     publish.publish_run(make_doc("b", "2026-01-02T08:00:00+08:00", "8.0", [("cpu", 1, 0.70, 9.0, "ok")],
-                                 status="partial"), results_url)
-    publish.publish_run(make_doc("c", "2026-01-03T00:00:00+00:00", "8.0", [], status="skipped"), results_url)
+                                 status="failed"), results_url)
     with db.session_scope(results_url) as session:
-        assert queries.resolve_run_id(session, "latest") == "b"  # c was skipped
+        assert queries.resolve_run_id(session, "latest") == "b"
         runs = queries.list_runs(session, limit=10)
-        assert [r["id"] for r in runs] == ["c", "b", "a"]
-        assert runs[2]["perf_cells"] == 3 and runs[2]["failed_cells"] == 1
-        assert runs[1]["started_at"] == "2026-01-02T00:00:00+00:00"  # stored and shown in UTC
-        assert [r["id"] for r in queries.list_runs(session, limit=1)] == ["c"]
+        assert [r["id"] for r in runs] == ["b", "a"]
+        assert runs[1]["perf_cells"] == 3 and runs[1]["failed_cells"] == 1
+        assert runs[0]["started_at"] == "2026-01-02T00:00:00+00:00"  # stored and shown in UTC
+        assert [r["id"] for r in queries.list_runs(session, limit=1)] == ["b"]
 
         points = queries.history(session, target="cpu", batch_size=1)
         assert [(p["run_id"], p["cann_version"], p["miou"], p["throughput_fps"]) for p in points] == [
@@ -268,26 +267,31 @@ def test_throughput_drop_and_failed_cell_against_previous_cann(results_url):
     full = lambda fps: [("cpu", 1, 0.72, fps, "ok"), ("cpu", 4, 0.72, fps, "ok"), ("cpu", 8, 0.72, fps, "ok"),
                         ("cpu", 16, 0.72, fps, "ok")]
     run("old-cann", 1, "7.0", full(100.0))
-    run("old-cann-partial", 2, "6.0", full(10.0), status="partial")   # not complete: never a baseline
+    run("old-cann-failed", 2, "6.0", full(10.0), status="failed")     # not complete: never a baseline
     run("same-cann", 3, "8.0", full(200.0))                           # same CANN: never a baseline
     run("new", 4, "8.0", [("cpu", 1, 0.72, 94.0, "ok"), ("cpu", 4, 0.72, 96.0, "ok"),
-                          ("cpu", 8, None, None, "oom"), ("cpu", 16, None, None, "skipped"),
-                          ("cpu", 32, None, None, "infer_failed")], status="partial")
+                          ("cpu", 8, None, None, "oom"), ("cpu", 16, None, None, "model_load_failed"),
+                          ("cpu", 32, None, None, "infer_failed")], status="incomplete")
     run("later", 5, "7.0", full(1000.0))                              # after the run: never a baseline
 
     found = _findings(results_url, "new")
+    # A cell that never reached a device is reported with or without a baseline; oom is a result.
     assert [(f["rule"], f["batch_size"], f["baseline_run_id"]) for f in found] == [
+        ("cell_not_measured", 16, None), ("cell_not_measured", 32, None),
         ("throughput_drop", 1, "old-cann"), ("cell_failed", 8, "old-cann")]
-    assert found[0]["value"] == pytest.approx(94.0) and found[0]["threshold"] == pytest.approx(95.0)
-    assert "oom" in found[1]["message"]
-    assert _findings(results_url, "new", regression.Rules(throughput_drop=0.10))[0]["rule"] == "cell_failed"
+    assert "model_load_failed" in found[0]["message"] and "infer_failed" in found[1]["message"]
+    assert found[2]["value"] == pytest.approx(94.0) and found[2]["threshold"] == pytest.approx(95.0)
+    assert "oom" in found[3]["message"]
+    assert [f["rule"] for f in _findings(results_url, "new", regression.Rules(throughput_drop=0.10))] == [
+        "cell_not_measured", "cell_not_measured", "cell_failed"]
 
     # Stored, and idempotent: evaluating again replaces rather than adds.
     _findings(results_url, "new")
     _findings(results_url, "new")
-    assert _count(results_url, "findings") == 2
+    assert _count(results_url, "findings") == 4
     stored = _stored(results_url, "new")["findings"]
-    assert sorted(f["rule"] for f in stored) == ["cell_failed", "throughput_drop"]
+    assert sorted(f["rule"] for f in stored) == ["cell_failed", "cell_not_measured", "cell_not_measured",
+                                                 "throughput_drop"]
 
 
 def test_no_baseline_no_perf_findings(results_url):

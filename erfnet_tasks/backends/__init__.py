@@ -1,12 +1,9 @@
-"""Compile and inference backends behind one small interface, all writing ais_bench's output layout.
+"""Compile and inference backends behind one protocol, all writing ais_bench's output layout.
 
-Every backend module exposes::
-
-    compile(onnx_path, out_dir, *, chip, batch_size, aoe=False) -> CompileResult(path, seconds, log_path)
-    infer(model, input_dir, output_dir, *, batch_size, device=None, loop=1, warmup=1, output_type="fp16")
-        -> InferResult(summary_path, output_dir, throughput_fps, compute_ms, h2d_ms, d2h_ms)
-    version() -> str
-    available() -> bool
+A backend is a module of this package that satisfies ``Backend`` (below) and has one line in
+``REGISTRY``. Everything that lists backends — the CLI's ``--backend`` choices, the targets and the
+trigger form's target pattern (``targets.py``), the versions a run records, the pipeline's compile and
+device choices — reads this registry, so adding a host backend is one module plus one registry line.
 
 ``compute_ms``, ``h2d_ms`` and ``d2h_ms`` are ais_bench statistics blocks (``min``, ``max``, ``mean``,
 ``median``, ``percentile(99%)``, ``count``; milliseconds), exactly as in the summary JSON, so callers
@@ -23,15 +20,20 @@ ONNX Runtime's, not an NPU's.
 from __future__ import annotations
 
 import importlib
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from types import ModuleType
+from typing import Literal, Protocol, runtime_checkable
 
-from ..errors import ErfnetError
+from ..errors import CompileFailed, ErfnetError, InferFailed  # noqa: F401  (re-exported: backends raise them)
 
-BACKEND_MODULES = {"onnxruntime": "onnxruntime", "torch": "torch", "ascend": "ascend", "ais_bench": "ascend"}
-DEFAULT_BACKEND = "onnxruntime"
-INFER_STATUSES = ("oom", "model_load_failed", "device_open_failed", "infer_failed")
+# One line per backend: its name -> its module in this package. Aliases name a registered backend.
+REGISTRY = {
+    "onnxruntime": "onnxruntime",
+    "torch": "torch",
+    "ascend": "ascend",
+}
+ALIASES = {"ais_bench": "ascend"}
 OUTPUT_TYPES = ("fp16", "fp32")
 
 
@@ -52,37 +54,53 @@ class InferResult:
     d2h_ms: dict
 
 
-class CompileFailed(ErfnetError):
-    """The compiler ran and refused; ``code`` is its error code (atc's ``E10007``...) when it gave one."""
+@runtime_checkable
+class Backend(Protocol):
+    """What a backend module provides (a module satisfies a Protocol through its attributes)."""
 
-    def __init__(self, message: str, *, code: str | None = None, log_path: Path | None = None):
-        super().__init__(message)
-        self.code = code
-        self.log_path = log_path
+    NAME: str
+    RUNS_ON: Literal["npu", "host"]  # npu: the NPU worker's queue and a device slot; host: any worker
+    BUILDS_ARTIFACT: bool            # False: compile only checks its input, and infer runs the weights
+    TARGETS: Mapping[str, str]       # host targets it measures: target name -> device (npu: {}, chips are targets)
 
+    def compile(self, onnx_path, out_dir, *, chip: str, batch_size: int, aoe: bool = False) -> CompileResult: ...
 
-class InferFailed(ErfnetError):
-    """Inference ran and failed; ``status`` tells the cause apart (one of INFER_STATUSES)."""
+    def infer(self, model, input_dir, output_dir, *, batch_size: int, device=None, loop: int = 1,
+              warmup: int = 1, output_type: str = "fp16") -> InferResult: ...
 
-    def __init__(self, message: str, *, status: str = "infer_failed", log_path: Path | None = None):
-        if status not in INFER_STATUSES:
-            raise ValueError(f"unknown infer status {status!r}")
-        super().__init__(message)
-        self.status = status
-        self.log_path = log_path
+    def version(self) -> str: ...
 
+    def available(self) -> bool: ...
 
-def backend_names() -> list[str]:
-    return list(BACKEND_MODULES)
+    def device_for(self, target: Mapping) -> str | int:
+        """The ``device`` argument of ``infer`` for a planned target (``Target.as_dict()``)."""
 
 
-def get_backend(name: str) -> ModuleType:
-    """The backend module for ``name`` (``onnxruntime``, ``torch``, ``ascend`` or its alias ``ais_bench``)."""
-    try:
-        module = BACKEND_MODULES[name]
-    except KeyError:
-        raise ErfnetError(f"unknown backend {name!r}; choose one of {', '.join(BACKEND_MODULES)}") from None
+def backend_names(*, aliases: bool = True) -> list[str]:
+    """The names ``get_backend`` accepts (the CLI's ``--backend`` choices)."""
+    return [*REGISTRY, *(ALIASES if aliases else ())]
+
+
+def get_backend(name: str) -> Backend:
+    """The backend registered as ``name`` (or an alias of it)."""
+    module = REGISTRY.get(ALIASES.get(name, name)) if isinstance(name, str) else None
+    if module is None:
+        raise ErfnetError(f"unknown backend {name!r}; choose one of {', '.join(backend_names())}")
     return importlib.import_module(f"{__name__}.{module}")
+
+
+def all_backends() -> list[Backend]:
+    return [get_backend(name) for name in REGISTRY]
+
+
+def npu_backend() -> Backend:
+    """The backend that measures chip targets (``Ascend310P3``...)."""
+    return next(b for b in all_backends() if b.RUNS_ON == "npu")
+
+
+def host_targets() -> dict[str, tuple[str, str]]:
+    """Every host target: name -> (backend name, device), in registry order."""
+    return {target: (b.NAME, device) for b in all_backends() for target, device in b.TARGETS.items()}
 
 
 def check_batch_size(batch_size) -> int:

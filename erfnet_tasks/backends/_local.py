@@ -21,12 +21,32 @@ from pathlib import Path
 import numpy as np
 
 from .. import outputs
-from ..errors import ErfnetError
+from ..errors import ErfnetError, InferFailed
 from ..fsutil import DirectWriter, aligned_empty
-from . import InferFailed, InferResult
+from . import InferResult
 
 INPUT_SUFFIXES = (".bin", ".npy")
 _WRITE_QUEUE_DEPTH = 2  # a batch is written much faster than it is computed; each queued batch is memory
+
+
+HOST_DEVICES = ("cpu", "cuda")
+
+
+def device_for(target) -> str:
+    """A host target names its device (``cpu`` or ``cuda``)."""
+    return target["device"]
+
+
+def parse_device(device, backend: str, cuda_available, no_cuda: str) -> tuple[str, int]:
+    """``cpu``, ``cuda`` or ``cuda:N`` (None means cpu); ``no_cuda`` is the error when CUDA is asked for
+    and ``cuda_available()`` says there is none."""
+    text = "cpu" if device is None else str(device).strip().lower()
+    kind, _, index = text.partition(":")
+    if kind not in HOST_DEVICES or (index and not index.isdigit()) or (kind == "cpu" and index):
+        raise ErfnetError(f"{backend} device must be cpu, cuda or cuda:N, got {device!r}")
+    if kind == "cuda" and not cuda_available():
+        raise ErfnetError(no_cuda)
+    return kind, int(index or 0)
 
 
 def natural_key(path: Path) -> list:
@@ -186,3 +206,35 @@ def infer_args(backend: str, model, input_dir, output_dir, batch_size, device, l
     return [backend, "--model", str(model), "--input", str(input_dir), "--output", str(output_dir),
             "--outfmt", "BIN", "--batchsize", str(batch_size), "--device", str(device), "--loop", str(loop),
             "--warmup_count", str(warmup), "--output_type", output_type]
+
+
+def run_batches(runner, groups: list[list[Path]], buffer: np.ndarray, *, output_dir, output_type: str,
+                loop: int, warmup: int, desc: str, on_error) -> tuple[Path, list, Timings]:
+    """The host inference loop: untimed warmup on the first batch, then every batch ``loop`` times, its
+    outputs handed to the writer thread. ``runner`` has ``take() -> arrays|None``, ``run(batch, timings,
+    into) -> arrays`` and ``give_back(arrays)``; ``on_error(exc)`` turns a backend's own exception into
+    an InferFailed (an ErfnetError passes through as it is)."""
+    fill_batch(groups[0], buffer)
+    into = runner.take()
+    for _ in range(warmup):
+        runner.run(buffer, None, into)
+    runner.give_back(into)
+    folder = outputs.make_output_folder(output_dir)
+    writer = OutputWriter(folder, np.float16 if output_type == "fp16" else np.float32)
+    timings = Timings([], [], [])
+    filesinfo = []
+    try:
+        for group in with_progress(groups, desc):
+            fill_batch(group, buffer)
+            into = runner.take()  # waits while the writer still holds every buffer set
+            for _ in range(loop):
+                result = runner.run(buffer, timings, into)
+            names = writer.submit(group, result, release=runner.give_back)
+            filesinfo.extend(outputs.SummaryEntry(f, tuple(n)) for f, n in zip(group, names))
+    except Exception as exc:
+        if isinstance(exc, ErfnetError):
+            raise
+        raise on_error(exc) from None
+    finally:
+        writer.close()
+    return folder, filesinfo, timings

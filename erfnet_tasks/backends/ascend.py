@@ -1,5 +1,5 @@
 """The Ascend toolchain: ``atc`` (and AOE) to compile, ``python3 -m ais_bench`` to infer, ``npu-smi`` and
-the CANN install files to describe the host. Interfaces: docs reference ascend-interfaces.md.
+the CANN install files to describe the host. Interfaces: docs/reference/ascend-interfaces.md.
 
 Every command is an argv list (never a shell), and the chip name and batch size are validated before any
 process starts, because they end up on a command line. Nothing here has run on real Ascend hardware: it is
@@ -17,16 +17,20 @@ import sys
 import time
 from pathlib import Path
 
-from .. import outputs
+from .. import outputs, settings
 from ..errors import ErfnetError
 from ..fsutil import atomic_path
-from . import CompileFailed, CompileResult, InferFailed, InferResult, check_batch_size, check_output_type, check_runs
+from ..errors import CompileFailed, InferFailed
+from . import CompileResult, InferResult, check_batch_size, check_output_type, check_runs
 
+NAME = "ascend"
+RUNS_ON = "npu"
+BUILDS_ARTIFACT = True
+TARGETS: dict[str, str] = {}  # its targets are chips: Ascend<chip>[+AOE] (targets.py)
 CHIP_PATTERN = re.compile(r"^Ascend[0-9A-Za-z]+$")
 ERROR_CODE_PATTERN = re.compile(r"\b([EW]\d{5})\b")
 INPUT_NAME = "actual_input_1"
 INPUT_CHW = (3, 512, 1024)
-AIS_BENCH_PYTHON_ENV = "ERFNET_AIS_BENCH_PYTHON"
 DEFAULT_ASCEND_ROOT = Path("/usr/local/Ascend")
 _PERF_LINE = re.compile(
     r"(?P<name>H2D_latency|NPU_compute_time|D2H_latency) \(ms\): min = (?P<min>\S+), max = (?P<max>\S+), "
@@ -66,6 +70,11 @@ def _tool(name: str) -> str:
     if path is None:
         raise ErfnetError(f"'{name}' is not on PATH: source the CANN set_env.sh (ascend-toolkit) first")
     return path
+
+
+def device_for(target) -> int:
+    """Device 0 of the worker: the DAG's ``npu_devices`` pool admits one cell per device."""
+    return 0
 
 
 # --------------------------------------------------------------------------- compile
@@ -143,7 +152,7 @@ def compile(onnx_path, out_dir, *, chip: str, batch_size: int, aoe: bool = False
 # --------------------------------------------------------------------------- infer
 
 def ais_bench_python() -> str:
-    return os.environ.get(AIS_BENCH_PYTHON_ENV) or sys.executable
+    return settings.ais_bench_python() or sys.executable
 
 
 def ais_bench_argv(model, input_dir, output_dir, *, batch_size: int, device: str, loop: int, warmup: int) -> list[str]:

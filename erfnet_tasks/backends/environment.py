@@ -1,14 +1,20 @@
-"""What this host offers: CANN version, NPU chips, driver, and which backends can run (``erfnet environment``)."""
+"""What this host offers: CANN version, NPU chips, driver, and which backends can run.
+
+One description serves ``erfnet environment`` and the DAG's ``resolve_environment``. It never raises:
+what cannot be found is None (or []) with the reason in ``notes``, so an ``npu-smi`` that fails on a
+host never aborts a run that only has host targets.
+"""
 
 from __future__ import annotations
 
+import shutil
+
 from ..errors import ErfnetError
-from . import BACKEND_MODULES, get_backend
+from . import all_backends
 
 
-def describe_environment() -> dict:
-    """``{"cann_version", "chips", "driver_version", "backends": {name: {"available", "version"}}, "notes"}``;
-    what cannot be found is None (or []) with the reason in ``notes``, never an exception."""
+def describe_toolchain() -> dict:
+    """``{"cann_version", "chips", "driver_version", "atc", "notes"}`` of this host (``atc``: on PATH)."""
     from . import ascend
 
     notes = []
@@ -23,12 +29,19 @@ def describe_environment() -> dict:
     except ErfnetError as exc:
         chips, driver = [], None
         notes.append(str(exc))
+    return {"cann_version": cann, "chips": chips, "driver_version": driver,
+            "atc": shutil.which("atc") is not None, "notes": notes}
+
+
+def describe_environment() -> dict:
+    """``describe_toolchain()`` plus ``"backends": {name: {"available", "version"}}`` (for the CLI)."""
+    host = describe_toolchain()
     backends = {}
-    for name in dict.fromkeys(BACKEND_MODULES.values()):  # aliases share a module: list each once
-        module = get_backend(name)
-        usable = module.available()
-        backends[name] = {"available": usable, "version": module.version() if usable else None}
-    return {"cann_version": cann, "chips": chips, "driver_version": driver, "backends": backends, "notes": notes}
+    for backend in all_backends():
+        usable = backend.available()
+        backends[backend.NAME] = {"available": usable, "version": backend.version() if usable else None}
+    return {"cann_version": host["cann_version"], "chips": host["chips"],
+            "driver_version": host["driver_version"], "backends": backends, "notes": host["notes"]}
 
 
 def format_environment(env: dict) -> str:

@@ -23,13 +23,17 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import ErfnetError
+from .. import settings
+from ..errors import ErfnetError, InferFailed, first_line
 from ..fsutil import atomic_path
-from .. import outputs
-from . import CompileResult, InferFailed, check_batch_size, check_output_type, check_runs
+from . import CompileResult, check_batch_size, check_output_type, check_runs
 from . import _local
+from ._local import device_for  # noqa: F401  (Backend protocol)
 
-DEVICES = ("cpu", "cuda")
+NAME = "onnxruntime"
+RUNS_ON = "host"
+BUILDS_ARTIFACT = True
+TARGETS = {"cpu": "cpu", "cuda": "cuda"}
 
 
 def version() -> str:
@@ -53,28 +57,15 @@ def cuda_available() -> bool:
 
 
 def _parse_device(device) -> tuple[str, int]:
-    """``cpu``, ``cuda`` or ``cuda:N`` (also a bare NPU-style ``0`` means CPU here: there is no NPU)."""
-    text = "cpu" if device is None else str(device).strip().lower()
-    kind, _, index = text.partition(":")
-    if kind not in DEVICES or (index and not index.isdigit()) or (kind == "cpu" and index):
-        raise ErfnetError(f"onnxruntime device must be cpu, cuda or cuda:N, got {device!r}")
-    if kind == "cuda" and not cuda_available():
-        raise ErfnetError("device 'cuda' requested but this ONNX Runtime has no CUDAExecutionProvider "
-                          "(install onnxruntime-gpu on a host with an NVIDIA GPU)")
-    return kind, int(index or 0)
+    return _local.parse_device(device, NAME, cuda_available,
+                               "device 'cuda' requested but this ONNX Runtime has no CUDAExecutionProvider "
+                               "(install onnxruntime-gpu on a host with an NVIDIA GPU)")
 
 
 def _providers(kind: str, index: int) -> list:
     if kind == "cuda":
         return [("CUDAExecutionProvider", {"device_id": index}), "CPUExecutionProvider"]
     return ["CPUExecutionProvider"]
-
-
-def _threads() -> int:
-    text = os.environ.get("ERFNET_ORT_THREADS", "0")
-    if not text.isdigit():
-        raise ErfnetError(f"ERFNET_ORT_THREADS must be a non-negative integer, got {text!r}")
-    return int(text)
 
 
 def _session_options(level=None):
@@ -85,7 +76,7 @@ def _session_options(level=None):
     # One inference at a time: intra-op threads on every physical core (ORT's default, 0), no inter-op
     # pool competing; ERFNET_ORT_THREADS caps it where the host is shared.
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    options.intra_op_num_threads = _threads()
+    options.intra_op_num_threads = settings.ort_threads()
     options.log_severity_level = 3
     return options
 
@@ -128,7 +119,7 @@ def compile(onnx_path, out_dir, *, chip: str = "cpu", batch_size: int, aoe: bool
             try:
                 ort.InferenceSession(str(fixed), options, providers=_providers(kind, index))
             except Exception as exc:
-                raise ErfnetError(f"ONNX Runtime could not optimise {src}: {str(exc).splitlines()[0]}") from None
+                raise ErfnetError(f"ONNX Runtime could not optimise {src}: {first_line(exc)}") from None
         finally:
             fixed.unlink(missing_ok=True)
     return CompileResult(path=out, seconds=time.perf_counter() - started, log_path=None)
@@ -166,7 +157,7 @@ def _open_session(model: Path, kind: str, index: int, output_type: str):
         source = _with_fp16_outputs(model) if output_type == "fp16" else str(model)
         return ort.InferenceSession(source, _session_options(), providers=_providers(kind, index))
     except Exception as exc:
-        raise InferFailed(f"ONNX Runtime could not load {model}: {str(exc).splitlines()[0]}",
+        raise InferFailed(f"ONNX Runtime could not load {model}: {first_line(exc)}",
                           status="model_load_failed") from None
 
 
@@ -284,31 +275,10 @@ def infer(model, input_dir, output_dir, *, batch_size: int, device=None, loop: i
     runner = _CudaRunner(session, index) if kind == "cuda" else _CpuRunner(session)
     buffer = np.zeros((batch_size, *_sample_shape(session)), dtype=np.float32)
 
-    groups = _local.batches(files, batch_size)
-    _local.fill_batch(groups[0], buffer)
-    into = runner.take()
-    for _ in range(warmup):
-        runner.run(buffer, None, into)
-    runner.give_back(into)
-
-    folder = outputs.make_output_folder(output_dir)
-    writer = _local.OutputWriter(folder, np.float16 if output_type == "fp16" else np.float32)
-    timings = _local.Timings([], [], [])
-    filesinfo = []
-    try:
-        for group in _local.with_progress(groups, "infer (onnxruntime)"):
-            _local.fill_batch(group, buffer)
-            into = runner.take()  # waits while the writer still holds both buffer sets
-            for _ in range(loop):
-                result = runner.run(buffer, timings, into)
-            names = writer.submit(group, result, release=runner.give_back)
-            filesinfo.extend(outputs.SummaryEntry(f, tuple(n)) for f, n in zip(group, names))
-    except Exception as exc:
-        if isinstance(exc, ErfnetError):
-            raise
-        raise InferFailed(f"ONNX Runtime inference failed: {str(exc).splitlines()[0]}") from None
-    finally:
-        writer.close()
+    folder, filesinfo, timings = _local.run_batches(
+        runner, _local.batches(files, batch_size), buffer, output_dir=output_dir, output_type=output_type,
+        loop=loop, warmup=warmup, desc="infer (onnxruntime)",
+        on_error=lambda exc: InferFailed(f"ONNX Runtime inference failed: {first_line(exc)}"))
     args = _local.infer_args("onnxruntime", model, input_dir, output_dir, batch_size,
                              f"{kind}:{index}" if kind == "cuda" else kind, loop, warmup, output_type)
     return _local.finish(folder, filesinfo, timings, batch_size=batch_size, args=args)

@@ -16,10 +16,15 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import outputs
-from ..errors import ErfnetError
-from . import CompileResult, InferFailed, check_batch_size, check_output_type, check_runs
+from ..errors import ErfnetError, InferFailed, first_line
+from . import CompileResult, check_batch_size, check_output_type, check_runs
 from . import _local
+from ._local import device_for  # noqa: F401  (Backend protocol)
+
+NAME = "torch"
+RUNS_ON = "host"
+BUILDS_ARTIFACT = False  # eager PyTorch runs the checkpoint itself
+TARGETS = {"torch-cpu": "cpu", "torch-cuda": "cuda"}
 
 
 def version() -> str:
@@ -36,16 +41,18 @@ def available() -> bool:
     return True
 
 
+def _cuda_available() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
 def _device(device):
     import torch
 
-    text = "cpu" if device is None else str(device).strip().lower()
-    kind, _, index = text.partition(":")
-    if kind not in ("cpu", "cuda") or (index and not index.isdigit()) or (kind == "cpu" and index):
-        raise ErfnetError(f"torch device must be cpu, cuda or cuda:N, got {device!r}")
-    if kind == "cuda" and not torch.cuda.is_available():
-        raise ErfnetError("device 'cuda' requested but this PyTorch sees no CUDA device")
-    return torch.device(text)
+    kind, index = _local.parse_device(device, NAME, _cuda_available,
+                                      "device 'cuda' requested but this PyTorch sees no CUDA device")
+    return torch.device(f"cuda:{index}" if kind == "cuda" and ":" in str(device) else kind)
 
 
 def _load(model_path) -> "torch.nn.Module":
@@ -71,9 +78,57 @@ def compile(onnx_path, out_dir, *, chip: str = "cpu", batch_size: int, aoe: bool
     return CompileResult(path=source, seconds=0.0, log_path=None)
 
 
+class _Runner:
+    """One forward pass per batch; the tensor shares the buffer's memory, so filling it fills the input."""
+
+    def __init__(self, net, buffer: np.ndarray, dev, output_type: str):
+        import torch
+
+        self.net, self.dev = net, dev
+        self.host = torch.from_numpy(buffer)
+        self.out_dtype = torch.float16 if output_type == "fp16" else torch.float32
+        self.on_cuda = dev.type == "cuda"
+
+    def take(self):
+        return None
+
+    def give_back(self, arrays) -> None:
+        pass
+
+    def _sync(self) -> None:
+        import torch
+
+        if self.on_cuda:
+            torch.cuda.synchronize(self.dev)
+
+    def run(self, batch, timings, into=None) -> list[np.ndarray]:
+        t0 = time.perf_counter()
+        x = self.host.to(self.dev, non_blocking=False) if self.on_cuda else self.host
+        self._sync()
+        t1 = time.perf_counter()
+        y = self.net(x).to(self.out_dtype)
+        self._sync()
+        t2 = time.perf_counter()
+        result = y.cpu().numpy() if self.on_cuda else y.numpy()
+        t3 = time.perf_counter()
+        if timings is not None:
+            timings.compute_ms.append((t2 - t1) * 1000.0)
+            if self.on_cuda:
+                timings.h2d_ms.append((t1 - t0) * 1000.0)
+                timings.d2h_ms.append((t3 - t2) * 1000.0)
+        return [result]
+
+
+def _failure(exc: Exception) -> InferFailed:
+    status = "oom" if "out of memory" in str(exc).lower() else "infer_failed"
+    return InferFailed(f"PyTorch inference failed: {first_line(exc)}", status=status)
+
+
 def infer(model, input_dir, output_dir, *, batch_size: int, device=None, loop: int = 1, warmup: int = 1,
           output_type: str = "fp16"):
     import torch
+
+    from ..model import INPUT_SHAPE
 
     check_batch_size(batch_size)
     check_output_type(output_type)
@@ -81,56 +136,11 @@ def infer(model, input_dir, output_dir, *, batch_size: int, device=None, loop: i
     dev = _device(device)
     files = _local.list_inputs(input_dir)
     net = _load(model).to(dev)
-    from ..model import INPUT_SHAPE
-
     buffer = np.zeros((batch_size, *INPUT_SHAPE), dtype=np.float32)
-    host = torch.from_numpy(buffer)  # shares memory: filling the buffer fills the tensor
-    out_dtype = torch.float16 if output_type == "fp16" else torch.float32
-    on_cuda = dev.type == "cuda"
-
-    def sync():
-        if on_cuda:
-            torch.cuda.synchronize(dev)
-
-    def run(timings):
-        t0 = time.perf_counter()
-        x = host.to(dev, non_blocking=False) if on_cuda else host
-        sync()
-        t1 = time.perf_counter()
-        y = net(x).to(out_dtype)
-        sync()
-        t2 = time.perf_counter()
-        result = y.cpu().numpy() if on_cuda else y.numpy()
-        t3 = time.perf_counter()
-        if timings is not None:
-            timings.compute_ms.append((t2 - t1) * 1000.0)
-            if on_cuda:
-                timings.h2d_ms.append((t1 - t0) * 1000.0)
-                timings.d2h_ms.append((t3 - t2) * 1000.0)
-        return [result]
-
-    groups = _local.batches(files, batch_size)
-    timings = _local.Timings([], [], [])
-    filesinfo = []
     with torch.inference_mode():
-        _local.fill_batch(groups[0], buffer)
-        for _ in range(warmup):
-            run(None)
-        folder = outputs.make_output_folder(output_dir)
-        writer = _local.OutputWriter(folder, np.float16 if output_type == "fp16" else np.float32)
-        try:
-            for group in _local.with_progress(groups, "infer (torch)"):
-                _local.fill_batch(group, buffer)
-                for _ in range(loop):
-                    result = run(timings)
-                names = writer.submit(group, result)
-                filesinfo.extend(outputs.SummaryEntry(f, tuple(n)) for f, n in zip(group, names))
-        except Exception as exc:
-            if isinstance(exc, ErfnetError):
-                raise
-            status = "oom" if "out of memory" in str(exc).lower() else "infer_failed"
-            raise InferFailed(f"PyTorch inference failed: {str(exc).splitlines()[0]}", status=status) from None
-        finally:
-            writer.close()
+        folder, filesinfo, timings = _local.run_batches(
+            _Runner(net, buffer, dev, output_type), _local.batches(files, batch_size), buffer,
+            output_dir=output_dir, output_type=output_type, loop=loop, warmup=warmup, desc="infer (torch)",
+            on_error=_failure)
     args = _local.infer_args("torch", model, input_dir, output_dir, batch_size, str(dev), loop, warmup, output_type)
     return _local.finish(folder, filesinfo, timings, batch_size=batch_size, args=args)

@@ -8,7 +8,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from ..cli import positive_int
+from ..argtypes import percent, positive_int
 
 
 def register(subparsers) -> None:
@@ -31,11 +31,15 @@ def register(subparsers) -> None:
     p.add_argument("--format", choices=("table", "json", "csv"), default="table")
     p.add_argument("--reference-target", metavar="TARGET", default=None,
                    help="add throughput ratio columns against this target (e.g. Ascend310)")
-    p.add_argument("--reference-miou", type=_percent, default=None, metavar="PERCENT",
+    p.add_argument("--reference-miou", type=percent, default=None, metavar="PERCENT",
                    help="reference mIoU in percent (default: the run's own, else the guide's 72.20)")
-    p.add_argument("--tolerance", type=_percent, default=None, metavar="POINTS",
+    p.add_argument("--tolerance", type=percent, default=None, metavar="POINTS",
                    help="accepted mIoU shortfall in points (default: the run's own, else the guide's 1.0)")
     p.set_defaults(handler=cmd_show)
+
+    p = sub.add_parser("reference", help="the guide's published figures, as stored in the database (migration 0002)")
+    p.add_argument("--format", choices=("table", "json"), default="table")
+    p.set_defaults(handler=cmd_reference)
 
     p = sub.add_parser("compare", help="two runs cell by cell")
     p.add_argument("run_a", metavar="RUN_A")
@@ -62,19 +66,6 @@ def _row_limit(text: str) -> int:
     if value > BIGINT_MAX:
         raise argparse.ArgumentTypeError(f"expected at most {BIGINT_MAX}, got {text[:40]!r}")
     return value
-
-
-def _percent(text: str) -> float:
-    """A percentage or a number of mIoU points (0 to 100), as the fraction the library works in."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number from 0 to 100, got {text!r}") from None
-    if not 0.0 <= value <= 100.0:
-        raise argparse.ArgumentTypeError(f"expected a number from 0 to 100, got {text!r}")
-    return value / 100.0
-
-
 def _url(args) -> str:
     from . import db
 
@@ -151,6 +142,15 @@ def _run_heading(doc: dict) -> str:
     from .tables import printable
 
     return "\n".join(printable(line) for line in lines)  # stored fields may hold escape sequences
+
+
+def cmd_reference(args) -> int:
+    from . import queries, tables
+
+    with _reading_session(args) as session:
+        figures = queries.reference_figures(session)
+    print(json.dumps(figures, indent=2) if args.format == "json" else tables.render_text(tables.reference_table(figures)))
+    return 0
 
 
 def cmd_compare(args) -> int:

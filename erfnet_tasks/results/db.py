@@ -21,12 +21,12 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.orm import Session
 
-from ..errors import ErfnetError
-from ..settings import data_dir
+from ..errors import ErfnetError, first_line
+from ..settings import RESULTS_DB_URL, data_dir, results_db_url
 
 log = logging.getLogger(__name__)
 
-ENV_URL = "ERFNET_RESULTS_DB_URL"
+ENV_URL = RESULTS_DB_URL
 AIRFLOW_CONN_ID = "erfnet_results"
 _AIRFLOW_CONN_ENV = "AIRFLOW_CONN_ERFNET_RESULTS"
 _PACKAGE_DIR = Path(__file__).resolve().parent
@@ -42,7 +42,7 @@ _engines_lock = threading.Lock()
 
 def resolve_url() -> str:
     """The results database URL: the environment, then Airflow's connection, then the SQLite default."""
-    url = os.environ.get(ENV_URL, "").strip()
+    url = results_db_url()
     if url:
         return normalize_url(url)
     url = _airflow_connection_url()
@@ -98,7 +98,7 @@ def _airflow_connection_url() -> str | None:
         conn = BaseHook.get_connection(AIRFLOW_CONN_ID)
     except Exception as exc:  # not defined, no metadata database, not inside a deployment: fall through
         log.info("Airflow connection %r not available (%s); using the SQLite default", AIRFLOW_CONN_ID,
-                 str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+                 first_line(exc))
         return None
     return _url_from_parts(conn.conn_type, conn.host, conn.login, conn.password, conn.schema, conn.port)
 

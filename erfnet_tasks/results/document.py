@@ -11,22 +11,28 @@ import re
 from datetime import datetime, timezone
 
 from ..errors import ErfnetError
+from ..records import CellStatus, CompileStatus, RunStatus, run_status
 
 RUN_ID_PATTERN = re.compile(r"^[A-Za-z0-9_.:+\-]{1,250}$")
 LATEST = "latest"
 
 RUN_FIELDS = ("id", "dag_id", "started_at", "finished_at", "status", "params", "cann_version",
               "driver_version", "host", "backends", "model_sha256", "weights_sha256",
-              "dataset_fingerprint", "images", "synthetic")
+              "dataset_fingerprint", "images", "synthetic", "class_names")
 COMPILED_FIELDS = ("target", "batch_size", "backend", "chip", "path", "sha256", "seconds", "cache_hit",
                    "status", "error")
 ACCURACY_FIELDS = ("target", "batch_size", "images", "miou", "per_class")
 PERF_FIELDS = ("target", "batch_size", "throughput_fps", "compute_min_ms", "compute_mean_ms",
                "compute_median_ms", "compute_p99_ms", "h2d_mean_ms", "d2h_mean_ms", "status", "error")
 FINDING_FIELDS = ("rule", "target", "batch_size", "message", "value", "threshold", "baseline_run_id")
-RUN_STATUSES = ("complete", "partial", "failed", "skipped")
-PERF_STATUSES = ("ok", "oom", "compile_failed", "infer_failed", "skipped")
-COMPILED_STATUSES = ("ok", "failed", "skipped")
+# Documents written before runs stored their class names all measured Cityscapes: readers name their
+# per-class columns with this frozen copy of its 19 trainId names (a test keeps it equal to the dataset's).
+LEGACY_CLASS_NAMES = ("road", "sidewalk", "building", "wall", "fence", "pole", "traffic light", "traffic sign",
+                      "vegetation", "terrain", "sky", "person", "rider", "car", "truck", "bus", "train",
+                      "motorcycle", "bicycle")
+RUN_STATUSES = tuple(RunStatus)
+PERF_STATUSES = tuple(CellStatus)
+COMPILED_STATUSES = tuple(CompileStatus)
 
 
 def validate_run_id(run_id) -> str:
@@ -73,17 +79,24 @@ def normalize_document(doc) -> dict:
         raise ErfnetError(f"run {run['id']}: run.started_at is missing (the time the run started, ISO 8601)")
     run["started_at"] = format_time(started)
     run["finished_at"] = format_time(parse_time(run["finished_at"], "finished_at"))
-    run["status"] = _choice(run["status"] or "complete", RUN_STATUSES, "run.status")
+    run["status"] = _choice(run["status"] or RunStatus.COMPLETE, RUN_STATUSES, "run.status")
     for name in ("params", "backends"):
         if run[name] is not None and not isinstance(run[name], dict):
             raise ErfnetError(f"run.{name} must be an object")
     run["images"] = _optional_int(run["images"], "run.images")
     run["synthetic"] = None if run["synthetic"] is None else bool(run["synthetic"])
+    run["class_names"] = _class_names(run["class_names"])
+    if run["class_names"] is None:  # optional: a document that never had them is written back as it was
+        del run["class_names"]
+    perf = _cells(doc, "perf", PERF_FIELDS, _check_perf)
+    if run["status"] == RunStatus.COMPLETE and perf:
+        # A cell that never reached a device is not a result, whatever the document claims.
+        run["status"] = run_status([c["status"] for c in perf]).value
     normalized = {
         "run": run,
         "compiled": _cells(doc, "compiled", COMPILED_FIELDS, _check_compiled),
         "accuracy": _cells(doc, "accuracy", ACCURACY_FIELDS, _check_accuracy),
-        "perf": _cells(doc, "perf", PERF_FIELDS, _check_perf),
+        "perf": perf,
         "findings": _findings(doc),
     }
     check_storable(normalized)
@@ -138,27 +151,35 @@ def _check_json_value(value, where: str) -> None:
             _check_json_value(v, f"{where}[{i}]")
 
 
-def _cells(doc: dict, key: str, fields: tuple[str, ...], check) -> list[dict]:
+def _items(doc: dict, key: str, fields: tuple[str, ...]) -> list[tuple[str, dict]]:
+    """(where, object) for each entry of the list ``doc[key]``: its ``fields``, target and batch checked."""
     items = doc.get(key) or []
     if not isinstance(items, list):
         raise ErfnetError(f'"{key}" must be a list')
-    cells, seen = [], set()
+    out = []
     for i, item in enumerate(items):
         if not isinstance(item, dict):
             raise ErfnetError(f"{key}[{i}] must be an object")
-        cell = {name: item.get(name) for name in fields}
-        cell["target"] = _target(cell["target"], f"{key}[{i}].target")
-        cell["batch_size"] = _batch(cell["batch_size"], f"{key}[{i}].batch_size")
+        obj = {name: item.get(name) for name in fields}
+        obj["target"] = _target(obj["target"], f"{key}[{i}].target")
+        obj["batch_size"] = _batch(obj["batch_size"], f"{key}[{i}].batch_size")
+        out.append((f"{key}[{i}]", obj))
+    return out
+
+
+def _cells(doc: dict, key: str, fields: tuple[str, ...], check) -> list[dict]:
+    cells, seen = [], set()
+    for where, cell in _items(doc, key, fields):
         if (cell["target"], cell["batch_size"]) in seen:
             raise ErfnetError(f"{key} lists target {cell['target']} batch {cell['batch_size']} twice")
         seen.add((cell["target"], cell["batch_size"]))
-        check(cell, f"{key}[{i}]")
+        check(cell, where)
         cells.append(cell)
     return sorted(cells, key=lambda c: (c["target"], c["batch_size"]))
 
 
 def _check_compiled(cell: dict, where: str) -> None:
-    cell["status"] = _choice(cell["status"] or "ok", COMPILED_STATUSES, f"{where}.status")
+    cell["status"] = _choice(cell["status"] or CompileStatus.OK, COMPILED_STATUSES, f"{where}.status")
     cell["seconds"] = _optional_float(cell["seconds"], f"{where}.seconds")
     cell["cache_hit"] = None if cell["cache_hit"] is None else bool(cell["cache_hit"])
 
@@ -176,32 +197,32 @@ def _check_accuracy(cell: dict, where: str) -> None:
 
 
 def _check_perf(cell: dict, where: str) -> None:
-    cell["status"] = _choice(cell["status"] or "ok", PERF_STATUSES, f"{where}.status")
+    cell["status"] = _choice(cell["status"] or CellStatus.OK, PERF_STATUSES, f"{where}.status")
     for name in PERF_FIELDS[2:9]:
         cell[name] = _optional_float(cell[name], f"{where}.{name}")
 
 
 def _findings(doc: dict) -> list[dict]:
-    items = doc.get("findings") or []
-    if not isinstance(items, list):
-        raise ErfnetError('"findings" must be a list')
     findings = []
-    for i, item in enumerate(items):
-        if not isinstance(item, dict):
-            raise ErfnetError(f"findings[{i}] must be an object")
-        finding = {name: item.get(name) for name in FINDING_FIELDS}
-        finding["target"] = _target(finding["target"], f"findings[{i}].target")
-        finding["batch_size"] = _batch(finding["batch_size"], f"findings[{i}].batch_size")
+    for where, finding in _items(doc, "findings", FINDING_FIELDS):
         finding["rule"] = str(finding["rule"] or "unknown")
         finding["message"] = str(finding["message"] or "")
         for name in ("rule", "message"):
-            _check_json_value(finding[name], f"findings[{i}].{name}")
-        finding["value"] = _optional_float(finding["value"], f"findings[{i}].value")
-        finding["threshold"] = _optional_float(finding["threshold"], f"findings[{i}].threshold")
+            _check_json_value(finding[name], f"{where}.{name}")
+        finding["value"] = _optional_float(finding["value"], f"{where}.value")
+        finding["threshold"] = _optional_float(finding["threshold"], f"{where}.threshold")
         if finding["baseline_run_id"] is not None:
             validate_run_id(finding["baseline_run_id"])
         findings.append(finding)
     return findings
+
+
+def _class_names(value) -> list[str] | None:
+    if value is None:
+        return None
+    if not isinstance(value, list) or not all(isinstance(n, str) and 0 < len(n) <= 100 for n in value):
+        raise ErfnetError("run.class_names must be a list of names of 1-100 characters")
+    return value
 
 
 def _target(value, where: str) -> str:
@@ -235,6 +256,6 @@ def _optional_float(value, where: str) -> float | None:
 
 
 def _choice(value, allowed: tuple[str, ...], where: str) -> str:
-    if value not in allowed:
+    if not isinstance(value, str) or value not in allowed:
         raise ErfnetError(f"{where} must be one of {', '.join(allowed)}, got {value!r}")
-    return value
+    return str(value)  # the plain string, also for an enum member

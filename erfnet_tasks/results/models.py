@@ -13,7 +13,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, declared_attr, mapped_column
 
 # The schema's limits, defined once: the columns below are declared with them, and every value accepted at
 # an edge (the trigger form, the CLI, `results import`) is checked against them (document.check_storable,
-# pipeline.validate_params), so nothing accepted there can fail to store later.
+# params.validate_params), so nothing accepted there can fail to store later.
 RUN_ID_MAX = 250
 DAG_ID_MAX = 250
 TARGET_MAX = 100
@@ -28,9 +28,6 @@ RULE_MAX = 50
 SOURCE_MAX = 50
 INT_MIN, INT_MAX = -(2**31), 2**31 - 1  # sa.Integer: 32-bit in PostgreSQL
 BIGINT_MAX = 2**63 - 1  # what a query's LIMIT/OFFSET can take
-
-PERF_STATUSES = ("ok", "oom", "compile_failed", "infer_failed", "skipped")
-RUN_STATUSES = ("complete", "partial", "failed", "skipped")
 
 
 class Base(DeclarativeBase):
@@ -64,6 +61,7 @@ class Run(Base):
     dataset_fingerprint: Mapped[str | None] = mapped_column(sa.String(FINGERPRINT_MAX))
     images: Mapped[int | None] = mapped_column(sa.Integer)
     synthetic: Mapped[bool | None] = mapped_column(sa.Boolean)
+    class_names: Mapped[list | None] = mapped_column(sa.JSON)  # the dataset's, in label order
     published_at: Mapped[datetime] = mapped_column(sa.DateTime(timezone=True), nullable=False)
 
 

@@ -19,7 +19,7 @@ import sqlalchemy as sa
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.orm import Session
 
-from ..errors import ErfnetError
+from ..errors import ErfnetError, PublishFailed, first_line  # noqa: F401  (PublishFailed: raised here, named by the DAG)
 from ..fsutil import atomic_path
 from . import db
 from .document import normalize_document, parse_time
@@ -28,10 +28,6 @@ from .models import Accuracy, CompiledModel, Finding, Performance, Run
 log = logging.getLogger(__name__)
 
 _CHILD_MODELS = ((CompiledModel, "compiled"), (Accuracy, "accuracy"), (Performance, "perf"), (Finding, "findings"))
-
-
-class PublishFailed(ErfnetError):
-    """The database stayed unreachable through every retry; the run's JSON file still holds it."""
 
 
 def publish_run(doc: dict, url: str | None = None, retries: int = 5, backoff: float = 1.0) -> str:
@@ -65,7 +61,7 @@ def replace_run(session: Session, doc: dict) -> None:
     run_id = doc["run"]["id"]
     for model, _key in _CHILD_MODELS:
         session.execute(sa.delete(model).where(model.run_id == run_id))
-    values = dict(doc["run"])
+    values = {"class_names": None, **doc["run"]}  # optional fields: a re-publish clears what the document lacks
     values["started_at"] = parse_time(values["started_at"], "started_at")
     values["finished_at"] = parse_time(values["finished_at"], "finished_at")
     values["published_at"] = datetime.now(timezone.utc)
@@ -111,5 +107,5 @@ def import_file(path: str | os.PathLike, url: str | None = None, retries: int = 
 
 
 def _first_line(exc: BaseException) -> str:
-    text = str(getattr(exc, "orig", None) or exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
+    """The driver's own message where SQLAlchemy wraps one."""
+    return first_line(getattr(exc, "orig", None) or exc)

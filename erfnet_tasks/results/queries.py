@@ -33,6 +33,8 @@ def run_document(session: Session, run_ref: str) -> dict:
     run_id = resolve_run_id(session, run_ref)
     run = session.get(Run, run_id)
     run_dict = {name: getattr(run, name) for name in RUN_FIELDS}
+    if run_dict["class_names"] is None:  # optional (document.normalize_document): read back as written
+        del run_dict["class_names"]
     run_dict["started_at"] = format_time(run.started_at)
     run_dict["finished_at"] = format_time(run.finished_at)
     return {

@@ -36,10 +36,3 @@ def guide_column(target: str) -> str | None:
     if target == "torch-cuda":
         return "T4"
     return None
-
-
-def guide_throughput(target: str, batch_size: int) -> float | str | None:
-    column = guide_column(target)
-    if column is None:
-        return None
-    return GUIDE_THROUGHPUT.get(batch_size, {}).get(column)

@@ -3,7 +3,9 @@
 - accuracy_below_reference: mIoU below the reference (72.20) minus the tolerance (1 point, the
   guide's acceptance criterion).
 - throughput_drop: fps more than ``throughput_drop`` below the baseline.
-- cell_failed: a cell that was ok in the baseline and now failed (oom, compile or infer failure).
+- cell_failed: a cell that was ok in the baseline and now is a failed result (oom, compile refusal).
+- cell_not_measured: a cell that never reached a device (model_load_failed, device_open_failed,
+  infer_failed). It needs no baseline: such a run is incomplete, and the gate fails it with the reason.
 
 The baseline of a (target, batch) cell is the latest complete run, started before this one, on a
 different CANN version, that measured the same target and batch: the gate asks "did the new CANN
@@ -18,11 +20,12 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from ..errors import ErfnetError
+from ..records import INFRASTRUCTURE_FAILURES, CellStatus, RunStatus
 from .document import validate_run_id
 from .models import Accuracy, Finding, Performance, Run
 from .reference import GUIDE_MIOU, GUIDE_TOLERANCE
 
-FAILED_STATUSES = ("oom", "compile_failed", "infer_failed")
+FAILED_RESULTS = (CellStatus.OOM, CellStatus.COMPILE_FAILED)
 
 
 @dataclass(frozen=True)
@@ -74,6 +77,7 @@ def find_regressions(session: Session, run_id: str, rules: Rules | None = None) 
     found = _accuracy_findings(session, run_id, rules)
     perf = session.scalars(sa.select(Performance).where(Performance.run_id == run_id)
                            .order_by(Performance.target, Performance.batch_size)).all()
+    found += [_not_measured(cell) for cell in perf if cell.status in INFRASTRUCTURE_FAILURES]
     baselines = _baselines(session, run, {(p.target, p.batch_size) for p in perf})
     for cell in perf:
         baseline = baselines.get((cell.target, cell.batch_size))
@@ -100,10 +104,10 @@ def _perf_findings(cell: Performance, baseline: tuple[str, str | None, float], r
     base_id, base_cann, base_fps = baseline
     where = f"{cell.target} batch {cell.batch_size}"
     versus = f"run {base_id} (CANN {base_cann or 'unknown'}), now CANN {run.cann_version or 'unknown'}"
-    if cell.status in FAILED_STATUSES:
+    if cell.status in FAILED_RESULTS:
         return [_finding("cell_failed", cell.target, cell.batch_size,
                          f"{where}: {cell.status} now, ok in {versus}", None, None, base_id)]
-    if cell.status == "ok" and cell.throughput_fps is not None:
+    if cell.status == CellStatus.OK and cell.throughput_fps is not None:
         threshold = base_fps * (1.0 - rules.throughput_drop)
         if cell.throughput_fps < threshold:
             drop = 1.0 - cell.throughput_fps / base_fps
@@ -114,6 +118,13 @@ def _perf_findings(cell: Performance, baseline: tuple[str, str | None, float], r
     return []
 
 
+def _not_measured(cell: Performance) -> dict:
+    detail = f": {cell.error[:300]}" if cell.error else ""
+    return _finding("cell_not_measured", cell.target, cell.batch_size,
+                    f"{cell.target} batch {cell.batch_size}: {cell.status}, never reached a device{detail}",
+                    None, None, None)
+
+
 def _baselines(session: Session, run: Run, cells: set[tuple[str, int]]) -> dict[tuple[str, int], tuple]:
     """(target, batch) -> (run id, CANN version, fps) of the latest earlier complete run on another CANN."""
     if not cells:
@@ -121,9 +132,9 @@ def _baselines(session: Session, run: Run, cells: set[tuple[str, int]]) -> dict[
     stmt = (sa.select(Performance.target, Performance.batch_size, Run.id, Run.cann_version,
                       Performance.throughput_fps)
             .join(Run, Run.id == Performance.run_id)
-            .where(Run.status == "complete", Run.id != run.id, Run.started_at < run.started_at,
+            .where(Run.status == RunStatus.COMPLETE.value, Run.id != run.id, Run.started_at < run.started_at,
                    Run.cann_version.is_distinct_from(run.cann_version),
-                   Performance.status == "ok", Performance.throughput_fps.is_not(None),
+                   Performance.status == CellStatus.OK.value, Performance.throughput_fps.is_not(None),
                    Performance.target.in_(sorted({t for t, _b in cells})))
             .order_by(Run.started_at.desc(), Run.id.desc()))
     baselines: dict[tuple[str, int], tuple] = {}

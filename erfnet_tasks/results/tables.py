@@ -12,6 +12,7 @@ import io
 import re
 
 from ..errors import ErfnetError
+from ..records import CellStatus
 from .document import PERF_FIELDS
 from .reference import GUIDE_ACCURACY_BATCHES, GUIDE_COLUMNS, GUIDE_MIOU, GUIDE_THROUGHPUT, guide_column
 
@@ -135,6 +136,15 @@ def runs_table(runs: list[dict]) -> Table:
     return headers, rows
 
 
+def reference_table(figures: list[dict]) -> Table:
+    """The guide's figures as stored: one row per (metric, column, batch); a cell that did not run shows
+    the guide's own words."""
+    headers = ["metric", "column", "batch", "value"]
+    rows = [[f["metric"], f["column"] or "", "" if f["batch_size"] is None else str(f["batch_size"]),
+             (f["note"] or f["status"]) if f["value"] is None else f"{f['value']:g}"] for f in figures]
+    return headers, rows
+
+
 def findings_table(findings: list[dict]) -> Table:
     return ["rule", "target", "batch", "finding"], [
         [f["rule"], f["target"], str(f["batch_size"]), f["message"]] for f in findings]
@@ -197,14 +207,14 @@ def _miou(cell) -> float | None:
 def _fps(cell) -> tuple[float | None, str]:
     if cell is None:
         return None, ""
-    if cell.get("status", "ok") == "ok" and cell.get("throughput_fps") is not None:
+    if cell.get("status", CellStatus.OK) == CellStatus.OK and cell.get("throughput_fps") is not None:
         return cell["throughput_fps"], f"{cell['throughput_fps']:.2f}"
     return None, cell.get("status") or ""
 
 
 def _failure_text(perf_cell) -> str:
     status = (perf_cell or {}).get("status")
-    return status if status and status != "ok" else ""
+    return status if status and status != CellStatus.OK else ""
 
 
 def _guide_fps(batch: int, column: str) -> tuple[float | None, str]:

@@ -9,7 +9,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from erfnet_tasks.errors import ErfnetError
+from erfnet_tasks.records import CellStatus
 from erfnet_tasks.results import regression, tables
+from erfnet_tasks.results.document import LEGACY_CLASS_NAMES
 
 from .charts import line_chart
 
@@ -17,23 +19,17 @@ DAG_ID = "erfnet_offline_inference"
 
 # A cell that did not run shows its status; these read better than the stored codes.
 STATUS_TEXT = {
-    "oom": "device memory exhausted",
-    "compile_failed": "compile failed",
-    "infer_failed": "inference failed",
-    "model_load_failed": "model load failed",
-    "device_open_failed": "device open failed",
-    "skipped": "skipped",
+    CellStatus.OOM: "device memory exhausted",
+    CellStatus.COMPILE_FAILED: "compile failed",
+    CellStatus.INFER_FAILED: "inference failed",
+    CellStatus.MODEL_LOAD_FAILED: "model load failed",
+    CellStatus.DEVICE_OPEN_FAILED: "device open failed",
 }
 
 
-def class_names() -> tuple[str, ...]:
-    try:
-        from erfnet_tasks.cityscapes import CLASS_NAMES
-    except ImportError:  # the label table itself comes from cityscapesScripts
-        from cityscapesscripts.helpers.labels import labels
-
-        return tuple(l.name for l in sorted(labels, key=lambda l: l.trainId) if 0 <= l.trainId < 19)
-    return CLASS_NAMES
+def class_names(doc: dict) -> list[str]:
+    """The run's own class names, stored with it (documents from before that were all Cityscapes runs)."""
+    return list(doc["run"].get("class_names") or LEGACY_CLASS_NAMES)
 
 
 @dataclass
@@ -120,7 +116,7 @@ def perf_view(doc: dict, reference_target: str | None) -> HtmlTable:
 
 def per_class_view(doc: dict) -> HtmlTable:
     cells = [c for c in doc.get("accuracy") or [] if c.get("per_class")]
-    names = class_names()
+    names = class_names(doc)
     headers = ["class", *[f"{c['target']} b{c['batch_size']}" for c in cells]]
     rows = []
     for i, name in enumerate(names):

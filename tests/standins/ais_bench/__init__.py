@@ -1,5 +1,5 @@
 """TEST DOUBLE of Huawei's ``ais_bench`` inference tool (``python3 -m ais_bench``), following docs
-ascend-interfaces.md. It lives under tests/ and is never shipped: put tests/standins on PYTHONPATH.
+docs/reference/ascend-interfaces.md. It lives under tests/ and is never shipped: put tests/standins on PYTHONPATH.
 
 It reads the stand-in om (see ../standin_om.py) and computes real outputs with ONNX Runtime on the CPU.
 The stand-in device is configured by environment variables:

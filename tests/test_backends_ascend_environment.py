@@ -8,12 +8,11 @@ from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parent / "standins"))
-import harness  # noqa: E402
+import harness
 
-from erfnet_tasks import cli  # noqa: E402
-from erfnet_tasks.backends import ascend  # noqa: E402
-from erfnet_tasks.errors import ErfnetError  # noqa: E402
+from erfnet_tasks import cli
+from erfnet_tasks.backends import ascend
+from erfnet_tasks.errors import ErfnetError
 
 VERSION_CFG = """# version: 1.0
 runtime_running_version=[7.6.0.1.220:8.0.0]

@@ -12,7 +12,7 @@ import pytest
 import torch
 from PIL import Image
 
-from erfnet_tasks import cityscapes
+from erfnet_tasks.datasets import cityscapes, synthetic
 from erfnet_tasks.cli import main
 from erfnet_tasks.errors import ErfnetError
 
@@ -28,7 +28,7 @@ def guide_transform(path) -> np.ndarray:
 
 
 def make_tree(root: Path, images: int = 2, size=SMALL, seed: int = 0):
-    cityscapes.write_sample_data(root, images, size=size, seed=seed)
+    synthetic.write_sample_data(root, images, size=size, seed=seed)
     return cityscapes.dataset_dirs(root)
 
 
@@ -276,7 +276,7 @@ def test_sample_data_tree(tmp_path, capsys):
         assert len(np.unique(train)) >= 3
         assert np.array_equal(train, cityscapes.label_ids_to_train_ids(ids))
     # deterministic for a seed
-    cityscapes.write_sample_data(tmp_path / "t", 4, size=(256, 128))
+    synthetic.write_sample_data(tmp_path / "t", 4, size=(256, 128))
     again = sorted((tmp_path / "t" / "leftImg8bit" / "val").rglob("*.png"))
     assert [np.asarray(Image.open(a)).tobytes() == np.asarray(Image.open(b)).tobytes()
             for a, b in zip(images, again)] == [True] * 4
@@ -300,3 +300,13 @@ def test_preprocess_cli_end_to_end(tmp_path, capsys):
     assert "2 written" in capsys.readouterr().out
     assert main(argv) == 0
     assert "0 written, 2 already complete" in capsys.readouterr().out
+
+
+def test_label_spec_and_the_results_frozen_class_names_match_the_dataset():
+    from erfnet_tasks.datasets import label_spec
+    from erfnet_tasks.results.document import LEGACY_CLASS_NAMES
+
+    spec = label_spec("cityscapes")
+    assert spec.class_names == cityscapes.CLASS_NAMES == LEGACY_CLASS_NAMES
+    assert (spec.channels, spec.ignore_index, spec.void_value, spec.size) == (20, 19, 255, (1024, 512))
+    assert spec.label_name("x/frankfurt_000000_000294_leftImg8bit.bin") == "frankfurt_000000_000294_gtFine_labelTrainIds.png"

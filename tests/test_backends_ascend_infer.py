@@ -3,18 +3,15 @@ and printouts, and every failure status."""
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parent / "standins"))
-import harness  # noqa: E402
+import harness
 
-from erfnet_tasks import outputs  # noqa: E402
-from erfnet_tasks.backends import InferFailed, ascend, get_backend  # noqa: E402
-from erfnet_tasks.errors import ErfnetError  # noqa: E402
+from erfnet_tasks import outputs
+from erfnet_tasks.backends import InferFailed, ascend, get_backend
+from erfnet_tasks.errors import ErfnetError
 
 
 def compile_om(onnx, out, chip, batch):

@@ -7,7 +7,8 @@ import onnx
 import pytest
 
 from erfnet_tasks.backends import get_backend
-from erfnet_tasks.cityscapes import preprocess, write_sample_data
+from erfnet_tasks.datasets.cityscapes import preprocess
+from erfnet_tasks.datasets.synthetic import write_sample_data
 from erfnet_tasks.evaluate import evaluate_summary
 from erfnet_tasks.onnx_export import OUTPUT_NAME, export_onnx, fix_bn
 from erfnet_tasks.outputs import read_summary

@@ -1,6 +1,6 @@
 """Cityscapes as the guide uses it: discovery, the trainId table, ErfNet_preprocess.py, synthetic samples.
 
-The transform is the guide's, bit for bit (guide-semantics.md, "Preprocessing"): PIL ``convert('RGB')``,
+The transform is the guide's, bit for bit (docs/reference/guide-semantics.md, "Preprocessing"): PIL ``convert('RGB')``,
 torchvision ``Resize(512, BILINEAR)`` -- on a PIL image that *is* PIL's ``resize`` to the size computed
 below -- then ``ToTensor()``: uint8 / 255 in float32, CHW, written raw as ``PREP_DIR/<stem>.bin``.
 
@@ -30,11 +30,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageDraw, ImageFilter
+from PIL import Image
 
-from .errors import ErfnetError
-from .fsutil import (atomic_path, folder_lock, read_json, remove_stale_parts, sha256_file,
-                     write_json_atomic)
+from ..errors import ErfnetError
+from ..fsutil import (atomic_path, folder_lock, read_json, remove_stale_parts, sha256_file,
+                      write_json_atomic)
 
 SHORT_SIDE = 512
 INPUT_SIZE = (1024, 512)  # (width, height) the model takes
@@ -177,7 +177,7 @@ class Pair:
 
 def data_roots_for(*named) -> tuple[Path, ...]:
     """The roots links may resolve into: ERFNET_DATA_ROOTS (else the data directory) and the named folders."""
-    from .settings import load_settings
+    from ..settings import load_settings
 
     return tuple(load_settings().data_roots) + tuple(Path(d).resolve() for d in named)
 
@@ -228,6 +228,7 @@ def _not_an_image_reason(name: str) -> str | None:
 
 def _index_labels(gt_dir: Path, roots: tuple[Path, ...] = (), bad: list[dict] | None = None
                   ) -> tuple[dict[str, Path], dict[str, Path]]:
+    """(trainIds files by name, labelIds files by the trainIds name they stand in for) under GT_DIR."""
     train, ids = {}, {}
     bad = [] if bad is None else bad
     for path in _walk_files(gt_dir, roots or data_roots_for(gt_dir), bad):
@@ -238,6 +239,25 @@ def _index_labels(gt_dir: Path, roots: tuple[Path, ...] = (), bad: list[dict] | 
         elif path.name.endswith(LABEL_IDS_SUFFIX):
             ids.setdefault(path.name[: -len(LABEL_IDS_SUFFIX)] + TRAIN_IDS_SUFFIX, path)
     return train, ids
+
+
+def index_labels(gt_dir: Path) -> dict[str, Path]:
+    """Every label under GT_DIR by trainIds file name; a labelIds file stands in where no trainIds file exists."""
+    if not Path(gt_dir).is_dir():
+        raise ErfnetError(f"GT_DIR {gt_dir} is not a directory")
+    train, ids = _index_labels(Path(gt_dir), data_roots_for(gt_dir))  # links followed as preprocess follows them
+    return {**ids, **train}
+
+
+def open_label(path: Path) -> Image.Image:
+    """A label file as a 'P' image of trainIds (255: no class); a labelIds file is derived exactly as
+    preprocess derives it."""
+    with Image.open(path) as im:
+        if im.mode not in ("L", "P"):  # convert() would clip a 16-bit label silently
+            raise ValueError(f"label mode {im.mode}, expected 8-bit single channel")
+        if Path(path).name.endswith(LABEL_IDS_SUFFIX):
+            im = Image.fromarray(label_ids_to_train_ids(np.asarray(im.convert("L"))))
+        return im.convert("P")
 
 
 def discover(img_dir, gt_dir) -> tuple[list[Pair], list[dict]]:
@@ -542,80 +562,12 @@ def read_manifest(prep_dir) -> dict:
     return data
 
 
-# ----------------------------------------------------------------------------------- sample data
+def _spec():
+    from . import LabelSpec
 
-SAMPLE_CITIES = ("frankfurt", "lindau", "munster")
-# (labelId, colour) of the regions drawn; includes ids without a trainId so that 255 occurs.
-_SCENE_CLASSES = [(7, (128, 64, 128)), (8, (244, 35, 232)), (11, (70, 70, 70)), (12, (102, 102, 156)),
-                  (13, (190, 153, 153)), (17, (153, 153, 153)), (19, (250, 170, 30)), (20, (220, 220, 0)),
-                  (21, (107, 142, 35)), (22, (152, 251, 152)), (23, (70, 130, 180)), (24, (220, 20, 60)),
-                  (25, (255, 0, 0)), (26, (0, 0, 142)), (27, (0, 0, 70)), (28, (0, 60, 100)),
-                  (31, (0, 80, 100)), (32, (0, 0, 230)), (33, (119, 11, 32)), (0, (0, 0, 0)),
-                  (1, (0, 0, 0)), (4, (111, 74, 0)), (9, (250, 170, 160))]
+    return LabelSpec(name="cityscapes", class_names=CLASS_NAMES, ignore_index=NUM_TRAIN_CLASSES,
+                     void_value=IGNORE_TRAIN_ID, size=INPUT_SIZE, label_name=label_name_for,
+                     index_labels=index_labels, open_label=open_label, label_size=resized_size)
 
 
-def _sample_scene(rng: np.random.Generator, width: int, height: int) -> tuple[np.ndarray, np.ndarray]:
-    """A street-like layout: sky, buildings, road, then random objects; returns (labelIds, RGB)."""
-    ids = Image.new("L", (width, height), 23)  # sky
-    draw = ImageDraw.Draw(ids)
-    horizon = int(height * rng.uniform(0.35, 0.55))
-    x = 0
-    while x < width:  # a skyline of buildings, walls and vegetation
-        w = int(width * rng.uniform(0.05, 0.2))
-        top = int(horizon * rng.uniform(0.1, 0.8))
-        draw.rectangle([x, top, x + w, horizon], fill=int(rng.choice([11, 11, 12, 21])))
-        x += w
-    draw.rectangle([0, horizon, width, height], fill=7)  # road
-    draw.polygon([(0, horizon), (int(width * 0.2), horizon), (0, height)], fill=8)  # sidewalk
-    for _ in range(int(rng.integers(8, 20))):
-        label = _SCENE_CLASSES[int(rng.integers(len(_SCENE_CLASSES)))][0]
-        cx, cy = rng.uniform(0, width), rng.uniform(horizon * 0.6, height)
-        rx, ry = width * rng.uniform(0.01, 0.08), height * rng.uniform(0.02, 0.15)
-        if rng.random() < 0.5:
-            draw.ellipse([cx - rx, cy - ry, cx + rx, cy + ry], fill=label)
-        else:
-            pts = [(cx + rx * np.cos(a), cy + ry * np.sin(a)) for a in np.sort(rng.uniform(0, 2 * np.pi, 6))]
-            draw.polygon(pts, fill=label)
-    for _ in range(3):  # one-pixel poles: thin structures are where nearest-neighbour parity matters
-        px = int(rng.integers(0, width))
-        draw.line([(px, int(height * 0.2)), (px, horizon + 10)], fill=17, width=1)
-    label_ids = np.asarray(ids)
-
-    palette = np.zeros((256, 3), dtype=np.float32)
-    for label, colour in _SCENE_CLASSES:
-        palette[label] = colour
-    base = palette[label_ids]
-    yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
-    shade = 0.75 + 0.35 * (xx / width) * (1 - yy / height) + 0.1 * np.sin(xx / (width / 7) + yy / (height / 3))
-    rgb = base * shade[..., None] + rng.normal(0, 6, (height, width, 3)).astype(np.float32)
-    photo = Image.fromarray(np.clip(rgb, 0, 255).astype(np.uint8)).filter(ImageFilter.GaussianBlur(0.8))
-    speckle = rng.normal(0, 3, (height, width, 3)).astype(np.float32)  # sensor noise after the blur
-    photo_arr = np.clip(np.asarray(photo, dtype=np.float32) + speckle, 0, 255).astype(np.uint8)
-    return label_ids, photo_arr
-
-
-def write_sample_data(out_dir, images: int, size: tuple[int, int] = (2048, 1024), seed: int = 0) -> Path:
-    """A SYNTHETIC Cityscapes-layout tree (leftImg8bit/val, gtFine/val) for tests and the demo."""
-    if images <= 0:
-        raise ErfnetError("--images must be positive")
-    width, height = size
-    if width < 8 or height < 8:
-        raise ErfnetError(f"sample size {width}x{height} is too small")
-    root = Path(out_dir)
-    rng = np.random.default_rng(seed)
-    for i in range(images):
-        city = SAMPLE_CITIES[i % len(SAMPLE_CITIES)]
-        stem = f"{city}_000000_{i:06d}"
-        label_ids, photo = _sample_scene(rng, width, height)
-        img_path = root / "leftImg8bit" / "val" / city / f"{stem}_leftImg8bit.png"
-        gt = root / "gtFine" / "val" / city
-        for path, arr in ((img_path, photo), (gt / f"{stem}{LABEL_IDS_SUFFIX}", label_ids),
-                          (gt / f"{stem}{TRAIN_IDS_SUFFIX}", label_ids_to_train_ids(label_ids))):
-            with atomic_path(path) as tmp:
-                Image.fromarray(arr).save(tmp, format="PNG", compress_level=1)
-    write_json_atomic(root / SYNTHETIC_MARKER, {
-        "synthetic": True, "generator": "erfnet sample-data", "images": images,
-        "size": [width, height], "seed": seed,
-        "note": "SYNTHETIC images and labels in the Cityscapes layout; not Cityscapes data",
-    })
-    return root
+LABEL_SPEC = _spec()

@@ -1,0 +1,137 @@
+"""The run parameters, defined once: the trigger form's defaults, its JSON schema (the DAG's ``Param``s)
+and the library's validation all come from ``RUN_PARAMS``.
+
+The form's schema refuses what it can (types, ranges, the target pattern) before a run starts; the
+library checks again, because a run can also come from the CLI, the REST API or ``dags test``, and
+only the library can resolve paths under the data roots.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from . import settings
+from .errors import ErfnetError
+from .records import Params
+from .results.models import CHIP_MAX, INT_MAX, TARGET_MAX
+from .targets import AOE_SUFFIX, AUTO, Target, form_pattern, parse_target
+
+DEFAULT_BATCH_SIZES = [1, 4, 8, 16, 32, 64]
+MAX_BATCH_SIZE = 1024  # beyond any device's memory at 3x512x1024 inputs: refused in the form, not after compiling
+GUIDE_MIOU_PERCENT = 72.20
+GUIDE_TOLERANCE_POINTS = 1.0
+
+
+def _weights_file(name: str, value, roots) -> str:
+    path = settings.resolve_under_roots(value, roots, name)
+    if not path.is_file():
+        raise ErfnetError(f"{name} {path} is not a file (expected the .pth checkpoint)")
+    return str(path)
+
+
+def _dataset_dir(name: str, value, roots) -> str:
+    path = settings.resolve_under_roots(value, roots, name)
+    if not path.is_dir():
+        raise ErfnetError(f"{name} {path} is not a directory")
+    return str(path)
+
+
+def _storable_target(target: Target) -> None:
+    """The target's name and chip fit the results database's columns (with the +AOE column AOE adds)."""
+    longest = target.name if target.aoe or not target.on_npu else target.name + AOE_SUFFIX
+    if len(longest) > TARGET_MAX or (target.chip and len(target.chip) > CHIP_MAX):
+        raise ErfnetError(f"target {target.name[:60]!r}: chip names are at most {CHIP_MAX} characters "
+                          f"(the results database's limit)")
+
+
+def _targets(name: str, value, roots) -> list[str]:
+    if not isinstance(value, list) or not value or not all(isinstance(t, str) for t in value):
+        raise ErfnetError(f"{name} must be a non-empty list of names, got {value!r}")
+    for target in value:
+        if target != AUTO:
+            _storable_target(parse_target(target))  # a known target or a clean chip name the database holds
+    return value
+
+
+def _batch_sizes(name: str, value, roots) -> list[int]:
+    if (not isinstance(value, list) or not value
+            or any(isinstance(b, bool) or not isinstance(b, int) or not 0 < b <= MAX_BATCH_SIZE for b in value)):
+        raise ErfnetError(f"{name} must be a non-empty list of integers from 1 to {MAX_BATCH_SIZE}, "
+                          f"got {str(value)[:200]}")
+    return sorted(set(value))
+
+
+def _count(name: str, value, roots) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= INT_MAX:
+        raise ErfnetError(f"{name} must be 0 (all) or a positive integer up to {INT_MAX}, got {str(value)[:40]}")
+    return value
+
+
+def _points(name: str, value, roots) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 100:
+        raise ErfnetError(f"{name} must be a number of mIoU points between 0 and 100, got {value!r}")
+    return float(value)
+
+
+def _flag(name: str, value, roots) -> bool:
+    if not isinstance(value, bool):
+        raise ErfnetError(f"{name} must be true or false, got {value!r}")
+    return value
+
+
+@dataclass(frozen=True)
+class RunParam:
+    name: str
+    default: Callable[[], object]            # called per use: deployments set some through the environment
+    check: Callable[[str, object, tuple], object]
+    title: str
+    schema: dict | Callable[[], dict] = field(default_factory=dict)  # the form field's JSON schema, sans default
+    description: str | None = None
+
+
+RUN_PARAMS: tuple[RunParam, ...] = (
+    RunParam("weights", settings.default_weights, _weights_file, "Weights (.pth)", {"type": "string"},
+             "erfnet_pretrained.pth in the upstream layout; under ERFNET_DATA_ROOTS"),
+    RunParam("dataset_root", settings.default_dataset_root, _dataset_dir, "Cityscapes root", {"type": "string"},
+             "holds leftImg8bit/val and gtFine/val; under ERFNET_DATA_ROOTS"),
+    RunParam("targets", settings.default_targets, _targets, "Targets",
+             lambda: {"type": "array", "items": {"type": "string", "pattern": form_pattern()}, "minItems": 1},
+             "Ascend chips (Ascend310, Ascend310P3, ...), cpu/cuda (ONNX Runtime), torch-cpu/torch-cuda; "
+             "auto = the chips npu-smi reports"),
+    RunParam("batch_sizes", lambda: list(DEFAULT_BATCH_SIZES), _batch_sizes, "Batch sizes",
+             {"type": "array", "items": {"type": "integer", "minimum": 1, "maximum": MAX_BATCH_SIZE}, "minItems": 1}),
+    RunParam("aoe", lambda: False, _flag, "Also compile with AOE tuning (310P-AOE column)", {"type": "boolean"}),
+    RunParam("image_limit", lambda: 0, _count, "Image limit", {"type": "integer", "minimum": 0},
+             "0 = the whole val set (500 images)"),
+    RunParam("reference_miou", lambda: GUIDE_MIOU_PERCENT, _points, "Reference mIoU (%)",
+             {"type": "number", "minimum": 0, "maximum": 100}, "the guide's published 72.20"),
+    RunParam("tolerance", lambda: GUIDE_TOLERANCE_POINTS, _points, "Tolerance (mIoU points)",
+             {"type": "number", "minimum": 0, "maximum": 100}, "the guide's 1% criterion"),
+    RunParam("force", lambda: False, _flag, "Run even if nothing changed", {"type": "boolean"}),
+)
+
+
+def default_params() -> Params:
+    """The trigger form's defaults; deployments set some of them through the environment (settings.py)."""
+    return {p.name: p.default() for p in RUN_PARAMS}
+
+
+def validate_params(raw: dict | None, data_roots: tuple) -> Params:
+    """Check every trigger-form value; paths must resolve under the data roots."""
+    given = dict(raw or {})
+    unknown = sorted(set(given) - {p.name for p in RUN_PARAMS})
+    if unknown:
+        raise ErfnetError(f"unknown parameter(s): {', '.join(unknown)}")
+    return {p.name: p.check(p.name, given[p.name] if p.name in given else p.default(), data_roots)
+            for p in RUN_PARAMS}
+
+
+def form_fields() -> dict[str, dict]:
+    """Keyword arguments of the DAG's ``Param`` per parameter (default, title, description, schema)."""
+    fields = {}
+    for p in RUN_PARAMS:
+        schema = p.schema() if callable(p.schema) else dict(p.schema)
+        extra = {"description": p.description} if p.description else {}
+        fields[p.name] = {"default": p.default(), "title": p.title, **extra, **schema}
+    return fields
