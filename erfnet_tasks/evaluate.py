@@ -23,9 +23,10 @@ import numpy as np
 from PIL import Image
 
 from .cityscapes import (CLASS_NAMES, LABEL_IDS_SUFFIX, TRAIN_IDS_SUFFIX,
-                         label_ids_to_train_ids, label_name_for, resized_size, run_parallel)
+                         label_ids_to_train_ids, label_name_for, resized_size)
 from .errors import ErfnetError
 from .outputs import read_summary
+from .parallel import run_parallel
 
 NUM_CLASSES = 20
 IGNORE_INDEX = 19
