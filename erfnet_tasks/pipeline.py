@@ -82,12 +82,29 @@ def validate_params(raw: dict, settings: Settings) -> dict:
             raise ErfnetError(f"{key} must be true or false, got {params[key]!r}")
     return {
         **params,
-        "weights": str(resolve_under_roots(params["weights"], settings.data_roots, "weights")),
-        "dataset_root": str(resolve_under_roots(params["dataset_root"], settings.data_roots, "dataset_root")),
+        "weights": _resolve_path_param(params, "weights", settings),
+        "dataset_root": _resolve_path_param(params, "dataset_root", settings),
         "batch_sizes": sorted(set(batch_sizes)),
         "reference_miou": float(params["reference_miou"]),
         "tolerance": float(params["tolerance"]),
     }
+
+
+# The settings behind the form's path defaults: a scheduled run (unpausing starts one at once) uses them.
+PATH_PARAM_SETTINGS = {"weights": "ERFNET_WEIGHTS", "dataset_root": "ERFNET_DATASET_ROOT"}
+
+
+def _resolve_path_param(params: dict, key: str, settings: Settings) -> str:
+    try:
+        return str(resolve_under_roots(params[key], settings.data_roots, key))
+    except ErfnetError as exc:
+        raise ErfnetError(f"{exc}; give `{key}` in the trigger form, or set {PATH_PARAM_SETTINGS[key]} for the "
+                          f"scheduler and dag-processor (the form's default, used by scheduled runs)") from None
+
+
+def check_params(raw_params: dict) -> None:
+    """The form alone, on any worker: a run without usable defaults ends here in seconds."""
+    validate_params(raw_params, load_settings())
 
 
 # --------------------------------------------------------------------------------- environment

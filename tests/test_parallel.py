@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import time
 
 import pytest
 
@@ -15,6 +16,7 @@ from erfnet_tasks.parallel import run_parallel
 
 
 def _pid_of_worker(job: int) -> tuple[int, int]:
+    time.sleep(0.05)  # long enough that every worker gets a share of the jobs
     return job, os.getpid()
 
 
