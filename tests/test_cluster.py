@@ -106,6 +106,9 @@ def test_triggered_run_succeeds_with_each_task_on_its_queues_worker(cluster, dat
     assert {t["task_id"] for t in ran} >= {"resolve_environment", "preprocess", "compile_on_npu", "infer_on_npu",
                                            "compile_on_host", "infer_on_host", "evaluate", "publish_results",
                                            "regression_gate"}, summary
+    # preprocess ran in a Celery prefork child (daemonic) and still had its worker processes.
+    prep_log = cluster.task_log(DAG_ID, run_id, "preprocess")
+    assert "preprocess" in prep_log and "cannot start worker processes" not in prep_log, prep_log[-3000:]
     expected_host = {"default": "cpu-worker", "npu": "npu-worker"}
     for t in ran:
         assert t["hostname"] == expected_host[t["queue"]], summary
