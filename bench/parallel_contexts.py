@@ -6,7 +6,7 @@ Three contexts, the same call (`erfnet_tasks.cityscapes.preprocess` on synthetic
 1 worker and with every core: the CLI (an ordinary process, as `erfnet` and `airflow dags test`), a
 daemonic billiard process (what Celery's prefork pool makes; the standard library refuses it children),
 and a task in a real `celery worker --pool prefork` with a Redis broker (its own empty Redis database).
-Writes bench/parallel_contexts.json; BENCHMARKS.md quotes it.
+Writes bench/parallel_contexts.json, and its section of BENCHMARKS.md (bench/report.py renders it).
 """
 
 from __future__ import annotations
@@ -108,6 +108,7 @@ def main(argv=None) -> int:
     from erfnet_tasks.parallel import default_workers
 
     cores = default_workers()
+    load_before = [round(x, 2) for x in os.getloadavg()]
     counts = [1, cores]
     with tempfile.TemporaryDirectory(prefix="erfnet-bench-par-") as tmp:
         work = Path(tmp)
@@ -124,14 +125,19 @@ def main(argv=None) -> int:
             raw["celery_worker"] = in_celery_worker(tree, work, counts, args.repeats)
     summary = {}
     for context, per in raw.items():
-        ips = {n: statistics.median(args.images / r["seconds"] for r in runs) for n, runs in per.items()}
+        ips = {str(n): statistics.median(args.images / r["seconds"] for r in runs) for n, runs in per.items()}
         summary[context] = {"daemonic": per[counts[-1]][0]["daemonic"], "img_per_s": ips,
-                            "speedup": ips[cores] / ips[1]}
-        print(f"{context}: daemonic={summary[context]['daemonic']} 1 worker {ips[1]:.2f} img/s, {cores} workers "
-              f"{ips[cores]:.2f} img/s, speed-up {summary[context]['speedup']:.2f}x")
+                            "speedup": ips[str(cores)] / ips["1"]}
+        print(f"{context}: daemonic={summary[context]['daemonic']} 1 worker {ips['1']:.2f} img/s, {cores} workers "
+              f"{ips[str(cores)]:.2f} img/s, speed-up {summary[context]['speedup']:.2f}x")
+    git = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=HERE)
     RESULTS.write_text(json.dumps({"images": args.images, "repeats": args.repeats, "cores": cores,
-                                   "load_after": os.getloadavg(), "python": platform.python_version(),
+                                   "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                                   "git": git.stdout.strip(), "load_before": load_before,
+                                   "load_after": [round(x, 2) for x in os.getloadavg()], "python": platform.python_version(),
                                    "contexts": summary, "raw": raw}, indent=1) + "\n")
+    # BENCHMARKS.md is rendered from bench/results.json (make bench) plus this file: rewrite it with both.
+    subprocess.run([sys.executable, str(HERE / "run.py"), "--report-only"], check=True)
     return 0
 
 
