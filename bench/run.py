@@ -309,7 +309,7 @@ def inference(work: Path, s: dict, prep: Path, cfg: dict, limit_gflops: float) -
 # ---------------------------------------------------------------------------------- preprocessing
 
 def preprocessing(work: Path, tree: Path, cfg: dict) -> dict:
-    from erfnet_tasks.datasets.cityscapes import default_workers
+    from erfnet_tasks.parallel import default_workers
 
     img_dir, gt_dir = tree / "leftImg8bit" / "val", tree / "gtFine" / "val"
     n = len(list(img_dir.rglob("*.png")))
@@ -342,7 +342,7 @@ def preprocessing(work: Path, tree: Path, cfg: dict) -> dict:
 
 def evaluation(work: Path, s: dict, prep: Path, gt: Path, fp16_summary: Path, cfg: dict) -> dict:
     from erfnet_tasks.backends import get_backend
-    from erfnet_tasks.datasets.cityscapes import default_workers
+    from erfnet_tasks.parallel import default_workers
     from erfnet_tasks.evaluate import evaluate_summary
 
     ort = get_backend("onnxruntime")

@@ -1,7 +1,8 @@
 """
 ### ErfNet offline inference — the guide as one DAG
 
-1. **resolve_environment** — validate the form, detect CANN, chips and driver (on the NPU worker), plan
+1. **check_params** — the form alone (a run without configured defaults ends here);
+   **resolve_environment** — validate the form, detect CANN, chips and driver (on the NPU worker), plan
    the target x batch matrix.
 2. **3.1** export_onnx (ErfNet_pth2onnx.py) -> fix_bn (modify_bn_weights.py).
 3. **4** preprocess the Cityscapes val set (in parallel with the export).
@@ -51,6 +52,12 @@ NO_RETRY_ON_BAD_INPUT = ExceptionRetryPolicy(rules=[
     params={name: Param(**spec) for name, spec in form_fields().items()},
 )
 def erfnet_offline_inference():
+    # On the default queue: unpausing starts a scheduled run at once, and one whose default weights or
+    # dataset are not configured must end in seconds, also where no NPU worker is up yet.
+    @task
+    def check_params(params=None) -> None:
+        pipeline.check_params(dict(params))
+
     @task(queue=NPU_QUEUE)
     def resolve_environment(params=None, run_id=None) -> dict:
         return pipeline.resolve_environment(dict(params), run_id)
@@ -109,6 +116,7 @@ def erfnet_offline_inference():
         pipeline.regression_gate(published["run_id"], dict(params))
 
     env = resolve_environment()
+    check_params() >> env
     model = fix_bn(export_onnx(env))
     prep = preprocess(env)
     go = changed_since_last_run(env, model, prep)

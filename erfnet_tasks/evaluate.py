@@ -25,7 +25,7 @@ from PIL import Image
 from .datasets import LabelSpec, label_spec
 from .errors import ErfnetError
 from .outputs import output_file_name, output_folder_of, read_summary
-from .datasets.cityscapes import run_parallel  # moves to its own module with issue 13
+from .parallel import run_parallel
 
 
 def _kinds(spec: LabelSpec) -> dict[int, tuple[str, type]]:

@@ -23,15 +23,27 @@ GUIDE_MIOU_PERCENT = 72.20
 GUIDE_TOLERANCE_POINTS = 1.0
 
 
+# The settings behind the form's path defaults: a scheduled run (unpausing starts one at once) uses them.
+PATH_PARAM_SETTINGS = {"weights": "ERFNET_WEIGHTS", "dataset_root": "ERFNET_DATASET_ROOT"}
+
+
+def _configured_path(name: str, value, roots):
+    try:
+        return settings.resolve_under_roots(value, roots, name)
+    except ErfnetError as exc:
+        raise ErfnetError(f"{exc}; give `{name}` in the trigger form, or set {PATH_PARAM_SETTINGS[name]} for the "
+                          f"scheduler and dag-processor (the form's default, used by scheduled runs)") from None
+
+
 def _weights_file(name: str, value, roots) -> str:
-    path = settings.resolve_under_roots(value, roots, name)
+    path = _configured_path(name, value, roots)
     if not path.is_file():
         raise ErfnetError(f"{name} {path} is not a file (expected the .pth checkpoint)")
     return str(path)
 
 
 def _dataset_dir(name: str, value, roots) -> str:
-    path = settings.resolve_under_roots(value, roots, name)
+    path = _configured_path(name, value, roots)
     if not path.is_dir():
         raise ErfnetError(f"{name} {path} is not a directory")
     return str(path)

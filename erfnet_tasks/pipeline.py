@@ -45,12 +45,11 @@ def validate_params(raw: dict, settings: Settings) -> Params:
     return params_module.validate_params(raw, settings.data_roots)
 
 
-def _storable_target(target: Target) -> None:
-    """The target's name and chip fit the results database's columns (with the +AOE column AOE adds)."""
-    longest = target.name if target.aoe or not target.on_npu else target.name + AOE_SUFFIX
-    if len(longest) > TARGET_MAX or (target.chip and len(target.chip) > CHIP_MAX):
-        raise ErfnetError(f"target {target.name[:60]!r}: chip names are at most {CHIP_MAX} characters "
-                          f"(the results database's limit)")
+
+
+def check_params(raw_params: dict) -> None:
+    """The form alone, on any worker: a run without usable defaults ends here in seconds."""
+    validate_params(raw_params, load_settings())
 
 
 # --------------------------------------------------------------------------------- environment

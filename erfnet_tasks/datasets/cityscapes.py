@@ -35,6 +35,7 @@ from PIL import Image
 from ..errors import ErfnetError
 from ..fsutil import (atomic_path, folder_lock, read_json, remove_stale_parts, sha256_file,
                       write_json_atomic)
+from ..parallel import run_parallel
 
 SHORT_SIDE = 512
 INPUT_SIZE = (1024, 512)  # (width, height) the model takes
@@ -404,40 +405,6 @@ def _process_checked(pair: Pair, prep_dir: Path, gt_out_dir: Path, prior: dict |
 def _reason(exc: Exception) -> str:
     text = " ".join(str(exc).split()) or type(exc).__name__
     return text if isinstance(exc, (ValueError, ErfnetError)) else f"unreadable or truncated PNG ({text})"
-
-
-def default_workers() -> int:
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:
-        return max(1, os.cpu_count() or 1)
-
-
-def run_parallel(func, jobs: list, workers: int | None, progress: bool, desc: str):
-    """Yield ``func(job)`` for every job, in any order, across processes, with a progress bar on stderr."""
-    from tqdm import tqdm
-
-    workers = min(workers or default_workers(), max(1, len(jobs)))
-    bar = tqdm(total=len(jobs), desc=desc, unit="img", file=sys.stderr, disable=not progress, leave=False)
-    try:
-        if workers == 1:
-            for job in jobs:
-                yield func(job)
-                bar.update()
-            return
-        import multiprocessing
-        from concurrent.futures import ProcessPoolExecutor
-
-        # fork, not spawn/forkserver: those re-import __main__, which breaks `python -` and unguarded
-        # scripts (benchmarks, notebooks). The executor forks all workers before its own thread starts,
-        # and workers touch only numpy/PIL and their own files, never a lock held by the parent.
-        ctx = multiprocessing.get_context("fork")
-        with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
-            for result in pool.map(func, jobs, chunksize=max(1, min(8, len(jobs) // (workers * 4)))):
-                yield result
-                bar.update()
-    finally:
-        bar.close()
 
 
 def _format_bad(bad: list[dict]) -> str:
