@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from erfnet_tasks import pipeline
+from erfnet_tasks import params, pipeline
 from erfnet_tasks.errors import ErfnetError
 
 
@@ -21,7 +21,7 @@ def data_root(tmp_path, monkeypatch):
 
 def test_missing_default_weights_name_erfnet_weights(data_root):
     with pytest.raises(ErfnetError) as missing:
-        pipeline.check_params(pipeline.default_params())
+        pipeline.check_params(params.default_params())
     message = str(missing.value)
     assert "\n" not in message
     assert "weights not found" in message and "ERFNET_WEIGHTS" in message
@@ -32,7 +32,7 @@ def test_missing_default_dataset_names_erfnet_dataset_root(data_root):
     weights.parent.mkdir()
     weights.write_bytes(b"not read by check_params")
     with pytest.raises(ErfnetError) as missing:
-        pipeline.check_params(pipeline.default_params())
+        pipeline.check_params(params.default_params())
     assert "dataset_root not found" in str(missing.value) and "ERFNET_DATASET_ROOT" in str(missing.value)
 
 
@@ -42,5 +42,5 @@ def test_configured_defaults_pass(data_root):
     weights = data_root / "w.pth"
     weights.write_bytes(b"x")
     write_sample_data(data_root / "cs", 1)
-    params = {**pipeline.default_params(), "weights": str(weights), "dataset_root": str(data_root / "cs")}
+    params = {**params.default_params(), "weights": str(weights), "dataset_root": str(data_root / "cs")}
     assert pipeline.check_params(params) is None
