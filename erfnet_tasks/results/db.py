@@ -33,6 +33,7 @@ _PACKAGE_DIR = Path(__file__).resolve().parent
 _ALEMBIC_INI = _PACKAGE_DIR / "alembic.ini"
 _CONNECT_TIMEOUT_S = 10
 _MIGRATION_LOCK_KEY = 0x45524E45  # any constant shared by every erfnet process
+_VERSION_TABLE = "alembic_version"  # Alembic's default, which env.py keeps
 
 _engines: dict[str, Engine] = {}
 _engines_lock = threading.Lock()
@@ -214,11 +215,18 @@ def _run_alembic(direction: str, url: str | None, revision: str) -> str | None:
 
 
 def current_revision(url: str | None = None) -> str | None:
-    """The Alembic revision of the database, None when it was never migrated."""
-    from alembic.runtime.migration import MigrationContext
+    """The Alembic revision of the database, None when it was never migrated.
 
+    Read straight from Alembic's version table: every plugin request asks, and Alembic's own
+    MigrationContext would log two INFO lines each time.
+    """
     with get_engine(url).connect() as connection:
-        return MigrationContext.configure(connection).get_current_revision()
+        if not sa.inspect(connection).has_table(_VERSION_TABLE):
+            return None
+        versions = connection.execute(sa.text(f"SELECT version_num FROM {_VERSION_TABLE}")).scalars().all()
+    if len(versions) > 1:  # branched heads are never ours; say so rather than pick one
+        raise ErfnetError(f"the results database has several Alembic heads: {', '.join(sorted(versions))}")
+    return versions[0] if versions else None
 
 
 def head_revision() -> str:
