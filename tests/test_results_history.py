@@ -35,6 +35,8 @@ def _publish_series(url: str, fps_by_run: list[tuple[str, float | None, float | 
         run_id = f"scheduled__2026-01-{day:02d}"
         cells = [("cpu", 1, miou, fps, "ok" if fps is not None else "oom"), ("npu", 4, 0.72, 400.0 + day, "ok")]
         publish.publish_run(make_doc(run_id, f"2026-01-{day:02d}T02:00:00+00:00", cann, cells), url)
+        with db.session_scope(url) as session:
+            regression.find_regressions(session, run_id)
         ids.append(run_id)
     return ids
 

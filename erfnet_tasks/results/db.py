@@ -205,13 +205,38 @@ def _run_alembic(direction: str, url: str | None, revision: str) -> str | None:
     from alembic import command
 
     config = alembic_config()
-    with get_engine(url).begin() as connection:
+    with _sqlite_migration_lock(url), get_engine(url).begin() as connection:
         if connection.dialect.name == "postgresql":
             # Two publishers meeting an empty database must not both create the schema.
             connection.execute(sa.select(sa.func.pg_advisory_xact_lock(_MIGRATION_LOCK_KEY)))
         config.attributes["connection"] = connection
         getattr(command, direction)(config, revision)
     return current_revision(url)
+
+
+@contextlib.contextmanager
+def _sqlite_migration_lock(url: str | None) -> Iterator[None]:
+    """Two processes meeting an empty SQLite file must not both create the schema: SQLite runs DDL
+    outside the migration's transaction, so the second one would find half the tables. A lock file
+    beside the database serialises them (PostgreSQL uses an advisory lock instead)."""
+    parsed = make_url(normalize_url(url) if url else resolve_url())
+    if parsed.get_backend_name() != "sqlite" or not parsed.database or parsed.database == ":memory:":
+        yield
+        return
+    import fcntl
+
+    lock_path = Path(parsed.database).with_name(Path(parsed.database).name + ".migrate-lock")
+    try:
+        lock = open(lock_path, "a+b")
+    except OSError:  # no such folder, read-only: connecting fails next, with the error callers expect
+        yield
+        return
+    with lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
 
 
 def current_revision(url: str | None = None) -> str | None:

@@ -109,15 +109,6 @@ def import_document(url: str, source: str, doc: dict, replace: bool = False) -> 
     return Outcome(source, IMPORTED, run_id, f"{len(found)} regression finding(s)")
 
 
-def prepare_schema(url: str) -> None:
-    """Migrate once for the whole import; a concurrent importer may have just done it."""
-    try:
-        db.upgrade(url)
-    except sa_exc.OperationalError:
-        if db.current_revision(url) != db.head_revision():
-            raise
-
-
 def plan(paths: list[str]) -> tuple[list[tuple[str, dict]], list[Outcome]]:
     """What an import of ``paths`` would write (oldest run first) and what it refuses; nothing is written.
 
@@ -138,18 +129,26 @@ def import_paths(paths: list[str], url: str, replace: bool = False, report=print
     docs, outcomes = plan(paths)
     for outcome in outcomes:
         report(outcome.line())
-    prepare_schema(url)
+    try:
+        db.upgrade(url)
+    except (sa_exc.OperationalError, sa_exc.InterfaceError) as exc:
+        raise ErfnetError(f"results database {db.masked(url)} unavailable ({_first_line(exc)}); nothing "
+                          f"imported") from None
     for source, doc in docs:
         try:
             outcome = import_document(url, source, doc, replace)
         except (sa_exc.OperationalError, sa_exc.InterfaceError) as exc:
-            text = str(getattr(exc, "orig", None) or exc).strip().splitlines()
             raise ErfnetError(f"results database {db.masked(url)} failed while importing run {doc['run']['id']} "
-                              f"({text[0] if text else type(exc).__name__}); runs reported above as imported are "
-                              f"stored, run the same import again for the rest") from None
+                              f"({_first_line(exc)}); runs reported above as imported are stored, run the same "
+                              f"import again for the rest") from None
         outcomes.append(outcome)
         report(outcome.line())
     return outcomes
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(getattr(exc, "orig", None) or exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__
 
 
 def summary(outcomes: list[Outcome]) -> str:
