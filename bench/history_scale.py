@@ -144,7 +144,7 @@ def measure(years: int, kind: str, repeats: int, keep: bool) -> dict:
             if not keep:
                 drop()
     print(f"    database size {size / 1e6:.1f} MB")
-    return {"years": years, "runs": n, "database": kind, "import_first_400_s": round(first, 2),
+    return {"load_average": [round(x, 1) for x in os.getloadavg()], "years": years, "runs": n, "database": kind, "import_first_400_s": round(first, 2),
             "import_rest_s": round(later, 2), "import_rest_runs": max(0, n - 400),
             "reimport_400_present_s": round(again, 2), "database_bytes": size, "pages": pages}
 
@@ -169,6 +169,8 @@ def render(results: dict) -> str:
         L.append(f"| {name} (ms, median / max; size) | " + " | ".join(
             f"{r['pages'][name]['median_ms']:.0f} / {r['pages'][name]['max_ms']:.0f}; "
             f"{r['pages'][name]['bytes'] / 1000:.0f} kB" for r in rows) + " |")
+    L.append("| load average of the 2-core machine at the end (1, 5, 15 min) | "
+             + " | ".join(", ".join(str(x) for x in r.get("load_average", [])) for r in rows) + " |")
     L += ["", END]
     return "\n".join(L)
 

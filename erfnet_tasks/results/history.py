@@ -48,14 +48,19 @@ def points(session: Session, since: datetime | None = None, until: datetime | No
             .join(Performance, Performance.run_id == Run.id)
             .outerjoin(acc, sa.and_(acc.run_id == Performance.run_id, acc.target == Performance.target,
                                     acc.batch_size == Performance.batch_size))
-            .where(MEASURED)
-            .order_by(Run.started_at, Run.id, Performance.target, Performance.batch_size))
+            .where(MEASURED))
     if batch_size is not None:
         stmt = stmt.where(Performance.batch_size == batch_size)
-    return [{"run_id": run_id, "started_at": format_time(started), "cann_version": cann, "target": target,
-             "batch_size": batch, "throughput_fps": fps, "status": status, "miou": miou}
-            for run_id, started, cann, target, batch, fps, status, miou
-            in session.execute(_in_range(stmt, since, until))]
+    started: dict[str, str | None] = {}  # one isoformat per run, not per cell
+    out = []
+    for run_id, at, cann, target, batch, fps, status, miou in session.execute(_in_range(stmt, since, until)):
+        if run_id not in started:
+            started[run_id] = format_time(at)
+        out.append({"run_id": run_id, "started_at": started[run_id], "cann_version": cann, "target": target,
+                    "batch_size": batch, "throughput_fps": fps, "status": status, "miou": miou})
+    # Sorted here: the database would sort every cell by locale-aware text; ISO times in UTC sort as text.
+    out.sort(key=lambda p: (p["started_at"], p["run_id"], p["target"], p["batch_size"]))
+    return out
 
 
 def batch_sizes(session: Session) -> list[int]:
@@ -85,17 +90,24 @@ def findings_between(session: Session, since: datetime | None, until: datetime |
             for f, started in session.execute(_in_range(stmt, since, until))]
 
 
+def _bytewise(column, dialect: str):
+    """``column`` compared byte by byte on PostgreSQL (COLLATE "C"): grouping and ranking need equality,
+    not language order, and a locale-aware sort of every cell costs several times more. SQLite
+    compares bytes already."""
+    return column.collate("C") if dialect == "postgresql" else column
+
+
 def _nulls_last(column):
     # ``NULLS LAST`` spelled portably: SQLite sorts NULL first, PostgreSQL last.
     return (sa.case((column.is_(None), 1), else_=0), column)
 
 
-def _ranked(batch_size: int | None):
+def _ranked(batch_size: int | None, dialect: str):
     """Every measured cell with its rank by fps, by mIoU and by recency within (version, target, batch)."""
     acc = sa.orm.aliased(Accuracy)
     fps = sa.case((Performance.status == "ok", Performance.throughput_fps))
-    group = (Run.cann_version, Performance.target, Performance.batch_size)
-    stmt = (sa.select(Run.cann_version.label("cann"), Performance.target.label("target"),
+    group = (_bytewise(Run.cann_version, dialect), _bytewise(Performance.target, dialect), Performance.batch_size)
+    stmt = (sa.select(group[0].label("cann"), group[1].label("target"),
                       Performance.batch_size.label("batch"), Run.id.label("run_id"), Run.started_at.label("started"),
                       fps.label("fps"), acc.miou.label("miou"),
                       sa.func.row_number().over(partition_by=group, order_by=_nulls_last(fps)).label("fps_rank"),
@@ -123,7 +135,8 @@ def _median(r, value: str, rank: str, n: str):
 def cann_summary(session: Session, batch_size: int | None = None) -> list[dict]:
     """Per CANN version (in order of its first run), target and batch: best, median and latest fps and
     mIoU over all runs, the number of runs and the first and last run's start. One statement."""
-    r = _ranked(batch_size)
+    dialect = session.get_bind().dialect.name
+    r = _ranked(batch_size, dialect)
     latest = r.c.recent == 1
     stmt = (sa.select(r.c.cann, r.c.target, r.c.batch, sa.func.count().label("runs"),
                       sa.func.min(r.c.started).label("first"), sa.func.max(r.c.started).label("last"),

@@ -77,7 +77,10 @@ def replace_run(session: Session, doc: dict) -> None:
             setattr(run, name, value)
     session.flush()
     for model, key in _CHILD_MODELS:
-        session.add_all(model(run_id=run_id, **cell) for cell in doc[key])
+        if doc[key]:
+            # Core executemany, not ORM objects: nothing needs the generated ids back, and without
+            # RETURNING the driver sends one short cached statement (a run's cells, 4x faster).
+            session.execute(sa.insert(model), [dict(cell, run_id=run_id) for cell in doc[key]])
     session.flush()
 
 
