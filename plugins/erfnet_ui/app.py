@@ -178,6 +178,36 @@ def create_app(
     def one_run(request: Request, run_id: str, reference: str | None = None) -> HTMLResponse:
         return run_page(request, run_id, reference, "run.html")
 
+    _history_routes(app, resolve, page)
+
+    @app.get("/api/runs/{run_id}")
+    def api_run(run_id: str) -> JSONResponse:
+        with _reading(resolve) as session:
+            doc = _document(session, run_id)
+        return JSONResponse(doc)
+
+    @app.get("/runs/{run_id}/accuracy.csv")
+    def accuracy_csv(run_id: str) -> Response:
+        with _reading(resolve) as session:
+            doc = _document(session, run_id)
+        return _csv_response(views.accuracy_csv(doc), f"erfnet-accuracy-{doc['run']['id']}.csv")
+
+    @app.get("/runs/{run_id}/perf.csv")
+    def perf_csv(run_id: str, reference: str | None = None) -> Response:
+        with _reading(resolve) as session:
+            doc = _document(session, run_id)
+        try:
+            views.check_reference(doc, reference)
+        except ErfnetError as exc:
+            raise HTTPException(status_code=400, detail=str(exc)) from exc
+        return _csv_response(views.perf_csv(doc, reference), f"erfnet-perf-{doc['run']['id']}.csv")
+
+    return app
+
+
+def _history_routes(app: FastAPI, resolve: Callable[[], str], page: Callable[..., HTMLResponse]) -> None:
+    """The history page, its JSON (runs, history by date range, the CANN summary) and the static files."""
+
     def window_of(session: Session, since: date | None, until: date | None, days: int | None) -> views.Window:
         try:
             return views.history_window(history_queries.span(session), since, until, days)
@@ -233,27 +263,3 @@ def create_app(
         if path is None:
             raise HTTPException(status_code=404, detail="no such file")
         return FileResponse(path, media_type=_MEDIA[path.suffix], headers={"Cache-Control": "max-age=86400"})
-
-    @app.get("/api/runs/{run_id}")
-    def api_run(run_id: str) -> JSONResponse:
-        with _reading(resolve) as session:
-            doc = _document(session, run_id)
-        return JSONResponse(doc)
-
-    @app.get("/runs/{run_id}/accuracy.csv")
-    def accuracy_csv(run_id: str) -> Response:
-        with _reading(resolve) as session:
-            doc = _document(session, run_id)
-        return _csv_response(views.accuracy_csv(doc), f"erfnet-accuracy-{doc['run']['id']}.csv")
-
-    @app.get("/runs/{run_id}/perf.csv")
-    def perf_csv(run_id: str, reference: str | None = None) -> Response:
-        with _reading(resolve) as session:
-            doc = _document(session, run_id)
-        try:
-            views.check_reference(doc, reference)
-        except ErfnetError as exc:
-            raise HTTPException(status_code=400, detail=str(exc)) from exc
-        return _csv_response(views.perf_csv(doc, reference), f"erfnet-perf-{doc['run']['id']}.csv")
-
-    return app
