@@ -100,9 +100,10 @@ def import_document(url: str, source: str, doc: dict, replace: bool = False) -> 
     try:
         with db.session_scope(url) as session:
             _lock_run(session, run_id)
-            if not replace and session.get(Run, run_id) is not None:
+            present = session.get(Run, run_id) is not None
+            if present and not replace:
                 return Outcome(source, PRESENT, run_id)
-            replace_run(session, doc)
+            replace_run(session, doc, new=not present)
             found = find_regressions(session, run_id, rules_from_params(doc["run"].get("params")))
     except sa_exc.IntegrityError:
         return Outcome(source, PRESENT, run_id, "written by another import at the same time")

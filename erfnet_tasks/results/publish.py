@@ -60,16 +60,21 @@ def publish_run(doc: dict, url: str | None = None, retries: int = 5, backoff: fl
     raise AssertionError("unreachable")  # pragma: no cover
 
 
-def replace_run(session: Session, doc: dict) -> None:
-    """Replace everything stored for the document's run with the document (``doc`` is normalised)."""
+def replace_run(session: Session, doc: dict, *, new: bool = False) -> None:
+    """Replace everything stored for the document's run with the document (``doc`` is normalised).
+
+    ``new`` says the caller has just seen (under its lock) that the run is not stored, so there is
+    nothing to delete first.
+    """
     run_id = doc["run"]["id"]
-    for model, _key in _CHILD_MODELS:
-        session.execute(sa.delete(model).where(model.run_id == run_id))
+    if not new:
+        for model, _key in _CHILD_MODELS:
+            session.execute(sa.delete(model).where(model.run_id == run_id))
     values = dict(doc["run"])
     values["started_at"] = parse_time(values["started_at"], "started_at")
     values["finished_at"] = parse_time(values["finished_at"], "finished_at")
     values["published_at"] = datetime.now(timezone.utc)
-    run = session.get(Run, run_id)
+    run = None if new else session.get(Run, run_id)
     if run is None:
         session.add(Run(**values))
     else:
