@@ -15,6 +15,7 @@ from __future__ import annotations
 from datetime import datetime
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.orm import Session
 
 from .document import FINDING_FIELDS, format_time
@@ -63,8 +64,14 @@ def points(session: Session, since: datetime | None = None, until: datetime | No
     return out
 
 
+RECENT_RUNS = 30
+
+
 def batch_sizes(session: Session) -> list[int]:
-    return list(session.scalars(sa.select(Performance.batch_size).distinct().order_by(Performance.batch_size)))
+    """The batch sizes of the newest runs (a bounded read: the selector offers what the nightlies measure)."""
+    recent = sa.select(Run.id).order_by(Run.started_at.desc()).limit(RECENT_RUNS).scalar_subquery()
+    return list(session.scalars(sa.select(Performance.batch_size).where(Performance.run_id.in_(recent))
+                                .distinct().order_by(Performance.batch_size)))
 
 
 def runs_between(session: Session, since: datetime | None, until: datetime | None,
@@ -132,13 +139,34 @@ def _median(r, value: str, rank: str, n: str):
     return sa.func.avg(sa.case((sa.and_(r.c[value].is_not(None), middle), r.c[value])))
 
 
-def cann_summary(session: Session, batch_size: int | None = None) -> list[dict]:
-    """Per CANN version (in order of its first run), target and batch: best, median and latest fps and
-    mIoU over all runs, the number of runs and the first and last run's start. One statement."""
-    dialect = session.get_bind().dialect.name
+def _postgres_summary(batch_size: int | None):
+    """PostgreSQL: ordered-set aggregates in one GROUP BY pass (about twice as fast as three windows)."""
+    acc = sa.orm.aliased(Accuracy)
+    fps = sa.case((Performance.status == "ok", Performance.throughput_fps))
+    cann, target = Run.cann_version.collate("C"), Performance.target.collate("C")
+    newest = Run.started_at.desc()
+
+    def median(value):
+        return sa.func.percentile_cont(0.5).within_group(value)
+
+    def latest(value):
+        return sa.func.array_agg(postgresql.aggregate_order_by(value, newest), type_=postgresql.ARRAY(value.type))[1]
+
+    stmt = (sa.select(cann, target, Performance.batch_size, sa.func.count(), sa.func.min(Run.started_at),
+                      sa.func.max(Run.started_at), sa.func.max(fps), median(fps), latest(fps),
+                      sa.func.max(acc.miou), median(acc.miou), latest(acc.miou), latest(Run.id))
+            .join(Performance, Performance.run_id == Run.id)
+            .outerjoin(acc, sa.and_(acc.run_id == Performance.run_id, acc.target == Performance.target,
+                                    acc.batch_size == Performance.batch_size))
+            .where(MEASURED).group_by(cann, target, Performance.batch_size))
+    return stmt.where(Performance.batch_size == batch_size) if batch_size is not None else stmt
+
+
+def _portable_summary(batch_size: int | None, dialect: str):
+    """SQLite (and any SQL with window functions): ranks from windows, medians and latest from them."""
     r = _ranked(batch_size, dialect)
     latest = r.c.recent == 1
-    stmt = (sa.select(r.c.cann, r.c.target, r.c.batch, sa.func.count().label("runs"),
+    return (sa.select(r.c.cann, r.c.target, r.c.batch, sa.func.count().label("runs"),
                       sa.func.min(r.c.started).label("first"), sa.func.max(r.c.started).label("last"),
                       sa.func.max(r.c.fps), _median(r, "fps", "fps_rank", "fps_n"),
                       sa.func.max(sa.case((latest, r.c.fps))),
@@ -146,6 +174,14 @@ def cann_summary(session: Session, batch_size: int | None = None) -> list[dict]:
                       sa.func.max(sa.case((latest, r.c.miou))),
                       sa.func.max(sa.case((latest, r.c.run_id))))
             .group_by(r.c.cann, r.c.target, r.c.batch))
+
+
+def cann_summary(session: Session, batch_size: int | None = None) -> list[dict]:
+    """Per CANN version (in order of its first run), target and batch: best, median and latest fps and
+    mIoU over all runs, the number of runs and the first and last run's start. One statement; the
+    tests hold both dialects' statements to the same answers."""
+    dialect = session.get_bind().dialect.name
+    stmt = _postgres_summary(batch_size) if dialect == "postgresql" else _portable_summary(batch_size, dialect)
     rows = [{"cann_version": cann, "target": target, "batch_size": batch, "runs": runs,
              "first_started_at": format_time(first), "last_started_at": format_time(last),
              "fps_best": fps_best, "fps_median": fps_median, "fps_latest": fps_latest,

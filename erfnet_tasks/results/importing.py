@@ -144,7 +144,20 @@ def import_paths(paths: list[str], url: str, replace: bool = False, report=print
                               f"import again for the rest") from None
         outcomes.append(outcome)
         report(outcome.line())
+    if sum(o.status == IMPORTED for o in outcomes) >= BULK:
+        _analyze(url)
     return outcomes
+
+
+BULK = 50  # runs; from this many on, the planner's statistics are refreshed after the import
+
+
+def _analyze(url: str) -> None:
+    """Refresh the planner's statistics: after a backlog import they describe the tables before it, and
+    PostgreSQL then picks nested loops that make the history pages several times slower until
+    autovacuum gets round to it."""
+    with db.get_engine(url).begin() as connection:
+        connection.execute(sa.text("ANALYZE"))
 
 
 def _first_line(exc: BaseException) -> str:

@@ -70,8 +70,8 @@
     data.targets.forEach(function (t, i) {
       all.push(i);
       var values = data.series[t][metric];
-      var y = {type: "value", gridIndex: i, scale: true, splitNumber: 3, axisLabel: {fontSize: 11},
-               name: metric === "fps" ? "fps" : "mIoU %", nameTextStyle: {fontSize: 11}};
+      // No axis name: the heading above the chart gives the unit, the grid's title the target.
+      var y = {type: "value", gridIndex: i, scale: true, splitNumber: 3, axisLabel: {fontSize: 11}};
       if (metric === "miou") {  // keep the reference and its band in view
         var lo = data.reference - data.tolerance, hi = data.reference + data.tolerance;
         y.min = function (v) { return Math.floor(Math.min(v.min, lo) - 0.5); };
