@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 
 def _s(st: dict, fmt: str = ".2f") -> str:
     return f"{st['median']:{fmt}} ({st['min']:{fmt}}–{st['max']:{fmt}})"
@@ -160,7 +162,19 @@ def render(r: dict) -> str:
             L.append(f"| {h['change']} | {h['figure']} | {h['before']} ({h['before_run']}) | {_after(h, r)} "
                      f"| {h['file']} |")
         L.append("")
-    return "\n".join(L)
+    return "\n".join(L) + _history_scale()
+
+
+def _history_scale() -> str:
+    """The section bench/history_scale.py measures (its own JSON), kept when `make bench` rewrites the file."""
+    from pathlib import Path
+
+    path = Path(__file__).with_name("history_scale.json")
+    if not path.exists():
+        return ""
+    import history_scale  # noqa: PLC0415 - beside this file; imports the app only when measuring
+
+    return "\n" + history_scale.render(json.loads(path.read_text())) + "\n"
 
 
 def _after(h: dict, r: dict) -> str:

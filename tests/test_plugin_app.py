@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import importlib.util
 import io
+import json
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -27,7 +28,8 @@ CPU_FPS = {1: 50.0, 4: 60.0, 8: 70.0, 16: 80.0, 32: 90.0, 64: 100.0}
 CLASS_IOU = [round(0.30 + i * 0.02, 4) for i in range(19)]
 
 PAGES = ["/", "/history", f"/runs/{OLD_RUN}", "/api/runs", "/api/runs/latest", f"/api/runs/{OLD_RUN}",
-         "/runs/latest/accuracy.csv", "/runs/latest/perf.csv", f"/runs/{OLD_RUN}/perf.csv"]
+         "/runs/latest/accuracy.csv", "/runs/latest/perf.csv", f"/runs/{OLD_RUN}/perf.csv", "/api/history",
+         "/api/cann", "/static/echarts.min.js", "/static/history.js"]
 
 
 def _doc(run_id: str, started: str, cann: str, *, oom: bool, findings: list[dict]) -> dict:
@@ -185,17 +187,136 @@ def test_one_run_page_has_per_class_iou_with_names(populated, monkeypatch):
     assert "7.0.RC1" in page.all_text and "No regressions found." in page.all_text
 
 
+def _chart_data(html: str) -> dict:
+    start = html.index('<script id="history-data" type="application/json">')
+    body = html[html.index(">", start) + 1:html.index("</script>", start)]
+    return json.loads(body)
+
+
 def test_history_has_charts_findings_and_cann_versions(populated, monkeypatch):
     client = _client(populated, monkeypatch, user=True)
+    # the default range is the 90 days up to the newest run: both runs (Nov 1 and Nov 20)
     response = client.get("/history", params={"batch": 1})
     assert response.status_code == 200
-    assert response.text.count("<svg") == 3
-    assert "CANN 7.0.RC1" in response.text and "CANN 8.0.RC2" in response.text
+    assert 'src="/erfnet/static/echarts.min.js"' in response.text
+    chart = _chart_data(response.text)
+    assert [r[1] for r in chart["runs"]] == [OLD_RUN, NEW_RUN]
+    assert chart["targets"] == ["Ascend310P3", "cpu"] and chart["batch"] == 1
+    assert chart["series"]["cpu"]["fps"] == [50.0, 50.0] and chart["series"]["cpu"]["miou"] == [72.2, 72.2]
+    assert [(b["cann"], b["start"][:10], b["end"][:10]) for b in chart["bands"]] == [
+        ("7.0.RC1", "2026-11-01", "2026-11-20"), ("8.0.RC2", "2026-11-20", "2026-11-20")]
+    assert (chart["reference"], chart["tolerance"]) == (72.2, 1.0)
     page = Tables(response.text)
-    assert [r[0] for r in page.tables["cann-table"][1:]] == ["7.0.RC1", "8.0.RC2"]
-    assert page.cell("cann-table", "8.0.RC2", "Ascend310P3 best fps") == "360.00"
+    versions = [r[:2] for r in page.tables["cann-table"][1:]]
+    assert versions == [["7.0.RC1", "Ascend310P3"], ["7.0.RC1", "cpu"], ["8.0.RC2", "Ascend310P3"], ["8.0.RC2", "cpu"]]
+    row = page.tables["cann-table"][3]
+    header = page.tables["cann-table"][0]
+    assert dict(zip(header, row))["fps best"] == "200.00" and dict(zip(header, row))["mIoU % latest"] == "72.20"
     assert FINDING["message"] in page.all_text
     assert {r[0] for r in page.tables["runs"][1:]} == {OLD_RUN, NEW_RUN}
+
+
+def test_history_at_batch_64_shows_the_oom_as_a_gap(populated, monkeypatch):
+    client = _client(populated, monkeypatch, user=True)
+    chart = _chart_data(client.get("/history", params={"batch": 64}).text)
+    assert chart["series"]["Ascend310P3"]["fps"] == [400.0, None]
+    assert chart["series"]["Ascend310P3"]["status"] == ["ok", "oom"]
+
+
+def test_history_range_reaches_back_to_the_first_run(populated, monkeypatch):
+    client = _client(populated, monkeypatch, user=True)
+    # ten days up to the newest run: only the new one, with a link to the ten days before
+    response = client.get("/history", params={"days": 10})
+    chart = _chart_data(response.text)
+    assert [r[1] for r in chart["runs"]] == [NEW_RUN]
+    assert 'id="older" href="/erfnet/history?batch=1&amp;since=2026-11-01&amp;until=2026-11-10"' in response.text
+    assert 'id="all-runs" href="/erfnet/history?batch=1&amp;since=2026-11-01"' in response.text
+    # the CANN table covers every run whatever the range
+    assert [r[0] for r in Tables(response.text).tables["cann-table"][1:]][:1] == ["7.0.RC1"]
+    older = client.get("/history", params={"since": "2026-11-01", "until": "2026-11-10"})
+    assert [r[1] for r in _chart_data(older.text)["runs"]] == [OLD_RUN]
+    assert 'id="newer"' in older.text and 'id="older"' not in older.text
+    assert "No regressions found." in older.text  # the finding belongs to the new run
+
+
+def test_history_and_cann_json_api(populated, monkeypatch):
+    client = _client(populated, monkeypatch, user=True)
+    body = client.get("/api/history", params={"since": "2026-11-15", "until": "2026-11-30"}).json()
+    assert body["since"] == "2026-11-15" and body["until"] == "2026-11-30" and body["older"] == "2026-10-30"
+    assert {p["run_id"] for p in body["points"]} == {NEW_RUN} and len(body["points"]) == 12
+    assert "per_class" not in body["points"][0]
+    one_batch = client.get("/api/history", params={"days": 365, "batch": 4}).json()["points"]
+    assert {(p["run_id"], p["batch_size"]) for p in one_batch} == {(OLD_RUN, 4), (NEW_RUN, 4)}
+    cann = client.get("/api/cann", params={"batch": 1}).json()
+    assert [(r["cann_version"], r["target"]) for r in cann] == [
+        ("7.0.RC1", "Ascend310P3"), ("7.0.RC1", "cpu"), ("8.0.RC2", "Ascend310P3"), ("8.0.RC2", "cpu")]
+    assert cann[1]["fps_median"] == 50.0 and cann[1]["miou_latest"] == 0.722
+
+
+@pytest.mark.parametrize("path, params", [
+    ("/api/runs", {"limit": str(2 ** 63 + 1)}), ("/api/runs", {"limit": "0"}), ("/api/runs", {"limit": "-5"}),
+    ("/api/runs", {"limit": "1e3"}), ("/api/runs", {"limit": "NaN"}), ("/history", {"batch": str(2 ** 64)}),
+    ("/history", {"days": "0"}), ("/history", {"since": "2026-13-01"}), ("/api/history", {"days": str(10 ** 30)}),
+    ("/api/history", {"batch": "abc"}), ("/api/cann", {"batch": "-1"}),
+    ("/api/history", {"since": "2026-11-20", "until": "2026-11-01"}),
+])
+def test_out_of_range_numbers_and_dates_are_400(populated, monkeypatch, path, params):
+    client = _client(populated, monkeypatch, user=True)
+    response = client.get(path, params=params)
+    assert response.status_code == 400, response.text
+    text = response.text if "/api/" not in path else response.json()["detail"]
+    assert "Traceback" not in text and "unavailable" not in text
+    assert client.get("/api/runs", params={"limit": "1"}).status_code == 200
+
+
+def test_static_files_are_served_and_nothing_else(populated, monkeypatch):
+    client = _client(populated, monkeypatch, user=True)
+    library = client.get("/static/echarts.min.js")
+    assert library.status_code == 200 and library.headers["content-type"].startswith("text/javascript")
+    assert b"echarts" in library.content[:2000] and len(library.content) > 500_000
+    assert client.get("/static/history.js").status_code == 200
+    for name in ("echarts.LICENSE", "..%2Fapp.py", "nope.js", "README.md"):
+        assert client.get(f"/static/{name}").status_code == 404
+
+
+def test_pages_issue_a_bounded_number_of_queries_and_no_log_lines(sqlite_url, monkeypatch, caplog):
+    """History, latest and the API cost the same number of statements for 3 runs and for 12 (no N+1),
+    and a request writes no Alembic INFO lines."""
+    import logging
+
+    from erfnet_tasks.results import db
+    from erfnet_tasks.results.publish import publish_run
+
+    def statements(paths) -> list[int]:
+        engine = db.get_engine(sqlite_url)
+        counts = []
+        for path in paths:
+            seen = []
+            listener = lambda *args, **kwargs: seen.append(1)  # noqa: E731
+            sa.event.listen(engine, "before_cursor_execute", listener)
+            try:
+                assert client.get(path).status_code == 200
+            finally:
+                sa.event.remove(engine, "before_cursor_execute", listener)
+            counts.append(len(seen))
+        return counts
+
+    import sqlalchemy as sa
+
+    client = _client(sqlite_url, monkeypatch, user=True)
+    paths = ["/history", "/history?since=2026-01-01", "/", "/api/runs", "/api/history", "/api/cann"]
+    for day in range(1, 4):
+        publish_run(_doc(f"scheduled__2026-11-{day:02d}", f"2026-11-{day:02d}T02:00:00+00:00", "7.0",
+                         oom=False, findings=[FINDING]), sqlite_url)
+    few = statements(paths)
+    for day in range(4, 13):
+        publish_run(_doc(f"scheduled__2026-11-{day:02d}", f"2026-11-{day:02d}T02:00:00+00:00", f"8.{day}",
+                         oom=True, findings=[FINDING]), sqlite_url)
+    caplog.set_level(logging.DEBUG)
+    caplog.clear()
+    many = statements(paths)
+    assert few == many and max(many) <= 12, dict(zip(paths, many))
+    assert not [r for r in caplog.records if r.name.startswith("alembic")]
 
 
 def test_json_api_returns_run_documents(populated, monkeypatch):

@@ -23,6 +23,11 @@ from websockets.sync.client import connect
 pytestmark = pytest.mark.browser
 
 REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO / "bench"))
+import nightlies  # noqa: E402  (the generated nightlies of the scale benchmark)
+
+# A year of nightlies by default; ERFNET_HISTORY_YEARS=5 gives the five-year screenshots.
+HISTORY_YEARS = int(os.environ.get("ERFNET_HISTORY_YEARS", "1"))
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 ARTIFACTS = REPO / "artifacts"
 PASSWORD = "erfnet-ui-test"
@@ -54,6 +59,7 @@ def _results_document() -> dict:
 @pytest.fixture(scope="module")
 def api_server(tmp_path_factory):
     """``airflow api-server`` on a free port: own AIRFLOW_HOME, SQLite metadata, SimpleAuthManager user."""
+    from erfnet_tasks.results import importing
     from erfnet_tasks.results.publish import publish_run
 
     home = tmp_path_factory.mktemp("airflow_home")
@@ -62,6 +68,9 @@ def api_server(tmp_path_factory):
     passwords.write_text(json.dumps({"tester": PASSWORD}))
     results_url = f"sqlite:///{home / 'results.sqlite'}"
     publish_run(_results_document(), results_url)
+    # The nightlies end the day before RUN_ID, which stays the latest run.
+    nightlies.write_documents(nightlies.nightly_documents(365 * HISTORY_YEARS), home / "nightlies")
+    importing.import_paths([str(home / "nightlies")], results_url, report=lambda _line: None)
     port = _free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW")}
     env.update({
@@ -193,7 +202,7 @@ def test_anonymous_request_is_refused(api_server):
 FRAME = "document.querySelector('iframe[title=\"ErfNet results\"]')?.contentDocument"
 
 
-def test_logged_in_user_sees_the_tables_inside_the_airflow_ui(api_server, browser):
+def _log_in(browser: Chromium, api_server: str) -> None:
     browser.call("Page.enable")
     browser.navigate(f"{api_server}/plugin/erfnet")
     # Anonymous: the UI sends us to Airflow's login page first.
@@ -202,8 +211,11 @@ def test_logged_in_user_sees_the_tables_inside_the_airflow_ui(api_server, browse
     browser.type_into("input[name=username]", "tester")
     browser.type_into("input[name=password]", PASSWORD)
     browser.evaluate("document.querySelector('button[type=submit]').click()")
-
     browser.wait_for("location.pathname === '/plugin/erfnet' || location.pathname.startsWith('/plugin/erfnet/')")
+
+
+def test_logged_in_user_sees_the_tables_inside_the_airflow_ui(api_server, browser):
+    _log_in(browser, api_server)
     # The nav entry of the external view is in Airflow's own navigation.
     browser.wait_for("!!document.querySelector('a[href$=\"/plugin/erfnet\"][aria-label=\"ErfNet results\"]')")
     browser.wait_for(f"!!{FRAME}?.querySelector('#perf-table')")
@@ -229,7 +241,53 @@ def test_logged_in_user_sees_the_tables_inside_the_airflow_ui(api_server, browse
     browser.screenshot(shot)
     assert shot.stat().st_size > 10_000
 
-    # History inside the same frame: charts drawn on the server.
+    # History inside the same frame: the charting library comes from the plugin itself.
     browser.evaluate(f"{FRAME}.querySelector('nav a[href$=\"/history\"]').click()")
-    browser.wait_for(f"{FRAME}?.querySelectorAll('svg.chart').length === 3")
+    browser.wait_for(f"{FRAME}?.defaultView.erfnetCharts && {FRAME}.querySelectorAll('#chart-fps svg').length > 0")
     browser.screenshot(ARTIFACTS / "erfnet-plugin-history.png")
+
+
+def _texts(selector: str) -> str:
+    return f"[...document.querySelectorAll({json.dumps(selector)})].map(e => e.textContent)"
+
+
+def _shot(browser: Chromium, selector: str, path: Path) -> None:
+    """A screenshot of one element, whole, even where it reaches below the window."""
+    box = browser.evaluate(f"(() => {{ const r = document.querySelector({json.dumps(selector)})"
+                           ".getBoundingClientRect(); return [r.x, r.y + scrollY, r.width, r.height]; })()")
+    clip = {"x": box[0], "y": box[1], "width": box[2], "height": box[3], "scale": 1}
+    data = browser.call("Page.captureScreenshot", format="png", clip=clip, captureBeyondViewport=True)["data"]
+    path.write_bytes(base64.b64decode(data))
+    assert path.stat().st_size > 20_000
+
+
+def test_history_of_a_year_renders_labelled_bands_and_a_tooltip(api_server, browser):
+    _log_in(browser, api_server)
+    days = 365 * HISTORY_YEARS
+    browser.navigate(f"{api_server}/erfnet/history?days={days}")
+    browser.wait_for("window.erfnetCharts && document.querySelectorAll('#chart-miou svg path').length > 10")
+    data = browser.evaluate("JSON.parse(document.getElementById('history-data').textContent)")
+    assert len(data["runs"]) >= days * 0.95  # every measured night of the range (a few are skipped ones)
+    assert len(data["targets"]) == 4
+    # The CANN versions: every band of the range is drawn with its label on the charts.
+    labels = browser.evaluate(_texts("#chart-fps svg text"))
+    versions = [b["cann"] for b in data["bands"]]
+    assert len(versions) >= 12 * HISTORY_YEARS
+    assert all(f"CANN {v}" in labels for v in versions), (versions, labels[:40])
+
+    # The tooltip of one night: its run id, CANN version and values.
+    k = len(data["runs"]) // 2
+    run_at, run_id, cann = data["runs"][k]
+    browser.evaluate(f"window.erfnetCharts.fps.dispatchAction({{type: 'showTip', seriesIndex: 0, dataIndex: {k}}})")
+    tip = browser.wait_for("[...document.querySelectorAll('#chart-fps div')].map(d => d.innerText)"
+                           f".find(t => t && t.includes({json.dumps(run_id)}))")
+    assert f"CANN {cann}" in tip and " fps" in tip and "mIoU" in tip and run_at[:10] in tip
+
+    ARTIFACTS.mkdir(exist_ok=True)
+    _shot(browser, "#chart-fps", ARTIFACTS / f"erfnet-history-{HISTORY_YEARS}y-fps.png")
+    browser.evaluate("window.erfnetCharts.fps.dispatchAction({type: 'hideTip'})")
+    _shot(browser, "#chart-miou", ARTIFACTS / f"erfnet-history-{HISTORY_YEARS}y-miou.png")
+    # Zoom to the newest 10% (what the slider and the mouse wheel do): the labels follow.
+    browser.evaluate("window.erfnetCharts.fps.dispatchAction({type: 'dataZoom', start: 90, end: 100})")
+    browser.wait_for("true")
+    _shot(browser, "#chart-fps", ARTIFACTS / f"erfnet-history-{HISTORY_YEARS}y-fps-zoomed.png")

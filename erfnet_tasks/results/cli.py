@@ -47,8 +47,11 @@ def register(subparsers) -> None:
     p.add_argument("--format", choices=("table", "json", "csv"), default="table")
     p.set_defaults(handler=cmd_compare)
 
-    p = sub.add_parser("import", help="publish a run's results.json (e.g. written while the database was down)")
-    p.add_argument("file", metavar="FILE")
+    p = sub.add_parser("import", help="publish run documents (results.json files written while the database "
+                                      "was down, or an export); directories are searched for *.json")
+    p.add_argument("file", metavar="FILE", nargs="+", help="a run document, an export, or a directory of them")
+    p.add_argument("--replace", action="store_true",
+                   help="overwrite runs already in the database (default: skip them and say so)")
     p.set_defaults(handler=cmd_import)
 
     p = sub.add_parser("export", help="runs as JSON documents or CSV cells")
@@ -173,24 +176,20 @@ def cmd_compare(args) -> int:
 
 
 def cmd_import(args) -> int:
-    from . import db, publish, regression
-    from .models import Run
+    from . import db, importing
 
     url = _url(args)
-    run_ids = publish.import_file(args.file, url)
-    with db.session_scope(url) as session:
-        for run_id in run_ids:
-            doc_params = session.get(Run, run_id).params
-            found = regression.find_regressions(session, run_id, regression.rules_from_params(doc_params))
-            print(f"imported run {run_id} into {db.masked(url)}: {len(found)} regression finding(s)")
-    return 0
+    outcomes = importing.import_paths(args.file, url, replace=args.replace)
+    print(f"{importing.summary(outcomes)} into {db.masked(url)}")
+    # Skipping a run that is already there is success (importing twice is safe); a refusal is not.
+    return 1 if any(o.status == importing.REFUSED for o in outcomes) else 0
 
 
 def cmd_export(args) -> int:
     from . import queries, tables
 
     with _reading_session(args) as session:
-        refs = args.run or [run["id"] for run in queries.list_runs(session, limit=1_000_000)]
+        refs = args.run or [run["id"] for run in queries.list_runs(session, limit=1_000_000, counts=False)]
         docs = [queries.run_document(session, ref) for ref in refs]
     if args.format == "json":
         print(json.dumps({"runs": docs}, indent=2))

@@ -33,6 +33,7 @@ _PACKAGE_DIR = Path(__file__).resolve().parent
 _ALEMBIC_INI = _PACKAGE_DIR / "alembic.ini"
 _CONNECT_TIMEOUT_S = 10
 _MIGRATION_LOCK_KEY = 0x45524E45  # any constant shared by every erfnet process
+_VERSION_TABLE = "alembic_version"  # Alembic's default, which env.py keeps
 
 _engines: dict[str, Engine] = {}
 _engines_lock = threading.Lock()
@@ -204,7 +205,7 @@ def _run_alembic(direction: str, url: str | None, revision: str) -> str | None:
     from alembic import command
 
     config = alembic_config()
-    with get_engine(url).begin() as connection:
+    with _sqlite_migration_lock(url), get_engine(url).begin() as connection:
         if connection.dialect.name == "postgresql":
             # Two publishers meeting an empty database must not both create the schema.
             connection.execute(sa.select(sa.func.pg_advisory_xact_lock(_MIGRATION_LOCK_KEY)))
@@ -213,12 +214,44 @@ def _run_alembic(direction: str, url: str | None, revision: str) -> str | None:
     return current_revision(url)
 
 
-def current_revision(url: str | None = None) -> str | None:
-    """The Alembic revision of the database, None when it was never migrated."""
-    from alembic.runtime.migration import MigrationContext
+@contextlib.contextmanager
+def _sqlite_migration_lock(url: str | None) -> Iterator[None]:
+    """Two processes meeting an empty SQLite file must not both create the schema: SQLite runs DDL
+    outside the migration's transaction, so the second one would find half the tables. A lock file
+    beside the database serialises them (PostgreSQL uses an advisory lock instead)."""
+    parsed = make_url(normalize_url(url) if url else resolve_url())
+    if parsed.get_backend_name() != "sqlite" or not parsed.database or parsed.database == ":memory:":
+        yield
+        return
+    import fcntl
 
+    lock_path = Path(parsed.database).with_name(Path(parsed.database).name + ".migrate-lock")
+    try:
+        lock = open(lock_path, "a+b")
+    except OSError:  # no such folder, read-only: connecting fails next, with the error callers expect
+        yield
+        return
+    with lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def current_revision(url: str | None = None) -> str | None:
+    """The Alembic revision of the database, None when it was never migrated.
+
+    Read straight from Alembic's version table: every plugin request asks, and Alembic's own
+    MigrationContext would log two INFO lines each time.
+    """
     with get_engine(url).connect() as connection:
-        return MigrationContext.configure(connection).get_current_revision()
+        if not sa.inspect(connection).has_table(_VERSION_TABLE):
+            return None
+        versions = connection.execute(sa.text(f"SELECT version_num FROM {_VERSION_TABLE}")).scalars().all()
+    if len(versions) > 1:  # branched heads are never ours; say so rather than pick one
+        raise ErfnetError(f"the results database has several Alembic heads: {', '.join(sorted(versions))}")
+    return versions[0] if versions else None
 
 
 def head_revision() -> str:

@@ -102,6 +102,12 @@ class Accuracy(_RunCell, Base):
 class Performance(_RunCell, Base):
     __tablename__ = "performance"
 
+    @declared_attr.directive
+    def __table_args__(cls):
+        # (target, batch_size): the regression baseline's lookup (migration 0004).
+        return (sa.UniqueConstraint("run_id", "target", "batch_size"),
+                sa.Index("ix_performance_target_batch_size", "target", "batch_size"))
+
     throughput_fps: Mapped[float | None] = mapped_column(sa.Float)
     compute_min_ms: Mapped[float | None] = mapped_column(sa.Float)
     compute_mean_ms: Mapped[float | None] = mapped_column(sa.Float)

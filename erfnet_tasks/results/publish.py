@@ -56,16 +56,21 @@ def publish_run(doc: dict, url: str | None = None, retries: int = 5, backoff: fl
     raise AssertionError("unreachable")  # pragma: no cover
 
 
-def replace_run(session: Session, doc: dict) -> None:
-    """Replace everything stored for the document's run with the document (``doc`` is normalised)."""
+def replace_run(session: Session, doc: dict, *, new: bool = False) -> None:
+    """Replace everything stored for the document's run with the document (``doc`` is normalised).
+
+    ``new`` says the caller has just seen (under its lock) that the run is not stored, so there is
+    nothing to delete first.
+    """
     run_id = doc["run"]["id"]
-    for model, _key in _CHILD_MODELS:
-        session.execute(sa.delete(model).where(model.run_id == run_id))
+    if not new:
+        for model, _key in _CHILD_MODELS:
+            session.execute(sa.delete(model).where(model.run_id == run_id))
     values = {"class_names": None, **doc["run"]}  # optional fields: a re-publish clears what the document lacks
     values["started_at"] = parse_time(values["started_at"], "started_at")
     values["finished_at"] = parse_time(values["finished_at"], "finished_at")
     values["published_at"] = datetime.now(timezone.utc)
-    run = session.get(Run, run_id)
+    run = None if new else session.get(Run, run_id)
     if run is None:
         session.add(Run(**values))
     else:
@@ -73,7 +78,10 @@ def replace_run(session: Session, doc: dict) -> None:
             setattr(run, name, value)
     session.flush()
     for model, key in _CHILD_MODELS:
-        session.add_all(model(run_id=run_id, **cell) for cell in doc[key])
+        if doc[key]:
+            # Core executemany, not ORM objects: nothing needs the generated ids back, and without
+            # RETURNING the driver sends one short cached statement (a run's cells, 4x faster).
+            session.execute(sa.insert(model), [dict(cell, run_id=run_id) for cell in doc[key]])
     session.flush()
 
 

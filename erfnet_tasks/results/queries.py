@@ -60,26 +60,39 @@ def findings(session: Session, run_id: str) -> list[dict]:
                   key=lambda f: (f["rule"], f["target"], f["batch_size"]))
 
 
-def list_runs(session: Session, limit: int = 50) -> list[dict]:
-    """The newest runs first, each with its cell counts (perf cells that did not come out ok, findings)."""
-    perf_total = _count(Performance)
-    perf_failed = _count(Performance, Performance.status.notin_(("ok", "skipped")))
-    finding_total = _count(Finding)
-    stmt = (sa.select(Run, perf_total.c.n, perf_failed.c.n, finding_total.c.n)
-            .outerjoin(perf_total, perf_total.c.run_id == Run.id)
-            .outerjoin(perf_failed, perf_failed.c.run_id == Run.id)
-            .outerjoin(finding_total, finding_total.c.run_id == Run.id)
-            .order_by(Run.started_at.desc(), Run.id.desc()).limit(max(1, int(limit))))
+def list_runs(session: Session, limit: int = 50, *, counts: bool = True) -> list[dict]:
+    """The newest runs first, with their cell counts (perf cells that did not come out ok, findings).
+
+    The counts cover only the returned runs, and only when asked for: a page that needs one run
+    must not count the whole performance table.
+    """
+    page = (sa.select(Run).order_by(Run.started_at.desc(), Run.id.desc()).limit(max(1, int(limit))))
+    runs = session.scalars(page).all()
+    tallies = run_counts(session, [run.id for run in runs]) if counts else {}
     return [{"id": run.id, "dag_id": run.dag_id, "started_at": format_time(run.started_at),
              "finished_at": format_time(run.finished_at), "status": run.status, "cann_version": run.cann_version,
-             "host": run.host, "images": run.images, "synthetic": run.synthetic,
-             "perf_cells": cells or 0, "failed_cells": failed or 0, "findings": found or 0}
-            for run, cells, failed, found in session.execute(stmt)]
+             "host": run.host, "images": run.images, "synthetic": run.synthetic, **tallies.get(run.id, {})}
+            for run in runs]
 
 
-def _count(model, *conditions):
-    return (sa.select(model.run_id, sa.func.count().label("n")).where(*conditions)
-            .group_by(model.run_id).subquery())
+def run_counts(session: Session, run_ids: list[str]) -> dict[str, dict[str, int]]:
+    """Per run id: perf cells, those that did not come out ok, findings. Two grouped queries for the
+    given runs only."""
+    tallies = {run_id: {"perf_cells": 0, "failed_cells": 0, "findings": 0} for run_id in run_ids}
+    if not run_ids:
+        return tallies
+    failed = sa.func.sum(sa.case((Performance.status.notin_(("ok", "skipped")), 1), else_=0))
+    for run_id, total, bad in session.execute(sa.select(Performance.run_id, sa.func.count(), failed)
+                                              .where(Performance.run_id.in_(run_ids)).group_by(Performance.run_id)):
+        tallies[run_id].update(perf_cells=total, failed_cells=int(bad or 0))
+    for run_id, found in session.execute(sa.select(Finding.run_id, sa.func.count())
+                                         .where(Finding.run_id.in_(run_ids)).group_by(Finding.run_id)):
+        tallies[run_id]["findings"] = found
+    return tallies
+
+
+def has_runs(session: Session) -> bool:
+    return session.scalar(sa.select(Run.id).limit(1)) is not None
 
 
 def history(session: Session, target: str | None = None, batch_size: int | None = None,

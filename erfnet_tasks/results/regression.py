@@ -126,22 +126,29 @@ def _not_measured(cell: Performance) -> dict:
 
 
 def _baselines(session: Session, run: Run, cells: set[tuple[str, int]]) -> dict[tuple[str, int], tuple]:
-    """(target, batch) -> (run id, CANN version, fps) of the latest earlier complete run on another CANN."""
+    """(target, batch) -> (run id, CANN version, fps) of the latest earlier complete run on another CANN.
+
+    One bounded query: a window function ranks the candidates of each (target, batch) by recency and
+    only the first of each comes back (at most ``len(cells)`` rows, whatever the history's length);
+    ROW_NUMBER works in PostgreSQL and SQLite alike, where DISTINCT ON would not.
+    """
     if not cells:
         return {}
-    stmt = (sa.select(Performance.target, Performance.batch_size, Run.id, Run.cann_version,
-                      Performance.throughput_fps)
-            .join(Run, Run.id == Performance.run_id)
-            .where(Run.status == RunStatus.COMPLETE.value, Run.id != run.id, Run.started_at < run.started_at,
-                   Run.cann_version.is_distinct_from(run.cann_version),
-                   Performance.status == CellStatus.OK.value, Performance.throughput_fps.is_not(None),
-                   Performance.target.in_(sorted({t for t, _b in cells})))
-            .order_by(Run.started_at.desc(), Run.id.desc()))
-    baselines: dict[tuple[str, int], tuple] = {}
-    for target, batch, run_id, cann, fps in session.execute(stmt):
-        if (target, batch) in cells:
-            baselines.setdefault((target, batch), (run_id, cann, fps))
-    return baselines
+    recency = sa.func.row_number().over(partition_by=(Performance.target, Performance.batch_size),
+                                        order_by=(Run.started_at.desc(), Run.id.desc()))
+    ranked = (sa.select(Performance.target, Performance.batch_size, Run.id.label("run_id"), Run.cann_version,
+                        Performance.throughput_fps, recency.label("recency"))
+              .join(Run, Run.id == Performance.run_id)
+              .where(Run.status == RunStatus.COMPLETE.value, Run.id != run.id, Run.started_at < run.started_at,
+                     Run.cann_version.is_distinct_from(run.cann_version),
+                     Performance.status == CellStatus.OK.value, Performance.throughput_fps.is_not(None),
+                     Performance.target.in_(sorted({t for t, _b in cells})),
+                     Performance.batch_size.in_(sorted({b for _t, b in cells})))
+              .subquery())
+    stmt = sa.select(ranked.c.target, ranked.c.batch_size, ranked.c.run_id, ranked.c.cann_version,
+                     ranked.c.throughput_fps).where(ranked.c.recency == 1)
+    return {(target, batch): (run_id, cann, fps) for target, batch, run_id, cann, fps in session.execute(stmt)
+            if (target, batch) in cells}
 
 
 def _finding(rule, target, batch_size, message, value, threshold, baseline_run_id) -> dict:

@@ -9,23 +9,36 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from datetime import date
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-from fastapi import Depends, FastAPI, HTTPException, Request
-from fastapi.responses import HTMLResponse, JSONResponse, Response
+from fastapi import Depends, FastAPI, HTTPException, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
 from fastapi.templating import Jinja2Templates
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from erfnet_tasks.errors import ErfnetError
-from erfnet_tasks.results import db, queries
+from erfnet_tasks.results import db, history as history_queries, queries
 
 from . import views
 
 URL_PREFIX = "/erfnet"
 TEMPLATES = Jinja2Templates(directory=str(Path(__file__).parent / "templates"))
+# The charting library and the page scripts, served by this app (behind the same login): the Airflow
+# host may have no internet. Only these names are served, never a path taken from the request.
+STATIC_DIR = Path(__file__).parent / "static"
+STATIC_FILES = {p.name: p for p in STATIC_DIR.iterdir() if p.suffix in (".js", ".css")} if STATIC_DIR.is_dir() else {}
+_MEDIA = {".js": "text/javascript; charset=utf-8", ".css": "text/css; charset=utf-8"}
+RUNS_SHOWN = 200  # the history page's run table, newest first within the range
+
+# Bounds of every numeric query parameter: out of range (or past 2**63) is a 400, not a database error.
+Limit = Query(50, ge=1, le=100_000)
+Batch = Query(None, ge=1, le=1024)
+Days = Query(None, ge=1, le=36_600)
 
 
 class ResultsUnavailable(Exception):
@@ -58,7 +71,16 @@ def _reading(resolve: Callable[[], str]) -> Iterator[Session | None]:
 
 
 def _has_runs(session: Session | None) -> bool:
-    return session is not None and bool(queries.list_runs(session, limit=1))
+    return session is not None and queries.has_runs(session)
+
+
+def _validation_line(exc: RequestValidationError) -> str:
+    """FastAPI's list of validation errors as one line: 'limit: Input should be less than ...'."""
+    parts = []
+    for error in exc.errors()[:3]:
+        where = ".".join(str(part) for part in error.get("loc", ()) if part not in ("query", "path", "body"))
+        parts.append(f"{where}: {error.get('msg', 'invalid')}" if where else str(error.get("msg", "invalid")))
+    return "; ".join(parts) or "invalid request"
 
 
 def _document(session: Session | None, run_id: str) -> dict:
@@ -119,6 +141,13 @@ def create_app(
             return page(request, "error.html", status_code=503, title="Results unavailable", message=message)
         return JSONResponse({"detail": message}, status_code=503)
 
+    @app.exception_handler(RequestValidationError)
+    async def _bad_request(request: Request, exc: RequestValidationError) -> Response:
+        message = _validation_line(exc)
+        if _wants_html(request):
+            return page(request, "error.html", status_code=400, title="Bad request", message=message)
+        return JSONResponse({"detail": message}, status_code=400)
+
     @app.exception_handler(RunNotFound)
     async def _not_found(request: Request, exc: RunNotFound) -> Response:
         if _wants_html(request):
@@ -149,23 +178,7 @@ def create_app(
     def one_run(request: Request, run_id: str, reference: str | None = None) -> HTMLResponse:
         return run_page(request, run_id, reference, "run.html")
 
-    @app.get("/history", response_class=HTMLResponse)
-    def history(request: Request, batch: int | None = None) -> HTMLResponse:
-        with _reading(resolve) as session:
-            if not _has_runs(session):
-                return page(request, "empty.html", title="No runs yet", dag_id=views.DAG_ID)
-            runs = queries.list_runs(session, limit=200)
-            points = queries.history(session)
-            findings = [dict(f, run_id=r["id"]) for r in runs if r["findings"]
-                        for f in queries.findings(session, r["id"])]
-        return page(request, "history.html", title="Run history",
-                    view=views.history_view(runs, points, findings, batch))
-
-    @app.get("/api/runs")
-    def api_runs(limit: int = 50) -> JSONResponse:
-        with _reading(resolve) as session:
-            runs = queries.list_runs(session, limit=limit) if session is not None else []
-        return JSONResponse(runs)
+    _history_routes(app, resolve, page)
 
     @app.get("/api/runs/{run_id}")
     def api_run(run_id: str) -> JSONResponse:
@@ -190,3 +203,63 @@ def create_app(
         return _csv_response(views.perf_csv(doc, reference), f"erfnet-perf-{doc['run']['id']}.csv")
 
     return app
+
+
+def _history_routes(app: FastAPI, resolve: Callable[[], str], page: Callable[..., HTMLResponse]) -> None:
+    """The history page, its JSON (runs, history by date range, the CANN summary) and the static files."""
+
+    def window_of(session: Session, since: date | None, until: date | None, days: int | None) -> views.Window:
+        try:
+            return views.history_window(history_queries.span(session), since, until, days)
+        except ErfnetError as exc:
+            raise HTTPException(status_code=400, detail=str(exc)) from exc
+
+    @app.get("/history", response_class=HTMLResponse)
+    def history(request: Request, batch: int | None = Batch, since: date | None = None, until: date | None = None,
+                days: int | None = Days) -> HTMLResponse:
+        with _reading(resolve) as session:
+            if not _has_runs(session):
+                return page(request, "empty.html", title="No runs yet", dag_id=views.DAG_ID)
+            window = window_of(session, since, until, days)
+            batches = history_queries.batch_sizes(session)
+            shown = batch if batch in batches else (batches[0] if batches else None)
+            points = history_queries.points(session, window.since, window.until, batch_size=shown)
+            summary = history_queries.cann_summary(session, batch_size=shown)
+            runs, more = history_queries.runs_between(session, window.since, window.until, RUNS_SHOWN)
+            findings = history_queries.findings_between(session, window.since, window.until)
+            first_run = history_queries.span(session)[0]
+        view = views.history_view(points, summary, runs, more, findings, batches, shown)
+        return page(request, "history.html", title="Run history", view=view, window=window,
+                    first_run=first_run.date() if first_run else None)
+
+    @app.get("/api/runs")
+    def api_runs(limit: int = Limit) -> JSONResponse:
+        with _reading(resolve) as session:
+            runs = queries.list_runs(session, limit=limit) if session is not None else []
+        return JSONResponse(runs)
+
+    @app.get("/api/history")
+    def api_history(since: date | None = None, until: date | None = None, days: int | None = Days,
+                    batch: int | None = Batch) -> JSONResponse:
+        """Every (run, target, batch) point of the range: the history page's data, all batches unless asked."""
+        with _reading(resolve) as session:
+            if session is None:
+                return JSONResponse({"since": None, "until": None, "points": []})
+            window = window_of(session, since, until, days)
+            points = history_queries.points(session, window.since, window.until, batch_size=batch)
+        return JSONResponse({"since": window.first.isoformat(), "until": window.last.isoformat(),
+                             "older": window.older[0].isoformat() if window.older else None, "points": points})
+
+    @app.get("/api/cann")
+    def api_cann(batch: int | None = Batch) -> JSONResponse:
+        """Per CANN version, target and batch over all runs: best, median and latest fps and mIoU."""
+        with _reading(resolve) as session:
+            rows = history_queries.cann_summary(session, batch_size=batch) if session is not None else []
+        return JSONResponse(rows)
+
+    @app.get("/static/{name}")
+    def static(name: str) -> Response:
+        path = STATIC_FILES.get(name)
+        if path is None:
+            raise HTTPException(status_code=404, detail="no such file")
+        return FileResponse(path, media_type=_MEDIA[path.suffix], headers={"Cache-Control": "max-age=86400"})

@@ -7,13 +7,13 @@ this module only adds what HTML needs: a CSS class per cell and readable failure
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import date, datetime, time, timedelta, timezone
 
 from erfnet_tasks.errors import ErfnetError
 from erfnet_tasks.records import CellStatus
 from erfnet_tasks.results import regression, tables
 from erfnet_tasks.results.document import LEGACY_CLASS_NAMES
 
-from .charts import line_chart
 
 DAG_ID = "erfnet_offline_inference"
 
@@ -179,65 +179,132 @@ def perf_csv(doc: dict, reference_target: str | None = None) -> str:
     return tables.render_csv(tables.perf_table(doc, reference_target))
 
 
-def _run_label(point: dict) -> str:
-    return f"{(point['started_at'] or '')[5:16].replace('T', ' ')} CANN {point['cann_version'] or 'n/a'}"
-
-
 @dataclass
 class HistoryView:
     runs: list[dict]
+    more_runs: bool
     batches: list[int]
     batch: int | None
-    charts: list
+    chart: dict
     findings: list[dict]
     by_cann: HtmlTable
 
 
-def history_view(runs: list[dict], points: list[dict], findings: list[dict], batch: int | None) -> HistoryView:
-    """Charts of mIoU and throughput per target over runs (oldest first), labelled with CANN versions."""
-    batches = sorted({p["batch_size"] for p in points})
+def chart_data(points: list[dict], batch: int | None, rules: regression.Rules) -> dict:
+    """What the history charts draw, in one pass over the points (oldest run first): the runs on the
+    time axis, per target its fps and mIoU per run (None where the cell did not run), and the spans
+    of consecutive runs on one CANN version (the labelled bands)."""
+    runs: list[list] = []
+    index: dict[str, int] = {}
+    cells: dict[tuple[str, int], tuple] = {}
+    for p in points:
+        if p["batch_size"] != batch:
+            continue
+        if p["run_id"] not in index:
+            index[p["run_id"]] = len(runs)
+            runs.append([p["started_at"], p["run_id"], p["cann_version"] or "n/a"])
+        cells[(p["target"], index[p["run_id"]])] = (p["throughput_fps"] if p["status"] == "ok" else None,
+                                                   None if p["miou"] is None else round(p["miou"] * 100, 4),
+                                                   p["status"])
+    targets = sorted({target for target, _i in cells})
+    series = {t: {"fps": [], "miou": [], "status": []} for t in targets}
+    for target in targets:
+        for i in range(len(runs)):
+            fps, miou, status = cells.get((target, i), (None, None, None))
+            series[target]["fps"].append(fps)
+            series[target]["miou"].append(miou)
+            series[target]["status"].append(status)
+    return {"batch": batch, "runs": runs, "targets": targets, "series": series, "bands": cann_bands(runs),
+            "reference": round(rules.reference_miou * 100, 4), "tolerance": round(rules.tolerance * 100, 4)}
+
+
+def cann_bands(runs: list[list]) -> list[dict]:
+    """Consecutive runs on one CANN version as [start, end) spans; a band ends where the next begins."""
+    bands: list[dict] = []
+    for started, _run_id, cann in runs:
+        if bands and bands[-1]["cann"] == cann:
+            bands[-1]["last"] = started
+            continue
+        if bands:
+            bands[-1]["end"] = started
+        bands.append({"cann": cann, "start": started, "last": started, "end": started})
+    if bands:
+        bands[-1]["end"] = bands[-1]["last"]
+    return bands
+
+
+def _figure(value: float | None, scale: float = 1.0) -> Cell:
+    return Cell("" if value is None else f"{value * scale:.2f}")
+
+
+def cann_table(summary: list[dict], batch: int | None) -> HtmlTable:
+    """Per CANN version and target, at one batch size: runs, first run, best/median/latest fps and mIoU."""
+    headers = ["CANN", "target", "runs", "first run", "fps best", "fps median", "fps latest",
+               "mIoU % best", "mIoU % median", "mIoU % latest"]
+    rows, css = [], []
+    previous = object()
+    for row in summary:
+        if row["batch_size"] != batch:
+            continue
+        first_of_version = row["cann_version"] != previous
+        previous = row["cann_version"]
+        rows.append([Cell(row["cann_version"] or "n/a", "label"), Cell(row["target"], "label"), Cell(str(row["runs"])),
+                     Cell((row["first_started_at"] or "")[:10], "label"),
+                     _figure(row["fps_best"]), _figure(row["fps_median"]), _figure(row["fps_latest"]),
+                     _figure(row["miou_best"], 100), _figure(row["miou_median"], 100),
+                     _figure(row["miou_latest"], 100)])
+        css.append("version-start" if first_of_version else "")
+    return HtmlTable(headers, rows, css)
+
+
+def history_view(points: list[dict], summary: list[dict], runs: list[dict], more_runs: bool,
+                 findings: list[dict], batches: list[int], batch: int | None) -> HistoryView:
+    """The history page: charts of the range at one batch size, every CANN version's summary, the
+    range's findings and runs."""
     if batch not in batches:
         batch = batches[0] if batches else None
-    run_ids = list(dict.fromkeys(p["run_id"] for p in points))
-    labels = {p["run_id"]: _run_label(p) for p in points}
-    targets = sorted({p["target"] for p in points})
-
-    def series(metric: str, scale: float, pick) -> dict[str, list[float | None]]:
-        out = {}
-        for target in targets:
-            values = []
-            for run_id in run_ids:
-                found = [p[metric] for p in points if p["run_id"] == run_id and p["target"] == target
-                         and pick(p) and p[metric] is not None]
-                values.append(max(found) * scale if found else None)
-            out[target] = values
-        return out
-
-    x = [labels[r] for r in run_ids]
-    charts = [
-        line_chart(f"mIoU (%) at batch {batch}", x, series("miou", 100, lambda p: p["batch_size"] == batch),
-                   y_label="mIoU %"),
-        line_chart(f"Throughput (fps) at batch {batch}", x,
-                   series("throughput_fps", 1, lambda p: p["batch_size"] == batch), y_label="fps"),
-        line_chart("Best-batch throughput (fps)", x, series("throughput_fps", 1, lambda p: True), y_label="fps"),
-    ]
-    return HistoryView(runs, batches, batch, charts, findings, _by_cann(points, targets))
+    return HistoryView(runs, more_runs, batches, batch, chart_data(points, batch, regression.Rules()), findings,
+                       cann_table(summary, batch))
 
 
-def _by_cann(points: list[dict], targets: list[str]) -> HtmlTable:
-    """Per CANN version (in order of first appearance): each target's best mIoU and best throughput."""
-    versions = list(dict.fromkeys(p["cann_version"] or "n/a" for p in points))
-    headers = ["CANN", *[f"{t} mIoU %" for t in targets], *[f"{t} best fps" for t in targets]]
-    rows = []
-    for version in versions:
-        mine = [p for p in points if (p["cann_version"] or "n/a") == version]
-        row = [Cell(version, "label")]
-        for metric, scale in (("miou", 100), ("throughput_fps", 1)):
-            for target in targets:
-                values = [p[metric] for p in mine if p["target"] == target and p[metric] is not None]
-                row.append(Cell(f"{max(values) * scale:.2f}" if values else ""))
-        rows.append(row)
-    return HtmlTable(headers, rows)
+DEFAULT_DAYS = 90
+
+
+@dataclass(frozen=True)
+class Window:
+    """The history's date range: whole UTC days from ``first`` to ``last``, both included."""
+
+    first: date
+    last: date
+    older: tuple[date, date] | None  # the same number of days before, while runs exist there
+    newer: tuple[date, date] | None
+
+    @property
+    def since(self) -> datetime:
+        return datetime.combine(self.first, time(), timezone.utc)
+
+    @property
+    def until(self) -> datetime:
+        return datetime.combine(self.last + timedelta(days=1), time(), timezone.utc)
+
+    @property
+    def days(self) -> int:
+        return (self.last - self.first).days + 1
+
+
+def history_window(span: tuple[datetime | None, datetime | None], since: date | None, until: date | None,
+                   days: int | None) -> Window:
+    """The range asked for; by default the ``DEFAULT_DAYS`` up to the newest run (not up to today, so a
+    database whose runs stopped still shows them)."""
+    first_run, last_run = (value.date() if value else None for value in span)
+    last = until or last_run or datetime.now(timezone.utc).date()
+    first = since or last - timedelta(days=(days or DEFAULT_DAYS) - 1)
+    if first > last:
+        raise ErfnetError(f"the range starts ({first}) after it ends ({last})")
+    length = timedelta(days=(last - first).days + 1)
+    older = (first - length, first - timedelta(days=1)) if first_run and first_run < first else None
+    newer = (last + timedelta(days=1), last + length) if last_run and last_run > last else None
+    return Window(first, last, older, newer)
 
 
 def check_reference(doc: dict, reference_target: str | None) -> None:

@@ -1,7 +1,7 @@
 """Store the dataset's class names with each run, so that readers (the plugin, the CLI) name the
 per-class IoU columns without importing the dataset module.
 
-Revision ID: 0003_run_class_names
+Revision ID: 0003
 Revises: 0002
 Create Date: 2026-11-27
 """
@@ -11,7 +11,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0003_run_class_names"
+revision = "0003"
 down_revision = "0002"
 branch_labels = None
 depends_on = None
