@@ -11,6 +11,7 @@ Kept beside the DAG, not in plugins/: callbacks run in the task runner on the wo
 
 from __future__ import annotations
 
+import contextlib
 import logging
 
 from airflow.sdk import BaseHook
@@ -59,7 +60,8 @@ def send(message: notify.Message, context) -> list[str]:
         try:
             # notify(), not the notifier's __call__: that would render our text as a Jinja template,
             # and an error message or run id holding "{{" is data, not a template.
-            notifier_for(conn_id, message).notify(context)
+            with _apprise_failures():
+                notifier_for(conn_id, message).notify(context)
         except Exception as exc:  # any receiver problem: log it and go on to the next one
             log.warning("notification to %s not delivered (%s: %s)", conn_id, type(exc).__name__,
                         (str(exc).strip().splitlines() or [""])[0])
@@ -67,6 +69,33 @@ def send(message: notify.Message, context) -> list[str]:
         delivered.append(conn_id)
         log.info("notified %s: %s", conn_id, message.subject)
     return delivered
+
+
+class _Collect(logging.Handler):
+    def __init__(self):
+        super().__init__(logging.WARNING)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record):
+        self.records.append(record)
+
+
+@contextlib.contextmanager
+def _apprise_failures():
+    """Raise when Apprise reported a failed delivery.
+
+    AppriseHook drops the False that Apprise returns for a receiver it could not reach; Apprise's own
+    warnings are what is left of it, so they are collected here and turned into an error.
+    """
+    collector = _Collect()
+    apprise_log = logging.getLogger("apprise")
+    apprise_log.addHandler(collector)
+    try:
+        yield
+    finally:
+        apprise_log.removeHandler(collector)
+    if collector.records:
+        raise ErfnetError(collector.records[0].getMessage())
 
 
 def _error_line(exc) -> str:

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
+from airflow.settings import TIMEZONE  # [core] default_timezone, what a plain cron string used
 from airflow.sdk import (Asset, AssetOrTimeSchedule, CronTriggerTimetable, ExceptionRetryPolicy, Param, RetryAction,
                          RetryRule, dag, task)
 from erfnet_notifications import on_gate_passed, on_task_failure
@@ -51,7 +52,7 @@ DEFAULTS = pipeline.default_params()
     dag_id=pipeline.DAG_ID,
     doc_md=__doc__,
     # Nightly at 02:00 (the default timezone), or as soon as the probe sees a CANN upgrade.
-    schedule=AssetOrTimeSchedule(timetable=CronTriggerTimetable(NIGHTLY, timezone=settings.schedule_timezone()),
+    schedule=AssetOrTimeSchedule(timetable=CronTriggerTimetable(NIGHTLY, timezone=TIMEZONE),
                                  assets=CANN_ASSET),
     start_date=datetime(2026, 1, 1),
     catchup=False,
