@@ -138,28 +138,40 @@ def _html(message) -> str:
     return message.get_body(preferencelist=("html",)).get_content()
 
 
-def _logged_in_get(url: str, results_url: str, monkeypatch):
-    """GET ``url`` from the results app as a logged-in Airflow user (a real JWT from the auth manager)."""
-    sys.path.insert(0, str(REPO / "plugins"))
-    from airflow.api_fastapi.app import create_auth_manager
-    from airflow.api_fastapi.auth.managers.simple.user import SimpleAuthManagerUser
-    from airflow.api_fastapi.core_api.security import get_user
-    from fastapi.testclient import TestClient
+# Run where the metadata database is (a token's revocation is looked up there): the results app with
+# Airflow's own get_user, once without and once with a real JWT of a logged-in user in the UI's cookie.
+_OPEN_AS_USER = """
+import json, sys
+sys.path.insert(0, sys.argv[1])
+from airflow.api_fastapi.app import create_auth_manager
+from airflow.api_fastapi.auth.managers.simple.user import SimpleAuthManagerUser
+from airflow.api_fastapi.core_api.security import get_user
+from fastapi.testclient import TestClient
+from erfnet_ui.app import URL_PREFIX, create_app
 
-    from erfnet_ui.app import URL_PREFIX, create_app
+client = TestClient(create_app(require_user=get_user), root_path=URL_PREFIX)
+path = sys.argv[2].removeprefix(URL_PREFIX)
+anonymous = client.get(path)
+client.cookies.set("_token", create_auth_manager().generate_jwt(SimpleAuthManagerUser(username="tester", role="viewer")))
+page = client.get(path)
+print(json.dumps({"anonymous": anonymous.status_code, "status": page.status_code, "text": page.text}))
+"""
 
-    monkeypatch.setenv("ERFNET_RESULTS_DB_URL", results_url)
-    token = create_auth_manager().generate_jwt(SimpleAuthManagerUser(username="tester", role="viewer"))
-    client = TestClient(create_app(require_user=get_user), root_path=URL_PREFIX)
-    path = urlsplit(url).path
-    assert url.startswith(BASE_URL + URL_PREFIX + "/")
-    anonymous = client.get(path.removeprefix(URL_PREFIX))
-    client.cookies.set("_token", token)
-    return anonymous, client.get(path.removeprefix(URL_PREFIX))
+
+def _open_as_logged_in_user(url: str, home: Path, results_url: str) -> dict:
+    import subprocess
+
+    assert url.startswith(BASE_URL + "/erfnet/")
+    env = airflow_env(home, home / "unused", ERFNET_RESULTS_DB_URL=results_url,
+                      AIRFLOW__API_AUTH__JWT_SECRET="erfnet-notification-test-secret-" + "x" * 40)
+    proc = subprocess.run([sys.executable, "-c", _OPEN_AS_USER, str(REPO / "plugins"), urlsplit(url).path],
+                          env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
 def test_gate_findings_arrive_by_mail_and_webhook_and_dead_receivers_are_only_logged(
-        airflow_home, data, pg_url, smtp_inbox, webhook, dead_port, monkeypatch):
+        airflow_home, data, pg_url, smtp_inbox, webhook, dead_port):
     env = receivers(smtp_inbox, webhook, dead_port, "erfnet_dead_mail,erfnet_mail,erfnet_dead_hook,erfnet_hook",
                     ERFNET_RESULTS_DB_URL=pg_url)
     run = run_dag(airflow_home, data, _conf(data, reference_miou=99.0), **env)  # random weights: far below 99
@@ -182,9 +194,9 @@ def test_gate_findings_arrive_by_mail_and_webhook_and_dead_receivers_are_only_lo
     assert "- cpu batch 1, mIoU (%): " in posted["message"] and "rule accuracy_below_reference" in posted["message"]
     assert f"Results page: {links[0]}" in posted["message"]
 
-    anonymous, page = _logged_in_get(links[0], pg_url, monkeypatch)
-    assert anonymous.status_code in (401, 403)
-    assert page.status_code == 200 and run.run_id in page.text and "mIoU" in page.text
+    opened = _open_as_logged_in_user(links[0], airflow_home, pg_url)
+    assert opened["anonymous"] in (401, 403)
+    assert opened["status"] == 200 and f"Run {run.run_id}" in opened["text"] and "accuracy-table" in opened["text"]
 
 
 def test_a_complete_run_sends_a_summary_and_a_dead_receiver_does_not_fail_it(
