@@ -4,6 +4,10 @@
   Default: ``data/`` in the source checkout, else in the current directory (an installed wheel).
 - ERFNET_DATA_ROOTS: folders (os.pathsep-separated) under which user-supplied paths (weights, dataset
   root) must resolve. Default: the data directory.
+- ERFNET_NOTIFY: Airflow connection ids (comma-separated) that receive notifications; empty: none.
+- ERFNET_NOTIFY_SUMMARY: off (default), nightly or all: which runs that pass the gate get a summary.
+- ERFNET_NPU_QUEUE: the NPU worker's Celery queue (default ``npu``); npu_queues() lists every NPU queue.
+- ERFNET_CANN_PROBE_MINUTES: how often the CANN version probe runs (default 5).
 """
 
 from __future__ import annotations
