@@ -45,7 +45,8 @@ class Links:
     def dag_run(self, dag_id: str, run_id: str) -> str:
         return f"{self.base_url}/dags/{quote(dag_id, safe='')}/runs/{quote(run_id, safe='')}"
 
-    def task_log(self, dag_id: str, run_id: str, task_id: str, map_index: int = -1, try_number: int | None = None) -> str:
+    def task_log(self, dag_id: str, run_id: str, task_id: str, map_index: int = -1,
+                 try_number: int | None = None) -> str:
         url = f"{self.dag_run(dag_id, run_id)}/tasks/{quote(task_id, safe='')}"
         if map_index is not None and map_index >= 0:
             url += f"/mapped/{map_index}"
@@ -85,7 +86,8 @@ def finding_row(finding: dict, doc: dict, baselines: dict[str, dict]) -> dict:
            "baseline_cann": (base["run"].get("cann_version") or "unknown") if base else "-"}
     if rule == "accuracy_below_reference":
         params = doc["run"].get("params") or {}
-        row.update(value=_num(finding.get("value"), True), baseline_value=_num((params.get("reference_miou") or 72.20) / 100, True),
+        reference = (params.get("reference_miou") or 72.20) / 100
+        row.update(value=_num(finding.get("value"), True), baseline_value=_num(reference, True),
                    threshold=_num(finding.get("threshold"), True))
     elif rule == "cell_failed":
         row.update(value=now_cell.get("status") or "failed",
@@ -108,7 +110,8 @@ def regression_message(doc: dict, baselines: dict[str, dict], links: Links) -> M
     subject = f"[ErfNet] regression: {len(rows)} finding(s) in run {run['id']} ({where})"
     lines = [f"The regression gate fired for run {run['id']} ({where}).", ""]
     for r in rows:
-        lines.append(f"- {r['target']} batch {r['batch']}, {r['metric']}: {r['value']} (baseline {r['baseline_value']}, "
+        lines.append(f"- {r['target']} batch {r['batch']}, {r['metric']}: {r['value']} "
+                     f"(baseline {r['baseline_value']}, "
                      f"threshold {r['threshold']}); rule {r['rule']}; baseline run {r['baseline']} "
                      f"(CANN {r['baseline_cann']}) against this run (CANN {r['run_cann']})")
     lines += ["", *_link_lines(links, run)]

@@ -50,7 +50,8 @@ def test_an_upgrade_is_one_change_and_one_event(npu_host, backend, request):
     with db.session_scope(url) as session:
         events = hosts.upgrade_events(session)
         current = hosts.host_versions(session)
-    assert [(e["host"], e["old_cann_version"], e["new_cann_version"]) for e in events] == [("npu-7", "8.0.0", "8.1.RC1")]
+    assert [(e["host"], e["old_cann_version"], e["new_cann_version"]) for e in events] == [
+        ("npu-7", "8.0.0", "8.1.RC1")]
     assert dt.datetime.fromisoformat(events[0]["time"]).tzinfo is not None
     assert [(h["host"], h["cann_version"]) for h in current] == [("npu-7", "8.1.RC1")]
 

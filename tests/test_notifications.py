@@ -186,7 +186,8 @@ def test_gate_findings_arrive_by_mail_and_webhook_and_dead_receivers_are_only_lo
     html = _html(mail)
     assert "accuracy_below_reference" in html and "mIoU (%)" in html and "99.00" in html and "98.00" in html
     links = re.findall(r'href="([^"]+)"', html)
-    assert links[0].startswith(f"{BASE_URL}/erfnet/runs/") and links[1].startswith(f"{BASE_URL}/dags/erfnet_offline_inference/runs/")
+    assert links[0].startswith(f"{BASE_URL}/erfnet/runs/")
+    assert links[1].startswith(f"{BASE_URL}/dags/erfnet_offline_inference/runs/")
 
     assert len(webhook.received) == 1
     path, posted = webhook.received[0]
