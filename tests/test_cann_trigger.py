@@ -96,7 +96,8 @@ def airflow_cluster(tmp_path, metadata_url, npu_host, sqlite_url):
             with (logs / f"{name}.log").open("wb") as out:
                 procs.append(subprocess.Popen(argv, env=env, stdout=out, stderr=subprocess.STDOUT,
                                               start_new_session=True))
-        _wait_for_health(f"http://127.0.0.1:{port}/api/v2/monitor/health", procs, logs)
+            if name == "api-server":  # tasks report to its execution API: up before anything runs
+                _wait_for_health(f"http://127.0.0.1:{port}/api/v2/monitor/health", procs, logs)
         yield {"env": env, "metadata": sa.create_engine(metadata_url), "toolkit": npu_host, "results": sqlite_url,
                "logs": logs}
     finally:
