@@ -11,13 +11,15 @@ WORKDIR /opt/erfnet/src
 
 # The same pinned set as `make install`. constraints.txt pins apache-airflow==3.3.2 (the base image's,
 # repeated so pip can never swap it) and torch==2.13.0+cpu, a local version that only PyTorch's CPU
-# wheel index serves - hence the extra index.
+# wheel index serves - hence the extra index. The notification providers (pyproject's `airflow` extra)
+# are named here: the base image has SMTP but not Apprise.
 COPY --chown=airflow:root constraints.txt pyproject.toml README.md ./
 COPY --chown=airflow:root erfnet_tasks ./erfnet_tasks
 RUN pip install --no-cache-dir \
       --extra-index-url https://download.pytorch.org/whl/cpu \
       --constraint constraints.txt \
       "apache-airflow==3.3.2" \
+      apache-airflow-providers-smtp apache-airflow-providers-apprise \
       .
 
 COPY --chown=airflow:root deploy /opt/erfnet/deploy

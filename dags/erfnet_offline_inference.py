@@ -13,6 +13,9 @@
 7. **6** evaluate each cell (mIoU); **7** collect_perf.
 8. publish_results to the results database (and a JSON file beside the outputs) -> regression_gate.
 
+Scheduled nightly at 02:00 and whenever `erfnet_cann_probe` sees a CANN upgrade on an NPU host. A failed
+task, the gate's findings and (optionally) a summary go to the connections in `ERFNET_NOTIFY`.
+
 Every task is a call into `erfnet_tasks.pipeline`; see the README for the parameters.
 """
 
@@ -20,14 +23,20 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from airflow.sdk import Asset, ExceptionRetryPolicy, Param, RetryAction, RetryRule, dag, task
+from airflow.settings import TIMEZONE  # [core] default_timezone, what a plain cron string used
+from airflow.sdk import (Asset, AssetOrTimeSchedule, CronTriggerTimetable, ExceptionRetryPolicy, Param, RetryAction,
+                         RetryRule, dag, task)
+from erfnet_notifications import on_gate_passed, on_task_failure
 
-from erfnet_tasks import pipeline, settings
+from erfnet_tasks import cann_probe, pipeline, settings
 from erfnet_tasks.params import form_fields
 
 NPU_QUEUE = settings.npu_queue()
 NPU_POOL = "npu_devices"
 RESULTS_ASSET = Asset(name="erfnet_results", uri="erfnet://results/erfnet_offline_inference")
+# Updated by dags/erfnet_cann_probe.py when an NPU host's CANN version, driver or chips change.
+CANN_ASSET = Asset(name=cann_probe.ASSET_NAME, uri=cann_probe.ASSET_URI)
+NIGHTLY = "0 2 * * *"
 AFTER_SKIPPED_GROUPS = "none_failed_min_one_success"  # a matrix group may be empty (no NPU targets)
 
 # Bad parameters, inputs and regressions are deterministic: retrying them changes nothing. A results
@@ -43,12 +52,15 @@ NO_RETRY_ON_BAD_INPUT = ExceptionRetryPolicy(rules=[
 @dag(
     dag_id=pipeline.DAG_ID,
     doc_md=__doc__,
-    schedule="0 2 * * *",
+    # Nightly at 02:00 (the default timezone), or as soon as the probe sees a CANN upgrade.
+    schedule=AssetOrTimeSchedule(timetable=CronTriggerTimetable(NIGHTLY, timezone=TIMEZONE),
+                                 assets=CANN_ASSET),
     start_date=datetime(2026, 1, 1),
     catchup=False,
     max_active_runs=1,
     tags=["erfnet", "ascend", "regression"],
-    default_args={"retries": 2, "retry_delay": timedelta(minutes=2), "retry_policy": NO_RETRY_ON_BAD_INPUT},
+    default_args={"retries": 2, "retry_delay": timedelta(minutes=2), "retry_policy": NO_RETRY_ON_BAD_INPUT,
+                  "on_failure_callback": on_task_failure},  # ERFNET_NOTIFY's receivers hear of it
     params={name: Param(**spec) for name, spec in form_fields().items()},
 )
 def erfnet_offline_inference():
@@ -111,7 +123,7 @@ def erfnet_offline_inference():
         doc = pipeline.build_run_document(env, model, prep, list(cells), perf)
         return pipeline.publish(doc, env)
 
-    @task(retries=0)
+    @task(retries=0, on_success_callback=on_gate_passed)
     def regression_gate(published: dict, params=None) -> None:
         pipeline.regression_gate(published["run_id"], dict(params))
 

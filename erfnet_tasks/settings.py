@@ -6,14 +6,18 @@
   root) must resolve. Default: the data directory.
 - ERFNET_WEIGHTS, ERFNET_DATASET_ROOT, ERFNET_TARGETS (comma-separated): the trigger form's defaults.
 - ERFNET_RESULTS_DB_URL: the results database (else Airflow's connection, else SQLite; results/db.py).
-- ERFNET_NPU_QUEUE: the Celery queue of the NPU workers (default ``npu``).
+- ERFNET_NPU_QUEUE: the NPU worker's Celery queue (default ``npu``); npu_queues() lists every NPU queue.
 - ERFNET_ORT_THREADS: ONNX Runtime's intra-op threads (0, the default: one per physical core).
 - ERFNET_AIS_BENCH_PYTHON: the interpreter that runs ``-m ais_bench`` (default: this one).
+- ERFNET_NOTIFY: Airflow connection ids (comma-separated) that receive notifications; empty: none.
+- ERFNET_NOTIFY_SUMMARY: off (default), nightly or all: which runs that pass the gate get a summary.
+- ERFNET_CANN_PROBE_MINUTES: how often the CANN version probe runs (default 5).
 """
 
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -117,3 +121,50 @@ def resolve_under_roots(raw: str, roots: tuple[Path, ...], what: str) -> Path:
     if not resolved.exists():
         raise ErfnetError(f"{what} not found: {resolved}")
     return resolved
+
+
+# ------------------------------------------------------------------------------- notifications
+
+_CONN_ID = re.compile(r"^[A-Za-z0-9_.-]{1,250}$")
+SUMMARY_MODES = ("off", "nightly", "all")
+
+
+def notify_connections() -> list[str]:
+    """ERFNET_NOTIFY: the Airflow connection ids that receive notifications (comma-separated; empty: none)."""
+    raw = os.environ.get("ERFNET_NOTIFY", "")
+    ids = [part.strip() for part in raw.split(",") if part.strip()]
+    bad = [conn_id for conn_id in ids if not _CONN_ID.fullmatch(conn_id)]
+    if bad:
+        raise ErfnetError(f"ERFNET_NOTIFY: not a connection id: {bad[0]!r} (letters, digits, _ . - only)")
+    return list(dict.fromkeys(ids))
+
+
+def notify_summary() -> str:
+    """ERFNET_NOTIFY_SUMMARY: off (default), nightly (scheduled and upgrade-triggered runs) or all."""
+    mode = os.environ.get("ERFNET_NOTIFY_SUMMARY", "").strip().lower() or "off"
+    if mode not in SUMMARY_MODES:
+        raise ErfnetError(f"ERFNET_NOTIFY_SUMMARY must be one of {', '.join(SUMMARY_MODES)}, got {mode!r}")
+    return mode
+
+
+# ------------------------------------------------------------------------------- NPU queues
+
+def npu_queue() -> str:
+    """ERFNET_NPU_QUEUE: the Celery queue of the NPU worker (default ``npu``)."""
+    return os.environ.get("ERFNET_NPU_QUEUE", "").strip() or "npu"
+
+
+def npu_queues() -> list[str]:
+    """Every queue that reaches an NPU host: where the CANN version probe runs.
+
+    One queue today; the fleet (one queue per chip, ``npu-<chip>``) changes only this function.
+    """
+    return [npu_queue()]
+
+
+def cann_probe_minutes() -> int:
+    """ERFNET_CANN_PROBE_MINUTES: how often each NPU host's CANN version is checked (default 5)."""
+    raw = os.environ.get("ERFNET_CANN_PROBE_MINUTES", "").strip() or "5"
+    if not raw.isdigit() or not 1 <= int(raw) <= 1440:
+        raise ErfnetError(f"ERFNET_CANN_PROBE_MINUTES must be a whole number of minutes from 1 to 1440, got {raw!r}")
+    return int(raw)

@@ -99,6 +99,7 @@ def run_document(url: str, run: DagRun) -> dict:
 @pytest.fixture(scope="module")
 def dag(airflow_home):
     os.environ.setdefault("AIRFLOW_HOME", str(airflow_home))
+    sys.path.insert(0, str(REPO / "dags"))  # Airflow puts its DAGS_FOLDER there: the DAG's helper modules
     from airflow.dag_processing.dagbag import DagBag
 
     bag = DagBag(dag_folder=str(REPO / "dags"))
@@ -125,7 +126,11 @@ def test_dagbag_structure_queues_pools_params_schedule(dag):
     assert tasks["preprocess"].upstream_task_ids == {"resolve_environment"}
     assert tasks["export_onnx"].upstream_task_ids == {"resolve_environment"}
     assert dag.max_active_runs == 1 and not dag.catchup
-    assert dag.timetable.expression == "0 2 * * *"  # nightly at 02:00
+    # Nightly at 02:00, or as soon as the CANN probe sees an upgrade.
+    assert type(dag.timetable).__name__ == "AssetOrTimeSchedule"
+    assert dag.timetable.timetable.expression == "0 2 * * *"
+    assert dag.timetable.asset_condition.name == "erfnet_cann_version"
+    assert tasks["regression_gate"].on_success_callback and all(t.on_failure_callback for t in dag.tasks)
     params = dag.params.dump()
     assert params["batch_sizes"] == [1, 4, 8, 16, 32, 64]
     assert params["reference_miou"] == 72.20 and params["tolerance"] == 1.0
@@ -134,6 +139,15 @@ def test_dagbag_structure_queues_pools_params_schedule(dag):
     assert tasks["regression_gate"].retries == 0
     assert tasks["infer_on_npu"].retries == 2
     assert any(o.name == "erfnet_results" for o in tasks["publish_results"].outlets)
+
+
+def test_cann_probe_dag_runs_on_every_npu_queue_and_updates_the_asset(dag):
+    from airflow.dag_processing.dagbag import DagBag
+
+    probe = DagBag(dag_folder=str(REPO / "dags" / "erfnet_cann_probe.py")).dags["erfnet_cann_probe"]
+    assert probe.timetable.delta.total_seconds() == 300 and not probe.catchup and probe.max_active_runs == 1
+    assert [(t.task_id, t.queue, [o.name for o in t.outlets]) for t in probe.tasks] == [
+        ("probe_npu", "npu", ["erfnet_cann_version"])]
 
 
 def test_trigger_form_refuses_bad_values(dag):

@@ -395,3 +395,21 @@ def test_plugin_mounts_the_app_and_a_nav_view():
     # the mounted app refuses an anonymous request by itself
     response = TestClient(app_entry["app"], raise_server_exceptions=False).get("/")
     assert response.status_code == 401
+
+
+def test_upgrade_events_for_chart_markers(sqlite_url, monkeypatch):
+    import datetime as dt
+
+    from erfnet_tasks.results import hosts
+
+    t0 = dt.datetime(2026, 11, 27, 9, 0, tzinfo=dt.timezone.utc)
+    for minutes, cann in ((0, "8.0.0"), (5, "8.0.0"), (10, "8.1.RC1")):
+        hosts.record_observation("npu-7", {"cann_version": cann, "driver_version": "23.0.3", "chips": ["Ascend310P3"]},
+                                 sqlite_url, now=t0 + dt.timedelta(minutes=minutes))
+    client = _client(sqlite_url, monkeypatch, user=True)
+    assert client.get("/api/upgrades").json() == [{
+        "time": "2026-11-27T09:10:00+00:00", "host": "npu-7", "old_cann_version": "8.0.0", "new_cann_version": "8.1.RC1",
+        "old_driver_version": "23.0.3", "new_driver_version": "23.0.3", "old_chips": ["Ascend310P3"],
+        "new_chips": ["Ascend310P3"]}]
+    assert client.get("/api/upgrades", params={"host": "other"}).json() == []
+    assert _client(sqlite_url, monkeypatch, user=False).get("/api/upgrades").status_code in (401, 403)

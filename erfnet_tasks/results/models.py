@@ -148,3 +148,23 @@ class Finding(Base):
     value: Mapped[float | None] = mapped_column(sa.Float)
     threshold: Mapped[float | None] = mapped_column(sa.Float)
     baseline_run_id: Mapped[str | None] = mapped_column(sa.String(RUN_ID_MAX))
+
+
+class HostVersion(Base):
+    """One stretch of time during which an NPU host had the same CANN version, driver and chips.
+
+    ``seq`` counts a host's stretches (1, 2, ...); unique per host, so two probes that see the same
+    upgrade at once cannot both record it.
+    """
+
+    __tablename__ = "host_versions"
+    __table_args__ = (sa.UniqueConstraint("host", "seq"),)
+
+    id: Mapped[int] = mapped_column(sa.Integer, primary_key=True, autoincrement=True)
+    host: Mapped[str] = mapped_column(sa.String(HOST_MAX), nullable=False)
+    seq: Mapped[int] = mapped_column(sa.Integer, nullable=False)
+    cann_version: Mapped[str | None] = mapped_column(sa.String(VERSION_MAX))
+    driver_version: Mapped[str | None] = mapped_column(sa.String(VERSION_MAX))
+    chips: Mapped[list | None] = mapped_column(sa.JSON)
+    first_seen_at: Mapped[datetime] = mapped_column(sa.DateTime(timezone=True), nullable=False)
+    last_seen_at: Mapped[datetime] = mapped_column(sa.DateTime(timezone=True), nullable=False)

@@ -22,7 +22,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from erfnet_tasks.errors import ErfnetError
-from erfnet_tasks.results import db, history as history_queries, queries
+from erfnet_tasks.results import db, history as history_queries, hosts, queries
 
 from . import views
 
@@ -185,6 +185,13 @@ def create_app(
         with _reading(resolve) as session:
             doc = _document(session, run_id)
         return JSONResponse(doc)
+
+    @app.get("/api/upgrades")
+    def api_upgrades(host: str | None = None) -> JSONResponse:
+        """Each NPU host's CANN/driver/chip changes seen by the probe (time, host, old -> new): chart markers."""
+        with _reading(resolve) as session:
+            events = hosts.upgrade_events(session, host=host) if session is not None else []
+        return JSONResponse(events)
 
     @app.get("/runs/{run_id}/accuracy.csv")
     def accuracy_csv(run_id: str) -> Response:

@@ -75,3 +75,13 @@ def read_logits(path: Path, shape=(NUM_CLASSES, *SAMPLE_SHAPE[1:])) -> np.ndarra
 
 def argmax_agreement(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.mean(np.argmax(a, axis=0) == np.argmax(b, axis=0)))
+
+
+def write_cann_version(toolkit: Path, version: str, runtime: str = "7.6.0.1.220") -> Path:
+    """The toolkit's version.cfg as CANN writes it; rewriting it is how a test upgrades CANN."""
+    toolkit.mkdir(parents=True, exist_ok=True)
+    path = toolkit / "version.cfg"
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(f"# version: 1.0\nruntime_running_version=[{runtime}:{version}]\n")
+    os.replace(tmp, path)
+    return path
