@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/parallel_contexts.py [--images 24] [--repeats 3]
 
-Three contexts, the same call (`erfnet_tasks.cityscapes.preprocess` on synthetic Cityscapes images) with
+Three contexts, the same call (`erfnet_tasks.datasets.cityscapes.preprocess` on synthetic Cityscapes images) with
 1 worker and with every core: the CLI (an ordinary process, as `erfnet` and `airflow dags test`), a
 daemonic billiard process (what Celery's prefork pool makes; the standard library refuses it children),
 and a task in a real `celery worker --pool prefork` with a Redis broker (its own empty Redis database).
@@ -31,7 +31,7 @@ REDIS = os.environ.get("ERFNET_BENCH_REDIS", "127.0.0.1:6379")
 
 def timed_preprocess(tree: str, out: str, workers: int) -> dict:
     """Seconds for one preprocess of the tree, and whether this process is daemonic."""
-    from erfnet_tasks.cityscapes import preprocess
+    from erfnet_tasks.datasets.cityscapes import preprocess
     from erfnet_tasks.parallel import is_daemonic
 
     shutil.rmtree(out, ignore_errors=True)
@@ -104,7 +104,7 @@ def main(argv=None) -> int:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--no-celery", action="store_true", help="skip the real Celery worker (no Redis here)")
     args = parser.parse_args(argv)
-    from erfnet_tasks.cityscapes import write_sample_data
+    from erfnet_tasks.datasets.synthetic import write_sample_data
     from erfnet_tasks.parallel import default_workers
 
     cores = default_workers()

@@ -59,7 +59,7 @@ def _assert_all_gone(cluster: LocalCluster, groups: list[int]) -> None:
 
 @pytest.fixture(scope="module")
 def data(cluster):
-    from erfnet_tasks.cityscapes import write_sample_data
+    from erfnet_tasks.datasets.synthetic import write_sample_data
     from erfnet_tasks.model import write_random_checkpoint
 
     root = cluster.workdir / "data"

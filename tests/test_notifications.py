@@ -102,7 +102,7 @@ def airflow_home(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory) -> Path:
-    from erfnet_tasks.cityscapes import write_sample_data
+    from erfnet_tasks.datasets.synthetic import write_sample_data
     from erfnet_tasks.model import write_random_checkpoint
 
     data = tmp_path_factory.mktemp("erfnet_data_notify")

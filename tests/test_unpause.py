@@ -37,7 +37,7 @@ def test_missing_default_dataset_names_erfnet_dataset_root(data_root):
 
 
 def test_configured_defaults_pass(data_root):
-    from erfnet_tasks.cityscapes import write_sample_data
+    from erfnet_tasks.datasets.synthetic import write_sample_data
 
     weights = data_root / "w.pth"
     weights.write_bytes(b"x")
