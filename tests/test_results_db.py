@@ -9,7 +9,7 @@ import pytest
 import sqlalchemy as sa
 
 from erfnet_tasks.errors import ErfnetError
-from erfnet_tasks.results import db, publish, queries, reference, regression
+from erfnet_tasks.results import db, history, publish, queries, reference, regression
 
 GUIDE_TABLES = {"runs", "compiled_models", "accuracy", "performance", "reference_figures", "findings"}
 
@@ -228,11 +228,11 @@ def test_latest_list_and_history(results_url):
         assert runs[0]["started_at"] == "2026-01-02T00:00:00+00:00"  # stored and shown in UTC
         assert [r["id"] for r in queries.list_runs(session, limit=1)] == ["b"]
 
-        points = queries.history(session, target="cpu", batch_size=1)
+        points = [p for p in history.points(session, batch_size=1) if p["target"] == "cpu"]
         assert [(p["run_id"], p["cann_version"], p["miou"], p["throughput_fps"]) for p in points] == [
             ("a", "7.0", pytest.approx(0.7218), pytest.approx(10.5)),
             ("b", "8.0", pytest.approx(0.70), pytest.approx(9.0))]
-        everything = queries.history(session)
+        everything = history.points(session)
         assert {(p["run_id"], p["target"], p["batch_size"]) for p in everything} == {
             ("a", "cpu", 1), ("a", "cpu", 4), ("a", "Ascend310", 64), ("b", "cpu", 1)}
 

@@ -7,7 +7,6 @@
   SQLite run the same statement.
 - ``findings_between`` and ``runs_between``: the range's findings and runs, one query each.
 
-Skipped runs are left out everywhere: they measured nothing.
 """
 
 from __future__ import annotations
@@ -18,17 +17,14 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.orm import Session
 
+from ..records import CellStatus
 from .document import FINDING_FIELDS, format_time
 from .models import Accuracy, Finding, Performance, Run
 from .queries import run_counts
 
-MEASURED = Run.status != "skipped"
-
-
 def span(session: Session) -> tuple[datetime | None, datetime | None]:
-    """The start of the first and of the newest measured run (index-only on runs.started_at)."""
-    first, last = session.execute(sa.select(sa.func.min(Run.started_at), sa.func.max(Run.started_at))
-                                  .where(MEASURED)).one()
+    """The start of the first and of the newest run (index-only on runs.started_at)."""
+    first, last = session.execute(sa.select(sa.func.min(Run.started_at), sa.func.max(Run.started_at))).one()
     return first, last
 
 
@@ -40,18 +36,20 @@ def _in_range(stmt, since: datetime | None, until: datetime | None):
     return stmt
 
 
+def _cells_with_miou(acc, batch_size: int | None, *columns):
+    """SELECT ``columns`` over every run's perf cells, each with its accuracy row (``acc``) where it has one."""
+    stmt = (sa.select(*columns).join(Performance, Performance.run_id == Run.id)
+            .outerjoin(acc, sa.and_(acc.run_id == Performance.run_id, acc.target == Performance.target,
+                                    acc.batch_size == Performance.batch_size)))
+    return stmt if batch_size is None else stmt.where(Performance.batch_size == batch_size)
+
+
 def points(session: Session, since: datetime | None = None, until: datetime | None = None,
            batch_size: int | None = None) -> list[dict]:
     """Per run, target and batch in [since, until): fps, status and mIoU, oldest run first."""
     acc = sa.orm.aliased(Accuracy)
-    stmt = (sa.select(Run.id, Run.started_at, Run.cann_version, Performance.target, Performance.batch_size,
-                      Performance.throughput_fps, Performance.status, acc.miou)
-            .join(Performance, Performance.run_id == Run.id)
-            .outerjoin(acc, sa.and_(acc.run_id == Performance.run_id, acc.target == Performance.target,
-                                    acc.batch_size == Performance.batch_size))
-            .where(MEASURED))
-    if batch_size is not None:
-        stmt = stmt.where(Performance.batch_size == batch_size)
+    stmt = _cells_with_miou(acc, batch_size, Run.id, Run.started_at, Run.cann_version, Performance.target,
+                            Performance.batch_size, Performance.throughput_fps, Performance.status, acc.miou)
     started: dict[str, str | None] = {}  # one isoformat per run, not per cell
     out = []
     for run_id, at, cann, target, batch, fps, status, miou in session.execute(_in_range(stmt, since, until)):
@@ -76,7 +74,7 @@ def batch_sizes(session: Session) -> list[int]:
 
 def runs_between(session: Session, since: datetime | None, until: datetime | None,
                  limit: int) -> tuple[list[dict], bool]:
-    """The newest ``limit`` runs in the range (skipped ones too: the table lists every run), with
+    """The newest ``limit`` runs in the range, with
     their cell counts, and whether the range holds more."""
     stmt = (sa.select(Run.id, Run.started_at, Run.status, Run.cann_version, Run.host)
             .order_by(Run.started_at.desc(), Run.id.desc()).limit(limit + 1))
@@ -112,24 +110,17 @@ def _nulls_last(column):
 def _ranked(batch_size: int | None, dialect: str):
     """Every measured cell with its rank by fps, by mIoU and by recency within (version, target, batch)."""
     acc = sa.orm.aliased(Accuracy)
-    fps = sa.case((Performance.status == "ok", Performance.throughput_fps))
+    fps = sa.case((Performance.status == CellStatus.OK.value, Performance.throughput_fps))
     group = (_bytewise(Run.cann_version, dialect), _bytewise(Performance.target, dialect), Performance.batch_size)
-    stmt = (sa.select(group[0].label("cann"), group[1].label("target"),
-                      Performance.batch_size.label("batch"), Run.id.label("run_id"), Run.started_at.label("started"),
-                      fps.label("fps"), acc.miou.label("miou"),
-                      sa.func.row_number().over(partition_by=group, order_by=_nulls_last(fps)).label("fps_rank"),
-                      sa.func.count(fps).over(partition_by=group).label("fps_n"),
-                      sa.func.row_number().over(partition_by=group, order_by=_nulls_last(acc.miou)).label("miou_rank"),
-                      sa.func.count(acc.miou).over(partition_by=group).label("miou_n"),
-                      sa.func.row_number().over(partition_by=group,
-                                                order_by=(Run.started_at.desc(), Run.id.desc())).label("recent"))
-            .join(Performance, Performance.run_id == Run.id)
-            .outerjoin(acc, sa.and_(acc.run_id == Performance.run_id, acc.target == Performance.target,
-                                    acc.batch_size == Performance.batch_size))
-            .where(MEASURED))
-    if batch_size is not None:
-        stmt = stmt.where(Performance.batch_size == batch_size)
-    return stmt.subquery()
+    rank = sa.func.row_number().over
+    columns = (group[0].label("cann"), group[1].label("target"), Performance.batch_size.label("batch"),
+               Run.id.label("run_id"), Run.started_at.label("started"), fps.label("fps"), acc.miou.label("miou"),
+               rank(partition_by=group, order_by=_nulls_last(fps)).label("fps_rank"),
+               sa.func.count(fps).over(partition_by=group).label("fps_n"),
+               rank(partition_by=group, order_by=_nulls_last(acc.miou)).label("miou_rank"),
+               sa.func.count(acc.miou).over(partition_by=group).label("miou_n"),
+               rank(partition_by=group, order_by=(Run.started_at.desc(), Run.id.desc())).label("recent"))
+    return _cells_with_miou(acc, batch_size, *columns).subquery()
 
 
 def _median(r, value: str, rank: str, n: str):
@@ -142,7 +133,7 @@ def _median(r, value: str, rank: str, n: str):
 def _postgres_summary(batch_size: int | None):
     """PostgreSQL: ordered-set aggregates in one GROUP BY pass (about twice as fast as three windows)."""
     acc = sa.orm.aliased(Accuracy)
-    fps = sa.case((Performance.status == "ok", Performance.throughput_fps))
+    fps = sa.case((Performance.status == CellStatus.OK.value, Performance.throughput_fps))
     cann, target = Run.cann_version.collate("C"), Performance.target.collate("C")
     newest = Run.started_at.desc()
 
@@ -152,14 +143,10 @@ def _postgres_summary(batch_size: int | None):
     def latest(value):
         return sa.func.array_agg(postgresql.aggregate_order_by(value, newest), type_=postgresql.ARRAY(value.type))[1]
 
-    stmt = (sa.select(cann, target, Performance.batch_size, sa.func.count(), sa.func.min(Run.started_at),
-                      sa.func.max(Run.started_at), sa.func.max(fps), median(fps), latest(fps),
-                      sa.func.max(acc.miou), median(acc.miou), latest(acc.miou), latest(Run.id))
-            .join(Performance, Performance.run_id == Run.id)
-            .outerjoin(acc, sa.and_(acc.run_id == Performance.run_id, acc.target == Performance.target,
-                                    acc.batch_size == Performance.batch_size))
-            .where(MEASURED).group_by(cann, target, Performance.batch_size))
-    return stmt.where(Performance.batch_size == batch_size) if batch_size is not None else stmt
+    columns = (cann, target, Performance.batch_size, sa.func.count(), sa.func.min(Run.started_at),
+               sa.func.max(Run.started_at), sa.func.max(fps), median(fps), latest(fps),
+               sa.func.max(acc.miou), median(acc.miou), latest(acc.miou), latest(Run.id))
+    return _cells_with_miou(acc, batch_size, *columns).group_by(cann, target, Performance.batch_size)
 
 
 def _portable_summary(batch_size: int | None, dialect: str):

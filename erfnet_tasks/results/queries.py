@@ -9,15 +9,16 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from ..errors import ErfnetError
+from ..records import CellStatus
 from .document import (ACCURACY_FIELDS, COMPILED_FIELDS, FINDING_FIELDS, LATEST, PERF_FIELDS, RUN_FIELDS,
                        format_time, validate_run_id)
 from .models import Accuracy, CompiledModel, Finding, Performance, ReferenceFigure, Run
 
 
 def resolve_run_id(session: Session, run_ref: str) -> str:
-    """``run_ref`` as a stored run id: 'latest' is the newest run (by start) that was not skipped."""
+    """``run_ref`` as a stored run id: 'latest' is the newest run (by start)."""
     if run_ref == LATEST:
-        run_id = session.scalar(sa.select(Run.id).where(Run.status != "skipped")
+        run_id = session.scalar(sa.select(Run.id)
                                 .order_by(Run.started_at.desc(), Run.id.desc()).limit(1))
         if run_id is None:
             raise ErfnetError("the results database holds no runs yet")
@@ -81,7 +82,7 @@ def run_counts(session: Session, run_ids: list[str]) -> dict[str, dict[str, int]
     tallies = {run_id: {"perf_cells": 0, "failed_cells": 0, "findings": 0} for run_id in run_ids}
     if not run_ids:
         return tallies
-    failed = sa.func.sum(sa.case((Performance.status.notin_(("ok", "skipped")), 1), else_=0))
+    failed = sa.func.sum(sa.case((Performance.status != CellStatus.OK.value, 1), else_=0))
     for run_id, total, bad in session.execute(sa.select(Performance.run_id, sa.func.count(), failed)
                                               .where(Performance.run_id.in_(run_ids)).group_by(Performance.run_id)):
         tallies[run_id].update(perf_cells=total, failed_cells=int(bad or 0))
@@ -93,35 +94,6 @@ def run_counts(session: Session, run_ids: list[str]) -> dict[str, dict[str, int]
 
 def has_runs(session: Session) -> bool:
     return session.scalar(sa.select(Run.id).limit(1)) is not None
-
-
-def history(session: Session, target: str | None = None, batch_size: int | None = None,
-            limit: int = 200) -> list[dict]:
-    """Per run, target and batch: mIoU and throughput over time (oldest first), for charts.
-
-    Skipped runs are left out: they measured nothing. ``limit`` keeps the newest runs.
-    """
-    runs = session.execute(sa.select(Run.id, Run.started_at, Run.cann_version).where(Run.status != "skipped")
-                           .order_by(Run.started_at.desc(), Run.id.desc()).limit(max(1, int(limit)))).all()
-    if not runs:
-        return []
-    by_id = {run.id: run for run in runs}
-    points: dict[tuple, dict] = {}
-    for model, fields in ((Performance, ("throughput_fps", "status")), (Accuracy, ("miou",))):
-        stmt = sa.select(model).where(model.run_id.in_(list(by_id)))
-        if target is not None:
-            stmt = stmt.where(model.target == target)
-        if batch_size is not None:
-            stmt = stmt.where(model.batch_size == batch_size)
-        for row in session.scalars(stmt):
-            run = by_id[row.run_id]
-            point = points.setdefault((run.id, row.target, row.batch_size), {
-                "run_id": run.id, "started_at": format_time(run.started_at), "cann_version": run.cann_version,
-                "target": row.target, "batch_size": row.batch_size, "miou": None, "throughput_fps": None,
-                "status": None})
-            point.update({name: getattr(row, name) for name in fields})
-    order = {run.id: i for i, run in enumerate(reversed(runs))}
-    return sorted(points.values(), key=lambda p: (order[p["run_id"]], p["target"], p["batch_size"]))
 
 
 def reference_figures(session: Session, source: str = "guide") -> list[dict]:
