@@ -159,15 +159,16 @@ def test_trigger_form_refuses_bad_values(dag):
 def test_every_form_field_has_a_title_and_a_description_and_switches_are_optional(dag):
     from erfnet_tasks.params import RUN_PARAMS
 
-    schema = {name: param.schema for name, param in dag.params.items()}
+    params = dict(dag.params.items())
+    schema = {name: param.schema for name, param in params.items()}
     assert set(schema) == {p.name for p in RUN_PARAMS}
     for name, field in schema.items():
-        assert field.get("title") and len(field.get("description") or "") > 20, name
+        assert field.get("title") and len(params[name].description or "") > 20, name
     assert schema["aoe"]["type"] == schema["force"]["type"] == ["boolean", "null"]
     # Arrays with examples render as multi-selects in Airflow's trigger form.
     assert {"cpu", "torch-cpu", "auto", "Ascend310P3"} <= set(schema["targets"]["examples"])
     assert {"1", "4", "64"} <= set(schema["batch_sizes"]["examples"])
-    assert "check_params" in schema["weights"]["description"]
+    assert "check_params" in params["weights"].description
 
 
 # ------------------------------------------------------------------------------------- real runs
