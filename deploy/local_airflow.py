@@ -60,6 +60,8 @@ def airflow_env(data: Path, port: int, weights: Path, dataset: Path) -> dict[str
         **FORM_DEFAULTS,
     })
     env.setdefault("ERFNET_RESULTS_DB_URL", f"sqlite:///{home / 'results.sqlite'}")
+    # The LocalExecutor starts one worker process per slot up front (32 by default): one per core here.
+    env.setdefault("AIRFLOW__CORE__PARALLELISM", str(max(2, os.cpu_count() or 2)))
     return env
 
 
@@ -99,6 +101,7 @@ def wait_until_ready(process: subprocess.Popen, base_url: str, log: Path, timeou
 
 def stop(process: subprocess.Popen) -> None:
     """SIGINT to the group (standalone's own clean shutdown), then SIGTERM, then SIGKILL for stragglers."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not cut the clean-up short
     for sig, grace in ((signal.SIGINT, 30), (signal.SIGTERM, 15), (signal.SIGKILL, 5)):
         try:
             os.killpg(process.pid, sig)
@@ -160,7 +163,7 @@ def run(port: int) -> int:
             time.sleep(1)
         raise LaunchError(f"airflow standalone exited with {process.returncode}: see {log}")
     except KeyboardInterrupt:
-        print("\nairflow: stopping")
+        print("\nairflow: stopping (standalone lets running tasks finish; at most a minute)", flush=True)
         return 0
     finally:
         stop(process)
