@@ -60,6 +60,8 @@ def airflow_env(data: Path, port: int, weights: Path, dataset: Path) -> dict[str
         **FORM_DEFAULTS,
     })
     env.setdefault("ERFNET_RESULTS_DB_URL", f"sqlite:///{home / 'results.sqlite'}")
+    # A development server with a generated password: this machine only, unless AIRFLOW__API__HOST says otherwise.
+    env.setdefault("AIRFLOW__API__HOST", "127.0.0.1")
     # The LocalExecutor starts one worker process per slot up front (32 by default): one per core here.
     env.setdefault("AIRFLOW__CORE__PARALLELISM", str(max(2, os.cpu_count() or 2)))
     return env
