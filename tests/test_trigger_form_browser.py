@@ -174,8 +174,9 @@ def test_trigger_form_fills_by_clicking_and_the_run_gets_exactly_that_conf(airfl
         "reference_miou": 0, "tolerance": 1, "force": True,
     }
     # The library, the source of truth, reads the form's strings as the batch sizes they name.
-    from erfnet_tasks.params import _batch_sizes
-    assert _batch_sizes("batch_sizes", conf["batch_sizes"], ()) == [2, 8]
+    from erfnet_tasks.params import RUN_PARAMS
+    batch_sizes = next(p for p in RUN_PARAMS if p.name == "batch_sizes")
+    assert batch_sizes.check("batch_sizes", conf["batch_sizes"], ()) == [2, 8]
 
 
 def test_an_emptied_required_field_shows_a_message_and_blocks_the_trigger(airflow_ui, browser):
