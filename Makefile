@@ -1,6 +1,8 @@
 # ErfNet offline-inference regression pipeline.
 #   make install   create .venv (Python 3.11) with the pinned versions of constraints.txt; idempotent
 #   make demo      the whole DAG in-process on synthetic data and a random checkpoint (see README)
+#   make airflow   Airflow (standalone, LocalExecutor) with the DAG, the plugin and the demo's data as the
+#                  form's defaults; prints URL, user and password; Ctrl-C stops it (AIRFLOW_PORT=8080)
 #   make test      the whole test suite (installs chromium and docker-compose from Debian when missing)
 #   make test-fast the suite without the `slow` (full-size ERFNet) and `browser` (headless Chromium) tests
 #   make bench     the benchmark suite -> bench/results.json and BENCHMARKS.md
@@ -10,7 +12,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install demo test test-fast bench system-test-deps clean freeze-constraints
+.PHONY: install demo airflow test test-fast bench system-test-deps clean freeze-constraints
 
 install: $(STAMP)
 
@@ -28,6 +30,10 @@ system-test-deps:
 
 demo: install
 	$(BIN)/erfnet demo
+
+AIRFLOW_PORT ?= 8080
+airflow: install
+	$(BIN)/python deploy/local_airflow.py --port $(AIRFLOW_PORT)
 
 test: install system-test-deps
 	$(BIN)/python -m pytest

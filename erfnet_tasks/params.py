@@ -15,7 +15,7 @@ from . import settings
 from .errors import ErfnetError
 from .records import Params
 from .results.models import CHIP_MAX, INT_MAX, TARGET_MAX
-from .targets import AOE_SUFFIX, AUTO, Target, form_pattern, parse_target
+from .targets import AOE_SUFFIX, AUTO, Target, form_pattern, host_target_labels, parse_target
 
 DEFAULT_BATCH_SIZES = [1, 4, 8, 16, 32, 64]
 MAX_BATCH_SIZE = 1024  # beyond any device's memory at 3x512x1024 inputs: refused in the form, not after compiling
@@ -66,12 +66,21 @@ def _targets(name: str, value, roots) -> list[str]:
     return value
 
 
+def _batch_size(value) -> int | None:
+    """An integer, or the digits the form's multi-select sends (it passes every choice as a string)."""
+    if isinstance(value, str) and value.isascii() and value.isdigit() and len(value) <= 5:
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 < value <= MAX_BATCH_SIZE:
+        return None
+    return value
+
+
 def _batch_sizes(name: str, value, roots) -> list[int]:
-    if (not isinstance(value, list) or not value
-            or any(isinstance(b, bool) or not isinstance(b, int) or not 0 < b <= MAX_BATCH_SIZE for b in value)):
+    sizes = [_batch_size(b) for b in value] if isinstance(value, list) else []
+    if not sizes or None in sizes:
         raise ErfnetError(f"{name} must be a non-empty list of integers from 1 to {MAX_BATCH_SIZE}, "
                           f"got {str(value)[:200]}")
-    return sorted(set(value))
+    return sorted(set(sizes))
 
 
 def _count(name: str, value, roots) -> int:
@@ -87,6 +96,8 @@ def _points(name: str, value, roots) -> float:
 
 
 def _flag(name: str, value, roots) -> bool:
+    if value is None:  # the form's switches are optional (null in the schema): unset means off
+        return False
     if not isinstance(value, bool):
         raise ErfnetError(f"{name} must be true or false, got {value!r}")
     return value
@@ -100,27 +111,66 @@ class RunParam:
     title: str
     schema: dict | Callable[[], dict] = field(default_factory=dict)  # the form field's JSON schema, sans default
     description: str | None = None
+    # The default as the form's widget holds it (the multi-select holds strings); the library takes both.
+    form_value: Callable[[object], object] = lambda value: value
 
+
+# What the form cannot check: paths resolve on the workers, so check_params, the run's first task, checks
+# them within seconds of Trigger. Said in each path's description, where the user reads it.
+_PATH_NOTE = ("Not checked by this form: the run's first task (check_params) refuses, within seconds, a path "
+              "that does not exist or lies outside ERFNET_DATA_ROOTS.")
+
+# The targets offered by a click; the list lacks no host target. Another chip goes in the run's JSON
+# configuration (the form's "Advanced Options"), the REST API or `erfnet demo --targets`.
+GUIDE_CHIPS = ("Ascend310", "Ascend310P3")
+LISTED_BATCH_SIZES = (1, 2, 4, 8, 16, 32, 64, 128)
+
+
+def _targets_schema() -> dict:
+    hosts = host_target_labels()
+    return {"type": "array", "items": {"type": "string", "pattern": form_pattern()}, "minItems": 1,
+            "examples": [AUTO, *GUIDE_CHIPS, *hosts],
+            "values_display": {AUTO: "auto: the chips npu-smi reports, else cpu",
+                               **{c: f"{c} (atc + ais_bench)" for c in GUIDE_CHIPS}, **hosts}}
+
+
+BATCH_SIZES_SCHEMA = {
+    "type": "array", "minItems": 1, "examples": [str(b) for b in LISTED_BATCH_SIZES],
+    # Strings from the multi-select, integers from the API; the library turns both into integers.
+    "items": {"type": ["integer", "string"], "pattern": "^[1-9][0-9]{0,3}$", "minimum": 1,
+              "maximum": MAX_BATCH_SIZE},
+}
+OPTIONAL_SWITCH = {"type": ["boolean", "null"]}  # null: the form marks a switch as not required
 
 RUN_PARAMS: tuple[RunParam, ...] = (
     RunParam("weights", settings.default_weights, _weights_file, "Weights (.pth)", {"type": "string"},
-             "erfnet_pretrained.pth in the upstream layout; under ERFNET_DATA_ROOTS"),
+             "The checkpoint, erfnet_pretrained.pth in the upstream layout (Eromera/erfnet_pytorch); a path under "
+             f"ERFNET_DATA_ROOTS. {_PATH_NOTE}"),
     RunParam("dataset_root", settings.default_dataset_root, _dataset_dir, "Cityscapes root", {"type": "string"},
-             "holds leftImg8bit/val and gtFine/val; under ERFNET_DATA_ROOTS"),
-    RunParam("targets", settings.default_targets, _targets, "Targets",
-             lambda: {"type": "array", "items": {"type": "string", "pattern": form_pattern()}, "minItems": 1},
-             "Ascend chips (Ascend310, Ascend310P3, ...), cpu/cuda (ONNX Runtime), torch-cpu/torch-cuda; "
-             "auto = the chips npu-smi reports"),
-    RunParam("batch_sizes", lambda: list(DEFAULT_BATCH_SIZES), _batch_sizes, "Batch sizes",
-             {"type": "array", "items": {"type": "integer", "minimum": 1, "maximum": MAX_BATCH_SIZE}, "minItems": 1}),
-    RunParam("aoe", lambda: False, _flag, "Also compile with AOE tuning (310P-AOE column)", {"type": "boolean"}),
-    RunParam("image_limit", lambda: 0, _count, "Image limit", {"type": "integer", "minimum": 0},
-             "0 = the whole val set (500 images)"),
-    RunParam("reference_miou", lambda: GUIDE_MIOU_PERCENT, _points, "Reference mIoU (%)",
-             {"type": "number", "minimum": 0, "maximum": 100}, "the guide's published 72.20"),
+             f"The folder holding leftImg8bit/val and gtFine/val; a path under ERFNET_DATA_ROOTS. {_PATH_NOTE}"),
+    RunParam("targets", settings.default_targets, _targets, "Targets", _targets_schema,
+             "Pick one or more columns of the guide's tables: Ascend chips (atc + ais_bench), cpu/cuda (ONNX "
+             "Runtime), torch-cpu/torch-cuda (PyTorch, the guide's T4 column); auto = the chips npu-smi reports, "
+             "else cpu. A chip the list lacks (AscendXXX): add it to the JSON under Advanced Options."),
+    RunParam("batch_sizes", lambda: settings.default_batch_sizes(DEFAULT_BATCH_SIZES), _batch_sizes, "Batch sizes",
+             BATCH_SIZES_SCHEMA,
+             "Pick one or more: one compile and one inference per target and batch size. Another size "
+             f"(1 to {MAX_BATCH_SIZE}): add it to the JSON under Advanced Options.",
+             form_value=lambda sizes: [str(b) for b in sizes]),
+    RunParam("aoe", lambda: False, _flag, "AOE tuning", OPTIONAL_SWITCH,
+             "Also compile every Ascend chip with AOE tuning: the guide's 310P-AOE column, target <chip>+AOE. "
+             "Slow (tuning runs on the device)."),
+    RunParam("image_limit", lambda: 0, _count, "Image limit", {"type": "integer", "minimum": 0, "maximum": INT_MAX},
+             "How many val images to measure; 0 = the whole val set (500 images)."),
+    RunParam("reference_miou", lambda: settings.default_reference_miou(GUIDE_MIOU_PERCENT), _points,
+             "Reference mIoU (%)", {"type": "number", "minimum": 0, "maximum": 100},
+             "The mIoU the run must reach, in percent: the guide publishes 72.20."),
     RunParam("tolerance", lambda: GUIDE_TOLERANCE_POINTS, _points, "Tolerance (mIoU points)",
-             {"type": "number", "minimum": 0, "maximum": 100}, "the guide's 1% criterion"),
-    RunParam("force", lambda: False, _flag, "Run even if nothing changed", {"type": "boolean"}),
+             {"type": "number", "minimum": 0, "maximum": 100},
+             "mIoU points below the reference that still pass: the guide's 1% criterion."),
+    RunParam("force", lambda: False, _flag, "Force", OPTIONAL_SWITCH,
+             "Measure even if the CANN version, weights and dataset equal the last complete run's (a nightly "
+             "run would otherwise end early)."),
 )
 
 
@@ -145,5 +195,5 @@ def form_fields() -> dict[str, dict]:
     for p in RUN_PARAMS:
         schema = p.schema() if callable(p.schema) else dict(p.schema)
         extra = {"description": p.description} if p.description else {}
-        fields[p.name] = {"default": p.default(), "title": p.title, **extra, **schema}
+        fields[p.name] = {"default": p.form_value(p.default()), "title": p.title, **extra, **schema}
     return fields

@@ -4,7 +4,9 @@
   Default: ``data/`` in the source checkout, else in the current directory (an installed wheel).
 - ERFNET_DATA_ROOTS: folders (os.pathsep-separated) under which user-supplied paths (weights, dataset
   root) must resolve. Default: the data directory.
-- ERFNET_WEIGHTS, ERFNET_DATASET_ROOT, ERFNET_TARGETS (comma-separated): the trigger form's defaults.
+- ERFNET_WEIGHTS, ERFNET_DATASET_ROOT, ERFNET_TARGETS (comma-separated), ERFNET_BATCH_SIZES
+  (comma-separated), ERFNET_REFERENCE_MIOU: the trigger form's defaults, which scheduled runs use too
+  (``make airflow`` points them at the demo's synthetic data and random weights).
 - ERFNET_RESULTS_DB_URL: the results database (else Airflow's connection, else SQLite; results/db.py).
 - ERFNET_NPU_QUEUE: the NPU worker's Celery queue (default ``npu``); npu_queues() lists every NPU queue.
 - ERFNET_ORT_THREADS: ONNX Runtime's intra-op threads (0, the default: one per physical core).
@@ -64,6 +66,29 @@ def default_dataset_root() -> str:
 
 def default_targets() -> list[str]:
     return [t.strip() for t in (_env("ERFNET_TARGETS") or "auto").split(",") if t.strip()]
+
+
+def default_batch_sizes(fallback: list[int]) -> list[int]:
+    text = _env("ERFNET_BATCH_SIZES")
+    if not text:
+        return list(fallback)
+    words = [w.strip() for w in text.split(",") if w.strip()]
+    if not words or not all(w.isdigit() for w in words):
+        raise ErfnetError(f"ERFNET_BATCH_SIZES must be comma-separated positive integers, got {text!r}")
+    return [int(w) for w in words]
+
+
+def default_reference_miou(fallback: float) -> float:
+    text = _env("ERFNET_REFERENCE_MIOU")
+    if not text:
+        return fallback
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not 0 <= value <= 100:  # NaN fails this too
+        raise ErfnetError(f"ERFNET_REFERENCE_MIOU must be a number of mIoU points from 0 to 100, got {text!r}")
+    return value
 
 
 def results_db_url() -> str | None:

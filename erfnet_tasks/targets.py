@@ -81,3 +81,8 @@ def form_pattern() -> str:
     """The trigger form's JSON-schema pattern for one target: what ``parse_target`` accepts, or auto."""
     names = "|".join(re.escape(n).replace("\\-", "-") for n in [AUTO, *host_targets()])  # JS regexes refuse an escaped -
     return rf"^({names}|{CHIP_PATTERN.pattern[1:-1]}(\{AOE_SUFFIX})?)$"
+
+
+def host_target_labels() -> dict[str, str]:
+    """Each host target with the backend and device that measure it, as the trigger form lists them."""
+    return {name: f"{name} ({backend} on {device})" for name, (backend, device) in host_targets().items()}

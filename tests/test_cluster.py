@@ -12,12 +12,11 @@ import time
 from pathlib import Path
 
 import pytest
+from local_cluster import LocalCluster, Worker  # deploy/local_cluster.py
 
 REPO = Path(__file__).resolve().parent.parent
 STANDINS = REPO / "tests" / "standins"
 DAG_ID = "erfnet_offline_inference"
-sys.path.insert(0, str(REPO / "deploy"))
-from local_cluster import LocalCluster, Worker  # noqa: E402
 
 pytestmark = pytest.mark.postgres
 

@@ -132,7 +132,7 @@ def test_dagbag_structure_queues_pools_params_schedule(dag):
     assert dag.timetable.asset_condition.name == "erfnet_cann_version"
     assert tasks["regression_gate"].on_success_callback and all(t.on_failure_callback for t in dag.tasks)
     params = dag.params.dump()
-    assert params["batch_sizes"] == [1, 4, 8, 16, 32, 64]
+    assert params["batch_sizes"] == ["1", "4", "8", "16", "32", "64"]  # the multi-select holds strings
     assert params["reference_miou"] == 72.20 and params["tolerance"] == 1.0
     assert params["aoe"] is False and params["force"] is False
     assert {"weights", "dataset_root", "targets", "image_limit"} <= set(params)
@@ -154,7 +154,8 @@ def test_trigger_form_refuses_bad_values(dag):
     from airflow.sdk import ParamsDict
     from airflow.sdk.exceptions import ParamValidationError
 
-    bad_values = {"batch_sizes": [0], "targets": ["Ascend310; rm -rf /"], "image_limit": -1}
+    bad_values = {"batch_sizes": [0], "targets": ["Ascend310; rm -rf /"], "image_limit": -1,
+                  "reference_miou": 101}
     for key, value in bad_values.items():
         params = ParamsDict(dag.params)
         with pytest.raises(ParamValidationError):
@@ -162,6 +163,26 @@ def test_trigger_form_refuses_bad_values(dag):
     params = ParamsDict(dag.params)
     params["targets"] = ["Ascend310P3+AOE", "cpu"]  # the form's pattern admits what the library accepts
     params["batch_sizes"] = [1, 64]
+    params["batch_sizes"] = ["2", 64]  # the multi-select's strings, the API's integers
+    params["aoe"] = None  # switches are optional: null is off
+    for bad in (["0"], ["4 "], ["1e3"], [True]):
+        with pytest.raises(ParamValidationError):
+            params["batch_sizes"] = bad
+
+
+def test_every_form_field_has_a_title_and_a_description_and_switches_are_optional(dag):
+    from erfnet_tasks.params import RUN_PARAMS
+
+    params = dict(dag.params.items())
+    schema = {name: param.schema for name, param in params.items()}
+    assert set(schema) == {p.name for p in RUN_PARAMS}
+    for name, field in schema.items():
+        assert field.get("title") and len(params[name].description or "") > 20, name
+    assert schema["aoe"]["type"] == schema["force"]["type"] == ["boolean", "null"]
+    # Arrays with examples render as multi-selects in Airflow's trigger form.
+    assert {"cpu", "torch-cpu", "auto", "Ascend310P3"} <= set(schema["targets"]["examples"])
+    assert {"1", "4", "64"} <= set(schema["batch_sizes"]["examples"])
+    assert "check_params" in params["weights"].description
 
 
 # ------------------------------------------------------------------------------------- real runs

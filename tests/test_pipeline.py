@@ -32,11 +32,18 @@ def test_valid_form_is_normalised(data_root):
     assert params["batch_sizes"] == [1, 4]
     assert params["reference_miou"] == 72.20 and params["tolerance"] == 1.0
     assert params["weights"] == str((data_root / "w.pth").resolve())
+    # The trigger form's multi-select sends its choices as strings; unset switches (null) are off.
+    params = pipeline.validate_params(form(data_root, batch_sizes=["8", 1, "1"], aoe=None, force=None),
+                                      load_settings())
+    assert params["batch_sizes"] == [1, 8] and params["aoe"] is False and params["force"] is False
 
 
 @pytest.mark.parametrize("overrides, message", [
     ({"batch_sizes": [0]}, "batch_sizes"),
-    ({"batch_sizes": ["4"]}, "batch_sizes"),
+    ({"batch_sizes": ["4x"]}, "batch_sizes"),
+    ({"batch_sizes": [" 4"]}, "batch_sizes"),
+    ({"batch_sizes": ["2048"]}, "batch_sizes"),
+    ({"batch_sizes": ["\uff14"]}, "batch_sizes"),
     ({"batch_sizes": [True]}, "batch_sizes"),
     ({"batch_sizes": []}, "batch_sizes"),
     ({"targets": ["Ascend310; rm -rf /"]}, "unknown target"),

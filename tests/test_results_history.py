@@ -16,9 +16,8 @@ import sqlalchemy as sa
 from erfnet_tasks.results import db, history, importing, publish, regression
 from erfnet_tasks.results.models import Performance, Run
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
-import nightlies  # noqa: E402
-from test_results_db import make_doc  # noqa: E402
+import nightlies  # bench/nightlies.py
+from test_results_db import make_doc
 
 ERFNET = str(Path(sys.executable).parent / "erfnet")
 

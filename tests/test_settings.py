@@ -31,6 +31,21 @@ def test_form_defaults_follow_the_environment(tmp_path, monkeypatch):
     assert settings.default_targets() == ["Ascend310P3", "cpu"]
 
 
+def test_batch_sizes_and_reference_defaults_from_the_environment(monkeypatch):
+    monkeypatch.delenv("ERFNET_BATCH_SIZES", raising=False)
+    monkeypatch.delenv("ERFNET_REFERENCE_MIOU", raising=False)
+    assert settings.default_batch_sizes([1, 4]) == [1, 4] and settings.default_reference_miou(72.2) == 72.2
+    monkeypatch.setenv("ERFNET_BATCH_SIZES", " 1, 4,,")
+    monkeypatch.setenv("ERFNET_REFERENCE_MIOU", "0")
+    assert settings.default_batch_sizes([8]) == [1, 4] and settings.default_reference_miou(72.2) == 0.0
+    for name, bad in (("ERFNET_BATCH_SIZES", "1,x"), ("ERFNET_REFERENCE_MIOU", "nan"),
+                      ("ERFNET_REFERENCE_MIOU", "101")):
+        monkeypatch.setenv(name, bad)
+        with pytest.raises(ErfnetError, match=name):
+            settings.default_batch_sizes([1]) if name == "ERFNET_BATCH_SIZES" else settings.default_reference_miou(1.0)
+        monkeypatch.delenv(name)
+
+
 def test_worker_settings(monkeypatch):
     for name in ("ERFNET_NPU_QUEUE", "ERFNET_ORT_THREADS", "ERFNET_AIS_BENCH_PYTHON", "ERFNET_RESULTS_DB_URL"):
         monkeypatch.delenv(name, raising=False)
