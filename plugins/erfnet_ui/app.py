@@ -134,6 +134,14 @@ def create_app(
             status_code=status_code,
         )
 
+    _error_handlers(app, page)
+    _run_routes(app, resolve, page)
+    _history_routes(app, resolve, page)
+    return app
+
+
+def _error_handlers(app: FastAPI, page: Callable[..., HTMLResponse]) -> None:
+    """One line for every failure, as a page for a browser and as JSON for the API."""
     @app.exception_handler(ResultsUnavailable)
     async def _unavailable(request: Request, exc: ResultsUnavailable) -> Response:
         message = f"The results database is unavailable ({exc})."
@@ -154,17 +162,14 @@ def create_app(
             return page(request, "error.html", status_code=404, title="No such run", message=str(exc))
         return JSONResponse({"detail": str(exc)}, status_code=404)
 
+
+def _run_routes(app: FastAPI, resolve: Callable[[], str], page: Callable[..., HTMLResponse]) -> None:
+    """The latest run, one run, its JSON and CSV downloads, and the probe's CANN upgrades."""
     def run_page(request: Request, run_id: str, reference: str | None, template: str) -> HTMLResponse:
         with _reading(resolve) as session:
             if run_id == "latest" and not _has_runs(session):
                 return page(request, "empty.html", title="No runs yet", dag_id=views.DAG_ID)
-            try:
-                doc = _document(session, run_id)
-            except RunNotFound:
-                if run_id != "latest":
-                    raise
-                # Every run so far was a nightly "skipped" one: nothing measured to show yet.
-                return page(request, "empty.html", title="No runs yet", dag_id=views.DAG_ID)
+            doc = _document(session, run_id)
         view = views.run_view(doc, reference_target=reference)
         airflow_base = base_of(request).removesuffix(URL_PREFIX)
         return page(request, template, title=f"Run {doc['run']['id']}", view=view, airflow_base=airflow_base,
@@ -178,7 +183,6 @@ def create_app(
     def one_run(request: Request, run_id: str, reference: str | None = None) -> HTMLResponse:
         return run_page(request, run_id, reference, "run.html")
 
-    _history_routes(app, resolve, page)
 
     @app.get("/api/runs/{run_id}")
     def api_run(run_id: str) -> JSONResponse:
@@ -208,8 +212,6 @@ def create_app(
         except ErfnetError as exc:
             raise HTTPException(status_code=400, detail=str(exc)) from exc
         return _csv_response(views.perf_csv(doc, reference), f"erfnet-perf-{doc['run']['id']}.csv")
-
-    return app
 
 
 def _history_routes(app: FastAPI, resolve: Callable[[], str], page: Callable[..., HTMLResponse]) -> None:
