@@ -413,3 +413,18 @@ def test_upgrade_events_for_chart_markers(sqlite_url, monkeypatch):
         "new_chips": ["Ascend310P3"]}]
     assert client.get("/api/upgrades", params={"host": "other"}).json() == []
     assert _client(sqlite_url, monkeypatch, user=False).get("/api/upgrades").status_code in (401, 403)
+
+
+def test_history_charts_mark_the_upgrades_the_probe_saw_in_the_range(populated, monkeypatch):
+    import datetime as dt
+
+    from erfnet_tasks.results import hosts
+
+    observed = {"driver_version": "23.0.3", "chips": ["Ascend310P3"]}
+    for when, cann in (("2026-11-10T09:00", "7.0.RC1"), ("2026-11-15T09:30", "8.0.RC2"), ("2025-01-01T00:00", "6.0")):
+        hosts.record_observation("npu-a" if when > "2026" else "npu-old", {"cann_version": cann, **observed},
+                                 populated, now=dt.datetime.fromisoformat(when).replace(tzinfo=dt.timezone.utc))
+    hosts.record_observation("npu-old", {"cann_version": "6.1", **observed}, populated,
+                             now=dt.datetime(2025, 2, 1, tzinfo=dt.timezone.utc))  # long before the range
+    chart = _chart_data(_client(populated, monkeypatch, user=True).get("/history", params={"batch": 1}).text)
+    assert chart["upgrades"] == [{"time": "2026-11-15T09:30:00+00:00", "label": "npu-a: CANN 7.0.RC1 \u2192 8.0.RC2"}]

@@ -81,14 +81,20 @@ def _refuse_vanished_cann(host: str, previous: HostVersion | None, current: dict
                           f"(upgrade in progress, or ASCEND_TOOLKIT_HOME wrong); not recorded")
 
 
-def upgrade_events(session: Session, host: str | None = None, limit: int = 500) -> list[dict]:
-    """Each change of a host's CANN version, driver or chips, oldest first: time, host, old -> new."""
+def upgrade_events(session: Session, host: str | None = None, limit: int = 500,
+                   since: dt.datetime | None = None, until: dt.datetime | None = None) -> list[dict]:
+    """Each change of a host's CANN version, driver or chips in [since, until), oldest first: time, host,
+    old -> new (the newest ``limit`` of them)."""
     old = aliased(HostVersion)
     new = aliased(HostVersion)
     stmt = (sa.select(new, old).join(old, sa.and_(old.host == new.host, old.seq == new.seq - 1))
             .order_by(new.first_seen_at.desc(), new.id.desc()).limit(max(1, int(limit))))
     if host is not None:
         stmt = stmt.where(new.host == host)
+    if since is not None:
+        stmt = stmt.where(new.first_seen_at >= since)
+    if until is not None:
+        stmt = stmt.where(new.first_seen_at < until)
     events = [{"time": format_time(n.first_seen_at), "host": n.host,
                "old_cann_version": o.cann_version, "new_cann_version": n.cann_version,
                "old_driver_version": o.driver_version, "new_driver_version": n.driver_version,

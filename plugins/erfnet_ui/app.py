@@ -236,8 +236,9 @@ def _history_routes(app: FastAPI, resolve: Callable[[], str], page: Callable[...
             summary = history_queries.cann_summary(session, batch_size=shown)
             runs, more = history_queries.runs_between(session, window.since, window.until, RUNS_SHOWN)
             findings = history_queries.findings_between(session, window.since, window.until)
+            upgrades = hosts.upgrade_events(session, since=window.since, until=window.until)
             first_run = history_queries.span(session)[0]
-        view = views.history_view(points, summary, runs, more, findings, batches, shown)
+        view = views.history_view(points, summary, runs, more, findings, batches, shown, upgrades)
         return page(request, "history.html", title="Run history", view=view, window=window,
                     first_run=first_run.date() if first_run else None)
 

@@ -190,10 +190,12 @@ class HistoryView:
     by_cann: HtmlTable
 
 
-def chart_data(points: list[dict], batch: int | None, rules: regression.Rules) -> dict:
+def chart_data(points: list[dict], batch: int | None, rules: regression.Rules,
+               upgrades: list[dict] = ()) -> dict:
     """What the history charts draw, in one pass over the points (oldest run first): the runs on the
-    time axis, per target its fps and mIoU per run (None where the cell did not run), and the spans
-    of consecutive runs on one CANN version (the labelled bands)."""
+    time axis, per target its fps and mIoU per run (None where the cell did not run), the spans
+    of consecutive runs on one CANN version (the labelled bands), and the moments the CANN probe saw
+    a host's toolkit change (marked lines)."""
     runs: list[list] = []
     index: dict[str, int] = {}
     cells: dict[tuple[str, int], tuple] = {}
@@ -215,7 +217,18 @@ def chart_data(points: list[dict], batch: int | None, rules: regression.Rules) -
             series[target]["miou"].append(miou)
             series[target]["status"].append(status)
     return {"batch": batch, "runs": runs, "targets": targets, "series": series, "bands": cann_bands(runs),
+            "upgrades": [{"time": u["time"], "label": upgrade_label(u)} for u in upgrades],
             "reference": round(rules.reference_miou * 100, 4), "tolerance": round(rules.tolerance * 100, 4)}
+
+
+def upgrade_label(event: dict) -> str:
+    """``host: CANN 8.0 -> 8.1`` (or the driver or chips, when that is what changed)."""
+    for what, key in (("CANN", "cann_version"), ("driver", "driver_version"), ("chips", "chips")):
+        before, after = event[f"old_{key}"], event[f"new_{key}"]
+        if before != after:
+            show = (lambda v: ",".join(v) or "none") if key == "chips" else (lambda v: v or "none")
+            return f"{event['host']}: {what} {show(before)} \u2192 {show(after)}"
+    return f"{event['host']}: changed"
 
 
 def cann_bands(runs: list[list]) -> list[dict]:
@@ -258,13 +271,14 @@ def cann_table(summary: list[dict], batch: int | None) -> HtmlTable:
 
 
 def history_view(points: list[dict], summary: list[dict], runs: list[dict], more_runs: bool,
-                 findings: list[dict], batches: list[int], batch: int | None) -> HistoryView:
+                 findings: list[dict], batches: list[int], batch: int | None,
+                 upgrades: list[dict] = ()) -> HistoryView:
     """The history page: charts of the range at one batch size, every CANN version's summary, the
     range's findings and runs."""
     if batch not in batches:
         batch = batches[0] if batches else None
-    return HistoryView(runs, more_runs, batches, batch, chart_data(points, batch, regression.Rules()), findings,
-                       cann_table(summary, batch))
+    return HistoryView(runs, more_runs, batches, batch, chart_data(points, batch, regression.Rules(), upgrades),
+                       findings, cann_table(summary, batch))
 
 
 DEFAULT_DAYS = 90

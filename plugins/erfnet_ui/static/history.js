@@ -2,7 +2,8 @@
 // Data comes from the page (#history-data, built by erfnet_ui.views.chart_data): runs on a time axis,
 // per target fps and mIoU per run (null where the cell did not run), CANN versions as spans.
 // Each target gets its own grid and y scale, so a 13 fps cpu and a 400 fps NPU both read; CANN
-// versions are shaded bands with a labelled line where each begins; both charts zoom and pan together.
+// versions are shaded bands with a labelled line where each begins; a red line marks where the CANN probe
+// saw a host's toolkit change; both charts zoom and pan together.
 (function () {
   "use strict";
   var data = JSON.parse(document.getElementById("history-data").textContent);
@@ -49,6 +50,10 @@
       lineStyle: {color: "#4a5568", type: "dashed", width: 1},
       label: {show: labelled, position: "insideEndTop", formatter: "{b}", fontSize: 11, color: "#2d3748"},
       data: data.bands.map(function (b) { return {name: "CANN " + b.cann, xAxis: Date.parse(b.start)}; })
+        .concat((data.upgrades || []).map(function (u) {  // the probe saw a host's toolkit change here
+          return {name: u.label, xAxis: Date.parse(u.time), lineStyle: {color: "#C53030", type: "solid", width: 1.5},
+                  label: {show: labelled, position: "insideEndBottom", formatter: "{b}", fontSize: 11, color: "#C53030"}};
+        }))
     };
   }
 
