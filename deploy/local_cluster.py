@@ -420,7 +420,7 @@ def main(argv: list[str] | None = None) -> int:
                                                  "until Ctrl-C (throwaway databases, dropped on exit).")
     parser.add_argument("--workdir", type=Path, required=True, help="AIRFLOW_HOME, logs and data go here")
     parser.add_argument("--npu-worker", action="store_true",
-                        help="also a worker on queue npu (this host's own CANN toolkit and devices)")
+                        help="also an NPU worker on the queues of this host's chips ($(erfnet worker-queues))")
     args = parser.parse_args(argv)
     workers = [Worker("cpu-worker")] + ([Worker("npu-worker", "airflow-worker-npu")] if args.npu_worker else [])
     with LocalCluster(args.workdir, workers) as cluster:
