@@ -6,7 +6,8 @@ name is repeated $STANDIN_NPU_COUNT times (default 1).
 
 A real device shared by two processes gives both of them wrong timings without any error, so the
 stand-in detects it: every use of a device holds a non-blocking flock on ``device<N>.busy`` in
-$STANDIN_NPU_STATE (one folder per simulated host; default beside $STANDIN_RECORD) and, when another
+$STANDIN_NPU_STATE (one folder per simulated host; default beside $STANDIN_RECORD, named after the
+host's name, chips and toolkit) and, when another
 process already holds it, records ``"shared": true``. Each use is appended to $STANDIN_RECORD as
 ``{"tool": "device", "device", "chip", "host", "start", "end", "shared", "pid"}``.
 """
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import hashlib
 import json
 import os
 import tempfile
@@ -39,9 +41,14 @@ def chip_of(device: int) -> str | None:
 
 
 def _state_dir() -> str:
+    """$STANDIN_NPU_STATE, else a folder per simulated host: simulated hosts on one machine differ in their
+    name, chips or toolkit, so those name the folder (two hosts' device 0 are different devices)."""
     record = os.environ.get("STANDIN_RECORD")
-    default = os.path.dirname(record) if record else tempfile.gettempdir()
-    folder = os.environ.get("STANDIN_NPU_STATE") or os.path.join(default, "standin-npu-state")
+    base = os.path.dirname(record) if record else tempfile.gettempdir()
+    host = "|".join(os.environ.get(k, "") for k in ("STANDIN_HOST", "ERFNET_WORKER_HOSTNAME", "STANDIN_NPU_CHIP",
+                                                   "STANDIN_NPU_COUNT", "ASCEND_TOOLKIT_HOME"))
+    default = os.path.join(base, "standin-npu-state-" + hashlib.sha256(host.encode()).hexdigest()[:12])
+    folder = os.environ.get("STANDIN_NPU_STATE") or default
     os.makedirs(folder, exist_ok=True)
     return folder
 
@@ -61,7 +68,7 @@ def occupy(device: int, tool: str):
     finally:
         os.close(fd)  # releases the flock
         _record({"tool": "device", "user": tool, "device": device, "chip": chip_of(device),
-                 "host": os.environ.get("STANDIN_HOST", ""), "start": start, "end": time.time(),
+                 "host": os.environ.get("STANDIN_HOST") or os.environ.get("ERFNET_WORKER_HOSTNAME", ""), "start": start, "end": time.time(),
                  "shared": shared, "pid": os.getpid()})
 
 
