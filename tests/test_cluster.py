@@ -145,15 +145,16 @@ def test_a_cann_upgrade_on_host_b_alone_measures_its_chip_again(cluster, data):
     previous = _document(cluster, "latest")
     version = cluster.workdir / "host-b" / "ascend-toolkit" / "version.cfg"
     version.write_text("# version: 1.0\nruntime_running_version=[7.7.0.1.100:8.1.RC1]\n")
+    # `auto`: every chip a live NPU worker of the fleet serves, so the same two chips as before.
     conf = {"weights": str(data / "erfnet_random_untrained.pth"), "dataset_root": str(data / "cityscapes"),
-            "targets": ["Ascend310", "Ascend310P3"], "batch_sizes": [1, 2, 64], "reference_miou": 0.0,
-            "image_limit": 2}
+            "targets": ["auto"], "batch_sizes": [1, 2, 64], "reference_miou": 0.0, "image_limit": 2}
     run_id = cluster.trigger(DAG_ID, conf)
     cluster.wait_for_run(DAG_ID, run_id, 900)  # the gate may fail it on a stand-in throughput wobble
     tis = {(t["task_id"], t["map_index"]): t["state"] for t in cluster.task_instances(DAG_ID, run_id)}
     assert tis[("publish_results", -1)] == "success", tis
     doc = _document(cluster, run_id)
     cells = {(c["target"], c["batch_size"]): c for c in doc["perf"]}
+    assert sorted(cells) == sorted(_cells_of(previous))
     assert {c["cann_version"] for (t, _b), c in cells.items() if t == "Ascend310"} == {"8.1.RC1"}
     assert {c["cann_version"] for (t, _b), c in cells.items() if t == "Ascend310P3"} == {"8.0.0"}
     assert "8.0.0" in doc["run"]["cann_version"] and "8.1.RC1" in doc["run"]["cann_version"]
@@ -161,6 +162,10 @@ def test_a_cann_upgrade_on_host_b_alone_measures_its_chip_again(cluster, data):
     assert all(f["target"] == "Ascend310" and f["baseline_run_id"] == previous["run"]["id"]
                for f in doc["findings"] if f["baseline_run_id"]), doc["findings"]
     _assert_one_measurement_per_device(cluster)
+
+
+def _cells_of(doc: dict) -> list[tuple[str, int]]:
+    return [(c["target"], c["batch_size"]) for c in doc["perf"]]
 
 
 def _document(cluster: LocalCluster, run_id: str) -> dict:

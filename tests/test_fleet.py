@@ -120,3 +120,28 @@ def test_configured_chips_and_queue_names(monkeypatch):
     assert fleet.queue_for("Ascend310P3") == "npu-Ascend310P3" and fleet.chip_of_queue("npu-Ascend310") == "Ascend310"
     with pytest.raises(Exception, match="no NPU tasks for chip Ascend310: add it to ERFNET_NPU_CHIPS"):
         fleet.check_configured(["Ascend310"])
+
+
+def test_configured_chips_must_be_chip_names(monkeypatch):
+    from erfnet_tasks import settings
+    from erfnet_tasks.errors import ErfnetError
+
+    monkeypatch.delenv("ERFNET_NPU_CHIPS", raising=False)
+    assert settings.npu_chips() == ["Ascend310", "Ascend310P3"]  # the guide's two columns
+    monkeypatch.setenv("ERFNET_NPU_CHIPS", "Ascend310P3, Ascend910B3,Ascend310P3")
+    assert settings.npu_chips() == ["Ascend310P3", "Ascend910B3"]
+    monkeypatch.setenv("ERFNET_NPU_CHIPS", "Ascend310;rm")
+    with pytest.raises(ErfnetError, match="ERFNET_NPU_CHIPS must list chips such as Ascend310P3"):
+        settings.npu_chips()
+
+
+def test_no_broker_means_auto_is_this_hosts_chips_and_a_dead_broker_is_told_fast(tmp_path, monkeypatch):
+    from erfnet_tasks import pipeline
+
+    harness.use_standins(monkeypatch, tmp_path, chip="Ascend310P3,Ascend310")
+    assert fleet.live_chips(None) is None
+    assert pipeline.fleet_chips(None) == ["Ascend310P3", "Ascend310"]
+    assert pipeline.fleet_chips([]) == []  # a fleet without NPU workers: auto then means cpu
+    started = time.monotonic()
+    assert fleet.live_chips("redis://127.0.0.1:1/0", timeout=1.0) is None  # nothing listens on port 1
+    assert time.monotonic() - started < 30
