@@ -236,6 +236,28 @@ def test_the_nightly_skip_and_the_gate_compare_each_chip_with_its_own_cann(sqlit
         ("Ascend310", "host-b", "0", "8.1.RC1"), ("Ascend310P3", "host-a", "1", "8.0.0")]
 
 
+
+def test_results_show_says_where_each_cell_ran(sqlite_url, capsys):
+    from erfnet_tasks.cli import main
+    from erfnet_tasks.results import publish
+
+    env, ok310p, ok310 = _env_and_cells()
+    ok310 = {**ok310, "status": "ok", "error": None, "miou": 0.5}
+    cells = [{**ok310, "host": "host-b", "device": "0", "cann_version": "8.1.RC1", "driver_version": "23.0.3",
+              "compile_host": "host-b", "compile_cann_version": "8.1.RC1"},
+             {**ok310p, "host": "host-a", "device": "1", "cann_version": "8.0.0", "driver_version": "22.0.2",
+              "compile_host": "host-a", "compile_cann_version": "8.0.0"}]
+    doc = pipeline.build_run_document(env, {"sha256": "m"}, {"fingerprint": "f", "images": 1, "synthetic": True},
+                                      cells, pipeline.collect_perf(cells))
+    publish.publish_run(doc, sqlite_url)
+    assert main(["results", "--db", sqlite_url, "show", "--run", env["run_id"]]) == 0
+    out = capsys.readouterr().out
+    assert "covered (chip, host, CANN): Ascend310 on host-b, CANN 8.1.RC1; Ascend310P3 on host-a, CANN 8.0.0" in out
+    rows = [line.split() for line in out.split("Where each cell ran", 1)[1].splitlines() if line.startswith("Ascend")]
+    assert rows[:2] == [["Ascend310", "1", "host-b", "host-b", "0", "8.1.RC1", "23.0.3", "ok"],
+                        ["Ascend310P3", "1", "host-a", "host-a", "1", "8.0.0", "22.0.2", "ok"]]
+
+
 def test_an_imported_complete_run_with_an_unmeasured_cell_is_stored_incomplete(sqlite_url):
     from erfnet_tasks.results import db, publish, queries
 
