@@ -145,3 +145,21 @@ def test_no_broker_means_auto_is_this_hosts_chips_and_a_dead_broker_is_told_fast
     started = time.monotonic()
     assert fleet.live_chips("redis://127.0.0.1:1/0", timeout=1.0) is None  # nothing listens on port 1
     assert time.monotonic() - started < 30
+
+
+def test_aoe_tunes_on_a_leased_device_of_its_own_chip(fixed_onnx, tmp_path, monkeypatch):
+    from erfnet_tasks import pipeline
+    from erfnet_tasks.fsutil import sha256_file
+    from erfnet_tasks.targets import parse_target
+
+    record = harness.use_standins(monkeypatch, tmp_path, chip="Ascend310,Ascend310P3")
+    monkeypatch.setenv("ERFNET_WORKER_HOSTNAME", "host-x")
+    monkeypatch.setenv("ERFNET_DATA_DIR", str(tmp_path / "data"))  # the compile cache
+    cell = {**parse_target("Ascend310P3+AOE").as_dict(), "target": "Ascend310P3+AOE", "batch_size": 1}
+    model = {"path": str(fixed_onnx), "sha256": sha256_file(fixed_onnx)}
+    env = {"params": {"weights": "unused"}, "weights_sha256": "x"}
+    compiled = pipeline.compile_cell(cell, model, env)
+    assert compiled["status"] == "ok" and compiled["compile_host"] == "host-x"
+    aoe = [c["argv"] for c in harness.invocations(record) if c["tool"] == "aoe"]
+    assert len(aoe) == 2 and all("--device=1" in argv for argv in aoe)  # device 1 is the 310P3
+    assert {(u["device"], u["chip"], u["shared"]) for u in harness.device_uses(record)} == {(1, "Ascend310P3", False)}
