@@ -141,6 +141,7 @@ def probe_host(chip: str) -> HostRecord:
 def with_hosts(env: Environment, probes: list[list[HostRecord] | None]) -> Environment:
     """The environment with each chip's probe; the run's CANN and driver list the fleet's versions."""
     hosts = sorted((h for found in probes for h in (found or [])), key=lambda h: h["chip"])
+
     def joined(key: str) -> str | None:
         return ", ".join(sorted({h[key] or "unknown" for h in hosts})) or None
 
@@ -148,10 +149,6 @@ def with_hosts(env: Environment, probes: list[list[HostRecord] | None]) -> Envir
     targets = [parse_target(t["name"]) for t in env["targets"]]
     return {**env, "hosts": hosts, "cann_version": cann, "driver_version": joined("driver_version"),
             "backends": backend_versions(targets, cann)}
-
-
-def chip_host(env: Environment, chip: str | None) -> HostRecord | None:
-    return next((h for h in env.get("hosts", []) if h["chip"] == chip), None)
 
 
 def plan_cells(env: Environment, group: str, chip: str | None = None) -> list[PlannedCell]:
