@@ -60,4 +60,4 @@ RUN set -eu; \
     pip install --no-cache-dir --constraint /opt/erfnet/src/constraints.txt /tmp/ascend-wheels/*.whl
 
 ENTRYPOINT ["/usr/bin/dumb-init", "--", "/opt/erfnet/deploy/npu-entrypoint.sh"]
-CMD ["celery", "worker", "--queues", "npu"]
+CMD ["bash", "-c", "queues=$(erfnet worker-queues) && exec airflow celery worker --queues \"$queues\""]

@@ -16,7 +16,7 @@ from datetime import datetime, timedelta
 from airflow.sdk import Asset, dag, task
 from airflow.sdk.exceptions import AirflowSkipException
 
-from erfnet_tasks import cann_probe, settings
+from erfnet_tasks import cann_probe, fleet, settings
 
 CANN_ASSET = Asset(name=cann_probe.ASSET_NAME, uri=cann_probe.ASSET_URI)
 
@@ -41,7 +41,7 @@ def erfnet_cann_probe():
         outlet_events[CANN_ASSET].extra = {k: result[k] for k in ("host", "previous", "current")}
         return result
 
-    for queue in settings.npu_queues():  # one probe per NPU queue, so each NPU host checks itself
+    for queue in fleet.npu_queues():  # one probe per chip's queue, so each chip's hosts check themselves
         probe.override(task_id=f"probe_{re.sub(r'[^A-Za-z0-9_]', '_', queue)}", queue=queue)()
 
 

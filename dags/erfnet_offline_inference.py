@@ -2,14 +2,16 @@
 ### ErfNet offline inference — the guide as one DAG
 
 1. **check_params** — the form alone (a run without configured defaults ends here);
-   **resolve_environment** — validate the form, detect CANN, chips and driver (on the NPU worker), plan
-   the target x batch matrix.
+   **resolve_environment** — validate the form, resolve the targets (`auto`: every chip a live NPU worker
+   serves); **probe_<chip>** — CANN, driver and devices on a host of each chip the run needs (queue
+   `npu-<chip>`), merged by **with_hosts**.
 2. **3.1** export_onnx (ErfNet_pth2onnx.py) -> fix_bn (modify_bn_weights.py).
 3. **4** preprocess the Cityscapes val set (in parallel with the export).
 4. changed_since_last_run — a nightly run with the same CANN, weights and data ends here (unless `force`).
-5. **3.2** compile, mapped over the matrix: atc on the `npu` queue, AOE holding an `npu_devices` slot,
-   ONNX Runtime on the host; cached by content.
-6. **5** infer, mapped over the compiled cells (NPU inference holds an `npu_devices` slot).
+5. **3.2** compile, mapped over the matrix: atc on the chip's queue `npu-<chip>`, AOE there holding an
+   `npu_devices` slot and a device of the chip, ONNX Runtime on the host; cached by content.
+6. **5** infer, mapped over the compiled cells (NPU inference on the chip's queue holds an `npu_devices`
+   slot and a device lease of its own).
 7. **6** evaluate each cell (mIoU); **7** collect_perf.
 8. publish_results to the results database (and a JSON file beside the outputs) -> regression_gate.
 
@@ -29,9 +31,12 @@ from airflow.sdk import (Asset, AssetOrTimeSchedule, CronTriggerTimetable, Excep
 from erfnet_notifications import on_gate_passed, on_task_failure
 
 from erfnet_tasks import cann_probe, pipeline, settings
+from erfnet_tasks.fleet import queue_for
 from erfnet_tasks.params import form_fields
 
-NPU_QUEUE = settings.npu_queue()
+# A task's queue is fixed when the DAG is parsed (expand() maps a task's arguments, never its queue), so
+# each chip of ERFNET_NPU_CHIPS gets its own copy of every NPU step; a run's other chips' copies are skipped.
+NPU_CHIPS = settings.npu_chips()
 NPU_POOL = "npu_devices"
 RESULTS_ASSET = Asset(name="erfnet_results", uri="erfnet://results/erfnet_offline_inference")
 # Updated by dags/erfnet_cann_probe.py when an NPU host's CANN version, driver or chips change.
@@ -47,6 +52,13 @@ NO_RETRY_ON_BAD_INPUT = ExceptionRetryPolicy(rules=[
     RetryRule(exception="erfnet_tasks.errors.ErfnetError", action=RetryAction.FAIL,
               reason="deterministic failure (bad input, configuration or a regression)"),
 ])
+
+
+def celery_broker_url() -> str | None:
+    """The broker `auto` asks for live NPU workers; None when no Celery executor runs the tasks."""
+    from airflow.configuration import conf
+
+    return conf.get("celery", "broker_url", fallback=None) if "CeleryExecutor" in conf.get("core", "executor") else None
 
 
 @dag(
@@ -70,9 +82,21 @@ def erfnet_offline_inference():
     def check_params(params=None) -> None:
         pipeline.check_params(dict(params))
 
-    @task(queue=NPU_QUEUE)
+    @task
     def resolve_environment(params=None, run_id=None) -> dict:
-        return pipeline.resolve_environment(dict(params), run_id)
+        return pipeline.resolve_environment(dict(params), run_id, celery_broker_url())
+
+    @task
+    def chips_to_probe(env: dict, chip: str) -> list[str]:
+        return pipeline.chips_to_probe(env, chip)
+
+    @task
+    def probe(chip: str) -> dict:
+        return pipeline.probe_host(chip)
+
+    @task(trigger_rule=AFTER_SKIPPED_GROUPS)
+    def with_hosts(env: dict, *probes) -> dict:
+        return pipeline.with_hosts(env, [list(p or []) for p in probes])
 
     @task
     def export_onnx(env: dict) -> dict:
@@ -95,8 +119,8 @@ def erfnet_offline_inference():
         return previous is None
 
     @task
-    def plan(env: dict, group: str) -> list[dict]:
-        return pipeline.plan_cells(env, group)
+    def plan(env: dict, group: str, chip: str | None = None) -> list[dict]:
+        return pipeline.plan_cells(env, group, chip)
 
     @task
     def compile_cell(cell: dict, model: dict, env: dict) -> dict:
@@ -107,8 +131,8 @@ def erfnet_offline_inference():
         return pipeline.infer_cell(cell, prep, env)
 
     @task(trigger_rule=AFTER_SKIPPED_GROUPS)
-    def gather_cells(first: list[dict], second: list[dict]) -> list[dict]:
-        return [*(first or []), *(second or [])]
+    def gather_cells(*groups) -> list[dict]:
+        return [cell for group in groups for cell in (group or [])]
 
     @task
     def evaluate(cell: dict, prep: dict) -> dict:
@@ -127,29 +151,32 @@ def erfnet_offline_inference():
     def regression_gate(published: dict, params=None) -> None:
         pipeline.regression_gate(published["run_id"], dict(params))
 
-    env = resolve_environment()
-    check_params() >> env
-    model = fix_bn(export_onnx(env))
-    prep = preprocess(env)
+    planned = resolve_environment()
+    check_params() >> planned
+    probes = [probe.override(task_id=f"probe_{chip}", queue=queue_for(chip))
+              .expand(chip=chips_to_probe.override(task_id=f"needs_{chip}")(planned, chip)) for chip in NPU_CHIPS]
+    env = with_hosts(planned, *probes)
+    model = fix_bn(export_onnx(planned))
+    prep = preprocess(planned)
     go = changed_since_last_run(env, model, prep)
 
-    groups = {name: plan.override(task_id=f"plan_{name}_cells")(env, name) for name in ("npu", "npu_aoe", "host")}
-    go >> list(groups.values())
-    # A task's queue and pool are fixed, so each group of the matrix gets its own copy of the step.
-    compile_on_npu = compile_cell.override(task_id="compile_on_npu", queue=NPU_QUEUE)
-    compile_with_aoe = compile_cell.override(task_id="compile_with_aoe", queue=NPU_QUEUE, pool=NPU_POOL)
-    compile_on_host = compile_cell.override(task_id="compile_on_host")
-    compiled_npu = compile_on_npu.partial(model=model, env=env).expand(cell=groups["npu"])
-    compiled_aoe = compile_with_aoe.partial(model=model, env=env).expand(cell=groups["npu_aoe"])
-    compiled_host = compile_on_host.partial(model=model, env=env).expand(cell=groups["host"])
-
+    host_cells = plan.override(task_id="plan_host_cells")(env, "host")
+    go >> host_cells
+    compiled_host = compile_cell.override(task_id="compile_on_host").partial(model=model, env=env).expand(cell=host_cells)
+    inferred = [infer_cell.override(task_id="infer_on_host").partial(prep=prep, env=env).expand(cell=compiled_host)]
+    for chip in NPU_CHIPS:  # compile (atc; AOE holding a pool slot) and infer each chip's cells on its queue
+        queue = queue_for(chip)
+        cells = {group: plan.override(task_id=f"plan_{group}_{chip}")(env, group, chip) for group in ("npu", "npu_aoe")}
+        go >> list(cells.values())
+        compiled = [compile_cell.override(task_id=f"compile_{chip}", queue=queue)
+                    .partial(model=model, env=env).expand(cell=cells["npu"]),
+                    compile_cell.override(task_id=f"compile_aoe_{chip}", queue=queue, pool=NPU_POOL)
+                    .partial(model=model, env=env).expand(cell=cells["npu_aoe"])]
+        gathered = gather_cells.override(task_id=f"gather_compiled_{chip}")(*compiled)
+        inferred.append(infer_cell.override(task_id=f"infer_{chip}", queue=queue, pool=NPU_POOL)
+                        .partial(prep=prep, env=env).expand(cell=gathered))
     # Airflow skips a task mapped over an empty group, and a concat of it; gathering keeps the rest going.
-    compiled_for_npu = gather_cells.override(task_id="gather_npu_cells")(compiled_npu, compiled_aoe)
-    infer_on_npu = infer_cell.override(task_id="infer_on_npu", queue=NPU_QUEUE, pool=NPU_POOL)
-    infer_on_host = infer_cell.override(task_id="infer_on_host")
-    inferred_npu = infer_on_npu.partial(prep=prep, env=env).expand(cell=compiled_for_npu)
-    inferred_host = infer_on_host.partial(prep=prep, env=env).expand(cell=compiled_host)
-    inferred = gather_cells.override(task_id="gather_inferred_cells")(inferred_npu, inferred_host)
+    inferred = gather_cells.override(task_id="gather_inferred_cells")(*inferred)
 
     evaluated = evaluate.partial(prep=prep).expand(cell=inferred)
     perf = collect_perf(inferred)

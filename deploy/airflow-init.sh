@@ -32,7 +32,7 @@ python "${here}/simple_auth_passwords.py"
 echo "== pool npu_devices"
 # One slot per NPU: inference and AOE hold a slot so that no two measurements share a device.
 airflow pools set npu_devices "${ERFNET_NPU_SLOTS:-1}" \
-  "Ascend NPUs on the worker of queue npu; inference and AOE hold one slot each"
+  "Ascend NPUs of the fleet (all npu-<chip> workers); inference and AOE hold one slot each"
 
 echo "== results database"
 python "${here}/ensure_results_database.py"

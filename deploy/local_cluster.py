@@ -57,7 +57,8 @@ _VAR = re.compile(r"\$\{(\w+)(?::?[-?]([^}]*))?\}")
 
 def _interpolate(text: str, env: dict[str, str]) -> str:
     """docker-compose's ${NAME:-default} with the defaults of the compose file (and .env.example's none)."""
-    return _VAR.sub(lambda m: env.get(m.group(1)) or m.group(2) or "", text)
+    text = _VAR.sub(lambda m: env.get(m.group(1)) or m.group(2) or "", text)
+    return text.replace("$$", "$")  # compose's escape for a literal $ (the worker's shell expands it)
 
 
 def compose() -> dict:
@@ -197,10 +198,17 @@ class LocalCluster:
         for service, name in (("airflow-scheduler", "scheduler"), ("airflow-dag-processor", "dag-processor")):
             self._spawn(name, [str(BIN / "airflow"), *compose_command(service)])
         for worker in self.workers:
-            argv = [str(BIN / "airflow"), *compose_command(worker.service, {"ERFNET_NPU_WORKER_CONCURRENCY": "1"})]
-            argv = self._with_concurrency(argv, worker.concurrency)
-            self._spawn(worker.name, [*argv, "--celery-hostname", f"{worker.name}@%h"], self._worker_env(worker))
+            self._spawn(worker.name, self._worker_argv(worker), self._worker_env(worker))
         self._wait_for_api()
+
+    def _worker_argv(self, worker: Worker) -> list[str]:
+        words = compose_command(worker.service, {"ERFNET_NPU_WORKER_CONCURRENCY": str(worker.concurrency)})
+        name = ["--celery-hostname", f"{worker.name}@%h"]
+        if words[:2] == ["bash", "-c"]:
+            # The NPU worker's shell line: $(erfnet worker-queues) runs with this worker's environment (its
+            # own npu-smi), exactly as in its container.
+            return ["bash", "-c", f"{words[2]} {shlex.join(name)}"]
+        return [str(BIN / "airflow"), *self._with_concurrency(words, worker.concurrency), *name]
 
     @staticmethod
     def _with_concurrency(argv: list[str], concurrency: int) -> list[str]:
@@ -412,7 +420,7 @@ def main(argv: list[str] | None = None) -> int:
                                                  "until Ctrl-C (throwaway databases, dropped on exit).")
     parser.add_argument("--workdir", type=Path, required=True, help="AIRFLOW_HOME, logs and data go here")
     parser.add_argument("--npu-worker", action="store_true",
-                        help="also a worker on queue npu (this host's own CANN toolkit and devices)")
+                        help="also an NPU worker on the queues of this host's chips ($(erfnet worker-queues))")
     args = parser.parse_args(argv)
     workers = [Worker("cpu-worker")] + ([Worker("npu-worker", "airflow-worker-npu")] if args.npu_worker else [])
     with LocalCluster(args.workdir, workers) as cluster:

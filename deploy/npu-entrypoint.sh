@@ -16,7 +16,7 @@ for env_script in "${ASCEND_TOOLKIT_HOME:-/usr/local/Ascend/ascend-toolkit/lates
   fi
 done
 
-# A worker that cannot open a device would still take tasks from queue `npu` and fail every one of
+# A worker that cannot open a device would still take tasks from its npu-<chip> queues and fail every one of
 # them; refusing to start makes the mistake visible where it was made (the compose devices list).
 if [[ "${ERFNET_NPU_SKIP_DEVICE_CHECK:-0}" != "1" ]]; then
   shopt -s nullglob

@@ -114,6 +114,13 @@ def cmd_environment(args) -> int:
     return 0
 
 
+def cmd_worker_queues(args) -> int:
+    from .fleet import worker_queues
+
+    print(",".join(worker_queues()))
+    return 0
+
+
 def cmd_demo(args) -> int:
     from .demo import run_demo
 
@@ -238,6 +245,11 @@ def _add_backend_commands(sub) -> None:
     p = sub.add_parser("environment", help="CANN version, NPU chips, driver and available backends of this host")
     p.add_argument("--format", choices=["json", "text"], default="text")
     p.set_defaults(handler=cmd_environment)
+
+    p = sub.add_parser("worker-queues", help="the comma-separated Celery queues this host's NPU worker consumes: "
+                                             "one per chip model npu-smi info lists (celery worker --queues "
+                                             "$(erfnet worker-queues))")
+    p.set_defaults(handler=cmd_worker_queues)
 
 
 def _is_database_error(exc: BaseException) -> bool:

@@ -17,7 +17,6 @@ import logging
 import os
 import re
 import shutil
-import socket
 from pathlib import Path
 
 from . import params as params_module
@@ -25,10 +24,12 @@ from .backends import all_backends, get_backend
 from .backends.environment import describe_toolchain
 from .errors import CompileFailed, ErfnetError, InferFailed, RegressionDetected
 from .fsutil import read_json, sha256_file, write_json_atomic
-from .records import (CellStatus, CompiledCell, CompileStatus, Environment, EvaluatedCell, InferredCell, Model,
-                      Params, PerfRow, PlannedCell, Prepared, RunStatus, is_result, run_status)
-from .settings import Settings, load_settings, resolve_under_roots
-from .targets import Target, expand_targets
+from .records import (CellStatus, CompiledCell, CompileStatus, Environment, EvaluatedCell, HostRecord,
+                      InferredCell, Model, Params, PerfRow, PlannedCell, Prepared, RunStatus, is_result, run_status)
+from .devices import devices_of_chip, hold_device
+from .fleet import check_configured, live_chips, queue_for
+from .settings import Settings, host_name, load_settings, resolve_under_roots
+from .targets import Target, expand_targets, parse_target
 
 log = logging.getLogger(__name__)
 
@@ -72,43 +73,87 @@ def backend_versions(targets: list[Target], cann_version: str | None) -> dict[st
     return versions
 
 
-def resolve_environment(raw_params: dict, run_id: str) -> Environment:
-    """Validate the form, detect the toolchain, plan the target x batch matrix, and fix the work folder."""
+def resolve_environment(raw_params: dict, run_id: str, broker_url: str | None = None) -> Environment:
+    """Validate the form, resolve the targets against the fleet, and fix the work folder (on any worker:
+    each chip's own CANN, driver and host come from its probe on that chip's queue)."""
     from .results.document import validate_run_id
 
     settings = load_settings()
     validate_run_id(run_id)  # it keys the results database: refused here, not at publish time
     params = validate_params(raw_params, settings)
-    ascend = describe_toolchain()
-    for note in ascend["notes"]:
-        log.info("environment: %s", note)
-    targets = expand_targets(params["targets"], aoe=params["aoe"], detected_chips=ascend["chips"])
-    if any(t.on_npu for t in targets) and not (ascend["cann_version"] or ascend["atc"]):
-        names = ", ".join(t.name for t in targets if t.on_npu)
-        raise ErfnetError(f"targets {names} need the Ascend CANN toolkit, which is not installed on this "
-                          f"worker (no atc on PATH, no version.cfg; source CANN's set_env.sh or set "
-                          f"ASCEND_TOOLKIT_HOME)")
-    if any(t.on_npu for t in targets) and not ascend["cann_version"]:
-        log.warning("atc is on PATH but no CANN version file was found: the run records CANN as unknown")
+    live = live_chips(broker_url)
+    targets = expand_targets(params["targets"], aoe=params["aoe"], detected_chips=fleet_chips(live))
+    chips = list(dict.fromkeys(t.chip for t in targets if t.on_npu))
+    check_configured(chips)
+    idle = [c for c in chips if live is not None and c not in live]
+    if idle:
+        raise ErfnetError(f"no live NPU worker consumes {', '.join(queue_for(c) for c in idle)}: start one on a "
+                          f"host with that card (its worker runs `celery worker --queues $(erfnet worker-queues)`)")
     work_dir = settings.runs_dir / _safe_name(run_id)
     work_dir.mkdir(parents=True, exist_ok=True)
     return {
-        "run_id": run_id,
-        "dag_id": DAG_ID,
-        "started_at": dt.datetime.now(dt.timezone.utc).isoformat(),
-        "params": params,
-        "cann_version": ascend["cann_version"],
-        "driver_version": ascend["driver_version"],
-        "host": socket.gethostname(),
-        "backends": backend_versions(targets, ascend["cann_version"]),
-        "weights_sha256": sha256_file(params["weights"]),
-        "targets": [t.as_dict() for t in targets],
-        "work_dir": str(work_dir),
+        "run_id": run_id, "dag_id": DAG_ID, "started_at": dt.datetime.now(dt.timezone.utc).isoformat(),
+        "params": params, "cann_version": None, "driver_version": None, "host": host_name(),
+        "backends": backend_versions(targets, None), "weights_sha256": sha256_file(params["weights"]),
+        "targets": [t.as_dict() for t in targets], "work_dir": str(work_dir), "npu_chips": chips,
     }
 
 
-def plan_cells(env: Environment, group: str) -> list[PlannedCell]:
-    """One group of the target x batch matrix: ``npu`` (atc), ``npu_aoe`` (AOE holds the device), ``host``."""
+def fleet_chips(live: list[str] | None) -> list[str]:
+    """What ``auto`` means: ``live``, every chip a live NPU worker of the fleet serves; outside Celery
+    (``airflow dags test``, the demo: ``live`` is None) the chips of this host."""
+    if live is not None:
+        return live
+    from .backends.ascend import detect_chips
+
+    try:
+        return list(dict.fromkeys(detect_chips()))
+    except ErfnetError as exc:  # a broken npu-smi does not stop a CPU-only run
+        log.info("environment: %s", exc)
+        return []
+
+
+def chips_to_probe(env: Environment, chip: str) -> list[str]:
+    """``[chip]`` when the run needs it, else ``[]`` (the DAG's probe of that chip is then skipped)."""
+    return [chip] if chip in env["npu_chips"] else []
+
+
+def probe_host(chip: str) -> HostRecord:
+    """On a worker of queue npu-<chip>: this host's CANN, driver and devices of ``chip``."""
+    from .backends.ascend import detect_chips
+
+    ascend = describe_toolchain()
+    for note in ascend["notes"]:
+        log.info("environment: %s", note)
+    if not (ascend["cann_version"] or ascend["atc"]):
+        raise ErfnetError(f"{host_name()} serves {queue_for(chip)} but has no Ascend CANN toolkit (no atc on "
+                          f"PATH, no version.cfg; source CANN's set_env.sh or set ASCEND_TOOLKIT_HOME)")
+    if not ascend["cann_version"]:
+        log.warning("atc is on PATH but no CANN version file was found: %s records CANN as unknown", host_name())
+    devices = devices_of_chip(chip, detect_chips())
+    if not devices:  # its cells are then recorded as device_open_failed: the run is incomplete, not lost
+        log.warning("%s serves %s but npu-smi info lists no %s: start its worker with --queues "
+                    "$(erfnet worker-queues)", host_name(), queue_for(chip), chip)
+    return {"chip": chip, "host": host_name(), "cann_version": ascend["cann_version"],
+            "driver_version": ascend["driver_version"], "devices": devices}
+
+
+def with_hosts(env: Environment, probes: list[list[HostRecord] | None]) -> Environment:
+    """The environment with each chip's probe; the run's CANN and driver list the fleet's versions."""
+    hosts = sorted((h for found in probes for h in (found or [])), key=lambda h: h["chip"])
+
+    def joined(key: str) -> str | None:
+        return ", ".join(sorted({h[key] or "unknown" for h in hosts})) or None
+
+    cann = joined("cann_version")
+    targets = [parse_target(t["name"]) for t in env["targets"]]
+    return {**env, "hosts": hosts, "cann_version": cann, "driver_version": joined("driver_version"),
+            "backends": backend_versions(targets, cann)}
+
+
+def plan_cells(env: Environment, group: str, chip: str | None = None) -> list[PlannedCell]:
+    """One group of the target x batch matrix: ``host``, or ``npu`` (atc) / ``npu_aoe`` (AOE holds a
+    device) of one ``chip``, whose work runs on that chip's queue."""
     def group_of(target: dict) -> str:
         if get_backend(target["backend"]).RUNS_ON == "host":
             return "host"
@@ -118,7 +163,7 @@ def plan_cells(env: Environment, group: str) -> list[PlannedCell]:
         raise ValueError(f"unknown cell group {group!r}")
     return [
         {**target, "target": target["name"], "batch_size": batch}
-        for target in env["targets"] if group_of(target) == group
+        for target in env["targets"] if group_of(target) == group and (group == "host" or target["chip"] == chip)
         for batch in env["params"]["batch_sizes"]
     ]
 
@@ -201,7 +246,8 @@ def previous_complete_run(url: str | None = None) -> dict | None:
 
 
 def unchanged_since_last_run(env: Environment, model: Model, prep: Prepared, url: str | None = None) -> str | None:
-    """The id of the last complete run with the same CANN, weights, dataset and matrix, or None.
+    """The id of the last complete run with the same weights, dataset and matrix, whose cells of each chip
+    ran on the CANN version that chip has now (``changed_chips``), or None.
 
     A results database that cannot be read gives None: the run measures (as a forced run does) and its
     results.json waits for `erfnet results import`; skipping needs proof that nothing changed."""
@@ -222,20 +268,45 @@ def unchanged_since_last_run(env: Environment, model: Model, prep: Prepared, url
     planned = sorted((t["name"], b) for t in env["targets"] for b in env["params"]["batch_sizes"])
     measured = sorted((c["target"], c["batch_size"]) for c in previous.get("perf", []))
     same = (all(is_result(c["status"]) for c in previous.get("perf", []))
-            and run.get("cann_version") == env["cann_version"]
             and run.get("weights_sha256") == env["weights_sha256"]
             and run.get("dataset_fingerprint") == prep["fingerprint"]
-            and planned == measured)
+            and planned == measured
+            and not changed_chips(env, previous))
     return run["id"] if same else None
+
+
+def changed_chips(env: Environment, previous: dict) -> list[str]:
+    """The chips whose CANN differs from their cells' in ``previous`` (each cell's own version, else, for
+    cells published before cells recorded one, its run's): a CANN upgrade on one host measures again."""
+    chip_of = {t["name"]: t["chip"] for t in env["targets"]}
+    was: dict[str, set] = {}
+    for cell in previous.get("perf", []):
+        chip = chip_of.get(cell["target"])
+        if chip:
+            was.setdefault(chip, set()).add(cell.get("cann_version") or previous["run"].get("cann_version"))
+    now = {h["chip"]: h["cann_version"] for h in env.get("hosts", [])}
+    return sorted(chip for chip in env["npu_chips"] if was.get(chip) != {now.get(chip)})
 
 
 # ------------------------------------------------------------------------------ 3.2 compilation
 
-def cache_key(model: Model, env: Environment, cell: PlannedCell) -> str:
+def cache_key(model: Model, cann_version: str | None, cell: PlannedCell) -> str:
     flags = {"aoe": cell["aoe"], "output_type": "FP16", "format": CACHE_FORMAT}
-    text = "\n".join(map(str, [model["sha256"], env.get("cann_version"), cell["backend"],
+    text = "\n".join(map(str, [model["sha256"], cann_version, cell["backend"],
                                cell.get("chip") or cell["device"], cell["batch_size"], sorted(flags.items())]))
     return hashlib.sha256(text.encode()).hexdigest()[:24]
+
+
+def _local_cann(backend) -> str | None:
+    """The CANN version of the host compiling or measuring an NPU cell (hosts are upgraded one by one)."""
+    if backend.RUNS_ON != "npu":
+        return None
+    from .backends.ascend import detect_cann_version
+
+    try:
+        return detect_cann_version()
+    except ErfnetError:
+        return None
 
 
 def compile_cell(cell: PlannedCell, model: Model, env: Environment) -> CompiledCell:
@@ -244,26 +315,40 @@ def compile_cell(cell: PlannedCell, model: Model, env: Environment) -> CompiledC
     if not backend.BUILDS_ARTIFACT:  # e.g. PyTorch runs the checkpoint itself: nothing to build
         return {**cell, "model_path": env["params"]["weights"], "sha256": env["weights_sha256"],
                 "seconds": 0.0, "cache_hit": False, "status": CellStatus.OK.value, "error": None}
-    cache_dir = load_settings().compile_cache / cache_key(model, env, cell)
+    cann = _local_cann(backend)
+    where = {"compile_host": host_name(), "compile_cann_version": cann} if backend.RUNS_ON == "npu" else {}
+    cache_dir = load_settings().compile_cache / cache_key(model, cann, cell)
     record = _verified_record(cache_dir / "compiled.json", "model_path", "a compile cache record")
     if record is not None:
-        return {**cell, **record, "seconds": 0.0, "cache_hit": True, "status": CellStatus.OK.value, "error": None}
-    chip = cell.get("chip") or cell["device"]
-    staging = cache_dir.with_name(cache_dir.name + ".building")
-    shutil.rmtree(staging, ignore_errors=True)
+        return {**cell, **record, **where, "seconds": 0.0, "cache_hit": True, "status": CellStatus.OK.value,
+                "error": None}
     try:
-        result = backend.compile(model["path"], staging, chip=chip, batch_size=cell["batch_size"], aoe=cell["aoe"])
-    except CompileFailed as exc:
+        result = _build(backend, cell, model, cache_dir)
+    except (CompileFailed, InferFailed) as exc:  # InferFailed: AOE found no device of its chip
         log.error("compile failed for %s at batch %s: %s", cell["target"], cell["batch_size"], exc)
-        return {**cell, "model_path": None, "sha256": None, "seconds": None, "cache_hit": False,
+        return {**cell, **where, "model_path": None, "sha256": None, "seconds": None, "cache_hit": False,
                 "status": CellStatus.COMPILE_FAILED.value, "error": str(exc)}
-    shutil.rmtree(cache_dir, ignore_errors=True)
-    os.replace(staging, cache_dir)  # the cache entry appears whole or not at all
     record = {"model_path": str(cache_dir / Path(result.path).name),
               "sha256": sha256_file(cache_dir / Path(result.path).name)}
     write_json_atomic(cache_dir / "compiled.json", record)
-    return {**cell, **record, "seconds": round(result.seconds, 3), "cache_hit": False, "status": CellStatus.OK.value,
-            "error": None}
+    return {**cell, **record, **where, "seconds": round(result.seconds, 3), "cache_hit": False,
+            "status": CellStatus.OK.value, "error": None}
+
+
+def _build(backend, cell: PlannedCell, model: Model, cache_dir: Path):
+    """Compile into a staging folder renamed into the cache; AOE tunes on a leased device of its chip."""
+    chip = cell.get("chip") or cell["device"]
+    staging = cache_dir.with_name(cache_dir.name + ".building")
+    shutil.rmtree(staging, ignore_errors=True)
+    if cell["aoe"]:
+        with hold_device(cell, backend) as device:
+            result = backend.compile(model["path"], staging, chip=chip, batch_size=cell["batch_size"], aoe=True,
+                                     device=device)
+    else:
+        result = backend.compile(model["path"], staging, chip=chip, batch_size=cell["batch_size"], aoe=False)
+    shutil.rmtree(cache_dir, ignore_errors=True)
+    os.replace(staging, cache_dir)  # the cache entry appears whole or not at all
+    return result
 
 
 # ---------------------------------------------------------------------------------- 5 inference
@@ -287,21 +372,39 @@ def remove_unfinished_outputs(out_dir: Path) -> int:
 
 
 def infer_cell(cell: CompiledCell, prep: Prepared, env: Environment) -> InferredCell:
-    """Run one compiled cell over the preprocessed set; a device failure is recorded with its own status
-    (oom is a result; model_load_failed, device_open_failed and infer_failed make the run incomplete)."""
+    """Run one compiled cell over the preprocessed set on a device it holds alone; a device failure is
+    recorded with its own status (oom is a result; model_load_failed, device_open_failed and infer_failed
+    make the run incomplete). The cell records where it ran: host, device, CANN and driver."""
     if cell["status"] != CellStatus.OK:
         return {**cell, "summary": None}
     out_dir = Path(env["work_dir"]) / "outputs" / cell_dir_name(cell)
     remove_unfinished_outputs(out_dir)
     backend = get_backend(cell["backend"])
+    where = {"host": host_name(), "device": None, "cann_version": _local_cann(backend),
+             "driver_version": _local_driver(backend)}
     try:
-        result = backend.infer(cell["model_path"], prep["prep_dir"], out_dir, batch_size=cell["batch_size"],
-                               device=backend.device_for(cell))
+        with hold_device(cell, backend) as device:
+            where["device"] = None if device is None else str(device)
+            log.info("%s batch %s on %s device %s", cell["target"], cell["batch_size"], where["host"], device)
+            result = backend.infer(cell["model_path"], prep["prep_dir"], out_dir, batch_size=cell["batch_size"],
+                                   device=device)
     except InferFailed as exc:
         log.error("inference failed for %s at batch %s (%s): %s", cell["target"], cell["batch_size"], exc.status, exc)
-        return {**cell, "summary": None, "status": CellStatus(exc.status).value, "error": f"{exc.status}: {exc}"}
-    return {**cell, "summary": str(result.summary_path), "throughput_fps": result.throughput_fps,
+        return {**cell, **where, "summary": None, "status": CellStatus(exc.status).value,
+                "error": f"{exc.status}: {exc}"}
+    return {**cell, **where, "summary": str(result.summary_path), "throughput_fps": result.throughput_fps,
             "compute_ms": result.compute_ms, "h2d_ms": result.h2d_ms, "d2h_ms": result.d2h_ms}
+
+
+def _local_driver(backend) -> str | None:
+    if backend.RUNS_ON != "npu":
+        return None
+    from .backends.ascend import detect_driver_version
+
+    try:
+        return detect_driver_version()
+    except ErfnetError:
+        return None
 
 
 # --------------------------------------------------------------------------------- 6 evaluation
@@ -329,6 +432,8 @@ def perf_row(cell: InferredCell) -> PerfRow:
         "compute_median_ms": compute.get("median"), "compute_p99_ms": compute.get("percentile(99%)"),
         "h2d_mean_ms": (cell.get("h2d_ms") or {}).get("mean"), "d2h_mean_ms": (cell.get("d2h_ms") or {}).get("mean"),
         "status": cell["status"], "error": cell.get("error"),
+        "host": cell.get("host"), "device": cell.get("device"), "cann_version": cell.get("cann_version"),
+        "driver_version": cell.get("driver_version"),
     }
 
 
@@ -361,7 +466,8 @@ def build_run_document(env: Environment, model: Model, prep: Prepared, cells: li
         },
         "compiled": [
             {k: c.get(k) for k in ("target", "batch_size", "backend", "chip", "seconds", "cache_hit", "error")}
-            | {"path": c.get("model_path"), "sha256": c.get("sha256"), "status": _compile_status(c).value}
+            | {"path": c.get("model_path"), "sha256": c.get("sha256"), "status": _compile_status(c).value,
+               "host": c.get("compile_host"), "cann_version": c.get("compile_cann_version")}
             for c in cells
         ],
         "accuracy": [

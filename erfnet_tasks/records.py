@@ -81,18 +81,29 @@ class TargetRecord(TypedDict):
     aoe: bool
 
 
+class HostRecord(TypedDict):
+    """What an NPU worker's probe found: its name, CANN, driver and devices, for one chip it serves."""
+    chip: str
+    host: str
+    cann_version: str | None
+    driver_version: str | None
+    devices: list[int]            # the ids of this chip's devices on that host
+
+
 class Environment(TypedDict):
     run_id: str
     dag_id: str
     started_at: str
     params: Params
-    cann_version: str | None
+    cann_version: str | None      # the fleet's CANN versions, comma-separated (each cell records its own)
     driver_version: str | None
-    host: str
+    host: str                     # where the run was planned (the central worker)
     backends: dict[str, str]
     weights_sha256: str
     targets: list[TargetRecord]
     work_dir: str
+    npu_chips: list[str]          # the chips the run's NPU targets need, each on its queue npu-<chip>
+    hosts: NotRequired[list[HostRecord]]  # one per chip, from that chip's probe
 
 
 class Model(TypedDict):
@@ -127,10 +138,16 @@ class CompiledCell(PlannedCell):
     cache_hit: bool
     status: CellStatus
     error: str | None
+    compile_host: NotRequired[str]             # the worker that compiled it (NPU cells)
+    compile_cann_version: NotRequired[str | None]
 
 
 class InferredCell(CompiledCell):
     summary: str | None
+    host: NotRequired[str]                     # where it ran: worker, device id, its CANN and driver
+    device: NotRequired[str | None]
+    cann_version: NotRequired[str | None]
+    driver_version: NotRequired[str | None]
     throughput_fps: NotRequired[float]
     compute_ms: NotRequired[dict]
     h2d_ms: NotRequired[dict]
@@ -155,3 +172,7 @@ class PerfRow(TypedDict):
     d2h_mean_ms: float | None
     status: CellStatus
     error: str | None
+    host: str | None
+    device: str | None
+    cann_version: str | None
+    driver_version: str | None

@@ -8,7 +8,14 @@
   (comma-separated), ERFNET_REFERENCE_MIOU: the trigger form's defaults, which scheduled runs use too
   (``make airflow`` points them at the demo's synthetic data and random weights).
 - ERFNET_RESULTS_DB_URL: the results database (else Airflow's connection, else SQLite; results/db.py).
-- ERFNET_NPU_QUEUE: the NPU worker's Celery queue (default ``npu``); npu_queues() lists every NPU queue.
+- ERFNET_NPU_QUEUE: the prefix of the NPU workers' Celery queues, one per chip: ``<prefix>-<chip>``
+  (default ``npu``, so ``npu-Ascend310P3``).
+- ERFNET_NPU_CHIPS (comma-separated): the chips the DAG has NPU tasks for, read when the DAG is parsed
+  (a task's queue is fixed then). Default: the guide's ``Ascend310,Ascend310P3``.
+- ERFNET_WORKER_HOSTNAME: the name a worker records for the cells it runs (default: the host name;
+  deploy/local_cluster.py names each simulated host with it).
+- ERFNET_DEVICE_LOCK_DIR: the host-local folder of the NPU device lease files (default
+  ``<tmp>/erfnet-npu-devices``); every worker process of one host must see the same folder.
 - ERFNET_ORT_THREADS: ONNX Runtime's intra-op threads (0, the default: one per physical core).
 - ERFNET_AIS_BENCH_PYTHON: the interpreter that runs ``-m ais_bench`` (default: this one).
 - ERFNET_NOTIFY: Airflow connection ids (comma-separated) that receive notifications; empty: none.
@@ -20,6 +27,8 @@ from __future__ import annotations
 
 import os
 import re
+import socket
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -99,6 +108,27 @@ def npu_queue() -> str:
     return _env("ERFNET_NPU_QUEUE") or "npu"
 
 
+DEFAULT_NPU_CHIPS = ("Ascend310", "Ascend310P3")
+
+
+def npu_chips() -> list[str]:
+    text = _env("ERFNET_NPU_CHIPS")
+    chips = [c.strip() for c in text.split(",") if c.strip()] if text else list(DEFAULT_NPU_CHIPS)
+    bad = [c for c in chips if not re.fullmatch(r"Ascend[0-9A-Za-z]+", c)]
+    if bad:
+        raise ErfnetError(f"ERFNET_NPU_CHIPS must list chips such as Ascend310P3, got {bad[0]!r}")
+    return list(dict.fromkeys(chips))
+
+
+def host_name() -> str:
+    return _env("ERFNET_WORKER_HOSTNAME") or socket.gethostname()
+
+
+def device_lock_dir() -> Path:
+    explicit = _env("ERFNET_DEVICE_LOCK_DIR")
+    return Path(explicit) if explicit else Path(tempfile.gettempdir()) / "erfnet-npu-devices"
+
+
 def ort_threads() -> int:
     text = _env("ERFNET_ORT_THREADS") or "0"
     if not text.isdigit():
@@ -170,21 +200,6 @@ def notify_summary() -> str:
     if mode not in SUMMARY_MODES:
         raise ErfnetError(f"ERFNET_NOTIFY_SUMMARY must be one of {', '.join(SUMMARY_MODES)}, got {mode!r}")
     return mode
-
-
-# ------------------------------------------------------------------------------- NPU queues
-
-def npu_queue() -> str:
-    """ERFNET_NPU_QUEUE: the Celery queue of the NPU worker (default ``npu``)."""
-    return os.environ.get("ERFNET_NPU_QUEUE", "").strip() or "npu"
-
-
-def npu_queues() -> list[str]:
-    """Every queue that reaches an NPU host: where the CANN version probe runs.
-
-    One queue today; the fleet (one queue per chip, ``npu-<chip>``) changes only this function.
-    """
-    return [npu_queue()]
 
 
 def cann_probe_minutes() -> int:

@@ -111,17 +111,20 @@ def test_dagbag_structure_queues_pools_params_schedule(dag):
     from airflow.sdk.definitions.mappedoperator import MappedOperator
 
     tasks = {t.task_id: t for t in dag.tasks}
-    assert {"resolve_environment", "export_onnx", "fix_bn", "preprocess", "changed_since_last_run",
-            "compile_on_npu", "compile_with_aoe", "compile_on_host", "infer_on_npu", "infer_on_host",
+    assert {"resolve_environment", "with_hosts", "export_onnx", "fix_bn", "preprocess", "changed_since_last_run",
+            "compile_Ascend310", "compile_aoe_Ascend310P3", "compile_on_host", "infer_Ascend310P3", "infer_on_host",
             "evaluate", "collect_perf", "publish_results", "regression_gate"} <= set(tasks)
-    for mapped in ("compile_on_npu", "compile_with_aoe", "compile_on_host", "infer_on_npu", "infer_on_host",
-                   "evaluate"):
+    for mapped in ("probe_Ascend310", "compile_Ascend310", "compile_aoe_Ascend310P3", "compile_on_host",
+                   "infer_Ascend310P3", "infer_on_host", "evaluate"):
         assert isinstance(tasks[mapped], MappedOperator), mapped
-    # Device work on the NPU worker's queue, holding a device slot where it measures or tunes.
-    assert {t.task_id for t in dag.tasks if t.queue == "npu"} == {
-        "resolve_environment", "compile_on_npu", "compile_with_aoe", "infer_on_npu"}
-    assert {t.task_id for t in dag.tasks if t.pool == "npu_devices"} == {"compile_with_aoe", "infer_on_npu"}
-    assert all(t.queue == "default" for t in dag.tasks if t.task_id.endswith("_host"))
+    # Each chip's device work on its own queue (ERFNET_NPU_CHIPS, by default the guide's two chips),
+    # holding a device slot where it measures or tunes; nothing else leaves the default queue.
+    for chip in ("Ascend310", "Ascend310P3"):
+        assert {t.task_id for t in dag.tasks if t.queue == f"npu-{chip}"} == {
+            f"probe_{chip}", f"compile_{chip}", f"compile_aoe_{chip}", f"infer_{chip}"}
+    assert {t.task_id for t in dag.tasks if t.pool == "npu_devices"} == {
+        "compile_aoe_Ascend310", "infer_Ascend310", "compile_aoe_Ascend310P3", "infer_Ascend310P3"}
+    assert all(t.queue == "default" for t in dag.tasks if not t.queue.startswith("npu-"))
     # Export and preprocessing run side by side after resolving the environment.
     assert tasks["preprocess"].upstream_task_ids == {"resolve_environment"}
     assert tasks["export_onnx"].upstream_task_ids == {"resolve_environment"}
@@ -137,7 +140,7 @@ def test_dagbag_structure_queues_pools_params_schedule(dag):
     assert params["aoe"] is False and params["force"] is False
     assert {"weights", "dataset_root", "targets", "image_limit"} <= set(params)
     assert tasks["regression_gate"].retries == 0
-    assert tasks["infer_on_npu"].retries == 2
+    assert tasks["infer_Ascend310"].retries == 2
     assert any(o.name == "erfnet_results" for o in tasks["publish_results"].outlets)
 
 
@@ -246,8 +249,9 @@ def test_ascend_standins_two_chips_one_cell_out_of_memory_then_nightly_and_cann_
 
 def test_a_cell_whose_model_never_loads_makes_the_run_incomplete_and_the_next_nightly_runs(
         airflow_home, dataset_and_weights, pg_url, tmp_path):
-    """Issue 13: model_load_failed is an infrastructure failure, not a result. The stand-in device is a
-    310P3, so the Ascend310 om compiles but cannot load on it."""
+    """Issue 13: a cell that never reaches a device is an infrastructure failure, not a result. The host
+    has only a 310P3, so the Ascend310 om compiles but no device of its chip can be leased (issue 16:
+    with routing by chip this is a worker consuming a queue of a chip it lacks)."""
     data = dataset_and_weights
     _toolkit, standins = ascend_standins(tmp_path, pg_url, "Ascend310P3")
     conf = {"weights": str(data / "erfnet_random_untrained.pth"), "dataset_root": str(data / "cityscapes"),
@@ -261,9 +265,9 @@ def test_a_cell_whose_model_never_loads_makes_the_run_incomplete_and_the_next_ni
     doc = run_document(pg_url, first)
     assert doc["run"]["status"] == "incomplete"
     cells = {c["target"]: c for c in doc["perf"]}
-    assert cells["Ascend310"]["status"] == "model_load_failed" and cells["Ascend310P3"]["status"] == "ok"
+    assert cells["Ascend310"]["status"] == "device_open_failed" and cells["Ascend310P3"]["status"] == "ok"
     assert [(f["rule"], f["target"]) for f in doc["findings"]] == [("cell_not_measured", "Ascend310")]
-    assert "load model from file failed" in doc["findings"][0]["message"]
+    assert "has no Ascend310 device" in doc["findings"][0]["message"]
 
     # Nothing changed, but the last run was incomplete: the nightly measures again instead of skipping.
     second = run_dag(airflow_home, data, conf, **standins)

@@ -114,12 +114,18 @@ def test_start_order_waits_for_healthy_backends_and_a_finished_init(resolved):
         assert services[worker]["depends_on"]["airflow-apiserver"]["condition"] == "service_healthy"
 
 
-def test_cpu_worker_takes_the_default_queue_and_npu_worker_only_queue_npu(resolved):
+def test_cpu_worker_takes_the_default_queue_and_npu_worker_the_queues_of_its_chips(resolved):
     services = resolved["services"]
     assert _queues(services["airflow-worker"]) == ["default"]
-    assert _queues(services["airflow-worker-npu"]) == ["npu"]
+    # The NPU worker's queues are npu-<chip> for the chips its host has, read by `erfnet worker-queues`
+    # in its own shell (tests/test_cluster.py runs this line for two simulated hosts).
+    argv = _command(services["airflow-worker-npu"])
+    assert argv[:2] == ["bash", "-c"], argv
+    assert argv[2].replace("$$", "$").startswith(  # `config` writes compose's escaped $$ back
+        'queues=$(erfnet worker-queues) && exec airflow celery worker --queues "$queues" ')
     workers_on_npu = [name for name, s in services.items()
-                      if _command(s)[:2] == ["celery", "worker"] and "npu" in _queues(s)]
+                      if "worker-queues" in " ".join(_command(s)) or
+                      (_command(s)[:2] == ["celery", "worker"] and any(q.startswith("npu") for q in _queues(s)))]
     assert workers_on_npu == ["airflow-worker-npu"]
 
 

@@ -85,7 +85,9 @@ def test_targets_map_to_backends_and_aoe_adds_a_column_per_chip():
 def test_plan_splits_the_matrix_by_where_it_runs():
     env = {"targets": [t.as_dict() for t in expand_targets(["Ascend310", "cpu"], aoe=True, detected_chips=[])],
            "params": {"batch_sizes": [1, 64]}}
-    groups = {g: [(c["target"], c["batch_size"]) for c in pipeline.plan_cells(env, g)] for g in ("npu", "npu_aoe", "host")}
+    groups = {g: [(c["target"], c["batch_size"]) for c in pipeline.plan_cells(env, g, "Ascend310")]
+              for g in ("npu", "npu_aoe", "host")}
+    assert [c["target"] for c in pipeline.plan_cells(env, "npu", "Ascend310P3")] == []  # another chip's group
     assert groups == {"npu": [("Ascend310", 1), ("Ascend310", 64)],
                       "npu_aoe": [("Ascend310+AOE", 1), ("Ascend310+AOE", 64)],
                       "host": [("cpu", 1), ("cpu", 64)]}
@@ -102,9 +104,9 @@ def test_compile_cache_is_keyed_by_content_and_reused(data_root, fixed_onnx):
     assert first["status"] == "ok" and not first["cache_hit"]
     assert second["cache_hit"] and second["model_path"] == first["model_path"]
     assert second["sha256"] == sha256_file(first["model_path"])
-    other_cann = pipeline.cache_key(model, {**env, "cann_version": "8.0.RC3"}, cell)
-    assert other_cann != pipeline.cache_key(model, env, cell)
-    assert pipeline.cache_key(model, env, {**cell, "batch_size": 4}) != pipeline.cache_key(model, env, cell)
+    # Keyed by the CANN version of the host that compiles (a fleet's hosts are upgraded one at a time).
+    assert pipeline.cache_key(model, "8.0.RC3", cell) != pipeline.cache_key(model, "8.0.0", cell)
+    assert pipeline.cache_key(model, None, {**cell, "batch_size": 4}) != pipeline.cache_key(model, None, cell)
 
 
 def test_a_refused_compile_is_a_recorded_cell_not_a_crash(data_root, tmp_path, monkeypatch):
@@ -162,7 +164,11 @@ def _env_and_cells():
     env = {"run_id": "manual__2", "dag_id": pipeline.DAG_ID, "started_at": "2026-11-26T00:00:00+00:00",
            "params": {"force": False, "batch_sizes": [1], "reference_miou": 0.0, "tolerance": 1.0},
            "cann_version": "8.0.0", "driver_version": None, "host": "h", "backends": {},
-           "weights_sha256": "w", "targets": [{"name": "Ascend310"}, {"name": "Ascend310P3"}]}
+           "weights_sha256": "w", "targets": [{"name": "Ascend310", "chip": "Ascend310"},
+                                              {"name": "Ascend310P3", "chip": "Ascend310P3"}],
+           "npu_chips": ["Ascend310", "Ascend310P3"],
+           "hosts": [{"chip": c, "host": "h", "cann_version": "8.0.0", "driver_version": None, "devices": [0]}
+                     for c in ("Ascend310", "Ascend310P3")]}
     ok = {"target": "Ascend310P3", "batch_size": 1, "backend": "ascend", "chip": "Ascend310P3", "status": "ok",
           "miou": 0.5, "per_class": [0.5] * 19, "images": 1, "throughput_fps": 10.0,
           "compute_ms": {"mean": 100.0}, "error": None}
@@ -201,6 +207,62 @@ def test_incomplete_run_fails_the_gate_with_the_reason_and_never_makes_the_night
                                                     pipeline.collect_perf([ok, oom])), sqlite_url)
     assert pipeline.regression_gate(later["run_id"], later["params"], sqlite_url) == []
     assert pipeline.unchanged_since_last_run(env, {"sha256": "m"}, prep, sqlite_url) == "manual__3"
+
+
+def test_the_nightly_skip_and_the_gate_compare_each_chip_with_its_own_cann(sqlite_url):
+    """Issue 16: a fleet's hosts are upgraded one at a time; each cell records its own CANN."""
+    from erfnet_tasks.results import db, publish, queries
+
+    env, ok310p, ok310 = _env_and_cells()
+    ok310 = {**ok310, "status": "ok", "error": None, "miou": 0.5}
+    prep = {"fingerprint": "f", "images": 1, "synthetic": True}
+    cells = [{**ok310, "host": "host-b", "device": "0", "cann_version": "8.0.0"},
+             {**ok310p, "host": "host-a", "device": "1", "cann_version": "8.0.0"}]
+    publish.publish_run(pipeline.build_run_document(env, {"sha256": "m"}, prep, cells,
+                                                    pipeline.collect_perf(cells)), sqlite_url)
+    assert pipeline.unchanged_since_last_run(env, {"sha256": "m"}, prep, sqlite_url) == "manual__2"
+    # Host B (the 310) upgraded alone: that chip changed, so the nightly measures.
+    upgraded = {**env, "hosts": [{**h, "cann_version": "8.1.RC1"} if h["chip"] == "Ascend310" else h
+                                 for h in env["hosts"]]}
+    with db.session_scope(sqlite_url) as session:
+        previous = queries.run_document(session, "manual__2")
+    assert pipeline.changed_chips(upgraded, previous) == ["Ascend310"]
+    assert pipeline.unchanged_since_last_run(upgraded, {"sha256": "m"}, prep, sqlite_url) is None
+    # Its cells are 20% slower on the new CANN; the 310P3's, on the same CANN, have no baseline at all.
+    later = {**upgraded, "run_id": "manual__3", "started_at": "2026-11-27T00:00:00+00:00"}
+    slower = [{**cells[0], "cann_version": "8.1.RC1", "throughput_fps": 8.0}, {**cells[1], "throughput_fps": 5.0}]
+    publish.publish_run(pipeline.build_run_document(later, {"sha256": "m"}, prep, slower,
+                                                    pipeline.collect_perf(slower)), sqlite_url)
+    findings = pipeline.regression_findings("manual__3", later["params"], sqlite_url)
+    assert [(f["rule"], f["target"], f["baseline_run_id"]) for f in findings] == [
+        ("throughput_drop", "Ascend310", "manual__2")]
+    assert "now CANN 8.1.RC1" in findings[0]["message"]
+    with db.session_scope(sqlite_url) as session:
+        doc = queries.run_document(session, "manual__3")
+    assert [(c["target"], c["host"], c["device"], c["cann_version"]) for c in doc["perf"]] == [
+        ("Ascend310", "host-b", "0", "8.1.RC1"), ("Ascend310P3", "host-a", "1", "8.0.0")]
+
+
+
+def test_results_show_says_where_each_cell_ran(sqlite_url, capsys):
+    from erfnet_tasks.cli import main
+    from erfnet_tasks.results import publish
+
+    env, ok310p, ok310 = _env_and_cells()
+    ok310 = {**ok310, "status": "ok", "error": None, "miou": 0.5}
+    cells = [{**ok310, "host": "host-b", "device": "0", "cann_version": "8.1.RC1", "driver_version": "23.0.3",
+              "compile_host": "host-b", "compile_cann_version": "8.1.RC1"},
+             {**ok310p, "host": "host-a", "device": "1", "cann_version": "8.0.0", "driver_version": "22.0.2",
+              "compile_host": "host-a", "compile_cann_version": "8.0.0"}]
+    doc = pipeline.build_run_document(env, {"sha256": "m"}, {"fingerprint": "f", "images": 1, "synthetic": True},
+                                      cells, pipeline.collect_perf(cells))
+    publish.publish_run(doc, sqlite_url)
+    assert main(["results", "--db", sqlite_url, "show", "--run", env["run_id"]]) == 0
+    out = capsys.readouterr().out
+    assert "covered (chip, host, CANN): Ascend310 on host-b, CANN 8.1.RC1; Ascend310P3 on host-a, CANN 8.0.0" in out
+    rows = [line.split() for line in out.split("Where each cell ran", 1)[1].splitlines() if line.startswith("Ascend")]
+    assert rows[:2] == [["Ascend310", "1", "host-b", "host-b", "0", "8.1.RC1", "23.0.3", "ok"],
+                        ["Ascend310P3", "1", "host-a", "host-a", "1", "8.0.0", "22.0.2", "ok"]]
 
 
 def test_an_imported_complete_run_with_an_unmeasured_cell_is_stored_incomplete(sqlite_url):

@@ -39,9 +39,14 @@ def make_doc(run_id: str, started_at: str, cann: str | None, cells, status: str 
 
 
 def canonical(doc: dict) -> dict:
-    """``doc`` with its cells in (target, batch) order, the order stored documents come back in."""
+    """``doc`` with its cells in (target, batch) order, the order stored documents come back in, and the
+    per-cell environment fields a document may leave out (issue 16) present as None, as they come back."""
+    from erfnet_tasks.results.document import COMPILED_FIELDS, PERF_FIELDS
+
     key = lambda cell: (cell["target"], cell["batch_size"])
-    return {name: sorted(value, key=key) if isinstance(value, list) else value for name, value in doc.items()}
+    fields = {"compiled": COMPILED_FIELDS, "perf": PERF_FIELDS}
+    return {name: sorted(({**dict.fromkeys(fields.get(name, ())), **c} for c in value), key=key)
+            if isinstance(value, list) else value for name, value in doc.items()}
 
 
 def _stored(url: str, ref: str) -> dict:

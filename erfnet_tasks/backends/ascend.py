@@ -73,7 +73,8 @@ def _tool(name: str) -> str:
 
 
 def device_for(target) -> int:
-    """Device 0 of the worker: the DAG's ``npu_devices`` pool admits one cell per device."""
+    """Device 0: what a caller without a lease gets (the CLI); the pipeline leases a device of the cell's
+    chip instead (erfnet_tasks/devices.py)."""
     return 0
 
 
@@ -88,11 +89,13 @@ def atc_argv(onnx_path, output_base, *, chip: str, batch_size: int) -> list[str]
     ]
 
 
-def aoe_argv(onnx_path, output_base, *, batch_size: int, job_type: int) -> list[str]:
-    """AOE as the interface document gives it: job_type 1 tunes subgraphs, 2 operators."""
+def aoe_argv(onnx_path, output_base, *, batch_size: int, job_type: int, device=None) -> list[str]:
+    """AOE as the interface document gives it: job_type 1 tunes subgraphs, 2 operators; on ``--device``
+    (it tunes on the device: the pipeline passes the one it leased, of the cell's chip)."""
     return [
         "aoe", "--framework=5", f"--model={onnx_path}", f"--job_type={job_type}", f"--output={output_base}",
         "--input_format=NCHW", f"--input_shape={INPUT_NAME}:{batch_size},{','.join(map(str, INPUT_CHW))}",
+        *([f"--device={_check_device(device)}"] if device is not None else []),
     ]
 
 
@@ -120,7 +123,7 @@ def _compile_failure(tool: str, proc: subprocess.CompletedProcess, log_path: Pat
     return CompileFailed(f"{message}; log: {log_path}", code=code, log_path=log_path)
 
 
-def compile(onnx_path, out_dir, *, chip: str, batch_size: int, aoe: bool = False) -> CompileResult:
+def compile(onnx_path, out_dir, *, chip: str, batch_size: int, aoe: bool = False, device=None) -> CompileResult:
     """``atc`` (or AOE subgraph then operator tuning) -> ``OUT_DIR/ErfNet_bs{N}[_aoe].om``; the tool's
     output is kept in ``<om>.log`` beside it."""
     check_chip(chip)
@@ -135,7 +138,7 @@ def compile(onnx_path, out_dir, *, chip: str, batch_size: int, aoe: bool = False
     om.unlink(missing_ok=True)  # a stale om must never pass for the result of a failed run
     started = time.perf_counter()
     if aoe:
-        steps = [("aoe", aoe_argv(src, base, batch_size=batch_size, job_type=job)) for job in (1, 2)]
+        steps = [("aoe", aoe_argv(src, base, batch_size=batch_size, job_type=job, device=device)) for job in (1, 2)]
     else:
         steps = [("atc", atc_argv(src, base, chip=chip, batch_size=batch_size))]
     for tool, argv in steps:

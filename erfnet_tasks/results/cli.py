@@ -127,6 +127,7 @@ def cmd_show(args) -> int:
                  f"\nAccuracy (mIoU %, reference {reference * 100:.2f}, "
                  f"tolerance {tolerance * 100:.2f} points)", tables.render_text(accuracy),
                  "\nPerformance (fps)", tables.render_text(perf)]
+        parts += ["\nWhere each cell ran", tables.render_text(tables.environment_table(doc))]
         if doc["findings"]:
             parts += ["\nRegression findings", tables.render_text(tables.findings_table(doc["findings"]))]
         print("\n".join(parts))
@@ -140,9 +141,13 @@ def _run_heading(doc: dict) -> str:
              f"CANN {run.get('cann_version') or 'n/a'}, driver {run.get('driver_version') or 'n/a'}, "
              f"host {run.get('host') or 'n/a'}, backends: {backends}",
              f"images {run.get('images') if run.get('images') is not None else 'n/a'}"]
+    from .tables import fleet_summary, printable
+
+    covered = fleet_summary(doc)
+    if covered:
+        lines.append("covered (chip, host, CANN): " + "; ".join(f"{c} on {h}, CANN {v}" for c, h, v in covered))
     if run.get("synthetic"):
         lines.append("SYNTHETIC data and/or randomly initialised weights: these figures mean nothing about ERFNet")
-    from .tables import printable
 
     return "\n".join(printable(line) for line in lines)  # stored fields may hold escape sequences
 

@@ -20,10 +20,12 @@ RUN_FIELDS = ("id", "dag_id", "started_at", "finished_at", "status", "params", "
               "driver_version", "host", "backends", "model_sha256", "weights_sha256",
               "dataset_fingerprint", "images", "synthetic", "class_names")
 COMPILED_FIELDS = ("target", "batch_size", "backend", "chip", "path", "sha256", "seconds", "cache_hit",
-                   "status", "error")
+                   "status", "error", "host", "cann_version")
 ACCURACY_FIELDS = ("target", "batch_size", "images", "miou", "per_class")
 PERF_FIELDS = ("target", "batch_size", "throughput_fps", "compute_min_ms", "compute_mean_ms",
-               "compute_median_ms", "compute_p99_ms", "h2d_mean_ms", "d2h_mean_ms", "status", "error")
+               "compute_median_ms", "compute_p99_ms", "h2d_mean_ms", "d2h_mean_ms", "status", "error",
+               "host", "device", "cann_version", "driver_version")
+CELL_ENVIRONMENT = ("host", "device", "cann_version", "driver_version")  # where a perf cell was measured
 FINDING_FIELDS = ("rule", "target", "batch_size", "message", "value", "threshold", "baseline_run_id")
 # Documents written before runs stored their class names all measured Cityscapes: readers name their
 # per-class columns with this frozen copy of its 19 trainId names (a test keeps it equal to the dataset's).
@@ -200,6 +202,9 @@ def _check_perf(cell: dict, where: str) -> None:
     cell["status"] = _choice(cell["status"] or CellStatus.OK, PERF_STATUSES, f"{where}.status")
     for name in PERF_FIELDS[2:9]:
         cell[name] = _optional_float(cell[name], f"{where}.{name}")
+    for name in CELL_ENVIRONMENT:
+        if cell[name] is not None:
+            cell[name] = str(cell[name])  # a device id may arrive as a number
 
 
 def _findings(doc: dict) -> list[dict]:

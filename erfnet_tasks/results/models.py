@@ -22,6 +22,7 @@ BACKEND_MAX = 50
 STATUS_MAX = 20
 VERSION_MAX = 100
 HOST_MAX = 255
+DEVICE_MAX = 50
 SHA256_MAX = 64
 FINGERPRINT_MAX = 255
 RULE_MAX = 50
@@ -89,6 +90,8 @@ class CompiledModel(_RunCell, Base):
     cache_hit: Mapped[bool | None] = mapped_column(sa.Boolean)
     status: Mapped[str] = mapped_column(sa.String(STATUS_MAX), nullable=False)
     error: Mapped[str | None] = mapped_column(sa.Text)
+    host: Mapped[str | None] = mapped_column(sa.String(HOST_MAX))  # where it was compiled
+    cann_version: Mapped[str | None] = mapped_column(sa.String(VERSION_MAX))
 
 
 class Accuracy(_RunCell, Base):
@@ -117,6 +120,11 @@ class Performance(_RunCell, Base):
     d2h_mean_ms: Mapped[float | None] = mapped_column(sa.Float)
     status: Mapped[str] = mapped_column(sa.String(STATUS_MAX), nullable=False)
     error: Mapped[str | None] = mapped_column(sa.Text)
+    # Where it was measured (issue 16: a run may span several hosts and CANN versions).
+    host: Mapped[str | None] = mapped_column(sa.String(HOST_MAX))
+    device: Mapped[str | None] = mapped_column(sa.String(DEVICE_MAX))
+    cann_version: Mapped[str | None] = mapped_column(sa.String(VERSION_MAX))
+    driver_version: Mapped[str | None] = mapped_column(sa.String(VERSION_MAX))
 
 
 class ReferenceFigure(Base):

@@ -7,9 +7,10 @@
 - cell_not_measured: a cell that never reached a device (model_load_failed, device_open_failed,
   infer_failed). It needs no baseline: such a run is incomplete, and the gate fails it with the reason.
 
-The baseline of a (target, batch) cell is the latest complete run, started before this one, on a
-different CANN version, that measured the same target and batch: the gate asks "did the new CANN
-make things worse?". Findings are stored per run (replacing earlier ones) and returned.
+The baseline of a (target, batch) cell is the latest complete run, started before this one, that measured
+the same target and batch on a different CANN version: the gate asks "did the new CANN make things
+worse?". The CANN version compared is the cell's own (a fleet's hosts are upgraded one at a time, so each
+chip has its own), else its run's (cells published before cells recorded one). Findings are stored per run (replacing earlier ones) and returned.
 """
 
 from __future__ import annotations
@@ -78,7 +79,7 @@ def find_regressions(session: Session, run_id: str, rules: Rules | None = None) 
     perf = session.scalars(sa.select(Performance).where(Performance.run_id == run_id)
                            .order_by(Performance.target, Performance.batch_size)).all()
     found += [_not_measured(cell) for cell in perf if cell.status in INFRASTRUCTURE_FAILURES]
-    baselines = _baselines(session, run, {(p.target, p.batch_size) for p in perf})
+    baselines = _baselines(session, run, {(p.target, p.batch_size): _cann(p, run) for p in perf})
     for cell in perf:
         baseline = baselines.get((cell.target, cell.batch_size))
         if baseline is not None:
@@ -103,7 +104,7 @@ def _perf_findings(cell: Performance, baseline: tuple[str, str | None, float], r
                    rules: Rules) -> list[dict]:
     base_id, base_cann, base_fps = baseline
     where = f"{cell.target} batch {cell.batch_size}"
-    versus = f"run {base_id} (CANN {base_cann or 'unknown'}), now CANN {run.cann_version or 'unknown'}"
+    versus = f"run {base_id} (CANN {base_cann or 'unknown'}), now CANN {_cann(cell, run) or 'unknown'}"
     if cell.status in FAILED_RESULTS:
         return [_finding("cell_failed", cell.target, cell.batch_size,
                          f"{where}: {cell.status} now, ok in {versus}", None, None, base_id)]
@@ -125,30 +126,44 @@ def _not_measured(cell: Performance) -> dict:
                     None, None, None)
 
 
-def _baselines(session: Session, run: Run, cells: set[tuple[str, int]]) -> dict[tuple[str, int], tuple]:
-    """(target, batch) -> (run id, CANN version, fps) of the latest earlier complete run on another CANN.
+def _cann(cell: Performance, run: Run) -> str | None:
+    return cell.cann_version or run.cann_version
 
-    One bounded query: a window function ranks the candidates of each (target, batch) by recency and
-    only the first of each comes back (at most ``len(cells)`` rows, whatever the history's length);
+
+def _baselines(session: Session, run: Run, cells: dict[tuple[str, int], str | None]) -> dict[tuple[str, int], tuple]:
+    """(target, batch) -> (run id, CANN version, fps) of the latest earlier complete run that measured it
+    on another CANN than ``cells`` gives for it now.
+
+    Bounded: one query per CANN version of this run (one per host's toolkit, a handful), in which a window
+    function ranks the candidates of each (target, batch) by recency and only the first comes back.
     ROW_NUMBER works in PostgreSQL and SQLite alike, where DISTINCT ON would not.
     """
-    if not cells:
-        return {}
+    by_cann: dict[str | None, set[tuple[str, int]]] = {}
+    for key, cann in cells.items():
+        by_cann.setdefault(cann, set()).add(key)
+    baselines: dict[tuple[str, int], tuple] = {}
+    for cann, keys in by_cann.items():
+        baselines.update(_latest_on_other_cann(session, run, cann, keys))
+    return baselines
+
+
+def _latest_on_other_cann(session: Session, run: Run, cann: str | None, cells: set[tuple[str, int]]) -> dict:
+    cell_cann = sa.func.coalesce(Performance.cann_version, Run.cann_version)
     recency = sa.func.row_number().over(partition_by=(Performance.target, Performance.batch_size),
                                         order_by=(Run.started_at.desc(), Run.id.desc()))
-    ranked = (sa.select(Performance.target, Performance.batch_size, Run.id.label("run_id"), Run.cann_version,
-                        Performance.throughput_fps, recency.label("recency"))
+    ranked = (sa.select(Performance.target, Performance.batch_size, Run.id.label("run_id"),
+                        cell_cann.label("cann_version"), Performance.throughput_fps, recency.label("recency"))
               .join(Run, Run.id == Performance.run_id)
               .where(Run.status == RunStatus.COMPLETE.value, Run.id != run.id, Run.started_at < run.started_at,
-                     Run.cann_version.is_distinct_from(run.cann_version),
+                     cell_cann.is_distinct_from(cann),
                      Performance.status == CellStatus.OK.value, Performance.throughput_fps.is_not(None),
                      Performance.target.in_(sorted({t for t, _b in cells})),
                      Performance.batch_size.in_(sorted({b for _t, b in cells})))
               .subquery())
     stmt = sa.select(ranked.c.target, ranked.c.batch_size, ranked.c.run_id, ranked.c.cann_version,
                      ranked.c.throughput_fps).where(ranked.c.recency == 1)
-    return {(target, batch): (run_id, cann, fps) for target, batch, run_id, cann, fps in session.execute(stmt)
-            if (target, batch) in cells}
+    return {(target, batch): (run_id, base_cann, fps)
+            for target, batch, run_id, base_cann, fps in session.execute(stmt) if (target, batch) in cells}
 
 
 def _finding(rule, target, batch_size, message, value, threshold, baseline_run_id) -> dict:

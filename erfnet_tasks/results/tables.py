@@ -129,6 +129,26 @@ def cell_rows(doc: dict) -> Table:
     return CELL_CSV_HEADERS, rows
 
 
+def fleet_summary(doc: dict) -> list[tuple[str, str, str]]:
+    """The (chip, host, CANN) set a run covered, from where each NPU cell was measured (issue 16)."""
+    chips = {c["target"]: c.get("chip") for c in doc.get("compiled") or []}
+    return sorted({(chips.get(c["target"]) or "", c.get("host") or "", c.get("cann_version") or "unknown")
+                   for c in doc.get("perf") or [] if chips.get(c["target"]) and c.get("host")})
+
+
+def environment_table(doc: dict) -> Table:
+    """Where each cell was compiled and measured: host, device, CANN and driver per cell."""
+    compiled = _by_cell(doc.get("compiled"))
+    headers = ["target", "batch", "compiled on", "measured on", "device", "CANN", "driver", "status"]
+    rows = []
+    for key, cell in sorted(_by_cell(doc.get("perf")).items()):
+        built = compiled.get(key) or {}
+        rows.append([key[0], str(key[1]), _plain(built.get("host")), _plain(cell.get("host")),
+                     _plain(cell.get("device")), _plain(cell.get("cann_version")),
+                     _plain(cell.get("driver_version")), _plain(cell.get("status"))])
+    return headers, rows
+
+
 def runs_table(runs: list[dict]) -> Table:
     headers = ["run", "started", "status", "CANN", "host", "cells", "failed", "findings"]
     rows = [[r["id"], r["started_at"] or "", r["status"], r["cann_version"] or "", r["host"] or "",

@@ -57,6 +57,8 @@ class RunView:
     per_class: HtmlTable
     compiled: list[dict]
     findings: list[dict]
+    cells_environment: HtmlTable  # where each cell was compiled and measured
+    fleet: list[tuple[str, str, str]]  # the (chip, host, CANN) set the run covered
     reference_miou: float
     tolerance: float
 
@@ -155,9 +157,16 @@ def run_view(
         per_class=per_class_view(doc),
         compiled=doc.get("compiled") or [],
         findings=doc.get("findings") or [],
+        cells_environment=plain_table(tables.environment_table(doc)),
+        fleet=tables.fleet_summary(doc),
         reference_miou=reference_miou,
         tolerance=tolerance,
     )
+
+
+def plain_table(table: tables.Table) -> HtmlTable:
+    headers, rows = table
+    return HtmlTable(headers, [[Cell(text) for text in row] for row in rows])
 
 
 def run_rules(doc: dict, reference_miou: float | None, tolerance: float | None) -> tuple[float, float]:

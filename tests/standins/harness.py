@@ -17,13 +17,20 @@ SAMPLE_SHAPE = (3, 512, 1024)
 NUM_CLASSES = 20
 
 
-def use_standins(monkeypatch, tmp_path, *, chip: str = "Ascend310P3", devices: int = 1, era: str | None = None) -> Path:
+def use_standins(monkeypatch, tmp_path, *, chip: str = "Ascend310P3", devices: int | None = None,
+                 era: str | None = None) -> Path:
     """Stand-in atc/aoe/npu-smi first on PATH, the stand-in ais_bench importable; returns the record file."""
     monkeypatch.setenv("PATH", f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}")
     existing = os.environ.get("PYTHONPATH")
     monkeypatch.setenv("PYTHONPATH", str(STANDINS) + (os.pathsep + existing if existing else ""))
     monkeypatch.setenv("STANDIN_NPU_CHIP", chip)
-    monkeypatch.setenv("STANDIN_NPU_DEVICES", str(devices))
+    if devices is None:  # as many as npu-smi lists
+        monkeypatch.delenv("STANDIN_NPU_DEVICES", raising=False)
+    else:
+        monkeypatch.setenv("STANDIN_NPU_DEVICES", str(devices))
+    monkeypatch.delenv("STANDIN_NPU_COUNT", raising=False)
+    monkeypatch.setenv("STANDIN_NPU_STATE", str(tmp_path / "standin-npu-state"))
+    monkeypatch.setenv("ERFNET_DEVICE_LOCK_DIR", str(tmp_path / "device-leases"))
     if era:
         monkeypatch.setenv("STANDIN_AIS_BENCH_ERA", era)
     else:
@@ -32,6 +39,11 @@ def use_standins(monkeypatch, tmp_path, *, chip: str = "Ascend310P3", devices: i
     record = tmp_path / "standin_invocations.jsonl"
     monkeypatch.setenv("STANDIN_RECORD", str(record))
     return record
+
+
+def device_uses(record: Path) -> list[dict]:
+    """Every use of a stand-in device (ais_bench, aoe): device, chip, host, start, end, shared."""
+    return [e for e in invocations(record) if e["tool"] == "device"]
 
 
 def invocations(record: Path) -> list[dict]:
