@@ -315,7 +315,7 @@ def test_pages_issue_a_bounded_number_of_queries_and_no_log_lines(sqlite_url, mo
     caplog.set_level(logging.DEBUG)
     caplog.clear()
     many = statements(paths)
-    assert few == many and max(many) <= 12, dict(zip(paths, many))
+    assert few == many and max(many) <= 13, dict(zip(paths, many))  # history: 13 with the probe's upgrade markers
     assert not [r for r in caplog.records if r.name.startswith("alembic")]
 
 
