@@ -9,8 +9,9 @@
 4. changed_since_last_run — a nightly run with the same CANN, weights and data ends here (unless `force`).
 5. **3.2** compile, mapped over the matrix: atc on the `npu` queue, AOE holding an `npu_devices` slot,
    ONNX Runtime on the host; cached by content.
-6. **5** infer, mapped over the compiled cells (NPU inference holds an `npu_devices` slot).
-7. **6** evaluate each cell (mIoU); **7** collect_perf.
+6. **5** + **6** measure, mapped over the compiled cells: infer (NPU inference holds an `npu_devices` slot),
+   then evaluate on the same worker (mIoU, per-class IoU, confusion matrix) and delete the counted
+   outputs unless `keep_outputs`; **7** collect_perf.
 8. publish_results to the results database (and a JSON file beside the outputs) -> regression_gate.
 
 Every task is a call into `erfnet_tasks.pipeline`; see the README for the parameters.
@@ -91,16 +92,13 @@ def erfnet_offline_inference():
         return pipeline.compile_cell(cell, model, env)
 
     @task
-    def infer_cell(cell: dict, prep: dict, env: dict) -> dict:
-        return pipeline.infer_cell(cell, prep, env)
+    def measure_cell(cell: dict, prep: dict, env: dict) -> dict:
+        # infer, then evaluate and delete the counted outputs on the worker that holds them
+        return pipeline.measure_cell(cell, prep, env)
 
     @task(trigger_rule=AFTER_SKIPPED_GROUPS)
     def gather_cells(first: list[dict], second: list[dict]) -> list[dict]:
         return [*(first or []), *(second or [])]
-
-    @task
-    def evaluate(cell: dict, prep: dict) -> dict:
-        return pipeline.evaluate_cell(cell, prep)
 
     @task
     def collect_perf(cells: list[dict]) -> list[dict]:
@@ -133,15 +131,14 @@ def erfnet_offline_inference():
 
     # Airflow skips a task mapped over an empty group, and a concat of it; gathering keeps the rest going.
     compiled_for_npu = gather_cells.override(task_id="gather_npu_cells")(compiled_npu, compiled_aoe)
-    infer_on_npu = infer_cell.override(task_id="infer_on_npu", queue=NPU_QUEUE, pool=NPU_POOL)
-    infer_on_host = infer_cell.override(task_id="infer_on_host")
-    inferred_npu = infer_on_npu.partial(prep=prep, env=env).expand(cell=compiled_for_npu)
-    inferred_host = infer_on_host.partial(prep=prep, env=env).expand(cell=compiled_host)
-    inferred = gather_cells.override(task_id="gather_inferred_cells")(inferred_npu, inferred_host)
+    measure_on_npu = measure_cell.override(task_id="measure_on_npu", queue=NPU_QUEUE, pool=NPU_POOL)
+    measure_on_host = measure_cell.override(task_id="measure_on_host")
+    measured_npu = measure_on_npu.partial(prep=prep, env=env).expand(cell=compiled_for_npu)
+    measured_host = measure_on_host.partial(prep=prep, env=env).expand(cell=compiled_host)
+    measured = gather_cells.override(task_id="gather_measured_cells")(measured_npu, measured_host)
 
-    evaluated = evaluate.partial(prep=prep).expand(cell=inferred)
-    perf = collect_perf(inferred)
-    regression_gate(publish_results(env, model, prep, evaluated, perf))
+    perf = collect_perf(measured)
+    regression_gate(publish_results(env, model, prep, measured, perf))
 
 
 erfnet_offline_inference()

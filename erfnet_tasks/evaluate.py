@@ -41,6 +41,7 @@ class EvalResult:
     per_class: list[float]      # one fraction per scored class, in label order (spec.class_names)
     images: int
     class_names: tuple[str, ...] = ()
+    confusion: tuple[tuple[int, ...], ...] = ()  # the summed channels x channels counts the scores come from
 
 
 # ------------------------------------------------------------------------------------- per image
@@ -210,7 +211,8 @@ def evaluate_summary(summary_path, gt_dir, workers: int | None = None, progress:
     for cm in run_parallel(_confusion_job, jobs, workers, progress, "evaluate"):
         total += cm
     miou, per_class = iou_from_confusion(total, spec)
-    return EvalResult(miou=miou, per_class=per_class, images=len(jobs), class_names=spec.class_names)
+    return EvalResult(miou=miou, per_class=per_class, images=len(jobs), class_names=spec.class_names,
+                      confusion=tuple(tuple(int(v) for v in row) for row in total))
 
 
 def format_report(result: EvalResult) -> str:

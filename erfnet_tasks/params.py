@@ -121,6 +121,10 @@ RUN_PARAMS: tuple[RunParam, ...] = (
     RunParam("tolerance", lambda: GUIDE_TOLERANCE_POINTS, _points, "Tolerance (mIoU points)",
              {"type": "number", "minimum": 0, "maximum": 100}, "the guide's 1% criterion"),
     RunParam("force", lambda: False, _flag, "Run even if nothing changed", {"type": "boolean"}),
+    RunParam("keep_outputs", lambda: False, _flag, "Keep the inference outputs", {"type": "boolean"},
+             "false: a cell's logits are deleted once its mIoU and confusion matrix are stored"),
+    RunParam("labels_on_device", lambda: False, _flag, "Labels on the device (beyond the guide)",
+             {"type": "boolean"}, "ArgMax compiled into the model: label maps instead of FP16 logits"),
 )
 
 

@@ -12,6 +12,7 @@ the guide's own table has such a cell (the 310 at batch 64: memory allocation fa
 from __future__ import annotations
 
 import datetime as dt
+import errno
 import hashlib
 import logging
 import os
@@ -25,8 +26,8 @@ from .backends import all_backends, get_backend
 from .backends.environment import describe_toolchain
 from .errors import CompileFailed, ErfnetError, InferFailed, RegressionDetected
 from .fsutil import read_json, sha256_file, write_json_atomic
-from .records import (CellStatus, CompiledCell, CompileStatus, Environment, EvaluatedCell, InferredCell, Model,
-                      Params, PerfRow, PlannedCell, Prepared, RunStatus, is_result, run_status)
+from .records import (CellStatus, CompiledCell, CompileStatus, Environment, EvaluatedCell, InferredCell, LabelMode,
+                      Model, Params, PerfRow, PlannedCell, Prepared, RunStatus, is_result, run_status)
 from .settings import Settings, load_settings, resolve_under_roots
 from .targets import Target, expand_targets
 
@@ -286,35 +287,84 @@ def remove_unfinished_outputs(out_dir: Path) -> int:
     return removed
 
 
+def label_mode(env: Environment) -> LabelMode:
+    """What the run's cells output: the guide's logits, or label maps from an ArgMax on the device."""
+    return LabelMode.LABELS if env["params"].get("labels_on_device") else LabelMode.LOGITS
+
+
+def _space_shortage(cell: CompiledCell, prep: Prepared, env: Environment, out_dir: Path):
+    from .datasets import DEFAULT_DATASET, label_spec
+    from .storage import bytes_per_image, check_space
+
+    spec = label_spec(prep.get("dataset", DEFAULT_DATASET))
+    return check_space(out_dir, prep["images"], bytes_per_image(spec, label_mode(env)))
+
+
 def infer_cell(cell: CompiledCell, prep: Prepared, env: Environment) -> InferredCell:
     """Run one compiled cell over the preprocessed set; a device failure is recorded with its own status
-    (oom is a result; model_load_failed, device_open_failed and infer_failed make the run incomplete)."""
+    (oom is a result; model_load_failed, device_open_failed, infer_failed and no_space make the run
+    incomplete). The device is held only inside this call."""
     if cell["status"] != CellStatus.OK:
         return {**cell, "summary": None}
     out_dir = Path(env["work_dir"]) / "outputs" / cell_dir_name(cell)
     remove_unfinished_outputs(out_dir)
+    shortage = _space_shortage(cell, prep, env, out_dir)
+    if shortage is not None:  # checked before anything is written: the other cells go on
+        log.error("%s at batch %s: %s", cell["target"], cell["batch_size"], shortage.message)
+        return {**cell, "summary": None, "status": CellStatus.NO_SPACE.value, "error": shortage.message}
     backend = get_backend(cell["backend"])
     try:
         result = backend.infer(cell["model_path"], prep["prep_dir"], out_dir, batch_size=cell["batch_size"],
                                device=backend.device_for(cell))
-    except InferFailed as exc:
-        log.error("inference failed for %s at batch %s (%s): %s", cell["target"], cell["batch_size"], exc.status, exc)
-        return {**cell, "summary": None, "status": CellStatus(exc.status).value, "error": f"{exc.status}: {exc}"}
+    except (InferFailed, OSError) as exc:
+        if isinstance(exc, OSError) and exc.errno != errno.ENOSPC:
+            raise
+        status = exc.status if isinstance(exc, InferFailed) else CellStatus.NO_SPACE.value
+        remove_unfinished_outputs(out_dir)  # a half-written folder is never evaluated
+        log.error("inference failed for %s at batch %s (%s): %s", cell["target"], cell["batch_size"], status, exc)
+        return {**cell, "summary": None, "status": CellStatus(status).value, "error": f"{status}: {exc}"}
     return {**cell, "summary": str(result.summary_path), "throughput_fps": result.throughput_fps,
             "compute_ms": result.compute_ms, "h2d_ms": result.h2d_ms, "d2h_ms": result.d2h_ms}
 
 
 # --------------------------------------------------------------------------------- 6 evaluation
 
-def evaluate_cell(cell: InferredCell, prep: Prepared) -> EvaluatedCell:
+def evaluate_cell(cell: InferredCell, prep: Prepared, mode: LabelMode = LabelMode.LOGITS) -> EvaluatedCell:
     from .datasets import DEFAULT_DATASET, label_spec
     from .evaluate import evaluate_summary
 
     if cell["status"] != CellStatus.OK:
-        return {**cell, "miou": None, "per_class": None, "images": 0}
+        return {**cell, "miou": None, "per_class": None, "images": 0, "confusion": None, "label_mode": mode.value,
+                "outputs_deleted": 0}
     spec = label_spec(prep.get("dataset", DEFAULT_DATASET))
     result = evaluate_summary(cell["summary"], prep["gt_dir"], progress=False, spec=spec)
-    return {**cell, "miou": result.miou, "per_class": list(result.per_class), "images": result.images}
+    return {**cell, "miou": result.miou, "per_class": list(result.per_class), "images": result.images,
+            "confusion": [list(row) for row in result.confusion], "label_mode": mode.value, "outputs_deleted": 0}
+
+
+def store_cell_result(cell: EvaluatedCell, env: Environment) -> Path:
+    """The cell's result on disk, beside its summary, written atomically before any output is deleted:
+    what the outputs counted survives them (publish reads the same record from the task's return)."""
+    path = Path(env["work_dir"]) / "outputs" / cell_dir_name(cell) / "result.json"
+    write_json_atomic(path, {k: cell.get(k) for k in (
+        "target", "batch_size", "summary", "images", "miou", "per_class", "confusion", "label_mode")})
+    return path
+
+
+def measure_cell(cell: CompiledCell, prep: Prepared, env: Environment) -> EvaluatedCell:
+    """Infer, evaluate where the outputs are, store the result, then delete the counted outputs (unless
+    ``keep_outputs``). The device is held only inside ``infer_cell``: the one call a device lease wraps.
+    A failure before the result is stored raises with every output still on disk."""
+    inferred = infer_cell(cell, prep, env)
+    evaluated = evaluate_cell(inferred, prep, label_mode(env))
+    if evaluated["status"] != CellStatus.OK:
+        return evaluated
+    store_cell_result(evaluated, env)
+    if env["params"].get("keep_outputs"):
+        return evaluated
+    from .storage import delete_counted_outputs
+
+    return {**evaluated, "outputs_deleted": delete_counted_outputs(evaluated["summary"])}
 
 
 # --------------------------------------------------------------------------------- 7 performance
@@ -366,7 +416,8 @@ def build_run_document(env: Environment, model: Model, prep: Prepared, cells: li
         ],
         "accuracy": [
             {"target": c["target"], "batch_size": c["batch_size"], "images": c["images"], "miou": c["miou"],
-             "per_class": c["per_class"]}
+             "per_class": c["per_class"], "confusion": c.get("confusion"),
+             "label_mode": c.get("label_mode") or LabelMode.LOGITS.value}
             for c in sorted(cells, key=lambda c: (c["target"], c["batch_size"])) if c["status"] == CellStatus.OK
         ],
         "perf": perf,

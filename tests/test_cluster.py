@@ -103,8 +103,8 @@ def test_triggered_run_succeeds_with_each_task_on_its_queues_worker(cluster, dat
     summary = [(t["task_id"], t["map_index"], t["state"], t["queue"], t["hostname"]) for t in tis]
     assert state == "success", (summary, _failed_logs(cluster, run_id, tis))
     ran = [t for t in tis if t["state"] == "success"]
-    assert {t["task_id"] for t in ran} >= {"resolve_environment", "preprocess", "compile_on_npu", "infer_on_npu",
-                                           "compile_on_host", "infer_on_host", "evaluate", "publish_results",
+    assert {t["task_id"] for t in ran} >= {"resolve_environment", "preprocess", "compile_on_npu", "measure_on_npu",
+                                           "compile_on_host", "measure_on_host", "publish_results",
                                            "regression_gate"}, summary
     # preprocess ran in a Celery prefork child (daemonic) and still had its worker processes.
     prep_log = cluster.task_log(DAG_ID, run_id, "preprocess")

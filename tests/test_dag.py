@@ -111,15 +111,14 @@ def test_dagbag_structure_queues_pools_params_schedule(dag):
 
     tasks = {t.task_id: t for t in dag.tasks}
     assert {"resolve_environment", "export_onnx", "fix_bn", "preprocess", "changed_since_last_run",
-            "compile_on_npu", "compile_with_aoe", "compile_on_host", "infer_on_npu", "infer_on_host",
-            "evaluate", "collect_perf", "publish_results", "regression_gate"} <= set(tasks)
-    for mapped in ("compile_on_npu", "compile_with_aoe", "compile_on_host", "infer_on_npu", "infer_on_host",
-                   "evaluate"):
+            "compile_on_npu", "compile_with_aoe", "compile_on_host", "measure_on_npu", "measure_on_host",
+            "collect_perf", "publish_results", "regression_gate"} <= set(tasks)
+    for mapped in ("compile_on_npu", "compile_with_aoe", "compile_on_host", "measure_on_npu", "measure_on_host"):
         assert isinstance(tasks[mapped], MappedOperator), mapped
     # Device work on the NPU worker's queue, holding a device slot where it measures or tunes.
     assert {t.task_id for t in dag.tasks if t.queue == "npu"} == {
-        "resolve_environment", "compile_on_npu", "compile_with_aoe", "infer_on_npu"}
-    assert {t.task_id for t in dag.tasks if t.pool == "npu_devices"} == {"compile_with_aoe", "infer_on_npu"}
+        "resolve_environment", "compile_on_npu", "compile_with_aoe", "measure_on_npu"}
+    assert {t.task_id for t in dag.tasks if t.pool == "npu_devices"} == {"compile_with_aoe", "measure_on_npu"}
     assert all(t.queue == "default" for t in dag.tasks if t.task_id.endswith("_host"))
     # Export and preprocessing run side by side after resolving the environment.
     assert tasks["preprocess"].upstream_task_ids == {"resolve_environment"}
@@ -132,7 +131,7 @@ def test_dagbag_structure_queues_pools_params_schedule(dag):
     assert params["aoe"] is False and params["force"] is False
     assert {"weights", "dataset_root", "targets", "image_limit"} <= set(params)
     assert tasks["regression_gate"].retries == 0
-    assert tasks["infer_on_npu"].retries == 2
+    assert tasks["measure_on_npu"].retries == 2
     assert any(o.name == "erfnet_results" for o in tasks["publish_results"].outlets)
 
 
