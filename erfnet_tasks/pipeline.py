@@ -59,6 +59,11 @@ def _safe_name(text: str) -> str:
     return _SAFE.sub("_", text).strip("_") or "run"
 
 
+def run_folder_name(run_id: str) -> str:
+    """The run's work folder under the runs directory (retention finds a run's folder by it)."""
+    return _safe_name(run_id)
+
+
 def backend_versions(targets: list[Target], cann_version: str | None) -> dict[str, str]:
     """Every host backend's release (without a local build tag such as ``+cpu``); an NPU backend's
     version is the CANN version, recorded only when the run has NPU targets."""
@@ -91,7 +96,7 @@ def resolve_environment(raw_params: dict, run_id: str) -> Environment:
                           f"ASCEND_TOOLKIT_HOME)")
     if any(t.on_npu for t in targets) and not ascend["cann_version"]:
         log.warning("atc is on PATH but no CANN version file was found: the run records CANN as unknown")
-    work_dir = settings.runs_dir / _safe_name(run_id)
+    work_dir = settings.runs_dir / run_folder_name(run_id)
     work_dir.mkdir(parents=True, exist_ok=True)
     return {
         "run_id": run_id,
@@ -248,6 +253,7 @@ def compile_cell(cell: PlannedCell, model: Model, env: Environment) -> CompiledC
     cache_dir = load_settings().compile_cache / cache_key(model, env, cell)
     record = _verified_record(cache_dir / "compiled.json", "model_path", "a compile cache record")
     if record is not None:
+        os.utime(cache_dir / "compiled.json")  # marks the entry used now: retention removes only unused ones
         return {**cell, **record, "seconds": 0.0, "cache_hit": True, "status": CellStatus.OK.value, "error": None}
     chip = cell.get("chip") or cell["device"]
     staging = cache_dir.with_name(cache_dir.name + ".building")

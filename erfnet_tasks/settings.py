@@ -9,6 +9,7 @@
 - ERFNET_NPU_QUEUE: the Celery queue of the NPU workers (default ``npu``).
 - ERFNET_ORT_THREADS: ONNX Runtime's intra-op threads (0, the default: one per physical core).
 - ERFNET_AIS_BENCH_PYTHON: the interpreter that runs ``-m ais_bench`` (default: this one).
+- ERFNET_PRUNE_OLDER_THAN: the maintenance DAG's retention age (default 30d; `erfnet runs prune`).
 """
 
 from __future__ import annotations
@@ -75,6 +76,10 @@ def ort_threads() -> int:
     if not text.isdigit():
         raise ErfnetError(f"ERFNET_ORT_THREADS must be a non-negative integer, got {text!r}")
     return int(text)
+
+
+def prune_older_than() -> str:
+    return _env("ERFNET_PRUNE_OLDER_THAN") or "30d"
 
 
 def ais_bench_python() -> str | None:

@@ -169,6 +169,25 @@ def test_end_to_end_onnxruntime_publishes_to_postgres(airflow_home, dataset_and_
     assert json.loads(results_file.read_text())["run"]["id"] == run.run_id
 
 
+def test_outputs_are_deleted_once_counted_unless_keep_outputs_and_the_miou_is_the_same(
+        airflow_home, dataset_and_weights, pg_url):
+    data = dataset_and_weights
+    conf = {"weights": str(data / "erfnet_random_untrained.pth"), "dataset_root": str(data / "cityscapes"),
+            "targets": ["cpu"], "batch_sizes": [1, 2], "reference_miou": 0.0, "force": True}
+    runs = {}
+    for keep in (False, True):
+        run = run_dag(airflow_home, data, {**conf, "keep_outputs": keep}, ERFNET_RESULTS_DB_URL=pg_url)
+        assert run.state == "success", run.output[-5000:]
+        folder = data / "runs" / re.sub(r"[^A-Za-z0-9_.-]+", "_", run.run_id).strip("_")
+        runs[keep] = (run_document(pg_url, run), folder)
+    (gone, gone_dir), (kept, kept_dir) = runs[False], runs[True]
+    assert sorted(gone_dir.rglob("*.bin")) == [] and len(list(gone_dir.rglob("*_summary.json"))) == 2
+    assert len(list(kept_dir.rglob("*.bin"))) == 2 * 2  # two cells of two images
+    # The published mIoU is the same to the last digit, and each cell stored its confusion matrix.
+    assert [c["miou"] for c in gone["accuracy"]] == [c["miou"] for c in kept["accuracy"]]
+    assert all(len(c["confusion"]) == 20 and c["label_mode"] == "logits" for c in gone["accuracy"])
+
+
 def test_ascend_standins_two_chips_one_cell_out_of_memory_then_nightly_and_cann_upgrade(
         airflow_home, dataset_and_weights, pg_url, tmp_path):
     data = dataset_and_weights
