@@ -141,13 +141,14 @@ def export_step(env: Environment) -> dict:
     folder = load_settings().export_cache / key.hexdigest()[:24]
     record = folder / "export.json"
     cached = _verified_record(record, "origin", "an export cache record")
+    labels = bool(env["params"].get("labels_on_device"))
     if cached is not None:
-        return {**cached, "cache_hit": True}
+        return {**cached, "cache_hit": True, "labels_on_device": labels}
     report = export_onnx(env["params"]["weights"], folder / "ErfNet_origin.onnx")
     exported = {"origin": str(report.path), "sha256": sha256_file(report.path),
                 "max_abs_error": report.max_abs_error, "max_rel_error": report.max_rel_error}
     write_json_atomic(record, exported)  # written last: its presence means the export above is whole
-    return {**exported, "cache_hit": False}
+    return {**exported, "cache_hit": False, "labels_on_device": labels}
 
 
 def _verified_record(record: Path, path_key: str, what: str) -> dict | None:
@@ -163,13 +164,27 @@ def _verified_record(record: Path, path_key: str, what: str) -> dict | None:
 
 
 def fix_bn_step(exported: dict) -> Model:
-    """modify_bn_weights.py: the model every target compiles."""
+    """modify_bn_weights.py: the model every target compiles; with labels_on_device it ends in ArgMax."""
     from .onnx_export import fix_bn
 
     fixed = Path(exported["origin"]).with_name("ErfNet.onnx")  # a function of the export, so kept beside it
     changed = fix_bn(exported["origin"], fixed)
+    if exported.get("labels_on_device"):
+        fixed = _with_argmax(fixed)
     return {**exported, "origin_sha256": exported.get("sha256"), "path": str(fixed), "sha256": sha256_file(fixed),
             "bn_values_changed": changed}
+
+
+def _with_argmax(fixed: Path) -> Path:
+    """labels_on_device (beyond the guide): the fixed model + ArgMax over the channels -> int32 label map."""
+    from .fsutil import atomic_path
+    from .onnx_export import append_argmax
+
+    out = fixed.with_name("ErfNet_argmax.onnx")
+    with atomic_path(out) as tmp:
+        shutil.copyfile(fixed, tmp)
+        append_argmax(tmp)
+    return out
 
 
 # ------------------------------------------------------------------------------- 4 preprocessing
@@ -238,7 +253,8 @@ def unchanged_since_last_run(env: Environment, model: Model, prep: Prepared, url
 # ------------------------------------------------------------------------------ 3.2 compilation
 
 def cache_key(model: Model, env: Environment, cell: PlannedCell) -> str:
-    flags = {"aoe": cell["aoe"], "output_type": "FP16", "format": CACHE_FORMAT}
+    output_type = "INT32" if model.get("labels_on_device") else "FP16"  # the model's sha256 differs too
+    flags = {"aoe": cell["aoe"], "output_type": output_type, "format": CACHE_FORMAT}
     text = "\n".join(map(str, [model["sha256"], env.get("cann_version"), cell["backend"],
                                cell.get("chip") or cell["device"], cell["batch_size"], sorted(flags.items())]))
     return hashlib.sha256(text.encode()).hexdigest()[:24]
@@ -293,9 +309,11 @@ def remove_unfinished_outputs(out_dir: Path) -> int:
     return removed
 
 
-def label_mode(env: Environment) -> LabelMode:
-    """What the run's cells output: the guide's logits, or label maps from an ArgMax on the device."""
-    return LabelMode.LABELS if env["params"].get("labels_on_device") else LabelMode.LOGITS
+def label_mode(cell: PlannedCell, env: Environment) -> LabelMode:
+    """What a cell outputs: label maps where labels_on_device compiled ArgMax into its model, else the
+    guide's logits (a backend that builds nothing, such as PyTorch, runs the checkpoint: logits)."""
+    on_device = env["params"].get("labels_on_device") and get_backend(cell["backend"]).BUILDS_ARTIFACT
+    return LabelMode.LABELS if on_device else LabelMode.LOGITS
 
 
 def _space_shortage(cell: CompiledCell, prep: Prepared, env: Environment, out_dir: Path):
@@ -303,7 +321,7 @@ def _space_shortage(cell: CompiledCell, prep: Prepared, env: Environment, out_di
     from .storage import bytes_per_image, check_space
 
     spec = label_spec(prep.get("dataset", DEFAULT_DATASET))
-    return check_space(out_dir, prep["images"], bytes_per_image(spec, label_mode(env)))
+    return check_space(out_dir, prep["images"], bytes_per_image(spec, label_mode(cell, env)))
 
 
 def infer_cell(cell: CompiledCell, prep: Prepared, env: Environment) -> InferredCell:
@@ -335,17 +353,19 @@ def infer_cell(cell: CompiledCell, prep: Prepared, env: Environment) -> Inferred
 
 # --------------------------------------------------------------------------------- 6 evaluation
 
-def evaluate_cell(cell: InferredCell, prep: Prepared, mode: LabelMode = LabelMode.LOGITS) -> EvaluatedCell:
+def evaluate_cell(cell: InferredCell, prep: Prepared) -> EvaluatedCell:
+    """mIoU, per-class IoU and the confusion matrix; the label mode is what the outputs turned out to hold."""
     from .datasets import DEFAULT_DATASET, label_spec
     from .evaluate import evaluate_summary
 
     if cell["status"] != CellStatus.OK:
-        return {**cell, "miou": None, "per_class": None, "images": 0, "confusion": None, "label_mode": mode.value,
+        return {**cell, "miou": None, "per_class": None, "images": 0, "confusion": None, "label_mode": None,
                 "outputs_deleted": 0}
     spec = label_spec(prep.get("dataset", DEFAULT_DATASET))
     result = evaluate_summary(cell["summary"], prep["gt_dir"], progress=False, spec=spec)
     return {**cell, "miou": result.miou, "per_class": list(result.per_class), "images": result.images,
-            "confusion": [list(row) for row in result.confusion], "label_mode": mode.value, "outputs_deleted": 0}
+            "confusion": [list(row) for row in result.confusion], "label_mode": result.label_mode,
+            "outputs_deleted": 0}
 
 
 def store_cell_result(cell: EvaluatedCell, env: Environment) -> Path:
@@ -362,7 +382,7 @@ def measure_cell(cell: CompiledCell, prep: Prepared, env: Environment) -> Evalua
     ``keep_outputs``). The device is held only inside ``infer_cell``: the one call a device lease wraps.
     A failure before the result is stored raises with every output still on disk."""
     inferred = infer_cell(cell, prep, env)
-    evaluated = evaluate_cell(inferred, prep, label_mode(env))
+    evaluated = evaluate_cell(inferred, prep)
     if evaluated["status"] != CellStatus.OK:
         return evaluated
     store_cell_result(evaluated, env)

@@ -152,7 +152,7 @@ class EvaluatedCell(InferredCell):
     per_class: list[float] | None
     images: int
     confusion: list[list[int]] | None  # channels x channels pixel counts, rows = label, columns = prediction
-    label_mode: LabelMode             # what the mIoU was computed from
+    label_mode: LabelMode | None      # what the mIoU was computed from (None: not measured)
     outputs_deleted: int              # output files deleted once the result was stored (0 with keep_outputs)
 
 

@@ -20,7 +20,7 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from ..errors import ErfnetError
-from ..records import INFRASTRUCTURE_FAILURES, CellStatus, RunStatus
+from ..records import INFRASTRUCTURE_FAILURES, CellStatus, LabelMode, RunStatus
 from .document import validate_run_id
 from .models import Accuracy, Finding, Performance, Run
 from .reference import GUIDE_MIOU, GUIDE_TOLERANCE
@@ -125,21 +125,33 @@ def _not_measured(cell: Performance) -> dict:
                     None, None, None)
 
 
+def _label_modes(session: Session, run_id: str) -> dict[tuple[str, int], str]:
+    rows = session.execute(sa.select(Accuracy.target, Accuracy.batch_size, Accuracy.label_mode)
+                           .where(Accuracy.run_id == run_id))
+    return {(t, b): mode or LabelMode.LOGITS.value for t, b, mode in rows}
+
+
 def _baselines(session: Session, run: Run, cells: set[tuple[str, int]]) -> dict[tuple[str, int], tuple]:
-    """(target, batch) -> (run id, CANN version, fps) of the latest earlier complete run on another CANN."""
+    """(target, batch) -> (run id, CANN version, fps) of the latest earlier complete run on another CANN
+    whose cell had the same label mode (logits or labels_on_device: never compared across modes)."""
     if not cells:
         return {}
+    same_cell = sa.and_(Accuracy.run_id == Performance.run_id, Accuracy.target == Performance.target,
+                        Accuracy.batch_size == Performance.batch_size)
     stmt = (sa.select(Performance.target, Performance.batch_size, Run.id, Run.cann_version,
-                      Performance.throughput_fps)
+                      Performance.throughput_fps, Accuracy.label_mode)
             .join(Run, Run.id == Performance.run_id)
+            .outerjoin(Accuracy, same_cell)
             .where(Run.status == RunStatus.COMPLETE.value, Run.id != run.id, Run.started_at < run.started_at,
                    Run.cann_version.is_distinct_from(run.cann_version),
                    Performance.status == CellStatus.OK.value, Performance.throughput_fps.is_not(None),
                    Performance.target.in_(sorted({t for t, _b in cells})))
             .order_by(Run.started_at.desc(), Run.id.desc()))
+    modes = _label_modes(session, run.id)
     baselines: dict[tuple[str, int], tuple] = {}
-    for target, batch, run_id, cann, fps in session.execute(stmt):
-        if (target, batch) in cells:
+    for target, batch, run_id, cann, fps, mode in session.execute(stmt):
+        if (target, batch) in cells and (mode or LabelMode.LOGITS.value) == modes.get((target, batch),
+                                                                                        LabelMode.LOGITS.value):
             baselines.setdefault((target, batch), (run_id, cann, fps))
     return baselines
 
