@@ -228,6 +228,23 @@ def output_label_mode(paths, spec: LabelSpec) -> str:
     return found.pop() if found else "logits"
 
 
+def prediction_disagreement(summary_a, summary_b, spec: LabelSpec | None = None) -> tuple[int, int]:
+    """(pixels whose class differs, pixels) between two runs' outputs over the same inputs, e.g. label maps
+    from an ArgMax on the device against the host-side argmax of FP16 logits (exact ties flip there:
+    ArgMax sees the values before they are rounded to FP16, the host sees them after)."""
+    spec = spec or label_spec()
+    b_by_input = {entry.infile.name: entry.outfiles[0] for entry in read_summary(summary_b)}
+    differing = total = 0
+    for entry in read_summary(summary_a):
+        if entry.infile.name not in b_by_input:
+            raise ErfnetError(f"{summary_b} has no output for input {entry.infile.name}")
+        a = read_prediction(entry.outfiles[0], spec)
+        b = read_prediction(b_by_input[entry.infile.name], spec)
+        differing += int(np.count_nonzero(a != b))
+        total += a.size
+    return differing, total
+
+
 def format_report(result: EvalResult) -> str:
     """The guide's line, then the per-class table in percent as erfnet's eval_iou.py shows it."""
     lines = [f"iou is  {result.miou:.4f}", f"{'class':<15} {'IoU %':>7}"]

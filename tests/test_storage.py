@@ -156,3 +156,42 @@ def test_a_disk_that_fills_during_the_write_is_no_space_and_leaves_no_half_writt
     assert result["status"] == CellStatus.NO_SPACE, result.get("error")
     assert _bins(small_tmpfs / "run") == []
     assert [p for p in (small_tmpfs / "run" / "outputs" / "cpu_bs1").iterdir() if p.is_dir()] == []
+
+
+# ------------------------------------------------------------------------------ labels_on_device
+
+@pytest.fixture(scope="module")
+def labels_setup(measured_setup):
+    """The same run with labels_on_device: ArgMax appended after fix_bn, compiled for ONNX Runtime."""
+    env = {**measured_setup["env"], "params": {**measured_setup["env"]["params"], "labels_on_device": True}}
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("ERFNET_DATA_DIR", str(measured_setup["root"]))
+        mp.setenv("ERFNET_DATA_ROOTS", str(measured_setup["root"]))
+        model = pipeline.fix_bn_step(pipeline.export_step(env))
+        cells = [pipeline.compile_cell(c, model, env) for c in pipeline.plan_cells(env, "host")]
+    return {**measured_setup, "env": env, "model": model, "cells": cells}
+
+
+def test_labels_on_device_writes_label_maps_and_agrees_with_the_logits_within_the_ties(
+        measured_setup, labels_setup, tmp_path):
+    from erfnet_tasks.evaluate import prediction_disagreement
+
+    assert labels_setup["model"]["path"].endswith("ErfNet_argmax.onnx")
+    assert labels_setup["cells"][0]["model_path"] != measured_setup["cells"][0]["model_path"]  # own cache entry
+    prep = measured_setup["prep"]
+    logits = pipeline.measure_cell(measured_setup["cells"][0], prep, _env(measured_setup, tmp_path / "logits",
+                                                                           keep_outputs=True))
+    labels = pipeline.measure_cell(labels_setup["cells"][0], prep, _env(labels_setup, tmp_path / "labels",
+                                                                         keep_outputs=True))
+    assert (logits["label_mode"], labels["label_mode"]) == ("logits", "labels")
+    spec = label_spec(prep["dataset"])
+    sizes = {p.stat().st_size for p in _bins(tmp_path / "labels")}
+    assert sizes == {spec.size[0] * spec.size[1] * 4}  # int32 labels: 10x fewer bytes than FP16 logits
+    assert storage.bytes_per_image(spec) // sizes.pop() == 10
+    differing, total = prediction_disagreement(labels["summary"], logits["summary"], spec)
+    assert total == 2 * spec.size[0] * spec.size[1] and differing / total < 0.01
+    # Each differing pixel moves one count between two columns of the confusion matrix: nothing else moves.
+    moved = np.abs(np.array(labels["confusion"]) - np.array(logits["confusion"])).sum()
+    assert moved <= 2 * differing
+    if differing == 0:
+        assert labels["miou"] == logits["miou"]
