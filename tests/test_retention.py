@@ -17,6 +17,7 @@ from erfnet_tasks.results import db
 from erfnet_tasks.results.models import Accuracy, CompiledModel, Performance, Run
 from erfnet_tasks.results.publish import publish_run
 from erfnet_tasks.retention import parse_duration
+from erfnet_tasks.settings import load_settings
 
 NOW = dt.datetime.now(dt.timezone.utc)
 OLD = (NOW - dt.timedelta(days=40)).timestamp()
@@ -52,9 +53,9 @@ def _publish(url: str, run_id: str, days_ago: int, status: str, targets: dict[st
 @pytest.fixture
 def installation(tmp_path, sqlite_url, monkeypatch):
     data = tmp_path / "data"
-    runs, cache = data / "runs", data / "compile_cache"
     monkeypatch.setenv("ERFNET_DATA_DIR", str(data))
     monkeypatch.setenv("ERFNET_DATA_ROOTS", str(data))
+    runs, cache = load_settings().runs_dir, load_settings().compile_cache
     monkeypatch.setenv("ERFNET_RESULTS_DB_URL", sqlite_url)
     entry = {name: _folder(cache, name, OLD) for name in ("used_by_latest", "used_by_older", "unused")}
     entry["fresh"] = _folder(cache, "fresh", dt.datetime.now().timestamp())
