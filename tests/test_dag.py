@@ -264,3 +264,35 @@ def test_retries_only_what_can_recover(dag):
     assert policy.evaluate(ErfnetError("bad weights path"), 1, 3).action == RetryAction.FAIL
     assert policy.evaluate(PublishFailed("results database unreachable"), 1, 3).action == RetryAction.RETRY
     assert policy.evaluate(TimeoutError("device busy"), 1, 3).action == RetryAction.DEFAULT
+
+
+# ------------------------------------------------------------------------------------- maintenance
+
+def test_maintenance_dag_prunes_daily_and_logs_what_it_freed(airflow_home, tmp_path, sqlite_url):
+    from airflow.dag_processing.dagbag import DagBag
+
+    from erfnet_tasks.results.publish import publish_run
+
+    os.environ.setdefault("AIRFLOW_HOME", str(airflow_home))
+    maintenance = DagBag(dag_folder=str(REPO / "dags")).dags["erfnet_maintenance"]
+    assert maintenance.timetable.summary == "@daily" and [t.task_id for t in maintenance.tasks] == ["prune_runs"]
+    assert maintenance.params["older_than"] == "30d" and maintenance.params["dry_run"] is False
+
+    data = tmp_path / "data"
+    for run_id in ("kept_latest", "old_one"):
+        folder = data / "runs" / run_id
+        folder.mkdir(parents=True)
+        (folder / "results.json").write_text("{}")
+        old = __import__("time").time() - 40 * 86400
+        for path in (folder / "results.json", folder):
+            os.utime(path, (old, old))
+    publish_run({"run": {"id": "kept_latest", "started_at": "2026-01-01T00:00:00+00:00", "status": "complete"},
+                 "perf": [{"target": "cpu", "batch_size": 1, "throughput_fps": 1.0, "status": "ok"}]},
+                url=sqlite_url, retries=0)
+    env = airflow_env(airflow_home, data, ERFNET_RESULTS_DB_URL=sqlite_url)
+    proc = subprocess.run([str(AIRFLOW), "dags", "test", "erfnet_maintenance", "--conf", json.dumps({})],
+                          env=env, capture_output=True, text=True, timeout=600)
+    output = proc.stdout + proc.stderr
+    assert proc.returncode == 0 and "state=success" in output, output[-5000:]
+    assert sorted(p.name for p in (data / "runs").iterdir()) == ["kept_latest"]
+    assert "removed run" in output and "old_one" in output and "freed" in output
