@@ -275,8 +275,9 @@ def test_maintenance_dag_prunes_daily_and_logs_what_it_freed(airflow_home, tmp_p
 
     os.environ.setdefault("AIRFLOW_HOME", str(airflow_home))
     maintenance = DagBag(dag_folder=str(REPO / "dags")).dags["erfnet_maintenance"]
-    assert maintenance.timetable.summary == "@daily" and [t.task_id for t in maintenance.tasks] == ["prune_runs"]
-    assert maintenance.params["older_than"] == "30d" and maintenance.params["dry_run"] is False
+    assert maintenance.timetable.expression == "0 0 * * *" and [t.task_id for t in maintenance.tasks] == ["prune_runs"]
+    params = maintenance.params.dump()
+    assert params["older_than"] == "30d" and params["dry_run"] is False
 
     data = tmp_path / "data"
     for run_id in ("kept_latest", "old_one"):
