@@ -151,6 +151,7 @@ def render(r: dict) -> str:
         L.append("")
 
     L += parallel_contexts()
+    L += cell_storage()
     if r.get("history"):
         L += ["## Before / after the changes this benchmark prompted", "",
               "'Before' is an earlier run of this suite on this machine (`bench/history.json`, copied from "
@@ -219,4 +220,49 @@ def parallel_contexts(path=None) -> list[str]:
         L.append(f"| {names.get(key, key)} | {c['daemonic']} | {ips['1']:.2f} | {ips[str(cores)]:.2f} "
                  f"| {c['speedup']:.2f}x |")
     L.append("")
+    return L
+
+
+def cell_storage(path=None) -> list[str]:
+    """The section of bench/cell_storage.py's own run (bench/cell_storage.json), when there is one."""
+    import json
+    from pathlib import Path
+
+    path = Path(path or Path(__file__).with_name("cell_storage.json"))
+    if not path.is_file():
+        return []
+    p = json.loads(path.read_text())
+    ways, mib = p["ways"], 2**20
+    cells = len(p["batch_sizes"])
+    L = ["## Outputs that do not fill the disk (issue 17)", "",
+         f"`.venv/bin/python bench/cell_storage.py --images {p['images']} --batch-sizes "
+         f"{','.join(map(str, p['batch_sizes']))}` (run separately from `make bench`; {p['when']}, git {p['git']}, "
+         f"{p['cores']} cores, load average before {p['load_before']}, after {p['load_after']}): ONNX Runtime CPU "
+         f"(`cpu`), {p['images']} synthetic images, {cells} cells (batch sizes {p['batch_sizes']}), each way through "
+         "the pipeline's own functions. `today`: infer every cell, then evaluate, keep everything (the path before "
+         "issue 17); `keep_outputs`: `measure_cell` keeping the logits; `default`: `measure_cell` deleting them "
+         "once counted; `labels_on_device`: ArgMax compiled in, int32 label maps, deleted. Peak disk: the largest "
+         "byte count under the run's folder, sampled every 50 ms. CPU wall times on a shared 2-core machine; an "
+         "NPU's device time is far smaller, so there the write, read and delete are the cell's time.", "",
+         ]
+    if max(p["load_before"][0], p["load_after"][0]) > p["cores"]:
+        L += [f"**The wall times of this run are not a measure of the code**: the machine was busy (load average "
+              f"above its {p['cores']} cores, other engineers' test suites running), so they vary by tens of seconds "
+              "between cells of the same way. The bytes and the peak disk do not depend on the load.", ""]
+    L += ["| way | bytes written / image | wall s / cell (mean) | peak disk MiB | left on disk MiB | mIoU (bs1) |",
+         "|---|---|---|---|---|---|"]
+    for name, w in ways.items():
+        mean = sum(w["seconds_per_cell"]) / len(w["seconds_per_cell"])
+        L.append(f"| {name} | {w['bytes_per_image']:,} ({w['bytes_per_image'] / mib:.2f} MiB) | {mean:.2f} | "
+                 f"{w['peak_bytes'] / mib:.1f} | {w['left_bytes'] / mib:.1f} | {w['miou'][0]!r} |")
+    ratio = ways["default"]["bytes_per_image"] / ways["labels_on_device"]["bytes_per_image"]
+    tie = p["tie_pixels"] / p["pixels"] if p["pixels"] else 0.0
+    L += ["", f"- Bytes written per image: FP16 logits / int32 labels = {ratio:.0f}x.",
+          f"- Tie rate: {p['tie_pixels']} of {p['pixels']} pixels ({tie:.4%}) differ between the device-side "
+          "ArgMax (ONNX Runtime, on float32 logits) and the host-side argmax of the FP16 logits. Rounding to FP16 "
+          "keeps the order of distinct values and only creates ties, so every such pixel is one whose two best "
+          "logits round to the same FP16 value (the first index wins on the host). mIoU (bs1): "
+          f"{ways['labels_on_device']['miou'][0]!r} with labels, {ways['default']['miou'][0]!r} with logits.",
+          f"- The mIoU with `keep_outputs` and with deletion is the same to the last digit: "
+          f"{ways['keep_outputs']['miou'] == ways['default']['miou']}.", ""]
     return L

@@ -10,9 +10,10 @@
 4. changed_since_last_run — a nightly run with the same CANN, weights and data ends here (unless `force`).
 5. **3.2** compile, mapped over the matrix: atc on the chip's queue `npu-<chip>`, AOE there holding an
    `npu_devices` slot and a device of the chip, ONNX Runtime on the host; cached by content.
-6. **5** infer, mapped over the compiled cells (NPU inference on the chip's queue holds an `npu_devices`
-   slot and a device lease of its own).
-7. **6** evaluate each cell (mIoU); **7** collect_perf.
+6. **5** + **6** measure, mapped over the compiled cells: infer (NPU inference on the chip's queue holds an
+   `npu_devices` slot and a device lease of its own), then evaluate on the same worker after the device is
+   released (mIoU, per-class IoU, confusion matrix) and delete the counted outputs unless `keep_outputs`;
+   **7** collect_perf.
 8. publish_results to the results database (and a JSON file beside the outputs) -> regression_gate.
 
 Scheduled nightly at 02:00 and whenever `erfnet_cann_probe` sees a CANN upgrade on an NPU host. A failed
@@ -127,16 +128,13 @@ def erfnet_offline_inference():
         return pipeline.compile_cell(cell, model, env)
 
     @task
-    def infer_cell(cell: dict, prep: dict, env: dict) -> dict:
-        return pipeline.infer_cell(cell, prep, env)
+    def measure_cell(cell: dict, prep: dict, env: dict) -> dict:
+        # infer, then evaluate and delete the counted outputs on the worker that holds them
+        return pipeline.measure_cell(cell, prep, env)
 
     @task(trigger_rule=AFTER_SKIPPED_GROUPS)
     def gather_cells(*groups) -> list[dict]:
         return [cell for group in groups for cell in (group or [])]
-
-    @task
-    def evaluate(cell: dict, prep: dict) -> dict:
-        return pipeline.evaluate_cell(cell, prep)
 
     @task
     def collect_perf(cells: list[dict]) -> list[dict]:
@@ -163,8 +161,8 @@ def erfnet_offline_inference():
     host_cells = plan.override(task_id="plan_host_cells")(env, "host")
     go >> host_cells
     compiled_host = compile_cell.override(task_id="compile_on_host").partial(model=model, env=env).expand(cell=host_cells)
-    inferred = [infer_cell.override(task_id="infer_on_host").partial(prep=prep, env=env).expand(cell=compiled_host)]
-    for chip in NPU_CHIPS:  # compile (atc; AOE holding a pool slot) and infer each chip's cells on its queue
+    measured = [measure_cell.override(task_id="measure_on_host").partial(prep=prep, env=env).expand(cell=compiled_host)]
+    for chip in NPU_CHIPS:  # compile (atc; AOE holding a pool slot) and measure each chip's cells on its queue
         queue = queue_for(chip)
         cells = {group: plan.override(task_id=f"plan_{group}_{chip}")(env, group, chip) for group in ("npu", "npu_aoe")}
         go >> list(cells.values())
@@ -173,14 +171,13 @@ def erfnet_offline_inference():
                     compile_cell.override(task_id=f"compile_aoe_{chip}", queue=queue, pool=NPU_POOL)
                     .partial(model=model, env=env).expand(cell=cells["npu_aoe"])]
         gathered = gather_cells.override(task_id=f"gather_compiled_{chip}")(*compiled)
-        inferred.append(infer_cell.override(task_id=f"infer_{chip}", queue=queue, pool=NPU_POOL)
+        measured.append(measure_cell.override(task_id=f"measure_{chip}", queue=queue, pool=NPU_POOL)
                         .partial(prep=prep, env=env).expand(cell=gathered))
     # Airflow skips a task mapped over an empty group, and a concat of it; gathering keeps the rest going.
-    inferred = gather_cells.override(task_id="gather_inferred_cells")(*inferred)
+    measured = gather_cells.override(task_id="gather_measured_cells")(*measured)
 
-    evaluated = evaluate.partial(prep=prep).expand(cell=inferred)
-    perf = collect_perf(inferred)
-    regression_gate(publish_results(env, model, prep, evaluated, perf))
+    perf = collect_perf(measured)
+    regression_gate(publish_results(env, model, prep, measured, perf))
 
 
 erfnet_offline_inference()

@@ -147,6 +147,7 @@ def build_parser() -> argparse.ArgumentParser:
     from .results.cli import register as register_results
 
     register_results(sub)
+    _add_runs_commands(sub)
 
     p = sub.add_parser("demo", help="run the whole DAG in-process on the embedded default (ONNX Runtime + PyTorch "
                                     "CPU); without --weights/--dataset-root on SYNTHETIC data and RANDOM weights")
@@ -158,6 +159,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-sizes", default="1,4", help="comma-separated batch sizes (default 1,4)")
     p.set_defaults(handler=cmd_demo)
     return parser
+
+
+def cmd_runs_prune(args) -> int:
+    from .retention import prune
+
+    _plan, report = prune(args.older_than, dry_run=args.dry_run)
+    print(report)
+    return 0
+
+
+def _add_runs_commands(sub) -> None:
+    from .retention import DEFAULT_OLDER_THAN
+
+    runs = sub.add_parser("runs", help="the run folders under the data directory")
+    runs_sub = runs.add_subparsers(dest="runs_command", required=True, metavar="COMMAND")
+    p = runs_sub.add_parser("prune", help="remove run folders and compile-cache entries unused for a while; never "
+                                          "each target's latest complete run, a cache entry it used, or a database row")
+    p.add_argument("--older-than", default=DEFAULT_OLDER_THAN, metavar="AGE",
+                   help=f"unused for at least this long: 30d, 12h, 90m (default {DEFAULT_OLDER_THAN})")
+    p.add_argument("--dry-run", action="store_true", help="list what would be removed, remove nothing")
+    p.set_defaults(handler=cmd_runs_prune)
 
 
 def _add_model_commands(sub) -> None:

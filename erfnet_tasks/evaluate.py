@@ -41,6 +41,8 @@ class EvalResult:
     per_class: list[float]      # one fraction per scored class, in label order (spec.class_names)
     images: int
     class_names: tuple[str, ...] = ()
+    confusion: tuple[tuple[int, ...], ...] = ()  # the summed channels x channels counts the scores come from
+    label_mode: str = "logits"  # records.LabelMode: what the outputs held (logits argmaxed here, or labels)
 
 
 # ------------------------------------------------------------------------------------- per image
@@ -206,11 +208,41 @@ def evaluate_summary(summary_path, gt_dir, workers: int | None = None, progress:
     missing_out = [str(out) for out, _label, _spec in jobs if not Path(out).is_file()]
     if missing_out:
         raise ErfnetError(f"output file(s) missing: {', '.join(missing_out)}")
+    mode = output_label_mode([out for out, _label, _spec in jobs], spec)
     total = np.zeros((spec.channels, spec.channels), dtype=np.int64)
     for cm in run_parallel(_confusion_job, jobs, workers, progress, "evaluate"):
         total += cm
     miou, per_class = iou_from_confusion(total, spec)
-    return EvalResult(miou=miou, per_class=per_class, images=len(jobs), class_names=spec.class_names)
+    return EvalResult(miou=miou, per_class=per_class, images=len(jobs), class_names=spec.class_names,
+                      confusion=tuple(tuple(int(v) for v in row) for row in total), label_mode=mode)
+
+
+def output_label_mode(paths, spec: LabelSpec) -> str:
+    """``logits`` or ``labels``: what every output holds (by size); a mix is an error, since the run records
+    one mode per mIoU and the gate never compares across modes."""
+    kinds = _kinds(spec)
+    found = {kinds.get(Path(p).stat().st_size, ("unknown",))[0] for p in paths}
+    found.discard("unknown")  # read_prediction names such a file itself
+    if len(found) > 1:
+        raise ErfnetError(f"the outputs mix logits and label maps ({paths[0]} ...): one cell, one kind of output")
+    return found.pop() if found else "logits"
+
+
+def prediction_disagreement(summary_a, summary_b, spec: LabelSpec | None = None) -> tuple[int, int]:
+    """(pixels whose class differs, pixels) between two runs' outputs over the same inputs, e.g. label maps
+    from an ArgMax on the device against the host-side argmax of FP16 logits (exact ties flip there:
+    ArgMax sees the values before they are rounded to FP16, the host sees them after)."""
+    spec = spec or label_spec()
+    b_by_input = {entry.infile.name: entry.outfiles[0] for entry in read_summary(summary_b)}
+    differing = total = 0
+    for entry in read_summary(summary_a):
+        if entry.infile.name not in b_by_input:
+            raise ErfnetError(f"{summary_b} has no output for input {entry.infile.name}")
+        a = read_prediction(entry.outfiles[0], spec)
+        b = read_prediction(b_by_input[entry.infile.name], spec)
+        differing += int(np.count_nonzero(a != b))
+        total += a.size
+    return differing, total
 
 
 def format_report(result: EvalResult) -> str:

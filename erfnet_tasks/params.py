@@ -171,6 +171,12 @@ RUN_PARAMS: tuple[RunParam, ...] = (
     RunParam("force", lambda: False, _flag, "Force", OPTIONAL_SWITCH,
              "Measure even if the CANN version, weights and dataset equal the last complete run's (a nightly "
              "run would otherwise end early)."),
+    RunParam("keep_outputs", lambda: False, _flag, "Keep the inference outputs", OPTIONAL_SWITCH,
+             "Off: a cell's logits are deleted once its mIoU and confusion matrix are stored (about 21 MB per "
+             "image). On: they stay under the run's folder."),
+    RunParam("labels_on_device", lambda: False, _flag, "Labels on the device (beyond the guide)", OPTIONAL_SWITCH,
+             "ArgMax compiled into the model, so the device outputs int32 label maps instead of the guide's FP16 "
+             "logits (10x fewer bytes); the run records the mode and the gate never compares across modes."),
 )
 
 

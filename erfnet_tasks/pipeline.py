@@ -12,6 +12,7 @@ the guide's own table has such a cell (the 310 at batch 64: memory allocation fa
 from __future__ import annotations
 
 import datetime as dt
+import errno
 import hashlib
 import logging
 import os
@@ -25,7 +26,8 @@ from .backends.environment import describe_toolchain
 from .errors import CompileFailed, ErfnetError, InferFailed, RegressionDetected
 from .fsutil import read_json, sha256_file, write_json_atomic
 from .records import (CellStatus, CompiledCell, CompileStatus, Environment, EvaluatedCell, HostRecord,
-                      InferredCell, Model, Params, PerfRow, PlannedCell, Prepared, RunStatus, is_result, run_status)
+                      InferredCell, LabelMode, Model, Params, PerfRow, PlannedCell, Prepared, RunStatus, is_result,
+                      run_status)
 from .devices import devices_of_chip, hold_device
 from .fleet import check_configured, live_chips, queue_for
 from .settings import Settings, host_name, load_settings, resolve_under_roots
@@ -59,6 +61,11 @@ def _safe_name(text: str) -> str:
     return _SAFE.sub("_", text).strip("_") or "run"
 
 
+def run_folder_name(run_id: str) -> str:
+    """The run's work folder under the runs directory (retention finds a run's folder by it)."""
+    return _safe_name(run_id)
+
+
 def backend_versions(targets: list[Target], cann_version: str | None) -> dict[str, str]:
     """Every host backend's release (without a local build tag such as ``+cpu``); an NPU backend's
     version is the CANN version, recorded only when the run has NPU targets."""
@@ -89,7 +96,7 @@ def resolve_environment(raw_params: dict, run_id: str, broker_url: str | None = 
     if idle:
         raise ErfnetError(f"no live NPU worker consumes {', '.join(queue_for(c) for c in idle)}: start one on a "
                           f"host with that card (its worker runs `celery worker --queues $(erfnet worker-queues)`)")
-    work_dir = settings.runs_dir / _safe_name(run_id)
+    work_dir = settings.runs_dir / run_folder_name(run_id)
     work_dir.mkdir(parents=True, exist_ok=True)
     return {
         "run_id": run_id, "dag_id": DAG_ID, "started_at": dt.datetime.now(dt.timezone.utc).isoformat(),
@@ -180,13 +187,14 @@ def export_step(env: Environment) -> dict:
     folder = load_settings().export_cache / key.hexdigest()[:24]
     record = folder / "export.json"
     cached = _verified_record(record, "origin", "an export cache record")
+    labels = bool(env["params"].get("labels_on_device"))
     if cached is not None:
-        return {**cached, "cache_hit": True}
+        return {**cached, "cache_hit": True, "labels_on_device": labels}
     report = export_onnx(env["params"]["weights"], folder / "ErfNet_origin.onnx")
     exported = {"origin": str(report.path), "sha256": sha256_file(report.path),
                 "max_abs_error": report.max_abs_error, "max_rel_error": report.max_rel_error}
     write_json_atomic(record, exported)  # written last: its presence means the export above is whole
-    return {**exported, "cache_hit": False}
+    return {**exported, "cache_hit": False, "labels_on_device": labels}
 
 
 def _verified_record(record: Path, path_key: str, what: str) -> dict | None:
@@ -202,13 +210,27 @@ def _verified_record(record: Path, path_key: str, what: str) -> dict | None:
 
 
 def fix_bn_step(exported: dict) -> Model:
-    """modify_bn_weights.py: the model every target compiles."""
+    """modify_bn_weights.py: the model every target compiles; with labels_on_device it ends in ArgMax."""
     from .onnx_export import fix_bn
 
     fixed = Path(exported["origin"]).with_name("ErfNet.onnx")  # a function of the export, so kept beside it
     changed = fix_bn(exported["origin"], fixed)
+    if exported.get("labels_on_device"):
+        fixed = _with_argmax(fixed)
     return {**exported, "origin_sha256": exported.get("sha256"), "path": str(fixed), "sha256": sha256_file(fixed),
             "bn_values_changed": changed}
+
+
+def _with_argmax(fixed: Path) -> Path:
+    """labels_on_device (beyond the guide): the fixed model + ArgMax over the channels -> int32 label map."""
+    from .fsutil import atomic_path
+    from .onnx_export import append_argmax
+
+    out = fixed.with_name("ErfNet_argmax.onnx")
+    with atomic_path(out) as tmp:
+        shutil.copyfile(fixed, tmp)
+        append_argmax(tmp)
+    return out
 
 
 # ------------------------------------------------------------------------------- 4 preprocessing
@@ -291,7 +313,8 @@ def changed_chips(env: Environment, previous: dict) -> list[str]:
 # ------------------------------------------------------------------------------ 3.2 compilation
 
 def cache_key(model: Model, cann_version: str | None, cell: PlannedCell) -> str:
-    flags = {"aoe": cell["aoe"], "output_type": "FP16", "format": CACHE_FORMAT}
+    output_type = "INT32" if model.get("labels_on_device") else "FP16"  # the model's sha256 differs too
+    flags = {"aoe": cell["aoe"], "output_type": output_type, "format": CACHE_FORMAT}
     text = "\n".join(map(str, [model["sha256"], cann_version, cell["backend"],
                                cell.get("chip") or cell["device"], cell["batch_size"], sorted(flags.items())]))
     return hashlib.sha256(text.encode()).hexdigest()[:24]
@@ -320,6 +343,7 @@ def compile_cell(cell: PlannedCell, model: Model, env: Environment) -> CompiledC
     cache_dir = load_settings().compile_cache / cache_key(model, cann, cell)
     record = _verified_record(cache_dir / "compiled.json", "model_path", "a compile cache record")
     if record is not None:
+        os.utime(cache_dir / "compiled.json")  # marks the entry used now: retention removes only unused ones
         return {**cell, **record, **where, "seconds": 0.0, "cache_hit": True, "status": CellStatus.OK.value,
                 "error": None}
     try:
@@ -371,14 +395,34 @@ def remove_unfinished_outputs(out_dir: Path) -> int:
     return removed
 
 
+def label_mode(cell: PlannedCell, env: Environment) -> LabelMode:
+    """What a cell outputs: label maps where labels_on_device compiled ArgMax into its model, else the
+    guide's logits (a backend that builds nothing, such as PyTorch, runs the checkpoint: logits)."""
+    on_device = env["params"].get("labels_on_device") and get_backend(cell["backend"]).BUILDS_ARTIFACT
+    return LabelMode.LABELS if on_device else LabelMode.LOGITS
+
+
+def _space_shortage(cell: CompiledCell, prep: Prepared, env: Environment, out_dir: Path):
+    from .datasets import DEFAULT_DATASET, label_spec
+    from .storage import bytes_per_image, check_space
+
+    spec = label_spec(prep.get("dataset", DEFAULT_DATASET))
+    return check_space(out_dir, prep["images"], bytes_per_image(spec, label_mode(cell, env)))
+
+
 def infer_cell(cell: CompiledCell, prep: Prepared, env: Environment) -> InferredCell:
-    """Run one compiled cell over the preprocessed set on a device it holds alone; a device failure is
-    recorded with its own status (oom is a result; model_load_failed, device_open_failed and infer_failed
-    make the run incomplete). The cell records where it ran: host, device, CANN and driver."""
+    """Run one compiled cell over the preprocessed set on a device it holds alone, and only inside this
+    call; a device failure is recorded with its own status (oom is a result; model_load_failed,
+    device_open_failed, infer_failed and no_space make the run incomplete). The cell records where it
+    ran: host, device, CANN and driver."""
     if cell["status"] != CellStatus.OK:
         return {**cell, "summary": None}
     out_dir = Path(env["work_dir"]) / "outputs" / cell_dir_name(cell)
     remove_unfinished_outputs(out_dir)
+    shortage = _space_shortage(cell, prep, env, out_dir)
+    if shortage is not None:  # checked before anything is written: the other cells go on
+        log.error("%s at batch %s: %s", cell["target"], cell["batch_size"], shortage.message)
+        return {**cell, "summary": None, "status": CellStatus.NO_SPACE.value, "error": shortage.message}
     backend = get_backend(cell["backend"])
     where = {"host": host_name(), "device": None, "cann_version": _local_cann(backend),
              "driver_version": _local_driver(backend)}
@@ -388,10 +432,13 @@ def infer_cell(cell: CompiledCell, prep: Prepared, env: Environment) -> Inferred
             log.info("%s batch %s on %s device %s", cell["target"], cell["batch_size"], where["host"], device)
             result = backend.infer(cell["model_path"], prep["prep_dir"], out_dir, batch_size=cell["batch_size"],
                                    device=device)
-    except InferFailed as exc:
-        log.error("inference failed for %s at batch %s (%s): %s", cell["target"], cell["batch_size"], exc.status, exc)
-        return {**cell, **where, "summary": None, "status": CellStatus(exc.status).value,
-                "error": f"{exc.status}: {exc}"}
+    except (InferFailed, OSError) as exc:
+        if isinstance(exc, OSError) and exc.errno != errno.ENOSPC:
+            raise
+        status = exc.status if isinstance(exc, InferFailed) else CellStatus.NO_SPACE.value
+        remove_unfinished_outputs(out_dir)  # a half-written folder is never evaluated
+        log.error("inference failed for %s at batch %s (%s): %s", cell["target"], cell["batch_size"], status, exc)
+        return {**cell, **where, "summary": None, "status": CellStatus(status).value, "error": f"{status}: {exc}"}
     return {**cell, **where, "summary": str(result.summary_path), "throughput_fps": result.throughput_fps,
             "compute_ms": result.compute_ms, "h2d_ms": result.h2d_ms, "d2h_ms": result.d2h_ms}
 
@@ -410,14 +457,43 @@ def _local_driver(backend) -> str | None:
 # --------------------------------------------------------------------------------- 6 evaluation
 
 def evaluate_cell(cell: InferredCell, prep: Prepared) -> EvaluatedCell:
+    """mIoU, per-class IoU and the confusion matrix; the label mode is what the outputs turned out to hold."""
     from .datasets import DEFAULT_DATASET, label_spec
     from .evaluate import evaluate_summary
 
     if cell["status"] != CellStatus.OK:
-        return {**cell, "miou": None, "per_class": None, "images": 0}
+        return {**cell, "miou": None, "per_class": None, "images": 0, "confusion": None, "label_mode": None,
+                "outputs_deleted": 0}
     spec = label_spec(prep.get("dataset", DEFAULT_DATASET))
     result = evaluate_summary(cell["summary"], prep["gt_dir"], progress=False, spec=spec)
-    return {**cell, "miou": result.miou, "per_class": list(result.per_class), "images": result.images}
+    return {**cell, "miou": result.miou, "per_class": list(result.per_class), "images": result.images,
+            "confusion": [list(row) for row in result.confusion], "label_mode": result.label_mode,
+            "outputs_deleted": 0}
+
+
+def store_cell_result(cell: EvaluatedCell, env: Environment) -> Path:
+    """The cell's result on disk, beside its summary, written atomically before any output is deleted:
+    what the outputs counted survives them (publish reads the same record from the task's return)."""
+    path = Path(env["work_dir"]) / "outputs" / cell_dir_name(cell) / "result.json"
+    write_json_atomic(path, {k: cell.get(k) for k in (
+        "target", "batch_size", "summary", "images", "miou", "per_class", "confusion", "label_mode")})
+    return path
+
+
+def measure_cell(cell: CompiledCell, prep: Prepared, env: Environment) -> EvaluatedCell:
+    """Infer, evaluate where the outputs are, store the result, then delete the counted outputs (unless
+    ``keep_outputs``). The device is held only inside ``infer_cell``: the one call a device lease wraps.
+    A failure before the result is stored raises with every output still on disk."""
+    inferred = infer_cell(cell, prep, env)
+    evaluated = evaluate_cell(inferred, prep)
+    if evaluated["status"] != CellStatus.OK:
+        return evaluated
+    store_cell_result(evaluated, env)
+    if env["params"].get("keep_outputs"):
+        return evaluated
+    from .storage import delete_counted_outputs
+
+    return {**evaluated, "outputs_deleted": delete_counted_outputs(evaluated["summary"])}
 
 
 # --------------------------------------------------------------------------------- 7 performance
@@ -472,7 +548,8 @@ def build_run_document(env: Environment, model: Model, prep: Prepared, cells: li
         ],
         "accuracy": [
             {"target": c["target"], "batch_size": c["batch_size"], "images": c["images"], "miou": c["miou"],
-             "per_class": c["per_class"]}
+             "per_class": c["per_class"], "confusion": c.get("confusion"),
+             "label_mode": c.get("label_mode") or LabelMode.LOGITS.value}
             for c in sorted(cells, key=lambda c: (c["target"], c["batch_size"])) if c["status"] == CellStatus.OK
         ],
         "perf": perf,

@@ -33,6 +33,14 @@ class CellStatus(StrEnum):
     MODEL_LOAD_FAILED = "model_load_failed"
     DEVICE_OPEN_FAILED = "device_open_failed"
     INFER_FAILED = "infer_failed"
+    NO_SPACE = "no_space"  # the output folder could not hold the cell's outputs: nothing was written
+
+
+class LabelMode(StrEnum):
+    """What a cell's outputs held, so what its mIoU was computed from (the gate never compares across)."""
+
+    LOGITS = "logits"  # the guide's FP16 logits, argmax on the host
+    LABELS = "labels"  # labels_on_device: ArgMax in the compiled model, integer label maps
 
 
 class CompileStatus(StrEnum):
@@ -43,9 +51,9 @@ class CompileStatus(StrEnum):
 
 # What a backend's InferFailed may carry, and which cell statuses are infrastructure failures.
 INFER_FAILURES = frozenset({CellStatus.OOM, CellStatus.MODEL_LOAD_FAILED, CellStatus.DEVICE_OPEN_FAILED,
-                            CellStatus.INFER_FAILED})
+                            CellStatus.INFER_FAILED, CellStatus.NO_SPACE})
 INFRASTRUCTURE_FAILURES = frozenset({CellStatus.MODEL_LOAD_FAILED, CellStatus.DEVICE_OPEN_FAILED,
-                                     CellStatus.INFER_FAILED})
+                                     CellStatus.INFER_FAILED, CellStatus.NO_SPACE})
 
 
 def is_result(status: str) -> bool:
@@ -71,6 +79,8 @@ class Params(TypedDict):
     reference_miou: float
     tolerance: float
     force: bool
+    keep_outputs: bool           # keep the logits after the cell is evaluated (default: deleted)
+    labels_on_device: bool       # ArgMax compiled into the model: the device outputs label maps
 
 
 class TargetRecord(TypedDict):
@@ -158,6 +168,9 @@ class EvaluatedCell(InferredCell):
     miou: float | None
     per_class: list[float] | None
     images: int
+    confusion: list[list[int]] | None  # channels x channels pixel counts, rows = label, columns = prediction
+    label_mode: LabelMode | None      # what the mIoU was computed from (None: not measured)
+    outputs_deleted: int              # output files deleted once the result was stored (0 with keep_outputs)
 
 
 class PerfRow(TypedDict):

@@ -21,6 +21,7 @@
 - ERFNET_NOTIFY: Airflow connection ids (comma-separated) that receive notifications; empty: none.
 - ERFNET_NOTIFY_SUMMARY: off (default), nightly or all: which runs that pass the gate get a summary.
 - ERFNET_CANN_PROBE_MINUTES: how often the CANN version probe runs (default 5).
+- ERFNET_PRUNE_OLDER_THAN: the maintenance DAG's retention age (default 30d; `erfnet runs prune`).
 """
 
 from __future__ import annotations
@@ -134,6 +135,10 @@ def ort_threads() -> int:
     if not text.isdigit():
         raise ErfnetError(f"ERFNET_ORT_THREADS must be a non-negative integer, got {text!r}")
     return int(text)
+
+
+def prune_older_than() -> str:
+    return _env("ERFNET_PRUNE_OLDER_THAN") or "30d"
 
 
 def ais_bench_python() -> str | None:

@@ -125,3 +125,26 @@ def test_standin_atc_rejects_the_shell_quoted_shape(fixed_onnx, tmp_path, record
     assert proc.returncode != 0
     assert "E10001: Value [\"actual_input_1:1,3,512,1024\"] for parameter [--input_shape] is invalid" in proc.stdout
     assert json.loads(record.read_text().splitlines()[0])["tool"] == "atc"
+
+
+def test_an_argmax_model_compiles_without_output_type_and_the_om_outputs_int32(fixed_onnx, tmp_path, record):
+    """atc's --output_type would set the om's output type whatever the graph's (FP16 labels); without it the
+    om keeps the last operator's type, so labels_on_device leaves it out."""
+    from erfnet_tasks.onnx_export import append_argmax
+
+    argmax = tmp_path / "ErfNet_argmax.onnx"
+    argmax.write_bytes(fixed_onnx.read_bytes())
+    append_argmax(argmax)
+    result = get_backend("ascend").compile(argmax, tmp_path / "om", chip="Ascend310P3", batch_size=1)
+    (call,) = harness.invocations(record)
+    assert call["argv"] == [a.format(onnx=argmax, out=tmp_path / "om", n=1, chip="Ascend310P3")
+                            for a in GUIDE_ATC[:-1]]
+    header, _onnx = read_om(str(result.path))
+    assert header["output_type"] is None
+    harness.write_prep(tmp_path / "prep", ["a_0.bin"], seed=1)
+    out = get_backend("ascend").infer(result.path, tmp_path / "prep", tmp_path / "out", batch_size=1, device="0")
+    (label_file,) = sorted((tmp_path / "out").rglob("*.bin"))
+    assert label_file.stat().st_size == 512 * 1024 * 4 and out.summary_path.is_file()
+    import numpy as np
+    labels = np.fromfile(label_file, dtype=np.int32)
+    assert labels.min() >= 0 and labels.max() < 20

@@ -193,6 +193,7 @@ def test_a_write_failure_is_one_error_line_and_no_thread_traceback(tiny_onnx, tm
     backend = get_backend("onnxruntime")
     compiled = backend.compile(tiny_onnx, tmp_path / "c", batch_size=2)
     write_inputs(tmp_path / "prep", [f"img{i}.bin" for i in range(5)])
-    with pytest.raises(ErfnetError, match=r"could not write outputs to .*No space left on device"):
+    with pytest.raises(ErfnetError, match=r"could not write outputs to .*No space left on device") as info:
         backend.infer(compiled.path, tmp_path / "prep", tmp_path / "out", batch_size=2)
+    assert info.value.status == "no_space"  # the cell's own status; the other cells go on
     assert "Traceback" not in capfd.readouterr().err

@@ -112,18 +112,19 @@ def test_dagbag_structure_queues_pools_params_schedule(dag):
 
     tasks = {t.task_id: t for t in dag.tasks}
     assert {"resolve_environment", "with_hosts", "export_onnx", "fix_bn", "preprocess", "changed_since_last_run",
-            "compile_Ascend310", "compile_aoe_Ascend310P3", "compile_on_host", "infer_Ascend310P3", "infer_on_host",
-            "evaluate", "collect_perf", "publish_results", "regression_gate"} <= set(tasks)
+            "compile_Ascend310", "compile_aoe_Ascend310P3", "compile_on_host", "measure_Ascend310P3",
+            "measure_on_host", "gather_measured_cells", "collect_perf", "publish_results",
+            "regression_gate"} <= set(tasks)
     for mapped in ("probe_Ascend310", "compile_Ascend310", "compile_aoe_Ascend310P3", "compile_on_host",
-                   "infer_Ascend310P3", "infer_on_host", "evaluate"):
+                   "measure_Ascend310P3", "measure_on_host"):
         assert isinstance(tasks[mapped], MappedOperator), mapped
     # Each chip's device work on its own queue (ERFNET_NPU_CHIPS, by default the guide's two chips),
     # holding a device slot where it measures or tunes; nothing else leaves the default queue.
     for chip in ("Ascend310", "Ascend310P3"):
         assert {t.task_id for t in dag.tasks if t.queue == f"npu-{chip}"} == {
-            f"probe_{chip}", f"compile_{chip}", f"compile_aoe_{chip}", f"infer_{chip}"}
+            f"probe_{chip}", f"compile_{chip}", f"compile_aoe_{chip}", f"measure_{chip}"}
     assert {t.task_id for t in dag.tasks if t.pool == "npu_devices"} == {
-        "compile_aoe_Ascend310", "infer_Ascend310", "compile_aoe_Ascend310P3", "infer_Ascend310P3"}
+        "compile_aoe_Ascend310", "measure_Ascend310", "compile_aoe_Ascend310P3", "measure_Ascend310P3"}
     assert all(t.queue == "default" for t in dag.tasks if not t.queue.startswith("npu-"))
     # Export and preprocessing run side by side after resolving the environment.
     assert tasks["preprocess"].upstream_task_ids == {"resolve_environment"}
@@ -140,7 +141,7 @@ def test_dagbag_structure_queues_pools_params_schedule(dag):
     assert params["aoe"] is False and params["force"] is False
     assert {"weights", "dataset_root", "targets", "image_limit"} <= set(params)
     assert tasks["regression_gate"].retries == 0
-    assert tasks["infer_Ascend310"].retries == 2
+    assert tasks["measure_Ascend310"].retries == 2
     assert any(o.name == "erfnet_results" for o in tasks["publish_results"].outlets)
 
 
@@ -206,6 +207,25 @@ def test_end_to_end_onnxruntime_publishes_to_postgres(airflow_home, dataset_and_
     assert doc["accuracy"][0]["miou"] == pytest.approx(doc["accuracy"][1]["miou"], abs=1e-9)
     results_file = data / "runs" / re.sub(r"[^A-Za-z0-9_.-]+", "_", run.run_id).strip("_") / "results.json"
     assert json.loads(results_file.read_text())["run"]["id"] == run.run_id
+
+
+def test_outputs_are_deleted_once_counted_unless_keep_outputs_and_the_miou_is_the_same(
+        airflow_home, dataset_and_weights, pg_url):
+    data = dataset_and_weights
+    conf = {"weights": str(data / "erfnet_random_untrained.pth"), "dataset_root": str(data / "cityscapes"),
+            "targets": ["cpu"], "batch_sizes": [1, 2], "reference_miou": 0.0, "force": True}
+    runs = {}
+    for keep in (False, True):
+        run = run_dag(airflow_home, data, {**conf, "keep_outputs": keep}, ERFNET_RESULTS_DB_URL=pg_url)
+        assert run.state == "success", run.output[-5000:]
+        folder = data / "runs" / re.sub(r"[^A-Za-z0-9_.-]+", "_", run.run_id).strip("_")
+        runs[keep] = (run_document(pg_url, run), folder)
+    (gone, gone_dir), (kept, kept_dir) = runs[False], runs[True]
+    assert sorted(gone_dir.rglob("*.bin")) == [] and len(list(gone_dir.rglob("*_summary.json"))) == 2
+    assert len(list(kept_dir.rglob("*.bin"))) == 2 * 2  # two cells of two images
+    # The published mIoU is the same to the last digit, and each cell stored its confusion matrix.
+    assert [c["miou"] for c in gone["accuracy"]] == [c["miou"] for c in kept["accuracy"]]
+    assert all(len(c["confusion"]) == 20 and c["label_mode"] == "logits" for c in gone["accuracy"])
 
 
 def test_ascend_standins_two_chips_one_cell_out_of_memory_then_nightly_and_cann_upgrade(
@@ -285,3 +305,36 @@ def test_retries_only_what_can_recover(dag):
     assert policy.evaluate(ErfnetError("bad weights path"), 1, 3).action == RetryAction.FAIL
     assert policy.evaluate(PublishFailed("results database unreachable"), 1, 3).action == RetryAction.RETRY
     assert policy.evaluate(TimeoutError("device busy"), 1, 3).action == RetryAction.DEFAULT
+
+
+# ------------------------------------------------------------------------------------- maintenance
+
+def test_maintenance_dag_prunes_daily_and_logs_what_it_freed(airflow_home, tmp_path, sqlite_url):
+    from airflow.dag_processing.dagbag import DagBag
+
+    from erfnet_tasks.results.publish import publish_run
+
+    os.environ.setdefault("AIRFLOW_HOME", str(airflow_home))
+    maintenance = DagBag(dag_folder=str(REPO / "dags")).dags["erfnet_maintenance"]
+    assert maintenance.timetable.expression == "0 0 * * *" and [t.task_id for t in maintenance.tasks] == ["prune_runs"]
+    params = maintenance.params.dump()
+    assert params["older_than"] == "30d" and params["dry_run"] is False
+
+    data = tmp_path / "data"
+    for run_id in ("kept_latest", "old_one"):
+        folder = data / "runs" / run_id
+        folder.mkdir(parents=True)
+        (folder / "results.json").write_text("{}")
+        old = __import__("time").time() - 40 * 86400
+        for path in (folder / "results.json", folder):
+            os.utime(path, (old, old))
+    publish_run({"run": {"id": "kept_latest", "started_at": "2026-01-01T00:00:00+00:00", "status": "complete"},
+                 "perf": [{"target": "cpu", "batch_size": 1, "throughput_fps": 1.0, "status": "ok"}]},
+                url=sqlite_url, retries=0)
+    env = airflow_env(airflow_home, data, ERFNET_RESULTS_DB_URL=sqlite_url)
+    proc = subprocess.run([str(AIRFLOW), "dags", "test", "erfnet_maintenance", "--conf", json.dumps({})],
+                          env=env, capture_output=True, text=True, timeout=600)
+    output = proc.stdout + proc.stderr
+    assert proc.returncode == 0 and "state=success" in output, output[-5000:]
+    assert sorted(p.name for p in (data / "runs").iterdir()) == ["kept_latest"]
+    assert "removed run" in output and "old_one" in output and "freed" in output

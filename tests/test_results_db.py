@@ -22,7 +22,8 @@ def results_url(request) -> str:
 def make_doc(run_id: str, started_at: str, cann: str | None, cells, status: str = "complete",
              params: dict | None = None) -> dict:
     """A run document; ``cells`` are (target, batch, miou or None, fps or None, perf status)."""
-    accuracy = [{"target": t, "batch_size": b, "images": 3, "miou": m, "per_class": [m] * 19}
+    accuracy = [{"target": t, "batch_size": b, "images": 3, "miou": m, "per_class": [m] * 19,
+                 "confusion": [[b] * 20 for _ in range(20)], "label_mode": "logits"}
                 for t, b, m, _fps, _s in cells if m is not None]
     perf = [{"target": t, "batch_size": b, "throughput_fps": fps, "compute_min_ms": 1.0, "compute_mean_ms": 2.0,
              "compute_median_ms": 2.0, "compute_p99_ms": 3.5, "h2d_mean_ms": 0.25, "d2h_mean_ms": 0.5,
@@ -263,6 +264,22 @@ def test_accuracy_below_reference_minus_tolerance(results_url):
     assert "71.19" in found[0]["message"]
     assert _findings(results_url, "acc", regression.Rules(tolerance=0.02)) == []
     assert len(_findings(results_url, "acc", regression.Rules(reference_miou=0.75))) == 2
+
+
+def test_the_gate_never_compares_across_label_modes(results_url):
+    def run(run_id, day, cann, fps, mode):
+        doc = make_doc(run_id, f"2026-04-{day:02d}T00:00:00+00:00", cann, [("cpu", 1, 0.72, fps, "ok")])
+        doc["accuracy"][0]["label_mode"] = mode
+        publish.publish_run(doc, results_url)
+
+    run("labels-old-cann", 1, "7.0", 200.0, "labels")   # faster, but label maps: not this run's mode
+    run("logits-old-cann", 2, "7.0", 100.0, "logits")
+    run("logits-new", 3, "8.0", 99.0, "logits")
+    assert _findings(results_url, "logits-new") == []     # 1% below the logits baseline; 50% below the labels one
+    run("labels-new", 4, "8.0", 150.0, "labels")
+    (found,) = _findings(results_url, "labels-new")       # 25% below labels-old-cann, above every logits run
+    assert (found["rule"], found["baseline_run_id"]) == ("throughput_drop", "labels-old-cann")
+    assert _stored(results_url, "labels-new")["accuracy"][0]["label_mode"] == "labels"
 
 
 def test_throughput_drop_and_failed_cell_against_previous_cann(results_url):

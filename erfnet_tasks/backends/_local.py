@@ -10,6 +10,7 @@ for it nor loses a CPU to it.
 
 from __future__ import annotations
 
+import errno
 import os
 import queue
 import re
@@ -165,7 +166,9 @@ class OutputWriter:
         self._queue.put(None)
         self._thread.join()
         if self._error is not None:
-            raise ErfnetError(f"could not write outputs to {self.folder}: {self._error}")
+            # A full disk is the cell's own status (no_space): the other cells go on.
+            status = "no_space" if getattr(self._error, "errno", None) == errno.ENOSPC else "infer_failed"
+            raise InferFailed(f"could not write outputs to {self.folder}: {self._error}", status=status)
 
 
 class OutputBuffers:

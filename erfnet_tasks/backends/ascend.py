@@ -80,13 +80,31 @@ def device_for(target) -> int:
 
 # --------------------------------------------------------------------------- compile
 
-def atc_argv(onnx_path, output_base, *, chip: str, batch_size: int) -> list[str]:
-    """The guide's atc command, minus the shell quoting of --input_shape and with --log=error."""
-    return [
+def atc_argv(onnx_path, output_base, *, chip: str, batch_size: int, integer_output: bool = False) -> list[str]:
+    """The guide's atc command, minus the shell quoting of --input_shape and with --log=error.
+
+    ``integer_output``: the graph ends in ArgMax -> Cast(int32) (labels_on_device). atc's ``--output_type``
+    sets the om's output type whatever the graph's (FP16 would turn the label map back into halves, and
+    older CANN accepts only FP32/FP16/UINT8/INT8 there); without it the om keeps the last operator's type,
+    so the flag is left out and the om outputs int32 labels."""
+    argv = [
         "atc", "--framework=5", f"--model={onnx_path}", f"--output={output_base}", "--input_format=NCHW",
         f"--input_shape={INPUT_NAME}:{batch_size},{','.join(map(str, INPUT_CHW))}", "--log=error",
-        f"--soc_version={chip}", "--output_type=FP16",
+        f"--soc_version={chip}",
     ]
+    return argv if integer_output else [*argv, "--output_type=FP16"]
+
+
+def has_integer_output(onnx_path) -> bool:
+    """Whether the ONNX graph's first output is an integer tensor (an ArgMax-ended model)."""
+    import onnx
+
+    try:
+        model = onnx.load(str(onnx_path), load_external_data=False)
+    except Exception:  # unreadable or missing: atc reports it, with its own error code
+        return False
+    elem = model.graph.output[0].type.tensor_type.elem_type if model.graph.output else 0
+    return elem in (onnx.TensorProto.INT32, onnx.TensorProto.INT64, onnx.TensorProto.UINT8)
 
 
 def aoe_argv(onnx_path, output_base, *, batch_size: int, job_type: int, device=None) -> list[str]:
@@ -140,7 +158,7 @@ def compile(onnx_path, out_dir, *, chip: str, batch_size: int, aoe: bool = False
     if aoe:
         steps = [("aoe", aoe_argv(src, base, batch_size=batch_size, job_type=job, device=device)) for job in (1, 2)]
     else:
-        steps = [("atc", atc_argv(src, base, chip=chip, batch_size=batch_size))]
+        steps = [("atc", atc_argv(src, base, chip=chip, batch_size=batch_size, integer_output=has_integer_output(src)))]
     for tool, argv in steps:
         proc = _run_logged(argv, log_path)
         if proc.returncode != 0:

@@ -11,7 +11,7 @@ import re
 from datetime import datetime, timezone
 
 from ..errors import ErfnetError
-from ..records import CellStatus, CompileStatus, RunStatus, run_status
+from ..records import CellStatus, CompileStatus, LabelMode, RunStatus, run_status
 
 RUN_ID_PATTERN = re.compile(r"^[A-Za-z0-9_.:+\-]{1,250}$")
 LATEST = "latest"
@@ -21,7 +21,7 @@ RUN_FIELDS = ("id", "dag_id", "started_at", "finished_at", "status", "params", "
               "dataset_fingerprint", "images", "synthetic", "class_names")
 COMPILED_FIELDS = ("target", "batch_size", "backend", "chip", "path", "sha256", "seconds", "cache_hit",
                    "status", "error", "host", "cann_version")
-ACCURACY_FIELDS = ("target", "batch_size", "images", "miou", "per_class")
+ACCURACY_FIELDS = ("target", "batch_size", "images", "miou", "per_class", "confusion", "label_mode")
 PERF_FIELDS = ("target", "batch_size", "throughput_fps", "compute_min_ms", "compute_mean_ms",
                "compute_median_ms", "compute_p99_ms", "h2d_mean_ms", "d2h_mean_ms", "status", "error",
                "host", "device", "cann_version", "driver_version")
@@ -196,6 +196,20 @@ def _check_accuracy(cell: dict, where: str) -> None:
         if not isinstance(per_class, list):
             raise ErfnetError(f"{where}.per_class must be a list of fractions")
         cell["per_class"] = [_optional_float(v, f"{where}.per_class") for v in per_class]
+    cell["confusion"] = _confusion(cell["confusion"], f"{where}.confusion")
+    # A cell stored before label modes existed was computed from the guide's logits.
+    cell["label_mode"] = _choice(cell["label_mode"] or LabelMode.LOGITS, tuple(LabelMode), f"{where}.label_mode")
+
+
+def _confusion(value, where: str) -> list[list[int]] | None:
+    """A square matrix of non-negative pixel counts, or None (runs stored before matrices were)."""
+    if value is None:
+        return None
+    if (not isinstance(value, list) or not value or
+            any(not isinstance(row, list) or len(row) != len(value) for row in value) or
+            any(isinstance(v, bool) or not isinstance(v, int) or v < 0 for row in value for v in row)):
+        raise ErfnetError(f"{where} must be a square matrix of non-negative integer pixel counts")
+    return value
 
 
 def _check_perf(cell: dict, where: str) -> None:

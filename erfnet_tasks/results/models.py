@@ -100,6 +100,8 @@ class Accuracy(_RunCell, Base):
     images: Mapped[int | None] = mapped_column(sa.Integer)
     miou: Mapped[float | None] = mapped_column(sa.Float)
     per_class: Mapped[list | None] = mapped_column(sa.JSON)
+    confusion: Mapped[list | None] = mapped_column(sa.JSON)  # channels x channels counts, rows = label
+    label_mode: Mapped[str | None] = mapped_column(sa.String(STATUS_MAX))  # records.LabelMode
 
 
 class Performance(_RunCell, Base):

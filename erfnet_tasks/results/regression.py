@@ -21,7 +21,7 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from ..errors import ErfnetError
-from ..records import INFRASTRUCTURE_FAILURES, CellStatus, RunStatus
+from ..records import INFRASTRUCTURE_FAILURES, CellStatus, LabelMode, RunStatus
 from .document import validate_run_id
 from .models import Accuracy, Finding, Performance, Run
 from .reference import GUIDE_MIOU, GUIDE_TOLERANCE
@@ -130,32 +130,45 @@ def _cann(cell: Performance, run: Run) -> str | None:
     return cell.cann_version or run.cann_version
 
 
+def _label_modes(session: Session, run_id: str) -> dict[tuple[str, int], str]:
+    rows = session.execute(sa.select(Accuracy.target, Accuracy.batch_size, Accuracy.label_mode)
+                           .where(Accuracy.run_id == run_id))
+    return {(t, b): mode or LabelMode.LOGITS.value for t, b, mode in rows}
+
+
 def _baselines(session: Session, run: Run, cells: dict[tuple[str, int], str | None]) -> dict[tuple[str, int], tuple]:
     """(target, batch) -> (run id, CANN version, fps) of the latest earlier complete run that measured it
-    on another CANN than ``cells`` gives for it now.
+    on another CANN than ``cells`` gives for it now, in the same label mode (logits or labels_on_device:
+    never compared across modes).
 
-    Bounded: one query per CANN version of this run (one per host's toolkit, a handful), in which a window
-    function ranks the candidates of each (target, batch) by recency and only the first comes back.
-    ROW_NUMBER works in PostgreSQL and SQLite alike, where DISTINCT ON would not.
+    Bounded: one query per (CANN version, label mode) of this run (a handful), in which a window function
+    ranks the candidates of each (target, batch) by recency and only the first comes back. ROW_NUMBER
+    works in PostgreSQL and SQLite alike, where DISTINCT ON would not.
     """
-    by_cann: dict[str | None, set[tuple[str, int]]] = {}
+    modes = _label_modes(session, run.id)
+    groups: dict[tuple[str | None, str], set[tuple[str, int]]] = {}
     for key, cann in cells.items():
-        by_cann.setdefault(cann, set()).add(key)
+        groups.setdefault((cann, modes.get(key, LabelMode.LOGITS.value)), set()).add(key)
     baselines: dict[tuple[str, int], tuple] = {}
-    for cann, keys in by_cann.items():
-        baselines.update(_latest_on_other_cann(session, run, cann, keys))
+    for (cann, mode), keys in groups.items():
+        baselines.update(_latest_on_other_cann(session, run, cann, mode, keys))
     return baselines
 
 
-def _latest_on_other_cann(session: Session, run: Run, cann: str | None, cells: set[tuple[str, int]]) -> dict:
+def _latest_on_other_cann(session: Session, run: Run, cann: str | None, mode: str,
+                          cells: set[tuple[str, int]]) -> dict:
     cell_cann = sa.func.coalesce(Performance.cann_version, Run.cann_version)
+    cell_mode = sa.func.coalesce(Accuracy.label_mode, LabelMode.LOGITS.value)
+    same_cell = sa.and_(Accuracy.run_id == Performance.run_id, Accuracy.target == Performance.target,
+                        Accuracy.batch_size == Performance.batch_size)
     recency = sa.func.row_number().over(partition_by=(Performance.target, Performance.batch_size),
                                         order_by=(Run.started_at.desc(), Run.id.desc()))
     ranked = (sa.select(Performance.target, Performance.batch_size, Run.id.label("run_id"),
                         cell_cann.label("cann_version"), Performance.throughput_fps, recency.label("recency"))
               .join(Run, Run.id == Performance.run_id)
+              .outerjoin(Accuracy, same_cell)
               .where(Run.status == RunStatus.COMPLETE.value, Run.id != run.id, Run.started_at < run.started_at,
-                     cell_cann.is_distinct_from(cann),
+                     cell_cann.is_distinct_from(cann), cell_mode == mode,
                      Performance.status == CellStatus.OK.value, Performance.throughput_fps.is_not(None),
                      Performance.target.in_(sorted({t for t, _b in cells})),
                      Performance.batch_size.in_(sorted({b for _t, b in cells})))

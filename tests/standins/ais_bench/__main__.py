@@ -147,7 +147,8 @@ def run(args, era: str, device: int) -> int:
     sample_shape = tuple(d if isinstance(d, int) and d > 0 else 1 for d in feed.shape[1:])
     if header.get("input_shape"):
         sample_shape = tuple(int(d) for d in header["input_shape"].rsplit(":", 1)[1].split(",")[1:])
-    out_dtype = DTYPES.get(header.get("output_type", "FP32"), np.float32)
+    # atc without --output_type keeps the last operator's type (an ArgMax model's int32); with it, that type.
+    out_dtype = DTYPES.get(header["output_type"]) if header.get("output_type") else None
     logger.info("create model description success")
 
     files = list_inputs(args.input) if args.input else []
@@ -172,7 +173,7 @@ def run(args, era: str, device: int) -> int:
             t1 = time.perf_counter()
             results = session.run(None, {feed.name: device_input})
             t2 = time.perf_counter()
-            results = [np.asarray(r, dtype=out_dtype).copy() for r in results]  # "D2H"
+            results = [np.asarray(r, dtype=out_dtype or r.dtype).copy() for r in results]  # "D2H"
             t3 = time.perf_counter()
             h2d.append((t1 - t0) * 1000)
             compute.append((t2 - t1) * 1000)
