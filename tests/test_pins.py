@@ -73,8 +73,11 @@ PROBE = textwrap.dedent("""
         from airflow.api_fastapi.app import get_auth_manager_cls
         print("auth manager", get_auth_manager_cls().__name__)
     if command[0] == "dag-processor":
-        from airflow.dag_processing.dagbag import DagBag
-        bag = DagBag()
+        from pathlib import Path
+        from airflow import settings
+        from airflow.dag_processing.dagbag import BundleDagBag
+        # As the dag-processor parses the dags-folder bundle: its folder on sys.path (the DAG's helpers).
+        bag = BundleDagBag(settings.DAGS_FOLDER, bundle_path=Path(settings.DAGS_FOLDER))
         assert not bag.import_errors, bag.import_errors
         print("dags", " ".join(sorted(bag.dag_ids)))
     if command[:2] == ["celery", "worker"] or command[:2] == ["celery", "flower"]:

@@ -42,5 +42,5 @@ def test_configured_defaults_pass(data_root):
     weights = data_root / "w.pth"
     weights.write_bytes(b"x")
     write_sample_data(data_root / "cs", 1)
-    params = {**params.default_params(), "weights": str(weights), "dataset_root": str(data_root / "cs")}
-    assert pipeline.check_params(params) is None
+    form = {**params.default_params(), "weights": str(weights), "dataset_root": str(data_root / "cs")}
+    assert pipeline.check_params(form) is None
