@@ -150,8 +150,10 @@ def test_cann_probe_dag_runs_on_every_npu_queue_and_updates_the_asset(dag):
 
     probe = DagBag(dag_folder=str(REPO / "dags" / "erfnet_cann_probe.py")).dags["erfnet_cann_probe"]
     assert probe.timetable.delta.total_seconds() == 300 and not probe.catchup and probe.max_active_runs == 1
-    assert [(t.task_id, t.queue, [o.name for o in t.outlets]) for t in probe.tasks] == [
-        ("probe_npu", "npu", ["erfnet_cann_version"])]
+    # one probe per chip's queue (ERFNET_NPU_CHIPS, by default the guide's two chips)
+    assert sorted((t.task_id, t.queue, [o.name for o in t.outlets]) for t in probe.tasks) == [
+        ("probe_npu_Ascend310", "npu-Ascend310", ["erfnet_cann_version"]),
+        ("probe_npu_Ascend310P3", "npu-Ascend310P3", ["erfnet_cann_version"])]
 
 
 def test_trigger_form_refuses_bad_values(dag):

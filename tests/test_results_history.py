@@ -90,7 +90,8 @@ def test_baseline_is_the_latest_earlier_run_on_another_cann(results_url):
                                   ("8.0", 80.0, 0.72)])
     with db.session_scope(results_url) as session:
         run = session.get(Run, "scheduled__2026-01-04")
-        baselines = regression._baselines(session, run, {("cpu", 1), ("npu", 4), ("cpu", 64)})
+        # each cell with the CANN it ran on now (8.0): the baseline is the latest earlier run on another one
+        baselines = regression._baselines(session, run, {("cpu", 1): "8.0", ("npu", 4): "8.0", ("cpu", 64): "8.0"})
     assert baselines[("cpu", 1)] == ("scheduled__2026-01-02", "7.0", 90.0)
     assert baselines[("npu", 4)][0] == "scheduled__2026-01-02"
     assert ("cpu", 64) not in baselines
