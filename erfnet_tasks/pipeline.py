@@ -320,16 +320,21 @@ def cache_key(model: Model, cann_version: str | None, cell: PlannedCell) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:24]
 
 
-def _local_cann(backend) -> str | None:
-    """The CANN version of the host compiling or measuring an NPU cell (hosts are upgraded one by one)."""
+def _on_this_npu_host(backend, detect) -> str | None:
+    """What ``detect`` reads on this host for an NPU backend (hosts are upgraded one by one), else None."""
     if backend.RUNS_ON != "npu":
         return None
-    from .backends.ascend import detect_cann_version
-
     try:
-        return detect_cann_version()
+        return detect()
     except ErfnetError:
         return None
+
+
+def _local_cann(backend) -> str | None:
+    """The CANN version of the host compiling or measuring an NPU cell."""
+    from .backends.ascend import detect_cann_version
+
+    return _on_this_npu_host(backend, detect_cann_version)
 
 
 def compile_cell(cell: PlannedCell, model: Model, env: Environment) -> CompiledCell:
@@ -444,14 +449,9 @@ def infer_cell(cell: CompiledCell, prep: Prepared, env: Environment) -> Inferred
 
 
 def _local_driver(backend) -> str | None:
-    if backend.RUNS_ON != "npu":
-        return None
     from .backends.ascend import detect_driver_version
 
-    try:
-        return detect_driver_version()
-    except ErfnetError:
-        return None
+    return _on_this_npu_host(backend, detect_driver_version)
 
 
 # --------------------------------------------------------------------------------- 6 evaluation

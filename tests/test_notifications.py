@@ -217,16 +217,16 @@ def test_a_complete_run_sends_a_summary_and_a_dead_receiver_does_not_fail_it(
 
 def test_another_failure_names_task_error_and_log_and_an_empty_list_sends_nothing(
         airflow_home, data, sqlite_url, smtp_inbox, webhook, dead_port):
-    bad = _conf(data, weights="/etc/passwd")  # outside the data roots: resolve_environment refuses it
+    bad = _conf(data, weights="/etc/passwd")  # outside the data roots: check_params, the first task, refuses it
     env = receivers(smtp_inbox, webhook, dead_port, "erfnet_mail,erfnet_hook", ERFNET_RESULTS_DB_URL=sqlite_url)
     run = run_dag(airflow_home, data, bad, **env)
     assert run.state == "failed"
     [mail] = smtp_inbox.messages
-    assert mail["Subject"] == f"[ErfNet] run {run.run_id} failed in resolve_environment"
+    assert mail["Subject"] == f"[ErfNet] run {run.run_id} failed in check_params"
     text = webhook.received[0][1]["message"]
     assert "ErfnetError: weights '/etc/passwd' resolves to /etc/passwd, outside the data roots" in text
     log = re.search(r"Task log: (\S+)", text).group(1)
-    assert log.startswith(f"{BASE_URL}/dags/erfnet_offline_inference/runs/") and "/tasks/resolve_environment" in log
+    assert log.startswith(f"{BASE_URL}/dags/erfnet_offline_inference/runs/") and "/tasks/check_params" in log
 
     quiet = run_dag(airflow_home, data, bad, **{**env, "ERFNET_NOTIFY": ""})
     assert quiet.state == "failed"

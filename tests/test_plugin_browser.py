@@ -4,6 +4,7 @@ tables, save a screenshot under artifacts/."""
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import socket

@@ -171,7 +171,7 @@ def test_trigger_form_fills_by_clicking_and_the_run_gets_exactly_that_conf(airfl
         "weights": str(data / "demo" / "erfnet_random_untrained.pth"),
         "dataset_root": str(data / "demo" / "synthetic-cityscapes"),
         "targets": ["torch-cpu", "cpu"], "batch_sizes": ["2", "8"], "aoe": False, "image_limit": 0,
-        "reference_miou": 0, "tolerance": 1, "force": True,
+        "reference_miou": 0, "tolerance": 1, "force": True, "keep_outputs": False, "labels_on_device": False,
     }
     # The library, the source of truth, reads the form's strings as the batch sizes they name.
     from erfnet_tasks.params import RUN_PARAMS
