@@ -10,13 +10,13 @@ import os
 import socket
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 from pathlib import Path
 
 import pytest
 
+from api_server import wait_for_health
 import nightlies  # bench/nightlies.py: the generated nightlies of the scale benchmark
 from chromium import CHROMIUM, Chromium
 
@@ -90,15 +90,7 @@ def api_server(tmp_path_factory):
                               env=env, stdout=log, stderr=subprocess.STDOUT)
     base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 180
-        while True:
-            try:
-                urllib.request.urlopen(f"{base}/api/v2/monitor/health", timeout=5)
-                break
-            except (urllib.error.URLError, ConnectionError, OSError):
-                if server.poll() is not None or time.monotonic() > deadline:
-                    pytest.fail(f"api-server did not come up:\n{(home / 'api-server.log').read_text()[-3000:]}")
-                time.sleep(1)
+        wait_for_health(server, base, home / "api-server.log")
         yield base
     finally:
         server.terminate()

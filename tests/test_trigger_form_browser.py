@@ -12,12 +12,11 @@ import os
 import socket
 import subprocess
 import sys
-import time
-import urllib.error
 import urllib.request
 from pathlib import Path
 
 import pytest
+from api_server import wait_for_health
 
 from chromium import CHROMIUM, Chromium
 
@@ -62,18 +61,6 @@ def _environment(home: Path, data: Path, port: int) -> dict[str, str]:
     return env
 
 
-def _wait_for_health(server: subprocess.Popen, base: str, log: Path) -> None:
-    deadline = time.monotonic() + 180
-    while True:
-        try:
-            urllib.request.urlopen(f"{base}/api/v2/monitor/health", timeout=5)
-            return
-        except (urllib.error.URLError, ConnectionError, OSError):
-            if server.poll() is not None or time.monotonic() > deadline:
-                pytest.fail(f"api-server did not come up:\n{log.read_text()[-3000:]}")
-            time.sleep(1)
-
-
 @pytest.fixture(scope="module")
 def airflow_ui(tmp_path_factory):
     home = tmp_path_factory.mktemp("form_airflow_home")
@@ -89,7 +76,7 @@ def airflow_ui(tmp_path_factory):
                                    "--workers", "1"], env=env, stdout=log, stderr=subprocess.STDOUT)
     base = f"http://127.0.0.1:{port}"
     try:
-        _wait_for_health(server, base, log_path)
+        wait_for_health(server, base, log_path)
         yield base, data
     finally:
         server.terminate()
