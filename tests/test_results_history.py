@@ -168,3 +168,60 @@ def test_two_concurrent_imports_of_the_same_runs_are_safe(results_url, tmp_path,
         assert session.scalar(sa.select(sa.func.count()).select_from(Run)) == 8
         cells = session.scalar(sa.select(sa.func.count()).select_from(Performance))
     assert cells == sum(len(d["perf"]) for d in docs)
+
+
+def _reference_baseline(docs: list[dict], new: dict, target: str, batch: int, cann, mode: str):
+    """The rule as the docstring states it, as a plain loop over the documents: the latest complete run
+    started before ``new`` whose cell (target, batch) was ok with fps, on another CANN, in the same mode."""
+    candidates = []
+    for doc in docs:
+        run = doc["run"]
+        if run["id"] == new["run"]["id"] or run["status"] != "complete" or run["started_at"] >= new["run"]["started_at"]:
+            continue
+        modes = {(a["target"], a["batch_size"]): a.get("label_mode") or "logits" for a in doc["accuracy"]}
+        for cell in doc["perf"]:
+            cell_cann = cell.get("cann_version") or run["cann_version"]
+            if ((cell["target"], cell["batch_size"]) == (target, batch) and cell["status"] == "ok"
+                    and cell["throughput_fps"] is not None and cell_cann != cann
+                    and modes.get((target, batch), "logits") == mode):
+                candidates.append((run["started_at"], run["id"], cell_cann, cell["throughput_fps"]))
+    if not candidates:
+        return None
+    started, run_id, cell_cann, fps = max(candidates)
+    return run_id, cell_cann, fps
+
+
+def test_paged_baseline_walk_equals_the_rule_over_every_run(results_url, monkeypatch):
+    """Random histories (per-cell CANN, OOM cells, incomplete runs, both label modes, equal start times):
+    the bounded baseline (3 recent runs read first, so that most cells need the older-runs query) gives what the rule gives."""
+    import random
+
+    monkeypatch.setattr(regression, "RECENT_RUNS", 3)
+    rng = random.Random(20)
+    docs = []
+    for i in range(40):
+        hour = i // 3  # three runs share each start time: the tie is broken by run id
+        cells = [(t, b, 0.72 if rng.random() < 0.9 else None, round(rng.uniform(10, 100), 2),
+                  "ok" if rng.random() < 0.8 else "oom") for t in ("cpu", "npu") for b in (1, 4)]
+        doc = make_doc(f"run_{rng.randrange(10**6):06d}_{i:02d}", f"2026-02-01T{hour:02d}:00:00+00:00",
+                       rng.choice(["7.0", "8.0", None]), cells, status="complete" if rng.random() < 0.85 else "incomplete")
+        for cell in doc["perf"]:
+            cell["cann_version"] = rng.choice([None, "7.0", "8.0", "9.0"])
+            if cell["status"] != "ok":
+                cell["throughput_fps"] = None
+        for acc in doc["accuracy"]:
+            acc["label_mode"] = rng.choice(["logits", "labels"])
+        publish.publish_run(doc, results_url)
+        docs.append(doc)
+    with_baseline = 0
+    with db.session_scope(results_url) as session:
+        for doc in docs:
+            run = session.get(Run, doc["run"]["id"])
+            modes = {(a["target"], a["batch_size"]): a["label_mode"] for a in doc["accuracy"]}
+            cells = {(c["target"], c["batch_size"]): c["cann_version"] or doc["run"]["cann_version"] for c in doc["perf"]}
+            got = regression._baselines(session, run, cells)
+            with_baseline += len(got)
+            for (target, batch), cann in cells.items():
+                want = _reference_baseline(docs, doc, target, batch, cann, modes.get((target, batch), "logits"))
+                assert got.get((target, batch)) == want, (doc["run"]["id"], target, batch)
+    assert with_baseline > 60  # of 160 cells: the comparison is not mostly between two Nones

@@ -141,42 +141,79 @@ def _baselines(session: Session, run: Run, cells: dict[tuple[str, int], str | No
     on another CANN than ``cells`` gives for it now, in the same label mode (logits or labels_on_device:
     never compared across modes).
 
-    Bounded: one query per (CANN version, label mode) of this run (a handful), in which a window function
-    ranks the candidates of each (target, batch) by recency and only the first comes back. ROW_NUMBER
-    works in PostgreSQL and SQLite alike, where DISTINCT ON would not.
+    Bounded, so that an import costs the same on the first night and after five years: the newest
+    ``RECENT_RUNS`` earlier complete runs (the runs.started_at index) are read first, only their cells
+    that are wanted (by primary key). With CANN changing monthly they hold nearly every baseline. A cell
+    still without one (a new target, a cell that is never ok, a CANN kept for months) gets one query of
+    its own, ``LIMIT 1`` along the (target, batch_size) index.
     """
     modes = _label_modes(session, run.id)
-    groups: dict[tuple[str | None, str], set[tuple[str, int]]] = {}
-    for key, cann in cells.items():
-        groups.setdefault((cann, modes.get(key, LabelMode.LOGITS.value)), set()).add(key)
-    baselines: dict[tuple[str, int], tuple] = {}
-    for (cann, mode), keys in groups.items():
-        baselines.update(_latest_on_other_cann(session, run, cann, mode, keys))
-    return baselines
+    wanted = {key: (cann, modes.get(key, LabelMode.LOGITS.value)) for key, cann in cells.items()}
+    recent = _earlier_complete_runs(session, run, RECENT_RUNS)
+    found = _first_on_other_cann(session, recent, wanted) if recent else {}
+    if len(recent) == RECENT_RUNS:  # there may be older runs
+        for key, want in wanted.items():
+            if key not in found:
+                older = _latest_older_on_other_cann(session, run, recent[-1], key, want)
+                if older is not None:
+                    found[key] = older
+    return found
 
 
-def _latest_on_other_cann(session: Session, run: Run, cann: str | None, mode: str,
-                          cells: set[tuple[str, int]]) -> dict:
-    cell_cann = sa.func.coalesce(Performance.cann_version, Run.cann_version)
-    cell_mode = sa.func.coalesce(Accuracy.label_mode, LabelMode.LOGITS.value)
+RECENT_RUNS = 32  # a month of nightlies: the usual distance back to the previous CANN version
+
+
+def _earlier_complete_runs(session: Session, run: Run, limit: int) -> list[str]:
+    """The ids of the complete runs started before ``run``, newest first."""
+    return list(session.scalars(
+        sa.select(Run.id).where(Run.status == RunStatus.COMPLETE.value, Run.id != run.id,
+                                Run.started_at < run.started_at)
+        .order_by(Run.started_at.desc(), Run.id.desc()).limit(limit)))
+
+
+def _ok_cells_with_cann_and_mode():
+    """Ok, measured cells with the CANN they ran on (the cell's, else the run's) and their label mode."""
     same_cell = sa.and_(Accuracy.run_id == Performance.run_id, Accuracy.target == Performance.target,
                         Accuracy.batch_size == Performance.batch_size)
-    recency = sa.func.row_number().over(partition_by=(Performance.target, Performance.batch_size),
-                                        order_by=(Run.started_at.desc(), Run.id.desc()))
-    ranked = (sa.select(Performance.target, Performance.batch_size, Run.id.label("run_id"),
-                        cell_cann.label("cann_version"), Performance.throughput_fps, recency.label("recency"))
-              .join(Run, Run.id == Performance.run_id)
-              .outerjoin(Accuracy, same_cell)
-              .where(Run.status == RunStatus.COMPLETE.value, Run.id != run.id, Run.started_at < run.started_at,
-                     cell_cann.is_distinct_from(cann), cell_mode == mode,
-                     Performance.status == CellStatus.OK.value, Performance.throughput_fps.is_not(None),
-                     Performance.target.in_(sorted({t for t, _b in cells})),
-                     Performance.batch_size.in_(sorted({b for _t, b in cells})))
-              .subquery())
-    stmt = sa.select(ranked.c.target, ranked.c.batch_size, ranked.c.run_id, ranked.c.cann_version,
-                     ranked.c.throughput_fps).where(ranked.c.recency == 1)
-    return {(target, batch): (run_id, base_cann, fps)
-            for target, batch, run_id, base_cann, fps in session.execute(stmt) if (target, batch) in cells}
+    cann = sa.func.coalesce(Performance.cann_version, Run.cann_version)
+    mode = sa.func.coalesce(Accuracy.label_mode, LabelMode.LOGITS.value)
+    stmt = (sa.select(Performance.run_id, Performance.target, Performance.batch_size, cann, mode,
+                      Performance.throughput_fps)
+            .join(Run, Run.id == Performance.run_id).outerjoin(Accuracy, same_cell)
+            .where(Performance.status == CellStatus.OK.value, Performance.throughput_fps.is_not(None)))
+    return stmt, cann, mode
+
+
+def _first_on_other_cann(session: Session, run_ids: list[str],
+                         wanted: dict[tuple[str, int], tuple[str | None, str]]) -> dict:
+    """Of ``run_ids`` (newest first), per wanted (target, batch): the first run whose cell there was ok
+    on a CANN other than the wanted one, in the wanted label mode."""
+    stmt, _cann, _mode = _ok_cells_with_cann_and_mode()
+    stmt = stmt.where(Performance.run_id.in_(run_ids),
+                      Performance.target.in_(sorted({t for t, _b in wanted})),
+                      Performance.batch_size.in_(sorted({b for _t, b in wanted})))
+    order = {run_id: i for i, run_id in enumerate(run_ids)}
+    found: dict[tuple[str, int], tuple] = {}
+    for run_id, target, batch, cann, mode, fps in sorted(session.execute(stmt), key=lambda row: order[row[0]]):
+        want = wanted.get((target, batch))
+        if want is not None and (target, batch) not in found and cann != want[0] and mode == want[1]:
+            found[(target, batch)] = (run_id, cann, fps)
+    return found
+
+
+def _latest_older_on_other_cann(session: Session, run: Run, oldest_read: str, key: tuple[str, int],
+                                want: tuple[str | None, str]) -> tuple | None:
+    """The baseline of one cell among the complete runs older than ``oldest_read`` (already read)."""
+    edge = session.get(Run, oldest_read)
+    stmt, cann, mode = _ok_cells_with_cann_and_mode()
+    stmt = (stmt.where(Performance.target == key[0], Performance.batch_size == key[1],
+                       Run.status == RunStatus.COMPLETE.value, Run.id != run.id,
+                       sa.or_(Run.started_at < edge.started_at,
+                              sa.and_(Run.started_at == edge.started_at, Run.id < edge.id)),
+                       cann.is_distinct_from(want[0]), mode == want[1])
+            .order_by(Run.started_at.desc(), Run.id.desc()).limit(1))
+    row = session.execute(stmt).first()
+    return None if row is None else (row[0], row[3], row[5])
 
 
 def _finding(rule, target, batch_size, message, value, threshold, baseline_run_id) -> dict:
