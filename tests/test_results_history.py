@@ -225,3 +225,35 @@ def test_paged_baseline_walk_equals_the_rule_over_every_run(results_url, monkeyp
                 want = _reference_baseline(docs, doc, target, batch, cann, modes.get((target, batch), "logits"))
                 assert got.get((target, batch)) == want, (doc["run"]["id"], target, batch)
     assert with_baseline > 60  # of 160 cells: the comparison is not mostly between two Nones
+
+
+def test_the_stored_cann_summary_follows_every_publish_and_a_changed_version(results_url):
+    from erfnet_tasks.results import cann_summary
+
+    ids = _publish_series(results_url, [("7.0", 10.0, 0.70), ("7.0", 30.0, 0.72), ("8.0", 50.0, 0.73),
+                                        ("8.0", None, None), ("8.0", 44.0, 0.728), (None, 5.0, 0.5)])
+    with db.session_scope(results_url) as session:
+        assert cann_summary.rows(session) == cann_summary.computed(session)
+        assert _summary_row(cann_summary.rows(session), "7.0")["runs"] == 2
+    # the second night re-published as a 9.0 run: 7.0 loses it, 9.0 appears, nothing else moves
+    moved = make_doc(ids[1], "2026-01-02T02:00:00+00:00", "9.0", [("cpu", 1, 0.74, 31.0, "ok")])
+    publish.publish_run(moved, results_url)
+    with db.session_scope(results_url) as session:
+        stored = cann_summary.rows(session)
+        assert stored == cann_summary.computed(session)
+        assert cann_summary.rows(session, batch_size=4) == cann_summary.computed(session, batch_size=4)
+    assert _summary_row(stored, "7.0")["runs"] == 1 and _summary_row(stored, "7.0")["fps_latest"] == 10.0
+    assert (_summary_row(stored, "9.0")["fps_best"], _summary_row(stored, "9.0")["latest_run_id"]) == (31.0, ids[1])
+    assert [r["cann_version"] for r in stored if r["target"] == "npu"] == ["7.0", "8.0", None]
+
+
+def test_upgrading_a_database_with_runs_computes_its_cann_summary(results_url):
+    from erfnet_tasks.results import cann_summary
+    from erfnet_tasks.results.models import CannSummary
+
+    _publish_series(results_url, [("7.0", 10.0, 0.70), ("8.0", 50.0, 0.73), ("8.0", 40.0, 0.72)])
+    db.downgrade(results_url, "0007")  # as a database from before the summary table
+    assert db.upgrade(results_url) == db.head_revision()
+    with db.session_scope(results_url) as session:
+        assert session.scalar(sa.select(sa.func.count()).select_from(CannSummary)) == 4  # 2 versions x 2 cells
+        assert cann_summary.rows(session) == cann_summary.computed(session)

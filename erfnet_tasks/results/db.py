@@ -192,16 +192,37 @@ def alembic_config():
     return config
 
 
+SUMMARY_REVISION = "0008"  # adds the CANN summary table, which is derived data: computed here
+
+
 def upgrade(url: str | None = None, revision: str = "head") -> str | None:
-    """Migrate the database at ``url`` to ``revision``; returns the revision it is at afterwards."""
-    return _run_alembic("upgrade", url, revision)
+    """Migrate the database at ``url`` to ``revision``; returns the revision it is at afterwards.
+
+    A database that held runs before the CANN summary table existed gets the table's rows computed
+    (in the migration's transaction), so no page ever reads an empty summary beside stored runs.
+    """
+    return _run_alembic("upgrade", url, revision, after=_fill_new_summary)
+
+
+def _fill_new_summary(connection, before: str | None, after: str | None) -> None:
+    def number(rev):
+        return int(rev) if rev and rev.isdigit() else 0
+
+    if before is not None and number(before) < int(SUMMARY_REVISION) <= number(after):
+        from sqlalchemy.orm import Session
+
+        from . import cann_summary
+
+        with Session(bind=connection) as session:  # joins the migration's transaction; commits with it
+            cann_summary.rebuild(session)
+            session.commit()
 
 
 def downgrade(url: str | None, revision: str) -> str | None:
     return _run_alembic("downgrade", url, revision)
 
 
-def _run_alembic(direction: str, url: str | None, revision: str) -> str | None:
+def _run_alembic(direction: str, url: str | None, revision: str, after=None) -> str | None:
     from alembic import command
 
     config = alembic_config()
@@ -209,8 +230,11 @@ def _run_alembic(direction: str, url: str | None, revision: str) -> str | None:
         if connection.dialect.name == "postgresql":
             # Two publishers meeting an empty database must not both create the schema.
             connection.execute(sa.select(sa.func.pg_advisory_xact_lock(_MIGRATION_LOCK_KEY)))
+        before = _revision_on(connection)
         config.attributes["connection"] = connection
         getattr(command, direction)(config, revision)
+        if after is not None:
+            after(connection, before, _revision_on(connection))
     return current_revision(url)
 
 
@@ -246,9 +270,13 @@ def current_revision(url: str | None = None) -> str | None:
     MigrationContext would log two INFO lines each time.
     """
     with get_engine(url).connect() as connection:
-        if not sa.inspect(connection).has_table(_VERSION_TABLE):
-            return None
-        versions = connection.execute(sa.text(f"SELECT version_num FROM {_VERSION_TABLE}")).scalars().all()
+        return _revision_on(connection)
+
+
+def _revision_on(connection) -> str | None:
+    if not sa.inspect(connection).has_table(_VERSION_TABLE):
+        return None
+    versions = connection.execute(sa.text(f"SELECT version_num FROM {_VERSION_TABLE}")).scalars().all()
     if len(versions) > 1:  # branched heads are never ours; say so rather than pick one
         raise ErfnetError(f"the results database has several Alembic heads: {', '.join(sorted(versions))}")
     return versions[0] if versions else None

@@ -178,3 +178,30 @@ class HostVersion(Base):
     chips: Mapped[list | None] = mapped_column(sa.JSON)
     first_seen_at: Mapped[datetime] = mapped_column(sa.DateTime(timezone=True), nullable=False)
     last_seen_at: Mapped[datetime] = mapped_column(sa.DateTime(timezone=True), nullable=False)
+
+
+class CannSummary(Base):
+    """Per CANN version, target and batch over all runs: best, median and latest fps and mIoU.
+
+    Derived data (module ``cann_summary``): every write of a run recomputes its versions' rows, so
+    the history page reads these instead of aggregating every cell of every run.
+    """
+
+    __tablename__ = "cann_summary"
+    __table_args__ = (sa.Index("ix_cann_summary_cann_version", "cann_version"),
+                      sa.Index("ix_cann_summary_batch_size", "batch_size"))
+
+    id: Mapped[int] = mapped_column(sa.Integer, primary_key=True, autoincrement=True)
+    cann_version: Mapped[str | None] = mapped_column(sa.String(VERSION_MAX))
+    target: Mapped[str] = mapped_column(sa.String(TARGET_MAX), nullable=False)
+    batch_size: Mapped[int] = mapped_column(sa.Integer, nullable=False)
+    runs: Mapped[int] = mapped_column(sa.Integer, nullable=False)
+    first_started_at: Mapped[datetime] = mapped_column(sa.DateTime(timezone=True), nullable=False)
+    last_started_at: Mapped[datetime] = mapped_column(sa.DateTime(timezone=True), nullable=False)
+    fps_best: Mapped[float | None] = mapped_column(sa.Float)
+    fps_median: Mapped[float | None] = mapped_column(sa.Float)
+    fps_latest: Mapped[float | None] = mapped_column(sa.Float)
+    miou_best: Mapped[float | None] = mapped_column(sa.Float)
+    miou_median: Mapped[float | None] = mapped_column(sa.Float)
+    miou_latest: Mapped[float | None] = mapped_column(sa.Float)
+    latest_run_id: Mapped[str | None] = mapped_column(sa.String(RUN_ID_MAX))

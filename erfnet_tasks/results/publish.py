@@ -21,7 +21,7 @@ from sqlalchemy.orm import Session
 
 from ..errors import ErfnetError, PublishFailed, first_line  # noqa: F401  (PublishFailed: raised here, named by the DAG)
 from ..fsutil import atomic_path
-from . import db
+from . import cann_summary, db
 from .document import normalize_document, parse_time
 from .models import Accuracy, CompiledModel, Finding, Performance, Run
 
@@ -71,6 +71,7 @@ def replace_run(session: Session, doc: dict, *, new: bool = False) -> None:
     values["finished_at"] = parse_time(values["finished_at"], "finished_at")
     values["published_at"] = datetime.now(timezone.utc)
     run = None if new else session.get(Run, run_id)
+    versions = {values["cann_version"]} | ({run.cann_version} if run is not None else set())
     if run is None:
         session.add(Run(**values))
     else:
@@ -83,6 +84,7 @@ def replace_run(session: Session, doc: dict, *, new: bool = False) -> None:
             # RETURNING the driver sends one short cached statement (a run's cells, 4x faster).
             session.execute(sa.insert(model), [dict(cell, run_id=run_id) for cell in doc[key]])
     session.flush()
+    cann_summary.refresh(session, versions)  # the run's old CANN version too, when a re-publish changed it
 
 
 def write_run_file(doc: dict, path: str | os.PathLike) -> Path:
