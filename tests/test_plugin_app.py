@@ -247,6 +247,12 @@ def test_history_and_cann_json_api(populated, monkeypatch):
     assert "per_class" not in body["points"][0]
     one_batch = client.get("/api/history", params={"days": 365, "batch": 4}).json()["points"]
     assert {(p["run_id"], p["batch_size"]) for p in one_batch} == {(OLD_RUN, 4), (NEW_RUN, 4)}
+    first = client.get("/api/history", params={"days": 365, "batch": 4, "runs": 1}).json()
+    assert {p["run_id"] for p in first["points"]} == {OLD_RUN} and first["next"].startswith("/erfnet/api/history?")
+    second = client.get(first["next"].removeprefix("/erfnet")).json()  # the client's base is the app's prefix
+    assert {p["run_id"] for p in second["points"]} == {NEW_RUN} and second["next"] is None
+    unknown = client.get("/api/history", params={"after": "no-such-run"})
+    assert unknown.status_code == 400 and "no run 'no-such-run'" in unknown.json()["detail"]
     cann = client.get("/api/cann", params={"batch": 1}).json()
     assert [(r["cann_version"], r["target"]) for r in cann] == [
         ("7.0.RC1", "Ascend310P3"), ("7.0.RC1", "cpu"), ("8.0.RC2", "Ascend310P3"), ("8.0.RC2", "cpu")]

@@ -1,7 +1,8 @@
 """History over any date range, and the summary of every CANN version, sized to what a page shows.
 
 - ``points``: one row per run, target and batch in a range, with only the numbers a chart draws
-  (mIoU and fps, never the per-class JSON), in one query.
+  (mIoU and fps, never the per-class JSON), in one query; ``points_page`` the same a page of runs at
+  a time (the JSON API: five years of every batch is 44,000 points, 9 MB).
 - ``cann_summary``: per CANN version, target and batch the best, median and latest fps and mIoU over
   all runs, read from the table that ``cann_summary.refresh`` keeps (module ``cann_summary``).
 - ``findings_between`` and ``runs_between``: the range's findings and runs, one query each.
@@ -15,7 +16,8 @@ from datetime import datetime
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
-from .document import FINDING_FIELDS, format_time
+from ..errors import ErfnetError
+from .document import FINDING_FIELDS, format_time, validate_run_id
 from .models import Accuracy, Finding, Performance, Run
 from .cann_summary import rows as summary_rows
 from .queries import run_counts
@@ -45,12 +47,35 @@ def _cells_with_miou(acc, batch_size: int | None, *columns):
 def points(session: Session, since: datetime | None = None, until: datetime | None = None,
            batch_size: int | None = None) -> list[dict]:
     """Per run, target and batch in [since, until): fps, status and mIoU, oldest run first."""
+    return _points(session, lambda stmt: _in_range(stmt, since, until), batch_size)
+
+
+def points_page(session: Session, since: datetime | None, until: datetime | None, batch_size: int | None,
+                runs: int, after: str | None = None) -> tuple[list[dict], str | None]:
+    """The points of the oldest ``runs`` runs of the range that started after run ``after`` (a
+    keyset on start time and id, so a page never shifts when newer runs arrive), and the id to pass
+    as ``after`` for the next page (None on the last page)."""
+    stmt = _in_range(sa.select(Run.id).order_by(Run.started_at, Run.id).limit(runs + 1), since, until)
+    if after is not None:
+        validate_run_id(after)
+        edge = session.get(Run, after)
+        if edge is None:
+            raise ErfnetError(f"no run {after!r} in the results database (after= takes the next page's run id)")
+        stmt = stmt.where(sa.or_(Run.started_at > edge.started_at,
+                                 sa.and_(Run.started_at == edge.started_at, Run.id > edge.id)))
+    ids = list(session.scalars(stmt))
+    page = ids[:runs]
+    found = _points(session, lambda cells: cells.where(Run.id.in_(page)), batch_size) if page else []
+    return found, (page[-1] if len(ids) > runs else None)
+
+
+def _points(session: Session, narrow, batch_size: int | None) -> list[dict]:
     acc = sa.orm.aliased(Accuracy)
     stmt = _cells_with_miou(acc, batch_size, Run.id, Run.started_at, Run.cann_version, Performance.target,
                             Performance.batch_size, Performance.throughput_fps, Performance.status, acc.miou)
     started: dict[str, str | None] = {}  # one isoformat per run, not per cell
     out = []
-    for run_id, at, cann, target, batch, fps, status, miou in session.execute(_in_range(stmt, since, until)):
+    for run_id, at, cann, target, batch, fps, status, miou in session.execute(narrow(stmt)):
         if run_id not in started:
             started[run_id] = format_time(at)
         out.append({"run_id": run_id, "started_at": started[run_id], "cann_version": cann, "target": target,
