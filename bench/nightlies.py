@@ -1,6 +1,7 @@
 """Realistic nightly run documents at scale, for the history benchmark and the browser test.
 
-``nightly_documents(n)`` returns ``n`` run documents, one per night ending on ``END``: 24 cells each
+``nightly_documents(n)`` returns the run documents of ``n`` nights ending on ``END`` (about 2% of nights
+publish nothing: the nightly skip found nothing new to measure), one per night: 24 cells each
 (4 targets x 6 batch sizes) with per-class IoU and compiled-model records, a CANN version that changes
 every month, throughput that shifts with each version, injected regressions (a version that slows a
 target by 15%, a night whose mIoU falls below the tolerance) and out-of-memory cells (Ascend310 at

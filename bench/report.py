@@ -242,7 +242,7 @@ def cell_storage(path=None) -> list[str]:
          "the pipeline's own functions. `today`: infer every cell, then evaluate, keep everything (the path before "
          "issue 17); `keep_outputs`: `measure_cell` keeping the logits; `default`: `measure_cell` deleting them "
          "once counted; `labels_on_device`: ArgMax compiled in, int32 label maps, deleted. Peak disk: the largest "
-         "byte count under the run's folder, sampled every 50 ms. CPU wall times on a shared 2-core machine; an "
+         "byte count under the run's folder, sampled every 50 ms. CPU wall times on a 2-core machine; an "
          "NPU's device time is far smaller, so there the write, read and delete are the cell's time.", "",
          ]
     if max(p["load_before"][0], p["load_after"][0]) > p["cores"]:
@@ -264,5 +264,23 @@ def cell_storage(path=None) -> list[str]:
           "logits round to the same FP16 value (the first index wins on the host). mIoU (bs1): "
           f"{ways['labels_on_device']['miou'][0]!r} with labels, {ways['default']['miou'][0]!r} with logits.",
           f"- The mIoU with `keep_outputs` and with deletion is the same to the last digit: "
-          f"{ways['keep_outputs']['miou'] == ways['default']['miou']}.", ""]
+          f"{ways['keep_outputs']['miou'] == ways['default']['miou']}."]
+    L += _demo_label_modes(tie) + [""]
     return L
+
+
+def _demo_label_modes(tie_rate: float) -> list[str]:
+    """bench/demo_label_modes.py's comparison of `erfnet demo` with and without --labels-on-device."""
+    import json
+    from pathlib import Path
+
+    path = Path(__file__).with_name("demo_label_modes.json")
+    if not path.is_file():
+        return []
+    d = json.loads(path.read_text())
+    moved = d["moved_pixels_at_least"] / d["pixels"]
+    return [f"- `erfnet demo` against `erfnet demo --labels-on-device` (`.venv/bin/python bench/demo_label_modes.py`, "
+            f"{d['when']}; {d['images']} synthetic images, `cpu` at batch 1): mIoU {d['miou_labels']!r} with labels, "
+            f"{d['miou_logits']!r} with logits. From the two stored confusion matrices, at least "
+            f"{d['moved_pixels_at_least']:,} of {d['pixels']:,} pixels ({moved:.4%}) were counted in another class: "
+            f"{'within' if moved <= tie_rate else 'ABOVE'} the tie rate above ({tie_rate:.4%})."]

@@ -126,7 +126,8 @@ def cmd_demo(args) -> int:
 
     batch_sizes = [positive_int(b) for b in args.batch_sizes.split(",") if b.strip()]
     conf = run_demo(weights=args.weights, dataset_root=args.dataset_root, images=args.images,
-                    targets=[t.strip() for t in args.targets.split(",") if t.strip()], batch_sizes=batch_sizes)
+                    targets=[t.strip() for t in args.targets.split(",") if t.strip()], batch_sizes=batch_sizes,
+                    labels_on_device=args.labels_on_device, keep_outputs=args.keep_outputs)
     print("\ndemo: the run's tables (erfnet results show --run latest --format table):\n")
     code = main(["results", "show", "--run", "latest", "--format", "table"])
     if conf["weights"].endswith("erfnet_random_untrained.pth"):
@@ -157,6 +158,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--images", type=positive_int, default=4, help="synthetic images to make (default 4)")
     p.add_argument("--targets", default="cpu,torch-cpu", help="comma-separated targets (default cpu,torch-cpu)")
     p.add_argument("--batch-sizes", default="1,4", help="comma-separated batch sizes (default 1,4)")
+    p.add_argument("--labels-on-device", action="store_true",
+                   help="ArgMax compiled into the model: label maps instead of the guide's FP16 logits (beyond "
+                        "the guide; targets that build no model, such as torch-cpu, still output logits)")
+    p.add_argument("--keep-outputs", action="store_true",
+                   help="keep every cell's inference outputs under data/runs (default: deleted once counted)")
     p.set_defaults(handler=cmd_demo)
     return parser
 

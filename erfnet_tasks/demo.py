@@ -75,7 +75,8 @@ def _validate_conf(conf: dict) -> None:
 
 
 def run_demo(*, weights: str | None = None, dataset_root: str | None = None, images: int = DEMO_IMAGES,
-             targets: list[str] | None = None, batch_sizes: list[int] | None = None) -> dict:
+             targets: list[str] | None = None, batch_sizes: list[int] | None = None,
+             labels_on_device: bool = False, keep_outputs: bool = False) -> dict:
     repo = repo_dir()
     if repo is None:
         raise ErfnetError("erfnet demo runs from a source checkout (it needs the repository's dags/ folder)")
@@ -88,7 +89,7 @@ def run_demo(*, weights: str | None = None, dataset_root: str | None = None, ima
     random_weights = Path(weights).name == "erfnet_random_untrained.pth"
     conf = {"weights": str(Path(weights).resolve()), "dataset_root": str(Path(dataset_root).resolve()),
             "targets": targets or DEMO_TARGETS, "batch_sizes": batch_sizes or DEMO_BATCH_SIZES,
-            "image_limit": 0, "force": True}
+            "image_limit": 0, "force": True, "labels_on_device": labels_on_device, "keep_outputs": keep_outputs}
     if random_weights:
         # Random weights score ~0 mIoU by construction; gating them against 72.20 would only say so.
         conf["reference_miou"] = 0.0

@@ -34,3 +34,23 @@ def test_demo_needs_a_source_checkout(monkeypatch):
     monkeypatch.setattr(demo, "repo_dir", lambda: None)
     with pytest.raises(ErfnetError, match="source checkout"):
         demo.run_demo()
+
+
+def test_demo_flags_reach_the_dag_runs_conf(tmp_path, monkeypatch):
+    """`erfnet demo --labels-on-device --keep-outputs` hands both switches to the DAG run it starts."""
+    import json
+
+    from erfnet_tasks.cli import main
+
+    monkeypatch.setenv("ERFNET_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("ERFNET_RESULTS_DB_URL", f"sqlite:///{tmp_path / 'results.sqlite'}")
+    started = []
+    monkeypatch.setattr(demo, "_airflow", lambda *args, env: started.append(args))
+    main(["demo", "--images", "1", "--labels-on-device", "--keep-outputs"])
+    (dags_test,) = [args for args in started if args[:2] == ("dags", "test")]
+    conf = json.loads(dags_test[dags_test.index("--conf") + 1])
+    assert conf["labels_on_device"] is True and conf["keep_outputs"] is True
+    started.clear()
+    main(["demo", "--images", "1"])
+    conf = json.loads(next(a for a in started if a[:2] == ("dags", "test"))[-1])
+    assert conf["labels_on_device"] is False and conf["keep_outputs"] is False
