@@ -90,7 +90,7 @@ def _ordered(found: list[dict]) -> list[dict]:
                                           row["target"], row["batch_size"]))
 
 
-def _cells_with_miou(acc, filters: list, *columns):
+def cells_with_miou(acc, filters: list, *columns):
     """SELECT ``columns`` over the runs' perf cells that pass ``filters``, each with its accuracy row
     (``acc``) where it has one."""
     return (sa.select(*columns).join(Performance, Performance.run_id == Run.id)
@@ -131,7 +131,7 @@ def _postgres_summary(filters: list):
     columns = (cann, target, Performance.batch_size, sa.func.count(), sa.func.min(Run.started_at),
                sa.func.max(Run.started_at), sa.func.max(fps), median(fps), latest(fps),
                sa.func.max(acc.miou), median(acc.miou), latest(acc.miou), latest(Run.id))
-    return _cells_with_miou(acc, filters, *columns).group_by(cann, target, Performance.batch_size)
+    return cells_with_miou(acc, filters, *columns).group_by(cann, target, Performance.batch_size)
 
 
 def _portable_summary(filters: list, dialect: str):
@@ -161,7 +161,7 @@ def _ranked(filters: list, dialect: str):
             rank(partition_by=group, order_by=_nulls_last(acc.miou)).label("miou_rank"),
             sa.func.count(acc.miou).over(partition_by=group).label("miou_n"),
             rank(partition_by=group, order_by=(Run.started_at.desc(), Run.id.desc())).label("recent"))
-    return _cells_with_miou(acc, filters, *columns).subquery()
+    return cells_with_miou(acc, filters, *columns).subquery()
 
 
 def _median(r, value: str, rank: str, n: str):

@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session
 from ..errors import ErfnetError
 from .document import FINDING_FIELDS, format_time, validate_run_id
 from .models import Accuracy, Finding, Performance, Run
-from .cann_summary import rows as summary_rows
+from .cann_summary import cells_with_miou, rows as summary_rows
 from .queries import run_counts
 
 def span(session: Session) -> tuple[datetime | None, datetime | None]:
@@ -34,14 +34,6 @@ def _in_range(stmt, since: datetime | None, until: datetime | None):
     if until is not None:
         stmt = stmt.where(Run.started_at < until)
     return stmt
-
-
-def _cells_with_miou(acc, batch_size: int | None, *columns):
-    """SELECT ``columns`` over every run's perf cells, each with its accuracy row (``acc``) where it has one."""
-    stmt = (sa.select(*columns).join(Performance, Performance.run_id == Run.id)
-            .outerjoin(acc, sa.and_(acc.run_id == Performance.run_id, acc.target == Performance.target,
-                                    acc.batch_size == Performance.batch_size)))
-    return stmt if batch_size is None else stmt.where(Performance.batch_size == batch_size)
 
 
 def points(session: Session, since: datetime | None = None, until: datetime | None = None,
@@ -71,7 +63,8 @@ def points_page(session: Session, since: datetime | None, until: datetime | None
 
 def _points(session: Session, narrow, batch_size: int | None) -> list[dict]:
     acc = sa.orm.aliased(Accuracy)
-    stmt = _cells_with_miou(acc, batch_size, Run.id, Run.started_at, Run.cann_version, Performance.target,
+    filters = [] if batch_size is None else [Performance.batch_size == batch_size]
+    stmt = cells_with_miou(acc, filters, Run.id, Run.started_at, Run.cann_version, Performance.target,
                             Performance.batch_size, Performance.throughput_fps, Performance.status, acc.miou)
     started: dict[str, str | None] = {}  # one isoformat per run, not per cell
     out = []
