@@ -17,7 +17,7 @@ import logging
 from airflow.sdk import BaseHook
 
 from erfnet_tasks import notify, settings
-from erfnet_tasks.errors import ErfnetError
+from erfnet_tasks.errors import BadInput, Transient
 from erfnet_tasks.pipeline import RegressionDetected
 
 log = logging.getLogger(__name__)
@@ -40,7 +40,7 @@ def notifier_for(conn_id: str, message: notify.Message):
 
         recipients = conn.extra_dejson.get("to")
         if not recipients:
-            raise ErfnetError(f"SMTP connection {conn_id!r} names no recipients: set \"to\" in its extra")
+            raise BadInput(f"SMTP connection {conn_id!r} names no recipients: set \"to\" in its extra")
         return SmtpNotifier(to=recipients, subject=message.subject, html_content=message.html, smtp_conn_id=conn_id)
     if kind == "apprise":
         from apprise import NotifyFormat, NotifyType
@@ -49,8 +49,8 @@ def notifier_for(conn_id: str, message: notify.Message):
         return AppriseNotifier(title=message.subject, body=message.text, body_format=NotifyFormat.TEXT,
                                notify_type=NotifyType.FAILURE if message.failure else NotifyType.INFO,
                                apprise_conn_id=conn_id)
-    raise ErfnetError(f"connection {conn_id!r} has type {conn.conn_type!r}; ERFNET_NOTIFY takes smtp and apprise "
-                      f"connections")
+    raise BadInput(f"connection {conn_id!r} has type {conn.conn_type!r}; ERFNET_NOTIFY takes smtp and apprise "
+                   f"connections")
 
 
 def send(message: notify.Message, context) -> list[str]:
@@ -95,7 +95,7 @@ def _apprise_failures():
     finally:
         apprise_log.removeHandler(collector)
     if collector.records:
-        raise ErfnetError(collector.records[0].getMessage())
+        raise Transient(collector.records[0].getMessage())
 
 
 def _error_line(exc) -> str:

@@ -32,6 +32,7 @@ from airflow.sdk import (Asset, AssetOrTimeSchedule, CronTriggerTimetable, Excep
 from erfnet_notifications import on_gate_passed, on_task_failure
 
 from erfnet_tasks import cann_probe, pipeline, settings
+from erfnet_tasks.errors import BadInput, ErfnetError, Transient, Verdict
 from erfnet_tasks.fleet import queue_for
 from erfnet_tasks.params import form_fields
 
@@ -45,13 +46,17 @@ CANN_ASSET = Asset(name=cann_probe.ASSET_NAME, uri=cann_probe.ASSET_URI)
 NIGHTLY = "0 2 * * *"
 AFTER_SKIPPED_GROUPS = "none_failed_min_one_success"  # a matrix group may be empty (no NPU targets)
 
-# Bad parameters, inputs and regressions are deterministic: retrying them changes nothing. A results
-# database that stayed down through publish's own backoff may be back by the next try.
+# The error's kind says what to do. Rules match by isinstance and the first match wins, so the kinds come
+# before ErfnetError, their common base: a transient failure (no live NPU worker, a results database that
+# stayed down through publish's own backoff) may be gone by the next try; bad input and a verdict are
+# deterministic, retrying them changes nothing.
 NO_RETRY_ON_BAD_INPUT = ExceptionRetryPolicy(rules=[
-    RetryRule(exception="erfnet_tasks.errors.PublishFailed", action=RetryAction.RETRY,
-              reason="the results database is unreachable; the run's results.json is already written"),
-    RetryRule(exception="erfnet_tasks.errors.ErfnetError", action=RetryAction.FAIL,
-              reason="deterministic failure (bad input, configuration or a regression)"),
+    RetryRule(exception=Transient, action=RetryAction.RETRY,
+              reason="transient infrastructure (no live NPU worker, results database unreachable)"),
+    RetryRule(exception=[BadInput, Verdict], action=RetryAction.FAIL,
+              reason="deterministic failure (bad input or configuration, or the gate's verdict)"),
+    RetryRule(exception=ErfnetError, action=RetryAction.FAIL,
+              reason="a deterministic failure stated as a one-line error"),
 ])
 
 

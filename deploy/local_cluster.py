@@ -363,7 +363,7 @@ class LocalCluster:
             with urllib.request.urlopen(request, timeout=30) as response:
                 return json.load(response)
         except urllib.error.HTTPError as exc:
-            raise ClusterError(f"{method} {path}: HTTP {exc.code} {exc.read()[:500]!r}") from None
+            raise ClusterError(f"{method} {path}: HTTP {exc.code} {exc.read()[:500]!r}") from exc
 
     def wait_for_dag(self, dag_id: str, timeout: float = 180) -> None:
         """Until the dag-processor has parsed the DAG into the metadata database."""

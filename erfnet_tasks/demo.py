@@ -17,7 +17,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from .errors import ErfnetError
+from .errors import BadInput
 from .settings import data_dir, load_settings, repo_dir
 
 DEMO_IMAGES = 4
@@ -60,8 +60,8 @@ def _airflow(*args: str, env: dict) -> None:
     airflow = Path(sys.executable).with_name("airflow")
     proc = subprocess.run([str(airflow), *args], env=env)
     if proc.returncode != 0:
-        raise ErfnetError(f"`airflow {args[0]} {args[1] if len(args) > 1 else ''}` failed with exit code "
-                          f"{proc.returncode} (its output is above)")
+        raise BadInput(f"`airflow {args[0]} {args[1] if len(args) > 1 else ''}` failed with exit code "
+                       f"{proc.returncode} (its output is above)")
 
 
 def _validate_conf(conf: dict) -> None:
@@ -79,7 +79,7 @@ def run_demo(*, weights: str | None = None, dataset_root: str | None = None, ima
              labels_on_device: bool = False, keep_outputs: bool = False) -> dict:
     repo = repo_dir()
     if repo is None:
-        raise ErfnetError("erfnet demo runs from a source checkout (it needs the repository's dags/ folder)")
+        raise BadInput("erfnet demo runs from a source checkout (it needs the repository's dags/ folder)")
     base = data_dir() / "demo"
     base.mkdir(parents=True, exist_ok=True)
     if weights is None or dataset_root is None:

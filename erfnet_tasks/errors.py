@@ -1,20 +1,42 @@
 """Every exception class of the project, so that the DAG's retry policy names one module.
 
-``ErfnetError`` is the one type that reaches users, as a one-line message; the others are its kinds.
+``ErfnetError`` is the one type that reaches users, as a one-line message (the CLI prints it and exits 2);
+what to do about one is told by its kind:
+
+- ``BadInput``: the input or the configuration is wrong. Fix it; retrying changes nothing.
+- ``Transient``: the infrastructure is not there right now (no live NPU worker, the results database
+  unreachable). Retrying later may succeed, so the DAG retries it.
+- ``Verdict``: the run worked and its answer is "no" (a regression). Nothing to retry; read the findings.
 """
+
+from __future__ import annotations
+
+from pathlib import Path
 
 
 class ErfnetError(Exception):
-    """A problem with the user's input or environment, stated in one line.
+    """A problem stated in one line; raise one of its kinds, which say what to do about it.
 
-    The CLI prints it as ``erfnet: error: <message>`` and exits non-zero; the DAG lets it fail the
-    task without retries, because re-running a deterministic failure changes nothing.
+    The CLI prints any of them as ``erfnet: error: <message>`` and exits non-zero; the task log keeps the
+    cause chain (raise it ``from`` the exception that caused it).
     """
 
     exit_code = 2
 
     def __init__(self, message: str):
         super().__init__(" ".join(str(message).split()))
+
+
+class BadInput(ErfnetError):
+    """Bad input or configuration: deterministic, so the DAG fails the task without retrying."""
+
+
+class Transient(ErfnetError):
+    """Infrastructure that is missing or down for now: the DAG retries the task."""
+
+
+class Verdict(ErfnetError):
+    """The run's answer, not a fault: the DAG fails the task without retrying, and the message is the finding."""
 
 
 def first_line(exc: BaseException | str) -> str:
@@ -26,20 +48,24 @@ def first_line(exc: BaseException | str) -> str:
     return type(exc).__name__ if isinstance(exc, BaseException) else ""
 
 
-class CompileFailed(ErfnetError):
-    """The compiler ran and refused; ``code`` is its error code (atc's ``E10007``...) when it gave one."""
+class CompileFailed(BadInput):
+    """The compiler ran and refused; ``code`` is its error code (atc's ``E10007``...) when it gave one.
 
-    def __init__(self, message: str, *, code: str | None = None, log_path=None):
+    Recorded as the cell's outcome; the same model and options are refused again, hence BadInput."""
+
+    def __init__(self, message: str, *, code: str | None = None, log_path: Path | str | None = None):
         super().__init__(message)
         self.code = code
         self.log_path = log_path
 
 
-class InferFailed(ErfnetError):
-    """Inference ran and failed; ``status`` tells the cause apart (one of ``records.INFER_FAILURES``)."""
+class InferFailed(BadInput):
+    """Inference ran and failed; ``status`` tells the cause apart (one of ``records.INFER_FAILURES``).
 
-    def __init__(self, message: str, *, status: str = "infer_failed", log_path=None):
-        from .records import INFER_FAILURES
+    Recorded as the cell's outcome (the other cells go on), never retried as a task."""
+
+    def __init__(self, message: str, *, status: str = "infer_failed", log_path: Path | str | None = None):
+        from .records import INFER_FAILURES  # records imports this module: a top-level import would cycle
 
         if status not in INFER_FAILURES:
             raise ValueError(f"unknown infer status {status!r}")
@@ -48,9 +74,9 @@ class InferFailed(ErfnetError):
         self.log_path = log_path
 
 
-class RegressionDetected(ErfnetError):
+class RegressionDetected(Verdict):
     """The gate's verdict: at least one regression rule fired (or the run is incomplete)."""
 
 
-class PublishFailed(ErfnetError):
+class PublishFailed(Transient):
     """The results database stayed unreachable through every retry; the run's JSON file still holds it."""

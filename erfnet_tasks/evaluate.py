@@ -23,7 +23,7 @@ import numpy as np
 from PIL import Image
 
 from .datasets import LabelSpec, label_spec
-from .errors import ErfnetError
+from .errors import BadInput
 from .outputs import output_file_name, output_folder_of, read_summary
 from .parallel import run_parallel
 
@@ -82,21 +82,21 @@ def read_prediction(path: str | os.PathLike, spec: LabelSpec | None = None) -> n
     path = Path(path)
     try:
         size = path.stat().st_size
-    except FileNotFoundError:
-        raise ErfnetError(f"output file missing: {path}") from None
+    except FileNotFoundError as exc:
+        raise BadInput(f"output file missing: {path}") from exc
     if size not in kinds:
-        raise ErfnetError(f"{path}: {size} bytes is neither {channels}x{out_h}x{out_w} FP16/FP32 logits nor a "
-                          f"{out_h}x{out_w} int32/int64 label map")
+        raise BadInput(f"{path}: {size} bytes is neither {channels}x{out_h}x{out_w} FP16/FP32 logits nor a "
+                       f"{out_h}x{out_w} int32/int64 label map")
     kind, dtype = kinds[size]
     data = np.fromfile(path, dtype=dtype)
     if kind == "logits":
         # argmax would rank NaN first and count it as a class: a non-finite output is an error, not a score.
         if not (np.isfinite(data.min()) and np.isfinite(data.max())):
             bad = int(np.count_nonzero(~np.isfinite(data)))
-            raise ErfnetError(f"{path}: {bad} NaN/Inf logit(s) of {data.size}: the model's output is broken")
+            raise BadInput(f"{path}: {bad} NaN/Inf logit(s) of {data.size}: the model's output is broken")
         return argmax_channels(data.reshape(channels, out_h, out_w))
     if data.min() < 0 or data.max() >= channels:
-        raise ErfnetError(f"{path}: label map values outside 0..{channels - 1}")
+        raise BadInput(f"{path}: label map values outside 0..{channels - 1}")
     return data.astype(np.uint8).reshape(out_h, out_w)
 
 
@@ -110,17 +110,17 @@ def read_label(path: str | os.PathLike, spec: LabelSpec | None = None) -> np.nda
         if im.size != size:
             im = im.resize(size, Image.NEAREST)
         label = np.array(im, dtype=np.uint8)
-    except FileNotFoundError:
-        raise ErfnetError(f"label file missing: {path}") from None
+    except FileNotFoundError as exc:
+        raise BadInput(f"label file missing: {path}") from exc
     except ValueError as exc:
-        raise ErfnetError(f"{path}: {exc}") from None
+        raise BadInput(f"{path}: {exc}") from exc
     except (OSError, SyntaxError, EOFError) as exc:
         if isinstance(exc, OSError) and exc.errno is not None:
-            raise ErfnetError(f"cannot read label {path}: {exc}") from None
-        raise ErfnetError(f"{path}: unreadable or truncated label PNG ({' '.join(str(exc).split())})") from None
+            raise BadInput(f"cannot read label {path}: {exc}") from exc
+        raise BadInput(f"{path}: unreadable or truncated label PNG ({' '.join(str(exc).split())})") from exc
     label[label == spec.void_value] = spec.ignore_index
     if label.max() > spec.ignore_index:
-        raise ErfnetError(f"{path}: label values outside 0..{spec.ignore_index - 1} and {spec.void_value}")
+        raise BadInput(f"{path}: label values outside 0..{spec.ignore_index - 1} and {spec.void_value}")
     return label
 
 
@@ -134,8 +134,8 @@ def confusion_for_image(output_path, label_path, spec: LabelSpec | None = None) 
     """One image's confusion matrix (what each worker computes; benchmarks time this)."""
     pred, label = read_prediction(output_path, spec), read_label(label_path, spec)
     if pred.shape != label.shape:
-        raise ErfnetError(f"{label_path}: label resizes to {label.shape[1]}x{label.shape[0]}, "
-                          f"the prediction is {pred.shape[1]}x{pred.shape[0]}")
+        raise BadInput(f"{label_path}: label resizes to {label.shape[1]}x{label.shape[0]}, "
+                       f"the prediction is {pred.shape[1]}x{pred.shape[0]}")
     return confusion(pred, label, spec)
 
 
@@ -165,20 +165,20 @@ def _pair_entries(summary_path, entries, labels: dict[str, Path], gt_dir, spec: 
     for entry in entries:
         name = spec.label_name(entry.infile)
         if name in seen:
-            raise ErfnetError(f"{summary_path} lists {entry.infile} more than once (as {seen[name]} too): "
-                              f"each label is counted exactly once")
+            raise BadInput(f"{summary_path} lists {entry.infile} more than once (as {seen[name]} too): "
+                           f"each label is counted exactly once")
         seen[name] = entry.infile
         out = entry.outfiles[0]
         if not out.resolve().is_relative_to(folder):
-            raise ErfnetError(f"{summary_path}: output {out} of {entry.infile} lies outside the output folder {folder}")
+            raise BadInput(f"{summary_path}: output {out} of {entry.infile} lies outside the output folder {folder}")
         if out.name != output_file_name(entry.infile, 0):
-            raise ErfnetError(f"{summary_path}: output {out.name} does not belong to input {entry.infile.name} "
-                              f"(expected {output_file_name(entry.infile, 0)})")
+            raise BadInput(f"{summary_path}: output {out.name} does not belong to input {entry.infile.name} "
+                           f"(expected {output_file_name(entry.infile, 0)})")
         if name not in labels:
             missing.append(name)
         jobs.append((out, labels.get(name), spec))
     if missing:
-        raise ErfnetError(f"label file(s) missing under {gt_dir}: {', '.join(missing)}")
+        raise BadInput(f"label file(s) missing under {gt_dir}: {', '.join(missing)}")
     return jobs
 
 
@@ -188,10 +188,10 @@ def _check_coverage(summary_path, jobs, labels: dict[str, Path], gt_dir, limit: 
     if len(jobs) != expected:
         covered = {label for _out, label, _spec in jobs}
         left = sorted(p.name for p in labels.values() if p not in covered)
-        raise ErfnetError(f"{summary_path} has outputs for {len(jobs)} image(s) but GT_DIR {gt_dir} holds "
-                          f"{len(labels)} label(s)" + (f" (limit {limit})" if limit else "") +
-                          (f"; no output for {', '.join(left[:5])}" + (" ..." if len(left) > 5 else "") if left else "")
-                          + "; pass the image limit the run used, or evaluate against its own label folder")
+        raise BadInput(f"{summary_path} has outputs for {len(jobs)} image(s) but GT_DIR {gt_dir} holds "
+                       f"{len(labels)} label(s)" + (f" (limit {limit})" if limit else "") +
+                       (f"; no output for {', '.join(left[:5])}" + (" ..." if len(left) > 5 else "") if left else "")
+                       + "; pass the image limit the run used, or evaluate against its own label folder")
 
 
 def evaluate_summary(summary_path, gt_dir, workers: int | None = None, progress: bool = True,
@@ -201,13 +201,13 @@ def evaluate_summary(summary_path, gt_dir, workers: int | None = None, progress:
     spec = spec or label_spec()
     entries = read_summary(summary_path)
     if not entries:
-        raise ErfnetError(f"{summary_path} lists no outputs")
+        raise BadInput(f"{summary_path} lists no outputs")
     labels = spec.index_labels(Path(gt_dir))
     jobs = _pair_entries(summary_path, entries, labels, gt_dir, spec)
     _check_coverage(summary_path, jobs, labels, gt_dir, limit)
     missing_out = [str(out) for out, _label, _spec in jobs if not Path(out).is_file()]
     if missing_out:
-        raise ErfnetError(f"output file(s) missing: {', '.join(missing_out)}")
+        raise BadInput(f"output file(s) missing: {', '.join(missing_out)}")
     mode = output_label_mode([out for out, _label, _spec in jobs], spec)
     total = np.zeros((spec.channels, spec.channels), dtype=np.int64)
     for cm in run_parallel(_confusion_job, jobs, workers, progress, "evaluate"):
@@ -224,7 +224,7 @@ def output_label_mode(paths, spec: LabelSpec) -> str:
     found = {kinds.get(Path(p).stat().st_size, ("unknown",))[0] for p in paths}
     found.discard("unknown")  # read_prediction names such a file itself
     if len(found) > 1:
-        raise ErfnetError(f"the outputs mix logits and label maps ({paths[0]} ...): one cell, one kind of output")
+        raise BadInput(f"the outputs mix logits and label maps ({paths[0]} ...): one cell, one kind of output")
     return found.pop() if found else "logits"
 
 
@@ -237,7 +237,7 @@ def prediction_disagreement(summary_a, summary_b, spec: LabelSpec | None = None)
     differing = total = 0
     for entry in read_summary(summary_a):
         if entry.infile.name not in b_by_input:
-            raise ErfnetError(f"{summary_b} has no output for input {entry.infile.name}")
+            raise BadInput(f"{summary_b} has no output for input {entry.infile.name}")
         a = read_prediction(entry.outfiles[0], spec)
         b = read_prediction(b_by_input[entry.infile.name], spec)
         differing += int(np.count_nonzero(a != b))

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 
 from . import settings
-from .errors import ErfnetError
+from .errors import BadInput
 
 log = logging.getLogger(__name__)
 
@@ -37,8 +37,8 @@ def worker_queues() -> list[str]:
 
     chips = detect_chips()
     if not chips:
-        raise ErfnetError("npu-smi info lists no NPU on this host (is the driver installed and npu-smi on "
-                          "PATH?): an NPU worker here would have no queue to consume")
+        raise BadInput("npu-smi info lists no NPU on this host (is the driver installed and npu-smi on "
+                       "PATH?): an NPU worker here would have no queue to consume")
     return [queue_for(chip) for chip in dict.fromkeys(chips)]
 
 
@@ -47,9 +47,9 @@ def check_configured(chips: list[str]) -> None:
     configured = settings.npu_chips()
     missing = [c for c in dict.fromkeys(chips) if c not in configured]
     if missing:
-        raise ErfnetError(f"no NPU tasks for chip {', '.join(missing)}: add it to ERFNET_NPU_CHIPS (now "
-                          f"{','.join(configured)}) where the DAG is parsed, and start a worker on a host with "
-                          f"that card")
+        raise BadInput(f"no NPU tasks for chip {', '.join(missing)}: add it to ERFNET_NPU_CHIPS (now "
+                       f"{','.join(configured)}) where the DAG is parsed, and start a worker on a host with "
+                       f"that card")
 
 
 def live_chips(broker_url: str | None, timeout: float = 3.0) -> list[str] | None:

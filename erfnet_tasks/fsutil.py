@@ -19,7 +19,7 @@ from typing import Iterator
 
 import numpy as np
 
-from .errors import ErfnetError
+from .errors import BadInput
 
 _CHUNK = 1 << 20
 PART_SUFFIX = ".part"
@@ -83,14 +83,14 @@ def write_json_atomic(path: str | os.PathLike, obj, *, indent: int | None = 2) -
 
 
 def read_json(path: str | os.PathLike, what: str, *, missing: str | None = None):
-    """Parse a JSON file; a missing or garbled one is an ErfnetError that names it (and ``what`` it should be)."""
+    """Parse a JSON file; a missing or garbled one is a BadInput that names it (and ``what`` it should be)."""
     path = Path(path)
     try:
         return json.loads(path.read_text())
-    except FileNotFoundError:
-        raise ErfnetError(missing or f"{what} not found: {path}") from None
+    except FileNotFoundError as exc:
+        raise BadInput(missing or f"{what} not found: {path}") from exc
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ErfnetError(f"{path} is not {what} ({exc})") from None
+        raise BadInput(f"{path} is not {what} ({exc})") from exc
 
 
 def sha256_file(path: str | os.PathLike) -> str:

@@ -15,7 +15,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .errors import ErfnetError, first_line
+from .errors import BadInput, first_line
 
 NUM_CLASSES = 20
 INPUT_SHAPE = (3, 512, 1024)
@@ -121,16 +121,16 @@ class ERFNet(nn.Module):
 
 def _read_state_dict(path: Path) -> dict:
     if not path.is_file():
-        raise ErfnetError(f"checkpoint not found: {path}")
+        raise BadInput(f"checkpoint not found: {path}")
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch.load raises anything from IndexError to UnpicklingError on junk
-        raise ErfnetError(f"{path} is not a PyTorch checkpoint ({type(exc).__name__}: "
-                          f"{first_line(exc) if str(exc).strip() else 'unreadable'})") from None
+        raise BadInput(f"{path} is not a PyTorch checkpoint ({type(exc).__name__}: "
+                       f"{first_line(exc) if str(exc).strip() else 'unreadable'})") from exc
     if isinstance(obj, dict) and "state_dict" in obj and isinstance(obj["state_dict"], dict):
         obj = obj["state_dict"]
     if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
-        raise ErfnetError(f"{path} is not an ERFNet state dict (expected a mapping of names to tensors)")
+        raise BadInput(f"{path} is not an ERFNet state dict (expected a mapping of names to tensors)")
     return obj
 
 
@@ -147,11 +147,11 @@ def check_finite_state(state: dict, source: str = "checkpoint") -> None:
     """Refuse NaN/Inf anywhere in the checkpoint (a BatchNorm statistic, say), naming the tensors."""
     bad = [k for k, v in state.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
     if bad:
-        raise ErfnetError(f"{source} holds NaN or Inf values in {_summarise(bad)}")
+        raise BadInput(f"{source} holds NaN or Inf values in {_summarise(bad)}")
 
 
 def validate_state_dict(state: dict, model: ERFNet, source: str = "checkpoint") -> None:
-    """Raise ErfnetError naming every missing, unexpected or mis-shaped key (num_batches_tracked optional)."""
+    """Raise BadInput naming every missing, unexpected or mis-shaped key (num_batches_tracked optional)."""
     expected = model.state_dict()
     optional = {k for k in expected if k.endswith("num_batches_tracked")}
     missing = sorted(k for k in expected if k not in state and k not in optional)
@@ -168,11 +168,11 @@ def validate_state_dict(state: dict, model: ERFNet, source: str = "checkpoint") 
     if wrong_shape:
         problems.append(f"wrong shapes: {_summarise(wrong_shape)}")
     if problems:
-        raise ErfnetError(f"{source} does not match ERFNet({NUM_CLASSES}): " + "; ".join(problems))
+        raise BadInput(f"{source} does not match ERFNet({NUM_CLASSES}): " + "; ".join(problems))
 
 
 def load_erfnet(path: str | os.PathLike) -> ERFNet:
-    """Build ERFNet(20) in eval mode from an upstream-layout checkpoint, or raise ErfnetError."""
+    """Build ERFNet(20) in eval mode from an upstream-layout checkpoint, or raise BadInput."""
     path = Path(path)
     state = _strip_module_prefix(_read_state_dict(path))
     model = ERFNet(NUM_CLASSES)

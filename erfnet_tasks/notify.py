@@ -11,7 +11,7 @@ import html
 from dataclasses import dataclass
 from urllib.parse import quote
 
-from .errors import ErfnetError
+from .errors import BadInput
 from .results import db, queries, tables
 
 # Where the results app is mounted inside the Airflow API server (plugins/erfnet_ui/app.py URL_PREFIX).
@@ -36,7 +36,7 @@ class Links:
 
     def __post_init__(self):
         if not self.base_url.startswith(("http://", "https://")):
-            raise ErfnetError(f"the Airflow base URL must start with http:// or https://, got {self.base_url!r}")
+            raise BadInput(f"the Airflow base URL must start with http:// or https://, got {self.base_url!r}")
         object.__setattr__(self, "base_url", self.base_url.rstrip("/"))
 
     def results_page(self, run_id: str) -> str:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import ErfnetError, first_line
+from .errors import BadInput, first_line
 from .fsutil import atomic_path
 
 INPUT_NAME = "actual_input_1"
@@ -49,7 +49,7 @@ def export_onnx(weights: str | os.PathLike, out: str | os.PathLike, *, opset: in
     from .model import INPUT_SHAPE, load_erfnet
 
     if opset < 7:
-        raise ErfnetError(f"--opset must be 7 or more, got {opset}")
+        raise BadInput(f"--opset must be 7 or more, got {opset}")
     model = load_erfnet(weights)
     dummy = torch.randn(1, *INPUT_SHAPE)
     out = Path(out)
@@ -64,7 +64,7 @@ def export_onnx(weights: str | os.PathLike, out: str | os.PathLike, *, opset: in
                     opset_version=opset, dynamo=False,
                 )
             except Exception as exc:  # the exporter raises many types; the user needs one line
-                raise ErfnetError(f"ONNX export failed at opset {opset}: {first_line(exc)}") from None
+                raise BadInput(f"ONNX export failed at opset {opset}: {first_line(exc)}") from exc
         if argmax:
             append_argmax(tmp)
         check_onnx(tmp)
@@ -79,7 +79,7 @@ def check_onnx(path: str | os.PathLike) -> None:
     try:
         onnx.checker.check_model(str(path))
     except Exception as exc:
-        raise ErfnetError(f"ONNX checker rejected {path}: {first_line(exc)}") from None
+        raise BadInput(f"ONNX checker rejected {path}: {first_line(exc)}") from exc
 
 
 def _side_by_side(model, onnx_path, batch_sizes, seed: int):
@@ -104,7 +104,7 @@ def compare_with_torch(model, onnx_path, batch_sizes, *, seed: int = 0) -> tuple
     max_abs = max_rel = 0.0
     for batch, ours, ref in _side_by_side(model, onnx_path, batch_sizes, seed):
         if ours.shape != ref.shape:
-            raise ErfnetError(f"exported model gives shape {ours.shape} at batch {batch}, PyTorch {ref.shape}")
+            raise BadInput(f"exported model gives shape {ours.shape} at batch {batch}, PyTorch {ref.shape}")
         require_finite(ref, f"PyTorch's output at batch {batch}")
         require_finite(ours, f"ONNX Runtime's output of the exported model at batch {batch}")
         diff = float(np.max(np.abs(ours - ref)))
@@ -116,8 +116,8 @@ def compare_with_torch(model, onnx_path, batch_sizes, *, seed: int = 0) -> tuple
 def require_finite(array: np.ndarray, where: str) -> None:
     """NaN/Inf is an error, never a result: ``max(0.0, nan)`` is 0.0, so a NaN would read as a perfect match."""
     if not np.isfinite(array).all():
-        raise ErfnetError(f"{where} holds NaN or Inf values ({int(np.count_nonzero(~np.isfinite(array)))} "
-                          f"of {array.size}): the checkpoint or the model is broken")
+        raise BadInput(f"{where} holds NaN or Inf values ({int(np.count_nonzero(~np.isfinite(array)))} "
+                       f"of {array.size}): the checkpoint or the model is broken")
 
 
 def append_argmax(path: str | os.PathLike) -> None:
@@ -154,14 +154,14 @@ def compare_argmax_with_torch(model, onnx_path, batch_sizes, *, seed: int = 0) -
         require_finite(logits, f"PyTorch's output at batch {batch}")
         ref = logits.argmax(axis=1)
         if ours.shape != ref.shape or ours.dtype != np.int32:
-            raise ErfnetError(f"exported ArgMax model gives {ours.dtype} {ours.shape} at batch {batch}, "
-                              f"expected int32 {ref.shape}")
+            raise BadInput(f"exported ArgMax model gives {ours.dtype} {ours.shape} at batch {batch}, "
+                           f"expected int32 {ref.shape}")
         chosen = np.take_along_axis(logits, ours[:, None].astype(np.int64), axis=1)[:, 0]
         gap = float(np.max(logits.max(axis=1) - chosen))
         scale = max(float(np.max(np.abs(logits))), 1e-12)
         if gap / scale > ARGMAX_TIE_TOLERANCE:
-            raise ErfnetError(f"exported ArgMax model disagrees with PyTorch's argmax at batch {batch} "
-                              f"(logit gap {gap:.3g}, beyond a near-tie)")
+            raise BadInput(f"exported ArgMax model disagrees with PyTorch's argmax at batch {batch} "
+                           f"(logit gap {gap:.3g}, beyond a near-tie)")
         max_abs, max_rel = max(max_abs, gap), max(max_rel, gap / scale)
     return max_abs, max_rel
 
@@ -173,10 +173,10 @@ def fix_bn(src: str | os.PathLike, out: str | os.PathLike) -> int:
 
     try:
         model = onnx.load(str(src))
-    except FileNotFoundError:
-        raise ErfnetError(f"ONNX model not found: {src}") from None
+    except FileNotFoundError as exc:
+        raise BadInput(f"ONNX model not found: {src}") from exc
     except Exception as exc:
-        raise ErfnetError(f"{src} is not an ONNX model ({first_line(exc)})") from None
+        raise BadInput(f"{src} is not an ONNX model ({first_line(exc)})") from exc
     changed = 0
     for init in model.graph.initializer:
         if not re.search(BN_WEIGHT_PATTERN, init.name):
@@ -188,7 +188,7 @@ def fix_bn(src: str | os.PathLike, out: str | os.PathLike) -> int:
     try:
         onnx.checker.check_model(model)
     except Exception as exc:
-        raise ErfnetError(f"ONNX checker rejected the fixed model: {first_line(exc)}") from None
+        raise BadInput(f"ONNX checker rejected the fixed model: {first_line(exc)}") from exc
     with atomic_path(out) as tmp:
         onnx.save(model, str(tmp))
     return changed

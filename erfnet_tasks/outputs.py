@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import ErfnetError
+from .errors import BadInput
 from .fsutil import read_json, write_json_atomic
 
 TIMESTAMP_FORMAT = "%Y_%m_%d-%H_%M_%S"
@@ -92,7 +92,7 @@ def load_summary(path: str | os.PathLike) -> dict:
     path = Path(path)
     data = read_json(path, "a summary JSON", missing=f"summary not found: {path}")
     if not isinstance(data, dict) or not isinstance(data.get("filesinfo"), dict):
-        raise ErfnetError(f"{path} has no 'filesinfo': not an ais_bench summary")
+        raise BadInput(f"{path} has no 'filesinfo': not an ais_bench summary")
     return data
 
 
@@ -128,10 +128,10 @@ def read_summary(path: str | os.PathLike) -> list[SummaryEntry]:
         info = data["filesinfo"][key]
         try:
             infiles, outfiles = info["infiles"], info["outfiles"]
-        except (KeyError, TypeError):
-            raise ErfnetError(f"{path}: filesinfo entry {key!r} lacks infiles/outfiles") from None
+        except (KeyError, TypeError) as exc:
+            raise BadInput(f"{path}: filesinfo entry {key!r} lacks infiles/outfiles") from exc
         if not infiles or not outfiles:
-            raise ErfnetError(f"{path}: filesinfo entry {key!r} has no files")
+            raise BadInput(f"{path}: filesinfo entry {key!r} has no files")
         entries.append(SummaryEntry(Path(infiles[0]), tuple(_resolve(o, path, folder) for o in outfiles)))
     return entries
 
@@ -141,5 +141,5 @@ def find_latest_summary(output_root: str | os.PathLike) -> Path:
     root = Path(output_root)
     found = sorted(root.glob(f"*{NEW_SUMMARY_SUFFIX}")) + sorted(root.glob(f"*/{OLD_SUMMARY_NAME}"))
     if not found:
-        raise ErfnetError(f"no ais_bench summary under {root}")
+        raise BadInput(f"no ais_bench summary under {root}")
     return max(found, key=lambda p: p.stat().st_mtime)

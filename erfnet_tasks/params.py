@@ -12,7 +12,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from . import settings
-from .errors import ErfnetError
+from .chips import GUIDE_CHIPS
+from .errors import BadInput, ErfnetError
 from .records import Params
 from .results.models import CHIP_MAX, INT_MAX, TARGET_MAX
 from .targets import AOE_SUFFIX, AUTO, Target, form_pattern, host_target_labels, parse_target
@@ -31,21 +32,21 @@ def _configured_path(name: str, value, roots):
     try:
         return settings.resolve_under_roots(value, roots, name)
     except ErfnetError as exc:
-        raise ErfnetError(f"{exc}; give `{name}` in the trigger form, or set {PATH_PARAM_SETTINGS[name]} for the "
-                          f"scheduler and dag-processor (the form's default, used by scheduled runs)") from None
+        raise BadInput(f"{exc}; give `{name}` in the trigger form, or set {PATH_PARAM_SETTINGS[name]} for the "
+                       f"scheduler and dag-processor (the form's default, used by scheduled runs)") from exc
 
 
 def _weights_file(name: str, value, roots) -> str:
     path = _configured_path(name, value, roots)
     if not path.is_file():
-        raise ErfnetError(f"{name} {path} is not a file (expected the .pth checkpoint)")
+        raise BadInput(f"{name} {path} is not a file (expected the .pth checkpoint)")
     return str(path)
 
 
 def _dataset_dir(name: str, value, roots) -> str:
     path = _configured_path(name, value, roots)
     if not path.is_dir():
-        raise ErfnetError(f"{name} {path} is not a directory")
+        raise BadInput(f"{name} {path} is not a directory")
     return str(path)
 
 
@@ -53,13 +54,13 @@ def _storable_target(target: Target) -> None:
     """The target's name and chip fit the results database's columns (with the +AOE column AOE adds)."""
     longest = target.name if target.aoe or not target.on_npu else target.name + AOE_SUFFIX
     if len(longest) > TARGET_MAX or (target.chip and len(target.chip) > CHIP_MAX):
-        raise ErfnetError(f"target {target.name[:60]!r}: chip names are at most {CHIP_MAX} characters "
-                          f"(the results database's limit)")
+        raise BadInput(f"target {target.name[:60]!r}: chip names are at most {CHIP_MAX} characters "
+                       f"(the results database's limit)")
 
 
 def _targets(name: str, value, roots) -> list[str]:
     if not isinstance(value, list) or not value or not all(isinstance(t, str) for t in value):
-        raise ErfnetError(f"{name} must be a non-empty list of names, got {value!r}")
+        raise BadInput(f"{name} must be a non-empty list of names, got {value!r}")
     for target in value:
         if target != AUTO:
             _storable_target(parse_target(target))  # a known target or a clean chip name the database holds
@@ -78,20 +79,20 @@ def _batch_size(value) -> int | None:
 def _batch_sizes(name: str, value, roots) -> list[int]:
     sizes = [_batch_size(b) for b in value] if isinstance(value, list) else []
     if not sizes or None in sizes:
-        raise ErfnetError(f"{name} must be a non-empty list of integers from 1 to {MAX_BATCH_SIZE}, "
-                          f"got {str(value)[:200]}")
+        raise BadInput(f"{name} must be a non-empty list of integers from 1 to {MAX_BATCH_SIZE}, "
+                       f"got {str(value)[:200]}")
     return sorted(set(sizes))
 
 
 def _count(name: str, value, roots) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= INT_MAX:
-        raise ErfnetError(f"{name} must be 0 (all) or a positive integer up to {INT_MAX}, got {str(value)[:40]}")
+        raise BadInput(f"{name} must be 0 (all) or a positive integer up to {INT_MAX}, got {str(value)[:40]}")
     return value
 
 
 def _points(name: str, value, roots) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 100:
-        raise ErfnetError(f"{name} must be a number of mIoU points between 0 and 100, got {value!r}")
+        raise BadInput(f"{name} must be a number of mIoU points between 0 and 100, got {value!r}")
     return float(value)
 
 
@@ -99,7 +100,7 @@ def _flag(name: str, value, roots) -> bool:
     if value is None:  # the form's switches are optional (null in the schema): unset means off
         return False
     if not isinstance(value, bool):
-        raise ErfnetError(f"{name} must be true or false, got {value!r}")
+        raise BadInput(f"{name} must be true or false, got {value!r}")
     return value
 
 
@@ -122,7 +123,6 @@ _PATH_NOTE = ("Not checked by this form: the run's first task (check_params) ref
 
 # The targets offered by a click; the list lacks no host target. Another chip goes in the run's JSON
 # configuration (the form's "Advanced Options"), the REST API or `erfnet demo --targets`.
-GUIDE_CHIPS = ("Ascend310", "Ascend310P3")
 LISTED_BATCH_SIZES = (1, 2, 4, 8, 16, 32, 64, 128)
 
 
@@ -190,7 +190,7 @@ def validate_params(raw: dict | None, data_roots: tuple) -> Params:
     given = dict(raw or {})
     unknown = sorted(set(given) - {p.name for p in RUN_PARAMS})
     if unknown:
-        raise ErfnetError(f"unknown parameter(s): {', '.join(unknown)}")
+        raise BadInput(f"unknown parameter(s): {', '.join(unknown)}")
     return {p.name: p.check(p.name, given[p.name] if p.name in given else p.default(), data_roots)
             for p in RUN_PARAMS}
 

@@ -4,7 +4,7 @@ Each function takes and returns JSON-serialisable dicts, because that is what Ai
 tasks through XCom; none of them imports Airflow, so each is testable on its own and the DAG file only
 wires them. A cell is one (target, batch size) pair of the guide's tables.
 
-Failure policy: a bad parameter or input raises ErfnetError (deterministic: the DAG does not retry it);
+Failure policy: a bad parameter or input raises BadInput (deterministic: the DAG does not retry it);
 a cell that fails to compile or infer is *recorded* with its status and the other cells go on, because
 the guide's own table has such a cell (the 310 at batch 64: memory allocation failed).
 """
@@ -23,7 +23,7 @@ from pathlib import Path
 from . import params as params_module
 from .backends import all_backends, get_backend
 from .backends.environment import describe_toolchain
-from .errors import CompileFailed, ErfnetError, InferFailed, RegressionDetected
+from .errors import BadInput, CompileFailed, ErfnetError, InferFailed, RegressionDetected, Transient
 from .fsutil import read_json, sha256_file, write_json_atomic
 from .records import (CellStatus, CompiledCell, CompileStatus, Environment, EvaluatedCell, HostRecord,
                       InferredCell, LabelMode, Model, Params, PerfRow, PlannedCell, Prepared, RunStatus, is_result,
@@ -94,8 +94,8 @@ def resolve_environment(raw_params: dict, run_id: str, broker_url: str | None = 
     check_configured(chips)
     idle = [c for c in chips if live is not None and c not in live]
     if idle:
-        raise ErfnetError(f"no live NPU worker consumes {', '.join(queue_for(c) for c in idle)}: start one on a "
-                          f"host with that card (its worker runs `celery worker --queues $(erfnet worker-queues)`)")
+        raise Transient(f"no live NPU worker consumes {', '.join(queue_for(c) for c in idle)}: start one on a "
+                        f"host with that card (its worker runs `celery worker --queues $(erfnet worker-queues)`)")
     work_dir = settings.runs_dir / run_folder_name(run_id)
     work_dir.mkdir(parents=True, exist_ok=True)
     return {
@@ -133,8 +133,8 @@ def probe_host(chip: str) -> HostRecord:
     for note in ascend["notes"]:
         log.info("environment: %s", note)
     if not (ascend["cann_version"] or ascend["atc"]):
-        raise ErfnetError(f"{host_name()} serves {queue_for(chip)} but has no Ascend CANN toolkit (no atc on "
-                          f"PATH, no version.cfg; source CANN's set_env.sh or set ASCEND_TOOLKIT_HOME)")
+        raise BadInput(f"{host_name()} serves {queue_for(chip)} but has no Ascend CANN toolkit (no atc on "
+                       f"PATH, no version.cfg; source CANN's set_env.sh or set ASCEND_TOOLKIT_HOME)")
     if not ascend["cann_version"]:
         log.warning("atc is on PATH but no CANN version file was found: %s records CANN as unknown", host_name())
     devices = devices_of_chip(chip, detect_chips())

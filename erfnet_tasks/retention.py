@@ -16,7 +16,7 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import ErfnetError
+from .errors import BadInput
 
 _DURATION = re.compile(r"^\s*(\d{1,6})\s*([dhm])\s*$")
 _UNITS = {"d": "days", "h": "hours", "m": "minutes"}
@@ -27,7 +27,7 @@ def parse_duration(text: str) -> dt.timedelta:
     """``30d``, ``12h`` or ``90m``."""
     match = _DURATION.match(str(text))
     if not match:
-        raise ErfnetError(f"expected an age such as 30d, 12h or 90m, got {str(text)[:40]!r}")
+        raise BadInput(f"expected an age such as 30d, 12h or 90m, got {str(text)[:40]!r}")
     return dt.timedelta(**{_UNITS[match.group(2)]: int(match.group(1))})
 
 
@@ -98,7 +98,7 @@ def plan_prune(older_than: dt.timedelta, *, runs_dir: Path, compile_cache: Path,
     """What a prune removes: run folders and cache entries with nothing newer than ``older_than``, less
     the protected ones."""
     if older_than <= dt.timedelta(0):
-        raise ErfnetError("the age must be positive")
+        raise BadInput("the age must be positive")
     now = now or dt.datetime.now(dt.timezone.utc)
     keep = protected_folders(url, runs_dir)
     removals, protected = [], []

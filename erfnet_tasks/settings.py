@@ -33,7 +33,8 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import ErfnetError
+from .chips import GUIDE_CHIPS, is_chip
+from .errors import BadInput
 
 
 @dataclass(frozen=True)
@@ -84,7 +85,7 @@ def default_batch_sizes(fallback: list[int]) -> list[int]:
         return list(fallback)
     words = [w.strip() for w in text.split(",") if w.strip()]
     if not words or not all(w.isdigit() for w in words):
-        raise ErfnetError(f"ERFNET_BATCH_SIZES must be comma-separated positive integers, got {text!r}")
+        raise BadInput(f"ERFNET_BATCH_SIZES must be comma-separated positive integers, got {text!r}")
     return [int(w) for w in words]
 
 
@@ -97,7 +98,7 @@ def default_reference_miou(fallback: float) -> float:
     except ValueError:
         value = float("nan")
     if not 0 <= value <= 100:  # NaN fails this too
-        raise ErfnetError(f"ERFNET_REFERENCE_MIOU must be a number of mIoU points from 0 to 100, got {text!r}")
+        raise BadInput(f"ERFNET_REFERENCE_MIOU must be a number of mIoU points from 0 to 100, got {text!r}")
     return value
 
 
@@ -109,15 +110,15 @@ def npu_queue() -> str:
     return _env("ERFNET_NPU_QUEUE") or "npu"
 
 
-DEFAULT_NPU_CHIPS = ("Ascend310", "Ascend310P3")
+DEFAULT_NPU_CHIPS = GUIDE_CHIPS
 
 
 def npu_chips() -> list[str]:
     text = _env("ERFNET_NPU_CHIPS")
     chips = [c.strip() for c in text.split(",") if c.strip()] if text else list(DEFAULT_NPU_CHIPS)
-    bad = [c for c in chips if not re.fullmatch(r"Ascend[0-9A-Za-z]+", c)]
+    bad = [c for c in chips if not is_chip(c)]
     if bad:
-        raise ErfnetError(f"ERFNET_NPU_CHIPS must list chips such as Ascend310P3, got {bad[0]!r}")
+        raise BadInput(f"ERFNET_NPU_CHIPS must list chips such as Ascend310P3, got {bad[0]!r}")
     return list(dict.fromkeys(chips))
 
 
@@ -133,7 +134,7 @@ def device_lock_dir() -> Path:
 def ort_threads() -> int:
     text = _env("ERFNET_ORT_THREADS") or "0"
     if not text.isdigit():
-        raise ErfnetError(f"ERFNET_ORT_THREADS must be a non-negative integer, got {text!r}")
+        raise BadInput(f"ERFNET_ORT_THREADS must be a non-negative integer, got {text!r}")
     return int(text)
 
 
@@ -169,17 +170,17 @@ def load_settings() -> Settings:
 def resolve_under_roots(raw: str, roots: tuple[Path, ...], what: str) -> Path:
     """Resolve a user-supplied path (symlinks too) and insist it lies under one of the data roots."""
     if not isinstance(raw, str) or not raw.strip() or "\x00" in raw:
-        raise ErfnetError(f"{what}: expected a path, got {raw!r}")
+        raise BadInput(f"{what}: expected a path, got {raw!r}")
     path = Path(raw).expanduser()
     if not path.is_absolute():
         path = roots[0] / path
     resolved = path.resolve()
     if not any(resolved == root or resolved.is_relative_to(root) for root in roots):
         allowed = ", ".join(str(r) for r in roots)
-        raise ErfnetError(f"{what} {raw!r} resolves to {resolved}, outside the data roots ({allowed}); "
-                          f"set ERFNET_DATA_ROOTS to allow it")
+        raise BadInput(f"{what} {raw!r} resolves to {resolved}, outside the data roots ({allowed}); "
+                       f"set ERFNET_DATA_ROOTS to allow it")
     if not resolved.exists():
-        raise ErfnetError(f"{what} not found: {resolved}")
+        raise BadInput(f"{what} not found: {resolved}")
     return resolved
 
 
@@ -195,7 +196,7 @@ def notify_connections() -> list[str]:
     ids = [part.strip() for part in raw.split(",") if part.strip()]
     bad = [conn_id for conn_id in ids if not _CONN_ID.fullmatch(conn_id)]
     if bad:
-        raise ErfnetError(f"ERFNET_NOTIFY: not a connection id: {bad[0]!r} (letters, digits, _ . - only)")
+        raise BadInput(f"ERFNET_NOTIFY: not a connection id: {bad[0]!r} (letters, digits, _ . - only)")
     return list(dict.fromkeys(ids))
 
 
@@ -203,7 +204,7 @@ def notify_summary() -> str:
     """ERFNET_NOTIFY_SUMMARY: off (default), nightly (scheduled and upgrade-triggered runs) or all."""
     mode = os.environ.get("ERFNET_NOTIFY_SUMMARY", "").strip().lower() or "off"
     if mode not in SUMMARY_MODES:
-        raise ErfnetError(f"ERFNET_NOTIFY_SUMMARY must be one of {', '.join(SUMMARY_MODES)}, got {mode!r}")
+        raise BadInput(f"ERFNET_NOTIFY_SUMMARY must be one of {', '.join(SUMMARY_MODES)}, got {mode!r}")
     return mode
 
 
@@ -211,5 +212,5 @@ def cann_probe_minutes() -> int:
     """ERFNET_CANN_PROBE_MINUTES: how often each NPU host's CANN version is checked (default 5)."""
     raw = os.environ.get("ERFNET_CANN_PROBE_MINUTES", "").strip() or "5"
     if not raw.isdigit() or not 1 <= int(raw) <= 1440:
-        raise ErfnetError(f"ERFNET_CANN_PROBE_MINUTES must be a whole number of minutes from 1 to 1440, got {raw!r}")
+        raise BadInput(f"ERFNET_CANN_PROBE_MINUTES must be a whole number of minutes from 1 to 1440, got {raw!r}")
     return int(raw)

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .datasets import LabelSpec
-from .errors import ErfnetError
+from .errors import BadInput
 from .outputs import output_folder_of, read_summary
 from .records import LabelMode
 
@@ -54,7 +54,7 @@ def _existing(folder: Path) -> Path:
     for candidate in (folder, *folder.parents):
         if candidate.is_dir():
             return candidate
-    raise ErfnetError(f"no existing folder above {folder}")  # pragma: no cover (the root exists)
+    raise BadInput(f"no existing folder above {folder}")  # pragma: no cover (the root exists)
 
 
 def check_space(folder: str | Path, images: int, per_image: int) -> Shortage | None:

@@ -16,9 +16,9 @@ import re
 from dataclasses import asdict, dataclass
 
 from .backends import host_targets, npu_backend
-from .errors import ErfnetError
+from .chips import CHIP_PATTERN
+from .errors import BadInput
 
-CHIP_PATTERN = re.compile(r"^Ascend[0-9A-Za-z]+$")
 AOE_SUFFIX = "+AOE"
 AUTO = "auto"
 
@@ -41,7 +41,7 @@ class Target:
 
 def parse_target(name: str) -> Target:
     if not isinstance(name, str):
-        raise ErfnetError(f"target must be a string, got {name!r}")
+        raise BadInput(f"target must be a string, got {name!r}")
     hosts = host_targets()
     if name in hosts:
         backend, device = hosts[name]
@@ -50,13 +50,13 @@ def parse_target(name: str) -> Target:
     if CHIP_PATTERN.fullmatch(chip):
         return Target(name, npu_backend().NAME, "npu", chip=chip, aoe=aoe)
     known = ", ".join([*hosts, AUTO, "Ascend<chip>", "Ascend<chip>+AOE"])
-    raise ErfnetError(f"unknown target {name!r} (expected one of: {known})")
+    raise BadInput(f"unknown target {name!r} (expected one of: {known})")
 
 
 def expand_targets(names: list[str], *, aoe: bool, detected_chips: list[str]) -> list[Target]:
     """Resolve ``auto``, add an AOE column per chip when asked, drop duplicates, keep the order."""
     if not names:
-        raise ErfnetError("no targets given")
+        raise BadInput("no targets given")
     expanded: list[str] = []
     for name in names:
         if name == AUTO:

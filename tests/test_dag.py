@@ -300,14 +300,18 @@ def test_a_cell_whose_model_never_loads_makes_the_run_incomplete_and_the_next_ni
 def test_retries_only_what_can_recover(dag):
     from airflow.sdk import RetryAction
 
-    from erfnet_tasks.errors import ErfnetError
+    from erfnet_tasks.errors import BadInput, CompileFailed, ErfnetError, RegressionDetected, Transient
     from erfnet_tasks.results.publish import PublishFailed
 
-    policy = {t.task_id: t for t in dag.tasks}["publish_results"].retry_policy
-    assert policy.evaluate(ErfnetError("bad weights path"), 1, 3).action == RetryAction.FAIL
-    assert policy.evaluate(PublishFailed("results database unreachable"), 1, 3).action == RetryAction.RETRY
-    assert policy.evaluate(TimeoutError("device busy"), 1, 3).action == RetryAction.DEFAULT
-
+    for task in dag.tasks:  # every task, with the rules in the order they are written
+        decide = task.retry_policy.evaluate
+        assert decide(Transient("no live NPU worker consumes npu-Ascend310P3"), 1, 3).action == RetryAction.RETRY
+        assert decide(PublishFailed("results database unreachable"), 1, 3).action == RetryAction.RETRY
+        assert decide(BadInput("bad weights path"), 1, 3).action == RetryAction.FAIL
+        assert decide(CompileFailed("atc refused", code="E10007"), 1, 3).action == RetryAction.FAIL
+        assert decide(RegressionDetected("regression: mIoU dropped"), 1, 3).action == RetryAction.FAIL
+        assert decide(ErfnetError("any other one-line error"), 1, 3).action == RetryAction.FAIL
+        assert decide(TimeoutError("device busy"), 1, 3).action == RetryAction.DEFAULT
 
 # ------------------------------------------------------------------------------------- maintenance
 

@@ -288,3 +288,16 @@ def test_a_failing_npu_smi_does_not_abort_a_cpu_only_run(data_root, tmp_path, mo
     env = pipeline.resolve_environment(form(data_root), "manual__npu_smi_broken")
     assert [t["name"] for t in env["targets"]] == ["cpu"] and env["driver_version"] is None
     assert set(env["backends"]) == {"onnxruntime", "torch"}
+
+
+def test_a_chip_no_live_worker_serves_is_transient_and_a_bad_form_is_bad_input(data_root, monkeypatch):
+    from erfnet_tasks.errors import BadInput, Transient
+
+    monkeypatch.setenv("ERFNET_NPU_CHIPS", "Ascend310,Ascend310P3")
+    monkeypatch.setattr(pipeline, "live_chips", lambda broker_url: ["Ascend310"])  # the 310P3 worker is down
+    with pytest.raises(Transient, match="no live NPU worker consumes npu-Ascend310P3") as caught:
+        pipeline.resolve_environment(form(data_root, targets=["Ascend310P3"]), "manual__worker_down")
+    assert not isinstance(caught.value, BadInput)
+    with pytest.raises(BadInput, match="no NPU tasks for chip Ascend999: add it to ERFNET_NPU_CHIPS") as caught:
+        pipeline.resolve_environment(form(data_root, targets=["Ascend999"]), "manual__unconfigured_chip")
+    assert not isinstance(caught.value, Transient)

@@ -7,9 +7,11 @@ import io
 import json
 
 import pytest
+import sqlalchemy.exc
 
 from erfnet_tasks.cli import main
-from erfnet_tasks.results import db, publish, tables
+from erfnet_tasks.errors import Transient
+from erfnet_tasks.results import db, importing, publish, tables
 from test_results_db import canonical, make_doc, results_url  # noqa: F401  (results_url is a fixture)
 
 RUN_A = "scheduled__2026-05-01T00:00:00+00:00"
@@ -187,3 +189,22 @@ def test_reference_shows_the_guides_figures_seeded_by_migration(sqlite_url, caps
     figures = json.loads(out)
     assert len(figures) == 35 and {"metric": "miou", "column": "310", "batch_size": 1} == {
         k: figures[0][k] for k in ("metric", "column", "batch_size")}
+
+
+def test_an_error_with_a_cause_is_still_one_line_from_the_command(tmp_path):
+    """The error is raised from the driver's (the task log keeps that chain); the user reads one line."""
+    import os
+    import subprocess
+    import sys
+
+    doc = tmp_path / "results.json"
+    doc.write_text(json.dumps(make_doc(RUN_A, "2026-05-01T00:00:00+00:00", "7.0", [("Ascend310", 1, 0.72, 200.0, "ok")])))
+    down = "postgresql+psycopg://postgres@127.0.0.1:1/nothing_listens"
+    proc = subprocess.run([sys.executable, "-m", "erfnet_tasks.cli", "results", "--db", down, "import", str(doc)],
+                          check=False, capture_output=True, text=True, timeout=120, env=dict(os.environ))
+    assert proc.returncode == 2 and proc.stdout == ""
+    assert proc.stderr.startswith("erfnet: error: results database") and "unavailable" in proc.stderr
+    assert len(proc.stderr.splitlines()) == 1 and "Traceback" not in proc.stderr
+    with pytest.raises(Transient) as caught:  # in-process: the cause is kept for the task log
+        importing.import_paths([str(doc)], down, report=lambda line: None)
+    assert isinstance(caught.value.__cause__, sqlalchemy.exc.OperationalError)

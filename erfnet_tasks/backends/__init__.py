@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, Protocol, runtime_checkable
 
-from ..errors import CompileFailed, ErfnetError, InferFailed  # noqa: F401  (re-exported: backends raise them)
+from ..errors import BadInput, CompileFailed, ErfnetError, InferFailed  # noqa: F401  (re-exported: backends raise them)
 
 # One line per backend: its name -> its module in this package. Aliases name a registered backend.
 REGISTRY = {
@@ -85,7 +85,7 @@ def get_backend(name: str) -> Backend:
     """The backend registered as ``name`` (or an alias of it)."""
     module = REGISTRY.get(ALIASES.get(name, name)) if isinstance(name, str) else None
     if module is None:
-        raise ErfnetError(f"unknown backend {name!r}; choose one of {', '.join(backend_names())}")
+        raise BadInput(f"unknown backend {name!r}; choose one of {', '.join(backend_names())}")
     return importlib.import_module(f"{__name__}.{module}")
 
 
@@ -106,18 +106,18 @@ def host_targets() -> dict[str, tuple[str, str]]:
 def check_batch_size(batch_size) -> int:
     """Batch sizes are positive ints; bools and strings are refused, not coerced."""
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size <= 0:
-        raise ErfnetError(f"batch size must be a positive integer, got {batch_size!r}")
+        raise BadInput(f"batch size must be a positive integer, got {batch_size!r}")
     return batch_size
 
 
 def check_output_type(output_type: str) -> str:
     if output_type not in OUTPUT_TYPES:
-        raise ErfnetError(f"output type must be one of {', '.join(OUTPUT_TYPES)}, got {output_type!r}")
+        raise BadInput(f"output type must be one of {', '.join(OUTPUT_TYPES)}, got {output_type!r}")
     return output_type
 
 
 def check_runs(loop, warmup) -> None:
     if isinstance(loop, bool) or not isinstance(loop, int) or loop <= 0:
-        raise ErfnetError(f"loop must be a positive integer, got {loop!r}")
+        raise BadInput(f"loop must be a positive integer, got {loop!r}")
     if isinstance(warmup, bool) or not isinstance(warmup, int) or warmup < 0:
-        raise ErfnetError(f"warmup must be a non-negative integer, got {warmup!r}")
+        raise BadInput(f"warmup must be a non-negative integer, got {warmup!r}")

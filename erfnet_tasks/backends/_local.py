@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from .. import outputs
-from ..errors import ErfnetError, InferFailed
+from ..errors import BadInput, ErfnetError, InferFailed
 from ..fsutil import DirectWriter, aligned_empty
 from . import InferResult
 
@@ -44,9 +44,9 @@ def parse_device(device, backend: str, cuda_available, no_cuda: str) -> tuple[st
     text = "cpu" if device is None else str(device).strip().lower()
     kind, _, index = text.partition(":")
     if kind not in HOST_DEVICES or (index and not index.isdigit()) or (kind == "cpu" and index):
-        raise ErfnetError(f"{backend} device must be cpu, cuda or cuda:N, got {device!r}")
+        raise BadInput(f"{backend} device must be cpu, cuda or cuda:N, got {device!r}")
     if kind == "cuda" and not cuda_available():
-        raise ErfnetError(no_cuda)
+        raise BadInput(no_cuda)
     return kind, int(index or 0)
 
 
@@ -57,10 +57,10 @@ def natural_key(path: Path) -> list:
 def list_inputs(input_dir: str | os.PathLike) -> list[Path]:
     folder = Path(input_dir)
     if not folder.is_dir():
-        raise ErfnetError(f"input folder not found: {folder}")
+        raise BadInput(f"input folder not found: {folder}")
     files = sorted((p for p in folder.iterdir() if p.suffix in INPUT_SUFFIXES and p.is_file()), key=natural_key)
     if not files:
-        raise ErfnetError(f"no .bin or .npy inputs in {folder}")
+        raise BadInput(f"no .bin or .npy inputs in {folder}")
     return files
 
 
@@ -237,7 +237,7 @@ def run_batches(runner, groups: list[list[Path]], buffer: np.ndarray, *, output_
     except Exception as exc:
         if isinstance(exc, ErfnetError):
             raise
-        raise on_error(exc) from None
+        raise on_error(exc) from exc
     finally:
         writer.close()
     return folder, filesinfo, timings

@@ -18,7 +18,8 @@ import time
 from pathlib import Path
 
 from .. import outputs, settings
-from ..errors import ErfnetError
+from ..chips import CHIP_PATTERN
+from ..errors import BadInput, ErfnetError, Transient
 from ..fsutil import atomic_path
 from ..errors import CompileFailed, InferFailed
 from . import CompileResult, InferResult, check_batch_size, check_output_type, check_runs
@@ -27,7 +28,6 @@ NAME = "ascend"
 RUNS_ON = "npu"
 BUILDS_ARTIFACT = True
 TARGETS: dict[str, str] = {}  # its targets are chips: Ascend<chip>[+AOE] (targets.py)
-CHIP_PATTERN = re.compile(r"^Ascend[0-9A-Za-z]+$")
 ERROR_CODE_PATTERN = re.compile(r"\b([EW]\d{5})\b")
 INPUT_NAME = "actual_input_1"
 INPUT_CHW = (3, 512, 1024)
@@ -52,23 +52,23 @@ _FAILURE_PATTERNS = (
 
 def check_chip(chip) -> str:
     if chip is None:
-        raise ErfnetError("the Ascend backend needs --chip, the soc_version such as Ascend310P3 (see erfnet environment)")
+        raise BadInput("the Ascend backend needs --chip, the soc_version such as Ascend310P3 (see erfnet environment)")
     if not isinstance(chip, str) or not CHIP_PATTERN.fullmatch(chip):
-        raise ErfnetError(f"chip must look like Ascend310P3 (^Ascend[0-9A-Za-z]+$), got {chip!r}")
+        raise BadInput(f"chip must look like Ascend310P3 ({CHIP_PATTERN.pattern}), got {chip!r}")
     return chip
 
 
 def _check_device(device) -> str:
     text = "0" if device is None else str(device).strip()
     if not re.fullmatch(r"\d+(,\d+)*", text):
-        raise ErfnetError(f"Ascend device must be an id such as 0 or 0,1, got {device!r}")
+        raise BadInput(f"Ascend device must be an id such as 0 or 0,1, got {device!r}")
     return text
 
 
 def _tool(name: str) -> str:
     path = shutil.which(name)
     if path is None:
-        raise ErfnetError(f"'{name}' is not on PATH: source the CANN set_env.sh (ascend-toolkit) first")
+        raise BadInput(f"'{name}' is not on PATH: source the CANN set_env.sh (ascend-toolkit) first")
     return path
 
 
@@ -123,7 +123,7 @@ def _run_logged(argv: list[str], log_path: Path, *, env=None) -> subprocess.Comp
         proc = subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                               errors="replace", env=env, check=False)
     except OSError as exc:
-        raise ErfnetError(f"could not start {argv[0]}: {exc}") from None
+        raise BadInput(f"could not start {argv[0]}: {exc}") from exc
     with open(log_path, "a", encoding="utf-8") as log:
         log.write(f"$ {' '.join(argv)}\n{proc.stdout}\n[exit status {proc.returncode}]\n")
     return proc
@@ -257,7 +257,7 @@ def infer(model, input_dir, output_dir, *, batch_size: int, device=None, loop: i
         proc = subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                               errors="replace", check=False)
     except OSError as exc:
-        raise ErfnetError(f"could not start {argv[0]}: {exc}") from None
+        raise BadInput(f"could not start {argv[0]}: {exc}") from exc
     with atomic_path(log_path) as tmp:
         tmp.write_text(f"$ {' '.join(argv)}\n{proc.stdout}\n[exit status {proc.returncode}]\n")
     if proc.returncode != 0:
@@ -266,9 +266,9 @@ def infer(model, input_dir, output_dir, *, batch_size: int, device=None, loop: i
                           status=status, log_path=log_path)
     try:
         folder, summary_path = find_run_output(root, before)
-    except ErfnetError:
+    except ErfnetError as exc:
         raise InferFailed(f"ais_bench exited 0 but wrote no summary under {root}; log: {log_path}",
-                          log_path=log_path) from None
+                          log_path=log_path) from exc
     summary = outputs.load_summary(summary_path)
     printed = parse_performance(proc.stdout)
     compute = _stats(summary, printed, "NPU_compute_time")
@@ -331,8 +331,8 @@ def detect_cann_version(roots: list[Path] | None = None) -> str:
         version = _cann_version_in(root, arch)
         if version:
             return version
-    raise ErfnetError("no CANN toolkit found (no version.cfg or ascend_toolkit_install.info under "
-                      f"{', '.join(map(str, roots))}); install CANN or set ASCEND_TOOLKIT_HOME")
+    raise BadInput("no CANN toolkit found (no version.cfg or ascend_toolkit_install.info under "
+                   f"{', '.join(map(str, roots))}); install CANN or set ASCEND_TOOLKIT_HOME")
 
 
 def _npu_smi_info() -> str | None:
@@ -343,9 +343,9 @@ def _npu_smi_info() -> str | None:
         proc = subprocess.run([path, "info"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                               errors="replace", timeout=60, check=False)
     except (OSError, subprocess.TimeoutExpired) as exc:
-        raise ErfnetError(f"npu-smi info could not run: {exc}") from None
+        raise Transient(f"npu-smi info could not run: {exc}") from exc
     if proc.returncode != 0:
-        raise ErfnetError(f"npu-smi info failed (exit status {proc.returncode}): {_failure_detail(proc.stdout)}")
+        raise Transient(f"npu-smi info failed (exit status {proc.returncode}): {_failure_detail(proc.stdout)}")
     return proc.stdout
 
 

@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from .. import settings
-from ..errors import ErfnetError, InferFailed, first_line
+from ..errors import BadInput, InferFailed, first_line
 from ..fsutil import atomic_path
 from . import CompileResult, check_batch_size, check_output_type, check_runs
 from . import _local
@@ -98,17 +98,17 @@ def compile(onnx_path, out_dir, *, chip: str = "cpu", batch_size: int, aoe: bool
 
     check_batch_size(batch_size)
     if aoe:
-        raise ErfnetError("--aoe is Ascend's tuner; the onnxruntime backend has no equivalent")
+        raise BadInput("--aoe is Ascend's tuner; the onnxruntime backend has no equivalent")
     kind, index = _parse_device(chip or "cpu")
     src = Path(onnx_path)
     if not src.is_file():
-        raise ErfnetError(f"ONNX model not found: {src}")
+        raise BadInput(f"ONNX model not found: {src}")
     out = Path(out_dir) / f"ErfNet_bs{batch_size}_{kind}.onnx"
     started = time.perf_counter()
     try:
         model = onnx.load(str(src))
     except Exception as exc:  # onnx raises DecodeError and friends
-        raise ErfnetError(f"{src} is not an ONNX model ({exc})") from None
+        raise BadInput(f"{src} is not an ONNX model ({exc})") from exc
     _fix_batch(model, batch_size)
     with atomic_path(out) as tmp:
         fixed = tmp.with_name(tmp.name + ".fixed.onnx")
@@ -119,7 +119,7 @@ def compile(onnx_path, out_dir, *, chip: str = "cpu", batch_size: int, aoe: bool
             try:
                 ort.InferenceSession(str(fixed), options, providers=_providers(kind, index))
             except Exception as exc:
-                raise ErfnetError(f"ONNX Runtime could not optimise {src}: {first_line(exc)}") from None
+                raise BadInput(f"ONNX Runtime could not optimise {src}: {first_line(exc)}") from exc
         finally:
             fixed.unlink(missing_ok=True)
     return CompileResult(path=out, seconds=time.perf_counter() - started, log_path=None)
@@ -158,13 +158,13 @@ def _open_session(model: Path, kind: str, index: int, output_type: str):
         return ort.InferenceSession(source, _session_options(), providers=_providers(kind, index))
     except Exception as exc:
         raise InferFailed(f"ONNX Runtime could not load {model}: {first_line(exc)}",
-                          status="model_load_failed") from None
+                          status="model_load_failed") from exc
 
 
 def _model_batch(session, batch_size: int) -> int:
     first = session.get_inputs()[0].shape[0]
     if isinstance(first, int) and first > 0 and first != batch_size:
-        raise ErfnetError(f"the model's batch size is {first}, but --batchsize {batch_size} was given")
+        raise BadInput(f"the model's batch size is {first}, but --batchsize {batch_size} was given")
     return batch_size
 
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import ErfnetError, InferFailed, first_line
+from ..errors import BadInput, InferFailed, first_line
 from . import CompileResult, check_batch_size, check_output_type, check_runs
 from . import _local
 from ._local import device_for  # noqa: F401  (Backend protocol)
@@ -70,10 +70,10 @@ def compile(onnx_path, out_dir, *, chip: str = "cpu", batch_size: int, aoe: bool
     it is a ``.pth``) after checking that it loads."""
     check_batch_size(batch_size)
     if aoe:
-        raise ErfnetError("--aoe is Ascend's tuner; the torch backend has no equivalent")
+        raise BadInput("--aoe is Ascend's tuner; the torch backend has no equivalent")
     source = Path(weights if weights is not None else onnx_path)
     if source.suffix != ".pth":
-        raise ErfnetError(f"the torch backend runs the checkpoint, not {source.name}: pass the .pth")
+        raise BadInput(f"the torch backend runs the checkpoint, not {source.name}: pass the .pth")
     _load(source)
     return CompileResult(path=source, seconds=0.0, log_path=None)
 

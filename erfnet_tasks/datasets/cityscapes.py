@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from ..errors import ErfnetError
+from ..errors import BadInput, ErfnetError
 from ..fsutil import (atomic_path, folder_lock, read_json, remove_stale_parts, sha256_file,
                       write_json_atomic)
 from ..parallel import run_parallel
@@ -144,8 +144,8 @@ def to_input(rgb: Image.Image) -> np.ndarray:
     """Resize(512, BILINEAR) + ToTensor on an RGB PIL image: float32 (3, 512, 1024)."""
     size = resized_size(*rgb.size)
     if size != INPUT_SIZE:
-        raise ErfnetError(f"image of {rgb.size[0]}x{rgb.size[1]} resizes to {size[0]}x{size[1]}, "
-                          f"not {INPUT_SIZE[0]}x{INPUT_SIZE[1]}")
+        raise BadInput(f"image of {rgb.size[0]}x{rgb.size[1]} resizes to {size[0]}x{size[1]}, "
+                       f"not {INPUT_SIZE[0]}x{INPUT_SIZE[1]}")
     if rgb.size != size:  # torchvision returns the image untouched when the short side already fits
         rgb = rgb.resize(size, Image.BILINEAR)
     hwc = np.asarray(rgb, dtype=np.uint8)
@@ -191,8 +191,8 @@ def _link_problem(path: Path, roots: tuple[Path, ...]) -> str | None:
     """Why a symbolic link may not be followed, or None; a link out of the roots is refused outright."""
     target = path.resolve()
     if not _inside(target, roots):
-        raise ErfnetError(f"symbolic link {path} resolves to {target}, outside the data roots "
-                          f"({', '.join(map(str, roots))}); set ERFNET_DATA_ROOTS to allow it")
+        raise BadInput(f"symbolic link {path} resolves to {target}, outside the data roots "
+                       f"({', '.join(map(str, roots))}); set ERFNET_DATA_ROOTS to allow it")
     return None if target.exists() else f"broken symbolic link (to {target})"
 
 
@@ -245,7 +245,7 @@ def _index_labels(gt_dir: Path, roots: tuple[Path, ...] = (), bad: list[dict] | 
 def index_labels(gt_dir: Path) -> dict[str, Path]:
     """Every label under GT_DIR by trainIds file name; a labelIds file stands in where no trainIds file exists."""
     if not Path(gt_dir).is_dir():
-        raise ErfnetError(f"GT_DIR {gt_dir} is not a directory")
+        raise BadInput(f"GT_DIR {gt_dir} is not a directory")
     train, ids = _index_labels(Path(gt_dir), data_roots_for(gt_dir))  # links followed as preprocess follows them
     return {**ids, **train}
 
@@ -266,7 +266,7 @@ def discover(img_dir, gt_dir) -> tuple[list[Pair], list[dict]]:
     img_dir, gt_dir = Path(img_dir), Path(gt_dir)
     for d, what in ((img_dir, "IMG_DIR"), (gt_dir, "GT_DIR")):
         if not d.is_dir():
-            raise ErfnetError(f"{what} {d} is not a directory")
+            raise BadInput(f"{what} {d} is not a directory")
     roots = data_roots_for(img_dir, gt_dir)
     bad: list[dict] = []
     images = []
@@ -277,7 +277,7 @@ def discover(img_dir, gt_dir) -> tuple[list[Pair], list[dict]]:
         elif path.name.endswith("png"):
             images.append(path)
     if not images:
-        raise ErfnetError(f"IMG_DIR {img_dir} holds no *png image" + (f": {_format_bad(bad)}" if bad else ""))
+        raise BadInput(f"IMG_DIR {img_dir} holds no *png image" + (f": {_format_bad(bad)}" if bad else ""))
     train, ids = _index_labels(gt_dir, roots, bad)
     stems = Counter(image_stem(p) for p in images)
     pairs, wanted = [], set()
@@ -304,7 +304,7 @@ def dataset_dirs(root) -> tuple[Path, Path]:
     img_dir, gt_dir = root / "leftImg8bit" / "val", root / "gtFine" / "val"
     missing = [str(d) for d in (img_dir, gt_dir) if not d.is_dir()]
     if missing:
-        raise ErfnetError(f"not a Cityscapes tree, missing: {', '.join(missing)}")
+        raise BadInput(f"not a Cityscapes tree, missing: {', '.join(missing)}")
     return img_dir, gt_dir
 
 
@@ -461,10 +461,10 @@ def preprocess(img_dir, prep_dir, gt_dir, gt_out_dir, workers: int | None = None
         rows = _run_jobs(pairs, prep_dir, gt_out_dir, workers, progress, bad, previous)
         bad.sort(key=lambda b: b["path"])
         if bad and not skip_bad:
-            raise ErfnetError(f"{len(bad)} bad input file(s) (rerun with --skip-bad to record and skip them): "
-                              f"{_format_bad(bad)}")
+            raise BadInput(f"{len(bad)} bad input file(s) (rerun with --skip-bad to record and skip them): "
+                           f"{_format_bad(bad)}")
         if not rows:
-            raise ErfnetError(f"no usable image under {img_dir}: {_format_bad(bad)}")
+            raise BadInput(f"no usable image under {img_dir}: {_format_bad(bad)}")
         removed = _remove_stale_outputs(prep_dir, gt_out_dir, Path(gt_dir), rows, previous)
         manifest = _manifest(rows, bad, img_dir, gt_dir, gt_out_dir, limit)
         write_json_atomic(prep_dir / MANIFEST_NAME, manifest)
@@ -480,7 +480,7 @@ def _run_jobs(pairs: list[Pair], prep_dir: Path, gt_out_dir: Path, workers, prog
     rows = []
     for result in run_parallel(_process_pair, jobs, workers, progress, "preprocess"):
         if "fatal" in result:
-            raise ErfnetError(result["fatal"])
+            raise BadInput(result["fatal"])
         if "bad" in result:
             bad.append(result["bad"])
         else:
@@ -525,7 +525,7 @@ def read_manifest(prep_dir) -> dict:
                      missing=f"no {MANIFEST_NAME} in {prep_dir}: run `erfnet preprocess` first")
     missing = [k for k in ("images", "names", "fingerprint", "bad") if k not in data]
     if missing:
-        raise ErfnetError(f"{path} lacks {', '.join(missing)}")
+        raise BadInput(f"{path} lacks {', '.join(missing)}")
     return data
 
 

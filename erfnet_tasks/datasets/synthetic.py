@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
-from ..errors import ErfnetError
+from ..errors import BadInput
 from ..fsutil import atomic_path, write_json_atomic
 from .cityscapes import LABEL_IDS_SUFFIX, SYNTHETIC_MARKER, TRAIN_IDS_SUFFIX, label_ids_to_train_ids
 
@@ -68,10 +68,10 @@ def _sample_scene(rng: np.random.Generator, width: int, height: int) -> tuple[np
 def write_sample_data(out_dir, images: int, size: tuple[int, int] = (2048, 1024), seed: int = 0) -> Path:
     """A SYNTHETIC Cityscapes-layout tree (leftImg8bit/val, gtFine/val) for tests and the demo."""
     if images <= 0:
-        raise ErfnetError("--images must be positive")
+        raise BadInput("--images must be positive")
     width, height = size
     if width < 8 or height < 8:
-        raise ErfnetError(f"sample size {width}x{height} is too small")
+        raise BadInput(f"sample size {width}x{height} is too small")
     root = Path(out_dir)
     rng = np.random.default_rng(seed)
     for i in range(images):

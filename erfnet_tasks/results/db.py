@@ -21,7 +21,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.orm import Session
 
-from ..errors import ErfnetError, first_line
+from ..errors import BadInput, first_line
 from ..settings import RESULTS_DB_URL, data_dir, results_db_url
 
 log = logging.getLogger(__name__)
@@ -62,15 +62,15 @@ def normalize_url(url: str) -> str:
     """Validate ``url`` and pin PostgreSQL to psycopg 3 (``postgres://`` and ``postgresql://`` too)."""
     try:
         parsed = make_url(str(url).strip())
-    except Exception:
-        raise ErfnetError(f"not a database URL: {_mask_text(str(url))!r}") from None
+    except Exception:  # no cause chained: the parser's message repeats the URL, password and all
+        raise BadInput(f"not a database URL: {_mask_text(str(url))!r}") from None
     backend, _, driver = parsed.drivername.partition("+")
     if backend in ("postgres", "postgresql"):
         if driver not in ("", "psycopg"):
-            raise ErfnetError(f"unsupported PostgreSQL driver {driver!r} in the results URL; use postgresql+psycopg")
+            raise BadInput(f"unsupported PostgreSQL driver {driver!r} in the results URL; use postgresql+psycopg")
         parsed = parsed.set(drivername="postgresql+psycopg")
     elif backend != "sqlite":
-        raise ErfnetError(f"unsupported results database {backend!r}: use PostgreSQL or SQLite")
+        raise BadInput(f"unsupported results database {backend!r}: use PostgreSQL or SQLite")
     return parsed.render_as_string(hide_password=False)
 
 
@@ -120,10 +120,10 @@ def _inside_airflow() -> bool:
 def _url_from_json(raw: str) -> str:
     try:
         fields = json.loads(raw)
-    except json.JSONDecodeError:
-        raise ErfnetError(f"{_AIRFLOW_CONN_ENV} is neither a URI nor valid JSON") from None
+    except json.JSONDecodeError as exc:
+        raise BadInput(f"{_AIRFLOW_CONN_ENV} is neither a URI nor valid JSON") from exc
     if not isinstance(fields, dict):
-        raise ErfnetError(f"{_AIRFLOW_CONN_ENV} JSON must be an object")
+        raise BadInput(f"{_AIRFLOW_CONN_ENV} JSON must be an object")
     return _url_from_parts(fields.get("conn_type"), fields.get("host"), fields.get("login"),
                            fields.get("password"), fields.get("schema"), fields.get("port"))
 
@@ -134,7 +134,7 @@ def _url_from_parts(conn_type, host, login, password, schema, port) -> str:
         # Airflow's sqlite connections keep the file path in host.
         return f"sqlite:///{host or schema}"
     if kind not in ("postgres", "postgresql"):
-        raise ErfnetError(f"Airflow connection {AIRFLOW_CONN_ID!r} has type {conn_type!r}; expected postgres or sqlite")
+        raise BadInput(f"Airflow connection {AIRFLOW_CONN_ID!r} has type {conn_type!r}; expected postgres or sqlite")
     return sa.URL.create("postgresql+psycopg", username=login or None, password=password or None,
                          host=host or None, port=int(port) if port else None,
                          database=schema or None).render_as_string(hide_password=False)
@@ -278,7 +278,7 @@ def _revision_on(connection) -> str | None:
         return None
     versions = connection.execute(sa.text(f"SELECT version_num FROM {_VERSION_TABLE}")).scalars().all()
     if len(versions) > 1:  # branched heads are never ours; say so rather than pick one
-        raise ErfnetError(f"the results database has several Alembic heads: {', '.join(sorted(versions))}")
+        raise BadInput(f"the results database has several Alembic heads: {', '.join(sorted(versions))}")
     return versions[0] if versions else None
 
 
@@ -291,5 +291,5 @@ def head_revision() -> str:
 def require_schema(url: str | None = None) -> None:
     """Refuse to query a database that has no results schema yet, with a hint instead of SQL errors."""
     if current_revision(url) is None:
-        raise ErfnetError(f"the results database {masked(url or resolve_url())} has no schema yet; "
-                          f"run `erfnet results init` (or publish a run)")
+        raise BadInput(f"the results database {masked(url or resolve_url())} has no schema yet; "
+                       f"run `erfnet results init` (or publish a run)")

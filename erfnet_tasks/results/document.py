@@ -10,7 +10,7 @@ import math
 import re
 from datetime import datetime, timezone
 
-from ..errors import ErfnetError
+from ..errors import BadInput
 from ..records import CellStatus, CompileStatus, LabelMode, RunStatus, run_status
 
 RUN_ID_PATTERN = re.compile(r"^[A-Za-z0-9_.:+\-]{1,250}$")
@@ -39,7 +39,7 @@ COMPILED_STATUSES = tuple(CompileStatus)
 
 def validate_run_id(run_id) -> str:
     if not isinstance(run_id, str) or not RUN_ID_PATTERN.match(run_id):
-        raise ErfnetError(f"invalid run id {str(run_id)[:80]!r}: use 1-250 letters, digits and _ . : + -")
+        raise BadInput(f"invalid run id {str(run_id)[:80]!r}: use 1-250 letters, digits and _ . : + -")
     return run_id
 
 
@@ -52,10 +52,10 @@ def parse_time(value, field: str) -> datetime | None:
     elif isinstance(value, str):
         try:
             parsed = datetime.fromisoformat(value)
-        except ValueError:
-            raise ErfnetError(f"run.{field} is not an ISO 8601 time: {value[:60]!r}") from None
+        except ValueError as exc:
+            raise BadInput(f"run.{field} is not an ISO 8601 time: {value[:60]!r}") from exc
     else:
-        raise ErfnetError(f"run.{field} must be an ISO 8601 string, got {type(value).__name__}")
+        raise BadInput(f"run.{field} must be an ISO 8601 string, got {type(value).__name__}")
     if parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=timezone.utc)
     return parsed.astimezone(timezone.utc)
@@ -72,19 +72,19 @@ def format_time(value: datetime | None) -> str | None:
 def normalize_document(doc) -> dict:
     """A validated copy of ``doc`` with every field of the contract present (missing ones None)."""
     if not isinstance(doc, dict) or not isinstance(doc.get("run"), dict):
-        raise ErfnetError('a run document is a JSON object with a "run" object')
+        raise BadInput('a run document is a JSON object with a "run" object')
     run = {name: doc["run"].get(name) for name in RUN_FIELDS}
     validate_run_id(run["id"])
     # Never stamped with "now": an imported run would then pose as the latest one.
     started = parse_time(run["started_at"], "started_at")
     if started is None:
-        raise ErfnetError(f"run {run['id']}: run.started_at is missing (the time the run started, ISO 8601)")
+        raise BadInput(f"run {run['id']}: run.started_at is missing (the time the run started, ISO 8601)")
     run["started_at"] = format_time(started)
     run["finished_at"] = format_time(parse_time(run["finished_at"], "finished_at"))
     run["status"] = _choice(run["status"] or RunStatus.COMPLETE, RUN_STATUSES, "run.status")
     for name in ("params", "backends"):
         if run[name] is not None and not isinstance(run[name], dict):
-            raise ErfnetError(f"run.{name} must be an object")
+            raise BadInput(f"run.{name} must be an object")
     run["images"] = _optional_int(run["images"], "run.images")
     run["synthetic"] = None if run["synthetic"] is None else bool(run["synthetic"])
     run["class_names"] = _class_names(run["class_names"])
@@ -129,10 +129,10 @@ def _check_column(coltype, value, where: str) -> None:
 
     if isinstance(coltype, sa.String) and isinstance(value, str):
         if coltype.length is not None and len(value) > coltype.length:
-            raise ErfnetError(f"{where} is {len(value)} characters long; the database holds at most {coltype.length}")
+            raise BadInput(f"{where} is {len(value)} characters long; the database holds at most {coltype.length}")
     elif isinstance(coltype, sa.Integer) and not isinstance(value, bool) and isinstance(value, int):
         if not INT_MIN <= value <= INT_MAX:
-            raise ErfnetError(f"{where} = {value} is outside the database's integer range")
+            raise BadInput(f"{where} = {value} is outside the database's integer range")
     _check_json_value(value, where)
 
 
@@ -140,10 +140,10 @@ def _check_json_value(value, where: str) -> None:
     """No NUL in any string (PostgreSQL text refuses it), no NaN/Inf in any number, however deep."""
     if isinstance(value, str):
         if "\x00" in value:
-            raise ErfnetError(f"{where} contains a NUL character")
+            raise BadInput(f"{where} contains a NUL character")
     elif isinstance(value, float):
         if not math.isfinite(value):
-            raise ErfnetError(f"{where} must be a finite number, got {value!r}")
+            raise BadInput(f"{where} must be a finite number, got {value!r}")
     elif isinstance(value, dict):
         for k, v in value.items():
             _check_json_value(str(k), where)
@@ -157,11 +157,11 @@ def _items(doc: dict, key: str, fields: tuple[str, ...]) -> list[tuple[str, dict
     """(where, object) for each entry of the list ``doc[key]``: its ``fields``, target and batch checked."""
     items = doc.get(key) or []
     if not isinstance(items, list):
-        raise ErfnetError(f'"{key}" must be a list')
+        raise BadInput(f'"{key}" must be a list')
     out = []
     for i, item in enumerate(items):
         if not isinstance(item, dict):
-            raise ErfnetError(f"{key}[{i}] must be an object")
+            raise BadInput(f"{key}[{i}] must be an object")
         obj = {name: item.get(name) for name in fields}
         obj["target"] = _target(obj["target"], f"{key}[{i}].target")
         obj["batch_size"] = _batch(obj["batch_size"], f"{key}[{i}].batch_size")
@@ -173,7 +173,7 @@ def _cells(doc: dict, key: str, fields: tuple[str, ...], check) -> list[dict]:
     cells, seen = [], set()
     for where, cell in _items(doc, key, fields):
         if (cell["target"], cell["batch_size"]) in seen:
-            raise ErfnetError(f"{key} lists target {cell['target']} batch {cell['batch_size']} twice")
+            raise BadInput(f"{key} lists target {cell['target']} batch {cell['batch_size']} twice")
         seen.add((cell["target"], cell["batch_size"]))
         check(cell, where)
         cells.append(cell)
@@ -190,11 +190,11 @@ def _check_accuracy(cell: dict, where: str) -> None:
     cell["images"] = _optional_int(cell["images"], f"{where}.images")
     cell["miou"] = _optional_float(cell["miou"], f"{where}.miou")
     if cell["miou"] is not None and not 0.0 <= cell["miou"] <= 1.0:
-        raise ErfnetError(f"{where}.miou must be a fraction between 0 and 1, got {cell['miou']}")
+        raise BadInput(f"{where}.miou must be a fraction between 0 and 1, got {cell['miou']}")
     per_class = cell["per_class"]
     if per_class is not None:
         if not isinstance(per_class, list):
-            raise ErfnetError(f"{where}.per_class must be a list of fractions")
+            raise BadInput(f"{where}.per_class must be a list of fractions")
         cell["per_class"] = [_optional_float(v, f"{where}.per_class") for v in per_class]
     cell["confusion"] = _confusion(cell["confusion"], f"{where}.confusion")
     # A cell stored before label modes existed was computed from the guide's logits.
@@ -208,7 +208,7 @@ def _confusion(value, where: str) -> list[list[int]] | None:
     if (not isinstance(value, list) or not value or
             any(not isinstance(row, list) or len(row) != len(value) for row in value) or
             any(isinstance(v, bool) or not isinstance(v, int) or v < 0 for row in value for v in row)):
-        raise ErfnetError(f"{where} must be a square matrix of non-negative integer pixel counts")
+        raise BadInput(f"{where} must be a square matrix of non-negative integer pixel counts")
     return value
 
 
@@ -240,7 +240,7 @@ def _class_names(value) -> list[str] | None:
     if value is None:
         return None
     if not isinstance(value, list) or not all(isinstance(n, str) and 0 < len(n) <= 100 for n in value):
-        raise ErfnetError("run.class_names must be a list of names of 1-100 characters")
+        raise BadInput("run.class_names must be a list of names of 1-100 characters")
     return value
 
 
@@ -248,13 +248,13 @@ def _target(value, where: str) -> str:
     from .models import TARGET_MAX
 
     if not isinstance(value, str) or not value.strip() or len(value) > TARGET_MAX:
-        raise ErfnetError(f"{where} must be a target name of 1-{TARGET_MAX} characters")
+        raise BadInput(f"{where} must be a target name of 1-{TARGET_MAX} characters")
     return value
 
 
 def _batch(value, where: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-        raise ErfnetError(f"{where} must be a positive integer, got {value!r}")
+        raise BadInput(f"{where} must be a positive integer, got {value!r}")
     return value
 
 
@@ -262,7 +262,7 @@ def _optional_int(value, where: str) -> int | None:
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, int):
-        raise ErfnetError(f"{where} must be an integer, got {value!r}")
+        raise BadInput(f"{where} must be an integer, got {value!r}")
     return value
 
 
@@ -270,11 +270,11 @@ def _optional_float(value, where: str) -> float | None:
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise ErfnetError(f"{where} must be a finite number, got {value!r}")
+        raise BadInput(f"{where} must be a finite number, got {value!r}")
     return float(value)
 
 
 def _choice(value, allowed: tuple[str, ...], where: str) -> str:
     if not isinstance(value, str) or value not in allowed:
-        raise ErfnetError(f"{where} must be one of {', '.join(allowed)}, got {value!r}")
+        raise BadInput(f"{where} must be one of {', '.join(allowed)}, got {value!r}")
     return str(value)  # the plain string, also for an enum member

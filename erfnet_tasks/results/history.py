@@ -16,7 +16,7 @@ from datetime import datetime
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
-from ..errors import ErfnetError
+from ..errors import BadInput
 from .document import FINDING_FIELDS, format_time, validate_run_id
 from .models import Accuracy, Finding, Performance, Run
 from .cann_summary import cells_with_miou, rows as summary_rows
@@ -52,7 +52,7 @@ def points_page(session: Session, since: datetime | None, until: datetime | None
         validate_run_id(after)
         edge = session.get(Run, after)
         if edge is None:
-            raise ErfnetError(f"no run {after!r} in the results database (after= takes the next page's run id)")
+            raise BadInput(f"no run {after!r} in the results database (after= takes the next page's run id)")
         stmt = stmt.where(sa.or_(Run.started_at > edge.started_at,
                                  sa.and_(Run.started_at == edge.started_at, Run.id > edge.id)))
     ids = list(session.scalars(stmt))

@@ -13,7 +13,7 @@ import sqlalchemy as sa
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.orm import Session, aliased
 
-from ..errors import ErfnetError
+from ..errors import BadInput
 from . import db
 from .document import format_time
 from .models import HostVersion
@@ -24,7 +24,7 @@ VERSION_FIELDS = ("cann_version", "driver_version", "chips")
 def _observed(observed: dict) -> dict:
     chips = observed.get("chips") or []
     if not isinstance(chips, list) or not all(isinstance(c, str) for c in chips):
-        raise ErfnetError(f"chips must be a list of chip names, got {chips!r}")
+        raise BadInput(f"chips must be a list of chip names, got {chips!r}")
     return {"cann_version": observed.get("cann_version"), "driver_version": observed.get("driver_version"),
             "chips": sorted(chips)}
 
@@ -50,7 +50,7 @@ def record_observation(host: str, observed: dict, url: str | None = None,
     unique (host, seq) lets one win; the other reports no change, so the change is announced once.
     """
     if not isinstance(host, str) or not host.strip():
-        raise ErfnetError(f"host must be a non-empty name, got {host!r}")
+        raise BadInput(f"host must be a non-empty name, got {host!r}")
     current = _observed(observed)
     now = now or dt.datetime.now(dt.timezone.utc)
     url = db.normalize_url(url) if url else db.resolve_url()
@@ -77,8 +77,8 @@ def _refuse_vanished_cann(host: str, previous: HostVersion | None, current: dict
     # replaced) or broken: no run should start against a half-installed toolkit, so this is an error,
     # not a change; the next probe records the version that is there then.
     if previous is not None and previous.cann_version is not None and current["cann_version"] is None:
-        raise ErfnetError(f"host {host} had CANN {previous.cann_version} but no CANN version can be read now "
-                          f"(upgrade in progress, or ASCEND_TOOLKIT_HOME wrong); not recorded")
+        raise BadInput(f"host {host} had CANN {previous.cann_version} but no CANN version can be read now "
+                       f"(upgrade in progress, or ASCEND_TOOLKIT_HOME wrong); not recorded")
 
 
 def upgrade_events(session: Session, host: str | None = None, limit: int = 500,

@@ -22,7 +22,7 @@ import sqlalchemy as sa
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.orm import Session
 
-from ..errors import ErfnetError
+from ..errors import BadInput, ErfnetError, Transient
 from . import db
 from .document import normalize_document, parse_time
 from .models import Run
@@ -121,7 +121,7 @@ def plan(paths: list[str]) -> tuple[list[tuple[str, dict]], list[Outcome]]:
     if not docs:
         first = refused[0] if refused else Outcome(", ".join(paths), REFUSED, detail="no run documents")
         more = f" (and {len(refused) - 1} more refused)" if len(refused) > 1 else ""
-        raise ErfnetError(f"nothing to import: {first.detail}: {first.source}{more}")
+        raise BadInput(f"nothing to import: {first.detail}: {first.source}{more}")
     return docs, refused
 
 
@@ -133,15 +133,15 @@ def import_paths(paths: list[str], url: str, replace: bool = False, report=print
     try:
         db.upgrade(url)
     except (sa_exc.OperationalError, sa_exc.InterfaceError) as exc:
-        raise ErfnetError(f"results database {db.masked(url)} unavailable ({_first_line(exc)}); nothing "
-                          f"imported") from None
+        raise Transient(f"results database {db.masked(url)} unavailable ({_first_line(exc)}); nothing "
+                        f"imported") from exc
     for source, doc in docs:
         try:
             outcome = import_document(url, source, doc, replace)
         except (sa_exc.OperationalError, sa_exc.InterfaceError) as exc:
-            raise ErfnetError(f"results database {db.masked(url)} failed while importing run {doc['run']['id']} "
-                              f"({_first_line(exc)}); runs reported above as imported are stored, run the same "
-                              f"import again for the rest") from None
+            raise Transient(f"results database {db.masked(url)} failed while importing run {doc['run']['id']} "
+                            f"({_first_line(exc)}); runs reported above as imported are stored, run the same "
+                            f"import again for the rest") from exc
         outcomes.append(outcome)
         report(outcome.line())
     if sum(o.status == IMPORTED for o in outcomes) >= BULK:

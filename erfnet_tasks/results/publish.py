@@ -19,7 +19,7 @@ import sqlalchemy as sa
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.orm import Session
 
-from ..errors import ErfnetError, PublishFailed, first_line  # noqa: F401  (PublishFailed: raised here, named by the DAG)
+from ..errors import BadInput, PublishFailed, first_line
 from ..fsutil import atomic_path
 from . import cann_summary, db
 from .document import normalize_document, parse_time
@@ -48,7 +48,7 @@ def publish_run(doc: dict, url: str | None = None, retries: int = 5, backoff: fl
             if attempt == retries:
                 raise PublishFailed(f"results database {db.masked(url)} unreachable after {retries + 1} "
                                     f"attempts ({_first_line(exc)}); load the run's JSON file later with "
-                                    f"`erfnet results import`") from None
+                                    f"`erfnet results import`") from exc
             delay = backoff * 2 ** attempt
             log.warning("results database %s unreachable (%s); retrying in %.1f s", db.masked(url),
                         _first_line(exc), delay)
@@ -100,10 +100,10 @@ def read_run_file(path: str | os.PathLike) -> list[dict]:
     """The run documents in ``path``: one document, or ``{"runs": [...]}`` as `erfnet results export` writes."""
     try:
         data = json.loads(Path(path).read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ErfnetError(f"no such file: {path}") from None
+    except FileNotFoundError as exc:
+        raise BadInput(f"no such file: {path}") from exc
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ErfnetError(f"cannot read run document {path}: {_first_line(exc)}") from None
+        raise BadInput(f"cannot read run document {path}: {_first_line(exc)}") from exc
     if isinstance(data, dict) and isinstance(data.get("runs"), list):
         return data["runs"]
     return [data]

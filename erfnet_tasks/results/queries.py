@@ -8,7 +8,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
-from ..errors import ErfnetError
+from ..errors import BadInput
 from ..records import CellStatus
 from .document import (ACCURACY_FIELDS, COMPILED_FIELDS, FINDING_FIELDS, LATEST, PERF_FIELDS, RUN_FIELDS,
                        format_time, validate_run_id)
@@ -21,11 +21,11 @@ def resolve_run_id(session: Session, run_ref: str) -> str:
         run_id = session.scalar(sa.select(Run.id)
                                 .order_by(Run.started_at.desc(), Run.id.desc()).limit(1))
         if run_id is None:
-            raise ErfnetError("the results database holds no runs yet")
+            raise BadInput("the results database holds no runs yet")
         return run_id
     validate_run_id(run_ref)
     if session.get(Run, run_ref) is None:
-        raise ErfnetError(f"no run {run_ref!r} in the results database")
+        raise BadInput(f"no run {run_ref!r} in the results database")
     return run_ref
 
 

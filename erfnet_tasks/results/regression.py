@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
-from ..errors import ErfnetError
+from ..errors import BadInput
 from ..records import INFRASTRUCTURE_FAILURES, CellStatus, LabelMode, RunStatus
 from .document import validate_run_id
 from .models import Accuracy, Finding, Performance, Run
@@ -39,7 +39,7 @@ class Rules:
         for name in ("reference_miou", "tolerance", "throughput_drop"):
             value = getattr(self, name)
             if not 0.0 <= value <= 1.0:
-                raise ErfnetError(f"regression rule {name} must be a fraction between 0 and 1, got {value}")
+                raise BadInput(f"regression rule {name} must be a fraction between 0 and 1, got {value}")
 
     @property
     def miou_threshold(self) -> float:
@@ -60,11 +60,11 @@ def rules_from_params(params: dict | None) -> Rules:
         if value is None:
             continue
         if isinstance(value, bool):
-            raise ErfnetError(f"run param {name} must be a number, got {value!r}")
+            raise BadInput(f"run param {name} must be a number, got {value!r}")
         try:
             values[name] = float(value) / 100.0
-        except (TypeError, ValueError):
-            raise ErfnetError(f"run param {name} must be a number, got {value!r}") from None
+        except (TypeError, ValueError) as exc:
+            raise BadInput(f"run param {name} must be a number, got {value!r}") from exc
     return Rules(**values)
 
 
@@ -74,7 +74,7 @@ def find_regressions(session: Session, run_id: str, rules: Rules | None = None) 
     validate_run_id(run_id)
     run = session.get(Run, run_id)
     if run is None:
-        raise ErfnetError(f"no run {run_id!r} in the results database")
+        raise BadInput(f"no run {run_id!r} in the results database")
     found = _accuracy_findings(session, run_id, rules)
     perf = session.scalars(sa.select(Performance).where(Performance.run_id == run_id)
                            .order_by(Performance.target, Performance.batch_size)).all()

@@ -11,7 +11,7 @@ import csv
 import io
 import re
 
-from ..errors import ErfnetError
+from ..errors import BadInput
 from ..records import CellStatus
 from .document import PERF_FIELDS
 from .reference import GUIDE_ACCURACY_BATCHES, GUIDE_COLUMNS, GUIDE_MIOU, GUIDE_THROUGHPUT, guide_column
@@ -64,8 +64,8 @@ def perf_table(doc: dict, reference_target: str | None = None) -> Table:
     """
     targets = targets_of(doc)
     if reference_target is not None and reference_target not in targets:
-        raise ErfnetError(f"reference target {reference_target!r} is not in this run "
-                          f"(targets: {', '.join(targets) or 'none'})")
+        raise BadInput(f"reference target {reference_target!r} is not in this run "
+                       f"(targets: {', '.join(targets) or 'none'})")
     perf = _by_cell(doc.get("perf"))
     batches = batches_of(doc)
     guide_cols = [c for c in GUIDE_COLUMNS if c in {guide_column(t) for t in targets}]

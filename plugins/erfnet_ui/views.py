@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta, timezone
 
-from erfnet_tasks.errors import ErfnetError
+from erfnet_tasks.errors import BadInput
 from erfnet_tasks.records import CellStatus
 from erfnet_tasks.results import regression, tables
 from erfnet_tasks.results.document import LEGACY_CLASS_NAMES
@@ -323,7 +323,7 @@ def history_window(span: tuple[datetime | None, datetime | None], since: date | 
     last = until or last_run or datetime.now(timezone.utc).date()
     first = since or last - timedelta(days=(days or DEFAULT_DAYS) - 1)
     if first > last:
-        raise ErfnetError(f"the range starts ({first}) after it ends ({last})")
+        raise BadInput(f"the range starts ({first}) after it ends ({last})")
     length = timedelta(days=(last - first).days + 1)
     older = (first - length, first - timedelta(days=1)) if first_run and first_run < first else None
     newer = (last + timedelta(days=1), last + length) if last_run and last_run > last else None
@@ -333,4 +333,4 @@ def history_window(span: tuple[datetime | None, datetime | None], since: date | 
 def check_reference(doc: dict, reference_target: str | None) -> None:
     """CSV downloads refuse an unknown reference target rather than silently changing it."""
     if reference_target is not None and reference_target not in tables.targets_of(doc):
-        raise ErfnetError(f"reference target {reference_target!r} is not in run {doc['run']['id']!r}")
+        raise BadInput(f"reference target {reference_target!r} is not in run {doc['run']['id']!r}")
