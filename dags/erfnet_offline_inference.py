@@ -32,6 +32,7 @@ from airflow.sdk import (Asset, AssetOrTimeSchedule, CronTriggerTimetable, Excep
 from erfnet_notifications import on_gate_passed, on_task_failure
 
 from erfnet_tasks import cann_probe, pipeline, settings
+from erfnet_tasks.deployment import DAG_ID
 from erfnet_tasks.errors import BadInput, ErfnetError, Transient, Verdict
 from erfnet_tasks.fleet import queue_for
 from erfnet_tasks.params import form_fields
@@ -40,7 +41,7 @@ from erfnet_tasks.params import form_fields
 # each chip of ERFNET_NPU_CHIPS gets its own copy of every NPU step; a run's other chips' copies are skipped.
 NPU_CHIPS = settings.npu_chips()
 NPU_POOL = "npu_devices"
-RESULTS_ASSET = Asset(name="erfnet_results", uri="erfnet://results/erfnet_offline_inference")
+RESULTS_ASSET = Asset(name="erfnet_results", uri=f"erfnet://results/{DAG_ID}")
 # Updated by dags/erfnet_cann_probe.py when an NPU host's CANN version, driver or chips change.
 CANN_ASSET = Asset(name=cann_probe.ASSET_NAME, uri=cann_probe.ASSET_URI)
 NIGHTLY = "0 2 * * *"
@@ -68,7 +69,7 @@ def celery_broker_url() -> str | None:
 
 
 @dag(
-    dag_id=pipeline.DAG_ID,
+    dag_id=DAG_ID,
     doc_md=__doc__,
     # Nightly at 02:00 (the default timezone), or as soon as the probe sees a CANN upgrade.
     schedule=AssetOrTimeSchedule(timetable=CronTriggerTimetable(NIGHTLY, timezone=TIMEZONE),

@@ -30,8 +30,10 @@ from pathlib import Path
 
 from local_cluster import init_pool_commands
 
+from erfnet_tasks.deployment import DAG_ID, VENV_BIN, local_airflow_env
+
 REPO = Path(__file__).resolve().parent.parent
-BIN = Path(sys.executable).parent
+BIN = VENV_BIN
 ADMIN = "admin"  # standalone's user (SimpleAuthManager, simple_auth_manager_users = admin:admin)
 PASSWORD_FILE = "simple_auth_manager_passwords.json.generated"
 FORM_DEFAULTS = {"ERFNET_TARGETS": "cpu", "ERFNET_BATCH_SIZES": "1,4", "ERFNET_REFERENCE_MIOU": "0"}
@@ -43,22 +45,9 @@ class LaunchError(RuntimeError):
 
 def airflow_env(data: Path, port: int, weights: Path, dataset: Path) -> dict[str, str]:
     home = data / "airflow_home"
-    env = dict(os.environ)
-    env.update({
-        "PATH": f"{BIN}{os.pathsep}{env.get('PATH', '')}",
-        "AIRFLOW_HOME": str(home),
-        "AIRFLOW__CORE__DAGS_FOLDER": str(REPO / "dags"),
-        "AIRFLOW__CORE__PLUGINS_FOLDER": str(REPO / "plugins"),
-        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-        "AIRFLOW__API__PORT": str(port),
-        "AIRFLOW__API__BASE_URL": f"http://localhost:{port}",
-        "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://localhost:{port}/execution/",
-        "ERFNET_DATA_DIR": str(data),
-        "ERFNET_DATA_ROOTS": str(data),
-        "ERFNET_WEIGHTS": str(weights),
-        "ERFNET_DATASET_ROOT": str(dataset),
-        **FORM_DEFAULTS,
-    })
+    env = local_airflow_env(home, dags_folder=REPO / "dags", plugins_folder=REPO / "plugins", inherit=os.environ,
+                            data=data, api_url=f"http://localhost:{port}", AIRFLOW__API__PORT=str(port),
+                            ERFNET_WEIGHTS=str(weights), ERFNET_DATASET_ROOT=str(dataset), **FORM_DEFAULTS)
     env.setdefault("ERFNET_RESULTS_DB_URL", f"sqlite:///{home / 'results.sqlite'}")
     # A development server with a generated password: this machine only, unless AIRFLOW__API__HOST says otherwise.
     env.setdefault("AIRFLOW__API__HOST", "127.0.0.1")
@@ -135,7 +124,7 @@ def banner(env: dict[str, str], base_url: str, log: Path) -> str:
         f"reference mIoU {env['ERFNET_REFERENCE_MIOU']}",
         f"  results: {env['ERFNET_RESULTS_DB_URL']}",
         f"  logs: {log}",
-        "Open the DAG erfnet_offline_inference and press Trigger. Ctrl-C stops everything.",
+        f"Open the DAG {DAG_ID} and press Trigger. Ctrl-C stops everything.",
     ])
 
 

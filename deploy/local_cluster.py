@@ -36,11 +36,13 @@ from pathlib import Path
 
 import yaml
 
+from erfnet_tasks.deployment import VENV_BIN, local_airflow_env, without_project_settings
+
 REPO = Path(__file__).resolve().parent.parent
 DEPLOY = REPO / "deploy"
 COMPOSE = REPO / "docker-compose.yaml"
 INIT_SCRIPT = DEPLOY / "airflow-init.sh"
-BIN = Path(sys.executable).parent
+BIN = VENV_BIN
 PG_ADMIN = os.environ.get("ERFNET_CLUSTER_PG", "postgres@127.0.0.1:5432")
 REDIS = os.environ.get("ERFNET_CLUSTER_REDIS", "127.0.0.1:6379")
 ADMIN = "admin"
@@ -131,30 +133,25 @@ class LocalCluster:
         return f"postgresql+psycopg://{PG_ADMIN}/{self.results_db}"
 
     def _common_env(self) -> dict[str, str]:
-        base = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "ERFNET_", "STANDIN_"))}
-        data = self.workdir / "data"
+        inherit = {**without_project_settings(os.environ), **compose_settings()}
+        return local_airflow_env(self.workdir / "airflow_home", dags_folder=REPO / "dags",
+                                 plugins_folder=REPO / "plugins", inherit=inherit, data=self.workdir / "data",
+                                 api_url=self.base_url, **self._cluster_settings())
+
+    def _cluster_settings(self) -> dict[str, str]:
+        """What a cluster adds to a local Airflow: its databases, broker, secret, ports and worker names."""
         return {
-            **base,
-            "PATH": f"{BIN}{os.pathsep}{base.get('PATH', '')}",
-            **compose_settings(),
-            "AIRFLOW_HOME": str(self.workdir / "airflow_home"),
-            "AIRFLOW__CORE__DAGS_FOLDER": str(REPO / "dags"),
-            "AIRFLOW__CORE__PLUGINS_FOLDER": str(REPO / "plugins"),
             "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(self.workdir / "passwords.json"),
             "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"postgresql+psycopg2://{PG_ADMIN}/{self.meta_db}",
             "AIRFLOW__CELERY__RESULT_BACKEND": f"db+postgresql://{PG_ADMIN}/{self.meta_db}",
             "AIRFLOW__CELERY__BROKER_URL": f"redis://{REDIS}/{self.redis_db}",
             "AIRFLOW__API_AUTH__JWT_SECRET": self.jwt_secret,
-            "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{self.base_url}/execution/",
-            "AIRFLOW__API__BASE_URL": self.base_url,
             "AIRFLOW__SCHEDULER__SCHEDULER_HEALTH_CHECK_SERVER_PORT": str(self.health_port),
             # Every worker names itself (deploy/worker_hostname.py); the default is the host's FQDN.
             "AIRFLOW__CORE__HOSTNAME_CALLABLE": "worker_hostname.hostname",
             "PYTHONPATH": str(DEPLOY),
             "AIRFLOW_CONN_ERFNET_RESULTS": self.results_url,
             "ERFNET_RESULTS_DB_URL": self.results_url,
-            "ERFNET_DATA_DIR": str(data),
-            "ERFNET_DATA_ROOTS": str(data),
             **self.extra_env,
         }
 

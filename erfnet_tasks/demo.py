@@ -17,8 +17,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+from .deployment import DAG_ID, local_airflow_env
 from .errors import BadInput
-from .settings import data_dir, load_settings, repo_dir
+from .params import validate_params
+from .settings import Settings, data_dir, load_settings, repo_dir
 
 DEMO_IMAGES = 4
 DEMO_BATCH_SIZES = [1, 4]
@@ -42,16 +44,17 @@ def prepare_inputs(base: Path, images: int) -> tuple[Path, Path]:
     return dataset, weights
 
 
-def airflow_environment(base: Path, dags_folder: Path) -> dict:
-    env = dict(os.environ)
-    env.update({
-        "AIRFLOW_HOME": str(base / "airflow_home"),
-        "AIRFLOW__CORE__DAGS_FOLDER": str(dags_folder),
-        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-        "AIRFLOW__CORE__UNIT_TEST_MODE": "False",
-        "ERFNET_DATA_DIR": str(data_dir()),
-        "ERFNET_DATA_ROOTS": os.pathsep.join(dict.fromkeys([*map(str, load_settings().data_roots), str(data_dir())])),
-    })
+def demo_settings() -> Settings:
+    """The caller's settings with the data directory as one more root: the demo writes its inputs there."""
+    settings = load_settings()
+    return Settings(settings.data_dir, tuple(dict.fromkeys((*settings.data_roots, data_dir()))))
+
+
+def airflow_environment(base: Path, dags_folder: Path) -> dict[str, str]:
+    settings = demo_settings()
+    env = local_airflow_env(base / "airflow_home", dags_folder=dags_folder, inherit=os.environ,
+                            data=settings.data_dir, data_roots=settings.data_roots,
+                            AIRFLOW__CORE__UNIT_TEST_MODE="False")
     env.pop("AIRFLOW__DATABASE__SQL_ALCHEMY_CONN", None)  # the demo's metadata is its own SQLite file
     return env
 
@@ -67,11 +70,7 @@ def _airflow(*args: str, env: dict) -> None:
 def _validate_conf(conf: dict) -> None:
     """The trigger form's checks, before Airflow starts: a bad --targets or --batch-sizes is one line now,
     not a failed DAG run minutes later. The data directory is a root, as airflow_environment makes it."""
-    from .pipeline import validate_params
-    from .settings import Settings, load_settings
-
-    settings = load_settings()
-    validate_params(conf, Settings(settings.data_dir, (*settings.data_roots, data_dir())))
+    validate_params(conf, demo_settings().data_roots)
 
 
 def run_demo(*, weights: str | None = None, dataset_root: str | None = None, images: int = DEMO_IMAGES,
@@ -102,6 +101,6 @@ def run_demo(*, weights: str | None = None, dataset_root: str | None = None, ima
     db.upgrade()
     print("demo: migrating the Airflow metadata database (SQLite, under data/demo/airflow_home)")
     _airflow("db", "migrate", env=env)
-    print(f"demo: running the DAG erfnet_offline_inference in-process with {json.dumps(conf)}")
-    _airflow("dags", "test", "erfnet_offline_inference", "--conf", json.dumps(conf), env=env)
+    print(f"demo: running the DAG {DAG_ID} in-process with {json.dumps(conf)}")
+    _airflow("dags", "test", DAG_ID, "--conf", json.dumps(conf), env=env)
     return conf

@@ -11,11 +11,11 @@ import html
 from dataclasses import dataclass
 from urllib.parse import quote
 
+from .deployment import DAG_ID, PLUGIN_PREFIX
 from .errors import BadInput
 from .results import db, queries, tables
+from .results.reference import GUIDE_MIOU
 
-# Where the results app is mounted inside the Airflow API server (plugins/erfnet_ui/app.py URL_PREFIX).
-PLUGIN_PREFIX = "/erfnet"
 _METRICS = {"accuracy_below_reference": "mIoU (%)", "throughput_drop": "throughput (fps)",
             "cell_failed": "cell status"}
 
@@ -86,7 +86,7 @@ def finding_row(finding: dict, doc: dict, baselines: dict[str, dict]) -> dict:
            "baseline_cann": (base["run"].get("cann_version") or "unknown") if base else "-"}
     if rule == "accuracy_below_reference":
         params = doc["run"].get("params") or {}
-        reference = (params.get("reference_miou") or 72.20) / 100
+        reference = params["reference_miou"] / 100 if params.get("reference_miou") else GUIDE_MIOU
         row.update(value=_num(finding.get("value"), True), baseline_value=_num(reference, True),
                    threshold=_num(finding.get("threshold"), True))
     elif rule == "cell_failed":
@@ -115,7 +115,7 @@ def regression_message(doc: dict, baselines: dict[str, dict], links: Links) -> M
                      f"threshold {r['threshold']}); rule {r['rule']}; baseline run {r['baseline']} "
                      f"(CANN {r['baseline_cann']}) against this run (CANN {r['run_cann']})")
     lines += ["", *_link_lines(links, run)]
-    table = ([h for _k, h in _FINDING_COLUMNS], [[str(r[k]) for k, _h in _FINDING_COLUMNS] for r in rows])
+    table = tables.Table([h for _k, h in _FINDING_COLUMNS], [[str(r[k]) for k, _h in _FINDING_COLUMNS] for r in rows])
     body = (f"<p>The regression gate fired for run <b>{_e(run['id'])}</b> ({_e(where)}).</p>"
             f"{_html_table(table)}{_html_links(links, run)}")
     return Message(subject=subject, text="\n".join(lines), html=_html_page(subject, body), failure=True)
@@ -162,21 +162,20 @@ def _e(value) -> str:
 
 
 def _link_lines(links: Links, run: dict) -> list[str]:
-    dag_id = run.get("dag_id") or "erfnet_offline_inference"
+    dag_id = run.get("dag_id") or DAG_ID
     return [f"Results page: {links.results_page(run['id'])}", f"DAG run: {links.dag_run(dag_id, run['id'])}"]
 
 
 def _html_links(links: Links, run: dict) -> str:
-    dag_id = run.get("dag_id") or "erfnet_offline_inference"
+    dag_id = run.get("dag_id") or DAG_ID
     return (f"<p><a href=\"{_e(links.results_page(run['id']))}\">Results page</a> · "
             f"<a href=\"{_e(links.dag_run(dag_id, run['id']))}\">DAG run</a></p>")
 
 
 def _html_table(table: tables.Table) -> str:
-    headers, rows = table
-    head = "".join(f"<th style=\"border:1px solid #999;padding:2px 6px\">{_e(h)}</th>" for h in headers)
-    body = "".join("<tr>" + "".join(f"<td style=\"border:1px solid #999;padding:2px 6px\">{_e(c)}</td>" for c in row)
-                   + "</tr>" for row in rows)
+    head = "".join(f"<th style=\"border:1px solid #999;padding:2px 6px\">{_e(h)}</th>" for h in table.headers)
+    body = "".join("<tr>" + "".join(f"<td style=\"border:1px solid #999;padding:2px 6px\">{_e(tables.text(c))}</td>"
+                                    for c in row) + "</tr>" for row in table.rows)
     return f"<table style=\"border-collapse:collapse\"><tr>{head}</tr>{body}</table>"
 
 

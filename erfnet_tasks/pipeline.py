@@ -23,6 +23,7 @@ from pathlib import Path
 from . import params as params_module
 from .backends import all_backends, get_backend
 from .backends.environment import describe_toolchain
+from .deployment import DAG_ID
 from .errors import BadInput, CompileFailed, ErfnetError, InferFailed, RegressionDetected, Transient
 from .fsutil import read_json, sha256_file, write_json_atomic
 from .records import (CellStatus, CompiledCell, CompileStatus, Environment, EvaluatedCell, HostRecord,
@@ -35,7 +36,6 @@ from .targets import Target, expand_targets, parse_target
 
 log = logging.getLogger(__name__)
 
-DAG_ID = "erfnet_offline_inference"
 CACHE_FORMAT = 1  # bump when the compile cache's layout or key changes
 _SAFE = re.compile(r"[^A-Za-z0-9_.-]+")
 CELL_GROUPS = ("npu", "npu_aoe", "host")

@@ -167,6 +167,18 @@ def load_settings() -> Settings:
     return Settings(data_dir=base, data_roots=roots)
 
 
+def inside_roots(resolved: Path, roots: tuple[Path, ...]) -> bool:
+    """Whether a resolved path is one of ``roots`` or lies under one."""
+    return any(resolved == root or resolved.is_relative_to(root) for root in roots)
+
+
+def refuse_outside_roots(subject: str, resolved: Path, roots: tuple[Path, ...]) -> None:
+    """The data-roots check: ``subject`` (what the user gave, as the message names it) must resolve inside."""
+    if not inside_roots(resolved, roots):
+        raise BadInput(f"{subject} resolves to {resolved}, outside the data roots ({', '.join(map(str, roots))}); "
+                       f"set ERFNET_DATA_ROOTS to allow it")
+
+
 def resolve_under_roots(raw: str, roots: tuple[Path, ...], what: str) -> Path:
     """Resolve a user-supplied path (symlinks too) and insist it lies under one of the data roots."""
     if not isinstance(raw, str) or not raw.strip() or "\x00" in raw:
@@ -175,10 +187,7 @@ def resolve_under_roots(raw: str, roots: tuple[Path, ...], what: str) -> Path:
     if not path.is_absolute():
         path = roots[0] / path
     resolved = path.resolve()
-    if not any(resolved == root or resolved.is_relative_to(root) for root in roots):
-        allowed = ", ".join(str(r) for r in roots)
-        raise BadInput(f"{what} {raw!r} resolves to {resolved}, outside the data roots ({allowed}); "
-                       f"set ERFNET_DATA_ROOTS to allow it")
+    refuse_outside_roots(f"{what} {raw!r}", resolved, roots)
     if not resolved.exists():
         raise BadInput(f"{what} not found: {resolved}")
     return resolved

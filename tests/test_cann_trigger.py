@@ -21,6 +21,8 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
+from erfnet_tasks.deployment import DAG_ID, local_airflow_env, without_project_settings
+
 sys.path.insert(0, str(Path(__file__).resolve().parent / "standins"))
 import harness  # noqa: E402
 
@@ -28,7 +30,7 @@ pytestmark = pytest.mark.postgres
 
 REPO = Path(__file__).resolve().parent.parent
 AIRFLOW = str(Path(sys.executable).with_name("airflow"))
-MAIN, PROBE = "erfnet_offline_inference", "erfnet_cann_probe"
+MAIN, PROBE = DAG_ID, "erfnet_cann_probe"
 
 
 def _free_port() -> int:
@@ -56,28 +58,22 @@ def npu_host(tmp_path):
 
 
 def _env(home: Path, metadata_url: str, port: int, toolkit: Path, results_url: str) -> dict:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW__", "STANDIN_", "ERFNET_"))}
-    env.update({
-        "AIRFLOW_HOME": str(home),
-        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": metadata_url,
-        "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
-        "AIRFLOW__CORE__PARALLELISM": "2",
-        "AIRFLOW__CORE__DAGS_FOLDER": str(REPO / "dags"),
-        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-        "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False",
-        "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://127.0.0.1:{port}/execution/",
-        "AIRFLOW__API_AUTH__JWT_SECRET": "erfnet-cann-trigger-test-" + uuid.uuid4().hex,
-        "AIRFLOW__API__BASE_URL": f"http://127.0.0.1:{port}",
-        "ERFNET_CANN_PROBE_MINUTES": "1",
-        "ERFNET_RESULTS_DB_URL": results_url,
-        "ERFNET_DATA_DIR": str(home / "data"),
-        "ERFNET_NOTIFY": "",
+    return local_airflow_env(
+        home, dags_folder=REPO / "dags", inherit=without_project_settings(os.environ), data=home / "data",
+        api_url=f"http://127.0.0.1:{port}",
+        AIRFLOW__DATABASE__SQL_ALCHEMY_CONN=metadata_url,
+        AIRFLOW__CORE__EXECUTOR="LocalExecutor",
+        AIRFLOW__CORE__PARALLELISM="2",
+        AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION="False",
+        AIRFLOW__API_AUTH__JWT_SECRET="erfnet-cann-trigger-test-" + uuid.uuid4().hex,
+        ERFNET_CANN_PROBE_MINUTES="1",
+        ERFNET_RESULTS_DB_URL=results_url,
+        ERFNET_NOTIFY="",
         # The stand-in NPU host: npu-smi on PATH, the toolkit's version.cfg where CANN keeps it.
-        "PATH": f"{harness.BIN}{os.pathsep}{os.environ['PATH']}",
-        "ASCEND_TOOLKIT_HOME": str(toolkit),
-        "STANDIN_NPU_DRIVER": "23.0.3",
-    })
-    return env
+        PATH=f"{harness.BIN}{os.pathsep}{os.environ['PATH']}",
+        ASCEND_TOOLKIT_HOME=str(toolkit),
+        STANDIN_NPU_DRIVER="23.0.3",
+    )
 
 
 @pytest.fixture

@@ -12,23 +12,16 @@ from pathlib import Path
 
 import pytest
 
+from erfnet_tasks.deployment import DAG_ID, local_airflow_env, without_project_settings
+
 REPO = Path(__file__).resolve().parent.parent
 STANDINS = REPO / "tests" / "standins"
 AIRFLOW = Path(sys.executable).with_name("airflow")
-DAG_ID = "erfnet_offline_inference"
 
 
 def airflow_env(home: Path, data: Path, **extra: str) -> dict:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW__", "STANDIN_", "ERFNET_"))}
-    env.update({
-        "AIRFLOW_HOME": str(home),
-        "AIRFLOW__CORE__DAGS_FOLDER": str(REPO / "dags"),
-        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-        "ERFNET_DATA_DIR": str(data),
-        "ERFNET_DATA_ROOTS": str(data),
-        **extra,
-    })
-    return env
+    return local_airflow_env(home, dags_folder=REPO / "dags", inherit=without_project_settings(os.environ), data=data,
+                             **extra)
 
 
 @pytest.fixture(scope="module")

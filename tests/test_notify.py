@@ -4,9 +4,7 @@ from runs stored in a real results database; no Airflow involved."""
 from __future__ import annotations
 
 import re
-import sys
 from html.parser import HTMLParser
-from pathlib import Path
 
 import pytest
 
@@ -139,9 +137,3 @@ def test_summary_policy_and_settings(monkeypatch):
     with pytest.raises(ErfnetError, match="must start with http"):
         notify.Links("airflow.example.org")
 
-
-def test_plugin_prefix_matches_the_app():
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "plugins"))
-    from erfnet_ui.app import URL_PREFIX
-
-    assert notify.PLUGIN_PREFIX == URL_PREFIX

@@ -17,6 +17,8 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "deploy"))
 from local_cluster import compose, compose_command, compose_settings  # noqa: E402
 
+from erfnet_tasks.deployment import local_airflow_env, without_project_settings  # noqa: E402
+
 AIRFLOW = Path(sys.executable).with_name("airflow")
 # The providers the deployment needs: the executor's, the metadata/results databases', the DAG's operators'.
 NEEDED_PROVIDERS = {"apache-airflow-providers-celery", "apache-airflow-providers-postgres",
@@ -89,13 +91,11 @@ PROBE = textwrap.dedent("""
 @pytest.mark.parametrize("service", sorted(_airflow_services()))
 def test_every_compose_component_loads_its_executor_and_providers(service, tmp_path):
     command = _airflow_services()[service]
-    env = {k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW")}
-    env.update(compose_settings())
-    env.update({"AIRFLOW_HOME": str(tmp_path), "AIRFLOW__CORE__DAGS_FOLDER": str(REPO / "dags"),
-                "AIRFLOW__CORE__PLUGINS_FOLDER": str(REPO / "plugins"),
-                "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{tmp_path / 'airflow.db'}",
-                "AIRFLOW__CELERY__RESULT_BACKEND": f"db+sqlite:///{tmp_path / 'celery.db'}",
-                "AIRFLOW__API_AUTH__JWT_SECRET": "pins-test"})
+    env = local_airflow_env(tmp_path, dags_folder=REPO / "dags", plugins_folder=REPO / "plugins",
+                            inherit={**without_project_settings(os.environ), **compose_settings()},
+                            AIRFLOW__DATABASE__SQL_ALCHEMY_CONN=f"sqlite:///{tmp_path / 'airflow.db'}",
+                            AIRFLOW__CELERY__RESULT_BACKEND=f"db+sqlite:///{tmp_path / 'celery.db'}",
+                            AIRFLOW__API_AUTH__JWT_SECRET="pins-test")
     probe = subprocess.run([sys.executable, "-c", PROBE, *command], capture_output=True, text=True, env=env,
                            timeout=300)
     assert probe.returncode == 0, probe.stdout + probe.stderr[-4000:]

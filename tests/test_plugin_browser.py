@@ -20,6 +20,8 @@ from api_server import wait_for_health
 import nightlies  # bench/nightlies.py: the generated nightlies of the scale benchmark
 from chromium import CHROMIUM, Chromium
 
+from erfnet_tasks.deployment import local_airflow_env, without_project_settings
+
 pytestmark = pytest.mark.browser
 
 REPO = Path(__file__).resolve().parent.parent
@@ -69,12 +71,9 @@ def api_server(tmp_path_factory):
     nightlies.write_documents(nightlies.nightly_documents(365 * HISTORY_YEARS), home / "nightlies")
     importing.import_paths([str(home / "nightlies")], results_url, report=lambda _line: None)
     port = _free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW")}
+    env = local_airflow_env(home, dags_folder=home / "dags", plugins_folder=REPO / "plugins",
+                            inherit=without_project_settings(os.environ))
     env.update({
-        "AIRFLOW_HOME": str(home),
-        "AIRFLOW__CORE__DAGS_FOLDER": str(home / "dags"),
-        "AIRFLOW__CORE__PLUGINS_FOLDER": str(REPO / "plugins"),
-        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
         "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home / 'airflow.db'}",
         "AIRFLOW__CORE__AUTH_MANAGER": "airflow.api_fastapi.auth.managers.simple.simple_auth_manager.SimpleAuthManager",
         "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": "tester:admin",

@@ -11,6 +11,7 @@ import sqlalchemy.exc
 
 from erfnet_tasks.cli import main
 from erfnet_tasks.errors import Transient
+from erfnet_tasks.records import CellStatus
 from erfnet_tasks.results import db, importing, publish, tables
 from test_results_db import canonical, make_doc, results_url  # noqa: F401  (results_url is a fixture)
 
@@ -151,32 +152,53 @@ GUIDE_LIKE = make_doc("t", "2026-06-01T00:00:00+00:00", "8.0", [
     ("torch-cuda", 1, None, 215.8135, "ok"), ("cpu", 1, 0.70, 5.0, "ok")])
 
 
+def _as_text(table: tables.Table) -> dict[str, dict[str, str]]:
+    """Each row, by its label, as the CLI writes its cells."""
+    return {tables.text(row[0]): dict(zip(table.headers, map(tables.text, row))) for row in table.rows}
+
+
 def test_perf_table_ratios_like_guide_section_7():
-    headers, rows = tables.perf_table(GUIDE_LIKE, reference_target="Ascend310")
-    by_batch = {row[0]: dict(zip(headers, row)) for row in rows}
-    assert headers[:4] == ["batch", "Ascend310", "Ascend310/guide 310", "Ascend310P3"]
+    table = tables.perf_table(GUIDE_LIKE, reference_target="Ascend310")
+    by_batch = _as_text(table)
+    assert table.headers[:4] == ["batch", "Ascend310", "Ascend310/guide 310", "Ascend310P3"]
     assert by_batch["1"]["Ascend310P3/Ascend310"] == "1.327"          # the guide's 310P/310 at batch 1
     assert by_batch["1"]["Ascend310P3+AOE/Ascend310"] == "1.726"
     assert by_batch["1"]["Ascend310P3/guide 310P"] == "1.000"
     assert by_batch["1"]["torch-cuda/guide T4"] == "1.000"
-    assert "cpu/guide" not in " ".join(headers)                       # cpu has no guide column
+    assert "cpu/guide" not in " ".join(table.headers)                 # cpu has no guide column
     assert by_batch["64"]["Ascend310"] == "oom" and by_batch["64"]["Ascend310P3/Ascend310"] == "/"
     assert by_batch["64"]["Ascend310P3+AOE"] == "compile_failed"
     assert by_batch["64"]["guide 310"] == "memory allocation failed"
     assert by_batch["64"]["guide 310P-AOE"] == "226.60"
     assert by_batch["best batch"]["Ascend310P3"] == "292.14 (b1)"
     assert by_batch["best batch"]["guide 310P-AOE"] == "380.08 (b1)"
-    assert sum("/" in h for h in tables.perf_table(GUIDE_LIKE)[0]) == 4  # without a reference: guide ratios only
+    assert sum("/" in h for h in tables.perf_table(GUIDE_LIKE).headers) == 4  # without a reference: guide ratios only
+
+
+def test_perf_table_holds_values_not_text():
+    """What the plugin reads: batches as numbers, failures as statuses, the best row and the guide's columns
+    marked, so nothing is parsed back from text."""
+    table = tables.perf_table(GUIDE_LIKE, reference_target="Ascend310")
+    rows = {row[0]: dict(zip(table.headers, row)) for row in table.rows}
+    assert [row[0] for row in table.rows] == [1, 64, tables.Mark.BEST_BATCH]
+    assert rows[64]["Ascend310"] is CellStatus.OOM and rows[64]["Ascend310P3/Ascend310"] is tables.NO_RATIO
+    assert rows[1]["Ascend310P3"] == tables.Number(292.137)
+    assert rows[1]["Ascend310P3/Ascend310"].value == pytest.approx(292.137 / 220.2016)
+    assert rows[tables.Mark.BEST_BATCH]["Ascend310P3"] == tables.Best(292.137, 1)
+    assert {table.headers[i] for i in table.guide_columns} == {"guide T4", "guide 310", "guide 310P", "guide 310P-AOE"}
 
 
 def test_accuracy_table_in_percent_with_failures_as_status():
-    headers, rows = tables.accuracy_table(GUIDE_LIKE)
-    by_batch = {row[0]: dict(zip(headers, row)) for row in rows}
+    table = tables.accuracy_table(GUIDE_LIKE)
+    by_batch = _as_text(table)
     assert by_batch["1"]["Ascend310"] == "72.20" and by_batch["1"]["guide"] == "72.20"
     assert by_batch["1"]["cpu"] == "70.00 (< 71.20)"
     assert by_batch["64"]["Ascend310"] == "oom" and by_batch["64"]["Ascend310P3+AOE"] == "compile_failed"
     assert by_batch["1"]["torch-cuda"] == ""                          # measured for speed only
-    assert tables.accuracy_table(GUIDE_LIKE, tolerance=0.03)[1][0][headers.index("cpu")] == "70.00"
+    cpu = table.headers.index("cpu")
+    assert table.rows[0][cpu] == tables.Percent(0.70, pytest.approx(0.7120)) and table.rows[0][cpu].below
+    assert table.rows[1][table.headers.index("Ascend310")] is CellStatus.OOM
+    assert tables.text(tables.accuracy_table(GUIDE_LIKE, tolerance=0.03).rows[0][cpu]) == "70.00"
 
 
 def test_reference_shows_the_guides_figures_seeded_by_migration(sqlite_url, capsys):

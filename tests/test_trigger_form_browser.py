@@ -20,11 +20,12 @@ from api_server import wait_for_health
 
 from chromium import CHROMIUM, Chromium
 
+from erfnet_tasks.deployment import DAG_ID, local_airflow_env, without_project_settings
+
 pytestmark = pytest.mark.browser
 
 REPO = Path(__file__).resolve().parent.parent
 ARTIFACTS = REPO / "artifacts"
-DAG_ID = "erfnet_offline_inference"
 USER, PASSWORD = "tester", "erfnet-form-test"
 BIN = Path(sys.executable).parent
 
@@ -36,23 +37,18 @@ def _free_port() -> int:
 
 
 def _environment(home: Path, data: Path, port: int) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "ERFNET_"))}
     passwords = home / "passwords.json"
     passwords.write_text(json.dumps({USER: PASSWORD}))
+    env = local_airflow_env(home, dags_folder=REPO / "dags", plugins_folder=REPO / "plugins",
+                            inherit=without_project_settings(os.environ), data=data,
+                            api_url=f"http://127.0.0.1:{port}")
     env.update({
-        "PATH": f"{BIN}{os.pathsep}{env.get('PATH', '')}",
-        "AIRFLOW_HOME": str(home),
-        "AIRFLOW__CORE__DAGS_FOLDER": str(REPO / "dags"),
-        "AIRFLOW__CORE__PLUGINS_FOLDER": str(REPO / "plugins"),
-        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
         "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home / 'airflow.db'}",
         "AIRFLOW__CORE__AUTH_MANAGER": "airflow.api_fastapi.auth.managers.simple.simple_auth_manager.SimpleAuthManager",
         "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": f"{USER}:admin",
         "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(passwords),
         "AIRFLOW__API_AUTH__JWT_SECRET": "erfnet-form-test-secret",
-        "AIRFLOW__API__BASE_URL": f"http://127.0.0.1:{port}",
         # The form defaults `make airflow` sets (deploy/local_airflow.py).
-        "ERFNET_DATA_DIR": str(data),
         "ERFNET_WEIGHTS": str(data / "demo" / "erfnet_random_untrained.pth"),
         "ERFNET_DATASET_ROOT": str(data / "demo" / "synthetic-cityscapes"),
         "ERFNET_TARGETS": "cpu", "ERFNET_BATCH_SIZES": "1,4", "ERFNET_REFERENCE_MIOU": "0",

@@ -36,6 +36,7 @@ from ..errors import BadInput, ErfnetError
 from ..fsutil import (atomic_path, folder_lock, read_json, remove_stale_parts, sha256_file,
                       write_json_atomic)
 from ..parallel import run_parallel
+from ..settings import inside_roots, load_settings, refuse_outside_roots
 
 SHORT_SIDE = 512
 INPUT_SIZE = (1024, 512)  # (width, height) the model takes
@@ -178,21 +179,13 @@ class Pair:
 
 def data_roots_for(*named) -> tuple[Path, ...]:
     """The roots links may resolve into: ERFNET_DATA_ROOTS (else the data directory) and the named folders."""
-    from ..settings import load_settings
-
     return tuple(load_settings().data_roots) + tuple(Path(d).resolve() for d in named)
-
-
-def _inside(path: Path, roots: tuple[Path, ...]) -> bool:
-    return any(path == root or path.is_relative_to(root) for root in roots)
 
 
 def _link_problem(path: Path, roots: tuple[Path, ...]) -> str | None:
     """Why a symbolic link may not be followed, or None; a link out of the roots is refused outright."""
     target = path.resolve()
-    if not _inside(target, roots):
-        raise BadInput(f"symbolic link {path} resolves to {target}, outside the data roots "
-                       f"({', '.join(map(str, roots))}); set ERFNET_DATA_ROOTS to allow it")
+    refuse_outside_roots(f"symbolic link {path}", target, roots)
     return None if target.exists() else f"broken symbolic link (to {target})"
 
 
@@ -419,7 +412,7 @@ def _remove_stale_outputs(prep_dir: Path, gt_out_dir: Path, gt_dir: Path, rows: 
     names = {r["name"] for r in rows}
     labels = {label_name_for(r["image"]) for r in rows}
     ours = {label_name_for(item["image"]) for item in previous.values() if isinstance(item, dict) and "image" in item}
-    if _inside(gt_out_dir.resolve(), (gt_dir.resolve(),)):
+    if inside_roots(gt_out_dir.resolve(), (gt_dir.resolve(),)):
         ours = set()  # GT_OUT_DIR is (inside) the source label folder: its files are the user's, never removed
     stale = [p for p in prep_dir.glob("*.bin") if p.stem not in names]
     stale += [gt_out_dir / name for name in sorted(ours - labels) if (gt_out_dir / name).is_file()]

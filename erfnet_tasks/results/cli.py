@@ -169,8 +169,8 @@ def cmd_compare(args) -> int:
         doc_b = queries.run_document(session, args.run_b)
     table = tables.compare_table(doc_a, doc_b)
     if args.format == "json":
-        print(json.dumps({"run_a": doc_a["run"]["id"], "run_b": doc_b["run"]["id"], "headers": table[0],
-                          "rows": table[1]}, indent=2))
+        print(json.dumps({"run_a": doc_a["run"]["id"], "run_b": doc_b["run"]["id"], "headers": table.headers,
+                          "rows": [[tables.text(value) for value in row] for row in table.rows]}, indent=2))
     elif args.format == "csv":
         print(tables.render_csv(table), end="")
     else:
@@ -199,6 +199,6 @@ def cmd_export(args) -> int:
     if args.format == "json":
         print(json.dumps({"runs": docs}, indent=2))
         return 0
-    rows = [row for doc in docs for row in tables.cell_rows(doc)[1]]
-    print(tables.render_csv((tables.CELL_CSV_HEADERS, rows)), end="")
+    rows = [row for doc in docs for row in tables.cell_rows(doc).rows]
+    print(tables.render_csv(tables.Table(tables.CELL_CSV_HEADERS, rows)), end="")
     return 0

@@ -21,12 +21,13 @@ from fastapi.templating import Jinja2Templates
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
+from erfnet_tasks.deployment import DAG_ID, PLUGIN_PREFIX
 from erfnet_tasks.errors import ErfnetError
 from erfnet_tasks.results import db, history as history_queries, hosts, queries
 
 from . import views
 
-URL_PREFIX = "/erfnet"
+URL_PREFIX = PLUGIN_PREFIX  # the name erfnet_plugin.py mounts the app under
 TEMPLATES = Jinja2Templates(directory=str(Path(__file__).parent / "templates"))
 # The charting library and the page scripts, served by this app (behind the same login): the Airflow
 # host may have no internet. Only these names are served, never a path taken from the request.
@@ -169,12 +170,12 @@ def _run_routes(app: FastAPI, resolve: Callable[[], str], page: Callable[..., HT
     def run_page(request: Request, run_id: str, reference: str | None, template: str) -> HTMLResponse:
         with _reading(resolve) as session:
             if run_id == "latest" and not _has_runs(session):
-                return page(request, "empty.html", title="No runs yet", dag_id=views.DAG_ID)
+                return page(request, "empty.html", title="No runs yet", dag_id=DAG_ID)
             doc = _document(session, run_id)
         view = views.run_view(doc, reference_target=reference)
         airflow_base = base_of(request).removesuffix(URL_PREFIX)
         return page(request, template, title=f"Run {doc['run']['id']}", view=view, airflow_base=airflow_base,
-                    dag_id=doc["run"].get("dag_id") or views.DAG_ID, latest=run_id == "latest")
+                    dag_id=doc["run"].get("dag_id") or DAG_ID, latest=run_id == "latest")
 
     @app.get("/", response_class=HTMLResponse)
     def latest(request: Request, reference: str | None = None) -> HTMLResponse:
@@ -229,7 +230,7 @@ def _history_routes(app: FastAPI, resolve: Callable[[], str], page: Callable[...
                 days: int | None = Days) -> HTMLResponse:
         with _reading(resolve) as session:
             if not _has_runs(session):
-                return page(request, "empty.html", title="No runs yet", dag_id=views.DAG_ID)
+                return page(request, "empty.html", title="No runs yet", dag_id=DAG_ID)
             window = window_of(session, since, until, days)
             batches = history_queries.batch_sizes(session)
             shown = batch if batch in batches else (batches[0] if batches else None)

@@ -1,7 +1,8 @@
 """What the pages show, shaped from run documents and ``erfnet_tasks.results.tables``.
 
-The tables' layout and numbers come from the shared ``tables`` module (the CLI prints the same ones);
-this module only adds what HTML needs: a CSS class per cell and readable failure statuses.
+The tables' layout and values come from the shared ``tables`` module (the CLI prints the same ones), as
+numbers, statuses and None; this module formats them at the last moment, adding what HTML needs: a CSS
+class per cell, readable failure statuses and the pass/fail marks.
 """
 
 from __future__ import annotations
@@ -14,17 +15,15 @@ from erfnet_tasks.records import CellStatus
 from erfnet_tasks.results import regression, tables
 from erfnet_tasks.results.document import LEGACY_CLASS_NAMES
 
-
-DAG_ID = "erfnet_offline_inference"
-
-# A cell that did not run shows its status; these read better than the stored codes.
-STATUS_TEXT = {
+# A cell that did not run shows its status, in words that read better than the stored codes. Every
+# status but ok has words, by construction: a new CellStatus reads as its code with spaces.
+_READS_BETTER = {
     CellStatus.OOM: "device memory exhausted",
-    CellStatus.COMPILE_FAILED: "compile failed",
     CellStatus.INFER_FAILED: "inference failed",
-    CellStatus.MODEL_LOAD_FAILED: "model load failed",
-    CellStatus.DEVICE_OPEN_FAILED: "device open failed",
+    CellStatus.NO_SPACE: "no space for the outputs",
 }
+STATUS_TEXT = {status: _READS_BETTER.get(status, status.value.replace("_", " "))
+               for status in CellStatus if status is not CellStatus.OK}
 
 
 def class_names(doc: dict) -> list[str]:
@@ -63,10 +62,11 @@ class RunView:
     tolerance: float
 
 
-def _status_cell(text: str, errors: dict[str, str]) -> Cell:
-    if text in STATUS_TEXT:
-        return Cell(STATUS_TEXT[text], "status", errors.get(text, ""))
-    return Cell(text)
+def _value_cell(value: tables.Value, errors: dict[str, str]) -> Cell:
+    """A table value as a cell: a failure status in words, with an example error as its tooltip."""
+    if isinstance(value, CellStatus) and value in STATUS_TEXT:
+        return Cell(STATUS_TEXT[value], "status", errors.get(value, ""))
+    return Cell(tables.text(value))
 
 
 def _errors_by_status(doc: dict) -> dict[str, str]:
@@ -79,41 +79,38 @@ def _errors_by_status(doc: dict) -> dict[str, str]:
 
 
 def accuracy_view(doc: dict, reference_miou: float, tolerance: float) -> HtmlTable:
-    headers, rows = tables.accuracy_table(doc, reference_miou, tolerance)
-    targets = tables.targets_of(doc)
-    mious = {(c["target"], c["batch_size"]): c.get("miou") for c in doc.get("accuracy") or []}
+    table = tables.accuracy_table(doc, reference_miou, tolerance)
     errors = _errors_by_status(doc)
     out = []
-    for row in rows:
-        batch = int(row[0])
-        cells = [Cell(row[0], "label")]
-        for target, text in zip(targets, row[1:]):
-            miou = mious.get((target, batch))
-            if miou is None:
-                cells.append(_status_cell(text, errors))
-            elif miou >= reference_miou - tolerance:
-                cells.append(Cell(f"{text} ✓", "pass", "within tolerance of the reference"))
-            else:
-                cells.append(Cell(f"{text} ✗", "fail", "below reference minus tolerance"))
-        cells.append(Cell(row[-1], "muted"))
+    for batch, *measured, guide in table.rows:
+        cells = [Cell(tables.text(batch), "label"), *(_miou_cell(value, errors) for value in measured)]
+        cells.append(Cell(tables.text(guide), "muted"))
         out.append(cells)
-    return HtmlTable(headers, out)
+    return HtmlTable(table.headers, out)
+
+
+def _miou_cell(value: tables.Value, errors: dict[str, str]) -> Cell:
+    if not isinstance(value, tables.Percent):
+        return _value_cell(value, errors)
+    if value.below:
+        return Cell(f"{tables.text(value)} ✗", "fail", "below reference minus tolerance")
+    return Cell(f"{tables.text(value)} ✓", "pass", "within tolerance of the reference")
 
 
 def perf_view(doc: dict, reference_target: str | None) -> HtmlTable:
-    headers, rows = tables.perf_table(doc, reference_target)
+    table = tables.perf_table(doc, reference_target)
     errors = _errors_by_status(doc)
     out, row_css = [], []
-    for row in rows:
-        cells = [Cell(row[0], "label")]
-        for header, text in zip(headers[1:], row[1:]):
-            cell = _status_cell(text, errors)
-            if header.startswith("guide"):  # the guide's published figures, for comparison only
+    for label, *values in table.rows:
+        cells = [Cell(tables.text(label), "label")]
+        for column, value in enumerate(values, start=1):
+            cell = _value_cell(value, errors)
+            if column in table.guide_columns:  # the guide's published figures, for comparison only
                 cell.css = (cell.css + " muted").strip()
             cells.append(cell)
         out.append(cells)
-        row_css.append("best" if row[0] == "best batch" else "")
-    return HtmlTable(headers, out, row_css)
+        row_css.append("best" if label is tables.Mark.BEST_BATCH else "")
+    return HtmlTable(table.headers, out, row_css)
 
 
 def per_class_view(doc: dict) -> HtmlTable:
@@ -165,8 +162,7 @@ def run_view(
 
 
 def plain_table(table: tables.Table) -> HtmlTable:
-    headers, rows = table
-    return HtmlTable(headers, [[Cell(text) for text in row] for row in rows])
+    return HtmlTable(table.headers, [[Cell(tables.text(value)) for value in row] for row in table.rows])
 
 
 def run_rules(doc: dict, reference_miou: float | None, tolerance: float | None) -> tuple[float, float]:
