@@ -16,6 +16,7 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 from .deployment import DAG_ID, local_airflow_env
 from .errors import BadInput
@@ -59,7 +60,7 @@ def airflow_environment(base: Path, dags_folder: Path) -> dict[str, str]:
     return env
 
 
-def _airflow(*args: str, env: dict) -> None:
+def _airflow(*args: str, env: dict[str, str]) -> None:
     airflow = Path(sys.executable).with_name("airflow")
     proc = subprocess.run([str(airflow), *args], env=env)
     if proc.returncode != 0:
@@ -67,7 +68,7 @@ def _airflow(*args: str, env: dict) -> None:
                        f"{proc.returncode} (its output is above)")
 
 
-def _validate_conf(conf: dict) -> None:
+def _validate_conf(conf: dict[str, object]) -> None:
     """The trigger form's checks, before Airflow starts: a bad --targets or --batch-sizes is one line now,
     not a failed DAG run minutes later. The data directory is a root, as airflow_environment makes it."""
     validate_params(conf, demo_settings().data_roots)
@@ -75,7 +76,7 @@ def _validate_conf(conf: dict) -> None:
 
 def run_demo(*, weights: str | None = None, dataset_root: str | None = None, images: int = DEMO_IMAGES,
              targets: list[str] | None = None, batch_sizes: list[int] | None = None,
-             labels_on_device: bool = False, keep_outputs: bool = False) -> dict:
+             labels_on_device: bool = False, keep_outputs: bool = False) -> dict[str, Any]:
     repo = repo_dir()
     if repo is None:
         raise BadInput("erfnet demo runs from a source checkout (it needs the repository's dags/ folder)")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import html
 from dataclasses import dataclass
+from typing import Any
 from urllib.parse import quote
 
 from .deployment import DAG_ID, PLUGIN_PREFIX
@@ -16,6 +17,7 @@ from .errors import BadInput
 from .results import db, queries, tables
 from .results.reference import GUIDE_MIOU
 
+Doc = dict[str, Any]  # a run document, or one of its cells or findings, as JSON
 _METRICS = {"accuracy_below_reference": "mIoU (%)", "throughput_drop": "throughput (fps)",
             "cell_failed": "cell status"}
 
@@ -34,7 +36,7 @@ class Links:
 
     base_url: str
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         if not self.base_url.startswith(("http://", "https://")):
             raise BadInput(f"the Airflow base URL must start with http:// or https://, got {self.base_url!r}")
         object.__setattr__(self, "base_url", self.base_url.rstrip("/"))
@@ -55,7 +57,7 @@ class Links:
 
 # ------------------------------------------------------------------------------- regression
 
-def load_run(run_id: str, url: str | None = None) -> tuple[dict, dict[str, dict]]:
+def load_run(run_id: str, url: str | None = None) -> tuple[Doc, dict[str, Doc]]:
     """The run's document (findings included) and the documents of the baseline runs its findings name."""
     with db.session_scope(url) as session:
         doc = queries.run_document(session, run_id)
@@ -64,17 +66,17 @@ def load_run(run_id: str, url: str | None = None) -> tuple[dict, dict[str, dict]
     return doc, baselines
 
 
-def _perf_cell(doc: dict | None, target: str, batch: int) -> dict:
+def _perf_cell(doc: Doc | None, target: str, batch: int) -> Doc:
     return next((c for c in (doc or {}).get("perf", []) if c["target"] == target and c["batch_size"] == batch), {})
 
 
-def _num(value, percent: bool = False) -> str:
+def _num(value: float | None, percent: bool = False) -> str:
     if value is None:
         return "-"
     return f"{value * 100:.2f}" if percent else f"{value:.2f}"
 
 
-def finding_row(finding: dict, doc: dict, baselines: dict[str, dict]) -> dict:
+def finding_row(finding: Doc, doc: Doc, baselines: dict[str, Doc]) -> Doc:
     """One finding spelled out: where, which metric, this run against its baseline, numbers, rule."""
     rule, target, batch = finding["rule"], finding["target"], finding["batch_size"]
     base_id = finding.get("baseline_run_id")
@@ -103,7 +105,7 @@ _FINDING_COLUMNS = (("target", "target"), ("batch", "batch"), ("metric", "metric
                     ("baseline", "baseline run"), ("baseline_cann", "baseline CANN"), ("run_cann", "this CANN"))
 
 
-def regression_message(doc: dict, baselines: dict[str, dict], links: Links) -> Message:
+def regression_message(doc: Doc, baselines: dict[str, Doc], links: Links) -> Message:
     run = doc["run"]
     rows = [finding_row(f, doc, baselines) for f in doc["findings"]]
     where = f"CANN {run.get('cann_version') or 'unknown'} on {run.get('host') or 'unknown host'}"
@@ -140,7 +142,7 @@ def failure_message(*, dag_id: str, run_id: str, task_id: str, error: str, links
 
 # --------------------------------------------------------------------------------- summary
 
-def summary_message(doc: dict, links: Links) -> Message:
+def summary_message(doc: Doc, links: Links) -> Message:
     """A complete run in short: the guide's two tables (accuracy in mIoU %, throughput in fps)."""
     run = doc["run"]
     ok = sum(1 for c in doc.get("perf", []) if c.get("status") == "ok")
@@ -157,16 +159,16 @@ def summary_message(doc: dict, links: Links) -> Message:
 
 # ----------------------------------------------------------------------------------- layout
 
-def _e(value) -> str:
+def _e(value: object) -> str:
     return html.escape(str(value), quote=True)
 
 
-def _link_lines(links: Links, run: dict) -> list[str]:
+def _link_lines(links: Links, run: Doc) -> list[str]:
     dag_id = run.get("dag_id") or DAG_ID
     return [f"Results page: {links.results_page(run['id'])}", f"DAG run: {links.dag_run(dag_id, run['id'])}"]
 
 
-def _html_links(links: Links, run: dict) -> str:
+def _html_links(links: Links, run: Doc) -> str:
     dag_id = run.get("dag_id") or DAG_ID
     return (f"<p><a href=\"{_e(links.results_page(run['id']))}\">Results page</a> · "
             f"<a href=\"{_e(links.dag_run(dag_id, run['id']))}\">DAG run</a></p>")

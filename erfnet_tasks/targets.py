@@ -35,7 +35,7 @@ class Target:
     def on_npu(self) -> bool:
         return self.device == "npu"
 
-    def as_dict(self) -> dict:
+    def as_dict(self) -> dict[str, object]:
         return asdict(self)
 
 

@@ -139,6 +139,8 @@ def create_app(
     _error_handlers(app, page)
     _run_routes(app, resolve, page)
     _history_routes(app, resolve, page)
+    _api_routes(app, resolve)
+    _static_routes(app)
     return app
 
 
@@ -216,33 +218,44 @@ def _run_routes(app: FastAPI, resolve: Callable[[], str], page: Callable[..., HT
         return _csv_response(views.perf_csv(doc, reference), f"erfnet-perf-{doc['run']['id']}.csv")
 
 
-def _history_routes(app: FastAPI, resolve: Callable[[], str], page: Callable[..., HTMLResponse]) -> None:
-    """The history page, its JSON (runs, history by date range, the CANN summary) and the static files."""
+def _window_of(session: Session, since: date | None, until: date | None, days: int | None) -> views.Window:
+    """The date range asked for; a range that makes no sense is a 400."""
+    try:
+        return views.history_window(history_queries.span(session), since, until, days)
+    except ErfnetError as exc:
+        raise HTTPException(status_code=400, detail=str(exc)) from exc
 
-    def window_of(session: Session, since: date | None, until: date | None, days: int | None) -> views.Window:
-        try:
-            return views.history_window(history_queries.span(session), since, until, days)
-        except ErfnetError as exc:
-            raise HTTPException(status_code=400, detail=str(exc)) from exc
+
+def _history_of(session: Session, window: views.Window, batch: int | None) -> views.HistoryView:
+    """What the history page shows of ``window``, at ``batch`` if the runs have it (else the first batch)."""
+    batches = history_queries.batch_sizes(session)
+    shown = batch if batch in batches else (batches[0] if batches else None)
+    points = history_queries.points(session, window.since, window.until, batch_size=shown)
+    summary = history_queries.cann_summary(session, batch_size=shown)
+    runs, more = history_queries.runs_between(session, window.since, window.until, RUNS_SHOWN)
+    findings = history_queries.findings_between(session, window.since, window.until)
+    upgrades = hosts.upgrade_events(session, since=window.since, until=window.until)
+    return views.history_view(points, summary, runs, more, findings, batches, shown, upgrades)
+
+
+def _history_routes(app: FastAPI, resolve: Callable[[], str], page: Callable[..., HTMLResponse]) -> None:
+    """The history page: charts of a date range, the CANN versions' summary, the range's findings and runs."""
 
     @app.get("/history", response_class=HTMLResponse)
     def history(request: Request, batch: int | None = Batch, since: date | None = None, until: date | None = None,
                 days: int | None = Days) -> HTMLResponse:
         with _reading(resolve) as session:
-            if not _has_runs(session):
+            if session is None or not _has_runs(session):
                 return page(request, "empty.html", title="No runs yet", dag_id=DAG_ID)
-            window = window_of(session, since, until, days)
-            batches = history_queries.batch_sizes(session)
-            shown = batch if batch in batches else (batches[0] if batches else None)
-            points = history_queries.points(session, window.since, window.until, batch_size=shown)
-            summary = history_queries.cann_summary(session, batch_size=shown)
-            runs, more = history_queries.runs_between(session, window.since, window.until, RUNS_SHOWN)
-            findings = history_queries.findings_between(session, window.since, window.until)
-            upgrades = hosts.upgrade_events(session, since=window.since, until=window.until)
+            window = _window_of(session, since, until, days)
+            view = _history_of(session, window, batch)
             first_run = history_queries.span(session)[0]
-        view = views.history_view(points, summary, runs, more, findings, batches, shown, upgrades)
         return page(request, "history.html", title="Run history", view=view, window=window,
                     first_run=first_run.date() if first_run else None)
+
+
+def _api_routes(app: FastAPI, resolve: Callable[[], str]) -> None:
+    """The JSON API beside the pages: runs, history by date range (paged), the CANN summary."""
 
     @app.get("/api/runs")
     def api_runs(limit: int = Limit) -> JSONResponse:
@@ -259,7 +272,7 @@ def _history_routes(app: FastAPI, resolve: Callable[[], str], page: Callable[...
         with _reading(resolve) as session:
             if session is None:
                 return JSONResponse({"since": None, "until": None, "points": [], "next": None})
-            window = window_of(session, since, until, days)
+            window = _window_of(session, since, until, days)
             try:
                 points, last = history_queries.points_page(session, window.since, window.until, batch, runs, after)
             except ErfnetError as exc:
@@ -277,6 +290,10 @@ def _history_routes(app: FastAPI, resolve: Callable[[], str], page: Callable[...
         with _reading(resolve) as session:
             rows = history_queries.cann_summary(session, batch_size=batch) if session is not None else []
         return JSONResponse(rows)
+
+
+def _static_routes(app: FastAPI) -> None:
+    """The charting library and the page scripts; only the names in STATIC_FILES, never a request's path."""
 
     @app.get("/static/{name}")
     def static(name: str) -> Response:

@@ -7,6 +7,7 @@ class per cell, readable failure statuses and the pass/fail marks.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta, timezone
 
@@ -196,7 +197,7 @@ class HistoryView:
 
 
 def chart_data(points: list[dict], batch: int | None, rules: regression.Rules,
-               upgrades: list[dict] = ()) -> dict:
+               upgrades: Sequence[dict] = ()) -> dict:
     """What the history charts draw, in one pass over the points (oldest run first): the runs on the
     time axis, per target its fps and mIoU per run (None where the cell did not run), the spans
     of consecutive runs on one CANN version (the labelled bands), and the moments the CANN probe saw
@@ -214,7 +215,7 @@ def chart_data(points: list[dict], batch: int | None, rules: regression.Rules,
                                                    None if p["miou"] is None else round(p["miou"] * 100, 4),
                                                    p["status"])
     targets = sorted({target for target, _i in cells})
-    series = {t: {"fps": [], "miou": [], "status": []} for t in targets}
+    series: dict[str, dict[str, list[object]]] = {t: {"fps": [], "miou": [], "status": []} for t in targets}
     for target in targets:
         for i in range(len(runs)):
             fps, miou, status = cells.get((target, i), (None, None, None))
@@ -277,7 +278,7 @@ def cann_table(summary: list[dict], batch: int | None) -> HtmlTable:
 
 def history_view(points: list[dict], summary: list[dict], runs: list[dict], more_runs: bool,
                  findings: list[dict], batches: list[int], batch: int | None,
-                 upgrades: list[dict] = ()) -> HistoryView:
+                 upgrades: Sequence[dict] = ()) -> HistoryView:
     """The history page: charts of the range at one batch size, every CANN version's summary, the
     range's findings and runs."""
     if batch not in batches:
