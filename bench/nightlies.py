@@ -19,13 +19,15 @@ import sys
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
+from erfnet_tasks.deployment import DAG_ID
 from erfnet_tasks.records import run_status
+from erfnet_tasks.results.reference import GUIDE_MIOU, GUIDE_MIOU_PERCENT
 
 END = datetime(2026, 11, 24, 2, 0, tzinfo=timezone.utc)
 BATCHES = (1, 4, 8, 16, 32, 64)
 # fps at batch 1 and how it grows per doubling of the batch; cpu is ~30x slower than the NPUs.
 TARGETS = {"Ascend310": (220.0, -0.04), "Ascend310P3": (292.0, 0.03), "Ascend910B": (780.0, 0.06), "cpu": (13.0, 0.01)}
-REFERENCE_MIOU = 0.7220
+REFERENCE_MIOU = GUIDE_MIOU
 CLASSES = 19
 
 
@@ -84,10 +86,10 @@ def nightly_documents(n: int, seed: int = 20, end: datetime = END) -> list[dict]
         started = first + timedelta(days=day)
         month = (started.year - first.year) * 12 + started.month - first.month
         run_id = f"scheduled__{started.isoformat()}"
-        run = {"id": run_id, "dag_id": "erfnet_offline_inference", "started_at": started.isoformat(),
+        run = {"id": run_id, "dag_id": DAG_ID, "started_at": started.isoformat(),
                "finished_at": (started + timedelta(hours=3, minutes=rng.randint(0, 50))).isoformat(),
                "cann_version": cann_version(month), "driver_version": "24.1.rc2", "host": "npu-host-7",
-               "params": {"reference_miou": 72.2, "tolerance": 1.0, "throughput_drop": 5},
+               "params": {"reference_miou": GUIDE_MIOU_PERCENT, "tolerance": 1.0, "throughput_drop": 5},
                "backends": {"ascend": cann_version(month), "onnxruntime": "1.20.1"},
                "model_sha256": "c0ffee" * 10 + "beef", "weights_sha256": "be" * 32,
                "dataset_fingerprint": "cityscapes-val-500", "images": 500, "synthetic": False}

@@ -224,7 +224,7 @@ def test_another_failure_names_task_error_and_log_and_an_empty_list_sends_nothin
     [mail] = smtp_inbox.messages
     assert mail["Subject"] == f"[ErfNet] run {run.run_id} failed in check_params"
     text = webhook.received[0][1]["message"]
-    assert "ErfnetError: weights '/etc/passwd' resolves to /etc/passwd, outside the data roots" in text
+    assert "BadInput: weights '/etc/passwd' resolves to /etc/passwd, outside the data roots" in text
     log = re.search(r"Task log: (\S+)", text).group(1)
     assert log.startswith(f"{BASE_URL}/dags/erfnet_offline_inference/runs/") and "/tasks/check_params" in log
 

@@ -17,7 +17,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "deploy"))
 from local_cluster import compose, compose_command, compose_settings  # noqa: E402
 
-from erfnet_tasks.deployment import local_airflow_env, without_project_settings  # noqa: E402
+from erfnet_tasks.deployment import local_airflow_env, without_project_settings
 
 AIRFLOW = Path(sys.executable).with_name("airflow")
 # The providers the deployment needs: the executor's, the metadata/results databases', the DAG's operators'.

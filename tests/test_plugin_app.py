@@ -434,3 +434,23 @@ def test_history_charts_mark_the_upgrades_the_probe_saw_in_the_range(populated, 
                              now=dt.datetime(2025, 2, 1, tzinfo=dt.timezone.utc))  # long before the range
     chart = _chart_data(_client(populated, monkeypatch, user=True).get("/history", params={"batch": 1}).text)
     assert chart["upgrades"] == [{"time": "2026-11-15T09:30:00+00:00", "label": "npu-a: CANN 7.0.RC1 \u2192 8.0.RC2"}]
+
+
+def test_every_failure_status_reads_as_words_on_the_page():
+    """The words come from CellStatus itself: no_space, once missing from a hand-kept list, has them too."""
+    from erfnet_ui import views
+
+    from erfnet_tasks.records import CellStatus
+
+    doc = {"run": {"id": "r"}, "perf": [{"target": "Ascend310", "batch_size": 1, "status": status.value,
+                                         "error": f"{status.value}: detail"} for status in CellStatus
+                                        if status is not CellStatus.OK]}
+    shown = set()
+    for status in CellStatus:
+        if status is CellStatus.OK:
+            continue
+        table = views.perf_view({**doc, "perf": [c for c in doc["perf"] if c["status"] == status]}, None)
+        cell = table.rows[0][1]
+        assert cell.css == "status" and cell.title == f"{status.value}: detail" and "_" not in cell.text
+        shown.add(cell.text)
+    assert "no space for the outputs" in shown and len(shown) == len(CellStatus) - 1
