@@ -30,7 +30,10 @@ from pathlib import Path
 
 from local_cluster import init_pool_commands
 
+from erfnet_tasks.demo import DEMO_IMAGES, prepare_inputs
 from erfnet_tasks.deployment import DAG_ID, VENV_BIN, local_airflow_env
+from erfnet_tasks.errors import ErfnetError
+from erfnet_tasks.settings import data_dir
 
 REPO = Path(__file__).resolve().parent.parent
 BIN = VENV_BIN
@@ -129,8 +132,6 @@ def banner(env: dict[str, str], base_url: str, log: Path) -> str:
 
 
 def run(port: int) -> int:
-    from erfnet_tasks.demo import DEMO_IMAGES, prepare_inputs
-    from erfnet_tasks.settings import data_dir
 
     data = data_dir()
     dataset, weights = prepare_inputs(data / "demo", DEMO_IMAGES)
@@ -165,9 +166,6 @@ def main(argv: list[str] | None = None) -> int:
                                                  "demo's synthetic data as the form's defaults; Ctrl-C stops it.")
     parser.add_argument("--port", type=int, default=8080, help="the UI's port (default 8080)")
     args = parser.parse_args(argv)
-    sys.path.insert(0, str(REPO))
-    from erfnet_tasks.errors import ErfnetError
-
     try:
         return run(args.port)
     except (LaunchError, ErfnetError) as exc:

@@ -71,7 +71,7 @@ def ascend_standins(tmp_path: Path, pg_url: str, chips: str, **extra: str) -> tu
     (toolkit / "version.cfg").write_text("# version: 1.0\nruntime_running_version=[7.6.0.1.220:8.0.0]\n")
     return toolkit, {
         "PATH": f"{STANDINS / 'bin'}{os.pathsep}{os.environ['PATH']}",
-        "PYTHONPATH": str(STANDINS),
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(STANDINS), os.environ.get("PYTHONPATH")])),
         "ASCEND_TOOLKIT_HOME": str(toolkit),
         "STANDIN_NPU_CHIP": chips,
         "ERFNET_RESULTS_DB_URL": pg_url,

@@ -7,6 +7,7 @@ import os
 import pytest
 
 from erfnet_tasks import pipeline
+from erfnet_tasks.deployment import DAG_ID
 from erfnet_tasks.errors import ErfnetError
 from erfnet_tasks.settings import load_settings
 from erfnet_tasks.targets import expand_targets, parse_target
@@ -129,7 +130,7 @@ def test_a_refused_compile_is_a_recorded_cell_not_a_crash(data_root, tmp_path, m
 
 
 def test_run_document_status_and_cells():
-    env = {"run_id": "manual__1", "dag_id": pipeline.DAG_ID, "started_at": "2026-11-25T00:00:00+00:00",
+    env = {"run_id": "manual__1", "dag_id": DAG_ID, "started_at": "2026-11-25T00:00:00+00:00",
            "params": {}, "cann_version": "8.0.0", "driver_version": None, "host": "h", "backends": {},
            "weights_sha256": "w"}
     ok = {"target": "Ascend310", "batch_size": 1, "backend": "ascend", "chip": "Ascend310", "status": "ok",
@@ -161,7 +162,7 @@ def test_export_is_reused_while_weights_and_exporter_are_unchanged(data_root, ra
 
 
 def _env_and_cells():
-    env = {"run_id": "manual__2", "dag_id": pipeline.DAG_ID, "started_at": "2026-11-26T00:00:00+00:00",
+    env = {"run_id": "manual__2", "dag_id": DAG_ID, "started_at": "2026-11-26T00:00:00+00:00",
            "params": {"force": False, "batch_sizes": [1], "reference_miou": 0.0, "tolerance": 1.0},
            "cann_version": "8.0.0", "driver_version": None, "host": "h", "backends": {},
            "weights_sha256": "w", "targets": [{"name": "Ascend310", "chip": "Ascend310"},
