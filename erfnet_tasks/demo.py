@@ -62,7 +62,7 @@ def airflow_environment(base: Path, dags_folder: Path) -> dict[str, str]:
 
 def _airflow(*args: str, env: dict[str, str]) -> None:
     airflow = Path(sys.executable).with_name("airflow")
-    proc = subprocess.run([str(airflow), *args], env=env)
+    proc = subprocess.run([str(airflow), *args], env=env, check=False)
     if proc.returncode != 0:
         raise BadInput(f"`airflow {args[0]} {args[1] if len(args) > 1 else ''}` failed with exit code "
                        f"{proc.returncode} (its output is above)")
