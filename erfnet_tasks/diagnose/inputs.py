@@ -40,7 +40,7 @@ def sample_shape(model: onnx.ModelProto) -> tuple[int, ...]:
 def read_sample(path: Path, shape: tuple[int, ...]) -> Sample:
     """One sample as a batch of one, float32."""
     if path.suffix == ".npy":
-        array = np.load(path).astype(np.float32, copy=False)
+        array: Sample = np.asarray(np.load(path), dtype=np.float32)
         if array.size != int(np.prod(shape)):
             raise ErfnetError(f"{path}: {array.size} values, the model's input takes {int(np.prod(shape))}")
         return array.reshape(1, *shape)

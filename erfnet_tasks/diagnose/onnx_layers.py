@@ -14,7 +14,6 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 import onnx
-from onnx import helper
 
 from ..errors import ErfnetError, first_line
 from .inputs import Sample, first_inputs, read_sample, sample_shape
@@ -35,7 +34,7 @@ def load_model(path: str | os.PathLike[str], role: str) -> onnx.ModelProto:
         return onnx.load(str(path))
     except FileNotFoundError:
         raise ErfnetError(f"{role} model not found: {path}") from None
-    except Exception as exc:  # onnx raises DecodeError, ValueError...: the user needs one line
+    except Exception as exc:  # noqa: BLE001 - onnx raises DecodeError, ValueError...: the user needs one line
         raise ErfnetError(f"{role} {path} is not an ONNX model ({first_line(exc)})") from None
 
 
@@ -52,7 +51,7 @@ def with_every_output(model: onnx.ModelProto) -> onnx.ModelProto:
     """A copy whose graph outputs are every node output (the model's own outputs first, unchanged)."""
     try:
         inferred = onnx.shape_inference.infer_shapes(model)
-    except Exception:  # shape inference is a help for typing outputs, never required
+    except Exception:  # noqa: BLE001 - shape inference only types the outputs, never required
         inferred = model
     typed = {vi.name: vi for vi in [*inferred.graph.value_info, *inferred.graph.output]}
     copy = onnx.ModelProto()
@@ -60,14 +59,14 @@ def with_every_output(model: onnx.ModelProto) -> onnx.ModelProto:
     present = {o.name for o in copy.graph.output}
     for item in node_outputs(model):
         if item.tensor not in present:
-            copy.graph.output.append(typed.get(item.tensor) or helper.ValueInfoProto(name=item.tensor))
+            copy.graph.output.append(typed.get(item.tensor) or onnx.ValueInfoProto(name=item.tensor))
             present.add(item.tensor)
     return copy
 
 
 def run_every_output(model: onnx.ModelProto, sample: Sample) -> dict[str, npt.NDArray[np.generic]]:
     """Tensor name -> value for one input sample."""
-    import onnxruntime as ort  # heavy; only diagnosis on ONNX Runtime needs it
+    import onnxruntime as ort  # type: ignore[import-untyped]  # heavy: only this backend needs it
 
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
@@ -78,7 +77,7 @@ def run_every_output(model: onnx.ModelProto, sample: Sample) -> dict[str, npt.ND
         feed = session.get_inputs()[0].name
         names = [o.name for o in session.get_outputs()]
         return dict(zip(names, session.run(names, {feed: sample})))
-    except Exception as exc:  # ORT's errors are many types; the user needs one line
+    except Exception as exc:  # noqa: BLE001 - ORT's errors are many types; the user needs one line
         raise ErfnetError(f"ONNX Runtime could not run the model: {first_line(exc)}") from None
 
 
