@@ -64,21 +64,28 @@ def with_every_output(model: onnx.ModelProto) -> onnx.ModelProto:
     return copy
 
 
-def run_every_output(model: onnx.ModelProto, sample: Sample) -> dict[str, npt.NDArray[np.generic]]:
-    """Tensor name -> value for one input sample."""
-    import onnxruntime as ort  # type: ignore[import-untyped]  # heavy: only this backend needs it
+class EveryOutputRunner:
+    """One ONNX Runtime session of the model with every node output; ``run`` gives tensor name -> value."""
 
-    options = ort.SessionOptions()
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    options.log_severity_level = 3
-    try:
-        session = ort.InferenceSession(with_every_output(model).SerializeToString(), options,
-                                       providers=["CPUExecutionProvider"])
-        feed = session.get_inputs()[0].name
-        names = [o.name for o in session.get_outputs()]
-        return dict(zip(names, session.run(names, {feed: sample})))
-    except Exception as exc:  # noqa: BLE001 - ORT's errors are many types; the user needs one line
-        raise ErfnetError(f"ONNX Runtime could not run the model: {first_line(exc)}") from None
+    def __init__(self, model: onnx.ModelProto):
+        import onnxruntime as ort  # type: ignore[import-untyped]  # heavy: only this backend needs it
+
+        options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+        options.log_severity_level = 3
+        try:
+            self.session = ort.InferenceSession(with_every_output(model).SerializeToString(), options,
+                                                providers=["CPUExecutionProvider"])
+        except Exception as exc:  # noqa: BLE001 - ORT's errors are many types; the user needs one line
+            raise ErfnetError(f"ONNX Runtime could not load the model: {first_line(exc)}") from None
+        self.feed = self.session.get_inputs()[0].name
+        self.names = [o.name for o in self.session.get_outputs()]
+
+    def run(self, sample: Sample) -> dict[str, npt.NDArray[np.generic]]:
+        try:
+            return dict(zip(self.names, self.session.run(self.names, {self.feed: sample}), strict=True))
+        except Exception as exc:  # noqa: BLE001 - as above
+            raise ErfnetError(f"ONNX Runtime could not run the model: {first_line(exc)}") from None
 
 
 def _compare_one(target: npt.NDArray[np.generic] | None, golden: npt.NDArray[np.generic] | None
@@ -103,11 +110,12 @@ def compare_models(golden_path: str | os.PathLike[str], model_path: str | os.Pat
     shape = sample_shape(golden)
     items = node_outputs(model)
     golden_tensors = {item.tensor: item.node for item in node_outputs(golden)}
+    golden_runner, target_runner = EveryOutputRunner(golden), EveryOutputRunner(model)
     per_image: list[list[tuple[Metrics, str | None]]] = []
     for path in files:
         sample = read_sample(Path(path), shape)
-        golden_values = run_every_output(golden, sample)
-        target_values = run_every_output(model, sample)
+        golden_values = golden_runner.run(sample)
+        target_values = target_runner.run(sample)
         per_image.append([_compare_one(target_values.get(i.tensor),
                                        golden_values.get(i.tensor) if i.tensor in golden_tensors else None)
                           for i in items])
