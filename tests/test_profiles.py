@@ -171,3 +171,28 @@ def test_slowed_standin_op_type_is_named_first(om, tmp_path):
     assert (first["op_type"], first["op_name"]) == ("MaxPool", None)
     assert first["current_us"] > 10 * first["baseline_us"]
     assert next(e for e in result["ops"] if e["op_name"])["op_name"] == "pool1"
+
+
+def test_standin_cann_switches_slow_the_compute_time_and_perturb_the_outputs(om, tmp_path):
+    import json
+
+    prep = harness.write_prep(tmp_path / "prep", ["a.bin"], shape=SHAPE)[0].parent
+
+    def run(out, **env):
+        done = subprocess.run([sys.executable, "-m", "ais_bench", "--model", str(om), "--input", str(prep),
+                               "--output", str(out), "--output_dirname", "o", "--loop", "20", "--outfmt", "BIN"],
+                              capture_output=True, text=True, env={**os.environ, **env})
+        assert done.returncode == 0, done.stdout + done.stderr
+        summary = json.loads((out / "o_summary.json").read_text())
+        return summary["NPU_compute_time"]["median"], np.fromfile(out / "o" / "a_0.bin", dtype=np.float32)
+
+    base_ms, base_out = run(tmp_path / "base")
+    slow_ms, slow_out = run(tmp_path / "slow", STANDIN_CANN_SLOW_OP_TYPE="Conv", STANDIN_CANN_SLOW_FACTOR="4")
+    assert slow_ms > 1.5 * base_ms
+    np.testing.assert_array_equal(slow_out, base_out)
+    _, bad_out = run(tmp_path / "perturbed", STANDIN_CANN_PERTURB_NODE="conv2", STANDIN_CANN_PERTURB_FACTOR="0.5")
+    assert not np.allclose(bad_out, base_out, atol=1e-3)
+    (tmp_path / "toolkit").mkdir()
+    (tmp_path / "toolkit" / "standin_behaviour.json").write_text(json.dumps({"perturb_node": "conv2"}))
+    _, file_out = run(tmp_path / "from_file", ASCEND_TOOLKIT_HOME=str(tmp_path / "toolkit"))
+    assert not np.allclose(file_out, base_out, atol=1e-3)
