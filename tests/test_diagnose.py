@@ -268,3 +268,20 @@ def test_bad_input_is_one_line_and_exit_2(case, tmp_path, tiny_prep, monkeypatch
     assert done.returncode == 2
     assert done.stderr.count("\n") == 1 and done.stderr.startswith("erfnet: error: ") and expect in done.stderr
     assert done.stdout == ""
+
+
+def test_argmax_model_matches_the_golden_by_node_name(small_models, tmp_path):
+    import shutil
+
+    from erfnet_tasks.onnx_export import append_argmax
+
+    golden, _, prep = small_models
+    model = shutil.copy(golden, tmp_path / "argmax.onnx")
+    append_argmax(model)
+    doc = diagnose_json(golden, model, prep)
+    assert doc["first_diverging"] is None
+    by_node = {layer["node"]: layer for layer in doc["layers"]}
+    last_conv = by_node["/decoder/output_conv/ConvTranspose"]
+    assert last_conv["onnx_nodes"] == ["/decoder/output_conv/ConvTranspose"] and last_conv["cosine"] == pytest.approx(1.0)
+    added = [layer for layer in doc["layers"] if layer["op_type"] in ("ArgMax", "Cast")]
+    assert len(added) == 2 and all(la["onnx_nodes"] == [] and la["note"] == "no ONNX counterpart" for la in added)

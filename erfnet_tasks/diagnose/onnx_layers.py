@@ -88,6 +88,21 @@ class EveryOutputRunner:
             raise ErfnetError(f"ONNX Runtime could not run the model: {first_line(exc)}") from None
 
 
+def golden_counterparts(golden: onnx.ModelProto, items: list[NodeOutput]) -> list[NodeOutput | None]:
+    """The golden's output for each of the model's: same node name and output index, else same tensor name
+    and op type (an ArgMax model renames the logits tensor, keeps the node's name, and gives the name
+    ``output1`` to a Cast that has no counterpart)."""
+    by_node = {(g.node, g.index): g for g in node_outputs(golden)}
+    by_tensor = {g.tensor: g for g in by_node.values()}
+    found: list[NodeOutput | None] = []
+    for item in items:
+        same_tensor = by_tensor.get(item.tensor)
+        if same_tensor is not None and same_tensor.op_type != item.op_type:
+            same_tensor = None
+        found.append(by_node.get((item.node, item.index)) or same_tensor)
+    return found
+
+
 def _compare_one(target: npt.NDArray[np.generic] | None, golden: npt.NDArray[np.generic] | None
                  ) -> tuple[Metrics, str | None]:
     if golden is None:
@@ -104,24 +119,23 @@ def _compare_one(target: npt.NDArray[np.generic] | None, golden: npt.NDArray[np.
 
 def compare_models(golden_path: str | os.PathLike[str], model_path: str | os.PathLike[str],
                    prep_dir: str | os.PathLike[str], images: int) -> list[Layer]:
-    """Every node output of the model against the golden's tensor of the same name, over N samples."""
+    """Every node output of the model against its golden counterpart, over N samples."""
     golden, model = load_model(golden_path, "golden"), load_model(model_path, "model")
     files = first_inputs(prep_dir, images)
     shape = sample_shape(golden)
     items = node_outputs(model)
-    golden_tensors = {item.tensor: item.node for item in node_outputs(golden)}
+    pairs = list(zip(items, golden_counterparts(golden, items), strict=True))
     golden_runner, target_runner = EveryOutputRunner(golden), EveryOutputRunner(model)
     per_image: list[list[tuple[Metrics, str | None]]] = []
     for path in files:
         sample = read_sample(Path(path), shape)
         golden_values = golden_runner.run(sample)
         target_values = target_runner.run(sample)
-        per_image.append([_compare_one(target_values.get(i.tensor),
-                                       golden_values.get(i.tensor) if i.tensor in golden_tensors else None)
-                          for i in items])
+        per_image.append([_compare_one(target_values.get(item.tensor), golden_values.get(twin.tensor) if twin else None)
+                          for item, twin in pairs])
         del golden_values, target_values
-    return [_layer(item, [row[k] for row in per_image], golden_tensors.get(item.tensor))
-            for k, item in enumerate(items)]
+    return [_layer(item, [row[k] for row in per_image], twin.node if twin else None)
+            for k, (item, twin) in enumerate(pairs)]
 
 
 def _layer(item: NodeOutput, results: list[tuple[Metrics, str | None]], golden_node: str | None) -> Layer:
