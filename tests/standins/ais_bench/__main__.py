@@ -149,6 +149,15 @@ def slowed_share(model: str, device: int, how: dict, feed: str, sample: np.ndarr
     return share
 
 
+def write_profile(args, session, device: int, how: dict) -> None:
+    """msprof's op summary under OUTPUT/profiler/ from this session's ONNX Runtime trace."""
+    trace = session.end_profiling()
+    summary_csv = write_op_summary(args.output or ".", trace, model=args.model, device=device,
+                                   skip_runs=args.warmup_count, how=how)
+    os.remove(trace)
+    logger.info(f"profiler output: {summary_csv}")
+
+
 def main(argv=None) -> int:
     logging.basicConfig(level=logging.INFO, format="[%(levelname)s] %(message)s", stream=sys.stdout, force=True)
     record_invocation("ais_bench")
@@ -156,14 +165,14 @@ def main(argv=None) -> int:
     era = os.environ.get("STANDIN_AIS_BENCH_ERA", "2023")
     logger.info("acl init success")
     device = int(args.device.split(",")[0])
+    if args.profiler and args.dump:
+        fatal("--profiler and --dump cannot be used together")
     open_device(device)
     with occupy(device, "ais_bench"):
         return run(args, era, device)
 
 
 def run(args, era: str, device: int) -> int:
-    if args.profiler and args.dump:
-        fatal("--profiler and --dump cannot be used together")
     how = behaviour()
     header, session, batch = load_model(args.model, device, how, profiling=args.profiler)
     feed = session.get_inputs()[0]
@@ -214,11 +223,7 @@ def run(args, era: str, device: int) -> int:
                 filesinfo[str(len(filesinfo))] = {"infiles": [infile], "outfiles": outfiles}
 
     if args.profiler:
-        trace = session.end_profiling()
-        summary_csv = write_op_summary(args.output or ".", trace, model=args.model, device=device,
-                                       skip_runs=args.warmup_count, how=how)
-        os.remove(trace)
-        logger.info(f"profiler output: {summary_csv}")
+        write_profile(args, session, device, how)
     batchsize = args.batchsize if args.batchsize else batch
     s_compute, s_h2d, s_d2h = stats(compute), stats(h2d), stats(d2h)
     throughput = 1000 * batchsize / s_compute["mean"] if s_compute["mean"] else 0.0
