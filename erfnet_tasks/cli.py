@@ -149,6 +149,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     register_results(sub)
     _add_runs_commands(sub)
+    from .diagnose.cli import register as register_diagnose
+
+    register_diagnose(sub)
 
     p = sub.add_parser("demo", help="run the whole DAG in-process on the embedded default (ONNX Runtime + PyTorch "
                                     "CPU); without --weights/--dataset-root on SYNTHETIC data and RANDOM weights")

@@ -8,12 +8,15 @@ import logging
 import os
 import re
 import sys
+import tempfile
 import time
 
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from standin_device import chip_of, occupy, openable_devices  # noqa: E402
+from standin_cann import behaviour, device_model  # noqa: E402
+from standin_msprof import type_share, write_op_summary  # noqa: E402
 from standin_om import read_om, record_invocation  # noqa: E402
 
 logger = logging.getLogger("ais_bench")
@@ -81,7 +84,7 @@ def open_device(device: int) -> None:
     logger.info(f"open device {device} success")
 
 
-def load_model(path: str, device: int):
+def load_model(path: str, device: int, how: dict, profiling: bool = False):
     # An om loads only on a device of the chip it was built for (device N is the Nth chip npu-smi lists).
     oom_batch = int(os.environ.get("STANDIN_NPU_OOM_BATCH", OOM_BATCH))
     try:
@@ -100,7 +103,12 @@ def load_model(path: str, device: int):
 
     options = ort.SessionOptions()
     options.log_severity_level = 3
-    session = ort.InferenceSession(onnx_bytes, options, providers=["CPUExecutionProvider"])
+    options.enable_profiling = profiling
+    if profiling:  # no layout rewrites, so the profiled ops keep the model's node names as an om's ops do
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
+    options.profile_file_prefix = os.path.join(tempfile.gettempdir(), f"standin_ais_bench_{os.getpid()}")
+    model = device_model(onnx_bytes, how).SerializeToString()  # as the stand-in CANN computes it
+    session = ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
     logger.info(f"load model {path} success")
     return header, session, batch
 
@@ -129,6 +137,27 @@ def read_batch(files: list[str], batch: int, sample_shape: tuple) -> np.ndarray:
     return data
 
 
+def slowed_share(model: str, device: int, how: dict, feed: str, sample: np.ndarray) -> float:
+    """The stand-in CANN's slowed op type's part of the compute time, from one profiled run."""
+    if not how.get("slow_op_type") or how["slow_factor"] == 1.0:
+        return 0.0
+    _, session, _ = load_model(model, device, how, profiling=True)
+    session.run(None, {feed: sample})
+    trace = session.end_profiling()
+    share = type_share(trace, how["slow_op_type"])
+    os.remove(trace)
+    return share
+
+
+def write_profile(args, session, device: int, how: dict) -> None:
+    """msprof's op summary under OUTPUT/profiler/ from this session's ONNX Runtime trace."""
+    trace = session.end_profiling()
+    summary_csv = write_op_summary(args.output or ".", trace, model=args.model, device=device,
+                                   skip_runs=args.warmup_count, how=how)
+    os.remove(trace)
+    logger.info(f"profiler output: {summary_csv}")
+
+
 def main(argv=None) -> int:
     logging.basicConfig(level=logging.INFO, format="[%(levelname)s] %(message)s", stream=sys.stdout, force=True)
     record_invocation("ais_bench")
@@ -136,13 +165,16 @@ def main(argv=None) -> int:
     era = os.environ.get("STANDIN_AIS_BENCH_ERA", "2023")
     logger.info("acl init success")
     device = int(args.device.split(",")[0])
+    if args.profiler and args.dump:
+        fatal("--profiler and --dump cannot be used together")
     open_device(device)
     with occupy(device, "ais_bench"):
         return run(args, era, device)
 
 
 def run(args, era: str, device: int) -> int:
-    header, session, batch = load_model(args.model, device)
+    how = behaviour()
+    header, session, batch = load_model(args.model, device, how, profiling=args.profiler)
     feed = session.get_inputs()[0]
     sample_shape = tuple(d if isinstance(d, int) and d > 0 else 1 for d in feed.shape[1:])
     if header.get("input_shape"):
@@ -162,6 +194,7 @@ def run(args, era: str, device: int) -> int:
     first = read_batch(groups[0], batch, sample_shape)[:max(1, len(groups[0]))]
     for _ in range(args.warmup_count):
         session.run(None, {feed.name: first})
+    slowed = slowed_share(args.model, device, how, feed.name, first)
     compute, h2d, d2h, filesinfo = [], [], [], {}
     for group in groups:
         # Only the rows that hold an input are computed: the padding rows' outputs are never written, and
@@ -172,6 +205,7 @@ def run(args, era: str, device: int) -> int:
             device_input = host.copy()  # the stand-in "H2D" copy
             t1 = time.perf_counter()
             results = session.run(None, {feed.name: device_input})
+            time.sleep((how["slow_factor"] - 1) * slowed * (time.perf_counter() - t1))  # the slowed op type
             t2 = time.perf_counter()
             results = [np.asarray(r, dtype=out_dtype or r.dtype).copy() for r in results]  # "D2H"
             t3 = time.perf_counter()
@@ -188,6 +222,8 @@ def run(args, era: str, device: int) -> int:
                     outfiles.append(out)
                 filesinfo[str(len(filesinfo))] = {"infiles": [infile], "outfiles": outfiles}
 
+    if args.profiler:
+        write_profile(args, session, device, how)
     batchsize = args.batchsize if args.batchsize else batch
     s_compute, s_h2d, s_d2h = stats(compute), stats(h2d), stats(d2h)
     throughput = 1000 * batchsize / s_compute["mean"] if s_compute["mean"] else 0.0
