@@ -18,7 +18,7 @@ import pytest
 import yaml
 from sqlalchemy.engine import make_url
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 COMPOSE = REPO / "docker-compose.yaml"
 DOCKERFILE = REPO / "Dockerfile"
 DEPLOY = REPO / "deploy"
@@ -118,7 +118,7 @@ def test_cpu_worker_takes_the_default_queue_and_npu_worker_the_queues_of_its_chi
     services = resolved["services"]
     assert _queues(services["airflow-worker"]) == ["default"]
     # The NPU worker's queues are npu-<chip> for the chips its host has, read by `erfnet worker-queues`
-    # in its own shell (tests/test_cluster.py runs this line for two simulated hosts).
+    # in its own shell (tests/integration/test_cluster.py runs this line for two simulated hosts).
     argv = _command(services["airflow-worker-npu"])
     assert argv[:2] == ["bash", "-c"], argv
     assert argv[2].replace("$$", "$").startswith(  # `config` writes compose's escaped $$ back

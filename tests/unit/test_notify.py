@@ -141,7 +141,7 @@ def test_summary_policy_and_settings(monkeypatch):
 
 
 def test_plugin_prefix_matches_the_app():
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "plugins"))
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "plugins"))
     from erfnet_ui.app import URL_PREFIX
 
     assert notify.PLUGIN_PREFIX == URL_PREFIX

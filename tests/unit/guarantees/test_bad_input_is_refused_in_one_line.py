@@ -21,7 +21,7 @@ from erfnet_tasks.errors import ErfnetError, first_line
 from erfnet_tasks.fsutil import write_json_atomic
 from erfnet_tasks.results import models, publish
 from erfnet_tasks.settings import load_settings
-from test_results_db import make_doc
+from tests.helpers.run_documents import make_doc
 
 DOWN_URL = "postgresql+psycopg://postgres@127.0.0.1:1/erfnet_down"  # nothing listens on port 1
 CHIP_56 = "Ascend" + "9" * 50
@@ -60,13 +60,13 @@ def good_doc(run_id: str = "manual__2026-06-01T00:00:00+00:00", started: str = "
     ({"batch_sizes": [1, 2048]}, "from 1 to 1024"),
     ({"image_limit": 2**40}, "up to 2147483647"),
 ])
-def test_8_form_refuses_values_the_database_cannot_store(roots, change, message):
+def test_form_refuses_values_the_database_cannot_store(roots, change, message):
     raw = {"weights": str(roots / "w.pth"), "dataset_root": str(roots / "ds"), **change}
     with pytest.raises(ErfnetError, match=message):
         pipeline.validate_params(raw, load_settings())
 
 
-def test_8_weights_that_are_a_directory_are_refused_in_one_line(roots):
+def test_weights_that_are_a_directory_are_refused_in_one_line(roots):
     (roots / "weights_dir").mkdir()
     with pytest.raises(ErfnetError, match="is not a file"):
         pipeline.validate_params({"weights": str(roots / "weights_dir"), "dataset_root": str(roots / "ds")},
@@ -77,7 +77,7 @@ def test_8_weights_that_are_a_directory_are_refused_in_one_line(roots):
     (["--targets", CHIP_56], "at most 50 characters"),
     (["--batch-sizes", "1,4096"], "from 1 to 1024"),
 ])
-def test_8_demo_cli_refuses_them_before_airflow_starts(tmp_path, monkeypatch, capsys, argv, message):
+def test_demo_cli_refuses_them_before_airflow_starts(tmp_path, monkeypatch, capsys, argv, message):
     monkeypatch.setenv("ERFNET_DATA_DIR", str(tmp_path))
     monkeypatch.setenv("ERFNET_RESULTS_DB_URL", DOWN_URL)  # never reached: validation comes first
     assert main(["demo", "--images", "1", *argv]) == 2
@@ -85,7 +85,7 @@ def test_8_demo_cli_refuses_them_before_airflow_starts(tmp_path, monkeypatch, ca
     assert not (tmp_path / "demo" / "airflow_home").exists()
 
 
-def test_8_the_longest_accepted_chip_name_publishes_on_postgresql(roots, pg_url):
+def test_the_longest_accepted_chip_name_publishes_on_postgresql(roots, pg_url):
     chip = "Ascend" + "7" * (models.CHIP_MAX - len("Ascend"))
     params = pipeline.validate_params({"weights": str(roots / "w.pth"), "dataset_root": str(roots / "ds"),
                                        "targets": [chip], "aoe": True, "batch_sizes": [1024]}, load_settings())
@@ -106,7 +106,7 @@ def test_8_the_longest_accepted_chip_name_publishes_on_postgresql(roots, pg_url)
     (lambda d: d["perf"][0].update(batch_size=2**31), "integer range"),
     (lambda d: d["run"].update(cann_version="8" * 101), "at most 100"),
 ])
-def test_8_import_refuses_what_the_schema_cannot_hold_and_writes_nothing(tmp_path, pg_url, capsys, spoil, message):
+def test_import_refuses_what_the_schema_cannot_hold_and_writes_nothing(tmp_path, pg_url, capsys, spoil, message):
     doc = good_doc()
     spoil(doc)
     path = doc_file(tmp_path, doc)
@@ -124,7 +124,7 @@ def test_8_import_refuses_what_the_schema_cannot_hold_and_writes_nothing(tmp_pat
 HOSTILE = "=HYPERLINK(\"http://evil\",\"x\")"
 
 
-def test_9_csv_exports_neutralise_formulas(sqlite_url, tmp_path, capsys, monkeypatch):
+def test_csv_exports_neutralise_formulas(sqlite_url, tmp_path, capsys, monkeypatch):
     doc = make_doc("manual__2026-06-03T00:00:00+00:00", "2026-06-03T00:00:00+00:00", "8.0",
                    [(HOSTILE, 1, 0.7, 10.0, "ok"), ("+cmd", 1, 0.6, 11.0, "ok"), ("@SUM(A1)", 1, 0.5, 9.0, "ok"),
                     ("-2+3", 1, 0.5, 9.0, "ok")])
@@ -135,7 +135,7 @@ def test_9_csv_exports_neutralise_formulas(sqlite_url, tmp_path, capsys, monkeyp
     assert f"'{HOSTILE}" in cells and "'+cmd" in cells and "'@SUM(A1)" in cells and "'-2+3" in cells
     assert not any(c.startswith(("=", "+", "@")) for c in cells)
     # the plugin's accuracy.csv and perf.csv are rendered by the same function
-    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[1] / "plugins"))
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[3] / "plugins"))
     from erfnet_ui import views
 
     for text in (views.accuracy_csv(doc), views.perf_csv(doc)):
@@ -143,7 +143,7 @@ def test_9_csv_exports_neutralise_formulas(sqlite_url, tmp_path, capsys, monkeyp
         assert f"'{HOSTILE}" in rows[0] and not any(c.startswith(("=", "+", "@")) for r in rows for c in r)
 
 
-def test_9_negative_numbers_stay_numbers():
+def test_negative_numbers_stay_numbers():
     from erfnet_tasks.results import tables
 
     assert tables.csv_safe("-0.25") == "-0.25" and tables.csv_safe("-1e-3") == "-1e-3"
@@ -152,7 +152,7 @@ def test_9_negative_numbers_stay_numbers():
 
 # ------------------------------------------------------------------------ 10. database outage
 
-def test_10_nightly_run_measures_when_the_results_database_is_down():
+def test_nightly_run_measures_when_the_results_database_is_down():
     env = {"params": {"force": False, "batch_sizes": [1]}, "targets": [{"name": "cpu"}], "cann_version": None,
            "weights_sha256": "ab" * 32}
     assert pipeline.unchanged_since_last_run(env, {}, {"fingerprint": "x"}, url=DOWN_URL) is None
@@ -163,12 +163,12 @@ def test_10_nightly_run_measures_when_the_results_database_is_down():
     ["results", "--db", DOWN_URL, "show", "--run", "latest"],
     ["results", "--db", DOWN_URL, "init"],
 ])
-def test_10_results_commands_give_one_line_when_the_database_is_down(capsys, argv):
+def test_results_commands_give_one_line_when_the_database_is_down(capsys, argv):
     assert main(argv) == 2
     assert "results database" in one_error_line(capsys)
 
 
-def test_10_demo_gives_one_line_when_the_database_is_down(tmp_path, monkeypatch, capsys):
+def test_demo_gives_one_line_when_the_database_is_down(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("ERFNET_DATA_DIR", str(tmp_path))
     monkeypatch.setenv("ERFNET_RESULTS_DB_URL", DOWN_URL)
     assert main(["demo", "--images", "1"]) == 2
@@ -177,7 +177,7 @@ def test_10_demo_gives_one_line_when_the_database_is_down(tmp_path, monkeypatch,
 
 # ---------------------------------------------------------------------------------- 11. smaller ones
 
-def test_11_escape_sequences_in_stored_fields_are_not_printed_raw(sqlite_url, tmp_path, capsys):
+def test_escape_sequences_in_stored_fields_are_not_printed_raw(sqlite_url, tmp_path, capsys):
     doc = good_doc()
     doc["run"]["host"] = "npu\x1b[2J\x1b]0;owned\x07host"
     doc["perf"][0]["error"] = None
@@ -191,7 +191,7 @@ def test_11_escape_sequences_in_stored_fields_are_not_printed_raw(sqlite_url, tm
     assert "npu\\x1b[2J" in capsys.readouterr().out
 
 
-def test_11_missing_started_at_is_refused_and_latest_is_unchanged(sqlite_url, tmp_path, capsys):
+def test_missing_started_at_is_refused_and_latest_is_unchanged(sqlite_url, tmp_path, capsys):
     assert main(["results", "--db", sqlite_url, "import", str(doc_file(tmp_path, good_doc()))]) == 0
     late = good_doc("manual__2020-01-01T00:00:00+00:00")
     del late["run"]["started_at"]
@@ -206,7 +206,7 @@ def test_11_missing_started_at_is_refused_and_latest_is_unchanged(sqlite_url, tm
     ("._frankfurt_000000_000000_leftImg8bit.png", "AppleDouble"),
     ("frankfurt_000000_000077_leftImg8bit.PNG", "rename it to .png"),
 ])
-def test_11_macos_and_upper_case_files_are_named_with_the_real_reason(tmp_path, capsys, name, reason):
+def test_macos_and_upper_case_files_are_named_with_the_real_reason(tmp_path, capsys, name, reason):
     synthetic.write_sample_data(tmp_path / "data", 2, size=(512, 256))
     img_dir, gt_dir = cityscapes.dataset_dirs(tmp_path / "data")
     (img_dir / "frankfurt" / name).write_bytes(b"\0\5\0\0 metadata")
@@ -216,7 +216,7 @@ def test_11_macos_and_upper_case_files_are_named_with_the_real_reason(tmp_path, 
     assert code == 2 and reason in err and "no label" not in err and "truncated" not in err
 
 
-def test_11_a_killed_runs_leftovers_are_cleaned(tmp_path):
+def test_a_killed_runs_leftovers_are_cleaned(tmp_path):
     synthetic.write_sample_data(tmp_path / "data", 1, size=(512, 256))
     img_dir, gt_dir = cityscapes.dataset_dirs(tmp_path / "data")
     prep = tmp_path / "prep"
@@ -233,7 +233,7 @@ def test_11_a_killed_runs_leftovers_are_cleaned(tmp_path):
     assert sorted(p.name for p in out_dir.iterdir()) == ["2026_01_02-00_00_00", "2026_01_02-00_00_00_summary.json"]
 
 
-def test_11_atomic_writes_follow_the_umask(tmp_path):
+def test_atomic_writes_follow_the_umask(tmp_path):
     old = os.umask(0o022)
     try:
         write_json_atomic(tmp_path / "a.json", {"a": 1})
@@ -245,6 +245,6 @@ def test_11_atomic_writes_follow_the_umask(tmp_path):
         os.umask(old)
 
 
-def test_11_first_line_is_safe_on_empty_messages():
+def test_first_line_is_safe_on_empty_messages():
     assert first_line(ValueError("")) == "ValueError"
     assert first_line(ValueError("\n  first\nsecond")) == "first"

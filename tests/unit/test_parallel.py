@@ -1,5 +1,5 @@
 """run_parallel where tasks really run: an ordinary process (the CLI, `airflow dags test`) and a daemonic
-process like the Celery prefork child that runs a task on a worker (tests/test_cluster.py runs it in a
+process like the Celery prefork child that runs a task on a worker (tests/integration/test_cluster.py runs it in a
 real Celery worker)."""
 
 from __future__ import annotations
@@ -8,26 +8,15 @@ import os
 import subprocess
 import sys
 import textwrap
-import time
+from pathlib import Path
 
 import pytest
 
 from erfnet_tasks.parallel import run_parallel
+from tests.helpers.parallel_jobs import fail_on_three as _fail_on_three
+from tests.helpers.parallel_jobs import pid_of_worker as _pid_of_worker
 
-
-def _pid_of_worker(job: int) -> tuple[int, int]:
-    time.sleep(0.05)  # long enough that every worker gets a share of the jobs
-    return job, os.getpid()
-
-
-def _square(job: int) -> int:
-    return job * job
-
-
-def _fail_on_three(job: int) -> int:
-    if job == 3:
-        raise ValueError("job 3 is bad")
-    return job
+REPO = Path(__file__).resolve().parents[2]
 
 
 def test_ordinary_process_uses_worker_processes_and_keeps_the_order():
@@ -48,7 +37,7 @@ def _children_in_a_daemonic_process(make_process: str) -> str:
         import logging, os, sys
         logging.basicConfig(level=logging.WARNING, stream=sys.stdout, format="LOG %(message)s")
         from erfnet_tasks.parallel import is_daemonic, run_parallel
-        from tests.test_parallel import _pid_of_worker
+        from tests.helpers.parallel_jobs import pid_of_worker as _pid_of_worker
 
         def body(queue):
             me = os.getpid()
@@ -62,7 +51,7 @@ def _children_in_a_daemonic_process(make_process: str) -> str:
         proc.join()
     """)
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=180,
-                          cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+                          cwd=REPO)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     return proc.stdout
 
@@ -89,12 +78,12 @@ def test_a_process_that_cannot_fork_says_so_once_and_still_computes():
             raise BlockingIOError(errno.EAGAIN, "Resource temporarily unavailable")
         os.fork = refuse
         from erfnet_tasks.parallel import run_parallel
-        from tests.test_parallel import _square
+        from tests.helpers.parallel_jobs import square as _square
         print("FIRST", list(run_parallel(_square, [1, 2, 3], 2, False, "t")))
         print("SECOND", list(run_parallel(_square, [4, 5], 2, False, "t")))
     """)
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120,
-                          cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+                          cwd=REPO)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "FIRST [1, 4, 9]" in proc.stdout and "SECOND [16, 25]" in proc.stdout
     logged = [line for line in proc.stdout.splitlines() if line.startswith("LOG")]

@@ -12,7 +12,7 @@ from erfnet_tasks.cli import main
 from erfnet_tasks.errors import ErfnetError
 from erfnet_tasks.model import ERFNet, load_erfnet, write_random_checkpoint
 
-KEYS_TSV = Path(__file__).parent / "data" / "erfnet-checkpoint-keys.tsv"
+KEYS_TSV = Path(__file__).resolve().parents[1] / "data" / "erfnet-checkpoint-keys.tsv"
 
 
 def upstream_layout() -> dict[str, tuple[list[int], str]]:

@@ -1,6 +1,6 @@
 """Unpausing starts a scheduled run at once with the form's defaults: when they point at nothing, the
 first task (check_params) fails with one line naming the setting to make. The real scheduled run is in
-tests/test_cluster.py."""
+tests/integration/test_cluster.py."""
 
 from __future__ import annotations
 

@@ -16,13 +16,13 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from api_server import wait_for_health
+from tests.helpers.api_server import wait_for_health
 
-from chromium import CHROMIUM, Chromium
+from tests.helpers.chromium import CHROMIUM, Chromium
 
 pytestmark = pytest.mark.browser
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 ARTIFACTS = REPO / "artifacts"
 DAG_ID = "erfnet_offline_inference"
 USER, PASSWORD = "tester", "erfnet-form-test"

@@ -1,4 +1,4 @@
-"""demo.py's own pieces (the whole demo runs the DAG: tests/test_dag.py covers that path)."""
+"""demo.py's own pieces (the whole demo runs the DAG: tests/integration/test_dag.py covers that path)."""
 
 from __future__ import annotations
 

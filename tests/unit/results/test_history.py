@@ -17,14 +17,9 @@ from erfnet_tasks.results import db, history, importing, publish, regression
 from erfnet_tasks.results.models import Performance, Run
 
 import nightlies  # bench/nightlies.py
-from test_results_db import make_doc
+from tests.helpers.run_documents import make_doc
 
 ERFNET = str(Path(sys.executable).parent / "erfnet")
-
-
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def results_url(request) -> str:
-    return request.getfixturevalue("sqlite_url" if request.param == "sqlite" else "pg_url")
 
 
 def _publish_series(url: str, fps_by_run: list[tuple[str, float | None, float | None]]) -> list[str]:

@@ -21,12 +21,12 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-sys.path.insert(0, str(Path(__file__).resolve().parent / "standins"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "standins"))
 import harness  # noqa: E402
 
 pytestmark = pytest.mark.postgres
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 AIRFLOW = str(Path(sys.executable).with_name("airflow"))
 MAIN, PROBE = "erfnet_offline_inference", "erfnet_cann_probe"
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parent / "standins"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "standins"))
 import harness  # noqa: E402
 from standin_om import read_om  # noqa: E402
 

@@ -19,10 +19,9 @@ from urllib.parse import urlsplit
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from test_dag import airflow_env, run_dag  # noqa: E402  (the same real `airflow dags test` runs)
+from tests.helpers.airflow_dags import airflow_env, run_dag  # the same real `airflow dags test` runs
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 BASE_URL = "http://airflow.lab.example:8080"
 MAIL_TO = "model-delivery@lab.example"
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from local_cluster import LocalCluster, Worker  # deploy/local_cluster.py
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 STANDINS = REPO / "tests" / "standins"
 DAG_ID = "erfnet_offline_inference"
 

@@ -69,7 +69,7 @@ def data_roots(tmp_path, monkeypatch):
 
 # ------------------------------------------------------------------ 1. resume and caches by content
 
-def test_1_resume_redoes_an_image_replaced_by_an_older_file(tmp_path):
+def test_resume_redoes_an_image_replaced_by_an_older_file(tmp_path):
     img_dir, gt_dir = make_tree(tmp_path / "data")
     first = preprocess(tmp_path, img_dir, gt_dir)
     image = sorted(img_dir.rglob("*.png"))[1]
@@ -92,7 +92,7 @@ def test_1_resume_redoes_an_image_replaced_by_an_older_file(tmp_path):
     assert item["image_sha256"] == hashlib.sha256(image.read_bytes()).hexdigest()
 
 
-def test_1_resume_redoes_a_bin_altered_in_place(tmp_path):
+def test_resume_redoes_a_bin_altered_in_place(tmp_path):
     img_dir, gt_dir = make_tree(tmp_path / "data", images=2)
     first = preprocess(tmp_path, img_dir, gt_dir)
     victim = sorted((tmp_path / "prep").glob("*.bin"))[0]
@@ -103,7 +103,7 @@ def test_1_resume_redoes_a_bin_altered_in_place(tmp_path):
     assert second["written"] == 1 and second["fingerprint"] == first["fingerprint"]
 
 
-def test_1_dag_prep_cache_is_keyed_by_content(data_roots):
+def test_dag_prep_cache_is_keyed_by_content(data_roots):
     img_dir, gt_dir = make_tree(data_roots / "data")
     env = {"params": {"dataset_root": str(data_roots / "data"), "image_limit": 0}}
     first = pipeline.preprocess_dataset(env)
@@ -117,7 +117,7 @@ def test_1_dag_prep_cache_is_keyed_by_content(data_roots):
     assert np.array_equal(np.fromfile(bin_path, dtype=np.float32), guide_transform(image).reshape(-1))
 
 
-def test_1_export_cache_is_verified_by_content(data_roots, random_checkpoint):
+def test_export_cache_is_verified_by_content(data_roots, random_checkpoint):
     weights = data_roots / "w.pth"
     weights.write_bytes(random_checkpoint.read_bytes())
     env = {"weights_sha256": hashlib.sha256(weights.read_bytes()).hexdigest(), "params": {"weights": str(weights)}}
@@ -131,7 +131,7 @@ def test_1_export_cache_is_verified_by_content(data_roots, random_checkpoint):
     assert pipeline.export_step(env)["cache_hit"] is True
 
 
-def test_1_compile_cache_is_verified_by_content(data_roots, fixed_onnx):
+def test_compile_cache_is_verified_by_content(data_roots, fixed_onnx):
     model = {"path": str(fixed_onnx), "sha256": hashlib.sha256(fixed_onnx.read_bytes()).hexdigest()}
     env = {"cann_version": None, "params": {"weights": "unused"}, "weights_sha256": None}
     cell = {"target": "cpu", "backend": "onnxruntime", "device": "cpu", "chip": None, "aoe": False, "batch_size": 1}
@@ -146,7 +146,7 @@ def test_1_compile_cache_is_verified_by_content(data_roots, fixed_onnx):
 
 # ------------------------------------------------------------------------------- 2. symbolic links
 
-def test_2_symlinked_city_folder_inside_the_roots_is_followed(data_roots, capsys):
+def test_symlinked_city_folder_inside_the_roots_is_followed(data_roots, capsys):
     img_dir, gt_dir = make_tree(data_roots / "data")
     city = sorted(p for p in img_dir.iterdir() if p.is_dir())[0]
     other_disk = data_roots / "disk2" / city.name
@@ -159,7 +159,7 @@ def test_2_symlinked_city_folder_inside_the_roots_is_followed(data_roots, capsys
 
 
 @pytest.mark.parametrize("skip_bad", [False, True])
-def test_2_symlink_leaving_the_roots_is_refused(tmp_path, monkeypatch, capsys, skip_bad):
+def test_symlink_leaving_the_roots_is_refused(tmp_path, monkeypatch, capsys, skip_bad):
     img_dir, gt_dir = make_tree(tmp_path / "data")
     monkeypatch.setenv("ERFNET_DATA_ROOTS", str(tmp_path / "data"))
     outside = tmp_path / "elsewhere" / "x_leftImg8bit.png"
@@ -173,7 +173,7 @@ def test_2_symlink_leaving_the_roots_is_refused(tmp_path, monkeypatch, capsys, s
     assert not (tmp_path / "prep" / "manifest.json").exists()
 
 
-def test_2_broken_link_is_named_not_dropped(data_roots):
+def test_broken_link_is_named_not_dropped(data_roots):
     img_dir, gt_dir = make_tree(data_roots / "data")
     dangling = img_dir / "frankfurt" / "frankfurt_000000_000099_leftImg8bit.png"
     dangling.symlink_to(data_roots / "gone.png")
@@ -191,20 +191,20 @@ def _poisoned_checkpoint(src: Path, dst: Path, key_part: str, value: float) -> P
     return dst
 
 
-def test_3_nan_in_a_batchnorm_statistic_fails_the_export(tmp_path, random_checkpoint, capsys):
+def test_nan_in_a_batchnorm_statistic_fails_the_export(tmp_path, random_checkpoint, capsys):
     bad = _poisoned_checkpoint(random_checkpoint, tmp_path / "nan.pth", "running_var", float("nan"))
     assert main(["export", str(bad), str(tmp_path / "out.onnx")]) == 2
     assert "NaN or Inf" in one_error_line(capsys) and not (tmp_path / "out.onnx").exists()
 
 
-def test_3_a_finite_checkpoint_that_computes_nan_fails_the_export(tmp_path, random_checkpoint, capsys):
+def test_a_finite_checkpoint_that_computes_nan_fails_the_export(tmp_path, random_checkpoint, capsys):
     # a negative variance is finite, but sqrt(var + eps) makes every output NaN
     bad = _poisoned_checkpoint(random_checkpoint, tmp_path / "neg.pth", "running_var", -1.0)
     assert main(["export", str(bad), str(tmp_path / "out.onnx")]) == 2
     assert "output at batch 1 holds NaN or Inf" in one_error_line(capsys)
 
 
-def test_3_non_finite_inference_output_fails_naming_the_input(tmp_path):
+def test_non_finite_inference_output_fails_naming_the_input(tmp_path):
     writer = OutputWriter(tmp_path, np.float16)
     try:
         logits = np.zeros((2, 20, 4, 4), dtype=np.float32)
@@ -248,7 +248,7 @@ def _write_summary(folder, entries) -> Path:
                                                                batch_size=1, args=[]))
 
 
-def test_3_nan_logits_fail_the_evaluation(tmp_path, capsys):
+def test_nan_logits_fail_the_evaluation(tmp_path, capsys):
     folder, entries, gt_out = _evaluation_case(tmp_path)
     summary = _write_summary(folder, entries)
     assert_perfect(evaluate.evaluate_summary(summary, gt_out, workers=1, progress=False).per_class)
@@ -260,7 +260,7 @@ def test_3_nan_logits_fail_the_evaluation(tmp_path, capsys):
 
 # -------------------------------------------------------------------------- 4. labelIds in range
 
-def test_4_label_id_outside_the_table_is_refused(tmp_path, capsys):
+def test_label_id_outside_the_table_is_refused(tmp_path, capsys):
     img_dir, gt_dir = make_tree(tmp_path / "data", images=2)
     for path in gt_dir.rglob("*_gtFine_labelTrainIds.png"):
         path.unlink()  # the trainIds are derived from labelIds
@@ -278,14 +278,14 @@ def test_4_label_id_outside_the_table_is_refused(tmp_path, capsys):
 
 # ------------------------------------------------------------------ 5. each label counted once
 
-def test_5_duplicated_summary_entry_is_refused(tmp_path, capsys):
+def test_duplicated_summary_entry_is_refused(tmp_path, capsys):
     folder, entries, gt_out = _evaluation_case(tmp_path)
     summary = _write_summary(folder, [*entries, entries[0]])
     assert main(["evaluate", str(summary), str(gt_out), "--quiet", "--workers", "1"]) == 2
     assert "more than once" in one_error_line(capsys)
 
 
-def test_5_output_paths_leaving_the_output_folder_are_refused(tmp_path, capsys):
+def test_output_paths_leaving_the_output_folder_are_refused(tmp_path, capsys):
     folder, entries, gt_out = _evaluation_case(tmp_path)
     stray = tmp_path / entries[0].outfiles[0].name
     stray.write_bytes(entries[0].outfiles[0].read_bytes())
@@ -294,14 +294,14 @@ def test_5_output_paths_leaving_the_output_folder_are_refused(tmp_path, capsys):
     assert "outside the output folder" in one_error_line(capsys)
 
 
-def test_5_output_that_belongs_to_another_input_is_refused(tmp_path):
+def test_output_that_belongs_to_another_input_is_refused(tmp_path):
     folder, entries, gt_out = _evaluation_case(tmp_path)
     swapped = [outputs.SummaryEntry(entries[0].infile, entries[1].outfiles), *entries[1:]]
     with pytest.raises(ErfnetError, match="does not belong"):
         evaluate.evaluate_summary(_write_summary(folder, swapped), gt_out, workers=1, progress=False)
 
 
-def test_5_fewer_outputs_than_labels_needs_the_limit(tmp_path, capsys):
+def test_fewer_outputs_than_labels_needs_the_limit(tmp_path, capsys):
     folder, entries, gt_out = _evaluation_case(tmp_path)
     summary = _write_summary(folder, entries[:2])
     assert main(["evaluate", str(summary), str(gt_out), "--quiet", "--workers", "1"]) == 2
@@ -319,7 +319,7 @@ def _limit_file_size():
     resource.setrlimit(resource.RLIMIT_FSIZE, (1 << 20, 1 << 20))
 
 
-def test_6_write_failure_stops_the_step_and_no_image_is_called_bad(tmp_path):
+def test_write_failure_stops_the_step_and_no_image_is_called_bad(tmp_path):
     img_dir, gt_dir = make_tree(tmp_path / "data", images=2)
     proc = subprocess.run(
         [sys.executable, "-m", "erfnet_tasks.cli", "preprocess", str(img_dir), str(tmp_path / "prep"), str(gt_dir),
@@ -338,7 +338,7 @@ def test_6_write_failure_stops_the_step_and_no_image_is_called_bad(tmp_path):
 
 # -------------------------------------------------------------------------- 7. 16-bit images
 
-def test_7_sixteen_bit_image_is_refused_not_clipped(tmp_path, capsys):
+def test_sixteen_bit_image_is_refused_not_clipped(tmp_path, capsys):
     img_dir, gt_dir = make_tree(tmp_path / "data", images=2)
     victim = sorted(img_dir.rglob("*.png"))[0]
     deep = (np.arange(SMALL[0] * SMALL[1], dtype=np.uint32) % 65536).astype(np.uint16).reshape(SMALL[1], SMALL[0])
@@ -350,7 +350,7 @@ def test_7_sixteen_bit_image_is_refused_not_clipped(tmp_path, capsys):
     assert code == 2 and "I;16" in err and str(victim) in err
 
 
-def test_5_a_narrower_rerun_leaves_exactly_its_labels_and_keeps_source_labels(tmp_path):
+def test_a_narrower_rerun_leaves_exactly_its_labels_and_keeps_source_labels(tmp_path):
     img_dir, gt_dir = make_tree(tmp_path / "data")
     preprocess(tmp_path, img_dir, gt_dir)
     assert len(list((tmp_path / "gt_out").glob("*.png"))) == 3

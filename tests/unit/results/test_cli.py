@@ -10,14 +10,14 @@ import pytest
 
 from erfnet_tasks.cli import main
 from erfnet_tasks.results import db, publish, tables
-from test_results_db import canonical, make_doc, results_url  # noqa: F401  (results_url is a fixture)
+from tests.helpers.run_documents import canonical, make_doc
 
 RUN_A = "scheduled__2026-05-01T00:00:00+00:00"
 RUN_B = "manual__2026-05-02T00:00:00+00:00"
 
 
 @pytest.fixture
-def two_runs(results_url):  # noqa: F811
+def two_runs(results_url):
     publish.publish_run(make_doc(RUN_A, "2026-05-01T00:00:00+00:00", "7.0", [
         ("Ascend310", 1, 0.7220, 200.0, "ok"), ("Ascend310P3", 1, 0.7221, 300.0, "ok")]), results_url)
     publish.publish_run(make_doc(RUN_B, "2026-05-02T00:00:00+00:00", "8.0", [

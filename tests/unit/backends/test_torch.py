@@ -1,4 +1,4 @@
-"""The PyTorch backend's arguments and failures (its end-to-end run is in test_backends_agreement.py)."""
+"""The PyTorch backend's arguments and failures (its end-to-end run is in backends/test_agreement.py)."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """The ONNX Runtime backend on a tiny stand-in network (1x1 conv, 3 -> 20 channels, 8x16), so that the
 ais_bench layout, batching, padding and failures are tested in milliseconds; the full ERFNet runs in
-test_backends_agreement.py."""
+backends/test_agreement.py."""
 
 from __future__ import annotations
 

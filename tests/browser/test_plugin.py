@@ -16,13 +16,13 @@ from pathlib import Path
 
 import pytest
 
-from api_server import wait_for_health
+from tests.helpers.api_server import wait_for_health
 import nightlies  # bench/nightlies.py: the generated nightlies of the scale benchmark
-from chromium import CHROMIUM, Chromium
+from tests.helpers.chromium import CHROMIUM, Chromium
 
 pytestmark = pytest.mark.browser
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 
 # A year of nightlies by default; ERFNET_HISTORY_YEARS=5 gives the five-year screenshots.
 HISTORY_YEARS = int(os.environ.get("ERFNET_HISTORY_YEARS", "1"))
