@@ -14,7 +14,6 @@ from .argtypes import non_negative_int, positive_int, size
 from .backends import backend_names
 from .errors import ErfnetError, first_line
 
-
 # ---------------------------------------------------------------------------------------------- 3.1
 
 def cmd_export(args) -> int:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 from collections import OrderedDict
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn as nn
@@ -119,7 +120,7 @@ class ERFNet(nn.Module):
 # --------------------------------------------------------------------------------------------------
 # checkpoints
 
-def _read_state_dict(path: Path) -> dict:
+def _read_state_dict(path: Path) -> dict[str, Any]:
     if not path.is_file():
         raise ErfnetError(f"checkpoint not found: {path}")
     try:
@@ -134,7 +135,7 @@ def _read_state_dict(path: Path) -> dict:
     return obj
 
 
-def _strip_module_prefix(state: dict) -> "OrderedDict[str, torch.Tensor]":
+def _strip_module_prefix(state: dict[str, Any]) -> "OrderedDict[str, torch.Tensor]":
     return OrderedDict((k[len("module."):] if k.startswith("module.") else k, v) for k, v in state.items())
 
 
@@ -143,14 +144,14 @@ def _summarise(keys: list[str], limit: int = 5) -> str:
     return shown + (f" and {len(keys) - limit} more" if len(keys) > limit else "")
 
 
-def check_finite_state(state: dict, source: str = "checkpoint") -> None:
+def check_finite_state(state: dict[str, Any], source: str = "checkpoint") -> None:
     """Refuse NaN/Inf anywhere in the checkpoint (a BatchNorm statistic, say), naming the tensors."""
     bad = [k for k, v in state.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
     if bad:
         raise ErfnetError(f"{source} holds NaN or Inf values in {_summarise(bad)}")
 
 
-def validate_state_dict(state: dict, model: ERFNet, source: str = "checkpoint") -> None:
+def validate_state_dict(state: dict[str, Any], model: ERFNet, source: str = "checkpoint") -> None:
     """Raise ErfnetError naming every missing, unexpected or mis-shaped key (num_batches_tracked optional)."""
     expected = model.state_dict()
     optional = {k for k in expected if k.endswith("num_batches_tracked")}
@@ -171,7 +172,7 @@ def validate_state_dict(state: dict, model: ERFNet, source: str = "checkpoint") 
         raise ErfnetError(f"{source} does not match ERFNet({NUM_CLASSES}): " + "; ".join(problems))
 
 
-def load_erfnet(path: str | os.PathLike) -> ERFNet:
+def load_erfnet(path: str | os.PathLike[str]) -> ERFNet:
     """Build ERFNet(20) in eval mode from an upstream-layout checkpoint, or raise ErfnetError."""
     path = Path(path)
     state = _strip_module_prefix(_read_state_dict(path))
@@ -184,7 +185,7 @@ def load_erfnet(path: str | os.PathLike) -> ERFNet:
     return model.eval()
 
 
-def write_random_checkpoint(path: str | os.PathLike, seed: int = 0, *, with_num_batches_tracked: bool = False) -> Path:
+def write_random_checkpoint(path: str | os.PathLike[str], seed: int = 0, *, with_num_batches_tracked: bool = False) -> Path:
     """Write a RANDOMLY INITIALISED, UNTRAINED ERFNet checkpoint in the upstream layout.
 
     It exists for tests and the demo; its predictions are noise. BatchNorm statistics and scales are

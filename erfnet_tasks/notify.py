@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import html
 from dataclasses import dataclass
+from typing import Any
 from urllib.parse import quote
 
 from .errors import ErfnetError
@@ -55,7 +56,7 @@ class Links:
 
 # ------------------------------------------------------------------------------- regression
 
-def load_run(run_id: str, url: str | None = None) -> tuple[dict, dict[str, dict]]:
+def load_run(run_id: str, url: str | None = None) -> tuple[dict[str, Any], dict[str, dict]]:
     """The run's document (findings included) and the documents of the baseline runs its findings name."""
     with db.session_scope(url) as session:
         doc = queries.run_document(session, run_id)
@@ -64,7 +65,7 @@ def load_run(run_id: str, url: str | None = None) -> tuple[dict, dict[str, dict]
     return doc, baselines
 
 
-def _perf_cell(doc: dict | None, target: str, batch: int) -> dict:
+def _perf_cell(doc: dict[str, Any] | None, target: str, batch: int) -> dict[str, Any]:
     return next((c for c in (doc or {}).get("perf", []) if c["target"] == target and c["batch_size"] == batch), {})
 
 
@@ -74,7 +75,7 @@ def _num(value, percent: bool = False) -> str:
     return f"{value * 100:.2f}" if percent else f"{value:.2f}"
 
 
-def finding_row(finding: dict, doc: dict, baselines: dict[str, dict]) -> dict:
+def finding_row(finding: dict[str, Any], doc: dict[str, Any], baselines: dict[str, dict]) -> dict[str, Any]:
     """One finding spelled out: where, which metric, this run against its baseline, numbers, rule."""
     rule, target, batch = finding["rule"], finding["target"], finding["batch_size"]
     base_id = finding.get("baseline_run_id")
@@ -103,7 +104,7 @@ _FINDING_COLUMNS = (("target", "target"), ("batch", "batch"), ("metric", "metric
                     ("baseline", "baseline run"), ("baseline_cann", "baseline CANN"), ("run_cann", "this CANN"))
 
 
-def regression_message(doc: dict, baselines: dict[str, dict], links: Links) -> Message:
+def regression_message(doc: dict[str, Any], baselines: dict[str, dict], links: Links) -> Message:
     run = doc["run"]
     rows = [finding_row(f, doc, baselines) for f in doc["findings"]]
     where = f"CANN {run.get('cann_version') or 'unknown'} on {run.get('host') or 'unknown host'}"
@@ -140,7 +141,7 @@ def failure_message(*, dag_id: str, run_id: str, task_id: str, error: str, links
 
 # --------------------------------------------------------------------------------- summary
 
-def summary_message(doc: dict, links: Links) -> Message:
+def summary_message(doc: dict[str, Any], links: Links) -> Message:
     """A complete run in short: the guide's two tables (accuracy in mIoU %, throughput in fps)."""
     run = doc["run"]
     ok = sum(1 for c in doc.get("perf", []) if c.get("status") == "ok")
@@ -161,12 +162,12 @@ def _e(value) -> str:
     return html.escape(str(value), quote=True)
 
 
-def _link_lines(links: Links, run: dict) -> list[str]:
+def _link_lines(links: Links, run: dict[str, Any]) -> list[str]:
     dag_id = run.get("dag_id") or "erfnet_offline_inference"
     return [f"Results page: {links.results_page(run['id'])}", f"DAG run: {links.dag_run(dag_id, run['id'])}"]
 
 
-def _html_links(links: Links, run: dict) -> str:
+def _html_links(links: Links, run: dict[str, Any]) -> str:
     dag_id = run.get("dag_id") or "erfnet_offline_inference"
     return (f"<p><a href=\"{_e(links.results_page(run['id']))}\">Results page</a> · "
             f"<a href=\"{_e(links.dag_run(dag_id, run['id']))}\">DAG run</a></p>")

@@ -11,8 +11,10 @@ import re
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+from numpy.typing import NDArray
 
 from .errors import ErfnetError, first_line
 from .fsutil import atomic_path
@@ -37,7 +39,7 @@ class ExportReport:
     argmax: bool = False  # then the errors are logit gaps at pixels whose label differs (near-ties)
 
 
-def export_onnx(weights: str | os.PathLike, out: str | os.PathLike, *, opset: int = DEFAULT_OPSET,
+def export_onnx(weights: str | os.PathLike[str], out: str | os.PathLike[str], *, opset: int = DEFAULT_OPSET,
                 verify_batches: tuple[int, ...] = (1, 2), seed: int = 0, argmax: bool = False) -> ExportReport:
     """Export the checkpoint as the guide does (TorchScript exporter, dynamic batch) and verify it.
 
@@ -73,7 +75,7 @@ def export_onnx(weights: str | os.PathLike, out: str | os.PathLike, *, opset: in
     return ExportReport(out, opset, abs_err, rel_err, tuple(verify_batches), argmax)
 
 
-def check_onnx(path: str | os.PathLike) -> None:
+def check_onnx(path: str | os.PathLike[str]) -> None:
     import onnx
 
     try:
@@ -113,14 +115,14 @@ def compare_with_torch(model, onnx_path, batch_sizes, *, seed: int = 0) -> tuple
     return max_abs, max_rel
 
 
-def require_finite(array: np.ndarray, where: str) -> None:
+def require_finite(array: NDArray[Any], where: str) -> None:
     """NaN/Inf is an error, never a result: ``max(0.0, nan)`` is 0.0, so a NaN would read as a perfect match."""
     if not np.isfinite(array).all():
         raise ErfnetError(f"{where} holds NaN or Inf values ({int(np.count_nonzero(~np.isfinite(array)))} "
                           f"of {array.size}): the checkpoint or the model is broken")
 
 
-def append_argmax(path: str | os.PathLike) -> None:
+def append_argmax(path: str | os.PathLike[str]) -> None:
     """End the graph in ArgMax(axis=1, keepdims=0) -> Cast(int32); the output keeps its name ``output1``.
 
     ONNX's ArgMax yields int64; int32 halves the bytes and still holds the 20 class ids. ArgMax keeps the
@@ -166,7 +168,7 @@ def compare_argmax_with_torch(model, onnx_path, batch_sizes, *, seed: int = 0) -
     return max_abs, max_rel
 
 
-def fix_bn(src: str | os.PathLike, out: str | os.PathLike) -> int:
+def fix_bn(src: str | os.PathLike[str], out: str | os.PathLike[str]) -> int:
     """Apply modify_bn_weights.py; return how many values changed. Nothing else in the model changes."""
     import onnx
     from onnx import numpy_helper

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterable
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
@@ -29,7 +30,7 @@ COLUMNS = ("cann_version", "target", "batch_size", "runs", "first_started_at", "
            "fps_median", "fps_latest", "miou_best", "miou_median", "miou_latest", "latest_run_id")
 
 
-def rows(session: Session, batch_size: int | None = None) -> list[dict]:
+def rows(session: Session, batch_size: int | None = None) -> list[dict[str, Any]]:
     """The summary, versions in order of their first run, then target and batch."""
     stmt = sa.select(*(getattr(CannSummary, name) for name in COLUMNS))
     if batch_size is not None:
@@ -37,7 +38,7 @@ def rows(session: Session, batch_size: int | None = None) -> list[dict]:
     return _ordered([dict(zip(COLUMNS, row)) for row in session.execute(stmt)])
 
 
-def computed(session: Session, batch_size: int | None = None) -> list[dict]:
+def computed(session: Session, batch_size: int | None = None) -> list[dict[str, Any]]:
     """The same rows straight from the aggregate over every run (what the table must equal)."""
     stmt = _aggregate(session.get_bind().dialect.name, batch_size=batch_size)
     return _ordered([dict(zip(COLUMNS, row)) for row in session.execute(stmt)])
@@ -77,7 +78,7 @@ def _lock_key(version: str | None) -> int:
     return int.from_bytes(digest[:8], "big", signed=True)
 
 
-def _ordered(found: list[dict]) -> list[dict]:
+def _ordered(found: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Versions in order of their first run (ties by name), then target and batch. Ordered here, on
     versions x cells rows: PostgreSQL and SQLite collate targets differently."""
     first_seen: dict[str | None, str] = {}

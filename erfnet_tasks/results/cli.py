@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from typing import Any
 
 from ..argtypes import percent, positive_int
 
@@ -134,7 +135,7 @@ def cmd_show(args) -> int:
     return 0
 
 
-def _run_heading(doc: dict) -> str:
+def _run_heading(doc: dict[str, Any]) -> str:
     run = doc["run"]
     backends = ", ".join(f"{k} {v}" for k, v in (run.get("backends") or {}).items()) or "unknown"
     lines = [f"run {run['id']} ({run['status']}), started {run['started_at']}",

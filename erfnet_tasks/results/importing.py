@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy import exc as sa_exc
@@ -94,7 +95,7 @@ def _lock_run(session: Session, run_id: str) -> None:
         session.execute(sa.update(Run).where(Run.id == run_id).values(id=Run.id))
 
 
-def import_document(url: str, source: str, doc: dict, replace: bool = False) -> Outcome:
+def import_document(url: str, source: str, doc: dict[str, Any], replace: bool = False) -> Outcome:
     """Write one run and its findings in one transaction; a run already stored is skipped unless ``replace``."""
     run_id = doc["run"]["id"]
     try:

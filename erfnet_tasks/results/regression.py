@@ -16,6 +16,7 @@ chip has its own), else its run's (cells published before cells recorded one). F
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
@@ -46,7 +47,7 @@ class Rules:
         return self.reference_miou - self.tolerance
 
 
-def rules_from_params(params: dict | None) -> Rules:
+def rules_from_params(params: dict[str, Any] | None) -> Rules:
     """Rules from a run's params, which speak the trigger form's units: percent and mIoU points.
 
     ``reference_miou`` 72.20 and ``tolerance`` 1.0 (the guide's criterion), ``throughput_drop`` 5 (%)
@@ -68,7 +69,7 @@ def rules_from_params(params: dict | None) -> Rules:
     return Rules(**values)
 
 
-def find_regressions(session: Session, run_id: str, rules: Rules | None = None) -> list[dict]:
+def find_regressions(session: Session, run_id: str, rules: Rules | None = None) -> list[dict[str, Any]]:
     """Apply ``rules`` to run ``run_id``, store the findings (replacing the run's earlier ones), return them."""
     rules = rules or Rules()
     validate_run_id(run_id)
@@ -90,7 +91,7 @@ def find_regressions(session: Session, run_id: str, rules: Rules | None = None) 
     return found
 
 
-def _accuracy_findings(session: Session, run_id: str, rules: Rules) -> list[dict]:
+def _accuracy_findings(session: Session, run_id: str, rules: Rules) -> list[dict[str, Any]]:
     rows = session.scalars(sa.select(Accuracy).where(Accuracy.run_id == run_id, Accuracy.miou.is_not(None),
                                                      Accuracy.miou < rules.miou_threshold)
                            .order_by(Accuracy.target, Accuracy.batch_size))
@@ -101,7 +102,7 @@ def _accuracy_findings(session: Session, run_id: str, rules: Rules) -> list[dict
 
 
 def _perf_findings(cell: Performance, baseline: tuple[str, str | None, float], run: Run,
-                   rules: Rules) -> list[dict]:
+                   rules: Rules) -> list[dict[str, Any]]:
     base_id, base_cann, base_fps = baseline
     where = f"{cell.target} batch {cell.batch_size}"
     versus = f"run {base_id} (CANN {base_cann or 'unknown'}), now CANN {_cann(cell, run) or 'unknown'}"
@@ -119,7 +120,7 @@ def _perf_findings(cell: Performance, baseline: tuple[str, str | None, float], r
     return []
 
 
-def _not_measured(cell: Performance) -> dict:
+def _not_measured(cell: Performance) -> dict[str, Any]:
     detail = f": {cell.error[:300]}" if cell.error else ""
     return _finding("cell_not_measured", cell.target, cell.batch_size,
                     f"{cell.target} batch {cell.batch_size}: {cell.status}, never reached a device{detail}",
@@ -185,7 +186,7 @@ def _ok_cells_with_cann_and_mode():
 
 
 def _first_on_other_cann(session: Session, run_ids: list[str],
-                         wanted: dict[tuple[str, int], tuple[str | None, str]]) -> dict:
+                         wanted: dict[tuple[str, int], tuple[str | None, str]]) -> dict[str, Any]:
     """Of ``run_ids`` (newest first), per wanted (target, batch): the first run whose cell there was ok
     on a CANN other than the wanted one, in the wanted label mode."""
     stmt, _cann, _mode = _ok_cells_with_cann_and_mode()
@@ -216,6 +217,6 @@ def _latest_older_on_other_cann(session: Session, run: Run, oldest_read: str, ke
     return None if row is None else (row[0], row[3], row[5])
 
 
-def _finding(rule, target, batch_size, message, value, threshold, baseline_run_id) -> dict:
+def _finding(rule, target, batch_size, message, value, threshold, baseline_run_id) -> dict[str, Any]:
     return {"rule": rule, "target": target, "batch_size": batch_size, "message": message, "value": value,
             "threshold": threshold, "baseline_run_id": baseline_run_id}

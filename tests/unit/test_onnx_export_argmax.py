@@ -13,6 +13,9 @@ from erfnet_tasks.evaluate import evaluate_summary
 from erfnet_tasks.onnx_export import OUTPUT_NAME, export_onnx, fix_bn
 from erfnet_tasks.outputs import read_summary
 
+# Every test here exports (or runs) the full-size ERFNet with ArgMax at 512x1024.
+pytestmark = pytest.mark.slow
+
 PIXELS = 512 * 1024
 
 

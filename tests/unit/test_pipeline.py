@@ -146,6 +146,7 @@ def test_run_document_status_and_cells():
     assert failed["run"]["status"] == "failed"
 
 
+@pytest.mark.slow  # three full-size ERFNet exports, each checked against PyTorch
 def test_export_is_reused_while_weights_and_exporter_are_unchanged(data_root, random_checkpoint):
     from erfnet_tasks.fsutil import sha256_file
 
