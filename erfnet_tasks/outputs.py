@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -48,7 +49,7 @@ def make_output_folder(output_root: str | os.PathLike[str]) -> Path:
             time.sleep(0.2)  # two runs in one second: wait for the next timestamp rather than mix outputs
 
 
-def latency_stats(values_ms) -> dict[str, Any]:
+def latency_stats(values_ms: Iterable[float]) -> dict[str, Any]:
     """ais_bench's statistics block (numpy), all 0.0 for an empty list."""
     values = np.asarray(list(values_ms), dtype=np.float64)
     if values.size == 0:
@@ -60,7 +61,8 @@ def latency_stats(values_ms) -> dict[str, Any]:
     }
 
 
-def build_summary(filesinfo: list[SummaryEntry], *, compute_ms, h2d_ms, d2h_ms, batch_size: int,
+def build_summary(filesinfo: list[SummaryEntry], *, compute_ms: Iterable[float], h2d_ms: Iterable[float],
+                  d2h_ms: Iterable[float], batch_size: int,
                   args: list[str]) -> dict[str, Any]:
     compute = latency_stats(compute_ms)
     return {

@@ -83,6 +83,8 @@ def protected_folders(url: str | None, runs_dir: Path) -> dict[Path, str]:
                                .where(CompiledModel.run_id.in_(sorted(set(latest.values()))),
                                       CompiledModel.path.is_not(None))).all()
     for path, run_id in used:
+        if path is None:  # excluded by the query; narrows the column's type
+            continue
         keep.setdefault(Path(path).resolve().parent, f"compile cache entry used by run {run_id}")
     return keep
 

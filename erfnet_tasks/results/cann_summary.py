@@ -21,6 +21,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.orm import Session
+from sqlalchemy.sql.elements import ColumnElement
 
 from ..records import CellStatus
 from .document import format_time
@@ -63,9 +64,9 @@ def rebuild(session: Session) -> None:
 _ALL = object()
 
 
-def _aggregate(dialect: str, version=_ALL, batch_size: int | None = None):
+def _aggregate(dialect: str, version: object = _ALL, batch_size: int | None = None) -> sa.Select[Any]:
     """The aggregate over every run's cells, or only those of one CANN version or batch size."""
-    filters = []
+    filters: list[ColumnElement[bool]] = []
     if version is not _ALL:
         filters.append(Run.cann_version.is_not_distinct_from(version))
     if batch_size is not None:
@@ -91,7 +92,7 @@ def _ordered(found: list[dict[str, Any]]) -> list[dict[str, Any]]:
                                           row["target"], row["batch_size"]))
 
 
-def cells_with_miou(acc, filters: list, *columns):
+def cells_with_miou(acc: Any, filters: list[ColumnElement[bool]], *columns: Any) -> sa.Select[Any]:
     """SELECT ``columns`` over the runs' perf cells that pass ``filters``, each with its accuracy row
     (``acc``) where it has one."""
     return (sa.select(*columns).join(Performance, Performance.run_id == Run.id)
@@ -100,33 +101,33 @@ def cells_with_miou(acc, filters: list, *columns):
             .where(*filters))
 
 
-def _ok_fps():
+def _ok_fps() -> ColumnElement[float]:
     return sa.case((Performance.status == CellStatus.OK.value, Performance.throughput_fps))
 
 
-def _bytewise(column, dialect: str):
+def _bytewise(column: Any, dialect: str) -> Any:
     """``column`` compared byte by byte on PostgreSQL (COLLATE "C"): grouping and ranking need equality,
     not language order, and a locale-aware sort of every cell costs several times more. SQLite
     compares bytes already."""
     return column.collate("C") if dialect == "postgresql" else column
 
 
-def _nulls_last(column):
+def _nulls_last(column: Any) -> tuple[ColumnElement[int], Any]:
     # ``NULLS LAST`` spelled portably: SQLite sorts NULL first, PostgreSQL last.
     return (sa.case((column.is_(None), 1), else_=0), column)
 
 
-def _postgres_summary(filters: list):
+def _postgres_summary(filters: list[ColumnElement[bool]]) -> sa.Select[Any]:
     """PostgreSQL: ordered-set aggregates in one GROUP BY pass (about twice as fast as three windows)."""
     acc = sa.orm.aliased(Accuracy)
     fps = _ok_fps()
     cann, target = Run.cann_version.collate("C"), Performance.target.collate("C")
     newest = Run.started_at.desc()
 
-    def median(value):
+    def median(value: Any) -> ColumnElement[Any]:
         return sa.func.percentile_cont(0.5).within_group(value)
 
-    def latest(value):
+    def latest(value: Any) -> ColumnElement[Any]:
         return sa.func.array_agg(postgresql.aggregate_order_by(value, newest), type_=postgresql.ARRAY(value.type))[1]
 
     columns = (cann, target, Performance.batch_size, sa.func.count(), sa.func.min(Run.started_at),
@@ -135,7 +136,7 @@ def _postgres_summary(filters: list):
     return cells_with_miou(acc, filters, *columns).group_by(cann, target, Performance.batch_size)
 
 
-def _portable_summary(filters: list, dialect: str):
+def _portable_summary(filters: list[ColumnElement[bool]], dialect: str) -> sa.Select[Any]:
     """SQLite (and any SQL with window functions): ranks from windows, medians and latest from them."""
     r = _ranked(filters, dialect)
     latest = r.c.recent == 1
@@ -149,7 +150,7 @@ def _portable_summary(filters: list, dialect: str):
             .group_by(r.c.cann, r.c.target, r.c.batch))
 
 
-def _ranked(filters: list, dialect: str):
+def _ranked(filters: list[ColumnElement[bool]], dialect: str) -> sa.Subquery:
     """Every measured cell with its rank by fps, by mIoU and by recency within (version, target, batch)."""
     acc = sa.orm.aliased(Accuracy)
     fps = _ok_fps()
@@ -165,7 +166,7 @@ def _ranked(filters: list, dialect: str):
     return cells_with_miou(acc, filters, *columns).subquery()
 
 
-def _median(r, value: str, rank: str, n: str):
+def _median(r: sa.Subquery, value: str, rank: str, n: str) -> ColumnElement[Any]:
     """The middle value (or the mean of the two middle ones) from a rank and a count: integer division
     of (n+1)/2 and (n+2)/2 means the same in both dialects."""
     middle = sa.or_(r.c[rank] == (r.c[n] + 1) // 2, r.c[rank] == (r.c[n] + 2) // 2)

@@ -11,8 +11,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar, Unpack
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
@@ -24,6 +25,8 @@ from .document import FINDING_FIELDS, format_time, validate_run_id
 from .models import Accuracy, Finding, Performance, Run
 from .queries import run_counts
 
+AnySelect = TypeVar("AnySelect", bound=sa.Select[Unpack[tuple[Any, ...]]])
+
 
 def span(session: Session) -> tuple[datetime | None, datetime | None]:
     """The start of the first and of the newest run (index-only on runs.started_at)."""
@@ -31,7 +34,7 @@ def span(session: Session) -> tuple[datetime | None, datetime | None]:
     return first, last
 
 
-def _in_range(stmt, since: datetime | None, until: datetime | None):
+def _in_range(stmt: AnySelect, since: datetime | None, until: datetime | None) -> AnySelect:
     if since is not None:
         stmt = stmt.where(Run.started_at >= since)
     if until is not None:
@@ -64,7 +67,8 @@ def points_page(session: Session, since: datetime | None, until: datetime | None
     return found, (page[-1] if len(ids) > runs else None)
 
 
-def _points(session: Session, narrow, batch_size: int | None) -> list[dict[str, Any]]:
+def _points(session: Session, narrow: Callable[[sa.Select[Any]], sa.Select[Any]],
+            batch_size: int | None) -> list[dict[str, Any]]:
     acc = sa.orm.aliased(Accuracy)
     filters = [] if batch_size is None else [Performance.batch_size == batch_size]
     stmt = cells_with_miou(acc, filters, Run.id, Run.started_at, Run.cann_version, Performance.target,

@@ -110,4 +110,4 @@ def host_versions(session: Session) -> list[dict[str, Any]]:
               .group_by(HostVersion.host).subquery())
     rows = session.scalars(sa.select(HostVersion).join(
         newest, sa.and_(newest.c.host == HostVersion.host, newest.c.seq == HostVersion.seq)))
-    return sorted(({"host": row.host, **_as_dict(row)} for row in rows), key=lambda r: r["host"])
+    return sorted(({"host": row.host, **(_as_dict(row) or {})} for row in rows), key=lambda r: r["host"])

@@ -15,6 +15,7 @@ violation that gets through anyway (another writer not using this lock) is repor
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -65,7 +66,7 @@ def collect_files(paths: list[str]) -> tuple[list[Path], list[Outcome]]:
     return list(files), refused
 
 
-def read_documents(files: list[Path]) -> tuple[list[tuple[str, dict]], list[Outcome]]:
+def read_documents(files: list[Path]) -> tuple[list[tuple[str, dict[str, Any]]], list[Outcome]]:
     """Every valid run document as (source file, document), oldest run first; the rest refused."""
     docs, refused = [], []
     for path in files:
@@ -111,7 +112,7 @@ def import_document(url: str, source: str, doc: dict[str, Any], replace: bool = 
     return Outcome(source, IMPORTED, run_id, f"{len(found)} regression finding(s)")
 
 
-def plan(paths: list[str]) -> tuple[list[tuple[str, dict]], list[Outcome]]:
+def plan(paths: list[str]) -> tuple[list[tuple[str, dict[str, Any]]], list[Outcome]]:
     """What an import of ``paths`` would write (oldest run first) and what it refuses; nothing is written.
 
     When nothing at all can be imported, that is one error line rather than a report.
@@ -126,7 +127,8 @@ def plan(paths: list[str]) -> tuple[list[tuple[str, dict]], list[Outcome]]:
     return docs, refused
 
 
-def import_paths(paths: list[str], url: str, replace: bool = False, report=print) -> list[Outcome]:
+def import_paths(paths: list[str], url: str, replace: bool = False,
+                 report: Callable[[str], object] = print) -> list[Outcome]:
     """Import every run document under ``paths`` into ``url``; ``report`` gets each outcome as it happens."""
     docs, outcomes = plan(paths)
     for outcome in outcomes:

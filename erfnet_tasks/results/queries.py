@@ -43,6 +43,7 @@ def run_document(session: Session, run_ref: str) -> dict[str, Any]:
     """The run document of docs/architecture.md for ``run_ref`` ('latest' or a run id)."""
     run_id = resolve_run_id(session, run_ref)
     run = session.get(Run, run_id)
+    assert run is not None, run_id  # resolve_run_id found it
     run_dict = {name: getattr(run, name) for name in RUN_FIELDS}
     if run_dict["class_names"] is None:  # optional (document.normalize_document): read back as written
         del run_dict["class_names"]
@@ -57,7 +58,8 @@ def run_document(session: Session, run_ref: str) -> dict[str, Any]:
     }
 
 
-def _cells(session: Session, model, fields: tuple[str, ...], run_id: str) -> list[dict[str, Any]]:
+def _cells(session: Session, model: type[CompiledModel | Accuracy | Performance], fields: tuple[str, ...],
+           run_id: str) -> list[dict[str, Any]]:
     rows = session.scalars(sa.select(model).where(model.run_id == run_id))
     # Sorted here, not by the database: PostgreSQL's collation would order targets differently from SQLite.
     return sorted(({name: getattr(row, name) for name in fields} for row in rows),

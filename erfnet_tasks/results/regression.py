@@ -20,6 +20,7 @@ from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
+from sqlalchemy.sql.elements import ColumnElement
 
 from ..errors import ErfnetError
 from ..records import INFRASTRUCTURE_FAILURES, CellStatus, LabelMode, RunStatus
@@ -36,7 +37,7 @@ class Rules:
     tolerance: float = GUIDE_TOLERANCE
     throughput_drop: float = 0.05
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         for name in ("reference_miou", "tolerance", "throughput_drop"):
             value = getattr(self, name)
             if not 0.0 <= value <= 1.0:
@@ -98,10 +99,10 @@ def _accuracy_findings(session: Session, run_id: str, rules: Rules) -> list[dict
     return [_finding("accuracy_below_reference", row.target, row.batch_size,
                      f"{row.target} batch {row.batch_size}: mIoU {row.miou * 100:.2f} is below "
                      f"{rules.reference_miou * 100:.2f} - {rules.tolerance * 100:.2f} = {rules.miou_threshold * 100:.2f}",
-                     row.miou, rules.miou_threshold, None) for row in rows]
+                     row.miou, rules.miou_threshold, None) for row in rows if row.miou is not None]
 
 
-def _perf_findings(cell: Performance, baseline: tuple[str, str | None, float], run: Run,
+def _perf_findings(cell: Performance, baseline: Baseline, run: Run,
                    rules: Rules) -> list[dict[str, Any]]:
     base_id, base_cann, base_fps = baseline
     where = f"{cell.target} batch {cell.batch_size}"
@@ -109,7 +110,8 @@ def _perf_findings(cell: Performance, baseline: tuple[str, str | None, float], r
     if cell.status in FAILED_RESULTS:
         return [_finding("cell_failed", cell.target, cell.batch_size,
                          f"{where}: {cell.status} now, ok in {versus}", None, None, base_id)]
-    if cell.status == CellStatus.OK and cell.throughput_fps is not None:
+    # A baseline is an ok cell with its fps (the queries select only those).
+    if cell.status == CellStatus.OK and cell.throughput_fps is not None and base_fps is not None:
         threshold = base_fps * (1.0 - rules.throughput_drop)
         if cell.throughput_fps < threshold:
             drop = 1.0 - cell.throughput_fps / base_fps
@@ -137,7 +139,12 @@ def _label_modes(session: Session, run_id: str) -> dict[tuple[str, int], str]:
     return {(t, b): mode or LabelMode.LOGITS.value for t, b, mode in rows}
 
 
-def _baselines(session: Session, run: Run, cells: dict[tuple[str, int], str | None]) -> dict[tuple[str, int], tuple]:
+# A baseline: (run id, CANN version, fps) of the cell in an earlier run.
+Baseline = tuple[str, str | None, float | None]
+
+
+def _baselines(session: Session, run: Run, cells: dict[tuple[str, int], str | None]
+               ) -> dict[tuple[str, int], Baseline]:
     """(target, batch) -> (run id, CANN version, fps) of the latest earlier complete run that measured it
     on another CANN than ``cells`` gives for it now, in the same label mode (logits or labels_on_device:
     never compared across modes).
@@ -172,7 +179,8 @@ def _earlier_complete_runs(session: Session, run: Run, limit: int) -> list[str]:
         .order_by(Run.started_at.desc(), Run.id.desc()).limit(limit)))
 
 
-def _ok_cells_with_cann_and_mode():
+def _ok_cells_with_cann_and_mode(
+) -> tuple[sa.Select[str, str, int, str, str, float | None], ColumnElement[str], ColumnElement[str]]:
     """Ok, measured cells with the CANN they ran on (the cell's, else the run's) and their label mode."""
     same_cell = sa.and_(Accuracy.run_id == Performance.run_id, Accuracy.target == Performance.target,
                         Accuracy.batch_size == Performance.batch_size)
@@ -186,7 +194,7 @@ def _ok_cells_with_cann_and_mode():
 
 
 def _first_on_other_cann(session: Session, run_ids: list[str],
-                         wanted: dict[tuple[str, int], tuple[str | None, str]]) -> dict[str, Any]:
+                         wanted: dict[tuple[str, int], tuple[str | None, str]]) -> dict[tuple[str, int], Baseline]:
     """Of ``run_ids`` (newest first), per wanted (target, batch): the first run whose cell there was ok
     on a CANN other than the wanted one, in the wanted label mode."""
     stmt, _cann, _mode = _ok_cells_with_cann_and_mode()
@@ -194,7 +202,7 @@ def _first_on_other_cann(session: Session, run_ids: list[str],
                       Performance.target.in_(sorted({t for t, _b in wanted})),
                       Performance.batch_size.in_(sorted({b for _t, b in wanted})))
     order = {run_id: i for i, run_id in enumerate(run_ids)}
-    found: dict[tuple[str, int], tuple] = {}
+    found: dict[tuple[str, int], Baseline] = {}
     for run_id, target, batch, cann, mode, fps in sorted(session.execute(stmt), key=lambda row: order[row[0]]):
         want = wanted.get((target, batch))
         if want is not None and (target, batch) not in found and cann != want[0] and mode == want[1]:
@@ -203,9 +211,10 @@ def _first_on_other_cann(session: Session, run_ids: list[str],
 
 
 def _latest_older_on_other_cann(session: Session, run: Run, oldest_read: str, key: tuple[str, int],
-                                want: tuple[str | None, str]) -> tuple | None:
+                                want: tuple[str | None, str]) -> Baseline | None:
     """The baseline of one cell among the complete runs older than ``oldest_read`` (already read)."""
     edge = session.get(Run, oldest_read)
+    assert edge is not None, oldest_read  # read by the caller in this session
     stmt, cann, mode = _ok_cells_with_cann_and_mode()
     stmt = (stmt.where(Performance.target == key[0], Performance.batch_size == key[1],
                        Run.status == RunStatus.COMPLETE.value, Run.id != run.id,
@@ -217,6 +226,7 @@ def _latest_older_on_other_cann(session: Session, run: Run, oldest_read: str, ke
     return None if row is None else (row[0], row[3], row[5])
 
 
-def _finding(rule, target, batch_size, message, value, threshold, baseline_run_id) -> dict[str, Any]:
+def _finding(rule: str, target: str, batch_size: int, message: str, value: float | None, threshold: float | None,
+             baseline_run_id: str | None) -> dict[str, Any]:
     return {"rule": rule, "target": target, "batch_size": batch_size, "message": message, "value": value,
             "threshold": threshold, "baseline_run_id": baseline_run_id}
