@@ -24,18 +24,18 @@ BN_EPS = 1e-3
 
 
 class DownsamplerBlock(nn.Module):
-    def __init__(self, ninput: int, noutput: int):
+    def __init__(self, ninput: int, noutput: int) -> None:
         super().__init__()
         self.conv = nn.Conv2d(ninput, noutput - ninput, (3, 3), stride=2, padding=1, bias=True)
         self.pool = nn.MaxPool2d(2, stride=2)
         self.bn = nn.BatchNorm2d(noutput, eps=BN_EPS)
 
-    def forward(self, x):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         return F.relu(self.bn(torch.cat([self.conv(x), self.pool(x)], 1)))
 
 
 class non_bottleneck_1d(nn.Module):  # noqa: N801 - upstream's name, kept so checkpoint keys read the same
-    def __init__(self, chann: int, dropprob: float, dilated: int):
+    def __init__(self, chann: int, dropprob: float, dilated: int) -> None:
         super().__init__()
         self.conv3x1_1 = nn.Conv2d(chann, chann, (3, 1), stride=1, padding=(1, 0), bias=True)
         self.conv1x3_1 = nn.Conv2d(chann, chann, (1, 3), stride=1, padding=(0, 1), bias=True)
@@ -47,7 +47,7 @@ class non_bottleneck_1d(nn.Module):  # noqa: N801 - upstream's name, kept so che
         self.bn2 = nn.BatchNorm2d(chann, eps=BN_EPS)
         self.dropout = nn.Dropout2d(dropprob)
 
-    def forward(self, x):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = F.relu(self.conv3x1_1(x))
         out = F.relu(self.bn1(self.conv1x3_1(out)))
         out = F.relu(self.conv3x1_2(out))
@@ -58,7 +58,7 @@ class non_bottleneck_1d(nn.Module):  # noqa: N801 - upstream's name, kept so che
 
 
 class Encoder(nn.Module):
-    def __init__(self, num_classes: int):
+    def __init__(self, num_classes: int) -> None:
         super().__init__()
         self.initial_block = DownsamplerBlock(3, 16)
         self.layers = nn.ModuleList([DownsamplerBlock(16, 64)])
@@ -69,25 +69,26 @@ class Encoder(nn.Module):
         # Present in the checkpoint, used only by the encoder-only training stage.
         self.output_conv = nn.Conv2d(128, num_classes, 1, stride=1, padding=0, bias=True)
 
-    def forward(self, x, predict: bool = False):
+    def forward(self, x: torch.Tensor, predict: bool = False) -> torch.Tensor:
         out = self.initial_block(x)
         for layer in self.layers:
             out = layer(out)
-        return self.output_conv(out) if predict else out
+        result: torch.Tensor = self.output_conv(out) if predict else out
+        return result
 
 
 class UpsamplerBlock(nn.Module):
-    def __init__(self, ninput: int, noutput: int):
+    def __init__(self, ninput: int, noutput: int) -> None:
         super().__init__()
         self.conv = nn.ConvTranspose2d(ninput, noutput, 3, stride=2, padding=1, output_padding=1, bias=True)
         self.bn = nn.BatchNorm2d(noutput, eps=BN_EPS)
 
-    def forward(self, x):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         return F.relu(self.bn(self.conv(x)))
 
 
 class Decoder(nn.Module):
-    def __init__(self, num_classes: int):
+    def __init__(self, num_classes: int) -> None:
         super().__init__()
         self.layers = nn.ModuleList([
             UpsamplerBlock(128, 64),
@@ -99,22 +100,22 @@ class Decoder(nn.Module):
         ])
         self.output_conv = nn.ConvTranspose2d(16, num_classes, 2, stride=2, padding=0, output_padding=0, bias=True)
 
-    def forward(self, x):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         for layer in self.layers:
             x = layer(x)
-        return self.output_conv(x)
+        result: torch.Tensor = self.output_conv(x)
+        return result
 
 
 class ERFNet(nn.Module):
-    def __init__(self, num_classes: int = NUM_CLASSES):
+    def __init__(self, num_classes: int = NUM_CLASSES) -> None:
         super().__init__()
         self.encoder = Encoder(num_classes)
         self.decoder = Decoder(num_classes)
 
-    def forward(self, x, only_encode: bool = False):
-        if only_encode:
-            return self.encoder(x, predict=True)
-        return self.decoder(self.encoder(x))
+    def forward(self, x: torch.Tensor, only_encode: bool = False) -> torch.Tensor:
+        result: torch.Tensor = self.encoder(x, predict=True) if only_encode else self.decoder(self.encoder(x))
+        return result
 
 
 # --------------------------------------------------------------------------------------------------
@@ -203,6 +204,7 @@ def write_random_checkpoint(path: str | os.PathLike[str], seed: int = 0, *, with
             if n > 2:
                 module.weight.data[1] = -0.003
             module.bias.data = torch.randn(n, generator=gen) * 0.1
+            assert module.running_mean is not None and module.running_var is not None  # track_running_stats
             module.running_mean.data = torch.randn(n, generator=gen) * 0.1
             module.running_var.data = torch.rand(n, generator=gen) * 0.5 + 0.5
     state = OrderedDict(

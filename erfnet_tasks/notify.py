@@ -35,7 +35,7 @@ class Links:
 
     base_url: str
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         if not self.base_url.startswith(("http://", "https://")):
             raise ErfnetError(f"the Airflow base URL must start with http:// or https://, got {self.base_url!r}")
         object.__setattr__(self, "base_url", self.base_url.rstrip("/"))
@@ -56,7 +56,7 @@ class Links:
 
 # ------------------------------------------------------------------------------- regression
 
-def load_run(run_id: str, url: str | None = None) -> tuple[dict[str, Any], dict[str, dict]]:
+def load_run(run_id: str, url: str | None = None) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
     """The run's document (findings included) and the documents of the baseline runs its findings name."""
     with db.session_scope(url) as session:
         doc = queries.run_document(session, run_id)
@@ -69,13 +69,13 @@ def _perf_cell(doc: dict[str, Any] | None, target: str, batch: int) -> dict[str,
     return next((c for c in (doc or {}).get("perf", []) if c["target"] == target and c["batch_size"] == batch), {})
 
 
-def _num(value, percent: bool = False) -> str:
+def _num(value: float | None, percent: bool = False) -> str:
     if value is None:
         return "-"
     return f"{value * 100:.2f}" if percent else f"{value:.2f}"
 
 
-def finding_row(finding: dict[str, Any], doc: dict[str, Any], baselines: dict[str, dict]) -> dict[str, Any]:
+def finding_row(finding: dict[str, Any], doc: dict[str, Any], baselines: dict[str, dict[str, Any]]) -> dict[str, Any]:
     """One finding spelled out: where, which metric, this run against its baseline, numbers, rule."""
     rule, target, batch = finding["rule"], finding["target"], finding["batch_size"]
     base_id = finding.get("baseline_run_id")
@@ -104,7 +104,7 @@ _FINDING_COLUMNS = (("target", "target"), ("batch", "batch"), ("metric", "metric
                     ("baseline", "baseline run"), ("baseline_cann", "baseline CANN"), ("run_cann", "this CANN"))
 
 
-def regression_message(doc: dict[str, Any], baselines: dict[str, dict], links: Links) -> Message:
+def regression_message(doc: dict[str, Any], baselines: dict[str, dict[str, Any]], links: Links) -> Message:
     run = doc["run"]
     rows = [finding_row(f, doc, baselines) for f in doc["findings"]]
     where = f"CANN {run.get('cann_version') or 'unknown'} on {run.get('host') or 'unknown host'}"
@@ -158,7 +158,7 @@ def summary_message(doc: dict[str, Any], links: Links) -> Message:
 
 # ----------------------------------------------------------------------------------- layout
 
-def _e(value) -> str:
+def _e(value: object) -> str:
     return html.escape(str(value), quote=True)
 
 

@@ -9,15 +9,19 @@ from __future__ import annotations
 import os
 import re
 import warnings
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from numpy.typing import NDArray
 
 from .errors import ErfnetError, first_line
-from .fsutil import atomic_path
+from .fsutil import StrPath, atomic_path
+
+if TYPE_CHECKING:
+    import torch
 
 INPUT_NAME = "actual_input_1"
 OUTPUT_NAME = "output1"
@@ -60,7 +64,7 @@ def export_onnx(weights: str | os.PathLike[str], out: str | os.PathLike[str], *,
             warnings.simplefilter("ignore")
             try:
                 torch.onnx.export(
-                    model, dummy, str(tmp),
+                    model, (dummy,), str(tmp),
                     input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
                     dynamic_axes={INPUT_NAME: {0: "-1"}, OUTPUT_NAME: {0: "-1"}},
                     opset_version=opset, dynamo=False,
@@ -84,7 +88,8 @@ def check_onnx(path: str | os.PathLike[str]) -> None:
         raise ErfnetError(f"ONNX checker rejected {path}: {first_line(exc)}") from None
 
 
-def _side_by_side(model, onnx_path, batch_sizes, seed: int):
+def _side_by_side(model: torch.nn.Module, onnx_path: StrPath, batch_sizes: Iterable[int], seed: int
+                  ) -> Iterator[tuple[int, NDArray[Any], NDArray[Any]]]:
     """Yield (batch, ONNX Runtime's output, PyTorch's logits) on the same random inputs."""
     import onnxruntime as ort
     import torch
@@ -101,7 +106,8 @@ def _side_by_side(model, onnx_path, batch_sizes, seed: int):
         yield batch, ours, logits
 
 
-def compare_with_torch(model, onnx_path, batch_sizes, *, seed: int = 0) -> tuple[float, float]:
+def compare_with_torch(model: torch.nn.Module, onnx_path: StrPath, batch_sizes: Iterable[int], *,
+                       seed: int = 0) -> tuple[float, float]:
     """Largest absolute and relative (to the largest |logit|) difference between ORT and PyTorch."""
     max_abs = max_rel = 0.0
     for batch, ours, ref in _side_by_side(model, onnx_path, batch_sizes, seed):
@@ -147,7 +153,8 @@ def append_argmax(path: str | os.PathLike[str]) -> None:
     onnx.save(model, str(path))
 
 
-def compare_argmax_with_torch(model, onnx_path, batch_sizes, *, seed: int = 0) -> tuple[float, float]:
+def compare_argmax_with_torch(model: torch.nn.Module, onnx_path: StrPath, batch_sizes: Iterable[int], *,
+                              seed: int = 0) -> tuple[float, float]:
     """The ArgMax model's labels against PyTorch's argmax. Float rounding may flip a pixel whose two best
     logits (nearly) tie, so a differing pixel is accepted only where PyTorch's logit for ORT's class is
     within the tolerance of its best; returned: the largest such logit gap, absolute and relative."""
