@@ -210,7 +210,8 @@ def _add_model_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]
     p.set_defaults(handler=cmd_random_weights)
 
 def _add_data_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    p = sub.add_parser("preprocess", help="ErfNet_preprocess.py: images -> PREP_DIR/*.bin, trainId labels -> GT_OUT_DIR")
+    p = sub.add_parser("preprocess",
+                       help="ErfNet_preprocess.py: images -> PREP_DIR/*.bin, trainId labels -> GT_OUT_DIR")
     p.add_argument("img_dir", metavar="IMG_DIR")
     p.add_argument("prep_dir", metavar="PREP_DIR")
     p.add_argument("gt_dir", metavar="GT_DIR")
@@ -251,12 +252,14 @@ def _add_backend_commands(sub: argparse._SubParsersAction[argparse.ArgumentParse
     p.add_argument("model", metavar="MODEL.onnx", help="the ONNX (for --backend torch: the .pth)")
     p.add_argument("out_dir", metavar="OUT_DIR")
     p.add_argument("--backend", choices=backends, default=backend_names()[0])
-    p.add_argument("--chip", default=None, help="Ascend soc_version such as Ascend310P3; onnxruntime/torch: cpu or cuda")
+    p.add_argument("--chip", default=None,
+                   help="Ascend soc_version such as Ascend310P3; onnxruntime/torch: cpu or cuda")
     p.add_argument("--batch-size", type=positive_int, required=True)
     p.add_argument("--aoe", action="store_true", help="Ascend: tune with AOE (subgraphs, then operators)")
     p.set_defaults(handler=cmd_compile)
 
-    p = sub.add_parser("infer", help="ais_bench (or ONNX Runtime / PyTorch) over PREP_DIR, in ais_bench's output layout")
+    p = sub.add_parser("infer",
+                       help="ais_bench (or ONNX Runtime / PyTorch) over PREP_DIR, in ais_bench's output layout")
     p.add_argument("--backend", choices=backends, default=backend_names()[0])
     p.add_argument("--model", required=True, help="the .om (ascend), .onnx (onnxruntime) or .pth (torch)")
     p.add_argument("--input", required=True, metavar="PREP_DIR")

@@ -34,7 +34,7 @@ class DownsamplerBlock(nn.Module):
         return F.relu(self.bn(torch.cat([self.conv(x), self.pool(x)], 1)))
 
 
-class non_bottleneck_1d(nn.Module):  # noqa: N801 - upstream's name, kept so checkpoint keys read the same
+class non_bottleneck_1d(nn.Module):  # upstream's name, kept so checkpoint keys read the same
     def __init__(self, chann: int, dropprob: float, dilated: int) -> None:
         super().__init__()
         self.conv3x1_1 = nn.Conv2d(chann, chann, (3, 1), stride=1, padding=(1, 0), bias=True)
@@ -136,7 +136,7 @@ def _read_state_dict(path: Path) -> dict[str, Any]:
     return obj
 
 
-def _strip_module_prefix(state: dict[str, Any]) -> "OrderedDict[str, torch.Tensor]":
+def _strip_module_prefix(state: dict[str, Any]) -> OrderedDict[str, torch.Tensor]:
     return OrderedDict((k[len("module."):] if k.startswith("module.") else k, v) for k, v in state.items())
 
 
@@ -186,7 +186,8 @@ def load_erfnet(path: str | os.PathLike[str]) -> ERFNet:
     return model.eval()
 
 
-def write_random_checkpoint(path: str | os.PathLike[str], seed: int = 0, *, with_num_batches_tracked: bool = False) -> Path:
+def write_random_checkpoint(path: str | os.PathLike[str], seed: int = 0, *,
+                            with_num_batches_tracked: bool = False) -> Path:
     """Write a RANDOMLY INITIALISED, UNTRAINED ERFNet checkpoint in the upstream layout.
 
     It exists for tests and the demo; its predictions are noise. BatchNorm statistics and scales are
@@ -195,7 +196,7 @@ def write_random_checkpoint(path: str | os.PathLike[str], seed: int = 0, *, with
     gen = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
     model = ERFNet(NUM_CLASSES)
-    for name, module in model.named_modules():
+    for module in model.modules():
         if isinstance(module, nn.BatchNorm2d):
             n = module.num_features
             module.weight.data = torch.rand(n, generator=gen) * 1.5 + 0.25

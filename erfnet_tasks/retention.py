@@ -101,12 +101,12 @@ def plan_prune(older_than: dt.timedelta, *, runs_dir: Path, compile_cache: Path,
     the protected ones."""
     if older_than <= dt.timedelta(0):
         raise ErfnetError("the age must be positive")
-    now = now or dt.datetime.now(dt.timezone.utc)
+    now = now or dt.datetime.now(dt.UTC)
     keep = protected_folders(url, runs_dir)
     removals, protected = [], []
     for kind, path in _candidates(runs_dir, "run") + _candidates(compile_cache, "cache"):
         size, newest = _tree_stats(path)
-        last_used = dt.datetime.fromtimestamp(newest, dt.timezone.utc)
+        last_used = dt.datetime.fromtimestamp(newest, dt.UTC)
         if now - last_used < older_than:
             continue
         why = keep.get(path.resolve())

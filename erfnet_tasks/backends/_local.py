@@ -161,7 +161,7 @@ class OutputWriter:
     def _write(self, files: DirectWriter, names: list[list[Path]], arrays: list[NDArray[Any]]) -> None:
         try:
             for slot, per_output in enumerate(names):
-                for array, path in zip(arrays, per_output):
+                for array, path in zip(arrays, per_output, strict=True):
                     # Only logits are converted: an ArgMax model's int32 labels are written as they are.
                     dtype = self.dtype if np.issubdtype(array.dtype, np.floating) else array.dtype
                     files.write(path, array[slot], dtype)
@@ -257,7 +257,7 @@ def run_batches(runner: Runner, groups: list[list[Path]], buffer: NDArray[Any], 
             for _ in range(loop):
                 result = runner.run(buffer, timings, into)
             names = writer.submit(group, result, release=runner.give_back)
-            filesinfo.extend(outputs.SummaryEntry(f, tuple(n)) for f, n in zip(group, names))
+            filesinfo.extend(outputs.SummaryEntry(f, tuple(n)) for f, n in zip(group, names, strict=True))
     except Exception as exc:
         if isinstance(exc, ErfnetError):
             raise

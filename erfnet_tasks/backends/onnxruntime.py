@@ -221,7 +221,7 @@ class _CpuRunner:
         else:
             binding = self.session.io_binding()
             binding.bind_cpu_input(self.feed_name, batch)
-            for name, array in zip(self.output_names, into):
+            for name, array in zip(self.output_names, into, strict=True):
                 binding.bind_output(name, "cpu", 0, array.dtype, array.shape, array.ctypes.data)
             started = time.perf_counter()
             self.session.run_with_iobinding(binding)

@@ -75,7 +75,8 @@ def _train_labels() -> list[Any]:
 
 
 CLASS_NAMES: tuple[str, ...] = tuple(
-    name for _, name in sorted((l.trainId, l.name) for l in _train_labels() if 0 <= l.trainId < NUM_TRAIN_CLASSES))
+    name for _, name in sorted((label.trainId, label.name) for label in _train_labels()
+                               if 0 <= label.trainId < NUM_TRAIN_CLASSES))
 
 
 def _label_id_lut() -> tuple[NDArray[Any], NDArray[Any]]:

@@ -36,13 +36,13 @@ def rows(session: Session, batch_size: int | None = None) -> list[dict[str, Any]
     stmt = sa.select(*(getattr(CannSummary, name) for name in COLUMNS))
     if batch_size is not None:
         stmt = stmt.where(CannSummary.batch_size == batch_size)
-    return _ordered([dict(zip(COLUMNS, row)) for row in session.execute(stmt)])
+    return _ordered([dict(zip(COLUMNS, row, strict=True)) for row in session.execute(stmt)])
 
 
 def computed(session: Session, batch_size: int | None = None) -> list[dict[str, Any]]:
     """The same rows straight from the aggregate over every run (what the table must equal)."""
     stmt = _aggregate(session.get_bind().dialect.name, batch_size=batch_size)
-    return _ordered([dict(zip(COLUMNS, row)) for row in session.execute(stmt)])
+    return _ordered([dict(zip(COLUMNS, row, strict=True)) for row in session.execute(stmt)])
 
 
 def refresh(session: Session, versions: Iterable[str | None]) -> None:

@@ -162,7 +162,8 @@ def cmd_reference(args: argparse.Namespace) -> int:
 
     with _reading_session(args) as session:
         figures = queries.reference_figures(session)
-    print(json.dumps(figures, indent=2) if args.format == "json" else tables.render_text(tables.reference_table(figures)))
+    print(json.dumps(figures, indent=2) if args.format == "json"
+          else tables.render_text(tables.reference_table(figures)))
     return 0
 
 

@@ -257,7 +257,7 @@ def _sqlite_migration_lock(url: str | None) -> Iterator[None]:
 
     lock_path = Path(parsed.database).with_name(Path(parsed.database).name + ".migrate-lock")
     try:
-        lock = open(lock_path, "a+b")
+        lock = open(lock_path, "a+b")  # noqa: SIM115  (entered just below: only the open may fail quietly)
     except OSError:  # no such folder, read-only: connecting fails next, with the error callers expect
         yield
         return

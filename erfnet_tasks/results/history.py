@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import datetime
-from typing import Any, TypeVar, Unpack
+from typing import Any, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
@@ -25,7 +25,7 @@ from .document import FINDING_FIELDS, format_time, validate_run_id
 from .models import Accuracy, Finding, Performance, Run
 from .queries import run_counts
 
-AnySelect = TypeVar("AnySelect", bound=sa.Select[Unpack[tuple[Any, ...]]])
+AnySelect = TypeVar("AnySelect", bound=sa.Select[*tuple[Any, ...]])
 
 
 def span(session: Session) -> tuple[datetime | None, datetime | None]:

@@ -53,7 +53,7 @@ def record_observation(host: str, observed: dict[str, Any], url: str | None = No
     if not isinstance(host, str) or not host.strip():
         raise ErfnetError(f"host must be a non-empty name, got {host!r}")
     current = _observed(observed)
-    now = now or dt.datetime.now(dt.timezone.utc)
+    now = now or dt.datetime.now(dt.UTC)
     url = db.normalize_url(url) if url else db.resolve_url()
     db.upgrade(url)  # a no-op at head; makes a fresh results database usable by the probe alone
     try:

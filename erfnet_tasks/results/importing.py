@@ -79,7 +79,8 @@ def read_documents(files: list[Path]) -> tuple[list[tuple[str, dict[str, Any]]],
             try:
                 docs.append((str(path), normalize_document(doc)))
             except ErfnetError as exc:
-                run_id = doc.get("run", {}).get("id") if isinstance(doc, dict) and isinstance(doc.get("run"), dict) else None
+                has_run = isinstance(doc, dict) and isinstance(doc.get("run"), dict)
+                run_id = doc.get("run", {}).get("id") if has_run else None
                 refused.append(Outcome(str(path), REFUSED, run_id if isinstance(run_id, str) else None, str(exc)))
     docs.sort(key=lambda item: (parse_time(item[1]["run"]["started_at"], "started_at"), item[1]["run"]["id"]))
     return docs, refused

@@ -10,7 +10,8 @@
 The baseline of a (target, batch) cell is the latest complete run, started before this one, that measured
 the same target and batch on a different CANN version: the gate asks "did the new CANN make things
 worse?". The CANN version compared is the cell's own (a fleet's hosts are upgraded one at a time, so each
-chip has its own), else its run's (cells published before cells recorded one). Findings are stored per run (replacing earlier ones) and returned.
+chip has its own), else its run's (cells published before cells recorded one). Findings are stored per run
+(replacing earlier ones) and returned.
 """
 
 from __future__ import annotations
@@ -98,7 +99,8 @@ def _accuracy_findings(session: Session, run_id: str, rules: Rules) -> list[dict
                            .order_by(Accuracy.target, Accuracy.batch_size))
     return [_finding("accuracy_below_reference", row.target, row.batch_size,
                      f"{row.target} batch {row.batch_size}: mIoU {row.miou * 100:.2f} is below "
-                     f"{rules.reference_miou * 100:.2f} - {rules.tolerance * 100:.2f} = {rules.miou_threshold * 100:.2f}",
+                     f"{rules.reference_miou * 100:.2f} - {rules.tolerance * 100:.2f} = "
+                     f"{rules.miou_threshold * 100:.2f}",
                      row.miou, rules.miou_threshold, None) for row in rows if row.miou is not None]
 
 
