@@ -1,4 +1,5 @@
-"""Every test here drives headless Chromium against a real `airflow api-server`: marked `browser`, left out of `make test-fast`."""
+"""Every test here drives headless Chromium against a real `airflow api-server`: marked `browser`, left out of
+`make test-fast`."""
 
 from __future__ import annotations
 

@@ -14,10 +14,10 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+import nightlies  # bench/nightlies.py: the generated nightlies of the scale benchmark
 import pytest
 
 from tests.helpers.api_server import wait_for_health
-import nightlies  # bench/nightlies.py: the generated nightlies of the scale benchmark
 from tests.helpers.chromium import CHROMIUM, Chromium
 
 pytestmark = pytest.mark.browser

@@ -16,8 +16,8 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from tests.helpers.api_server import wait_for_health
 
+from tests.helpers.api_server import wait_for_health
 from tests.helpers.chromium import CHROMIUM, Chromium
 
 pytestmark = pytest.mark.browser

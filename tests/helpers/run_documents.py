@@ -29,7 +29,10 @@ def make_doc(run_id: str, started_at: str, cann: str | None, cells, status: str 
 def canonical(doc: dict) -> dict:
     """``doc`` with its cells in (target, batch) order, the order stored documents come back in, and the
     per-cell environment fields a document may leave out (issue 16) present as None, as they come back."""
-    key = lambda cell: (cell["target"], cell["batch_size"])
     fields = {"compiled": COMPILED_FIELDS, "perf": PERF_FIELDS}
-    return {name: sorted(({**dict.fromkeys(fields.get(name, ())), **c} for c in value), key=key)
+    return {name: sorted(({**dict.fromkeys(fields.get(name, ())), **c} for c in value), key=_cell_key)
             if isinstance(value, list) else value for name, value in doc.items()}
+
+
+def _cell_key(cell: dict) -> tuple:
+    return cell["target"], cell["batch_size"]

@@ -1,4 +1,5 @@
-"""Every test here runs real Airflow (`airflow dags test`, a scheduler, the cluster) or the deployment's own tools: marked `integration`, left out of `make test-fast`."""
+"""Every test here runs real Airflow (`airflow dags test`, a scheduler, the cluster) or the deployment's own
+tools: marked `integration`, left out of `make test-fast`."""
 
 from __future__ import annotations
 

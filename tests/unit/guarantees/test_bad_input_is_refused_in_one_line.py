@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 
 from erfnet_tasks import pipeline
-from erfnet_tasks.datasets import cityscapes, synthetic
 from erfnet_tasks.cli import main
+from erfnet_tasks.datasets import cityscapes, synthetic
 from erfnet_tasks.errors import ErfnetError, first_line
 from erfnet_tasks.fsutil import write_json_atomic
 from erfnet_tasks.results import models, publish

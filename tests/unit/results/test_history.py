@@ -10,13 +10,12 @@ import sys
 from datetime import datetime, timezone
 from pathlib import Path
 
+import nightlies  # bench/nightlies.py
 import pytest
 import sqlalchemy as sa
 
 from erfnet_tasks.results import db, history, importing, publish, regression
 from erfnet_tasks.results.models import Performance, Run
-
-import nightlies  # bench/nightlies.py
 from tests.helpers.run_documents import make_doc
 
 ERFNET = str(Path(sys.executable).parent / "erfnet")
