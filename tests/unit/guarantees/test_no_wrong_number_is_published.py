@@ -117,6 +117,7 @@ def test_dag_prep_cache_is_keyed_by_content(data_roots):
     assert np.array_equal(np.fromfile(bin_path, dtype=np.float32), guide_transform(image).reshape(-1))
 
 
+@pytest.mark.slow  # two full-size ERFNet exports, each checked against PyTorch
 def test_export_cache_is_verified_by_content(data_roots, random_checkpoint):
     weights = data_roots / "w.pth"
     weights.write_bytes(random_checkpoint.read_bytes())
