@@ -25,7 +25,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, Protocol, runtime_checkable
 
-from ..errors import CompileFailed, ErfnetError, InferFailed  # noqa: F401  (re-exported: backends raise them)
+# Re-exported (the redundant aliases say so): backends and their callers raise and catch them from here.
+from ..errors import CompileFailed as CompileFailed
+from ..errors import ErfnetError
+from ..errors import InferFailed as InferFailed
 from ..fsutil import StrPath
 
 # One line per backend: its name -> its module in this package. Aliases name a registered backend.
