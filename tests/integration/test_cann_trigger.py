@@ -22,7 +22,7 @@ import pytest
 import sqlalchemy as sa
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "standins"))
-import harness  # noqa: E402
+import harness
 
 pytestmark = pytest.mark.postgres
 

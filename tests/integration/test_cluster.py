@@ -6,7 +6,6 @@ one 310. The DAG is triggered through the REST API, as an operator's client woul
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from pathlib import Path

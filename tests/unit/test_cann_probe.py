@@ -14,7 +14,7 @@ from erfnet_tasks.errors import ErfnetError
 from erfnet_tasks.results import db, hosts
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "standins"))
-import harness  # noqa: E402
+import harness
 
 
 @pytest.fixture

@@ -19,7 +19,7 @@ from erfnet_tasks.results.publish import publish_run
 from erfnet_tasks.retention import parse_duration
 from erfnet_tasks.settings import load_settings
 
-NOW = dt.datetime.now(dt.timezone.utc)
+NOW = dt.datetime.now(dt.UTC)
 OLD = (NOW - dt.timedelta(days=40)).timestamp()
 
 

@@ -11,10 +11,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import harness
 import numpy as np
 import pytest
-
-import harness
 
 from erfnet_tasks import outputs
 from erfnet_tasks.backends import get_backend

@@ -9,12 +9,12 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "standins"))
-import harness  # noqa: E402
-from standin_om import read_om  # noqa: E402
+import harness
+from standin_om import read_om
 
-from erfnet_tasks import cli  # noqa: E402
-from erfnet_tasks.backends import CompileFailed, get_backend  # noqa: E402
-from erfnet_tasks.errors import ErfnetError  # noqa: E402
+from erfnet_tasks import cli
+from erfnet_tasks.backends import CompileFailed, get_backend
+from erfnet_tasks.errors import ErfnetError
 
 # The guide's command with --log=error and without the shell's quotes around --input_shape.
 GUIDE_ATC = ["--framework=5", "--model={onnx}", "--output={out}/ErfNet_bs{n}", "--input_format=NCHW",

@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
-import pytest
-
 import harness
+import pytest
 
 from erfnet_tasks import cli
 from erfnet_tasks.backends import ascend

@@ -3,11 +3,9 @@ and printouts, and every failure status."""
 
 from __future__ import annotations
 
-
+import harness
 import numpy as np
 import pytest
-
-import harness
 
 from erfnet_tasks import outputs
 from erfnet_tasks.backends import InferFailed, ascend, get_backend

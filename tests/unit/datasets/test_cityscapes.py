@@ -12,8 +12,8 @@ import pytest
 import torch
 from PIL import Image
 
-from erfnet_tasks.datasets import cityscapes, synthetic
 from erfnet_tasks.cli import main
+from erfnet_tasks.datasets import cityscapes, synthetic
 from erfnet_tasks.errors import ErfnetError
 
 SMALL = (512, 256)  # 2:1, so the guide's resize still makes 1024x512

@@ -21,10 +21,10 @@ import torch
 from PIL import Image
 
 from erfnet_tasks import evaluate, outputs, pipeline
-from erfnet_tasks.datasets import cityscapes, synthetic
 from erfnet_tasks.backends import InferFailed
 from erfnet_tasks.backends._local import OutputWriter
 from erfnet_tasks.cli import main
+from erfnet_tasks.datasets import cityscapes, synthetic
 from erfnet_tasks.errors import ErfnetError
 
 SMALL = (512, 256)  # 2:1, so the guide's resize still makes 1024x512

@@ -17,9 +17,8 @@ REPO = Path(__file__).resolve().parents[3]
 from airflow.api_fastapi.app import create_auth_manager
 from airflow.api_fastapi.auth.managers.simple.user import SimpleAuthManagerUser
 from airflow.api_fastapi.core_api.security import get_user
-from fastapi.testclient import TestClient
-
 from erfnet_ui.app import URL_PREFIX, create_app
+from fastapi.testclient import TestClient
 
 OLD_RUN = "manual__2026-11-01T10:00:00+00:00"
 NEW_RUN = "scheduled__2026-11-20T02:00:00+00:00"
@@ -408,7 +407,7 @@ def test_upgrade_events_for_chart_markers(sqlite_url, monkeypatch):
 
     from erfnet_tasks.results import hosts
 
-    t0 = dt.datetime(2026, 11, 27, 9, 0, tzinfo=dt.timezone.utc)
+    t0 = dt.datetime(2026, 11, 27, 9, 0, tzinfo=dt.UTC)
     for minutes, cann in ((0, "8.0.0"), (5, "8.0.0"), (10, "8.1.RC1")):
         hosts.record_observation("npu-7", {"cann_version": cann, "driver_version": "23.0.3", "chips": ["Ascend310P3"]},
                                  sqlite_url, now=t0 + dt.timedelta(minutes=minutes))
@@ -429,8 +428,8 @@ def test_history_charts_mark_the_upgrades_the_probe_saw_in_the_range(populated, 
     observed = {"driver_version": "23.0.3", "chips": ["Ascend310P3"]}
     for when, cann in (("2026-11-10T09:00", "7.0.RC1"), ("2026-11-15T09:30", "8.0.RC2"), ("2025-01-01T00:00", "6.0")):
         hosts.record_observation("npu-a" if when > "2026" else "npu-old", {"cann_version": cann, **observed},
-                                 populated, now=dt.datetime.fromisoformat(when).replace(tzinfo=dt.timezone.utc))
+                                 populated, now=dt.datetime.fromisoformat(when).replace(tzinfo=dt.UTC))
     hosts.record_observation("npu-old", {"cann_version": "6.1", **observed}, populated,
-                             now=dt.datetime(2025, 2, 1, tzinfo=dt.timezone.utc))  # long before the range
+                             now=dt.datetime(2025, 2, 1, tzinfo=dt.UTC))  # long before the range
     chart = _chart_data(_client(populated, monkeypatch, user=True).get("/history", params={"batch": 1}).text)
     assert chart["upgrades"] == [{"time": "2026-11-15T09:30:00+00:00", "label": "npu-a: CANN 7.0.RC1 \u2192 8.0.RC2"}]

@@ -7,7 +7,7 @@ import json
 import statistics
 import subprocess
 import sys
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import nightlies  # bench/nightlies.py
@@ -61,7 +61,7 @@ def test_cann_summary_is_best_median_latest_over_all_runs(results_url):
 
 def test_points_and_findings_by_range_without_per_class(results_url):
     _publish_series(results_url, [("7.0", 10.0, 0.72)] * 4 + [("8.0", 5.0, 0.60)])
-    since, until = datetime(2026, 1, 3, tzinfo=timezone.utc), datetime(2026, 1, 6, tzinfo=timezone.utc)
+    since, until = datetime(2026, 1, 3, tzinfo=UTC), datetime(2026, 1, 6, tzinfo=UTC)
     with db.session_scope(results_url) as session:
         first, last = history.span(session)
         points = history.points(session, since, until, batch_size=1)
