@@ -3,8 +3,9 @@
 #   make demo      the whole DAG in-process on synthetic data and a random checkpoint (see README)
 #   make airflow   Airflow (standalone, LocalExecutor) with the DAG, the plugin and the demo's data as the
 #                  form's defaults; prints URL, user and password; Ctrl-C stops it (AIRFLOW_PORT=8080)
-#   make test      the whole test suite (installs chromium and docker-compose from Debian when missing)
-#   make test-fast the suite without the `slow` (full-size ERFNet) and `browser` (headless Chromium) tests
+#   make lint      ruff check, ruff format --check and mypy (strict on erfnet_tasks/; see pyproject.toml)
+#   make test      make lint, then the whole test suite (installs chromium and docker-compose from Debian when missing)
+#   make test-fast the unit tests alone (tests/unit, without the `slow` full-size ERFNet ones): no Airflow, no browser
 #   make bench     the benchmark suite -> bench/results.json and BENCHMARKS.md
 
 PYTHON ?= python3.11
@@ -12,13 +13,13 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install demo airflow test test-fast bench system-test-deps clean freeze-constraints
+.PHONY: install lint demo airflow test test-fast bench system-test-deps clean freeze-constraints
 
 install: $(STAMP)
 
 $(STAMP): pyproject.toml constraints.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --constraint constraints.txt --editable '.[airflow,test]'
+	$(BIN)/python -m pip install --quiet --constraint constraints.txt --editable '.[airflow,test,dev]'
 	@touch $(STAMP)
 
 # Refresh the pinned set from a working install (Airflow's own constraints file cannot be fetched here).
@@ -35,11 +36,16 @@ AIRFLOW_PORT ?= 8080
 airflow: install
 	$(BIN)/python deploy/local_airflow.py --port $(AIRFLOW_PORT)
 
-test: install system-test-deps
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+test: lint system-test-deps
 	$(BIN)/python -m pytest
 
 test-fast: install
-	$(BIN)/python -m pytest -m "not slow and not browser"
+	$(BIN)/python -m pytest tests/unit -m "not slow"
 
 bench: install
 	$(BIN)/python bench/run.py --make

@@ -17,8 +17,7 @@ import logging
 from airflow.sdk import BaseHook
 
 from erfnet_tasks import notify, settings
-from erfnet_tasks.errors import BadInput, Transient
-from erfnet_tasks.pipeline import RegressionDetected
+from erfnet_tasks.errors import BadInput, RegressionDetected, Transient
 
 log = logging.getLogger(__name__)
 SMTP_TYPES = ("smtp", "email")

@@ -1,4 +1,4 @@
-"""The docker-compose cluster, started from .venv on this host: what tests/test_cluster.py starts.
+"""The docker-compose cluster, started from .venv on this host: what tests/integration/test_cluster.py starts.
 
 It runs the services of docker-compose.yaml as local processes, with the compose file's own commands and
 settings where they apply (executor, auth manager, paused-at-creation, ...), and local replacements for

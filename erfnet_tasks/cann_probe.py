@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import socket
+from typing import Any
 
 from .backends import ascend
 from .errors import ErfnetError
@@ -21,7 +22,7 @@ ASSET_NAME = "erfnet_cann_version"
 ASSET_URI = "erfnet://hosts/cann-version"
 
 
-def observe() -> dict:
+def observe() -> dict[str, Any]:
     """This host's CANN version (None without a toolkit), driver version and chips."""
     try:
         cann = ascend.detect_cann_version()
@@ -30,7 +31,7 @@ def observe() -> dict:
     return {"cann_version": cann, "driver_version": ascend.detect_driver_version(), "chips": ascend.detect_chips()}
 
 
-def probe(url: str | None = None, host: str | None = None) -> dict:
+def probe(url: str | None = None, host: str | None = None) -> dict[str, Any]:
     """Observe this host and record it; the result says whether anything changed since the last probe."""
     host = host or socket.gethostname()
     result = hosts.record_observation(host, observe(), url)
@@ -39,7 +40,7 @@ def probe(url: str | None = None, host: str | None = None) -> dict:
     return result
 
 
-def describe_change(result: dict) -> str:
+def describe_change(result: dict[str, Any]) -> str:
     """One line for the task log and the Asset event: host, old -> new."""
     old, new = result.get("previous") or {}, result["current"]
     parts = [f"{label} {old.get(key)} -> {new.get(key)}"

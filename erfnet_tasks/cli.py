@@ -14,10 +14,9 @@ from .argtypes import non_negative_int, positive_int, size
 from .backends import backend_names
 from .errors import ErfnetError, first_line
 
-
 # ---------------------------------------------------------------------------------------------- 3.1
 
-def cmd_export(args) -> int:
+def cmd_export(args: argparse.Namespace) -> int:
     from .onnx_export import export_onnx
 
     report = export_onnx(args.weights, args.out, opset=args.opset, argmax=args.argmax)
@@ -32,7 +31,7 @@ def cmd_export(args) -> int:
     return 0
 
 
-def cmd_fix_bn(args) -> int:
+def cmd_fix_bn(args: argparse.Namespace) -> int:
     from .onnx_export import fix_bn
 
     changed = fix_bn(args.src, args.out)
@@ -40,7 +39,7 @@ def cmd_fix_bn(args) -> int:
     return 0
 
 
-def cmd_random_weights(args) -> int:
+def cmd_random_weights(args: argparse.Namespace) -> int:
     from .model import write_random_checkpoint
 
     path = write_random_checkpoint(args.out, seed=args.seed, with_num_batches_tracked=args.num_batches_tracked)
@@ -51,7 +50,7 @@ def cmd_random_weights(args) -> int:
 
 # ------------------------------------------------------------------------------------------ 4, 6.1
 
-def cmd_preprocess(args) -> int:
+def cmd_preprocess(args: argparse.Namespace) -> int:
     from .datasets.cityscapes import preprocess
 
     m = preprocess(args.img_dir, args.prep_dir, args.gt_dir, args.gt_out_dir, workers=args.workers,
@@ -63,7 +62,7 @@ def cmd_preprocess(args) -> int:
     return 0
 
 
-def cmd_evaluate(args) -> int:
+def cmd_evaluate(args: argparse.Namespace) -> int:
     from .evaluate import evaluate_summary, format_report
 
     result = evaluate_summary(args.summary, args.gt_dir, workers=args.workers, progress=not args.quiet,
@@ -75,7 +74,7 @@ def cmd_evaluate(args) -> int:
     return 0
 
 
-def cmd_sample_data(args) -> int:
+def cmd_sample_data(args: argparse.Namespace) -> int:
     from .datasets.synthetic import write_sample_data
 
     root = write_sample_data(args.out_dir, args.images, size=args.size, seed=args.seed)
@@ -86,7 +85,7 @@ def cmd_sample_data(args) -> int:
 
 # ---------------------------------------------------------------------------------------- 3.2, 5, 7
 
-def cmd_compile(args) -> int:
+def cmd_compile(args: argparse.Namespace) -> int:
     from .backends import get_backend
 
     result = get_backend(args.backend).compile(args.model, args.out_dir, chip=args.chip,
@@ -95,7 +94,7 @@ def cmd_compile(args) -> int:
     return 0
 
 
-def cmd_infer(args) -> int:
+def cmd_infer(args: argparse.Namespace) -> int:
     from .backends import get_backend
 
     result = get_backend(args.backend).infer(
@@ -106,7 +105,7 @@ def cmd_infer(args) -> int:
     return 0
 
 
-def cmd_environment(args) -> int:
+def cmd_environment(args: argparse.Namespace) -> int:
     from .backends.environment import describe_environment, format_environment
 
     env = describe_environment()
@@ -114,14 +113,14 @@ def cmd_environment(args) -> int:
     return 0
 
 
-def cmd_worker_queues(args) -> int:
+def cmd_worker_queues(args: argparse.Namespace) -> int:
     from .fleet import worker_queues
 
     print(",".join(worker_queues()))
     return 0
 
 
-def cmd_demo(args) -> int:
+def cmd_demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
     batch_sizes = [positive_int(b) for b in args.batch_sizes.split(",") if b.strip()]
@@ -170,7 +169,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def cmd_runs_prune(args) -> int:
+def cmd_runs_prune(args: argparse.Namespace) -> int:
     from .retention import prune
 
     _plan, report = prune(args.older_than, dry_run=args.dry_run)
@@ -178,7 +177,7 @@ def cmd_runs_prune(args) -> int:
     return 0
 
 
-def _add_runs_commands(sub) -> None:
+def _add_runs_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     from .retention import DEFAULT_OLDER_THAN
 
     runs = sub.add_parser("runs", help="the run folders under the data directory")
@@ -191,7 +190,7 @@ def _add_runs_commands(sub) -> None:
     p.set_defaults(handler=cmd_runs_prune)
 
 
-def _add_model_commands(sub) -> None:
+def _add_model_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("export", help="ErfNet_pth2onnx.py: checkpoint -> ONNX, verified against PyTorch")
     p.add_argument("weights", metavar="WEIGHTS.pth")
     p.add_argument("out", metavar="OUT.onnx")
@@ -213,8 +212,9 @@ def _add_model_commands(sub) -> None:
                    help="include BatchNorm's num_batches_tracked keys (the 2017 upstream file has none)")
     p.set_defaults(handler=cmd_random_weights)
 
-def _add_data_commands(sub) -> None:
-    p = sub.add_parser("preprocess", help="ErfNet_preprocess.py: images -> PREP_DIR/*.bin, trainId labels -> GT_OUT_DIR")
+def _add_data_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("preprocess",
+                       help="ErfNet_preprocess.py: images -> PREP_DIR/*.bin, trainId labels -> GT_OUT_DIR")
     p.add_argument("img_dir", metavar="IMG_DIR")
     p.add_argument("prep_dir", metavar="PREP_DIR")
     p.add_argument("gt_dir", metavar="GT_DIR")
@@ -248,19 +248,21 @@ def _add_data_commands(sub) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(handler=cmd_sample_data)
 
-def _add_backend_commands(sub) -> None:
+def _add_backend_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     backends = backend_names()
     p = sub.add_parser("compile", help="atc (Ascend, optionally AOE) or ORT's optimiser: ONNX -> model for one chip "
                                        "and batch size; prints its path")
     p.add_argument("model", metavar="MODEL.onnx", help="the ONNX (for --backend torch: the .pth)")
     p.add_argument("out_dir", metavar="OUT_DIR")
     p.add_argument("--backend", choices=backends, default=backend_names()[0])
-    p.add_argument("--chip", default=None, help="Ascend soc_version such as Ascend310P3; onnxruntime/torch: cpu or cuda")
+    p.add_argument("--chip", default=None,
+                   help="Ascend soc_version such as Ascend310P3; onnxruntime/torch: cpu or cuda")
     p.add_argument("--batch-size", type=positive_int, required=True)
     p.add_argument("--aoe", action="store_true", help="Ascend: tune with AOE (subgraphs, then operators)")
     p.set_defaults(handler=cmd_compile)
 
-    p = sub.add_parser("infer", help="ais_bench (or ONNX Runtime / PyTorch) over PREP_DIR, in ais_bench's output layout")
+    p = sub.add_parser("infer",
+                       help="ais_bench (or ONNX Runtime / PyTorch) over PREP_DIR, in ais_bench's output layout")
     p.add_argument("--backend", choices=backends, default=backend_names()[0])
     p.add_argument("--model", required=True, help="the .om (ascend), .onnx (onnxruntime) or .pth (torch)")
     p.add_argument("--input", required=True, metavar="PREP_DIR")

@@ -13,10 +13,14 @@ import fcntl
 import logging
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
+from typing import TYPE_CHECKING, Any
 
 from . import settings
 from .errors import InferFailed
+
+if TYPE_CHECKING:
+    from .backends import Backend
 
 log = logging.getLogger(__name__)
 POLL_SECONDS = 1.0
@@ -71,7 +75,7 @@ def lease(chip: str, *, chips: list[str] | None = None, poll: float = POLL_SECON
 
 
 @contextlib.contextmanager
-def hold_device(cell: dict, backend) -> Iterator[str | int | None]:
+def hold_device(cell: Mapping[str, Any], backend: Backend) -> Iterator[str | int | None]:
     """The device a cell's tool runs on, held for the block: a leased NPU device of the cell's chip, or
     the host backend's device (ONNX Runtime and PyTorch share the host; the DAG's pools bound them)."""
     if backend.RUNS_ON == "npu":

@@ -14,19 +14,25 @@ import json
 import mmap
 import os
 import secrets
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
+from typing import Any
 
 import numpy as np
+import numpy.typing as npt
+from numpy.typing import NDArray
 
 from .errors import BadInput
+
+# What a path argument may be: the str, Path or os.PathLike callers already have.
+StrPath = str | os.PathLike[str]
 
 _CHUNK = 1 << 20
 PART_SUFFIX = ".part"
 
 
 @contextlib.contextmanager
-def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+def atomic_path(path: StrPath) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; rename it onto ``path`` only if the block succeeds."""
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -51,7 +57,7 @@ def _create_part(target: Path) -> Path:
             continue
 
 
-def remove_stale_parts(folder: str | os.PathLike) -> int:
+def remove_stale_parts(folder: StrPath) -> int:
     """Delete the ``.part`` files a killed writer left in ``folder``; the caller must hold the folder's lock."""
     removed = 0
     for path in Path(folder).glob(f".*{PART_SUFFIX}"):
@@ -61,7 +67,7 @@ def remove_stale_parts(folder: str | os.PathLike) -> int:
 
 
 @contextlib.contextmanager
-def folder_lock(folder: str | os.PathLike) -> Iterator[None]:
+def folder_lock(folder: StrPath) -> Iterator[None]:
     """An exclusive advisory lock on ``folder`` (its ``.lock`` file) for one writer at a time."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
@@ -73,16 +79,16 @@ def folder_lock(folder: str | os.PathLike) -> Iterator[None]:
         os.close(fd)
 
 
-def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> None:
+def write_bytes_atomic(path: StrPath, data: bytes) -> None:
     with atomic_path(path) as tmp:
         tmp.write_bytes(data)
 
 
-def write_json_atomic(path: str | os.PathLike, obj, *, indent: int | None = 2) -> None:
+def write_json_atomic(path: StrPath, obj: object, *, indent: int | None = 2) -> None:
     write_bytes_atomic(path, (json.dumps(obj, indent=indent, sort_keys=False) + "\n").encode())
 
 
-def read_json(path: str | os.PathLike, what: str, *, missing: str | None = None):
+def read_json(path: StrPath, what: str, *, missing: str | None = None) -> Any:
     """Parse a JSON file; a missing or garbled one is a BadInput that names it (and ``what`` it should be)."""
     path = Path(path)
     try:
@@ -93,7 +99,7 @@ def read_json(path: str | os.PathLike, what: str, *, missing: str | None = None)
         raise BadInput(f"{path} is not {what} ({exc})") from exc
 
 
-def sha256_file(path: str | os.PathLike) -> str:
+def sha256_file(path: StrPath) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as fh:
         for chunk in iter(lambda: fh.read(_CHUNK), b""):
@@ -117,7 +123,7 @@ class DirectWriter:
         self.direct = hasattr(os, "O_DIRECT")
         self._staging: mmap.mmap | None = None
 
-    def write(self, path: str | os.PathLike, array: np.ndarray, dtype=None) -> None:
+    def write(self, path: StrPath, array: NDArray[Any], dtype: npt.DTypeLike | None = None) -> None:
         """Write ``array`` (converted to ``dtype``) as raw bytes, like ``ndarray.tofile``."""
         dtype = np.dtype(dtype or array.dtype)
         nbytes = array.size * dtype.itemsize
@@ -137,11 +143,11 @@ class DirectWriter:
         np.ascontiguousarray(array, dtype=dtype).tofile(path)
 
     @classmethod
-    def writable_as_is(cls, array: np.ndarray, dtype) -> bool:
+    def writable_as_is(cls, array: NDArray[Any], dtype: npt.DTypeLike) -> bool:
         """Whether O_DIRECT can take ``array``'s memory without a staging copy (see ``aligned_empty``)."""
         return array.dtype == dtype and array.flags.c_contiguous and array.ctypes.data % cls.ALIGN == 0
 
-    def _staging_view(self, nbytes: int) -> np.ndarray:
+    def _staging_view(self, nbytes: int) -> NDArray[Any]:
         size = -(-nbytes // self.ALIGN) * self.ALIGN
         if self._staging is None or len(self._staging) < size:
             # The old map is not closed but dropped: a view of it may still be referenced (by a traceback, say),
@@ -149,14 +155,14 @@ class DirectWriter:
             self._staging = mmap.mmap(-1, size)  # anonymous mmap: page-aligned, as O_DIRECT requires
         return np.frombuffer(self._staging, dtype=np.uint8)
 
-    def _write_direct(self, path, data: np.ndarray) -> None:
+    def _write_direct(self, path: StrPath, data: NDArray[Any]) -> None:
         aligned = len(data) // self.ALIGN * self.ALIGN
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_DIRECT, 0o666)
         try:
-            _write_all(fd, memoryview(data[:aligned]))
+            _write_all(fd, data[:aligned].data)
             if aligned < len(data):  # the tail is not a whole block: write it through the page cache
                 fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) & ~os.O_DIRECT)
-                _write_all(fd, memoryview(data[aligned:]))
+                _write_all(fd, data[aligned:].data)
         finally:
             os.close(fd)
 
@@ -164,7 +170,7 @@ class DirectWriter:
         self._staging = None  # see _staging_view
 
 
-def aligned_empty(shape: tuple[int, ...], dtype) -> np.ndarray:
+def aligned_empty(shape: tuple[int, ...], dtype: npt.DTypeLike) -> NDArray[Any]:
     """An uninitialised array in page-aligned memory (an anonymous mmap) that DirectWriter writes uncopied."""
     dtype = np.dtype(dtype)
     count = int(np.prod(shape))

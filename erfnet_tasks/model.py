@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 from collections import OrderedDict
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn as nn
@@ -23,18 +24,18 @@ BN_EPS = 1e-3
 
 
 class DownsamplerBlock(nn.Module):
-    def __init__(self, ninput: int, noutput: int):
+    def __init__(self, ninput: int, noutput: int) -> None:
         super().__init__()
         self.conv = nn.Conv2d(ninput, noutput - ninput, (3, 3), stride=2, padding=1, bias=True)
         self.pool = nn.MaxPool2d(2, stride=2)
         self.bn = nn.BatchNorm2d(noutput, eps=BN_EPS)
 
-    def forward(self, x):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         return F.relu(self.bn(torch.cat([self.conv(x), self.pool(x)], 1)))
 
 
-class non_bottleneck_1d(nn.Module):  # noqa: N801 - upstream's name, kept so checkpoint keys read the same
-    def __init__(self, chann: int, dropprob: float, dilated: int):
+class non_bottleneck_1d(nn.Module):  # upstream's name, kept so checkpoint keys read the same
+    def __init__(self, chann: int, dropprob: float, dilated: int) -> None:
         super().__init__()
         self.conv3x1_1 = nn.Conv2d(chann, chann, (3, 1), stride=1, padding=(1, 0), bias=True)
         self.conv1x3_1 = nn.Conv2d(chann, chann, (1, 3), stride=1, padding=(0, 1), bias=True)
@@ -46,7 +47,7 @@ class non_bottleneck_1d(nn.Module):  # noqa: N801 - upstream's name, kept so che
         self.bn2 = nn.BatchNorm2d(chann, eps=BN_EPS)
         self.dropout = nn.Dropout2d(dropprob)
 
-    def forward(self, x):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = F.relu(self.conv3x1_1(x))
         out = F.relu(self.bn1(self.conv1x3_1(out)))
         out = F.relu(self.conv3x1_2(out))
@@ -57,7 +58,7 @@ class non_bottleneck_1d(nn.Module):  # noqa: N801 - upstream's name, kept so che
 
 
 class Encoder(nn.Module):
-    def __init__(self, num_classes: int):
+    def __init__(self, num_classes: int) -> None:
         super().__init__()
         self.initial_block = DownsamplerBlock(3, 16)
         self.layers = nn.ModuleList([DownsamplerBlock(16, 64)])
@@ -68,25 +69,26 @@ class Encoder(nn.Module):
         # Present in the checkpoint, used only by the encoder-only training stage.
         self.output_conv = nn.Conv2d(128, num_classes, 1, stride=1, padding=0, bias=True)
 
-    def forward(self, x, predict: bool = False):
+    def forward(self, x: torch.Tensor, predict: bool = False) -> torch.Tensor:
         out = self.initial_block(x)
         for layer in self.layers:
             out = layer(out)
-        return self.output_conv(out) if predict else out
+        result: torch.Tensor = self.output_conv(out) if predict else out
+        return result
 
 
 class UpsamplerBlock(nn.Module):
-    def __init__(self, ninput: int, noutput: int):
+    def __init__(self, ninput: int, noutput: int) -> None:
         super().__init__()
         self.conv = nn.ConvTranspose2d(ninput, noutput, 3, stride=2, padding=1, output_padding=1, bias=True)
         self.bn = nn.BatchNorm2d(noutput, eps=BN_EPS)
 
-    def forward(self, x):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         return F.relu(self.bn(self.conv(x)))
 
 
 class Decoder(nn.Module):
-    def __init__(self, num_classes: int):
+    def __init__(self, num_classes: int) -> None:
         super().__init__()
         self.layers = nn.ModuleList([
             UpsamplerBlock(128, 64),
@@ -98,28 +100,28 @@ class Decoder(nn.Module):
         ])
         self.output_conv = nn.ConvTranspose2d(16, num_classes, 2, stride=2, padding=0, output_padding=0, bias=True)
 
-    def forward(self, x):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         for layer in self.layers:
             x = layer(x)
-        return self.output_conv(x)
+        result: torch.Tensor = self.output_conv(x)
+        return result
 
 
 class ERFNet(nn.Module):
-    def __init__(self, num_classes: int = NUM_CLASSES):
+    def __init__(self, num_classes: int = NUM_CLASSES) -> None:
         super().__init__()
         self.encoder = Encoder(num_classes)
         self.decoder = Decoder(num_classes)
 
-    def forward(self, x, only_encode: bool = False):
-        if only_encode:
-            return self.encoder(x, predict=True)
-        return self.decoder(self.encoder(x))
+    def forward(self, x: torch.Tensor, only_encode: bool = False) -> torch.Tensor:
+        result: torch.Tensor = self.encoder(x, predict=True) if only_encode else self.decoder(self.encoder(x))
+        return result
 
 
 # --------------------------------------------------------------------------------------------------
 # checkpoints
 
-def _read_state_dict(path: Path) -> dict:
+def _read_state_dict(path: Path) -> dict[str, Any]:
     if not path.is_file():
         raise BadInput(f"checkpoint not found: {path}")
     try:
@@ -134,7 +136,7 @@ def _read_state_dict(path: Path) -> dict:
     return obj
 
 
-def _strip_module_prefix(state: dict) -> "OrderedDict[str, torch.Tensor]":
+def _strip_module_prefix(state: dict[str, Any]) -> OrderedDict[str, torch.Tensor]:
     return OrderedDict((k[len("module."):] if k.startswith("module.") else k, v) for k, v in state.items())
 
 
@@ -143,14 +145,14 @@ def _summarise(keys: list[str], limit: int = 5) -> str:
     return shown + (f" and {len(keys) - limit} more" if len(keys) > limit else "")
 
 
-def check_finite_state(state: dict, source: str = "checkpoint") -> None:
+def check_finite_state(state: dict[str, Any], source: str = "checkpoint") -> None:
     """Refuse NaN/Inf anywhere in the checkpoint (a BatchNorm statistic, say), naming the tensors."""
     bad = [k for k, v in state.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
     if bad:
         raise BadInput(f"{source} holds NaN or Inf values in {_summarise(bad)}")
 
 
-def validate_state_dict(state: dict, model: ERFNet, source: str = "checkpoint") -> None:
+def validate_state_dict(state: dict[str, Any], model: ERFNet, source: str = "checkpoint") -> None:
     """Raise BadInput naming every missing, unexpected or mis-shaped key (num_batches_tracked optional)."""
     expected = model.state_dict()
     optional = {k for k in expected if k.endswith("num_batches_tracked")}
@@ -171,7 +173,7 @@ def validate_state_dict(state: dict, model: ERFNet, source: str = "checkpoint") 
         raise BadInput(f"{source} does not match ERFNet({NUM_CLASSES}): " + "; ".join(problems))
 
 
-def load_erfnet(path: str | os.PathLike) -> ERFNet:
+def load_erfnet(path: str | os.PathLike[str]) -> ERFNet:
     """Build ERFNet(20) in eval mode from an upstream-layout checkpoint, or raise BadInput."""
     path = Path(path)
     state = _strip_module_prefix(_read_state_dict(path))
@@ -184,7 +186,8 @@ def load_erfnet(path: str | os.PathLike) -> ERFNet:
     return model.eval()
 
 
-def write_random_checkpoint(path: str | os.PathLike, seed: int = 0, *, with_num_batches_tracked: bool = False) -> Path:
+def write_random_checkpoint(path: str | os.PathLike[str], seed: int = 0, *,
+                            with_num_batches_tracked: bool = False) -> Path:
     """Write a RANDOMLY INITIALISED, UNTRAINED ERFNet checkpoint in the upstream layout.
 
     It exists for tests and the demo; its predictions are noise. BatchNorm statistics and scales are
@@ -193,7 +196,7 @@ def write_random_checkpoint(path: str | os.PathLike, seed: int = 0, *, with_num_
     gen = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
     model = ERFNet(NUM_CLASSES)
-    for name, module in model.named_modules():
+    for module in model.modules():
         if isinstance(module, nn.BatchNorm2d):
             n = module.num_features
             module.weight.data = torch.rand(n, generator=gen) * 1.5 + 0.25
@@ -202,6 +205,7 @@ def write_random_checkpoint(path: str | os.PathLike, seed: int = 0, *, with_num_
             if n > 2:
                 module.weight.data[1] = -0.003
             module.bias.data = torch.randn(n, generator=gen) * 0.1
+            assert module.running_mean is not None and module.running_var is not None  # track_running_stats
             module.running_mean.data = torch.randn(n, generator=gen) * 0.1
             module.running_var.data = torch.rand(n, generator=gen) * 0.5 + 0.5
     state = OrderedDict(

@@ -9,13 +9,19 @@ from __future__ import annotations
 import os
 import re
 import warnings
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+from numpy.typing import NDArray
 
 from .errors import BadInput, first_line
-from .fsutil import atomic_path
+from .fsutil import StrPath, atomic_path
+
+if TYPE_CHECKING:
+    import torch
 
 INPUT_NAME = "actual_input_1"
 OUTPUT_NAME = "output1"
@@ -37,7 +43,7 @@ class ExportReport:
     argmax: bool = False  # then the errors are logit gaps at pixels whose label differs (near-ties)
 
 
-def export_onnx(weights: str | os.PathLike, out: str | os.PathLike, *, opset: int = DEFAULT_OPSET,
+def export_onnx(weights: str | os.PathLike[str], out: str | os.PathLike[str], *, opset: int = DEFAULT_OPSET,
                 verify_batches: tuple[int, ...] = (1, 2), seed: int = 0, argmax: bool = False) -> ExportReport:
     """Export the checkpoint as the guide does (TorchScript exporter, dynamic batch) and verify it.
 
@@ -58,7 +64,7 @@ def export_onnx(weights: str | os.PathLike, out: str | os.PathLike, *, opset: in
             warnings.simplefilter("ignore")
             try:
                 torch.onnx.export(
-                    model, dummy, str(tmp),
+                    model, (dummy,), str(tmp),
                     input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
                     dynamic_axes={INPUT_NAME: {0: "-1"}, OUTPUT_NAME: {0: "-1"}},
                     opset_version=opset, dynamo=False,
@@ -73,7 +79,7 @@ def export_onnx(weights: str | os.PathLike, out: str | os.PathLike, *, opset: in
     return ExportReport(out, opset, abs_err, rel_err, tuple(verify_batches), argmax)
 
 
-def check_onnx(path: str | os.PathLike) -> None:
+def check_onnx(path: str | os.PathLike[str]) -> None:
     import onnx
 
     try:
@@ -82,7 +88,8 @@ def check_onnx(path: str | os.PathLike) -> None:
         raise BadInput(f"ONNX checker rejected {path}: {first_line(exc)}") from exc
 
 
-def _side_by_side(model, onnx_path, batch_sizes, seed: int):
+def _side_by_side(model: torch.nn.Module, onnx_path: StrPath, batch_sizes: Iterable[int], seed: int
+                  ) -> Iterator[tuple[int, NDArray[Any], NDArray[Any]]]:
     """Yield (batch, ONNX Runtime's output, PyTorch's logits) on the same random inputs."""
     import onnxruntime as ort
     import torch
@@ -99,7 +106,8 @@ def _side_by_side(model, onnx_path, batch_sizes, seed: int):
         yield batch, ours, logits
 
 
-def compare_with_torch(model, onnx_path, batch_sizes, *, seed: int = 0) -> tuple[float, float]:
+def compare_with_torch(model: torch.nn.Module, onnx_path: StrPath, batch_sizes: Iterable[int], *,
+                       seed: int = 0) -> tuple[float, float]:
     """Largest absolute and relative (to the largest |logit|) difference between ORT and PyTorch."""
     max_abs = max_rel = 0.0
     for batch, ours, ref in _side_by_side(model, onnx_path, batch_sizes, seed):
@@ -113,14 +121,14 @@ def compare_with_torch(model, onnx_path, batch_sizes, *, seed: int = 0) -> tuple
     return max_abs, max_rel
 
 
-def require_finite(array: np.ndarray, where: str) -> None:
+def require_finite(array: NDArray[Any], where: str) -> None:
     """NaN/Inf is an error, never a result: ``max(0.0, nan)`` is 0.0, so a NaN would read as a perfect match."""
     if not np.isfinite(array).all():
         raise BadInput(f"{where} holds NaN or Inf values ({int(np.count_nonzero(~np.isfinite(array)))} "
                        f"of {array.size}): the checkpoint or the model is broken")
 
 
-def append_argmax(path: str | os.PathLike) -> None:
+def append_argmax(path: str | os.PathLike[str]) -> None:
     """End the graph in ArgMax(axis=1, keepdims=0) -> Cast(int32); the output keeps its name ``output1``.
 
     ONNX's ArgMax yields int64; int32 halves the bytes and still holds the 20 class ids. ArgMax keeps the
@@ -145,7 +153,8 @@ def append_argmax(path: str | os.PathLike) -> None:
     onnx.save(model, str(path))
 
 
-def compare_argmax_with_torch(model, onnx_path, batch_sizes, *, seed: int = 0) -> tuple[float, float]:
+def compare_argmax_with_torch(model: torch.nn.Module, onnx_path: StrPath, batch_sizes: Iterable[int], *,
+                              seed: int = 0) -> tuple[float, float]:
     """The ArgMax model's labels against PyTorch's argmax. Float rounding may flip a pixel whose two best
     logits (nearly) tie, so a differing pixel is accepted only where PyTorch's logit for ORT's class is
     within the tolerance of its best; returned: the largest such logit gap, absolute and relative."""
@@ -166,7 +175,7 @@ def compare_argmax_with_torch(model, onnx_path, batch_sizes, *, seed: int = 0) -
     return max_abs, max_rel
 
 
-def fix_bn(src: str | os.PathLike, out: str | os.PathLike) -> int:
+def fix_bn(src: str | os.PathLike[str], out: str | os.PathLike[str]) -> int:
     """Apply modify_bn_weights.py; return how many values changed. Nothing else in the model changes."""
     import onnx
     from onnx import numpy_helper

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -29,12 +31,12 @@ class SummaryEntry:
     outfiles: tuple[Path, ...]
 
 
-def output_file_name(infile: str | os.PathLike, index: int = 0) -> str:
+def output_file_name(infile: str | os.PathLike[str], index: int = 0) -> str:
     """ais_bench drops everything after the first '.' of the input name, then appends ``_<i>.bin``."""
     return f"{Path(infile).name.split('.')[0]}_{index}.bin"
 
 
-def make_output_folder(output_root: str | os.PathLike) -> Path:
+def make_output_folder(output_root: str | os.PathLike[str]) -> Path:
     """Create ``OUTPUT/<timestamp>``; never reuse a timestamp folder."""
     root = Path(output_root)
     root.mkdir(parents=True, exist_ok=True)
@@ -47,7 +49,7 @@ def make_output_folder(output_root: str | os.PathLike) -> Path:
             time.sleep(0.2)  # two runs in one second: wait for the next timestamp rather than mix outputs
 
 
-def latency_stats(values_ms) -> dict:
+def latency_stats(values_ms: Iterable[float]) -> dict[str, Any]:
     """ais_bench's statistics block (numpy), all 0.0 for an empty list."""
     values = np.asarray(list(values_ms), dtype=np.float64)
     if values.size == 0:
@@ -59,8 +61,9 @@ def latency_stats(values_ms) -> dict:
     }
 
 
-def build_summary(filesinfo: list[SummaryEntry], *, compute_ms, h2d_ms, d2h_ms, batch_size: int,
-                  args: list[str]) -> dict:
+def build_summary(filesinfo: list[SummaryEntry], *, compute_ms: Iterable[float], h2d_ms: Iterable[float],
+                  d2h_ms: Iterable[float], batch_size: int,
+                  args: list[str]) -> dict[str, Any]:
     compute = latency_stats(compute_ms)
     return {
         "filesinfo": {
@@ -77,18 +80,18 @@ def build_summary(filesinfo: list[SummaryEntry], *, compute_ms, h2d_ms, d2h_ms, 
     }
 
 
-def summary_path_for(folder: str | os.PathLike) -> Path:
+def summary_path_for(folder: str | os.PathLike[str]) -> Path:
     folder = Path(folder)
     return folder.parent / f"{folder.name}{NEW_SUMMARY_SUFFIX}"
 
 
-def write_summary(folder: str | os.PathLike, summary: dict) -> Path:
+def write_summary(folder: str | os.PathLike[str], summary: dict[str, Any]) -> Path:
     path = summary_path_for(folder)
     write_json_atomic(path, summary)
     return path
 
 
-def load_summary(path: str | os.PathLike) -> dict:
+def load_summary(path: str | os.PathLike[str]) -> dict[str, Any]:
     path = Path(path)
     data = read_json(path, "a summary JSON", missing=f"summary not found: {path}")
     if not isinstance(data, dict) or not isinstance(data.get("filesinfo"), dict):
@@ -96,7 +99,7 @@ def load_summary(path: str | os.PathLike) -> dict:
     return data
 
 
-def output_folder_of(summary_path: str | os.PathLike) -> Path:
+def output_folder_of(summary_path: str | os.PathLike[str]) -> Path:
     """The folder holding the outputs a summary describes, for either era's layout."""
     path = Path(summary_path)
     if path.name.endswith(NEW_SUMMARY_SUFFIX):
@@ -118,7 +121,7 @@ def _resolve(recorded: str, summary_path: Path, folder: Path) -> Path:
     return candidate
 
 
-def read_summary(path: str | os.PathLike) -> list[SummaryEntry]:
+def read_summary(path: str | os.PathLike[str]) -> list[SummaryEntry]:
     """The summary's files, in the order of their keys, with output paths resolved."""
     path = Path(path)
     data = load_summary(path)
@@ -136,7 +139,7 @@ def read_summary(path: str | os.PathLike) -> list[SummaryEntry]:
     return entries
 
 
-def find_latest_summary(output_root: str | os.PathLike) -> Path:
+def find_latest_summary(output_root: str | os.PathLike[str]) -> Path:
     """The newest summary under an ais_bench output folder, new or old layout."""
     root = Path(output_root)
     found = sorted(root.glob(f"*{NEW_SUMMARY_SUFFIX}")) + sorted(root.glob(f"*/{OLD_SUMMARY_NAME}"))

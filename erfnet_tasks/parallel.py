@@ -13,6 +13,8 @@ from __future__ import annotations
 import logging
 import os
 import sys
+from collections.abc import Callable, Iterator
+from typing import Any, TypeVar
 
 log = logging.getLogger(__name__)
 _warned_no_children = False
@@ -40,7 +42,7 @@ def _say_once_no_children(reason: str, jobs: int) -> None:
                     "later calls in this process do the same without saying so again", reason, jobs)
 
 
-def _start_pool(workers: int):
+def _start_pool(workers: int) -> Any:  # billiard ships no types: its Pool is Any here
     """billiard's fork pool, or None (logged once) when this process cannot have children."""
     try:
         import billiard
@@ -53,7 +55,12 @@ def _start_pool(workers: int):
         return None
 
 
-def run_parallel(func, jobs: list, workers: int | None, progress: bool, desc: str):
+Job = TypeVar("Job")
+Result = TypeVar("Result")
+
+
+def run_parallel(func: Callable[[Job], Result], jobs: list[Job], workers: int | None, progress: bool,
+                 desc: str) -> Iterator[Result]:
     """Yield ``func(job)`` for every job, in order, across processes, with a progress bar on stderr."""
     from tqdm import tqdm
 

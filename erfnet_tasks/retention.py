@@ -83,6 +83,8 @@ def protected_folders(url: str | None, runs_dir: Path) -> dict[Path, str]:
                                .where(CompiledModel.run_id.in_(sorted(set(latest.values()))),
                                       CompiledModel.path.is_not(None))).all()
     for path, run_id in used:
+        if path is None:  # excluded by the query; narrows the column's type
+            continue
         keep.setdefault(Path(path).resolve().parent, f"compile cache entry used by run {run_id}")
     return keep
 
@@ -99,12 +101,12 @@ def plan_prune(older_than: dt.timedelta, *, runs_dir: Path, compile_cache: Path,
     the protected ones."""
     if older_than <= dt.timedelta(0):
         raise BadInput("the age must be positive")
-    now = now or dt.datetime.now(dt.timezone.utc)
+    now = now or dt.datetime.now(dt.UTC)
     keep = protected_folders(url, runs_dir)
     removals, protected = [], []
     for kind, path in _candidates(runs_dir, "run") + _candidates(compile_cache, "cache"):
         size, newest = _tree_stats(path)
-        last_used = dt.datetime.fromtimestamp(newest, dt.timezone.utc)
+        last_used = dt.datetime.fromtimestamp(newest, dt.UTC)
         if now - last_used < older_than:
             continue
         why = keep.get(path.resolve())

@@ -23,9 +23,14 @@ import importlib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal, Protocol, runtime_checkable
+from typing import Any, Literal, Protocol, runtime_checkable
 
-from ..errors import BadInput, CompileFailed, ErfnetError, InferFailed  # noqa: F401  (re-exported: backends raise them)
+# Re-exported (the redundant aliases say so): backends and their callers raise and catch them from here.
+from ..errors import BadInput as BadInput
+from ..errors import CompileFailed as CompileFailed
+from ..errors import ErfnetError as ErfnetError
+from ..errors import InferFailed as InferFailed
+from ..fsutil import StrPath
 
 # One line per backend: its name -> its module in this package. Aliases name a registered backend.
 REGISTRY = {
@@ -49,9 +54,9 @@ class InferResult:
     summary_path: Path
     output_dir: Path
     throughput_fps: float
-    compute_ms: dict
-    h2d_ms: dict
-    d2h_ms: dict
+    compute_ms: dict[str, Any]
+    h2d_ms: dict[str, Any]
+    d2h_ms: dict[str, Any]
 
 
 @runtime_checkable
@@ -63,16 +68,18 @@ class Backend(Protocol):
     BUILDS_ARTIFACT: bool            # False: compile only checks its input, and infer runs the weights
     TARGETS: Mapping[str, str]       # host targets it measures: target name -> device (npu: {}, chips are targets)
 
-    def compile(self, onnx_path, out_dir, *, chip: str, batch_size: int, aoe: bool = False) -> CompileResult: ...
+    def compile(self, onnx_path: StrPath, out_dir: StrPath, *, chip: str, batch_size: int,
+                aoe: bool = False) -> CompileResult: ...
 
-    def infer(self, model, input_dir, output_dir, *, batch_size: int, device=None, loop: int = 1,
+    def infer(self, model: StrPath, input_dir: StrPath, output_dir: StrPath, *, batch_size: int,
+              device: str | int | None = None, loop: int = 1,
               warmup: int = 1, output_type: str = "fp16") -> InferResult: ...
 
     def version(self) -> str: ...
 
     def available(self) -> bool: ...
 
-    def device_for(self, target: Mapping) -> str | int:
+    def device_for(self, target: Mapping[str, Any]) -> str | int:
         """The ``device`` argument of ``infer`` for a planned target (``Target.as_dict()``)."""
 
 
@@ -103,7 +110,7 @@ def host_targets() -> dict[str, tuple[str, str]]:
     return {target: (b.NAME, device) for b in all_backends() for target, device in b.TARGETS.items()}
 
 
-def check_batch_size(batch_size) -> int:
+def check_batch_size(batch_size: object) -> int:
     """Batch sizes are positive ints; bools and strings are refused, not coerced."""
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size <= 0:
         raise BadInput(f"batch size must be a positive integer, got {batch_size!r}")
@@ -116,7 +123,7 @@ def check_output_type(output_type: str) -> str:
     return output_type
 
 
-def check_runs(loop, warmup) -> None:
+def check_runs(loop: object, warmup: object) -> None:
     if isinstance(loop, bool) or not isinstance(loop, int) or loop <= 0:
         raise BadInput(f"loop must be a positive integer, got {loop!r}")
     if isinstance(warmup, bool) or not isinstance(warmup, int) or warmup < 0:

@@ -16,14 +16,18 @@ import queue
 import re
 import sys
 import threading
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Protocol
 
 import numpy as np
+import numpy.typing as npt
+from numpy.typing import NDArray
 
 from .. import outputs
 from ..errors import BadInput, ErfnetError, InferFailed
-from ..fsutil import DirectWriter, aligned_empty
+from ..fsutil import DirectWriter, StrPath, aligned_empty
 from . import InferResult
 
 INPUT_SUFFIXES = (".bin", ".npy")
@@ -33,12 +37,13 @@ _WRITE_QUEUE_DEPTH = 2  # a batch is written much faster than it is computed; ea
 HOST_DEVICES = ("cpu", "cuda")
 
 
-def device_for(target) -> str:
+def device_for(target: Mapping[str, Any]) -> str:
     """A host target names its device (``cpu`` or ``cuda``)."""
-    return target["device"]
+    return str(target["device"])
 
 
-def parse_device(device, backend: str, cuda_available, no_cuda: str) -> tuple[str, int]:
+def parse_device(device: str | int | None, backend: str, cuda_available: Callable[[], bool],
+                 no_cuda: str) -> tuple[str, int]:
     """``cpu``, ``cuda`` or ``cuda:N`` (None means cpu); ``no_cuda`` is the error when CUDA is asked for
     and ``cuda_available()`` says there is none."""
     text = "cpu" if device is None else str(device).strip().lower()
@@ -50,11 +55,11 @@ def parse_device(device, backend: str, cuda_available, no_cuda: str) -> tuple[st
     return kind, int(index or 0)
 
 
-def natural_key(path: Path) -> list:
+def natural_key(path: Path) -> list[Any]:
     return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", path.name)]
 
 
-def list_inputs(input_dir: str | os.PathLike) -> list[Path]:
+def list_inputs(input_dir: str | os.PathLike[str]) -> list[Path]:
     folder = Path(input_dir)
     if not folder.is_dir():
         raise BadInput(f"input folder not found: {folder}")
@@ -68,7 +73,7 @@ def batches(files: list[Path], batch_size: int) -> list[list[Path]]:
     return [files[i:i + batch_size] for i in range(0, len(files), batch_size)]
 
 
-def with_progress(groups: list[list[Path]], desc: str):
+def with_progress(groups: list[list[Path]], desc: str) -> Iterator[list[Path]]:
     """The batches, with a progress bar in images on a terminal (silent in logs and pipes)."""
     from tqdm import tqdm
 
@@ -78,7 +83,7 @@ def with_progress(groups: list[list[Path]], desc: str):
             bar.update(len(group))
 
 
-def read_into(path: Path, dest: np.ndarray) -> None:
+def read_into(path: Path, dest: NDArray[Any]) -> None:
     """Fill one sample slot from a file without an intermediate copy; wrong sizes fail like ais_bench."""
     if path.suffix == ".npy":
         array = np.load(path)
@@ -90,10 +95,10 @@ def read_into(path: Path, dest: np.ndarray) -> None:
     if size != dest.nbytes:
         raise InferFailed(f"arg0 tensorsize: {dest.nbytes} filesize: {size} not match ({path})")
     with open(path, "rb") as fh:
-        fh.readinto(memoryview(dest).cast("B"))
+        fh.readinto(memoryview(dest.data).cast("B"))
 
 
-def fill_batch(files: list[Path], buffer: np.ndarray) -> None:
+def fill_batch(files: list[Path], buffer: NDArray[Any]) -> None:
     for slot, path in enumerate(files):
         read_into(path, buffer[slot])
     if len(files) < len(buffer):
@@ -103,15 +108,16 @@ def fill_batch(files: list[Path], buffer: np.ndarray) -> None:
 class OutputWriter:
     """Writes ``<stem>_<i>.bin`` files on a background thread, converting to the requested dtype there."""
 
-    def __init__(self, folder: Path, dtype):
+    def __init__(self, folder: Path, dtype: npt.DTypeLike):
         self.folder = folder
         self.dtype = np.dtype(dtype)
-        self._queue: queue.Queue = queue.Queue(maxsize=_WRITE_QUEUE_DEPTH)
+        self._queue: queue.Queue[_WriteJob | None] = queue.Queue(maxsize=_WRITE_QUEUE_DEPTH)
         self._error: BaseException | None = None
         self._thread = threading.Thread(target=self._run, name="erfnet-output-writer", daemon=True)
         self._thread.start()
 
-    def submit(self, files: list[Path], arrays: list[np.ndarray], release=None) -> list[list[Path]]:
+    def submit(self, files: list[Path], arrays: list[NDArray[Any]], release: Release | None = None
+               ) -> list[list[Path]]:
         """Queue the outputs of one batch (padding rows beyond ``len(files)`` are dropped); ``release(arrays)``
         is called once they are written, or skipped after an error."""
         if self._error is not None:
@@ -122,7 +128,7 @@ class OutputWriter:
         self._queue.put((names, arrays, release))
         return names
 
-    def _check_finite(self, rows: np.ndarray, files: list[Path]) -> None:
+    def _check_finite(self, rows: NDArray[Any], files: list[Path]) -> None:
         """NaN/Inf (or a value FP16 cannot hold, which becomes Inf when written) fails the inference,
         naming the input: evaluation would otherwise count it as a class."""
         if not np.issubdtype(rows.dtype, np.floating) or rows.size == 0:
@@ -152,10 +158,10 @@ class OutputWriter:
         finally:
             files.close()
 
-    def _write(self, files: DirectWriter, names, arrays) -> None:
+    def _write(self, files: DirectWriter, names: list[list[Path]], arrays: list[NDArray[Any]]) -> None:
         try:
             for slot, per_output in enumerate(names):
-                for array, path in zip(arrays, per_output):
+                for array, path in zip(arrays, per_output, strict=True):
                     # Only logits are converted: an ArgMax model's int32 labels are written as they are.
                     dtype = self.dtype if np.issubdtype(array.dtype, np.floating) else array.dtype
                     files.write(path, array[slot], dtype)
@@ -175,23 +181,39 @@ class OutputBuffers:
     """Sets of page-aligned output arrays, reused: inference fills one set while the writer thread writes
     another straight from its memory (O_DIRECT, no copy) and then gives it back; two sets keep memory flat."""
 
-    def __init__(self, specs: list[tuple[tuple[int, ...], np.dtype]], sets: int = 2):
-        self._free: queue.Queue = queue.Queue()
+    def __init__(self, specs: list[tuple[tuple[int, ...], npt.DTypeLike]], sets: int = 2):
+        self._free: queue.Queue[list[NDArray[Any]]] = queue.Queue()
         for _ in range(sets):
             self._free.put([aligned_empty(shape, dtype) for shape, dtype in specs])
 
-    def take(self) -> list[np.ndarray]:
+    def take(self) -> list[NDArray[Any]]:
         return self._free.get()
 
-    def give_back(self, arrays: list[np.ndarray]) -> None:
+    def give_back(self, arrays: list[NDArray[Any]]) -> None:
         self._free.put(arrays)
+
+
+Release = Callable[[list[NDArray[Any]]], None]
+_WriteJob = tuple[list[list[Path]], list[NDArray[Any]], Release | None]
 
 
 @dataclass
 class Timings:
-    compute_ms: list
-    h2d_ms: list
-    d2h_ms: list
+    compute_ms: list[float]
+    h2d_ms: list[float]
+    d2h_ms: list[float]
+
+
+class Runner(Protocol):
+    """A backend's inference loop body: ``take`` a set of output arrays to fill (None: the backend makes
+    fresh ones), ``run`` one batch (timed where ``timings`` is given), ``give_back`` the set once written."""
+
+    def take(self) -> list[NDArray[Any]] | None: ...
+
+    def run(self, batch: NDArray[Any], timings: Timings | None, into: list[NDArray[Any]] | None = None
+            ) -> list[NDArray[Any]]: ...
+
+    def give_back(self, arrays: list[NDArray[Any]] | None) -> None: ...
 
 
 def finish(folder: Path, filesinfo: list[outputs.SummaryEntry], timings: Timings, *, batch_size: int,
@@ -204,15 +226,17 @@ def finish(folder: Path, filesinfo: list[outputs.SummaryEntry], timings: Timings
                        d2h_ms=summary["D2H_latency"])
 
 
-def infer_args(backend: str, model, input_dir, output_dir, batch_size, device, loop, warmup, output_type) -> list[str]:
+def infer_args(backend: str, model: StrPath, input_dir: StrPath, output_dir: StrPath, batch_size: int,
+               device: str | int, loop: int, warmup: int, output_type: str) -> list[str]:
     """The ``args`` recorded in the summary, in ais_bench's flag spelling."""
     return [backend, "--model", str(model), "--input", str(input_dir), "--output", str(output_dir),
             "--outfmt", "BIN", "--batchsize", str(batch_size), "--device", str(device), "--loop", str(loop),
             "--warmup_count", str(warmup), "--output_type", output_type]
 
 
-def run_batches(runner, groups: list[list[Path]], buffer: np.ndarray, *, output_dir, output_type: str,
-                loop: int, warmup: int, desc: str, on_error) -> tuple[Path, list, Timings]:
+def run_batches(runner: Runner, groups: list[list[Path]], buffer: NDArray[Any], *, output_dir: StrPath,
+                output_type: str, loop: int, warmup: int, desc: str, on_error: Callable[[Exception], Exception]
+                ) -> tuple[Path, list[outputs.SummaryEntry], Timings]:
     """The host inference loop: untimed warmup on the first batch, then every batch ``loop`` times, its
     outputs handed to the writer thread. ``runner`` has ``take() -> arrays|None``, ``run(batch, timings,
     into) -> arrays`` and ``give_back(arrays)``; ``on_error(exc)`` turns a backend's own exception into
@@ -225,7 +249,7 @@ def run_batches(runner, groups: list[list[Path]], buffer: np.ndarray, *, output_
     folder = outputs.make_output_folder(output_dir)
     writer = OutputWriter(folder, np.float16 if output_type == "fp16" else np.float32)
     timings = Timings([], [], [])
-    filesinfo = []
+    filesinfo: list[outputs.SummaryEntry] = []
     try:
         for group in with_progress(groups, desc):
             fill_batch(group, buffer)
@@ -233,7 +257,7 @@ def run_batches(runner, groups: list[list[Path]], buffer: np.ndarray, *, output_
             for _ in range(loop):
                 result = runner.run(buffer, timings, into)
             names = writer.submit(group, result, release=runner.give_back)
-            filesinfo.extend(outputs.SummaryEntry(f, tuple(n)) for f, n in zip(group, names))
+            filesinfo.extend(outputs.SummaryEntry(f, tuple(n)) for f, n in zip(group, names, strict=True))
     except Exception as exc:
         if isinstance(exc, ErfnetError):
             raise

@@ -15,13 +15,14 @@ import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 from .. import outputs, settings
 from ..chips import CHIP_PATTERN
-from ..errors import BadInput, ErfnetError, Transient
-from ..fsutil import atomic_path
-from ..errors import CompileFailed, InferFailed
+from ..errors import BadInput, CompileFailed, ErfnetError, InferFailed, Transient
+from ..fsutil import StrPath, atomic_path
 from . import CompileResult, InferResult, check_batch_size, check_output_type, check_runs
 
 NAME = "ascend"
@@ -50,15 +51,16 @@ _FAILURE_PATTERNS = (
 
 # --------------------------------------------------------------------------- validation
 
-def check_chip(chip) -> str:
+def check_chip(chip: object) -> str:
     if chip is None:
-        raise BadInput("the Ascend backend needs --chip, the soc_version such as Ascend310P3 (see erfnet environment)")
+        raise BadInput("the Ascend backend needs --chip, the soc_version such as Ascend310P3 "
+                       "(see erfnet environment)")
     if not isinstance(chip, str) or not CHIP_PATTERN.fullmatch(chip):
         raise BadInput(f"chip must look like Ascend310P3 ({CHIP_PATTERN.pattern}), got {chip!r}")
     return chip
 
 
-def _check_device(device) -> str:
+def _check_device(device: str | int | None) -> str:
     text = "0" if device is None else str(device).strip()
     if not re.fullmatch(r"\d+(,\d+)*", text):
         raise BadInput(f"Ascend device must be an id such as 0 or 0,1, got {device!r}")
@@ -72,7 +74,7 @@ def _tool(name: str) -> str:
     return path
 
 
-def device_for(target) -> int:
+def device_for(target: Mapping[str, Any]) -> int:
     """Device 0: what a caller without a lease gets (the CLI); the pipeline leases a device of the cell's
     chip instead (erfnet_tasks/devices.py)."""
     return 0
@@ -80,7 +82,8 @@ def device_for(target) -> int:
 
 # --------------------------------------------------------------------------- compile
 
-def atc_argv(onnx_path, output_base, *, chip: str, batch_size: int, integer_output: bool = False) -> list[str]:
+def atc_argv(onnx_path: StrPath, output_base: StrPath, *, chip: str, batch_size: int,
+             integer_output: bool = False) -> list[str]:
     """The guide's atc command, minus the shell quoting of --input_shape and with --log=error.
 
     ``integer_output``: the graph ends in ArgMax -> Cast(int32) (labels_on_device). atc's ``--output_type``
@@ -95,7 +98,7 @@ def atc_argv(onnx_path, output_base, *, chip: str, batch_size: int, integer_outp
     return argv if integer_output else [*argv, "--output_type=FP16"]
 
 
-def has_integer_output(onnx_path) -> bool:
+def has_integer_output(onnx_path: StrPath) -> bool:
     """Whether the ONNX graph's first output is an integer tensor (an ArgMax-ended model)."""
     import onnx
 
@@ -107,7 +110,8 @@ def has_integer_output(onnx_path) -> bool:
     return elem in (onnx.TensorProto.INT32, onnx.TensorProto.INT64, onnx.TensorProto.UINT8)
 
 
-def aoe_argv(onnx_path, output_base, *, batch_size: int, job_type: int, device=None) -> list[str]:
+def aoe_argv(onnx_path: StrPath, output_base: StrPath, *, batch_size: int, job_type: int,
+             device: str | int | None = None) -> list[str]:
     """AOE as the interface document gives it: job_type 1 tunes subgraphs, 2 operators; on ``--device``
     (it tunes on the device: the pipeline passes the one it leased, of the cell's chip)."""
     return [
@@ -117,7 +121,8 @@ def aoe_argv(onnx_path, output_base, *, batch_size: int, job_type: int, device=N
     ]
 
 
-def _run_logged(argv: list[str], log_path: Path, *, env=None) -> subprocess.CompletedProcess:
+def _run_logged(argv: list[str], log_path: Path, *, env: Mapping[str, str] | None = None
+                ) -> subprocess.CompletedProcess[str]:
     argv = [_tool(argv[0]), *argv[1:]]
     try:
         proc = subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
@@ -129,7 +134,7 @@ def _run_logged(argv: list[str], log_path: Path, *, env=None) -> subprocess.Comp
     return proc
 
 
-def _compile_failure(tool: str, proc: subprocess.CompletedProcess, log_path: Path) -> CompileFailed:
+def _compile_failure(tool: str, proc: subprocess.CompletedProcess[str], log_path: Path) -> CompileFailed:
     codes = ERROR_CODE_PATTERN.findall(proc.stdout)
     code = next((c for c in codes if c.startswith("E")), codes[0] if codes else None)
     detail = next((line.strip() for line in proc.stdout.splitlines() if code and code in line), "")
@@ -141,7 +146,8 @@ def _compile_failure(tool: str, proc: subprocess.CompletedProcess, log_path: Pat
     return CompileFailed(f"{message}; log: {log_path}", code=code, log_path=log_path)
 
 
-def compile(onnx_path, out_dir, *, chip: str, batch_size: int, aoe: bool = False, device=None) -> CompileResult:
+def compile(onnx_path: StrPath, out_dir: StrPath, *, chip: str, batch_size: int, aoe: bool = False,
+            device: str | int | None = None) -> CompileResult:
     """``atc`` (or AOE subgraph then operator tuning) -> ``OUT_DIR/ErfNet_bs{N}[_aoe].om``; the tool's
     output is kept in ``<om>.log`` beside it."""
     check_chip(chip)
@@ -176,7 +182,8 @@ def ais_bench_python() -> str:
     return settings.ais_bench_python() or sys.executable
 
 
-def ais_bench_argv(model, input_dir, output_dir, *, batch_size: int, device: str, loop: int, warmup: int) -> list[str]:
+def ais_bench_argv(model: StrPath, input_dir: StrPath, output_dir: StrPath, *, batch_size: int, device: str,
+                   loop: int, warmup: int) -> list[str]:
     return [ais_bench_python(), "-m", "ais_bench", "--model", str(model), "--input", str(input_dir),
             "--outfmt", "BIN", "--output", str(output_dir), "--batchsize", str(batch_size),
             "--device", device, "--loop", str(loop), "--warmup_count", str(warmup)]
@@ -197,9 +204,9 @@ def _failure_detail(text: str) -> str:
     return lines[-1] if lines else "no output"
 
 
-def parse_performance(text: str) -> dict:
+def parse_performance(text: str) -> dict[str, Any]:
     """The Performance Summary printout: ``{name: stats}`` for the latency lines and ``throughput``."""
-    found: dict = {}
+    found: dict[str, Any] = {}
     for match in _PERF_LINE.finditer(text):
         found[match["name"]] = {"min": float(match["min"]), "max": float(match["max"]),
                                 "mean": float(match["mean"]), "median": float(match["median"]),
@@ -226,7 +233,7 @@ def find_run_output(root: Path, before: set[str]) -> tuple[Path, Path]:
     return outputs.output_folder_of(summary), summary
 
 
-def _stats(summary: dict, printed: dict, key: str) -> dict:
+def _stats(summary: dict[str, Any], printed: dict[str, Any], key: str) -> dict[str, Any]:
     block = summary.get(key) if isinstance(summary.get(key), dict) else printed.get(key)
     stats = {k: float((block or {}).get(k, 0.0)) for k in outputs.STAT_KEYS if k != "count"}
     count = (block or {}).get("count")
@@ -236,8 +243,8 @@ def _stats(summary: dict, printed: dict, key: str) -> dict:
     return stats
 
 
-def infer(model, input_dir, output_dir, *, batch_size: int, device=None, loop: int = 1, warmup: int = 1,
-          output_type: str = "fp16") -> InferResult:
+def infer(model: StrPath, input_dir: StrPath, output_dir: StrPath, *, batch_size: int, device: str | int | None = None,
+          loop: int = 1, warmup: int = 1, output_type: str = "fp16") -> InferResult:
     """``python3 -m ais_bench`` with the guide's flags. The om fixes the output dtype (atc's
     ``--output_type=FP16``), so ``output_type`` is only checked, not applied: ais_bench writes what the
     model returns."""

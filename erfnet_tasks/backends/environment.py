@@ -8,12 +8,13 @@ host never aborts a run that only has host targets.
 from __future__ import annotations
 
 import shutil
+from typing import Any
 
 from ..errors import ErfnetError
 from . import all_backends
 
 
-def describe_toolchain() -> dict:
+def describe_toolchain() -> dict[str, Any]:
     """``{"cann_version", "chips", "driver_version", "atc", "notes"}`` of this host (``atc``: on PATH)."""
     from . import ascend
 
@@ -33,7 +34,7 @@ def describe_toolchain() -> dict:
             "atc": shutil.which("atc") is not None, "notes": notes}
 
 
-def describe_environment() -> dict:
+def describe_environment() -> dict[str, Any]:
     """``describe_toolchain()`` plus ``"backends": {name: {"available", "version"}}`` (for the CLI)."""
     host = describe_toolchain()
     backends = {}
@@ -44,7 +45,7 @@ def describe_environment() -> dict:
             "driver_version": host["driver_version"], "backends": backends, "notes": host["notes"]}
 
 
-def format_environment(env: dict) -> str:
+def format_environment(env: dict[str, Any]) -> str:
     lines = [
         f"CANN version:   {env['cann_version'] or 'not found'}",
         f"NPU chips:      {', '.join(env['chips']) or 'none'}",

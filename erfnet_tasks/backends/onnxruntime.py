@@ -17,18 +17,22 @@ preempt one of ORT's intra-op threads on a small host and stall every parallel o
 
 from __future__ import annotations
 
-import os
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import numpy.typing as npt
+from numpy.typing import NDArray
 
 from .. import settings
 from ..errors import BadInput, InferFailed, first_line
-from ..fsutil import atomic_path
-from . import CompileResult, check_batch_size, check_output_type, check_runs
-from . import _local
+from ..fsutil import StrPath, atomic_path
+from . import CompileResult, InferResult, _local, check_batch_size, check_output_type, check_runs
 from ._local import device_for  # noqa: F401  (Backend protocol)
+
+if TYPE_CHECKING:
+    import onnx
 
 NAME = "onnxruntime"
 RUNS_ON = "host"
@@ -39,7 +43,7 @@ TARGETS = {"cpu": "cpu", "cuda": "cuda"}
 def version() -> str:
     import onnxruntime as ort
 
-    return ort.__version__
+    return str(ort.__version__)
 
 
 def available() -> bool:
@@ -56,19 +60,19 @@ def cuda_available() -> bool:
     return "CUDAExecutionProvider" in ort.get_available_providers()
 
 
-def _parse_device(device) -> tuple[str, int]:
+def _parse_device(device: str | int | None) -> tuple[str, int]:
     return _local.parse_device(device, NAME, cuda_available,
                                "device 'cuda' requested but this ONNX Runtime has no CUDAExecutionProvider "
                                "(install onnxruntime-gpu on a host with an NVIDIA GPU)")
 
 
-def _providers(kind: str, index: int) -> list:
+def _providers(kind: str, index: int) -> list[Any]:
     if kind == "cuda":
         return [("CUDAExecutionProvider", {"device_id": index}), "CPUExecutionProvider"]
     return ["CPUExecutionProvider"]
 
 
-def _session_options(level=None):
+def _session_options(level: Any = None) -> Any:  # onnxruntime ships no types: its objects are Any
     import onnxruntime as ort
 
     options = ort.SessionOptions()
@@ -81,7 +85,7 @@ def _session_options(level=None):
     return options
 
 
-def _fix_batch(model, batch_size: int) -> None:
+def _fix_batch(model: onnx.ModelProto, batch_size: int) -> None:
     """Set dim 0 of every graph input and output to ``batch_size``; other symbolic shapes are dropped."""
     for value in list(model.graph.input) + list(model.graph.output):
         dims = value.type.tensor_type.shape.dim
@@ -91,7 +95,8 @@ def _fix_batch(model, batch_size: int) -> None:
     del model.graph.value_info[:]  # stale '-1' batch dims would contradict the fixed ones
 
 
-def compile(onnx_path, out_dir, *, chip: str = "cpu", batch_size: int, aoe: bool = False) -> CompileResult:
+def compile(onnx_path: StrPath, out_dir: StrPath, *, chip: str = "cpu", batch_size: int,
+            aoe: bool = False) -> CompileResult:
     """A fixed-batch, ORT-optimised copy of ``onnx_path`` in ``out_dir``; ``chip`` is cpu or cuda."""
     import onnx
     import onnxruntime as ort
@@ -145,10 +150,11 @@ def _with_fp16_outputs(model: Path) -> bytes:
         proto.graph.node.append(helper.make_node("Cast", [inner], [output.name], to=TensorProto.FLOAT16,
                                                  name=f"{output.name}__to_fp16"))
         tensor_type.elem_type = TensorProto.FLOAT16
-    return proto.SerializeToString()
+    serialized: bytes = proto.SerializeToString()
+    return serialized
 
 
-def _open_session(model: Path, kind: str, index: int, output_type: str):
+def _open_session(model: Path, kind: str, index: int, output_type: str) -> Any:
     import onnxruntime as ort
 
     if not model.is_file():
@@ -161,14 +167,14 @@ def _open_session(model: Path, kind: str, index: int, output_type: str):
                           status="model_load_failed") from exc
 
 
-def _model_batch(session, batch_size: int) -> int:
+def _model_batch(session: Any, batch_size: int) -> int:
     first = session.get_inputs()[0].shape[0]
     if isinstance(first, int) and first > 0 and first != batch_size:
         raise BadInput(f"the model's batch size is {first}, but --batchsize {batch_size} was given")
     return batch_size
 
 
-def _sample_shape(session) -> tuple[int, ...]:
+def _sample_shape(session: Any) -> tuple[int, ...]:
     from ..model import INPUT_SHAPE
 
     dims = session.get_inputs()[0].shape[1:]
@@ -179,9 +185,9 @@ _NUMPY_TYPES = {"tensor(float16)": np.float16, "tensor(float)": np.float32, "ten
                 "tensor(int32)": np.int32, "tensor(int64)": np.int64, "tensor(uint8)": np.uint8}
 
 
-def _static_outputs(session) -> list | None:
+def _static_outputs(session: Any) -> list[tuple[tuple[int, ...], npt.DTypeLike]] | None:
     """(shape, dtype) of every output, or None where a shape is symbolic or a type unusual."""
-    specs = []
+    specs: list[tuple[tuple[int, ...], npt.DTypeLike]] = []
     for out in session.get_outputs():
         if out.type not in _NUMPY_TYPES or not all(isinstance(d, int) and d > 0 for d in out.shape):
             return None
@@ -193,28 +199,29 @@ class _CpuRunner:
     """Where every output shape is static (a compiled model), IOBinding writes the outputs into reused
     page-aligned buffers that the writer thread puts on disk without a copy; otherwise ``session.run``."""
 
-    def __init__(self, session):
+    def __init__(self, session: Any) -> None:
         self.session = session
         self.feed_name = session.get_inputs()[0].name
         self.output_names = [o.name for o in session.get_outputs()]
         specs = _static_outputs(session)
         self.buffers = _local.OutputBuffers(specs) if specs else None
 
-    def take(self):
+    def take(self) -> list[NDArray[Any]] | None:
         return self.buffers.take() if self.buffers else None
 
-    def give_back(self, arrays) -> None:
-        if self.buffers:
+    def give_back(self, arrays: list[NDArray[Any]] | None) -> None:
+        if self.buffers and arrays is not None:
             self.buffers.give_back(arrays)
 
-    def run(self, batch: np.ndarray, timings, into=None) -> list[np.ndarray]:
+    def run(self, batch: NDArray[Any], timings: _local.Timings | None, into: list[NDArray[Any]] | None = None
+            ) -> list[NDArray[Any]]:
         if into is None:
             started = time.perf_counter()
-            result = self.session.run(None, {self.feed_name: batch})
+            result: list[NDArray[Any]] = self.session.run(None, {self.feed_name: batch})
         else:
             binding = self.session.io_binding()
             binding.bind_cpu_input(self.feed_name, batch)
-            for name, array in zip(self.output_names, into):
+            for name, array in zip(self.output_names, into, strict=True):
                 binding.bind_output(name, "cpu", 0, array.dtype, array.shape, array.ctypes.data)
             started = time.perf_counter()
             self.session.run_with_iobinding(binding)
@@ -227,19 +234,20 @@ class _CpuRunner:
 class _CudaRunner:
     """IOBinding so that the copies are separate steps that can be timed honestly."""
 
-    def __init__(self, session, index: int):
+    def __init__(self, session: Any, index: int) -> None:
         self.session = session
         self.index = index
         self.feed_name = session.get_inputs()[0].name
         self.output_names = [o.name for o in session.get_outputs()]
 
-    def take(self):
+    def take(self) -> list[NDArray[Any]] | None:
         return None  # copy_outputs_to_cpu makes fresh arrays
 
-    def give_back(self, arrays) -> None:
+    def give_back(self, arrays: list[NDArray[Any]] | None) -> None:
         pass
 
-    def run(self, batch: np.ndarray, timings, into=None) -> list[np.ndarray]:
+    def run(self, batch: NDArray[Any], timings: _local.Timings | None, into: list[NDArray[Any]] | None = None
+            ) -> list[NDArray[Any]]:
         import onnxruntime as ort
 
         t0 = time.perf_counter()
@@ -253,7 +261,7 @@ class _CudaRunner:
         self.session.run_with_iobinding(binding)
         binding.synchronize_outputs()
         t2 = time.perf_counter()
-        result = binding.copy_outputs_to_cpu()
+        result: list[NDArray[Any]] = binding.copy_outputs_to_cpu()
         t3 = time.perf_counter()
         if timings is not None:
             timings.h2d_ms.append((t1 - t0) * 1000.0)
@@ -262,8 +270,8 @@ class _CudaRunner:
         return result
 
 
-def infer(model, input_dir, output_dir, *, batch_size: int, device=None, loop: int = 1, warmup: int = 1,
-          output_type: str = "fp16"):
+def infer(model: StrPath, input_dir: StrPath, output_dir: StrPath, *, batch_size: int, device: str | int | None = None,
+          loop: int = 1, warmup: int = 1, output_type: str = "fp16") -> InferResult:
     """Run ``model`` (.onnx) over ``input_dir`` in ais_bench's layout; see the module doc for the timings."""
     check_batch_size(batch_size)
     check_output_type(output_type)

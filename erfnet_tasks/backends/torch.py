@@ -13,13 +13,18 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+from numpy.typing import NDArray
 
 from ..errors import BadInput, InferFailed, first_line
-from . import CompileResult, check_batch_size, check_output_type, check_runs
-from . import _local
+from ..fsutil import StrPath
+from . import CompileResult, InferResult, _local, check_batch_size, check_output_type, check_runs
 from ._local import device_for  # noqa: F401  (Backend protocol)
+
+if TYPE_CHECKING:
+    import torch
 
 NAME = "torch"
 RUNS_ON = "host"
@@ -47,7 +52,7 @@ def _cuda_available() -> bool:
     return torch.cuda.is_available()
 
 
-def _device(device):
+def _device(device: str | int | None) -> torch.device:
     import torch
 
     kind, index = _local.parse_device(device, NAME, _cuda_available,
@@ -55,7 +60,7 @@ def _device(device):
     return torch.device(f"cuda:{index}" if kind == "cuda" and ":" in str(device) else kind)
 
 
-def _load(model_path) -> "torch.nn.Module":
+def _load(model_path: StrPath) -> torch.nn.Module:
     from ..model import load_erfnet
 
     path = Path(model_path)
@@ -64,8 +69,8 @@ def _load(model_path) -> "torch.nn.Module":
     return load_erfnet(path)
 
 
-def compile(onnx_path, out_dir, *, chip: str = "cpu", batch_size: int, aoe: bool = False,
-            weights=None) -> CompileResult:
+def compile(onnx_path: StrPath, out_dir: StrPath, *, chip: str = "cpu", batch_size: int, aoe: bool = False,
+            weights: StrPath | None = None) -> CompileResult:
     """Nothing to compile for eager PyTorch: returns the checkpoint (``weights``, else ``onnx_path`` when
     it is a ``.pth``) after checking that it loads."""
     check_batch_size(batch_size)
@@ -81,7 +86,7 @@ def compile(onnx_path, out_dir, *, chip: str = "cpu", batch_size: int, aoe: bool
 class _Runner:
     """One forward pass per batch; the tensor shares the buffer's memory, so filling it fills the input."""
 
-    def __init__(self, net, buffer: np.ndarray, dev, output_type: str):
+    def __init__(self, net: torch.nn.Module, buffer: NDArray[Any], dev: torch.device, output_type: str) -> None:
         import torch
 
         self.net, self.dev = net, dev
@@ -89,10 +94,10 @@ class _Runner:
         self.out_dtype = torch.float16 if output_type == "fp16" else torch.float32
         self.on_cuda = dev.type == "cuda"
 
-    def take(self):
+    def take(self) -> list[NDArray[Any]] | None:
         return None
 
-    def give_back(self, arrays) -> None:
+    def give_back(self, arrays: list[NDArray[Any]] | None) -> None:
         pass
 
     def _sync(self) -> None:
@@ -101,7 +106,8 @@ class _Runner:
         if self.on_cuda:
             torch.cuda.synchronize(self.dev)
 
-    def run(self, batch, timings, into=None) -> list[np.ndarray]:
+    def run(self, batch: NDArray[Any], timings: _local.Timings | None, into: list[NDArray[Any]] | None = None
+            ) -> list[NDArray[Any]]:
         t0 = time.perf_counter()
         x = self.host.to(self.dev, non_blocking=False) if self.on_cuda else self.host
         self._sync()
@@ -124,8 +130,8 @@ def _failure(exc: Exception) -> InferFailed:
     return InferFailed(f"PyTorch inference failed: {first_line(exc)}", status=status)
 
 
-def infer(model, input_dir, output_dir, *, batch_size: int, device=None, loop: int = 1, warmup: int = 1,
-          output_type: str = "fp16"):
+def infer(model: StrPath, input_dir: StrPath, output_dir: StrPath, *, batch_size: int, device: str | int | None = None,
+          loop: int = 1, warmup: int = 1, output_type: str = "fp16") -> InferResult:
     import torch
 
     from ..model import INPUT_SHAPE

@@ -9,10 +9,11 @@ and the run document), so readers such as the plugin need no dataset module eith
 from __future__ import annotations
 
 import importlib
-import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+
+from ..fsutil import StrPath
 
 DEFAULT_DATASET = "cityscapes"
 
@@ -27,7 +28,7 @@ class LabelSpec:
     ignore_index: int                # scores nowhere; also the model's last output channel
     void_value: int                  # what label files hold for "no class"; read as ignore_index
     size: tuple[int, int]            # (width, height) of a prediction
-    label_name: Callable[[str | os.PathLike], str]      # an input file's name -> its label file's name
+    label_name: Callable[[StrPath], str]      # an input file's name -> its label file's name
     index_labels: Callable[[Path], dict[str, Path]]     # label file name -> path, under a folder
     open_label: Callable[[Path], object]                # a label file as a PIL image of class ids
     label_size: Callable[[int, int], tuple[int, int]]   # a label's (w, h) -> its size after resizing
@@ -38,4 +39,5 @@ class LabelSpec:
 
 
 def label_spec(name: str = DEFAULT_DATASET) -> LabelSpec:
-    return importlib.import_module(f"{__name__}.{name}").LABEL_SPEC
+    spec: LabelSpec = importlib.import_module(f"{__name__}.{name}").LABEL_SPEC
+    return spec

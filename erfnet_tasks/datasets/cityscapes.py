@@ -24,19 +24,23 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
-import sys
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+from numpy.typing import NDArray
 from PIL import Image
 
 from ..errors import BadInput, ErfnetError
-from ..fsutil import (atomic_path, folder_lock, read_json, remove_stale_parts, sha256_file,
-                      write_json_atomic)
+from ..fsutil import StrPath, atomic_path, folder_lock, read_json, remove_stale_parts, sha256_file, write_json_atomic
 from ..parallel import run_parallel
 from ..settings import inside_roots, load_settings, refuse_outside_roots
+
+if TYPE_CHECKING:
+    from . import LabelSpec
 
 SHORT_SIDE = 512
 INPUT_SIZE = (1024, 512)  # (width, height) the model takes
@@ -64,17 +68,19 @@ def _io_failure(exc: BaseException) -> bool:
     return isinstance(exc, OSError) and exc.errno is not None
 
 
-def _train_labels():
+def _train_labels() -> list[Any]:
     from cityscapesscripts.helpers.labels import labels
 
-    return labels
+    table: list[Any] = labels  # cityscapesScripts ships no types: its namedtuples are Any here
+    return table
 
 
 CLASS_NAMES: tuple[str, ...] = tuple(
-    name for _, name in sorted((l.trainId, l.name) for l in _train_labels() if 0 <= l.trainId < NUM_TRAIN_CLASSES))
+    name for _, name in sorted((label.trainId, label.name) for label in _train_labels()
+                               if 0 <= label.trainId < NUM_TRAIN_CLASSES))
 
 
-def _label_id_lut() -> tuple[np.ndarray, np.ndarray]:
+def _label_id_lut() -> tuple[NDArray[Any], NDArray[Any]]:
     """labelId -> trainId for every uint8 value (ids without a trainId become 255), and which ids the
     Cityscapes table knows at all."""
     lut = np.full(256, IGNORE_TRAIN_ID, dtype=np.uint8)
@@ -91,7 +97,7 @@ _LABEL_ID_LUT, _KNOWN_LABEL_IDS = _label_id_lut()
 _TO_FLOAT = np.arange(256, dtype=np.float32) / np.float32(255)  # ToTensor's float32 division, tabulated
 
 
-def label_ids_to_train_ids(arr: np.ndarray) -> np.ndarray:
+def label_ids_to_train_ids(arr: NDArray[Any]) -> NDArray[Any]:
     """What cityscapesScripts' createTrainIdLabelImgs draws, from the labelIds image instead of polygons."""
     arr = np.asarray(arr)
     if arr.dtype != np.uint8:
@@ -104,7 +110,8 @@ def label_ids_to_train_ids(arr: np.ndarray) -> np.ndarray:
         listed = ", ".join(map(str, unknown[:5])) + (" ..." if unknown.size > 5 else "")
         raise ValueError(f"labelIds value(s) {listed} are not in the Cityscapes label table "
                          f"(0..{int(np.flatnonzero(_KNOWN_LABEL_IDS).max())})")
-    return _LABEL_ID_LUT[arr]
+    train_ids: NDArray[np.uint8] = _LABEL_ID_LUT[arr]
+    return train_ids
 
 
 # ------------------------------------------------------------------------------------------- sizes
@@ -116,12 +123,12 @@ def resized_size(width: int, height: int, short: int = SHORT_SIDE) -> tuple[int,
     return int(short * width / height), short
 
 
-def image_stem(path: str | os.PathLike) -> str:
+def image_stem(path: StrPath) -> str:
     """The guide's output name: the file name without its extension."""
     return Path(path).name.rsplit(".", 1)[0]
 
 
-def label_name_for(infile: str | os.PathLike) -> str:
+def label_name_for(infile: StrPath) -> str:
     """ErfNet_postprocess.py's rule: ``basename.split('.')[0][:-11] + 'gtFine_labelTrainIds.png'``."""
     return os.path.basename(str(infile)).split(".")[0][: -len(IMAGE_SUFFIX)] + TRAIN_IDS_SUFFIX[1:]
 
@@ -141,24 +148,24 @@ def _open_rgb(path: Path) -> Image.Image:
         return im.convert("RGB")  # convert() loads fully, so truncation surfaces here
 
 
-def to_input(rgb: Image.Image) -> np.ndarray:
+def to_input(rgb: Image.Image) -> NDArray[Any]:
     """Resize(512, BILINEAR) + ToTensor on an RGB PIL image: float32 (3, 512, 1024)."""
     size = resized_size(*rgb.size)
     if size != INPUT_SIZE:
         raise BadInput(f"image of {rgb.size[0]}x{rgb.size[1]} resizes to {size[0]}x{size[1]}, "
                        f"not {INPUT_SIZE[0]}x{INPUT_SIZE[1]}")
     if rgb.size != size:  # torchvision returns the image untouched when the short side already fits
-        rgb = rgb.resize(size, Image.BILINEAR)
+        rgb = rgb.resize(size, Image.Resampling.BILINEAR)
     hwc = np.asarray(rgb, dtype=np.uint8)
     return _TO_FLOAT[hwc.transpose(2, 0, 1)]
 
 
-def preprocess_one(path: str | os.PathLike) -> np.ndarray:
+def preprocess_one(path: StrPath) -> NDArray[Any]:
     """The guide's transform for one image file (benchmarks and tests call this directly)."""
     return to_input(_open_rgb(Path(path)))
 
 
-def load_label_image(path: Path) -> np.ndarray:
+def load_label_image(path: Path) -> NDArray[Any]:
     """A label PNG as a 2-D uint8 array, fully decoded."""
     with Image.open(path) as im:
         im.load()
@@ -173,11 +180,11 @@ def load_label_image(path: Path) -> np.ndarray:
 class Pair:
     name: str                 # stem of the image = stem of the .bin
     image: Path
-    label: Path | None        # *_gtFine_labelTrainIds.png if present, else *_gtFine_labelIds.png
+    label: Path               # *_gtFine_labelTrainIds.png if present, else *_gtFine_labelIds.png
     label_out_name: str
 
 
-def data_roots_for(*named) -> tuple[Path, ...]:
+def data_roots_for(*named: StrPath) -> tuple[Path, ...]:
     """The roots links may resolve into: ERFNET_DATA_ROOTS (else the data directory) and the named folders."""
     return tuple(load_settings().data_roots) + tuple(Path(d).resolve() for d in named)
 
@@ -189,7 +196,7 @@ def _link_problem(path: Path, roots: tuple[Path, ...]) -> str | None:
     return None if target.exists() else f"broken symbolic link (to {target})"
 
 
-def _walk_files(root: Path, roots: tuple[Path, ...], bad: list[dict]):
+def _walk_files(root: Path, roots: tuple[Path, ...], bad: list[dict[str, Any]]) -> Iterator[Path]:
     """Every file under ``root``, following links inside ``roots`` (each real folder once), sorted."""
     seen: set[Path] = set()
     for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
@@ -220,10 +227,11 @@ def _not_an_image_reason(name: str) -> str | None:
     return None
 
 
-def _index_labels(gt_dir: Path, roots: tuple[Path, ...] = (), bad: list[dict] | None = None
+def _index_labels(gt_dir: Path, roots: tuple[Path, ...] = (), bad: list[dict[str, Any]] | None = None
                   ) -> tuple[dict[str, Path], dict[str, Path]]:
     """(trainIds files by name, labelIds files by the trainIds name they stand in for) under GT_DIR."""
-    train, ids = {}, {}
+    train: dict[str, Path] = {}
+    ids: dict[str, Path] = {}
     bad = [] if bad is None else bad
     for path in _walk_files(gt_dir, roots or data_roots_for(gt_dir), bad):
         if path.name.startswith(APPLEDOUBLE_PREFIX):
@@ -250,18 +258,18 @@ def open_label(path: Path) -> Image.Image:
         if im.mode not in ("L", "P"):  # convert() would clip a 16-bit label silently
             raise ValueError(f"label mode {im.mode}, expected 8-bit single channel")
         if Path(path).name.endswith(LABEL_IDS_SUFFIX):
-            im = Image.fromarray(label_ids_to_train_ids(np.asarray(im.convert("L"))))
+            return Image.fromarray(label_ids_to_train_ids(np.asarray(im.convert("L")))).convert("P")
         return im.convert("P")
 
 
-def discover(img_dir, gt_dir) -> tuple[list[Pair], list[dict]]:
+def discover(img_dir: StrPath, gt_dir: StrPath) -> tuple[list[Pair], list[dict[str, Any]]]:
     """Pair every ``*png`` under IMG_DIR with its label under GT_DIR; return (pairs, bad entries)."""
     img_dir, gt_dir = Path(img_dir), Path(gt_dir)
     for d, what in ((img_dir, "IMG_DIR"), (gt_dir, "GT_DIR")):
         if not d.is_dir():
             raise BadInput(f"{what} {d} is not a directory")
     roots = data_roots_for(img_dir, gt_dir)
-    bad: list[dict] = []
+    bad: list[dict[str, Any]] = []
     images = []
     for path in _walk_files(img_dir, roots, bad):
         reason = _not_an_image_reason(path.name)
@@ -291,7 +299,7 @@ def discover(img_dir, gt_dir) -> tuple[list[Pair], list[dict]]:
     return pairs, bad
 
 
-def dataset_dirs(root) -> tuple[Path, Path]:
+def dataset_dirs(root: StrPath) -> tuple[Path, Path]:
     """(leftImg8bit/val, gtFine/val) of a Cityscapes tree, as the guide's commands name them."""
     root = Path(root)
     img_dir, gt_dir = root / "leftImg8bit" / "val", root / "gtFine" / "val"
@@ -301,7 +309,7 @@ def dataset_dirs(root) -> tuple[Path, Path]:
     return img_dir, gt_dir
 
 
-def is_synthetic(img_dir) -> bool:
+def is_synthetic(img_dir: StrPath) -> bool:
     """True where ``write_sample_data`` made the tree (its marker sits at the tree's root)."""
     here = Path(img_dir).resolve()
     return any((d / SYNTHETIC_MARKER).is_file() for d in (here, *here.parents))
@@ -309,24 +317,24 @@ def is_synthetic(img_dir) -> bool:
 
 # ------------------------------------------------------------------------------------ preprocess
 
-def _unchanged(out: Path, prior: dict | None, source_key: str, source_sha: str, out_key: str) -> bool:
+def _unchanged(out: Path, prior: dict[str, Any] | None, source_key: str, source_sha: str, out_key: str) -> bool:
     """Whether ``out`` was made from a source with this content and still holds what was written."""
     if not prior or prior.get(source_key) != source_sha or not out.is_file():
         return False
     return sha256_file(out) == prior.get(out_key)
 
 
-def _write_bin(pair: Pair, prep_dir: Path, image_sha: str, prior: dict | None) -> tuple[str, bool]:
+def _write_bin(pair: Pair, prep_dir: Path, image_sha: str, prior: dict[str, Any] | None) -> tuple[str, bool]:
     out = prep_dir / f"{pair.name}.bin"
-    if _unchanged(out, prior, "image_sha256", image_sha, "bin_sha256"):
-        return prior["bin_sha256"], False
+    if prior is not None and _unchanged(out, prior, "image_sha256", image_sha, "bin_sha256"):
+        return str(prior["bin_sha256"]), False
     data = preprocess_one(pair.image).tobytes()
     with atomic_path(out) as tmp:
         tmp.write_bytes(data)
     return hashlib.sha256(data).hexdigest(), True
 
 
-def _check_label(arr: np.ndarray, image_size: tuple[int, int]) -> None:
+def _check_label(arr: NDArray[Any], image_size: tuple[int, int]) -> None:
     if (arr.shape[1], arr.shape[0]) != image_size:
         raise ValueError(f"label is {arr.shape[1]}x{arr.shape[0]}, its image {image_size[0]}x{image_size[1]}")
     counts = np.bincount(arr.ravel(), minlength=256)
@@ -335,10 +343,10 @@ def _check_label(arr: np.ndarray, image_size: tuple[int, int]) -> None:
 
 
 def _write_label(pair: Pair, gt_out_dir: Path, image_size: tuple[int, int], label_source_sha: str,
-                 prior: dict | None) -> str:
+                 prior: dict[str, Any] | None) -> str:
     out = gt_out_dir / pair.label_out_name
-    if _unchanged(out, prior, "label_source_sha256", label_source_sha, "label_sha256"):
-        return prior["label_sha256"]
+    if prior is not None and _unchanged(out, prior, "label_source_sha256", label_source_sha, "label_sha256"):
+        return str(prior["label_sha256"])
     arr = load_label_image(pair.label)
     derive = not pair.label.name.endswith(TRAIN_IDS_SUFFIX)
     if derive:
@@ -358,7 +366,7 @@ def _image_size(path: Path) -> tuple[int, int]:
         return im.size
 
 
-def _process_pair(job) -> dict:
+def _process_pair(job: tuple[Pair, Path, Path, dict[str, Any] | None]) -> dict[str, Any]:
     """Worker: one image and its label. Bad data is reported as ``bad``; an I/O failure (disk full, EIO)
     as ``fatal``, because it says nothing about the image and must stop the step."""
     pair, prep_dir, gt_out_dir, prior = job
@@ -370,7 +378,7 @@ def _process_pair(job) -> dict:
         return {"name": pair.name, "fatal": f"I/O error while preprocessing {pair.image}: {exc}"}
 
 
-def _process_checked(pair: Pair, prep_dir: Path, gt_out_dir: Path, prior: dict | None) -> dict:
+def _process_checked(pair: Pair, prep_dir: Path, gt_out_dir: Path, prior: dict[str, Any] | None) -> dict[str, Any]:
     image_sha, label_source_sha = sha256_file(pair.image), sha256_file(pair.label)
     try:
         size = _image_size(pair.image)
@@ -400,12 +408,12 @@ def _reason(exc: Exception) -> str:
     return text if isinstance(exc, (ValueError, ErfnetError)) else f"unreadable or truncated PNG ({text})"
 
 
-def _format_bad(bad: list[dict]) -> str:
+def _format_bad(bad: list[dict[str, Any]]) -> str:
     return "; ".join(f"{b['path']}: {b['reason']}" for b in bad)
 
 
-def _remove_stale_outputs(prep_dir: Path, gt_out_dir: Path, gt_dir: Path, rows: list[dict],
-                          previous: dict[str, dict]) -> int:
+def _remove_stale_outputs(prep_dir: Path, gt_out_dir: Path, gt_dir: Path, rows: list[dict[str, Any]],
+                          previous: dict[str, dict[str, Any]]) -> int:
     """An ais_bench run feeds every .bin in the folder and the evaluator counts every label in GT_OUT_DIR:
     outputs left from another selection must go. Only labels the last manifest says we wrote are removed
     (GT_OUT_DIR may be the source label folder itself)."""
@@ -421,7 +429,7 @@ def _remove_stale_outputs(prep_dir: Path, gt_out_dir: Path, gt_dir: Path, rows: 
     return len(stale)
 
 
-def _previous_items(prep_dir: Path) -> dict[str, dict]:
+def _previous_items(prep_dir: Path) -> dict[str, dict[str, Any]]:
     """The per-item records of the last manifest written here, if it was written by this format."""
     try:
         data = read_json(prep_dir / MANIFEST_NAME, "a preprocessing manifest")
@@ -429,18 +437,20 @@ def _previous_items(prep_dir: Path) -> dict[str, dict]:
         return {}  # none, or garbled: every item is redone
     if not isinstance(data, dict) or data.get("prep_format") != PREP_FORMAT or not isinstance(data.get("items"), dict):
         return {}
-    return data["items"]
+    items: dict[str, dict[str, Any]] = data["items"]
+    return items
 
 
-def fingerprint(rows: list[dict]) -> str:
+def fingerprint(rows: list[dict[str, Any]]) -> str:
     digest = hashlib.sha256()
     for row in sorted(rows, key=lambda r: r["name"]):
         digest.update(f"{row['name']}\t{row['bin_sha256']}\t{row['label_sha256']}\n".encode())
     return digest.hexdigest()
 
 
-def preprocess(img_dir, prep_dir, gt_dir, gt_out_dir, workers: int | None = None, limit: int | None = None,
-               skip_bad: bool = False, progress: bool = True) -> dict:
+def preprocess(img_dir: StrPath, prep_dir: StrPath, gt_dir: StrPath,
+               gt_out_dir: StrPath, workers: int | None = None, limit: int | None = None,
+               skip_bad: bool = False, progress: bool = True) -> dict[str, Any]:
     """ErfNet_preprocess.py: IMG_DIR -> PREP_DIR/*.bin, labels -> GT_OUT_DIR; returns the manifest."""
     pairs, bad = discover(img_dir, gt_dir)
     if limit is not None:
@@ -466,8 +476,9 @@ def preprocess(img_dir, prep_dir, gt_dir, gt_out_dir, workers: int | None = None
     return manifest
 
 
-def _run_jobs(pairs: list[Pair], prep_dir: Path, gt_out_dir: Path, workers, progress, bad: list[dict],
-              previous: dict[str, dict]) -> list[dict]:
+def _run_jobs(pairs: list[Pair], prep_dir: Path, gt_out_dir: Path, workers: int | None, progress: bool,
+              bad: list[dict[str, Any]],
+              previous: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
     """Every pair through the workers; bad ones go to ``bad``; the first I/O failure stops the step."""
     jobs = [(pair, prep_dir, gt_out_dir, previous.get(pair.name)) for pair in pairs]
     rows = []
@@ -481,7 +492,8 @@ def _run_jobs(pairs: list[Pair], prep_dir: Path, gt_out_dir: Path, workers, prog
     return rows
 
 
-def _manifest(rows: list[dict], bad: list[dict], img_dir, gt_dir, gt_out_dir, limit) -> dict:
+def _manifest(rows: list[dict[str, Any]], bad: list[dict[str, Any]], img_dir: StrPath,
+              gt_dir: StrPath, gt_out_dir: Path, limit: int | None) -> dict[str, Any]:
     names = sorted(r["name"] for r in rows)
     return {
         "images": len(names),
@@ -501,7 +513,7 @@ def _manifest(rows: list[dict], bad: list[dict], img_dir, gt_dir, gt_out_dir, li
     }
 
 
-def source_digest(img_dir, gt_dir, limit: int | None = None) -> str:
+def source_digest(img_dir: StrPath, gt_dir: StrPath, limit: int | None = None) -> str:
     """sha256 over the content of the images and labels ``preprocess`` would take (the prep cache's key)."""
     pairs, _bad = discover(img_dir, gt_dir)
     if limit is not None:
@@ -512,17 +524,18 @@ def source_digest(img_dir, gt_dir, limit: int | None = None) -> str:
     return digest.hexdigest()
 
 
-def read_manifest(prep_dir) -> dict:
+def read_manifest(prep_dir: StrPath) -> dict[str, Any]:
     path = Path(prep_dir) / MANIFEST_NAME
     data = read_json(path, "a preprocessing manifest",
                      missing=f"no {MANIFEST_NAME} in {prep_dir}: run `erfnet preprocess` first")
     missing = [k for k in ("images", "names", "fingerprint", "bad") if k not in data]
     if missing:
         raise BadInput(f"{path} lacks {', '.join(missing)}")
-    return data
+    manifest: dict[str, Any] = data
+    return manifest
 
 
-def _spec():
+def _spec() -> LabelSpec:
     from . import LabelSpec
 
     return LabelSpec(name="cityscapes", class_names=CLASS_NAMES, ignore_index=NUM_TRAIN_CLASSES,

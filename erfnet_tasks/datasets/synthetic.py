@@ -7,12 +7,14 @@ They are not Cityscapes data: an mIoU measured on them says nothing about the mo
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+from numpy.typing import NDArray
 from PIL import Image, ImageDraw, ImageFilter
 
 from ..errors import BadInput
-from ..fsutil import atomic_path, write_json_atomic
+from ..fsutil import StrPath, atomic_path, write_json_atomic
 from .cityscapes import LABEL_IDS_SUFFIX, SYNTHETIC_MARKER, TRAIN_IDS_SUFFIX, label_ids_to_train_ids
 
 SAMPLE_CITIES = ("frankfurt", "lindau", "munster")
@@ -25,7 +27,7 @@ _SCENE_CLASSES = [(7, (128, 64, 128)), (8, (244, 35, 232)), (11, (70, 70, 70)), 
                   (1, (0, 0, 0)), (4, (111, 74, 0)), (9, (250, 170, 160))]
 
 
-def _sample_scene(rng: np.random.Generator, width: int, height: int) -> tuple[np.ndarray, np.ndarray]:
+def _sample_scene(rng: np.random.Generator, width: int, height: int) -> tuple[NDArray[Any], NDArray[Any]]:
     """A street-like layout: sky, buildings, road, then random objects; returns (labelIds, RGB)."""
     ids = Image.new("L", (width, height), 23)  # sky
     draw = ImageDraw.Draw(ids)
@@ -65,7 +67,7 @@ def _sample_scene(rng: np.random.Generator, width: int, height: int) -> tuple[np
     return label_ids, photo_arr
 
 
-def write_sample_data(out_dir, images: int, size: tuple[int, int] = (2048, 1024), seed: int = 0) -> Path:
+def write_sample_data(out_dir: StrPath, images: int, size: tuple[int, int] = (2048, 1024), seed: int = 0) -> Path:
     """A SYNTHETIC Cityscapes-layout tree (leftImg8bit/val, gtFine/val) for tests and the demo."""
     if images <= 0:
         raise BadInput("--images must be positive")

@@ -16,10 +16,12 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterable
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.orm import Session
+from sqlalchemy.sql.elements import ColumnElement
 
 from ..records import CellStatus
 from .document import format_time
@@ -29,18 +31,18 @@ COLUMNS = ("cann_version", "target", "batch_size", "runs", "first_started_at", "
            "fps_median", "fps_latest", "miou_best", "miou_median", "miou_latest", "latest_run_id")
 
 
-def rows(session: Session, batch_size: int | None = None) -> list[dict]:
+def rows(session: Session, batch_size: int | None = None) -> list[dict[str, Any]]:
     """The summary, versions in order of their first run, then target and batch."""
     stmt = sa.select(*(getattr(CannSummary, name) for name in COLUMNS))
     if batch_size is not None:
         stmt = stmt.where(CannSummary.batch_size == batch_size)
-    return _ordered([dict(zip(COLUMNS, row)) for row in session.execute(stmt)])
+    return _ordered([dict(zip(COLUMNS, row, strict=True)) for row in session.execute(stmt)])
 
 
-def computed(session: Session, batch_size: int | None = None) -> list[dict]:
+def computed(session: Session, batch_size: int | None = None) -> list[dict[str, Any]]:
     """The same rows straight from the aggregate over every run (what the table must equal)."""
     stmt = _aggregate(session.get_bind().dialect.name, batch_size=batch_size)
-    return _ordered([dict(zip(COLUMNS, row)) for row in session.execute(stmt)])
+    return _ordered([dict(zip(COLUMNS, row, strict=True)) for row in session.execute(stmt)])
 
 
 def refresh(session: Session, versions: Iterable[str | None]) -> None:
@@ -62,9 +64,9 @@ def rebuild(session: Session) -> None:
 _ALL = object()
 
 
-def _aggregate(dialect: str, version=_ALL, batch_size: int | None = None):
+def _aggregate(dialect: str, version: object = _ALL, batch_size: int | None = None) -> sa.Select[Any]:
     """The aggregate over every run's cells, or only those of one CANN version or batch size."""
-    filters = []
+    filters: list[ColumnElement[bool]] = []
     if version is not _ALL:
         filters.append(Run.cann_version.is_not_distinct_from(version))
     if batch_size is not None:
@@ -77,7 +79,7 @@ def _lock_key(version: str | None) -> int:
     return int.from_bytes(digest[:8], "big", signed=True)
 
 
-def _ordered(found: list[dict]) -> list[dict]:
+def _ordered(found: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Versions in order of their first run (ties by name), then target and batch. Ordered here, on
     versions x cells rows: PostgreSQL and SQLite collate targets differently."""
     first_seen: dict[str | None, str] = {}
@@ -90,7 +92,7 @@ def _ordered(found: list[dict]) -> list[dict]:
                                           row["target"], row["batch_size"]))
 
 
-def cells_with_miou(acc, filters: list, *columns):
+def cells_with_miou(acc: Any, filters: list[ColumnElement[bool]], *columns: Any) -> sa.Select[Any]:
     """SELECT ``columns`` over the runs' perf cells that pass ``filters``, each with its accuracy row
     (``acc``) where it has one."""
     return (sa.select(*columns).join(Performance, Performance.run_id == Run.id)
@@ -99,33 +101,33 @@ def cells_with_miou(acc, filters: list, *columns):
             .where(*filters))
 
 
-def _ok_fps():
+def _ok_fps() -> ColumnElement[float]:
     return sa.case((Performance.status == CellStatus.OK.value, Performance.throughput_fps))
 
 
-def _bytewise(column, dialect: str):
+def _bytewise(column: Any, dialect: str) -> Any:
     """``column`` compared byte by byte on PostgreSQL (COLLATE "C"): grouping and ranking need equality,
     not language order, and a locale-aware sort of every cell costs several times more. SQLite
     compares bytes already."""
     return column.collate("C") if dialect == "postgresql" else column
 
 
-def _nulls_last(column):
+def _nulls_last(column: Any) -> tuple[ColumnElement[int], Any]:
     # ``NULLS LAST`` spelled portably: SQLite sorts NULL first, PostgreSQL last.
     return (sa.case((column.is_(None), 1), else_=0), column)
 
 
-def _postgres_summary(filters: list):
+def _postgres_summary(filters: list[ColumnElement[bool]]) -> sa.Select[Any]:
     """PostgreSQL: ordered-set aggregates in one GROUP BY pass (about twice as fast as three windows)."""
     acc = sa.orm.aliased(Accuracy)
     fps = _ok_fps()
     cann, target = Run.cann_version.collate("C"), Performance.target.collate("C")
     newest = Run.started_at.desc()
 
-    def median(value):
+    def median(value: Any) -> ColumnElement[Any]:
         return sa.func.percentile_cont(0.5).within_group(value)
 
-    def latest(value):
+    def latest(value: Any) -> ColumnElement[Any]:
         return sa.func.array_agg(postgresql.aggregate_order_by(value, newest), type_=postgresql.ARRAY(value.type))[1]
 
     columns = (cann, target, Performance.batch_size, sa.func.count(), sa.func.min(Run.started_at),
@@ -134,7 +136,7 @@ def _postgres_summary(filters: list):
     return cells_with_miou(acc, filters, *columns).group_by(cann, target, Performance.batch_size)
 
 
-def _portable_summary(filters: list, dialect: str):
+def _portable_summary(filters: list[ColumnElement[bool]], dialect: str) -> sa.Select[Any]:
     """SQLite (and any SQL with window functions): ranks from windows, medians and latest from them."""
     r = _ranked(filters, dialect)
     latest = r.c.recent == 1
@@ -148,7 +150,7 @@ def _portable_summary(filters: list, dialect: str):
             .group_by(r.c.cann, r.c.target, r.c.batch))
 
 
-def _ranked(filters: list, dialect: str):
+def _ranked(filters: list[ColumnElement[bool]], dialect: str) -> sa.Subquery:
     """Every measured cell with its rank by fps, by mIoU and by recency within (version, target, batch)."""
     acc = sa.orm.aliased(Accuracy)
     fps = _ok_fps()
@@ -164,7 +166,7 @@ def _ranked(filters: list, dialect: str):
     return cells_with_miou(acc, filters, *columns).subquery()
 
 
-def _median(r, value: str, rank: str, n: str):
+def _median(r: sa.Subquery, value: str, rank: str, n: str) -> ColumnElement[Any]:
     """The middle value (or the mean of the two middle ones) from a rank and a count: integer division
     of (n+1)/2 and (n+2)/2 means the same in both dialects."""
     middle = sa.or_(r.c[rank] == (r.c[n] + 1) // 2, r.c[rank] == (r.c[n] + 2) // 2)

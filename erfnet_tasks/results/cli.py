@@ -6,12 +6,17 @@ Thin handlers over db / queries / tables / publish; erfnet_tasks.cli calls ``reg
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+from typing import TYPE_CHECKING, Any
 
 from ..argtypes import percent, positive_int
 
+if TYPE_CHECKING:
+    from sqlalchemy.orm import Session
 
-def register(subparsers) -> None:
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     results = subparsers.add_parser("results", help="the results database: list, show, compare, import, export runs")
     results.add_argument("--db", metavar="URL", default=None,
                          help="database URL (default: $ERFNET_RESULTS_DB_URL, the Airflow connection "
@@ -69,13 +74,13 @@ def _row_limit(text: str) -> int:
     if value > BIGINT_MAX:
         raise argparse.ArgumentTypeError(f"expected at most {BIGINT_MAX}, got {text[:40]!r}")
     return value
-def _url(args) -> str:
+def _url(args: argparse.Namespace) -> str:
     from . import db
 
     return db.normalize_url(args.db) if args.db else db.resolve_url()
 
 
-def _reading_session(args):
+def _reading_session(args: argparse.Namespace) -> contextlib.AbstractContextManager[Session]:
     from . import db
 
     url = _url(args)
@@ -83,7 +88,7 @@ def _reading_session(args):
     return db.session_scope(url)
 
 
-def cmd_init(args) -> int:
+def cmd_init(args: argparse.Namespace) -> int:
     from . import db
 
     url = _url(args)
@@ -92,7 +97,7 @@ def cmd_init(args) -> int:
     return 0
 
 
-def cmd_list(args) -> int:
+def cmd_list(args: argparse.Namespace) -> int:
     from . import queries, tables
 
     with _reading_session(args) as session:
@@ -106,7 +111,7 @@ def cmd_list(args) -> int:
     return 0
 
 
-def cmd_show(args) -> int:
+def cmd_show(args: argparse.Namespace) -> int:
     from . import queries, regression, tables
 
     with _reading_session(args) as session:
@@ -134,7 +139,7 @@ def cmd_show(args) -> int:
     return 0
 
 
-def _run_heading(doc: dict) -> str:
+def _run_heading(doc: dict[str, Any]) -> str:
     run = doc["run"]
     backends = ", ".join(f"{k} {v}" for k, v in (run.get("backends") or {}).items()) or "unknown"
     lines = [f"run {run['id']} ({run['status']}), started {run['started_at']}",
@@ -152,16 +157,17 @@ def _run_heading(doc: dict) -> str:
     return "\n".join(printable(line) for line in lines)  # stored fields may hold escape sequences
 
 
-def cmd_reference(args) -> int:
+def cmd_reference(args: argparse.Namespace) -> int:
     from . import queries, tables
 
     with _reading_session(args) as session:
         figures = queries.reference_figures(session)
-    print(json.dumps(figures, indent=2) if args.format == "json" else tables.render_text(tables.reference_table(figures)))
+    print(json.dumps(figures, indent=2) if args.format == "json"
+          else tables.render_text(tables.reference_table(figures)))
     return 0
 
 
-def cmd_compare(args) -> int:
+def cmd_compare(args: argparse.Namespace) -> int:
     from . import queries, tables
 
     with _reading_session(args) as session:
@@ -180,7 +186,7 @@ def cmd_compare(args) -> int:
     return 0
 
 
-def cmd_import(args) -> int:
+def cmd_import(args: argparse.Namespace) -> int:
     from . import db, importing
 
     url = _url(args)
@@ -190,7 +196,7 @@ def cmd_import(args) -> int:
     return 1 if any(o.status == importing.REFUSED for o in outcomes) else 0
 
 
-def cmd_export(args) -> int:
+def cmd_export(args: argparse.Namespace) -> int:
     from . import queries, tables
 
     with _reading_session(args) as session:

@@ -14,8 +14,9 @@ import logging
 import os
 import sys
 import threading
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Iterator
+from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine, make_url
@@ -23,6 +24,9 @@ from sqlalchemy.orm import Session
 
 from ..errors import BadInput, first_line
 from ..settings import RESULTS_DB_URL, data_dir, results_db_url
+
+if TYPE_CHECKING:
+    from alembic.config import Config
 
 log = logging.getLogger(__name__)
 
@@ -128,7 +132,8 @@ def _url_from_json(raw: str) -> str:
                            fields.get("password"), fields.get("schema"), fields.get("port"))
 
 
-def _url_from_parts(conn_type, host, login, password, schema, port) -> str:
+def _url_from_parts(conn_type: str | None, host: str | None, login: str | None, password: str | None,
+                    schema: str | None, port: int | str | None) -> str:
     kind = (conn_type or "").lower()
     if kind == "sqlite":
         # Airflow's sqlite connections keep the file path in host.
@@ -162,7 +167,7 @@ def _create_engine(url: str) -> Engine:
     return sa.create_engine(url, pool_pre_ping=True, connect_args=connect_args)
 
 
-def _sqlite_enforce_foreign_keys(dbapi_connection, _record) -> None:
+def _sqlite_enforce_foreign_keys(dbapi_connection: Any, _record: object) -> None:
     # SQLite ignores ON DELETE CASCADE unless asked per connection.
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA foreign_keys=ON")
@@ -183,7 +188,7 @@ def session_scope(url: str | None = None) -> Iterator[Session]:
 
 # ------------------------------------------------------------------------------------- migrations
 
-def alembic_config():
+def alembic_config() -> Config:
     from alembic.config import Config
 
     config = Config(str(_ALEMBIC_INI))
@@ -204,8 +209,8 @@ def upgrade(url: str | None = None, revision: str = "head") -> str | None:
     return _run_alembic("upgrade", url, revision, after=_fill_new_summary)
 
 
-def _fill_new_summary(connection, before: str | None, after: str | None) -> None:
-    def number(rev):
+def _fill_new_summary(connection: sa.Connection, before: str | None, after: str | None) -> None:
+    def number(rev: str | None) -> int:
         return int(rev) if rev and rev.isdigit() else 0
 
     if before is not None and number(before) < int(SUMMARY_REVISION) <= number(after):
@@ -222,7 +227,8 @@ def downgrade(url: str | None, revision: str) -> str | None:
     return _run_alembic("downgrade", url, revision)
 
 
-def _run_alembic(direction: str, url: str | None, revision: str, after=None) -> str | None:
+def _run_alembic(direction: str, url: str | None, revision: str,
+                 after: Callable[[sa.Connection, str | None, str | None], None] | None = None) -> str | None:
     from alembic import command
 
     config = alembic_config()
@@ -251,7 +257,7 @@ def _sqlite_migration_lock(url: str | None) -> Iterator[None]:
 
     lock_path = Path(parsed.database).with_name(Path(parsed.database).name + ".migrate-lock")
     try:
-        lock = open(lock_path, "a+b")
+        lock = open(lock_path, "a+b")  # noqa: SIM115  (entered just below: only the open may fail quietly)
     except OSError:  # no such folder, read-only: connecting fails next, with the error callers expect
         yield
         return
@@ -273,7 +279,7 @@ def current_revision(url: str | None = None) -> str | None:
         return _revision_on(connection)
 
 
-def _revision_on(connection) -> str | None:
+def _revision_on(connection: sa.Connection) -> str | None:
     if not sa.inspect(connection).has_table(_VERSION_TABLE):
         return None
     versions = connection.execute(sa.text(f"SELECT version_num FROM {_VERSION_TABLE}")).scalars().all()
@@ -285,7 +291,9 @@ def _revision_on(connection) -> str | None:
 def head_revision() -> str:
     from alembic.script import ScriptDirectory
 
-    return ScriptDirectory.from_config(alembic_config()).get_current_head()
+    head = ScriptDirectory.from_config(alembic_config()).get_current_head()
+    assert head is not None, "the package ships its migrations"
+    return head
 
 
 def require_schema(url: str | None = None) -> None:

@@ -11,16 +11,22 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime
+from typing import Any, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from ..errors import BadInput
+from .cann_summary import cells_with_miou
+from .cann_summary import rows as summary_rows
 from .document import FINDING_FIELDS, format_time, validate_run_id
 from .models import Accuracy, Finding, Performance, Run
-from .cann_summary import cells_with_miou, rows as summary_rows
 from .queries import run_counts
+
+AnySelect = TypeVar("AnySelect", bound=sa.Select[*tuple[Any, ...]])
+
 
 def span(session: Session) -> tuple[datetime | None, datetime | None]:
     """The start of the first and of the newest run (index-only on runs.started_at)."""
@@ -28,7 +34,7 @@ def span(session: Session) -> tuple[datetime | None, datetime | None]:
     return first, last
 
 
-def _in_range(stmt, since: datetime | None, until: datetime | None):
+def _in_range(stmt: AnySelect, since: datetime | None, until: datetime | None) -> AnySelect:
     if since is not None:
         stmt = stmt.where(Run.started_at >= since)
     if until is not None:
@@ -37,13 +43,13 @@ def _in_range(stmt, since: datetime | None, until: datetime | None):
 
 
 def points(session: Session, since: datetime | None = None, until: datetime | None = None,
-           batch_size: int | None = None) -> list[dict]:
+           batch_size: int | None = None) -> list[dict[str, Any]]:
     """Per run, target and batch in [since, until): fps, status and mIoU, oldest run first."""
     return _points(session, lambda stmt: _in_range(stmt, since, until), batch_size)
 
 
 def points_page(session: Session, since: datetime | None, until: datetime | None, batch_size: int | None,
-                runs: int, after: str | None = None) -> tuple[list[dict], str | None]:
+                runs: int, after: str | None = None) -> tuple[list[dict[str, Any]], str | None]:
     """The points of the oldest ``runs`` runs of the range that started after run ``after`` (a
     keyset on start time and id, so a page never shifts when newer runs arrive), and the id to pass
     as ``after`` for the next page (None on the last page)."""
@@ -61,7 +67,8 @@ def points_page(session: Session, since: datetime | None, until: datetime | None
     return found, (page[-1] if len(ids) > runs else None)
 
 
-def _points(session: Session, narrow, batch_size: int | None) -> list[dict]:
+def _points(session: Session, narrow: Callable[[sa.Select[Any]], sa.Select[Any]],
+            batch_size: int | None) -> list[dict[str, Any]]:
     acc = sa.orm.aliased(Accuracy)
     filters = [] if batch_size is None else [Performance.batch_size == batch_size]
     stmt = cells_with_miou(acc, filters, Run.id, Run.started_at, Run.cann_version, Performance.target,
@@ -89,7 +96,7 @@ def batch_sizes(session: Session) -> list[int]:
 
 
 def runs_between(session: Session, since: datetime | None, until: datetime | None,
-                 limit: int) -> tuple[list[dict], bool]:
+                 limit: int) -> tuple[list[dict[str, Any]], bool]:
     """The newest ``limit`` runs in the range, with
     their cell counts, and whether the range holds more."""
     stmt = (sa.select(Run.id, Run.started_at, Run.status, Run.cann_version, Run.host)
@@ -102,7 +109,7 @@ def runs_between(session: Session, since: datetime | None, until: datetime | Non
 
 
 def findings_between(session: Session, since: datetime | None, until: datetime | None,
-                     limit: int = 500) -> list[dict]:
+                     limit: int = 500) -> list[dict[str, Any]]:
     """The range's regression findings, newest run first, in one query (no query per run)."""
     stmt = (sa.select(Finding, Run.started_at).join(Run, Run.id == Finding.run_id)
             .order_by(Run.started_at.desc(), Finding.run_id.desc(), Finding.rule, Finding.target,
@@ -111,7 +118,7 @@ def findings_between(session: Session, since: datetime | None, until: datetime |
             for f, started in session.execute(_in_range(stmt, since, until))]
 
 
-def cann_summary(session: Session, batch_size: int | None = None) -> list[dict]:
+def cann_summary(session: Session, batch_size: int | None = None) -> list[dict[str, Any]]:
     """Per CANN version, target and batch over all runs: best, median and latest fps and mIoU
     (the summary table kept up to date by every publish: a read of versions x cells rows)."""
     return summary_rows(session, batch_size)

@@ -8,6 +8,7 @@ only moves the latest stretch's ``last_seen_at``. An upgrade event is the bounda
 from __future__ import annotations
 
 import datetime as dt
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy import exc as sa_exc
@@ -21,7 +22,7 @@ from .models import HostVersion
 VERSION_FIELDS = ("cann_version", "driver_version", "chips")
 
 
-def _observed(observed: dict) -> dict:
+def _observed(observed: dict[str, Any]) -> dict[str, Any]:
     chips = observed.get("chips") or []
     if not isinstance(chips, list) or not all(isinstance(c, str) for c in chips):
         raise BadInput(f"chips must be a list of chip names, got {chips!r}")
@@ -29,7 +30,7 @@ def _observed(observed: dict) -> dict:
             "chips": sorted(chips)}
 
 
-def _as_dict(row: HostVersion | None) -> dict | None:
+def _as_dict(row: HostVersion | None) -> dict[str, Any] | None:
     if row is None:
         return None
     return {"cann_version": row.cann_version, "driver_version": row.driver_version, "chips": list(row.chips or []),
@@ -41,8 +42,8 @@ def latest(session: Session, host: str) -> HostVersion | None:
                            .order_by(HostVersion.seq.desc()).limit(1)).first()
 
 
-def record_observation(host: str, observed: dict, url: str | None = None,
-                       now: dt.datetime | None = None) -> dict:
+def record_observation(host: str, observed: dict[str, Any], url: str | None = None,
+                       now: dt.datetime | None = None) -> dict[str, Any]:
     """Store what the probe saw on ``host``; ``changed`` is True only when it differs from the last seen.
 
     The first sight of a host is recorded but is no change: deploying the probe must not start the
@@ -52,7 +53,7 @@ def record_observation(host: str, observed: dict, url: str | None = None,
     if not isinstance(host, str) or not host.strip():
         raise BadInput(f"host must be a non-empty name, got {host!r}")
     current = _observed(observed)
-    now = now or dt.datetime.now(dt.timezone.utc)
+    now = now or dt.datetime.now(dt.UTC)
     url = db.normalize_url(url) if url else db.resolve_url()
     db.upgrade(url)  # a no-op at head; makes a fresh results database usable by the probe alone
     try:
@@ -72,7 +73,7 @@ def record_observation(host: str, observed: dict, url: str | None = None,
             "current": current}
 
 
-def _refuse_vanished_cann(host: str, previous: HostVersion | None, current: dict) -> None:
+def _refuse_vanished_cann(host: str, previous: HostVersion | None, current: dict[str, Any]) -> None:
     # A host that had a CANN version and shows none now is mid-upgrade (the toolkit's files are being
     # replaced) or broken: no run should start against a half-installed toolkit, so this is an error,
     # not a change; the next probe records the version that is there then.
@@ -82,7 +83,7 @@ def _refuse_vanished_cann(host: str, previous: HostVersion | None, current: dict
 
 
 def upgrade_events(session: Session, host: str | None = None, limit: int = 500,
-                   since: dt.datetime | None = None, until: dt.datetime | None = None) -> list[dict]:
+                   since: dt.datetime | None = None, until: dt.datetime | None = None) -> list[dict[str, Any]]:
     """Each change of a host's CANN version, driver or chips in [since, until), oldest first: time, host,
     old -> new (the newest ``limit`` of them)."""
     old = aliased(HostVersion)
@@ -103,10 +104,10 @@ def upgrade_events(session: Session, host: str | None = None, limit: int = 500,
     return list(reversed(events))
 
 
-def host_versions(session: Session) -> list[dict]:
+def host_versions(session: Session) -> list[dict[str, Any]]:
     """Every host's current CANN version, driver and chips, and since when (hosts sorted by name)."""
     newest = (sa.select(HostVersion.host, sa.func.max(HostVersion.seq).label("seq"))
               .group_by(HostVersion.host).subquery())
     rows = session.scalars(sa.select(HostVersion).join(
         newest, sa.and_(newest.c.host == HostVersion.host, newest.c.seq == HostVersion.seq)))
-    return sorted(({"host": row.host, **_as_dict(row)} for row in rows), key=lambda r: r["host"])
+    return sorted(({"host": row.host, **(_as_dict(row) or {})} for row in rows), key=lambda r: r["host"])

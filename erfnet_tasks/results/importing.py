@@ -15,8 +15,10 @@ violation that gets through anyway (another writer not using this lock) is repor
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy import exc as sa_exc
@@ -64,7 +66,7 @@ def collect_files(paths: list[str]) -> tuple[list[Path], list[Outcome]]:
     return list(files), refused
 
 
-def read_documents(files: list[Path]) -> tuple[list[tuple[str, dict]], list[Outcome]]:
+def read_documents(files: list[Path]) -> tuple[list[tuple[str, dict[str, Any]]], list[Outcome]]:
     """Every valid run document as (source file, document), oldest run first; the rest refused."""
     docs, refused = [], []
     for path in files:
@@ -77,7 +79,8 @@ def read_documents(files: list[Path]) -> tuple[list[tuple[str, dict]], list[Outc
             try:
                 docs.append((str(path), normalize_document(doc)))
             except ErfnetError as exc:
-                run_id = doc.get("run", {}).get("id") if isinstance(doc, dict) and isinstance(doc.get("run"), dict) else None
+                has_run = isinstance(doc, dict) and isinstance(doc.get("run"), dict)
+                run_id = doc.get("run", {}).get("id") if has_run else None
                 refused.append(Outcome(str(path), REFUSED, run_id if isinstance(run_id, str) else None, str(exc)))
     docs.sort(key=lambda item: (parse_time(item[1]["run"]["started_at"], "started_at"), item[1]["run"]["id"]))
     return docs, refused
@@ -94,7 +97,7 @@ def _lock_run(session: Session, run_id: str) -> None:
         session.execute(sa.update(Run).where(Run.id == run_id).values(id=Run.id))
 
 
-def import_document(url: str, source: str, doc: dict, replace: bool = False) -> Outcome:
+def import_document(url: str, source: str, doc: dict[str, Any], replace: bool = False) -> Outcome:
     """Write one run and its findings in one transaction; a run already stored is skipped unless ``replace``."""
     run_id = doc["run"]["id"]
     try:
@@ -110,7 +113,7 @@ def import_document(url: str, source: str, doc: dict, replace: bool = False) -> 
     return Outcome(source, IMPORTED, run_id, f"{len(found)} regression finding(s)")
 
 
-def plan(paths: list[str]) -> tuple[list[tuple[str, dict]], list[Outcome]]:
+def plan(paths: list[str]) -> tuple[list[tuple[str, dict[str, Any]]], list[Outcome]]:
     """What an import of ``paths`` would write (oldest run first) and what it refuses; nothing is written.
 
     When nothing at all can be imported, that is one error line rather than a report.
@@ -125,7 +128,8 @@ def plan(paths: list[str]) -> tuple[list[tuple[str, dict]], list[Outcome]]:
     return docs, refused
 
 
-def import_paths(paths: list[str], url: str, replace: bool = False, report=print) -> list[Outcome]:
+def import_paths(paths: list[str], url: str, replace: bool = False,
+                 report: Callable[[str], object] = print) -> list[Outcome]:
     """Import every run document under ``paths`` into ``url``; ``report`` gets each outcome as it happens."""
     docs, outcomes = plan(paths)
     for outcome in outcomes:

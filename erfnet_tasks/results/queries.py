@@ -5,13 +5,23 @@ Every query is built with SQLAlchemy; values from outside only ever travel as bo
 
 from __future__ import annotations
 
+from typing import Any
+
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from ..errors import BadInput
 from ..records import CellStatus
-from .document import (ACCURACY_FIELDS, COMPILED_FIELDS, FINDING_FIELDS, LATEST, PERF_FIELDS, RUN_FIELDS,
-                       format_time, validate_run_id)
+from .document import (
+    ACCURACY_FIELDS,
+    COMPILED_FIELDS,
+    FINDING_FIELDS,
+    LATEST,
+    PERF_FIELDS,
+    RUN_FIELDS,
+    format_time,
+    validate_run_id,
+)
 from .models import Accuracy, CompiledModel, Finding, Performance, ReferenceFigure, Run
 
 
@@ -29,10 +39,11 @@ def resolve_run_id(session: Session, run_ref: str) -> str:
     return run_ref
 
 
-def run_document(session: Session, run_ref: str) -> dict:
+def run_document(session: Session, run_ref: str) -> dict[str, Any]:
     """The run document of docs/architecture.md for ``run_ref`` ('latest' or a run id)."""
     run_id = resolve_run_id(session, run_ref)
     run = session.get(Run, run_id)
+    assert run is not None, run_id  # resolve_run_id found it
     run_dict = {name: getattr(run, name) for name in RUN_FIELDS}
     if run_dict["class_names"] is None:  # optional (document.normalize_document): read back as written
         del run_dict["class_names"]
@@ -47,21 +58,22 @@ def run_document(session: Session, run_ref: str) -> dict:
     }
 
 
-def _cells(session: Session, model, fields: tuple[str, ...], run_id: str) -> list[dict]:
+def _cells(session: Session, model: type[CompiledModel | Accuracy | Performance], fields: tuple[str, ...],
+           run_id: str) -> list[dict[str, Any]]:
     rows = session.scalars(sa.select(model).where(model.run_id == run_id))
     # Sorted here, not by the database: PostgreSQL's collation would order targets differently from SQLite.
     return sorted(({name: getattr(row, name) for name in fields} for row in rows),
                   key=lambda cell: (cell["target"], cell["batch_size"]))
 
 
-def findings(session: Session, run_id: str) -> list[dict]:
+def findings(session: Session, run_id: str) -> list[dict[str, Any]]:
     validate_run_id(run_id)
     rows = session.scalars(sa.select(Finding).where(Finding.run_id == run_id))
     return sorted(({name: getattr(row, name) for name in FINDING_FIELDS} for row in rows),
                   key=lambda f: (f["rule"], f["target"], f["batch_size"]))
 
 
-def list_runs(session: Session, limit: int = 50, *, counts: bool = True) -> list[dict]:
+def list_runs(session: Session, limit: int = 50, *, counts: bool = True) -> list[dict[str, Any]]:
     """The newest runs first, with their cell counts (perf cells that did not come out ok, findings).
 
     The counts cover only the returned runs, and only when asked for: a page that needs one run
@@ -96,7 +108,7 @@ def has_runs(session: Session) -> bool:
     return session.scalar(sa.select(Run.id).limit(1)) is not None
 
 
-def reference_figures(session: Session, source: str = "guide") -> list[dict]:
+def reference_figures(session: Session, source: str = "guide") -> list[dict[str, Any]]:
     rows = session.scalars(sa.select(ReferenceFigure).where(ReferenceFigure.source == source)
                            .order_by(ReferenceFigure.metric, ReferenceFigure.column_name, ReferenceFigure.batch_size))
     return [{"metric": r.metric, "column": r.column_name, "batch_size": r.batch_size, "value": r.value,

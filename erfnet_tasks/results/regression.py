@@ -10,15 +10,18 @@
 The baseline of a (target, batch) cell is the latest complete run, started before this one, that measured
 the same target and batch on a different CANN version: the gate asks "did the new CANN make things
 worse?". The CANN version compared is the cell's own (a fleet's hosts are upgraded one at a time, so each
-chip has its own), else its run's (cells published before cells recorded one). Findings are stored per run (replacing earlier ones) and returned.
+chip has its own), else its run's (cells published before cells recorded one). Findings are stored per run
+(replacing earlier ones) and returned.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
+from sqlalchemy.sql.elements import ColumnElement
 
 from ..errors import BadInput
 from ..records import INFRASTRUCTURE_FAILURES, CellStatus, LabelMode, RunStatus
@@ -35,7 +38,7 @@ class Rules:
     tolerance: float = GUIDE_TOLERANCE
     throughput_drop: float = 0.05
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         for name in ("reference_miou", "tolerance", "throughput_drop"):
             value = getattr(self, name)
             if not 0.0 <= value <= 1.0:
@@ -46,7 +49,7 @@ class Rules:
         return self.reference_miou - self.tolerance
 
 
-def rules_from_params(params: dict | None) -> Rules:
+def rules_from_params(params: dict[str, Any] | None) -> Rules:
     """Rules from a run's params, which speak the trigger form's units: percent and mIoU points.
 
     ``reference_miou`` 72.20 and ``tolerance`` 1.0 (the guide's criterion), ``throughput_drop`` 5 (%)
@@ -68,7 +71,7 @@ def rules_from_params(params: dict | None) -> Rules:
     return Rules(**values)
 
 
-def find_regressions(session: Session, run_id: str, rules: Rules | None = None) -> list[dict]:
+def find_regressions(session: Session, run_id: str, rules: Rules | None = None) -> list[dict[str, Any]]:
     """Apply ``rules`` to run ``run_id``, store the findings (replacing the run's earlier ones), return them."""
     rules = rules or Rules()
     validate_run_id(run_id)
@@ -90,25 +93,27 @@ def find_regressions(session: Session, run_id: str, rules: Rules | None = None) 
     return found
 
 
-def _accuracy_findings(session: Session, run_id: str, rules: Rules) -> list[dict]:
+def _accuracy_findings(session: Session, run_id: str, rules: Rules) -> list[dict[str, Any]]:
     rows = session.scalars(sa.select(Accuracy).where(Accuracy.run_id == run_id, Accuracy.miou.is_not(None),
                                                      Accuracy.miou < rules.miou_threshold)
                            .order_by(Accuracy.target, Accuracy.batch_size))
     return [_finding("accuracy_below_reference", row.target, row.batch_size,
                      f"{row.target} batch {row.batch_size}: mIoU {row.miou * 100:.2f} is below "
-                     f"{rules.reference_miou * 100:.2f} - {rules.tolerance * 100:.2f} = {rules.miou_threshold * 100:.2f}",
-                     row.miou, rules.miou_threshold, None) for row in rows]
+                     f"{rules.reference_miou * 100:.2f} - {rules.tolerance * 100:.2f} = "
+                     f"{rules.miou_threshold * 100:.2f}",
+                     row.miou, rules.miou_threshold, None) for row in rows if row.miou is not None]
 
 
-def _perf_findings(cell: Performance, baseline: tuple[str, str | None, float], run: Run,
-                   rules: Rules) -> list[dict]:
+def _perf_findings(cell: Performance, baseline: Baseline, run: Run,
+                   rules: Rules) -> list[dict[str, Any]]:
     base_id, base_cann, base_fps = baseline
     where = f"{cell.target} batch {cell.batch_size}"
     versus = f"run {base_id} (CANN {base_cann or 'unknown'}), now CANN {_cann(cell, run) or 'unknown'}"
     if cell.status in FAILED_RESULTS:
         return [_finding("cell_failed", cell.target, cell.batch_size,
                          f"{where}: {cell.status} now, ok in {versus}", None, None, base_id)]
-    if cell.status == CellStatus.OK and cell.throughput_fps is not None:
+    # A baseline is an ok cell with its fps (the queries select only those).
+    if cell.status == CellStatus.OK and cell.throughput_fps is not None and base_fps is not None:
         threshold = base_fps * (1.0 - rules.throughput_drop)
         if cell.throughput_fps < threshold:
             drop = 1.0 - cell.throughput_fps / base_fps
@@ -119,7 +124,7 @@ def _perf_findings(cell: Performance, baseline: tuple[str, str | None, float], r
     return []
 
 
-def _not_measured(cell: Performance) -> dict:
+def _not_measured(cell: Performance) -> dict[str, Any]:
     detail = f": {cell.error[:300]}" if cell.error else ""
     return _finding("cell_not_measured", cell.target, cell.batch_size,
                     f"{cell.target} batch {cell.batch_size}: {cell.status}, never reached a device{detail}",
@@ -136,7 +141,12 @@ def _label_modes(session: Session, run_id: str) -> dict[tuple[str, int], str]:
     return {(t, b): mode or LabelMode.LOGITS.value for t, b, mode in rows}
 
 
-def _baselines(session: Session, run: Run, cells: dict[tuple[str, int], str | None]) -> dict[tuple[str, int], tuple]:
+# A baseline: (run id, CANN version, fps) of the cell in an earlier run.
+Baseline = tuple[str, str | None, float | None]
+
+
+def _baselines(session: Session, run: Run, cells: dict[tuple[str, int], str | None]
+               ) -> dict[tuple[str, int], Baseline]:
     """(target, batch) -> (run id, CANN version, fps) of the latest earlier complete run that measured it
     on another CANN than ``cells`` gives for it now, in the same label mode (logits or labels_on_device:
     never compared across modes).
@@ -171,7 +181,8 @@ def _earlier_complete_runs(session: Session, run: Run, limit: int) -> list[str]:
         .order_by(Run.started_at.desc(), Run.id.desc()).limit(limit)))
 
 
-def _ok_cells_with_cann_and_mode():
+def _ok_cells_with_cann_and_mode(
+) -> tuple[sa.Select[str, str, int, str, str, float | None], ColumnElement[str], ColumnElement[str]]:
     """Ok, measured cells with the CANN they ran on (the cell's, else the run's) and their label mode."""
     same_cell = sa.and_(Accuracy.run_id == Performance.run_id, Accuracy.target == Performance.target,
                         Accuracy.batch_size == Performance.batch_size)
@@ -185,7 +196,7 @@ def _ok_cells_with_cann_and_mode():
 
 
 def _first_on_other_cann(session: Session, run_ids: list[str],
-                         wanted: dict[tuple[str, int], tuple[str | None, str]]) -> dict:
+                         wanted: dict[tuple[str, int], tuple[str | None, str]]) -> dict[tuple[str, int], Baseline]:
     """Of ``run_ids`` (newest first), per wanted (target, batch): the first run whose cell there was ok
     on a CANN other than the wanted one, in the wanted label mode."""
     stmt, _cann, _mode = _ok_cells_with_cann_and_mode()
@@ -193,7 +204,7 @@ def _first_on_other_cann(session: Session, run_ids: list[str],
                       Performance.target.in_(sorted({t for t, _b in wanted})),
                       Performance.batch_size.in_(sorted({b for _t, b in wanted})))
     order = {run_id: i for i, run_id in enumerate(run_ids)}
-    found: dict[tuple[str, int], tuple] = {}
+    found: dict[tuple[str, int], Baseline] = {}
     for run_id, target, batch, cann, mode, fps in sorted(session.execute(stmt), key=lambda row: order[row[0]]):
         want = wanted.get((target, batch))
         if want is not None and (target, batch) not in found and cann != want[0] and mode == want[1]:
@@ -202,9 +213,10 @@ def _first_on_other_cann(session: Session, run_ids: list[str],
 
 
 def _latest_older_on_other_cann(session: Session, run: Run, oldest_read: str, key: tuple[str, int],
-                                want: tuple[str | None, str]) -> tuple | None:
+                                want: tuple[str | None, str]) -> Baseline | None:
     """The baseline of one cell among the complete runs older than ``oldest_read`` (already read)."""
     edge = session.get(Run, oldest_read)
+    assert edge is not None, oldest_read  # read by the caller in this session
     stmt, cann, mode = _ok_cells_with_cann_and_mode()
     stmt = (stmt.where(Performance.target == key[0], Performance.batch_size == key[1],
                        Run.status == RunStatus.COMPLETE.value, Run.id != run.id,
@@ -216,6 +228,7 @@ def _latest_older_on_other_cann(session: Session, run: Run, oldest_read: str, ke
     return None if row is None else (row[0], row[3], row[5])
 
 
-def _finding(rule, target, batch_size, message, value, threshold, baseline_run_id) -> dict:
+def _finding(rule: str, target: str, batch_size: int, message: str, value: float | None, threshold: float | None,
+             baseline_run_id: str | None) -> dict[str, Any]:
     return {"rule": rule, "target": target, "batch_size": batch_size, "message": message, "value": value,
             "threshold": threshold, "baseline_run_id": baseline_run_id}

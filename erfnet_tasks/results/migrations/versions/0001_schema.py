@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 from alembic import op
+from sqlalchemy.schema import SchemaItem
 
 revision = "0001"
 down_revision = None
@@ -16,12 +17,12 @@ branch_labels = None
 depends_on = None
 
 
-def _run_fk(table: str) -> tuple[sa.Column, sa.ForeignKeyConstraint]:
+def _run_fk(table: str) -> tuple[sa.Column[str], sa.ForeignKeyConstraint]:
     return (sa.Column("run_id", sa.String(250), nullable=False),
             sa.ForeignKeyConstraint(["run_id"], ["runs.id"], name=f"fk_{table}_run_id_runs", ondelete="CASCADE"))
 
 
-def _cell_columns(table: str) -> list:
+def _cell_columns(table: str) -> list[SchemaItem]:
     return [sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
             *_run_fk(table),
             sa.Column("target", sa.String(100), nullable=False),

@@ -10,6 +10,8 @@ Create Date: 2026-11-25
 
 from __future__ import annotations
 
+from typing import Any
+
 import sqlalchemy as sa
 from alembic import op
 
@@ -19,7 +21,7 @@ branch_labels = None
 depends_on = None
 
 SOURCE = "guide"
-_FPS = {
+_FPS: dict[int, dict[str, float | str]] = {
     1: {"T4": 215.8135, "310": 220.2016, "310P": 292.137, "310P-AOE": 380.0822},
     4: {"T4": 226.745, "310": 176.2568, "310P": 192.398, "310P-AOE": 379.2337},
     8: {"T4": 237.8234, "310": 176.6912, "310P": 210.707, "310P-AOE": 381.9549},
@@ -38,7 +40,7 @@ _table = sa.table(
 )
 
 
-def _rows() -> list[dict]:
+def _rows() -> list[dict[str, Any]]:
     rows = []
     for column, batches in _MIOU_BATCHES.items():
         rows += [dict(source=SOURCE, metric="miou", column_name=column, batch_size=b, value=_MIOU,
