@@ -17,10 +17,11 @@ import sys
 import time
 from pathlib import Path
 
-from .. import outputs, settings
+from .. import deadlines, outputs, settings
 from ..errors import ErfnetError
 from ..fsutil import atomic_path
-from ..errors import CompileFailed, InferFailed
+from ..errors import CompileFailed, InferFailed, ToolTimedOut
+from ..toolrun import run_bounded
 from . import CompileResult, InferResult, check_batch_size, check_output_type, check_runs
 
 NAME = "ascend"
@@ -117,13 +118,16 @@ def aoe_argv(onnx_path, output_base, *, batch_size: int, job_type: int, device=N
     ]
 
 
-def _run_logged(argv: list[str], log_path: Path, *, env=None) -> subprocess.CompletedProcess:
+def _run_logged(argv: list[str], log_path: Path, *, deadline: deadlines.Deadline,
+                env=None) -> subprocess.CompletedProcess:
+    """Run a compile step under its deadline; its output (a stopped run's too) goes to the log."""
     argv = [_tool(argv[0]), *argv[1:]]
     try:
-        proc = subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                              errors="replace", env=env, check=False)
-    except OSError as exc:
-        raise ErfnetError(f"could not start {argv[0]}: {exc}") from None
+        proc = run_bounded(argv, deadline, env=env)
+    except ToolTimedOut as exc:
+        with open(log_path, "a", encoding="utf-8") as log:
+            log.write(f"$ {' '.join(argv)}\n{exc.output}\n[stopped: {exc}]\n")
+        raise
     with open(log_path, "a", encoding="utf-8") as log:
         log.write(f"$ {' '.join(argv)}\n{proc.stdout}\n[exit status {proc.returncode}]\n")
     return proc
@@ -160,7 +164,12 @@ def compile(onnx_path, out_dir, *, chip: str, batch_size: int, aoe: bool = False
     else:
         steps = [("atc", atc_argv(src, base, chip=chip, batch_size=batch_size, integer_output=has_integer_output(src)))]
     for tool, argv in steps:
-        proc = _run_logged(argv, log_path)
+        deadline = deadlines.aoe_deadline() if aoe else deadlines.atc_deadline()
+        try:
+            proc = _run_logged(argv, log_path, deadline=deadline)
+        except ToolTimedOut as exc:
+            om.unlink(missing_ok=True)
+            raise CompileFailed(f"{tool} timed out: {exc}; log: {log_path}", log_path=log_path) from exc
         if proc.returncode != 0:
             om.unlink(missing_ok=True)
             raise _compile_failure(tool, proc, log_path)
@@ -236,6 +245,23 @@ def _stats(summary: dict, printed: dict, key: str) -> dict:
     return stats
 
 
+def count_inputs(input_dir) -> int:
+    """The files ais_bench takes from a folder (``.bin``/``.npy``): the images its deadline is made of."""
+    folder = Path(input_dir)
+    return sum(1 for p in folder.iterdir() if p.suffix in (".bin", ".npy")) if folder.is_dir() else 0
+
+
+def _run_ais_bench(argv: list[str], deadline: deadlines.Deadline, log_path: Path) -> subprocess.CompletedProcess:
+    """ais_bench under its deadline; a stopped run is the cell's ``timed_out``, with the numbers."""
+    try:
+        return run_bounded(argv, deadline)
+    except ToolTimedOut as exc:
+        with atomic_path(log_path) as tmp:
+            tmp.write_text(f"$ {' '.join(argv)}\n{exc.output}\n[stopped: {exc}]\n")
+        raise InferFailed(f"ais_bench timed out: {exc}; log: {log_path}", status="timed_out",
+                          log_path=log_path) from exc
+
+
 def infer(model, input_dir, output_dir, *, batch_size: int, device=None, loop: int = 1, warmup: int = 1,
           output_type: str = "fp16") -> InferResult:
     """``python3 -m ais_bench`` with the guide's flags. The om fixes the output dtype (atc's
@@ -253,11 +279,7 @@ def infer(model, input_dir, output_dir, *, batch_size: int, device=None, loop: i
     before = _folders(root)
     argv = ais_bench_argv(model, input_dir, root, batch_size=batch_size, device=dev, loop=loop, warmup=warmup)
     log_path = root / f"ais_bench_{time.strftime(outputs.TIMESTAMP_FORMAT)}_{os.getpid()}.log"
-    try:
-        proc = subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                              errors="replace", check=False)
-    except OSError as exc:
-        raise ErfnetError(f"could not start {argv[0]}: {exc}") from None
+    proc = _run_ais_bench(argv, deadlines.infer_deadline(count_inputs(input_dir), loop), log_path)
     with atomic_path(log_path) as tmp:
         tmp.write_text(f"$ {' '.join(argv)}\n{proc.stdout}\n[exit status {proc.returncode}]\n")
     if proc.returncode != 0:
