@@ -88,10 +88,10 @@ def stop_group(proc: subprocess.Popen[str], grace: float | None = None) -> str:
 
 
 def run_bounded(argv: list[str], deadline: Deadline, *, env: Mapping[str, str] | None = None,
-                grace: float | None = None) -> subprocess.CompletedProcess[str]:
+                grace: float | None = None, tool: str | None = None) -> subprocess.CompletedProcess[str]:
     """Run ``argv`` (stdout and stderr together) and return its output, or raise ToolTimedOut once its
-    whole process group is stopped at the deadline."""
-    tool = Path(argv[0]).name
+    whole process group is stopped at the deadline. ``tool`` names it in messages (default: argv[0]'s name)."""
+    tool = tool or Path(argv[0]).name
     started = time.monotonic()
     try:
         # preexec_fn: the one way to set the parent-death signal before exec; it calls prctl only.
@@ -106,7 +106,7 @@ def run_bounded(argv: list[str], deadline: Deadline, *, env: Mapping[str, str] |
         output = stop_group(proc, grace)
         elapsed = time.monotonic() - started
         raise ToolTimedOut(
-            f"{tool} stopped after {elapsed:.0f} s, past its deadline of {deadline.seconds:g} s "
+            f"{tool} timed out: stopped after {elapsed:.0f} s, past its deadline of {deadline.seconds:g} s "
             f"({deadline.basis})", tool=tool, deadline_s=deadline.seconds, elapsed_s=elapsed,
             images=deadline.images, output=output) from None
     except BaseException:  # interrupted (execution_timeout, a signal): the tool must not outlive us

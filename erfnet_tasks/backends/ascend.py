@@ -169,7 +169,7 @@ def compile(onnx_path, out_dir, *, chip: str, batch_size: int, aoe: bool = False
             proc = _run_logged(argv, log_path, deadline=deadline)
         except ToolTimedOut as exc:
             om.unlink(missing_ok=True)
-            raise CompileFailed(f"{tool} timed out: {exc}; log: {log_path}", log_path=log_path) from exc
+            raise CompileFailed(f"{exc}; log: {log_path}", log_path=log_path) from exc
         if proc.returncode != 0:
             om.unlink(missing_ok=True)
             raise _compile_failure(tool, proc, log_path)
@@ -254,11 +254,11 @@ def count_inputs(input_dir) -> int:
 def _run_ais_bench(argv: list[str], deadline: deadlines.Deadline, log_path: Path) -> subprocess.CompletedProcess:
     """ais_bench under its deadline; a stopped run is the cell's ``timed_out``, with the numbers."""
     try:
-        return run_bounded(argv, deadline)
+        return run_bounded(argv, deadline, tool="ais_bench")
     except ToolTimedOut as exc:
         with atomic_path(log_path) as tmp:
             tmp.write_text(f"$ {' '.join(argv)}\n{exc.output}\n[stopped: {exc}]\n")
-        raise InferFailed(f"ais_bench timed out: {exc}; log: {log_path}", status="timed_out",
+        raise InferFailed(f"{exc}; log: {log_path}", status="timed_out",
                           log_path=log_path) from exc
 
 
