@@ -4,16 +4,17 @@ The tool starts in a new session, so its process group holds it and every proces
 of ours. At the deadline the whole group gets SIGTERM, then SIGKILL after ``KILL_GRACE_S``: a hung
 ais_bench and the helpers it forked are all gone before the caller releases the device lease. The same
 happens when the caller itself is interrupted (Airflow's execution_timeout, a signal). The tool also
-dies with the process that started it (``PR_SET_PDEATHSIG``): a task killed with SIGKILL, its worker
+dies with the process that started it (``PR_SET_PDEATHSIG``, set by a small launcher before the tool's exec): a task killed with SIGKILL, its worker
 included, leaves no tool running on the device it no longer holds.
 """
 
 from __future__ import annotations
 
-import ctypes
 import os
+import shutil
 import signal
 import subprocess
+import sys
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -23,19 +24,29 @@ from .errors import ErfnetError, ToolTimedOut
 
 KILL_GRACE_S = 10.0   # SIGTERM to SIGKILL: time for a tool to close its device context
 REAP_WAIT_S = 5.0     # after SIGKILL: the kernel ends the group at once, this only bounds the wait
-_PR_SET_PDEATHSIG = 1
 _POLL_S = 0.05
+# Started first, in the tool's process: asks for SIGKILL when its parent dies (prctl PR_SET_PDEATHSIG, 1;
+# Linux), gives up if the parent is already gone, then becomes the tool. A launcher rather than Popen's
+# preexec_fn, which is unsafe in a process with threads (a task's is).
+_LAUNCHER = """import ctypes, os, signal, sys
+prctl = getattr(ctypes.CDLL(None), "prctl", None)
+if prctl is not None:
+    prctl(1, int(signal.SIGKILL), 0, 0, 0)
+if os.getppid() != int(sys.argv[1]):
+    sys.exit(137)
 try:
-    _LIBC: ctypes.CDLL | None = ctypes.CDLL(None, use_errno=True)
-except OSError:  # not Linux: no parent-death signal, the deadline still holds
-    _LIBC = None
+    os.execv(sys.argv[2], sys.argv[2:])
+except OSError as exc:
+    print(f"could not start {sys.argv[2]}: {exc}", flush=True)
+    sys.exit(127)
+"""
 
 
-def _die_with_parent() -> None:
-    """In the child, before exec: SIGKILL when the thread that started it dies. Only an async-signal-safe
-    libc call runs here (the function was looked up before the fork)."""
-    if _LIBC is not None:
-        _LIBC.prctl(_PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)
+def _launch_argv(argv: list[str]) -> list[str]:
+    path = shutil.which(argv[0])
+    if path is None:
+        raise ErfnetError(f"could not start {argv[0]}: not found")
+    return [sys.executable, "-c", _LAUNCHER, str(os.getpid()), path, *argv[1:]]
 
 
 def group_members(pgid: int) -> list[int]:
@@ -94,10 +105,8 @@ def run_bounded(argv: list[str], deadline: Deadline, *, env: Mapping[str, str] |
     tool = tool or Path(argv[0]).name
     started = time.monotonic()
     try:
-        # preexec_fn: the one way to set the parent-death signal before exec; it calls prctl only.
-        proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                text=True, errors="replace", env=env, start_new_session=True,
-                                preexec_fn=_die_with_parent)
+        proc = subprocess.Popen(_launch_argv(argv), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                stdin=subprocess.DEVNULL, text=True, errors="replace", env=env, start_new_session=True)
     except OSError as exc:
         raise ErfnetError(f"could not start {argv[0]}: {exc}") from None
     try:

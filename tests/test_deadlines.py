@@ -150,6 +150,32 @@ def test_a_tool_whose_caller_is_interrupted_is_stopped_too(tmp_path, monkeypatch
     assert _gone(leader) and _gone(child) and not toolrun.group_members(leader)
 
 
+def test_a_tool_dies_with_the_task_that_started_it(tmp_path):
+    """A task killed with SIGKILL (its worker lost) runs no finally: the tool gets SIGKILL from the kernel."""
+    pid_file = tmp_path / "tool.pid"
+    tool = f"import os, time\nopen({str(pid_file)!r}, 'w').write(str(os.getpid()))\ntime.sleep(600)\n"
+    task = ("import sys\nfrom erfnet_tasks import deadlines, toolrun\n"
+            f"toolrun.run_bounded([sys.executable, '-c', {tool!r}], deadlines.Deadline(600, 'test'))\n")
+    parent = subprocess.Popen([sys.executable, "-c", task], cwd=REPO, env=dict(os.environ))
+    end = time.monotonic() + 60
+    while not pid_file.is_file() or not pid_file.read_text():
+        assert time.monotonic() < end and parent.poll() is None, "the tool never started"
+        time.sleep(0.05)
+    tool_pid = int(pid_file.read_text())
+    assert not _gone(tool_pid)
+    parent.kill()
+    parent.wait(30)
+    end = time.monotonic() + 10
+    while not _gone(tool_pid):
+        assert time.monotonic() < end, "the tool outlived the task that started it"
+        time.sleep(0.05)
+
+
+def test_a_tool_that_is_not_there_is_one_line():
+    with pytest.raises(ErfnetError, match=r"^could not start no-such-tool-here: not found$"):
+        toolrun.run_bounded(["no-such-tool-here"], deadlines.Deadline(5, "test"))
+
+
 def test_defaults_follow_the_published_figures_and_the_work(monkeypatch):
     for name in ("ERFNET_INFER_TIMEOUT_PER_IMAGE", "ERFNET_INFER_TIMEOUT_FLOOR", "ERFNET_ATC_TIMEOUT",
                  "ERFNET_AOE_TIMEOUT"):

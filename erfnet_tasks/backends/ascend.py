@@ -18,9 +18,8 @@ import time
 from pathlib import Path
 
 from .. import deadlines, outputs, settings
-from ..errors import ErfnetError
+from ..errors import CompileFailed, ErfnetError, InferFailed, ToolTimedOut
 from ..fsutil import atomic_path
-from ..errors import CompileFailed, InferFailed, ToolTimedOut
 from ..toolrun import run_bounded
 from . import CompileResult, InferResult, check_batch_size, check_output_type, check_runs
 
