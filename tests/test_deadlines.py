@@ -5,6 +5,7 @@ group, the cell says ``timed_out`` with the numbers, and the device lease is fre
 from __future__ import annotations
 
 import fcntl
+import json
 import os
 import re
 import signal
@@ -13,10 +14,8 @@ import sys
 import time
 from pathlib import Path
 
-import psutil
-import pytest
-
 import harness
+import pytest
 
 from erfnet_tasks import deadlines, devices, pipeline, settings, toolrun
 from erfnet_tasks.backends import CompileFailed, InferFailed, get_backend
@@ -29,9 +28,10 @@ FLOOR_S = 10  # long enough for the stand-in to load ONNX Runtime and the model 
 
 def _gone(pid: int) -> bool:
     try:
-        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE  # ended, not yet reaped by its new parent
-    except psutil.NoSuchProcess:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
         return True
+    return stat[stat.rfind(")") + 2] == "Z"  # ended, not yet reaped by its new parent
 
 
 def _hangs(record: Path) -> list[dict]:
@@ -212,7 +212,28 @@ def test_a_bad_deadline_setting_stops_the_command_in_one_line_before_any_tool_ru
     env = {**os.environ, "ERFNET_ATC_TIMEOUT": "soon"}
     proc = subprocess.run([sys.executable, "-m", "erfnet_tasks.cli", "compile", str(tmp_path / "x.onnx"),
                            str(tmp_path / "om"), "--backend", "ascend", "--chip", "Ascend310P3", "--batch-size", "1"],
-                          capture_output=True, text=True, env=env, cwd=REPO, timeout=120)
+                          check=False, capture_output=True, text=True, env=env, cwd=REPO, timeout=120)
     assert proc.returncode == 2 and proc.stdout == ""
     assert proc.stderr == "erfnet: error: ERFNET_ATC_TIMEOUT must be a number of seconds greater than 0, got 'soon'\n"
     assert harness.invocations(record) == []
+
+
+def test_the_dag_backs_each_npu_tool_deadline_with_an_execution_timeout(tmp_path):
+    """Parsed as the dag-processor parses it, with a lab's per-image figure: the bound follows it."""
+    probe = ("import json, sys\nsys.path.insert(0, 'dags')\nfrom airflow.dag_processing.dagbag import DagBag\n"
+             "dag = DagBag(dag_folder='dags/erfnet_offline_inference.py').dags['erfnet_offline_inference']\n"
+             "print(json.dumps({t.task_id: t.execution_timeout and t.execution_timeout.total_seconds() "
+             "for t in dag.tasks}))\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW__", "ERFNET_"))}
+    env.update({"AIRFLOW_HOME": str(tmp_path), "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+                "ERFNET_INFER_TIMEOUT_PER_IMAGE": "2"})
+    proc = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, env=env, cwd=REPO,
+                          timeout=300, check=False)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    timeouts = json.loads(proc.stdout.strip().splitlines()[-1])
+    for chip in ("Ascend310", "Ascend310P3"):
+        # 500 images x 2 s = 1000 s of inference, once waiting for the lease and once its own; 250 s of evaluation
+        assert timeouts[f"measure_{chip}"] == 2 * 1000 + 250 + deadlines.TASK_MARGIN_S
+        assert timeouts[f"compile_{chip}"] == 900 + deadlines.TASK_MARGIN_S
+        assert timeouts[f"compile_aoe_{chip}"] == 2 * 7200 + deadlines.TASK_MARGIN_S
+    assert timeouts["measure_on_host"] is None and timeouts["publish_results"] is None  # no device there
