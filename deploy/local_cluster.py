@@ -36,6 +36,8 @@ from pathlib import Path
 
 import yaml
 
+from erfnet_tasks.lab_airflow import LAB_AIRFLOW_SETTINGS, LAB_DEADLINE_SETTINGS
+
 REPO = Path(__file__).resolve().parent.parent
 DEPLOY = REPO / "deploy"
 COMPOSE = REPO / "docker-compose.yaml"
@@ -137,6 +139,7 @@ class LocalCluster:
             **base,
             "PATH": f"{BIN}{os.pathsep}{base.get('PATH', '')}",
             **compose_settings(),
+            **LAB_AIRFLOW_SETTINGS, **LAB_DEADLINE_SETTINGS,  # a lab's: docker-compose.yaml carries the same
             "AIRFLOW_HOME": str(self.workdir / "airflow_home"),
             "AIRFLOW__CORE__DAGS_FOLDER": str(REPO / "dags"),
             "AIRFLOW__CORE__PLUGINS_FOLDER": str(REPO / "plugins"),
