@@ -237,3 +237,26 @@ def test_the_dag_backs_each_npu_tool_deadline_with_an_execution_timeout(tmp_path
         assert timeouts[f"compile_{chip}"] == 900 + deadlines.TASK_MARGIN_S
         assert timeouts[f"compile_aoe_{chip}"] == 2 * 7200 + deadlines.TASK_MARGIN_S
     assert timeouts["measure_on_host"] is None and timeouts["publish_results"] is None  # no device there
+
+
+def test_a_hung_aoe_releases_the_device_it_tuned_on(fixed_onnx, tmp_path, monkeypatch):
+    from erfnet_tasks.fsutil import sha256_file
+
+    record = harness.use_standins(monkeypatch, tmp_path, chip="Ascend310P3")
+    monkeypatch.setenv("ERFNET_AOE_TIMEOUT", "2")
+    monkeypatch.setenv("ERFNET_DATA_DIR", str(tmp_path / "data"))
+    (tmp_path / "standin-npu-state").mkdir(exist_ok=True)
+    (tmp_path / "standin-npu-state" / "aoe.hang").write_text("Ascend310P3:*\n")
+    monkeypatch.setattr(toolrun, "KILL_GRACE_S", 1.0)
+    cell = {**parse_target("Ascend310P3+AOE").as_dict(), "target": "Ascend310P3+AOE", "batch_size": 2}
+    model = {"path": str(fixed_onnx), "sha256": sha256_file(fixed_onnx)}
+    compiled = pipeline.compile_cell(cell, model, {"params": {"weights": "unused"}, "weights_sha256": "x"})
+    assert compiled["status"] == "compile_failed" and compiled["model_path"] is None
+    assert re.match(r"aoe timed out: stopped after \d+ s, past its deadline of 2 s \(ERFNET_AOE_TIMEOUT 2 s per AOE job\)",
+                    compiled["error"])
+    assert len([c for c in harness.invocations(record) if c["tool"] == "aoe"]) == 1  # job 2 never started
+    [hang] = _hangs(record)
+    assert _gone(hang["pid"]) and _gone(hang["child"])
+    fd = devices._try_lock(0)
+    assert fd is not None
+    os.close(fd)
