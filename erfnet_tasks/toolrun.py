@@ -3,9 +3,9 @@
 The tool starts in a new session, so its process group holds it and every process it starts, and none
 of ours. At the deadline the whole group gets SIGTERM, then SIGKILL after ``KILL_GRACE_S``: a hung
 ais_bench and the helpers it forked are all gone before the caller releases the device lease. The same
-happens when the caller itself is interrupted (Airflow's execution_timeout, a signal). The tool also
-dies with the process that started it (``PR_SET_PDEATHSIG``, set by a small launcher before the tool's exec): a task killed with SIGKILL, its worker
-included, leaves no tool running on the device it no longer holds.
+happens when the caller itself is interrupted (Airflow's execution_timeout, a signal). And should the task
+itself be killed with SIGKILL (its worker lost), tool_launcher.py, the group's first process, is told by
+the kernel and kills the group: no tool or helper of it stays on a device whose lease died with the task.
 """
 
 from __future__ import annotations
@@ -25,28 +25,14 @@ from .errors import ErfnetError, ToolTimedOut
 KILL_GRACE_S = 10.0   # SIGTERM to SIGKILL: time for a tool to close its device context
 REAP_WAIT_S = 5.0     # after SIGKILL: the kernel ends the group at once, this only bounds the wait
 _POLL_S = 0.05
-# Started first, in the tool's process: asks for SIGKILL when its parent dies (prctl PR_SET_PDEATHSIG, 1;
-# Linux), gives up if the parent is already gone, then becomes the tool. A launcher rather than Popen's
-# preexec_fn, which is unsafe in a process with threads (a task's is).
-_LAUNCHER = """import ctypes, os, signal, sys
-prctl = getattr(ctypes.CDLL(None), "prctl", None)
-if prctl is not None:
-    prctl(1, int(signal.SIGKILL), 0, 0, 0)
-if os.getppid() != int(sys.argv[1]):
-    sys.exit(137)
-try:
-    os.execv(sys.argv[2], sys.argv[2:])
-except OSError as exc:
-    print(f"could not start {sys.argv[2]}: {exc}", flush=True)
-    sys.exit(127)
-"""
+LAUNCHER = Path(__file__).with_name("tool_launcher.py")  # kills the group should the task die (its docstring)
 
 
 def _launch_argv(argv: list[str]) -> list[str]:
     path = shutil.which(argv[0])
     if path is None:
         raise ErfnetError(f"could not start {argv[0]}: not found")
-    return [sys.executable, "-c", _LAUNCHER, str(os.getpid()), path, *argv[1:]]
+    return [sys.executable, str(LAUNCHER), str(os.getpid()), path, *argv[1:]]
 
 
 def group_members(pgid: int) -> list[int]:

@@ -71,7 +71,7 @@ def test_a_hung_ais_bench_is_stopped_at_its_deadline_with_every_process_of_its_g
     assert FLOOR_S <= cause.elapsed_s <= took and f"stopped after {cause.elapsed_s:.0f} s" in str(failure)
     assert "stopped:" in failure.log_path.read_text() and "hang switch on" in failure.log_path.read_text()
     [hang] = _hangs(record)
-    assert hang["pgid"] == hang["pid"] != os.getpgid(0)  # a session of its own, not ours
+    assert hang["pgid"] != os.getpgid(0)  # a group of its own, not ours
     assert _gone(hang["pid"]) and _gone(hang["child"])   # the child ignored SIGTERM: the group got SIGKILL
     assert not toolrun.group_members(hang["pgid"])
 
@@ -150,10 +150,14 @@ def test_a_tool_whose_caller_is_interrupted_is_stopped_too(tmp_path, monkeypatch
     assert _gone(leader) and _gone(child) and not toolrun.group_members(leader)
 
 
-def test_a_tool_dies_with_the_task_that_started_it(tmp_path):
-    """A task killed with SIGKILL (its worker lost) runs no finally: the tool gets SIGKILL from the kernel."""
+def test_a_tool_and_its_child_die_with_the_task_that_started_them(tmp_path):
+    """A task killed with SIGKILL (its worker lost) runs no finally: the kernel tells the launcher, which
+    kills the tool's group, the child that ignores SIGTERM included."""
     pid_file = tmp_path / "tool.pid"
-    tool = f"import os, time\nopen({str(pid_file)!r}, 'w').write(str(os.getpid()))\ntime.sleep(600)\n"
+    tool = ("import os, subprocess, sys, time\n"
+            "c = subprocess.Popen([sys.executable, '-c', 'import signal, time\\n"
+            "signal.signal(signal.SIGTERM, signal.SIG_IGN)\\ntime.sleep(600)'])\n"
+            f"open({str(pid_file)!r}, 'w').write(f'{{os.getpid()}} {{c.pid}}')\ntime.sleep(600)\n")
     task = ("import sys\nfrom erfnet_tasks import deadlines, toolrun\n"
             f"toolrun.run_bounded([sys.executable, '-c', {tool!r}], deadlines.Deadline(600, 'test'))\n")
     parent = subprocess.Popen([sys.executable, "-c", task], cwd=REPO, env=dict(os.environ))
@@ -161,14 +165,21 @@ def test_a_tool_dies_with_the_task_that_started_it(tmp_path):
     while not pid_file.is_file() or not pid_file.read_text():
         assert time.monotonic() < end and parent.poll() is None, "the tool never started"
         time.sleep(0.05)
-    tool_pid = int(pid_file.read_text())
-    assert not _gone(tool_pid)
+    pids = [int(p) for p in pid_file.read_text().split()]
+    assert len(pids) == 2 and not any(map(_gone, pids))
     parent.kill()
     parent.wait(30)
     end = time.monotonic() + 10
-    while not _gone(tool_pid):
-        assert time.monotonic() < end, "the tool outlived the task that started it"
+    while not all(map(_gone, pids)):
+        assert time.monotonic() < end, "the tool or its child outlived the task that started them"
         time.sleep(0.05)
+
+
+@pytest.mark.parametrize("code, status", [("print('out'); sys.exit(3)", 3), ("print('out')", 0),
+                                          ("print('out', flush=True); os.kill(os.getpid(), signal.SIGSEGV)", -11)])
+def test_the_tool_status_and_output_come_through_the_launcher(code, status):
+    proc = toolrun.run_bounded([sys.executable, "-c", f"import os, signal, sys\n{code}"], deadlines.Deadline(60, "t"))
+    assert (proc.returncode, proc.stdout) == (status, "out\n")
 
 
 def test_a_tool_that_is_not_there_is_one_line():
