@@ -15,6 +15,7 @@ import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Mapping
 from pathlib import Path
 
 from .. import deadlines, outputs, settings
@@ -118,7 +119,7 @@ def aoe_argv(onnx_path, output_base, *, batch_size: int, job_type: int, device=N
 
 
 def _run_logged(argv: list[str], log_path: Path, *, deadline: deadlines.Deadline,
-                env=None) -> subprocess.CompletedProcess:
+                env: Mapping[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     """Run a compile step under its deadline; its output (a stopped run's too) goes to the log."""
     argv = [_tool(argv[0]), *argv[1:]]
     try:
@@ -244,13 +245,14 @@ def _stats(summary: dict, printed: dict, key: str) -> dict:
     return stats
 
 
-def count_inputs(input_dir) -> int:
+def count_inputs(input_dir: str | os.PathLike[str]) -> int:
     """The files ais_bench takes from a folder (``.bin``/``.npy``): the images its deadline is made of."""
     folder = Path(input_dir)
     return sum(1 for p in folder.iterdir() if p.suffix in (".bin", ".npy")) if folder.is_dir() else 0
 
 
-def _run_ais_bench(argv: list[str], deadline: deadlines.Deadline, log_path: Path) -> subprocess.CompletedProcess:
+def _run_ais_bench(argv: list[str], deadline: deadlines.Deadline,
+                   log_path: Path) -> subprocess.CompletedProcess[str]:
     """ais_bench under its deadline; a stopped run is the cell's ``timed_out``, with the numbers."""
     try:
         return run_bounded(argv, deadline, tool="ais_bench")
