@@ -31,7 +31,7 @@ from airflow.sdk import (Asset, AssetOrTimeSchedule, CronTriggerTimetable, Excep
                          RetryRule, dag, task)
 from erfnet_notifications import on_gate_passed, on_task_failure
 
-from erfnet_tasks import cann_probe, pipeline, settings
+from erfnet_tasks import cann_probe, deadlines, pipeline, settings
 from erfnet_tasks.deployment import DAG_ID
 from erfnet_tasks.errors import BadInput, ErfnetError, Transient, Verdict
 from erfnet_tasks.fleet import queue_for
@@ -41,6 +41,9 @@ from erfnet_tasks.params import form_fields
 # each chip of ERFNET_NPU_CHIPS gets its own copy of every NPU step; a run's other chips' copies are skipped.
 NPU_CHIPS = settings.npu_chips()
 NPU_POOL = "npu_devices"
+# Airflow's backup of the tools' own deadlines (erfnet_tasks/deadlines.py). Fixed when the DAG is parsed,
+# before a run's image count is known: computed for the largest run (deadlines.MAX_IMAGES, 500 images).
+TIMEOUTS = {kind: deadlines.execution_timeout(kind) for kind in ("measure", "compile", "compile_aoe")}
 RESULTS_ASSET = Asset(name="erfnet_results", uri=f"erfnet://results/{DAG_ID}")
 # Updated by dags/erfnet_cann_probe.py when an NPU host's CANN version, driver or chips change.
 CANN_ASSET = Asset(name=cann_probe.ASSET_NAME, uri=cann_probe.ASSET_URI)
@@ -172,12 +175,14 @@ def erfnet_offline_inference():
         queue = queue_for(chip)
         cells = {group: plan.override(task_id=f"plan_{group}_{chip}")(env, group, chip) for group in ("npu", "npu_aoe")}
         go >> list(cells.values())
-        compiled = [compile_cell.override(task_id=f"compile_{chip}", queue=queue)
+        compiled = [compile_cell.override(task_id=f"compile_{chip}", queue=queue, execution_timeout=TIMEOUTS["compile"])
                     .partial(model=model, env=env).expand(cell=cells["npu"]),
-                    compile_cell.override(task_id=f"compile_aoe_{chip}", queue=queue, pool=NPU_POOL)
+                    compile_cell.override(task_id=f"compile_aoe_{chip}", queue=queue, pool=NPU_POOL,
+                                           execution_timeout=TIMEOUTS["compile_aoe"])
                     .partial(model=model, env=env).expand(cell=cells["npu_aoe"])]
         gathered = gather_cells.override(task_id=f"gather_compiled_{chip}")(*compiled)
-        measured.append(measure_cell.override(task_id=f"measure_{chip}", queue=queue, pool=NPU_POOL)
+        measured.append(measure_cell.override(task_id=f"measure_{chip}", queue=queue, pool=NPU_POOL,
+                                              execution_timeout=TIMEOUTS["measure"])
                         .partial(prep=prep, env=env).expand(cell=gathered))
     # Airflow skips a task mapped over an empty group, and a concat of it; gathering keeps the rest going.
     measured = gather_cells.override(task_id="gather_measured_cells")(*measured)

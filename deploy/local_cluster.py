@@ -37,6 +37,7 @@ from pathlib import Path
 import yaml
 
 from erfnet_tasks.deployment import VENV_BIN, local_airflow_env, without_project_settings
+from erfnet_tasks.lab_airflow import LAB_AIRFLOW_SETTINGS, LAB_DEADLINE_SETTINGS
 
 REPO = Path(__file__).resolve().parent.parent
 DEPLOY = REPO / "deploy"
@@ -141,6 +142,7 @@ class LocalCluster:
     def _cluster_settings(self) -> dict[str, str]:
         """What a cluster adds to a local Airflow: its databases, broker, secret, ports and worker names."""
         return {
+            **LAB_AIRFLOW_SETTINGS, **LAB_DEADLINE_SETTINGS,  # a lab's: docker-compose.yaml carries the same
             "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(self.workdir / "passwords.json"),
             "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"postgresql+psycopg2://{PG_ADMIN}/{self.meta_db}",
             "AIRFLOW__CELERY__RESULT_BACKEND": f"db+postgresql://{PG_ADMIN}/{self.meta_db}",

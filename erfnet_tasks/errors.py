@@ -74,6 +74,17 @@ class InferFailed(BadInput):
         self.log_path = log_path
 
 
+class ToolTimedOut(Transient):
+    """A device tool (atc, AOE, ais_bench) ran past its deadline and its process group was stopped (a hung
+    device is infrastructure); the backend turns it into CompileFailed or InferFailed(status="timed_out")
+    with these numbers."""
+
+    def __init__(self, message: str, *, tool: str, deadline_s: float, elapsed_s: float, images: int | None = None,
+                 output: str = ""):
+        super().__init__(message)
+        self.tool, self.deadline_s, self.elapsed_s, self.images, self.output = tool, deadline_s, elapsed_s, images, output
+
+
 class RegressionDetected(Verdict):
     """The gate's verdict: at least one regression rule fired (or the run is incomplete)."""
 

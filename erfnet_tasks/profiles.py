@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Protocol
 
-from .errors import ErfnetError
+from .errors import BadInput
 
 OP_SUMMARY_GLOB = "op_summary_*.csv"
 MSPROF_COLUMNS = ("Op Name", "OP Type", "Task Duration(us)")
@@ -43,7 +43,7 @@ def profile_from_events(events: Iterable[tuple[str, str, float]]) -> list[OpTime
     types: dict[str, str] = {}
     for name, op_type, duration in events:
         if not math.isfinite(duration) or duration < 0:
-            raise ErfnetError(f"op {name!r}: duration {duration!r} us is not a time")
+            raise BadInput(f"op {name!r}: duration {duration!r} us is not a time")
         calls[name] = calls.get(name, 0) + 1
         totals[name] = totals.get(name, 0.0) + duration
         types.setdefault(name, op_type)
@@ -60,15 +60,15 @@ def find_op_summary(root: str | os.PathLike[str]) -> Path:
         return root
     found = sorted(root.rglob(OP_SUMMARY_GLOB), key=lambda p: p.name)
     if not found:
-        raise ErfnetError(f"no {OP_SUMMARY_GLOB} under {root}: the profiled pass wrote no op summary")
+        raise BadInput(f"no {OP_SUMMARY_GLOB} under {root}: the profiled pass wrote no op summary")
     return found[-1]
 
 
 def _duration(text: str, path: Path, line: int) -> float:
     try:
         return float(text)
-    except ValueError:
-        raise ErfnetError(f"{path} line {line}: Task Duration(us) {text!r} is not a number") from None
+    except ValueError as exc:
+        raise BadInput(f"{path} line {line}: Task Duration(us) {text!r} is not a number") from exc
 
 
 def read_msprof_op_summary(path: str | os.PathLike[str]) -> list[OpTime]:
@@ -80,10 +80,10 @@ def read_msprof_op_summary(path: str | os.PathLike[str]) -> list[OpTime]:
             header = [name.strip() for name in reader.fieldnames or []]
             missing = [name for name in MSPROF_COLUMNS if name not in header]
             if missing:
-                raise ErfnetError(f"{path} is not an msprof op summary: no column {', '.join(missing)}")
+                raise BadInput(f"{path} is not an msprof op summary: no column {', '.join(missing)}")
             rows = [{key.strip(): value for key, value in row.items() if key} for row in reader]
     except OSError as exc:
-        raise ErfnetError(f"cannot read op summary {path}: {exc.strerror}") from None
+        raise BadInput(f"cannot read op summary {path}: {exc.strerror}") from exc
     return profile_from_events((row["Op Name"], row["OP Type"], _duration(row["Task Duration(us)"], path, n + 2))
                                for n, row in enumerate(rows))
 
@@ -94,11 +94,11 @@ def read_ort_trace(path: str | os.PathLike[str]) -> list[OpTime]:
         with open(path, encoding="utf-8") as fh:
             events = json.load(fh)
     except OSError as exc:
-        raise ErfnetError(f"cannot read ONNX Runtime trace {path}: {exc.strerror}") from None
+        raise BadInput(f"cannot read ONNX Runtime trace {path}: {exc.strerror}") from exc
     except json.JSONDecodeError as exc:
-        raise ErfnetError(f"{path} is not an ONNX Runtime trace (bad JSON: {exc.msg})") from None
+        raise BadInput(f"{path} is not an ONNX Runtime trace (bad JSON: {exc.msg})") from exc
     if not isinstance(events, list):
-        raise ErfnetError(f"{path} is not an ONNX Runtime trace (no event list)")
+        raise BadInput(f"{path} is not an ONNX Runtime trace (no event list)")
     return profile_from_events(
         (str(e["name"])[:-len(KERNEL_SUFFIX)], str(e.get("args", {}).get("op_name", "")), float(e.get("dur", 0)))
         for e in events

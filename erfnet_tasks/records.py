@@ -34,6 +34,7 @@ class CellStatus(StrEnum):
     DEVICE_OPEN_FAILED = "device_open_failed"
     INFER_FAILED = "infer_failed"
     NO_SPACE = "no_space"  # the output folder could not hold the cell's outputs: nothing was written
+    TIMED_OUT = "timed_out"  # the tool ran past its deadline (deadlines.py) and was stopped: incomplete
 
 
 class LabelMode(StrEnum):
@@ -51,9 +52,9 @@ class CompileStatus(StrEnum):
 
 # What a backend's InferFailed may carry, and which cell statuses are infrastructure failures.
 INFER_FAILURES = frozenset({CellStatus.OOM, CellStatus.MODEL_LOAD_FAILED, CellStatus.DEVICE_OPEN_FAILED,
-                            CellStatus.INFER_FAILED, CellStatus.NO_SPACE})
+                            CellStatus.INFER_FAILED, CellStatus.NO_SPACE, CellStatus.TIMED_OUT})
 INFRASTRUCTURE_FAILURES = frozenset({CellStatus.MODEL_LOAD_FAILED, CellStatus.DEVICE_OPEN_FAILED,
-                                     CellStatus.INFER_FAILED, CellStatus.NO_SPACE})
+                                     CellStatus.INFER_FAILED, CellStatus.NO_SPACE, CellStatus.TIMED_OUT})
 
 
 def is_result(status: str) -> bool:

@@ -22,6 +22,8 @@
 - ERFNET_NOTIFY_SUMMARY: off (default), nightly or all: which runs that pass the gate get a summary.
 - ERFNET_CANN_PROBE_MINUTES: how often the CANN version probe runs (default 5).
 - ERFNET_PRUNE_OLDER_THAN: the maintenance DAG's retention age (default 30d; `erfnet runs prune`).
+- ERFNET_INFER_TIMEOUT_PER_IMAGE, ERFNET_INFER_TIMEOUT_FLOOR, ERFNET_ATC_TIMEOUT, ERFNET_AOE_TIMEOUT: the
+  deadlines of the device tools, in seconds (defaults and the figures behind them: deadlines.py).
 """
 
 from __future__ import annotations
@@ -223,3 +225,38 @@ def cann_probe_minutes() -> int:
     if not raw.isdigit() or not 1 <= int(raw) <= 1440:
         raise BadInput(f"ERFNET_CANN_PROBE_MINUTES must be a whole number of minutes from 1 to 1440, got {raw!r}")
     return int(raw)
+
+
+# ------------------------------------------------------------------------------- tool deadlines
+
+def _positive_seconds(name: str, fallback: float) -> float:
+    raw = _env(name)
+    if not raw:
+        return fallback
+    try:
+        value = float(raw)
+    except ValueError:
+        value = float("nan")
+    if not 0 < value < float("inf"):  # NaN fails this too
+        raise BadInput(f"{name} must be a number of seconds greater than 0, got {raw!r}")
+    return value
+
+
+def infer_timeout_per_image(fallback: float) -> float:
+    """ERFNET_INFER_TIMEOUT_PER_IMAGE: seconds of ais_bench's deadline per image (deadlines.py)."""
+    return _positive_seconds("ERFNET_INFER_TIMEOUT_PER_IMAGE", fallback)
+
+
+def infer_timeout_floor(fallback: float) -> float:
+    """ERFNET_INFER_TIMEOUT_FLOOR: the shortest ais_bench deadline, whatever the image count."""
+    return _positive_seconds("ERFNET_INFER_TIMEOUT_FLOOR", fallback)
+
+
+def atc_timeout(fallback: float) -> float:
+    """ERFNET_ATC_TIMEOUT: the deadline of one atc compile."""
+    return _positive_seconds("ERFNET_ATC_TIMEOUT", fallback)
+
+
+def aoe_timeout(fallback: float) -> float:
+    """ERFNET_AOE_TIMEOUT: the deadline of one AOE job (subgraph or operator tuning)."""
+    return _positive_seconds("ERFNET_AOE_TIMEOUT", fallback)

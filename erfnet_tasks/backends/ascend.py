@@ -19,10 +19,11 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from .. import outputs, settings
+from .. import deadlines, outputs, settings
 from ..chips import CHIP_PATTERN
-from ..errors import BadInput, CompileFailed, ErfnetError, InferFailed, Transient
+from ..errors import BadInput, CompileFailed, ErfnetError, InferFailed, ToolTimedOut, Transient
 from ..fsutil import StrPath, atomic_path
+from ..toolrun import run_bounded
 from . import CompileResult, InferResult, check_batch_size, check_output_type, check_runs
 
 NAME = "ascend"
@@ -121,14 +122,16 @@ def aoe_argv(onnx_path: StrPath, output_base: StrPath, *, batch_size: int, job_t
     ]
 
 
-def _run_logged(argv: list[str], log_path: Path, *, env: Mapping[str, str] | None = None
-                ) -> subprocess.CompletedProcess[str]:
+def _run_logged(argv: list[str], log_path: Path, *, deadline: deadlines.Deadline,
+                env: Mapping[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """Run a compile step under its deadline; its output (a stopped run's too) goes to the log."""
     argv = [_tool(argv[0]), *argv[1:]]
     try:
-        proc = subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                              errors="replace", env=env, check=False)
-    except OSError as exc:
-        raise BadInput(f"could not start {argv[0]}: {exc}") from exc
+        proc = run_bounded(argv, deadline, env=env)
+    except ToolTimedOut as exc:
+        with open(log_path, "a", encoding="utf-8") as log:
+            log.write(f"$ {' '.join(argv)}\n{exc.output}\n[stopped: {exc}]\n")
+        raise
     with open(log_path, "a", encoding="utf-8") as log:
         log.write(f"$ {' '.join(argv)}\n{proc.stdout}\n[exit status {proc.returncode}]\n")
     return proc
@@ -166,7 +169,12 @@ def compile(onnx_path: StrPath, out_dir: StrPath, *, chip: str, batch_size: int,
     else:
         steps = [("atc", atc_argv(src, base, chip=chip, batch_size=batch_size, integer_output=has_integer_output(src)))]
     for tool, argv in steps:
-        proc = _run_logged(argv, log_path)
+        deadline = deadlines.aoe_deadline() if aoe else deadlines.atc_deadline()
+        try:
+            proc = _run_logged(argv, log_path, deadline=deadline)
+        except ToolTimedOut as exc:
+            om.unlink(missing_ok=True)
+            raise CompileFailed(f"{exc}; log: {log_path}", log_path=log_path) from exc
         if proc.returncode != 0:
             om.unlink(missing_ok=True)
             raise _compile_failure(tool, proc, log_path)
@@ -243,6 +251,24 @@ def _stats(summary: dict[str, Any], printed: dict[str, Any], key: str) -> dict[s
     return stats
 
 
+def count_inputs(input_dir: StrPath) -> int:
+    """The files ais_bench takes from a folder (``.bin``/``.npy``): the images its deadline is made of."""
+    folder = Path(input_dir)
+    return sum(1 for p in folder.iterdir() if p.suffix in (".bin", ".npy")) if folder.is_dir() else 0
+
+
+def _run_ais_bench(argv: list[str], deadline: deadlines.Deadline,
+                   log_path: Path) -> subprocess.CompletedProcess[str]:
+    """ais_bench under its deadline; a stopped run is the cell's ``timed_out``, with the numbers."""
+    try:
+        return run_bounded(argv, deadline, tool="ais_bench")
+    except ToolTimedOut as exc:
+        with atomic_path(log_path) as tmp:
+            tmp.write_text(f"$ {' '.join(argv)}\n{exc.output}\n[stopped: {exc}]\n")
+        raise InferFailed(f"{exc}; log: {log_path}", status="timed_out",
+                          log_path=log_path) from exc
+
+
 def infer(model: StrPath, input_dir: StrPath, output_dir: StrPath, *, batch_size: int, device: str | int | None = None,
           loop: int = 1, warmup: int = 1, output_type: str = "fp16") -> InferResult:
     """``python3 -m ais_bench`` with the guide's flags. The om fixes the output dtype (atc's
@@ -260,11 +286,7 @@ def infer(model: StrPath, input_dir: StrPath, output_dir: StrPath, *, batch_size
     before = _folders(root)
     argv = ais_bench_argv(model, input_dir, root, batch_size=batch_size, device=dev, loop=loop, warmup=warmup)
     log_path = root / f"ais_bench_{time.strftime(outputs.TIMESTAMP_FORMAT)}_{os.getpid()}.log"
-    try:
-        proc = subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                              errors="replace", check=False)
-    except OSError as exc:
-        raise BadInput(f"could not start {argv[0]}: {exc}") from exc
+    proc = _run_ais_bench(argv, deadlines.infer_deadline(count_inputs(input_dir), loop), log_path)
     with atomic_path(log_path) as tmp:
         tmp.write_text(f"$ {' '.join(argv)}\n{proc.stdout}\n[exit status {proc.returncode}]\n")
     if proc.returncode != 0:

@@ -6,7 +6,7 @@ import argparse
 import tempfile
 
 from ..argtypes import positive_int
-from ..errors import ErfnetError
+from ..errors import BadInput
 from .report import Layer, format_table, to_json
 
 BACKENDS = ("onnxruntime", "torch", "ais_bench")
@@ -28,8 +28,8 @@ def diagnose(golden: str, model: str, backend: str, prep_dir: str, images: int =
         with tempfile.TemporaryDirectory(prefix="erfnet-msprobe-") as work:
             return compare_om(golden, model, prep_dir, images, work)
     if backend == "torch":
-        raise ErfnetError(TORCH_UNSUPPORTED)
-    raise ErfnetError(f"unknown backend {backend!r} (one of {', '.join(BACKENDS)})")
+        raise BadInput(TORCH_UNSUPPORTED)
+    raise BadInput(f"unknown backend {backend!r} (one of {', '.join(BACKENDS)})")
 
 
 def cmd_diagnose(args: argparse.Namespace) -> int:

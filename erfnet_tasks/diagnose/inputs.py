@@ -14,7 +14,7 @@ import numpy.typing as npt
 import onnx
 
 from ..backends._local import list_inputs
-from ..errors import ErfnetError
+from ..errors import BadInput
 
 Sample = npt.NDArray[np.float32]
 
@@ -22,7 +22,7 @@ Sample = npt.NDArray[np.float32]
 def first_inputs(prep_dir: str | os.PathLike[str], images: int) -> list[Path]:
     files: list[Path] = list_inputs(prep_dir)
     if images > len(files):
-        raise ErfnetError(f"--images {images} but {prep_dir} holds only {len(files)} .bin/.npy input(s)")
+        raise BadInput(f"--images {images} but {prep_dir} holds only {len(files)} .bin/.npy input(s)")
     return files[:images]
 
 
@@ -30,10 +30,10 @@ def sample_shape(model: onnx.ModelProto) -> tuple[int, ...]:
     """The golden's one input, less its batch axis; every dimension must be fixed to read a raw .bin."""
     inputs = [i for i in model.graph.input if i.name not in {init.name for init in model.graph.initializer}]
     if len(inputs) != 1:
-        raise ErfnetError(f"the golden model has {len(inputs)} inputs; diagnose handles models with one input")
+        raise BadInput(f"the golden model has {len(inputs)} inputs; diagnose handles models with one input")
     dims = inputs[0].type.tensor_type.shape.dim[1:]
     if not dims or any(not d.HasField("dim_value") for d in dims):
-        raise ErfnetError(f"the golden's input {inputs[0].name!r} has no fixed sample shape to read .bin files with")
+        raise BadInput(f"the golden's input {inputs[0].name!r} has no fixed sample shape to read .bin files with")
     return tuple(int(d.dim_value) for d in dims)
 
 
@@ -42,10 +42,10 @@ def read_sample(path: Path, shape: tuple[int, ...]) -> Sample:
     if path.suffix == ".npy":
         array: Sample = np.asarray(np.load(path), dtype=np.float32)
         if array.size != int(np.prod(shape)):
-            raise ErfnetError(f"{path}: {array.size} values, the model's input takes {int(np.prod(shape))}")
+            raise BadInput(f"{path}: {array.size} values, the model's input takes {int(np.prod(shape))}")
         return array.reshape(1, *shape)
     expected = int(np.prod(shape)) * 4
     size = path.stat().st_size
     if size != expected:
-        raise ErfnetError(f"{path}: {size} bytes, the model's float32 input {shape} takes {expected}")
+        raise BadInput(f"{path}: {size} bytes, the model's float32 input {shape} takes {expected}")
     return np.fromfile(path, dtype=np.float32).reshape(1, *shape)

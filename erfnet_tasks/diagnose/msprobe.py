@@ -15,7 +15,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from ..errors import ErfnetError
+from ..errors import BadInput
 from .inputs import first_inputs
 from .metrics import METRIC_COLUMNS, Metrics, worst_of
 from .report import Layer
@@ -40,7 +40,7 @@ def find_result_csv(out_dir: str | os.PathLike[str]) -> Path:
     """The newest ``result_*.csv`` under ``out_dir`` (msprobe puts it in a timestamped folder)."""
     found = sorted(Path(out_dir).rglob("result_*.csv"), key=lambda p: (p.parent.name, p.name))
     if not found:
-        raise ErfnetError(f"msprobe wrote no result_*.csv under {out_dir}")
+        raise BadInput(f"msprobe wrote no result_*.csv under {out_dir}")
     return found[-1]
 
 
@@ -50,7 +50,7 @@ def _columns(header: list[str], path: Path) -> dict[str, int]:
         index.setdefault(name.strip(), position)
     missing = [name for name in REQUIRED_COLUMNS if name not in index]
     if missing:
-        raise ErfnetError(f"{path} is not an msprobe result: no column {', '.join(missing)}")
+        raise BadInput(f"{path} is not an msprobe result: no column {', '.join(missing)}")
     return index
 
 
@@ -68,9 +68,9 @@ def read_result(path: str | os.PathLike[str]) -> list[Layer]:
         with open(path, newline="", encoding="utf-8-sig") as fh:
             rows = list(csv.reader(fh))
     except OSError as exc:
-        raise ErfnetError(f"cannot read msprobe result {path}: {exc.strerror}") from None
+        raise BadInput(f"cannot read msprobe result {path}: {exc.strerror}") from exc
     if not rows:
-        raise ErfnetError(f"{path} is empty: not an msprobe result")
+        raise BadInput(f"{path} is empty: not an msprobe result")
     col = _columns(rows[0], path)
     layers = []
     for row in rows[1:]:
@@ -92,12 +92,12 @@ def _tensor_index(cell: dict[str, str]) -> int:
 
 def run_msprobe(command: list[str]) -> None:
     if shutil.which(command[0]) is None:
-        raise ErfnetError(f"{command[0]} not found: install mindstudio-probe on the Ascend host (pip install "
+        raise BadInput(f"{command[0]} not found: install mindstudio-probe on the Ascend host (pip install "
                           f"mindstudio-probe) or set {MSPROBE_ENV}")
     done = subprocess.run(command, check=False, capture_output=True, text=True)
     if done.returncode != 0:
         tail = [line for line in (done.stderr or done.stdout).splitlines() if line.strip()]
-        raise ErfnetError(f"msprobe compare failed (exit {done.returncode}): {tail[-1] if tail else 'no output'}")
+        raise BadInput(f"msprobe compare failed (exit {done.returncode}): {tail[-1] if tail else 'no output'}")
 
 
 def compare_om(golden: str | os.PathLike[str], target: str | os.PathLike[str], prep_dir: str | os.PathLike[str],
@@ -105,7 +105,7 @@ def compare_om(golden: str | os.PathLike[str], target: str | os.PathLike[str], p
     """msprobe once per image, then each layer's worst metrics over the images."""
     for path, role in ((golden, "golden"), (target, "model")):
         if not Path(path).is_file():
-            raise ErfnetError(f"{role} model not found: {path}")
+            raise BadInput(f"{role} model not found: {path}")
     runs = []
     for k, sample in enumerate(first_inputs(prep_dir, images)):
         out_dir = Path(work_dir) / f"image_{k}"

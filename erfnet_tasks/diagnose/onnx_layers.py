@@ -15,7 +15,7 @@ import numpy as np
 import numpy.typing as npt
 import onnx
 
-from ..errors import ErfnetError, first_line
+from ..errors import BadInput, first_line
 from .inputs import Sample, first_inputs, read_sample, sample_shape
 from .metrics import Metrics, compare_tensors, worst_of
 from .report import Layer
@@ -32,10 +32,10 @@ class NodeOutput:
 def load_model(path: str | os.PathLike[str], role: str) -> onnx.ModelProto:
     try:
         return onnx.load(str(path))
-    except FileNotFoundError:
-        raise ErfnetError(f"{role} model not found: {path}") from None
+    except FileNotFoundError as exc:
+        raise BadInput(f"{role} model not found: {path}") from exc
     except Exception as exc:  # noqa: BLE001 - onnx raises DecodeError, ValueError...: the user needs one line
-        raise ErfnetError(f"{role} {path} is not an ONNX model ({first_line(exc)})") from None
+        raise BadInput(f"{role} {path} is not an ONNX model ({first_line(exc)})") from exc
 
 
 def node_outputs(model: onnx.ModelProto) -> list[NodeOutput]:
@@ -77,7 +77,7 @@ class EveryOutputRunner:
             self.session = ort.InferenceSession(with_every_output(model).SerializeToString(), options,
                                                 providers=["CPUExecutionProvider"])
         except Exception as exc:  # noqa: BLE001 - ORT's errors are many types; the user needs one line
-            raise ErfnetError(f"ONNX Runtime could not load the model: {first_line(exc)}") from None
+            raise BadInput(f"ONNX Runtime could not load the model: {first_line(exc)}") from exc
         self.feed = self.session.get_inputs()[0].name
         self.names = [o.name for o in self.session.get_outputs()]
 
@@ -85,7 +85,7 @@ class EveryOutputRunner:
         try:
             return dict(zip(self.names, self.session.run(self.names, {self.feed: sample}), strict=True))
         except Exception as exc:  # noqa: BLE001 - as above
-            raise ErfnetError(f"ONNX Runtime could not run the model: {first_line(exc)}") from None
+            raise BadInput(f"ONNX Runtime could not run the model: {first_line(exc)}") from exc
 
 
 def golden_counterparts(golden: onnx.ModelProto, items: list[NodeOutput]) -> list[NodeOutput | None]:

@@ -310,3 +310,26 @@ def test_maintenance_dag_prunes_daily_and_logs_what_it_freed(airflow_home, tmp_p
     assert proc.returncode == 0 and "state=success" in output, output[-5000:]
     assert sorted(p.name for p in (data / "runs").iterdir()) == ["kept_latest"]
     assert "removed run" in output and "old_one" in output and "freed" in output
+
+
+def test_a_hung_device_costs_its_deadline_and_the_run_publishes_the_cell_as_timed_out(
+        airflow_home, dataset_and_weights, pg_url, tmp_path):
+    """Issue 25: the 310P3 at batch 2 hangs on its device (the stand-in's hang switch); ais_bench is stopped
+    at its deadline, the other cell is measured, the run ends incomplete with the reason."""
+    data = dataset_and_weights
+    _toolkit, standins = ascend_standins(tmp_path, pg_url, "Ascend310P3", STANDIN_AIS_BENCH_HANG="Ascend310P3:2",
+                                         ERFNET_INFER_TIMEOUT_FLOOR="15", STANDIN_RECORD=str(tmp_path / "record"))
+    conf = {"weights": str(data / "erfnet_random_untrained.pth"), "dataset_root": str(data / "cityscapes"),
+            "targets": ["Ascend310P3"], "batch_sizes": [1, 2], "reference_miou": 0.0, "image_limit": 1}
+    run = run_dag(airflow_home, data, conf, **standins)
+    assert "publish_results" in run.ran and run.state == "failed", run.output[-5000:]  # the gate fails it
+    doc = run_document(pg_url, run)
+    assert doc["run"]["status"] == "incomplete"
+    cells = {c["batch_size"]: c for c in doc["perf"]}
+    assert (cells[1]["status"], cells[2]["status"]) == ("ok", "timed_out")
+    assert "past its deadline of 15 s (1 images x 1.2 s per image, floor 15 s)" in cells[2]["error"]
+    assert [(f["rule"], f["batch_size"]) for f in doc["findings"]] == [("cell_not_measured", 2)]
+    [hang] = [e for e in map(json.loads, (tmp_path / "record").read_text().splitlines()) if e["tool"] == "hang"]
+    for pid in (hang["pid"], hang["child"]):  # the hung tool and its child: gone (at most a zombie)
+        stat = Path(f"/proc/{pid}/stat")
+        assert not stat.exists() or stat.read_text().rsplit(")", 1)[1].split()[0] == "Z"

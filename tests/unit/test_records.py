@@ -19,7 +19,7 @@ def test_statuses_are_plain_strings_on_the_wire():
 def test_oom_and_compile_refusals_are_results_device_failures_are_not():
     assert is_result(CellStatus.OOM) and is_result("compile_failed") and is_result("ok")
     assert {s for s in CellStatus if not is_result(s)} == INFRASTRUCTURE_FAILURES == {
-        "model_load_failed", "device_open_failed", "infer_failed", "no_space"}  # no_space: nothing was measured
+        "model_load_failed", "device_open_failed", "infer_failed", "no_space", "timed_out"}  # nothing was measured
 
 
 @pytest.mark.parametrize("statuses, expected", [

@@ -16,6 +16,7 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from standin_device import chip_of, occupy, openable_devices  # noqa: E402
 from standin_cann import behaviour, device_model  # noqa: E402
+from standin_faults import apply as apply_switches  # noqa: E402
 from standin_msprof import type_share, write_op_summary  # noqa: E402
 from standin_om import read_om, record_invocation  # noqa: E402
 
@@ -175,6 +176,7 @@ def main(argv=None) -> int:
 def run(args, era: str, device: int) -> int:
     how = behaviour()
     header, session, batch = load_model(args.model, device, how, profiling=args.profiler)
+    apply_switches("ais_bench", args.model, header.get("soc_version"), batch)  # hang / delay on the device
     feed = session.get_inputs()[0]
     sample_shape = tuple(d if isinstance(d, int) and d > 0 else 1 for d in feed.shape[1:])
     if header.get("input_shape"):
