@@ -23,7 +23,7 @@ from erfnet_tasks.lab_airflow import (
     lost_host_bound_s,
 )
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 COMPOSE = REPO / "docker-compose.yaml"
 SITE = Path(yaml.__file__).resolve().parent.parent  # site-packages, where Airflow is installed too
 EVERY_SETTING = {**LAB_AIRFLOW_SETTINGS, **LAB_DEADLINE_SETTINGS}
