@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, cast
 
 from . import settings
 from .chips import GUIDE_CHIPS
@@ -28,7 +30,7 @@ GUIDE_TOLERANCE_POINTS = round(GUIDE_TOLERANCE * 100, 2)
 PATH_PARAM_SETTINGS = {"weights": "ERFNET_WEIGHTS", "dataset_root": "ERFNET_DATASET_ROOT"}
 
 
-def _configured_path(name: str, value, roots):
+def _configured_path(name: str, value: object, roots: tuple[Path, ...]) -> Path:
     try:
         return settings.resolve_under_roots(value, roots, name)
     except ErfnetError as exc:
@@ -36,14 +38,14 @@ def _configured_path(name: str, value, roots):
                        f"scheduler and dag-processor (the form's default, used by scheduled runs)") from exc
 
 
-def _weights_file(name: str, value, roots) -> str:
+def _weights_file(name: str, value: object, roots: tuple[Path, ...]) -> str:
     path = _configured_path(name, value, roots)
     if not path.is_file():
         raise BadInput(f"{name} {path} is not a file (expected the .pth checkpoint)")
     return str(path)
 
 
-def _dataset_dir(name: str, value, roots) -> str:
+def _dataset_dir(name: str, value: object, roots: tuple[Path, ...]) -> str:
     path = _configured_path(name, value, roots)
     if not path.is_dir():
         raise BadInput(f"{name} {path} is not a directory")
@@ -58,7 +60,7 @@ def _storable_target(target: Target) -> None:
                        f"(the results database's limit)")
 
 
-def _targets(name: str, value, roots) -> list[str]:
+def _targets(name: str, value: object, roots: tuple[Path, ...]) -> list[str]:
     if not isinstance(value, list) or not value or not all(isinstance(t, str) for t in value):
         raise BadInput(f"{name} must be a non-empty list of names, got {value!r}")
     for target in value:
@@ -67,7 +69,7 @@ def _targets(name: str, value, roots) -> list[str]:
     return value
 
 
-def _batch_size(value) -> int | None:
+def _batch_size(value: object) -> int | None:
     """An integer, or the digits the form's multi-select sends (it passes every choice as a string)."""
     if isinstance(value, str) and value.isascii() and value.isdigit() and len(value) <= 5:
         value = int(value)
@@ -76,27 +78,27 @@ def _batch_size(value) -> int | None:
     return value
 
 
-def _batch_sizes(name: str, value, roots) -> list[int]:
+def _batch_sizes(name: str, value: object, roots: tuple[Path, ...]) -> list[int]:
     sizes = [_batch_size(b) for b in value] if isinstance(value, list) else []
     if not sizes or None in sizes:
         raise BadInput(f"{name} must be a non-empty list of integers from 1 to {MAX_BATCH_SIZE}, "
                        f"got {str(value)[:200]}")
-    return sorted(set(sizes))
+    return sorted({size for size in sizes if size is not None})
 
 
-def _count(name: str, value, roots) -> int:
+def _count(name: str, value: object, roots: tuple[Path, ...]) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= INT_MAX:
         raise BadInput(f"{name} must be 0 (all) or a positive integer up to {INT_MAX}, got {str(value)[:40]}")
     return value
 
 
-def _points(name: str, value, roots) -> float:
+def _points(name: str, value: object, roots: tuple[Path, ...]) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 100:
         raise BadInput(f"{name} must be a number of mIoU points between 0 and 100, got {value!r}")
     return float(value)
 
 
-def _flag(name: str, value, roots) -> bool:
+def _flag(name: str, value: object, roots: tuple[Path, ...]) -> bool:
     if value is None:  # the form's switches are optional (null in the schema): unset means off
         return False
     if not isinstance(value, bool):
@@ -108,9 +110,10 @@ def _flag(name: str, value, roots) -> bool:
 class RunParam:
     name: str
     default: Callable[[], object]            # called per use: deployments set some through the environment
-    check: Callable[[str, object, tuple], object]
+    check: Callable[[str, object, tuple[Path, ...]], object]
     title: str
-    schema: dict | Callable[[], dict] = field(default_factory=dict)  # the form field's JSON schema, sans default
+    # The form field's JSON schema, sans default.
+    schema: dict[str, object] | Callable[[], dict[str, object]] = field(default_factory=dict)
     description: str | None = None
     # The default as the form's widget holds it (the multi-select holds strings); the library takes both.
     form_value: Callable[[object], object] = lambda value: value
@@ -126,7 +129,7 @@ _PATH_NOTE = ("Not checked by this form: the run's first task (check_params) ref
 LISTED_BATCH_SIZES = (1, 2, 4, 8, 16, 32, 64, 128)
 
 
-def _targets_schema() -> dict:
+def _targets_schema() -> dict[str, object]:
     hosts = host_target_labels()
     return {"type": "array", "items": {"type": "string", "pattern": form_pattern()}, "minItems": 1,
             "examples": [AUTO, *GUIDE_CHIPS, *hosts],
@@ -134,13 +137,19 @@ def _targets_schema() -> dict:
                                **{c: f"{c} (atc + ais_bench)" for c in GUIDE_CHIPS}, **hosts}}
 
 
-BATCH_SIZES_SCHEMA = {
+BATCH_SIZES_SCHEMA: dict[str, object] = {
     "type": "array", "minItems": 1, "examples": [str(b) for b in LISTED_BATCH_SIZES],
     # Strings from the multi-select, integers from the API; the library turns both into integers.
     "items": {"type": ["integer", "string"], "pattern": "^[1-9][0-9]{0,3}$", "minimum": 1,
               "maximum": MAX_BATCH_SIZE},
 }
-OPTIONAL_SWITCH = {"type": ["boolean", "null"]}  # null: the form marks a switch as not required
+OPTIONAL_SWITCH: dict[str, object] = {"type": ["boolean", "null"]}  # null: the form marks a switch as not required
+
+
+def _form_strings(sizes: object) -> object:
+    """The batch sizes as the form's multi-select holds them (strings)."""
+    return [str(b) for b in sizes] if isinstance(sizes, list) else sizes
+
 
 RUN_PARAMS: tuple[RunParam, ...] = (
     RunParam("weights", settings.default_weights, _weights_file, "Weights (.pth)", {"type": "string"},
@@ -156,7 +165,7 @@ RUN_PARAMS: tuple[RunParam, ...] = (
              BATCH_SIZES_SCHEMA,
              "Pick one or more: one compile and one inference per target and batch size. Another size "
              f"(1 to {MAX_BATCH_SIZE}): add it to the JSON under Advanced Options.",
-             form_value=lambda sizes: [str(b) for b in sizes]),
+             form_value=_form_strings),
     RunParam("aoe", lambda: False, _flag, "AOE tuning", OPTIONAL_SWITCH,
              "Also compile every Ascend chip with AOE tuning: the guide's 310P-AOE column, target <chip>+AOE. "
              "Slow (tuning runs on the device)."),
@@ -182,22 +191,23 @@ RUN_PARAMS: tuple[RunParam, ...] = (
 
 def default_params() -> Params:
     """The trigger form's defaults; deployments set some of them through the environment (settings.py)."""
-    return {p.name: p.default() for p in RUN_PARAMS}
+    return cast(Params, {p.name: p.default() for p in RUN_PARAMS})  # RUN_PARAMS names each field of Params once
 
 
-def validate_params(raw: dict | None, data_roots: tuple) -> Params:
+def validate_params(raw: dict[str, object] | None, data_roots: tuple[Path, ...]) -> Params:
     """Check every trigger-form value; paths must resolve under the data roots."""
     given = dict(raw or {})
     unknown = sorted(set(given) - {p.name for p in RUN_PARAMS})
     if unknown:
         raise BadInput(f"unknown parameter(s): {', '.join(unknown)}")
-    return {p.name: p.check(p.name, given[p.name] if p.name in given else p.default(), data_roots)
-            for p in RUN_PARAMS}
+    checked = {p.name: p.check(p.name, given[p.name] if p.name in given else p.default(), data_roots)
+               for p in RUN_PARAMS}
+    return cast(Params, checked)  # each check returns its field's type; RUN_PARAMS names each field once
 
 
-def form_fields() -> dict[str, dict]:
+def form_fields() -> dict[str, dict[str, Any]]:
     """Keyword arguments of the DAG's ``Param`` per parameter (default, title, description, schema)."""
-    fields = {}
+    fields: dict[str, dict[str, Any]] = {}  # Any: Param(**spec) takes each JSON schema keyword as it is
     for p in RUN_PARAMS:
         schema = p.schema() if callable(p.schema) else dict(p.schema)
         extra = {"description": p.description} if p.description else {}

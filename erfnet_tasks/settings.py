@@ -181,7 +181,7 @@ def refuse_outside_roots(subject: str, resolved: Path, roots: tuple[Path, ...]) 
                        f"set ERFNET_DATA_ROOTS to allow it")
 
 
-def resolve_under_roots(raw: str, roots: tuple[Path, ...], what: str) -> Path:
+def resolve_under_roots(raw: object, roots: tuple[Path, ...], what: str) -> Path:
     """Resolve a user-supplied path (symlinks too) and insist it lies under one of the data roots."""
     if not isinstance(raw, str) or not raw.strip() or "\x00" in raw:
         raise BadInput(f"{what}: expected a path, got {raw!r}")

@@ -68,7 +68,7 @@ class EveryOutputRunner:
     """One ONNX Runtime session of the model with every node output; ``run`` gives tensor name -> value."""
 
     def __init__(self, model: onnx.ModelProto):
-        import onnxruntime as ort  # type: ignore[import-untyped]  # heavy: only this backend needs it
+        import onnxruntime as ort  # heavy: only this backend needs it
 
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
