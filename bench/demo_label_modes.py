@@ -52,7 +52,7 @@ def main() -> None:
     moved = sum(abs(a - b) for row_a, row_b in zip(logits["confusion"], labels["confusion"])
                 for a, b in zip(row_a, row_b)) // 2
     pixels = sum(map(sum, logits["confusion"]))
-    result = {"when": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+    result = {"when": dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
               "images": logits["images"], "miou_logits": logits["miou"], "miou_labels": labels["miou"],
               "pixels": pixels, "moved_pixels_at_least": moved}
     RESULTS.write_text(json.dumps(result, indent=2) + "\n")

@@ -20,7 +20,7 @@ import sys
 import tempfile
 import time
 import uuid
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 BENCH = Path(__file__).resolve().parent
@@ -68,10 +68,10 @@ def _import(url: str, folder: Path) -> float:
 
 
 def _time_pages(url: str, repeats: int) -> dict[str, dict]:
+    from erfnet_ui.app import URL_PREFIX, create_app
     from fastapi.testclient import TestClient
 
     from erfnet_tasks.results import db, queries
-    from erfnet_ui.app import URL_PREFIX, create_app
 
     with db.session_scope(url) as session:
         runs = queries.list_runs(session, limit=100_000, counts=False)
@@ -227,7 +227,7 @@ def main() -> None:
         write_markdown(json.loads(RESULTS.read_text()))
         return
     kind = "sqlite" if args.sqlite else "postgresql"
-    results = {"when": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), "repeats": args.repeats,
+    results = {"when": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"), "repeats": args.repeats,
                "runs": [measure(y, kind, args.repeats, args.keep_pg) for y in args.years]}
     RESULTS.write_text(json.dumps(results, indent=2) + "\n")
     write_markdown(results)

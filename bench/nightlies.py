@@ -16,14 +16,14 @@ import hashlib
 import json
 import random
 import sys
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from erfnet_tasks.deployment import DAG_ID
 from erfnet_tasks.records import run_status
 from erfnet_tasks.results.reference import GUIDE_MIOU, GUIDE_MIOU_PERCENT
 
-END = datetime(2026, 11, 24, 2, 0, tzinfo=timezone.utc)
+END = datetime(2026, 11, 24, 2, 0, tzinfo=UTC)
 BATCHES = (1, 4, 8, 16, 32, 64)
 # fps at batch 1 and how it grows per doubling of the batch; cpu is ~30x slower than the NPUs.
 TARGETS = {"Ascend310": (220.0, -0.04), "Ascend310P3": (292.0, 0.03), "Ascend910B": (780.0, 0.06), "cpu": (13.0, 0.01)}

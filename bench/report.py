@@ -173,7 +173,7 @@ def _history_scale() -> str:
     path = Path(__file__).with_name("history_scale.json")
     if not path.exists():
         return ""
-    import history_scale  # noqa: PLC0415 - beside this file; imports the app only when measuring
+    import history_scale  # beside this file; imports the app only when measuring
 
     return "\n" + history_scale.render(json.loads(path.read_text())) + "\n"
 

@@ -26,7 +26,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -35,7 +35,6 @@ BENCH = Path(__file__).resolve().parent
 REPO = BENCH.parent
 sys.path.insert(0, str(BENCH))
 
-import baselines  # noqa: E402
 import report  # noqa: E402
 
 GFLOP_PER_IMAGE = 53.2
@@ -342,8 +341,8 @@ def preprocessing(work: Path, tree: Path, cfg: dict) -> dict:
 
 def evaluation(work: Path, s: dict, prep: Path, gt: Path, fp16_summary: Path, cfg: dict) -> dict:
     from erfnet_tasks.backends import get_backend
-    from erfnet_tasks.parallel import default_workers
     from erfnet_tasks.evaluate import evaluate_summary
+    from erfnet_tasks.parallel import default_workers
 
     ort = get_backend("onnxruntime")
     labels = ort.infer(s["models"]["argmax_bs1"], prep, work / "eval_labels", batch_size=1)
@@ -422,8 +421,6 @@ def _dir_bytes(path: Path) -> int:
 
 def _labels_from_logits(summary: Path, dest: Path) -> Path:
     """int32 label maps of FP16 outputs plus their summary: evaluation input at any image count."""
-    from erfnet_tasks import outputs
-
     data = json.loads(Path(summary).read_text())
     dest.mkdir(parents=True, exist_ok=True)
     for entry in data["filesinfo"].values():
@@ -581,7 +578,7 @@ def main(argv=None) -> int:
     flags = " ".join(sys.argv[1:]) if argv is None else " ".join(argv)
     command = f".venv/bin/python bench/run.py {flags}".strip()
     results = {"command": "make bench  (= .venv/bin/python bench/run.py --make)" if args.make else command,
-               "quick": args.quick, "started_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+               "quick": args.quick, "started_at": datetime.now(UTC).isoformat(timespec="seconds"),
                "load_before": loadavg(), **quiet, "settings": cfg, "gflop_per_image": GFLOP_PER_IMAGE}
     results["machine"] = machine()
     results["stage_timing"] = ("preprocessing and evaluation contenders run in their own process "
@@ -605,7 +602,7 @@ def main(argv=None) -> int:
         shutil.rmtree(work, ignore_errors=True)
     results["load_after"] = loadavg()
     results["total_seconds"] = time.perf_counter() - started
-    results["finished_at"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    results["finished_at"] = datetime.now(UTC).isoformat(timespec="seconds")
     results["targets"] = report.targets(results)
     results["history"] = json.loads((BENCH / "history.json").read_text()) if (BENCH / "history.json").is_file() else []
     args.results.write_text(json.dumps(results, indent=2) + "\n")

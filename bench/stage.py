@@ -47,6 +47,7 @@ def run(stage: str, args: dict) -> dict:
     if stage == "infer":
         import onnxruntime  # noqa: F401
     from baselines import guide_evaluate, guide_preprocess
+
     from erfnet_tasks.backends import get_backend
     from erfnet_tasks.datasets.cityscapes import preprocess
     from erfnet_tasks.evaluate import evaluate_summary

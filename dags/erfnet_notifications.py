@@ -42,8 +42,8 @@ def notifier_for(conn_id: str, message: notify.Message):
             raise BadInput(f"SMTP connection {conn_id!r} names no recipients: set \"to\" in its extra")
         return SmtpNotifier(to=recipients, subject=message.subject, html_content=message.html, smtp_conn_id=conn_id)
     if kind == "apprise":
-        from apprise import NotifyFormat, NotifyType
         from airflow.providers.apprise.notifications.apprise import AppriseNotifier
+        from apprise import NotifyFormat, NotifyType
 
         return AppriseNotifier(title=message.subject, body=message.text, body_format=NotifyFormat.TEXT,
                                notify_type=NotifyType.FAILURE if message.failure else NotifyType.INFO,

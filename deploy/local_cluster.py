@@ -167,7 +167,7 @@ class LocalCluster:
 
     # ---------------------------------------------------------------------------- start / stop
 
-    def __enter__(self) -> "LocalCluster":
+    def __enter__(self) -> LocalCluster:
         try:
             self.start()
         except BaseException:

@@ -34,7 +34,7 @@ def load_model(path: str | os.PathLike[str], role: str) -> onnx.ModelProto:
         return onnx.load(str(path))
     except FileNotFoundError as exc:
         raise BadInput(f"{role} model not found: {path}") from exc
-    except Exception as exc:  # noqa: BLE001 - onnx raises DecodeError, ValueError...: the user needs one line
+    except Exception as exc:  # onnx raises DecodeError, ValueError...: the user needs one line
         raise BadInput(f"{role} {path} is not an ONNX model ({first_line(exc)})") from exc
 
 
@@ -51,7 +51,7 @@ def with_every_output(model: onnx.ModelProto) -> onnx.ModelProto:
     """A copy whose graph outputs are every node output (the model's own outputs first, unchanged)."""
     try:
         inferred = onnx.shape_inference.infer_shapes(model)
-    except Exception:  # noqa: BLE001 - shape inference only types the outputs, never required
+    except Exception:  # shape inference only types the outputs, never required
         inferred = model
     typed = {vi.name: vi for vi in [*inferred.graph.value_info, *inferred.graph.output]}
     copy = onnx.ModelProto()
@@ -76,7 +76,7 @@ class EveryOutputRunner:
         try:
             self.session = ort.InferenceSession(with_every_output(model).SerializeToString(), options,
                                                 providers=["CPUExecutionProvider"])
-        except Exception as exc:  # noqa: BLE001 - ORT's errors are many types; the user needs one line
+        except Exception as exc:  # ORT's errors are many types; the user needs one line
             raise BadInput(f"ONNX Runtime could not load the model: {first_line(exc)}") from exc
         self.feed = self.session.get_inputs()[0].name
         self.names = [o.name for o in self.session.get_outputs()]
@@ -84,7 +84,7 @@ class EveryOutputRunner:
     def run(self, sample: Sample) -> dict[str, npt.NDArray[np.generic]]:
         try:
             return dict(zip(self.names, self.session.run(self.names, {self.feed: sample}), strict=True))
-        except Exception as exc:  # noqa: BLE001 - as above
+        except Exception as exc:  # as above
             raise BadInput(f"ONNX Runtime could not run the model: {first_line(exc)}") from exc
 
 

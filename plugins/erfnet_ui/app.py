@@ -23,7 +23,8 @@ from sqlalchemy.orm import Session
 
 from erfnet_tasks.deployment import DAG_ID, PLUGIN_PREFIX
 from erfnet_tasks.errors import ErfnetError
-from erfnet_tasks.results import db, history as history_queries, hosts, queries
+from erfnet_tasks.results import db, hosts, queries
+from erfnet_tasks.results import history as history_queries
 
 from . import views
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import date, datetime, time, timedelta, timezone
+from datetime import UTC, date, datetime, time, timedelta
 
 from erfnet_tasks.errors import BadInput
 from erfnet_tasks.records import CellStatus
@@ -301,11 +301,11 @@ class Window:
 
     @property
     def since(self) -> datetime:
-        return datetime.combine(self.first, time(), timezone.utc)
+        return datetime.combine(self.first, time(), UTC)
 
     @property
     def until(self) -> datetime:
-        return datetime.combine(self.last + timedelta(days=1), time(), timezone.utc)
+        return datetime.combine(self.last + timedelta(days=1), time(), UTC)
 
     @property
     def days(self) -> int:
@@ -317,7 +317,7 @@ def history_window(span: tuple[datetime | None, datetime | None], since: date | 
     """The range asked for; by default the ``DEFAULT_DAYS`` up to the newest run (not up to today, so a
     database whose runs stopped still shows them)."""
     first_run, last_run = (value.date() if value else None for value in span)
-    last = until or last_run or datetime.now(timezone.utc).date()
+    last = until or last_run or datetime.now(UTC).date()
     first = since or last - timedelta(days=(days or DEFAULT_DAYS) - 1)
     if first > last:
         raise BadInput(f"the range starts ({first}) after it ends ({last})")

@@ -17,10 +17,9 @@ from pathlib import Path
 import nightlies  # bench/nightlies.py: the generated nightlies of the scale benchmark
 import pytest
 
+from erfnet_tasks.deployment import local_airflow_env, without_project_settings
 from tests.helpers.api_server import wait_for_health
 from tests.helpers.chromium import CHROMIUM, Chromium
-
-from erfnet_tasks.deployment import local_airflow_env, without_project_settings
 
 pytestmark = pytest.mark.browser
 

@@ -24,7 +24,7 @@ import sqlalchemy as sa
 from erfnet_tasks.deployment import DAG_ID, local_airflow_env, without_project_settings
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "standins"))
-import harness  # noqa: E402
+import harness
 
 pytestmark = pytest.mark.postgres
 

@@ -8,12 +8,11 @@ import os
 import subprocess
 import sys
 
+import harness
 import numpy as np
 import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
-
-import harness
 
 from erfnet_tasks import profiles
 from erfnet_tasks.errors import ErfnetError

@@ -14,11 +14,11 @@ import time
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from standin_device import chip_of, occupy, openable_devices  # noqa: E402
-from standin_cann import behaviour, device_model  # noqa: E402
-from standin_faults import apply as apply_switches  # noqa: E402
-from standin_msprof import type_share, write_op_summary  # noqa: E402
-from standin_om import read_om, record_invocation  # noqa: E402
+from standin_cann import behaviour, device_model
+from standin_device import chip_of, occupy, openable_devices
+from standin_faults import apply as apply_switches
+from standin_msprof import type_share, write_op_summary
+from standin_om import read_om, record_invocation
 
 logger = logging.getLogger("ais_bench")
 OOM_CHIP, OOM_BATCH = "Ascend310", 64

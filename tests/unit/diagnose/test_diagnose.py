@@ -9,12 +9,11 @@ import os
 import subprocess
 import sys
 
+import harness
 import numpy as np
 import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
-
-import harness
 
 from erfnet_tasks.diagnose import metrics, msprobe
 from erfnet_tasks.diagnose.report import Layer, first_diverging
