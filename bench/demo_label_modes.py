@@ -49,8 +49,8 @@ def main() -> None:
         run_demo(env, "--labels-on-device")
         cells = cpu_cells(url)
     logits, labels = cells["logits"], cells["labels"]
-    moved = sum(abs(a - b) for row_a, row_b in zip(logits["confusion"], labels["confusion"])
-                for a, b in zip(row_a, row_b)) // 2
+    moved = sum(abs(a - b) for row_a, row_b in zip(logits["confusion"], labels["confusion"], strict=True)
+                for a, b in zip(row_a, row_b, strict=True)) // 2
     pixels = sum(map(sum, logits["confusion"]))
     result = {"when": dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
               "images": logits["images"], "miou_logits": logits["miou"], "miou_labels": labels["miou"],

@@ -166,7 +166,8 @@ def measure(years: int, kind: str, repeats: int, keep: bool) -> dict:
             if not keep:
                 drop()
     print(f"    database size {size / 1e6:.1f} MB")
-    return {"load_average": [round(x, 1) for x in os.getloadavg()], "years": years, "runs": n, "database": kind, "import_first_400_s": round(first, 2),
+    return {"load_average": [round(x, 1) for x in os.getloadavg()], "years": years, "runs": n, "database": kind,
+            "import_first_400_s": round(first, 2),
             "import_rest_s": round(later, 2), "import_rest_runs": len(docs[400:]), "documents": len(docs),
             "reimport_400_present_s": round(again, 2), "database_bytes": size, "pages": pages}
 
@@ -177,7 +178,8 @@ def render(results: dict) -> str:
     L = [START, "## History at scale (results database and plugin pages)", "",
          f"`bench/history_scale.py`, {results['when']}: generated nightlies (`bench/nightlies.py`: 24 cells = 4 "
          "targets x 6 batch sizes, CANN changing monthly, injected regressions and OOM cells) imported with one "
-         "`erfnet results import DIR` process each (a few nights have no run: outages the generator leaves out), then every page requested in-process through the plugin app "
+         "`erfnet results import DIR` process each (a few nights have no run: outages the generator leaves out), "
+         "then every page requested in-process through the plugin app "
          f"(median of {results['repeats']} after a warm-up). "
          "Targets at 5 years: every page < 300 ms, history < 1 s, 400 files imported in one call < 60 s. "
          "The machine has 2 cores; the load average on the last row says how quiet it was. Before this change "

@@ -69,7 +69,7 @@ def in_celery_worker(tree: Path, work: Path, worker_counts: list[int], repeats: 
     try:
         app.conf.broker_url = app.conf.result_backend = broker
         out: dict[int, list[dict]] = {n: [] for n in worker_counts}
-        for rep in range(repeats):
+        for _ in range(repeats):
             for n in worker_counts:
                 result = celery_task.delay(str(tree), str(work / "celery_out"), n).get(timeout=600)
                 out[n].append(result)
@@ -134,7 +134,8 @@ def main(argv=None) -> int:
     RESULTS.write_text(json.dumps({"images": args.images, "repeats": args.repeats, "cores": cores,
                                    "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                                    "git": git.stdout.strip(), "load_before": load_before,
-                                   "load_after": [round(x, 2) for x in os.getloadavg()], "python": platform.python_version(),
+                                   "load_after": [round(x, 2) for x in os.getloadavg()],
+                                   "python": platform.python_version(),
                                    "contexts": summary, "raw": raw}, indent=1) + "\n")
     # BENCHMARKS.md is rendered from bench/results.json (make bench) plus this file: rewrite it with both.
     subprocess.run([sys.executable, str(HERE / "run.py"), "--report-only"], check=True)

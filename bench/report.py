@@ -38,13 +38,15 @@ def targets(r: dict) -> list[dict]:
 def render(r: dict) -> str:
     m, mm = r["machine"], r["matmul"]
     L = ["# Benchmarks", "",
-         f"Produced by `{r['command']}` (`make bench` first waits up to 2 minutes for a quiet machine) on {r['started_at']} (git {m.get('git_commit')}), in "
+         f"Produced by `{r['command']}` (`make bench` first waits up to 2 minutes for a quiet machine) on "
+         f"{r['started_at']} (git {m.get('git_commit')}), in "
          f"{r['total_seconds'] / 60:.1f} minutes. Every figure below is generated from `bench/results.json` "
          f"of that run. Figures are median (min–max) over {r['settings']['repeats']} interleaved repeats "
          f"({r['settings'].get('inference_repeats', r['settings']['repeats'])} for inference) unless noted.", ""]
     if r.get("quick"):
         L += ["**QUICK MODE: tiny settings for development; not representative.**", ""]
-    quiet = "quiet" if r.get("quiet_at_start") else "NOT quiet (other engineers' jobs were running; figures are noisier and lower than on an idle machine)"
+    quiet = ("quiet" if r.get("quiet_at_start") else
+             "NOT quiet (other engineers' jobs were running; figures are noisier and lower than on an idle machine)")
     L += [f"Load average (1/5/15 min) before: {r['load_before']}, after: {r['load_after']}; the machine was "
           f"{quiet} at the start (threshold {r.get('threshold')}, waited {r.get('waited_s')} s).", ""]
     L += ["## Machine", "",
@@ -76,18 +78,21 @@ def render(r: dict) -> str:
           f"{r['gflop_per_image']} GFLOP / matmul limit.", "",
           "| batch | contender | end to end img/s | steady img/s | fraction of matmul limit |",
           "|---|---|---|---|---|"]
-    names = {"ours": "our ORT backend `infer`", "bare": "bare ORT `session.run` loop", "torch": "PyTorch eager (inference_mode)"}
+    names = {"ours": "our ORT backend `infer`", "bare": "bare ORT `session.run` loop",
+             "torch": "PyTorch eager (inference_mode)"}
     for bs, per in inf["runs"].items():
         for who, label in names.items():
             p = per[who]
             L.append(f"| {bs[2:]} | {label} | {_s(p['end_to_end_ips'], '.3f')} | {_s(p['steady_ips'], '.3f')} | "
                      f"{p['fraction_of_matmul_limit']:.1%} |")
-        L.append(f"| {bs[2:]} | ratio ours / bare, ours / PyTorch | {per['ours_vs_bare']:.3f}, {per['ours_vs_torch']:.2f} | | |")
+        L.append(f"| {bs[2:]} | ratio ours / bare, ours / PyTorch | {per['ours_vs_bare']:.3f}, "
+                 f"{per['ours_vs_torch']:.2f} | | |")
     L.append("")
 
     pre = r["preprocessing"]
     L += ["## Preprocessing (full-size 2048x1024 synthetic PNGs)", "",
-          f"{pre['images']} images per run, each contender in its own process. The guide's loop converts, resizes and writes the .bin only; ours "
+          f"{pre['images']} images per run, each contender in its own process. The guide's loop converts, resizes "
+          f"and writes the .bin only; ours "
           f"also copies/derives the trainId labels, hashes every output for the manifest and writes atomically.", "",
           "| contender | img/s |", "|---|---|"]
     for key, st in pre["ips"].items():
@@ -107,7 +112,8 @@ def render(r: dict) -> str:
           f"| FP16 logits (the guide's) | {acc['bytes_per_image']['fp16_logits']:,.0f} | {acc['miou_fp16_logits']:.6f} "
           f"(guide's iouEval: {acc['miou_guide_iouEval_fp16']:.6f}) |",
           f"| FP32 logits | {acc['bytes_per_image']['fp32_logits']:,.0f} | {acc['miou_fp32_logits']:.6f} |",
-          f"| ArgMax int32 label map | {acc['bytes_per_image']['argmax_int32']:,.0f} | {acc['miou_argmax_int32']:.6f} |",
+          f"| ArgMax int32 label map | {acc['bytes_per_image']['argmax_int32']:,.0f} | "
+          f"{acc['miou_argmax_int32']:.6f} |",
           "",
           f"The ArgMax model's labels score exactly what the FP32 logits score (per-class identical: "
           f"{acc['per_class_identical_argmax_vs_fp32']}). Against the FP16 logits' argmax, "
@@ -118,7 +124,8 @@ def render(r: dict) -> str:
     mem = r["memory"]
     small, large = mem["images"]
     L += ["## Bytes written and peak memory per stage", "",
-          f"Each stage in its own process (peak RSS = VmHWM of /proc/self/status, which includes the Python interpreter and "
+          f"Each stage in its own process (peak RSS = VmHWM of /proc/self/status, which includes the Python "
+          f"interpreter and "
           f"imported libraries), at {small} and {large} images. Bytes written = size of the files the stage "
           f"leaves, per image; syscall bytes = `wchar` of /proc/self/io per image.", "",
           "| stage | images | peak RSS MiB | bytes written / image | syscall bytes / image | seconds |",
@@ -265,7 +272,7 @@ def cell_storage(path=None) -> list[str]:
           f"{ways['labels_on_device']['miou'][0]!r} with labels, {ways['default']['miou'][0]!r} with logits.",
           f"- The mIoU with `keep_outputs` and with deletion is the same to the last digit: "
           f"{ways['keep_outputs']['miou'] == ways['default']['miou']}."]
-    L += _demo_label_modes(tie) + [""]
+    L += [*_demo_label_modes(tie), ""]
     return L
 
 

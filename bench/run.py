@@ -370,7 +370,7 @@ def evaluation(work: Path, s: dict, prep: Path, gt: Path, fp16_summary: Path, cf
     ev_labels = evaluate_summary(labels.summary_path, gt, workers=all_workers, progress=False)
     ev16 = evaluate_summary(fp16_summary, gt, workers=all_workers, progress=False)
     differing = 0
-    for a, b in zip(_outfiles(labels.summary_path), _outfiles(fp16_summary)):
+    for a, b in zip(_outfiles(labels.summary_path), _outfiles(fp16_summary), strict=True):
         differing += int(np.count_nonzero(np.fromfile(a, dtype=np.int32).reshape(512, 1024)
                                           != _argmax16(b)))
     accuracy = {

@@ -19,6 +19,7 @@ deploy/local_cluster.py --help``.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -238,8 +239,8 @@ class LocalCluster:
     def _wait_exit(self, service: Service, timeout: float) -> None:
         try:
             code = service.process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            raise ClusterError(f"{service.name} did not finish in {timeout:.0f}s: {self.tail(service.name)}")
+        except subprocess.TimeoutExpired as exc:
+            raise ClusterError(f"{service.name} did not finish in {timeout:.0f}s: {self.tail(service.name)}") from exc
         if code != 0:
             raise ClusterError(f"{service.name} exited with {code}: {self.tail(service.name)}")
 
@@ -262,16 +263,12 @@ class LocalCluster:
             _signal_group(service.process.pid, signal.SIGTERM)
         deadline = time.monotonic() + 30
         for service in self.services:
-            try:
+            with contextlib.suppress(subprocess.TimeoutExpired):
                 service.process.wait(max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                pass
         for service in self.services:
             _signal_group(service.process.pid, signal.SIGKILL)  # stragglers, and children of exited leaders
-            try:
+            with contextlib.suppress(subprocess.TimeoutExpired):
                 service.process.wait(10)
-            except subprocess.TimeoutExpired:
-                pass
         self._drop_databases()
         self._release_redis_db()
 
@@ -330,9 +327,9 @@ class LocalCluster:
             try:
                 urllib.request.urlopen(f"{self.base_url}/api/v2/monitor/health", timeout=5)
                 return
-            except (urllib.error.URLError, OSError):
+            except (urllib.error.URLError, OSError) as exc:
                 if time.monotonic() > deadline:
-                    raise ClusterError(f"api-server not up after {timeout:.0f}s: {self.tail('api-server')}")
+                    raise ClusterError(f"api-server not up after {timeout:.0f}s: {self.tail('api-server')}") from exc
                 time.sleep(1)
 
     def token(self) -> str:
@@ -406,10 +403,8 @@ class LocalCluster:
 
 
 def _signal_group(pgid: int, sig: int) -> None:
-    try:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pgid, sig)
-    except (ProcessLookupError, PermissionError):
-        pass
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -45,7 +45,8 @@ INPUT_BYTES_PER_IMAGE = 3 * 512 * 1024 * 4      # the preprocessed FP32 input ai
 OUTPUT_BYTES_PER_IMAGE = 20 * 512 * 1024 * 2    # the FP16 logits it writes (labels_on_device: a tenth)
 HOST_IO_BYTES_PER_S = 100e6        # assumed: a modest local disk or network share
 SAFETY_FACTOR = 4.0
-EXPECTED_S_PER_IMAGE = 1 / SLOWEST_PUBLISHED_FPS + (INPUT_BYTES_PER_IMAGE + OUTPUT_BYTES_PER_IMAGE) / HOST_IO_BYTES_PER_S
+EXPECTED_S_PER_IMAGE = (1 / SLOWEST_PUBLISHED_FPS
+                        + (INPUT_BYTES_PER_IMAGE + OUTPUT_BYTES_PER_IMAGE) / HOST_IO_BYTES_PER_S)
 INFER_PER_IMAGE_S = math.ceil(SAFETY_FACTOR * EXPECTED_S_PER_IMAGE * 10) / 10  # 1.2 s
 INFER_FLOOR_S = 120.0
 ATC_S = 900.0

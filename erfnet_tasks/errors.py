@@ -82,7 +82,8 @@ class ToolTimedOut(Transient):
     def __init__(self, message: str, *, tool: str, deadline_s: float, elapsed_s: float, images: int | None = None,
                  output: str = ""):
         super().__init__(message)
-        self.tool, self.deadline_s, self.elapsed_s, self.images, self.output = tool, deadline_s, elapsed_s, images, output
+        self.tool, self.deadline_s, self.elapsed_s = tool, deadline_s, elapsed_s
+        self.images, self.output = images, output
 
 
 class RegressionDetected(Verdict):

@@ -79,7 +79,8 @@ def expand_targets(names: list[str], *, aoe: bool, detected_chips: list[str]) ->
 
 def form_pattern() -> str:
     """The trigger form's JSON-schema pattern for one target: what ``parse_target`` accepts, or auto."""
-    names = "|".join(re.escape(n).replace("\\-", "-") for n in [AUTO, *host_targets()])  # JS regexes refuse an escaped -
+    # JS regexes refuse an escaped -
+    names = "|".join(re.escape(n).replace("\\-", "-") for n in [AUTO, *host_targets()])
     return rf"^({names}|{CHIP_PATTERN.pattern[1:-1]}(\{AOE_SUFFIX})?)$"
 
 

@@ -10,6 +10,7 @@ the kernel and kills the group: no tool or helper of it stays on a device whose 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -52,10 +53,8 @@ def group_members(pgid: int) -> list[int]:
 
 
 def _signal_group(pgid: int, sig: signal.Signals) -> None:
-    try:
+    with contextlib.suppress(ProcessLookupError):  # already gone
         os.killpg(pgid, sig)
-    except ProcessLookupError:  # already gone
-        pass
 
 
 def _wait_group(proc: subprocess.Popen[str], seconds: float) -> bool:

@@ -15,9 +15,12 @@ from erfnet_ui.app import URL_PREFIX, create_app
 
 class ErfnetResultsPlugin(AirflowPlugin):
     name = "erfnet_results"
-    fastapi_apps = [{"app": create_app(require_user=get_user), "url_prefix": URL_PREFIX, "name": "ErfNet results"}]
+    # AirflowPlugin declares these two as plain (instance) list attributes: a ClassVar would contradict it (mypy).
+    fastapi_apps = [  # noqa: RUF012
+        {"app": create_app(require_user=get_user), "url_prefix": URL_PREFIX, "name": "ErfNet results"},
+    ]
     # url_route makes the UI show the app in an iframe at /plugin/erfnet, inside its own frame and nav.
-    external_views = [
+    external_views = [  # noqa: RUF012
         {
             "name": "ErfNet results",
             "href": f"{URL_PREFIX}/",

@@ -126,7 +126,8 @@ def per_class_view(doc: dict) -> HtmlTable:
             row.append(Cell("" if value is None else f"{value * 100:.2f}"))
         rows.append(row)
     if cells:
-        rows.append([Cell("mIoU", "label"), *[Cell(f"{c['miou'] * 100:.2f}") for c in cells if c.get("miou") is not None]])
+        rows.append([Cell("mIoU", "label"),
+                     *[Cell(f"{c['miou'] * 100:.2f}") for c in cells if c.get("miou") is not None]])
     return HtmlTable(headers, rows)
 
 
@@ -141,7 +142,8 @@ def run_view(
     targets = tables.targets_of(doc)
     notice = ""
     if reference_target and reference_target not in targets:
-        notice = f"reference target {reference_target!r} is not in this run; showing {targets[0] if targets else 'none'}"
+        notice = (f"reference target {reference_target!r} is not in this run; "
+                  f"showing {targets[0] if targets else 'none'}")
         reference_target = None
     if not reference_target and targets:
         reference_target = targets[0]

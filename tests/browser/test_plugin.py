@@ -146,7 +146,7 @@ def test_logged_in_user_sees_the_tables_inside_the_airflow_ui(api_server, browse
     perf = browser.evaluate(f"[...{FRAME}.querySelectorAll('#perf-table tr')].map(r => "
                             "[...r.cells].map(c => c.textContent.trim()))")
     header = perf[0]
-    rows = {row[0]: dict(zip(header, row)) for row in perf[1:]}
+    rows = {row[0]: dict(zip(header, row, strict=True)) for row in perf[1:]}
     assert rows["1"]["Ascend310P3"] == "301.00" and rows["1"]["cpu"] == "13.50"
     assert rows["1"]["cpu/Ascend310P3"] == f"{13.5 / 301:.3f}"
     assert rows["64"]["Ascend310P3"] == "device memory exhausted"

@@ -121,7 +121,8 @@ def _pick(browser: Chromium, field: str, labels: list[str]) -> None:
     browser.wait_for(f"{select}.querySelectorAll('[aria-label^=Remove]').length === 0", 10)
     for label in labels:
         browser.click(f"{select}.querySelector('input')")
-        option = f"[...document.querySelectorAll('[role=option]')].find(o => o.textContent.trim() === {json.dumps(label)})"
+        option = (f"[...document.querySelectorAll('[role=option]')]"
+                  f".find(o => o.textContent.trim() === {json.dumps(label)})")
         browser.wait_for(f"!!{option}", 10)
         browser.click(option)
 

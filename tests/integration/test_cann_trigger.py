@@ -1,8 +1,8 @@
 """A CANN upgrade starts the regression DAG, with nobody triggering anything: a real Airflow (api-server,
 scheduler, dag-processor; LocalExecutor) on a throwaway PostgreSQL metadata database runs the probe DAG
 every minute against a stand-in NPU host. Before the upgrade the probe ends skipped and the regression
-DAG gets no run from it (only its nightly); after the stand-in toolkit's version.cfg changes, the probe emits the Asset event and
-the regression DAG gets exactly one asset-triggered run.
+DAG gets no run from it (only its nightly); after the stand-in toolkit's version.cfg changes, the probe
+emits the Asset event and the regression DAG gets exactly one asset-triggered run.
 """
 
 from __future__ import annotations

@@ -195,8 +195,8 @@ def _failed_logs(cluster: LocalCluster, run_id: str, tis: list[dict]) -> str:
     out = []
     for t in tis:
         if t["state"] not in ("success", "skipped"):
-            out.append(f"--- {t['task_id']}[{t['map_index']}] {t['state']}\n"
-                       f"{cluster.task_log(DAG_ID, run_id, t['task_id'], max(1, t['try_number']), t['map_index'])[-2500:]}")
+            task_log = cluster.task_log(DAG_ID, run_id, t["task_id"], max(1, t["try_number"]), t["map_index"])
+            out.append(f"--- {t['task_id']}[{t['map_index']}] {t['state']}\n{task_log[-2500:]}")
     for name in ("scheduler", "cpu-worker", *HOSTS):
         out.append(f"--- {name}\n{cluster.tail(name, 2000)}")
     return "\n".join(out)

@@ -151,7 +151,8 @@ from erfnet_ui.app import URL_PREFIX, create_app
 client = TestClient(create_app(require_user=get_user), root_path=URL_PREFIX)
 path = sys.argv[2].removeprefix(URL_PREFIX)
 anonymous = client.get(path)
-client.cookies.set("_token", create_auth_manager().generate_jwt(SimpleAuthManagerUser(username="tester", role="viewer")))
+client.cookies.set("_token",
+                   create_auth_manager().generate_jwt(SimpleAuthManagerUser(username="tester", role="viewer")))
 page = client.get(path)
 print(json.dumps({"anonymous": anonymous.status_code, "status": page.status_code, "text": page.text}))
 """

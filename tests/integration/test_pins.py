@@ -49,7 +49,7 @@ def test_venv_has_exactly_the_pinned_versions():
 def _airflow_services() -> dict[str, list[str]]:
     """compose service -> its Airflow command, for every service that runs one."""
     out = {}
-    for name, service in compose()["services"].items():
+    for name in compose()["services"]:
         if name.startswith("airflow-") or name == "flower":
             command = compose_command(name)
             if command and command[0] not in ("bash",):

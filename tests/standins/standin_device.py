@@ -68,7 +68,8 @@ def occupy(device: int, tool: str):
     finally:
         os.close(fd)  # releases the flock
         _record({"tool": "device", "user": tool, "device": device, "chip": chip_of(device),
-                 "host": os.environ.get("STANDIN_HOST") or os.environ.get("ERFNET_WORKER_HOSTNAME", ""), "start": start, "end": time.time(),
+                 "host": os.environ.get("STANDIN_HOST") or os.environ.get("ERFNET_WORKER_HOSTNAME", ""),
+                 "start": start, "end": time.time(),
                  "shared": shared, "pid": os.getpid()})
 
 

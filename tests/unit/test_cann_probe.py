@@ -72,7 +72,7 @@ def test_driver_and_chip_changes_count_and_hosts_are_separate(npu_host, sqlite_u
 def test_a_vanished_cann_version_is_an_error_not_a_change(npu_host, sqlite_url):
     cann_probe.probe(sqlite_url, host="npu-7")
     (npu_host / "version.cfg").unlink()  # mid-upgrade: the toolkit's files are being replaced
-    with pytest.raises(ErfnetError, match="had CANN 8.0.0 but no CANN version can be read"):
+    with pytest.raises(ErfnetError, match=r"had CANN 8\.0\.0 but no CANN version can be read"):
         cann_probe.probe(sqlite_url, host="npu-7")
     harness.write_cann_version(npu_host, "8.1.RC1")
     assert cann_probe.probe(sqlite_url, host="npu-7")["changed"]

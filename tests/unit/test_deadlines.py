@@ -241,8 +241,8 @@ def test_a_hung_aoe_releases_the_device_it_tuned_on(fixed_onnx, tmp_path, monkey
     model = {"path": str(fixed_onnx), "sha256": sha256_file(fixed_onnx)}
     compiled = pipeline.compile_cell(cell, model, {"params": {"weights": "unused"}, "weights_sha256": "x"})
     assert compiled["status"] == "compile_failed" and compiled["model_path"] is None
-    assert re.match(r"aoe timed out: stopped after \d+ s, past its deadline of 2 s \(ERFNET_AOE_TIMEOUT 2 s per AOE job\)",
-                    compiled["error"])
+    assert re.match(r"aoe timed out: stopped after \d+ s, past its deadline of 2 s "
+                    r"\(ERFNET_AOE_TIMEOUT 2 s per AOE job\)", compiled["error"])
     assert len([c for c in harness.invocations(record) if c["tool"] == "aoe"]) == 1  # job 2 never started
     [hang] = _hangs(record)
     assert _gone(hang["pid"]) and _gone(hang["child"])

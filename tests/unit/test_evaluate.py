@@ -24,7 +24,7 @@ def erfnet_ioueval(preds: list[np.ndarray], labels: list[np.ndarray]):
     tp = torch.zeros(19).double()
     fp = torch.zeros(19).double()
     fn = torch.zeros(19).double()
-    for pred, label in zip(preds, labels):
+    for pred, label in zip(preds, labels, strict=True):
         x = torch.from_numpy(pred.astype(np.int64))[None, None]
         y = torch.from_numpy(label.astype(np.int64))[None, None]
         x_onehot = torch.zeros(1, 20, *pred.shape).scatter_(1, x, 1).float()
@@ -67,7 +67,7 @@ def test_iou_matches_erfnet_ioueval_on_random_maps():
     rng = np.random.default_rng(0)
     preds = [rng.integers(0, 20, (37, 53), dtype=np.uint8) for _ in range(3)]
     labels = [rng.choice(np.r_[np.arange(12), 19], (37, 53)).astype(np.uint8) for _ in range(3)]
-    total = sum(evaluate.confusion(p, l) for p, l in zip(preds, labels))
+    total = sum(evaluate.confusion(p, label) for p, label in zip(preds, labels, strict=True))
     miou, per_class = evaluate.iou_from_confusion(total)
     ref_miou, ref_per_class = erfnet_ioueval(preds, labels)
     assert miou == pytest.approx(ref_miou, abs=1e-12)
@@ -140,7 +140,7 @@ def make_case(root: Path, n: int = 2, seed: int = 0):
 
 def write_outputs(folder: Path, names, arrays):
     folder.mkdir(parents=True, exist_ok=True)
-    for name, arr in zip(names, arrays):
+    for name, arr in zip(names, arrays, strict=True):
         arr.tofile(folder / f"{name}_leftImg8bit_0.bin")
 
 
@@ -162,7 +162,7 @@ def case(tmp_path_factory):
 
 
 def test_new_summary_format_fp16(case):
-    root, gt_dir, names, logits, _, (miou, per_class) = case
+    root, _gt_dir, names, logits, _, (miou, per_class) = case
     folder = root / "out_new" / "2024_01_02-03_04_05"
     write_outputs(folder, names, logits)
     summary = root / "out_new" / "2024_01_02-03_04_05_summary.json"
@@ -213,7 +213,7 @@ def test_labels_given_as_label_ids_are_mapped(tmp_path):
 
 
 def test_missing_output_and_missing_label_are_named(case, tmp_path, capsys):
-    root, gt_dir, names, logits, _, _ = case
+    _root, gt_dir, names, logits, _, _ = case
     folder = tmp_path / "out" / "2024_01_02-03_04_05"
     write_outputs(folder, names[:1], logits[:1])
     summary = tmp_path / "out" / "2024_01_02-03_04_05_summary.json"
@@ -222,7 +222,7 @@ def test_missing_output_and_missing_label_are_named(case, tmp_path, capsys):
         evaluate.evaluate_summary(summary, gt_dir, workers=1, progress=False)
 
     write_outputs(folder, names, logits)
-    summary.write_text(json.dumps(summary_doc(names + ["city_000000_000099"], "prep", str(folder))))
+    summary.write_text(json.dumps(summary_doc([*names, "city_000000_000099"], "prep", str(folder))))
     (folder / "city_000000_000099_leftImg8bit_0.bin").write_bytes(logits[0].tobytes())
     code = main(["evaluate", str(summary), str(gt_dir), "--quiet"])
     err = capsys.readouterr().err
@@ -230,7 +230,7 @@ def test_missing_output_and_missing_label_are_named(case, tmp_path, capsys):
 
 
 def test_output_of_unknown_size_is_an_error(case, tmp_path):
-    root, gt_dir, names, logits, _, _ = case
+    _root, gt_dir, names, _logits, _, _ = case
     folder = tmp_path / "o" / "2024_01_02-03_04_05"
     folder.mkdir(parents=True)
     (folder / f"{names[0]}_leftImg8bit_0.bin").write_bytes(b"\0" * 1000)

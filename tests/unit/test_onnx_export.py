@@ -90,7 +90,8 @@ def test_bn_rule_exactly(tmp_path):
     assert fixed["encoder.layers.0.bn.weight"].dtype == np.float32
     np.testing.assert_array_equal(fixed["encoder.layers.0.bn.bias"], np.array([0.001, -0.002], np.float32))
     np.testing.assert_array_equal(fixed["conv.weight"], np.array([0.001, 0.0], np.float32))
-    np.testing.assert_array_equal(fixed["decoder.weight_bn"], np.array([0.005], np.float32))  # 'bn' after 'weight': no match
+    # 'bn' after 'weight': no match
+    np.testing.assert_array_equal(fixed["decoder.weight_bn"], np.array([0.005], np.float32))
 
 
 def test_bn_fix_changes_only_bn_scales_of_the_exported_model(exported_onnx, fixed_onnx):

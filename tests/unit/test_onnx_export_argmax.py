@@ -73,7 +73,7 @@ def test_labels_score_exactly_like_logits(argmax_onnx, fixed_onnx, dataset):
     for path in label_files:  # written unconverted: int32, 4 bytes a pixel, not 20 FP16 channels
         assert path.stat().st_size == PIXELS * 4
     fp32_files = [e.outfiles[0] for e in read_summary(logits32.summary_path)]
-    for lab, log in zip(label_files, fp32_files):
+    for lab, log in zip(label_files, fp32_files, strict=True):
         ours = np.fromfile(lab, dtype=np.int32)
         expected = np.fromfile(log, dtype=np.float32).reshape(20, PIXELS).argmax(axis=0)
         np.testing.assert_array_equal(ours, expected)
@@ -81,7 +81,7 @@ def test_labels_score_exactly_like_logits(argmax_onnx, fixed_onnx, dataset):
 
     # The backend's FP16 files (converted by ORT's Cast for speed) hold exactly numpy's conversion.
     fp16_files = [e.outfiles[0] for e in read_summary(logits16.summary_path)]
-    for half, full in zip(fp16_files, fp32_files):
+    for half, full in zip(fp16_files, fp32_files, strict=True):
         expected16 = np.fromfile(full, dtype=np.float32).astype(np.float16)
         assert half.read_bytes() == expected16.tobytes()
 

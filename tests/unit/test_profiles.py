@@ -45,7 +45,8 @@ def om(tmp_path, monkeypatch):
     model = small_graph(tmp_path / "small.onnx")
     done = subprocess.run(["atc", "--framework=5", f"--model={model}", f"--output={tmp_path / 'small'}",
                            "--soc_version=Ascend310P3", "--input_format=NCHW", "--log=error",
-                           f"--input_shape=actual_input_1:1,{','.join(map(str, SHAPE))}"], capture_output=True, text=True)
+                           f"--input_shape=actual_input_1:1,{','.join(map(str, SHAPE))}"],
+                          capture_output=True, text=True)
     assert done.returncode == 0, done.stdout
     return tmp_path / "small.om"
 
@@ -154,7 +155,7 @@ def test_comparison_names_the_grown_type_first_and_ops_that_appear_or_vanish():
                         "share": pytest.approx(33 / 34), "change": "grew"}
     assert [e["op_type"] for e in types] == ["Relu", "BatchNorm", "Conv", "BNRelu"]
     named = {e["op_name"]: e for e in ops if e["op_name"]}
-    assert list(named)[0] == "r1" and named["r1"]["share"] == pytest.approx(30 / 34)
+    assert next(iter(named)) == "r1" and named["r1"]["share"] == pytest.approx(30 / 34)
     assert named["bn"]["change"] == "appeared" and named["bn"]["baseline_us"] is None
     assert named["fused"]["change"] == "vanished" and named["fused"]["current_us"] is None
     assert "c1" not in named  # unchanged

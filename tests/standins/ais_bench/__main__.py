@@ -134,7 +134,8 @@ def read_batch(files: list[str], batch: int, sample_shape: tuple) -> np.ndarray:
         array = np.load(path) if path.endswith(".npy") else np.fromfile(path, dtype=np.uint8)
         if array.nbytes != sample_bytes:
             fatal(f"arg0 tensorsize: {data.nbytes} filesize: {array.nbytes} not match")
-        data[slot] = array.view(np.float32).reshape(sample_shape) if array.dtype == np.uint8 else array.reshape(sample_shape)
+        data[slot] = (array.view(np.float32).reshape(sample_shape) if array.dtype == np.uint8
+                      else array.reshape(sample_shape))
     return data
 
 

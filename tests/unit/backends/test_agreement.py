@@ -2,8 +2,9 @@
 
 Weights are random (the conftest checkpoint), so a few pixels have near-tied top-2 logits that fp16
 rounding can flip: we require >= 99.9% per-pixel agreement rather than equality (observed: 99.97% for
-fp16, 100% for fp32, whose logits are also compared to 1e-3), and exact shapes, dtypes and layout. The networks compared are the exported ONNX (before the BN fix, which changes weights
-on purpose) and the checkpoint it came from.
+fp16, 100% for fp32, whose logits are also compared to 1e-3), and exact shapes, dtypes and layout. The
+networks compared are the exported ONNX (before the BN fix, which changes weights on purpose) and the
+checkpoint it came from.
 """
 
 from __future__ import annotations

@@ -34,7 +34,7 @@ def fake_root(tmp_path, monkeypatch):
     return root
 
 
-def write_info(base: Path, arch: str = None) -> Path:
+def write_info(base: Path, arch: str | None = None) -> Path:
     arch = arch or ascend._arch()
     path = base / f"{arch}-linux" / "ascend_toolkit_install.info"
     path.parent.mkdir(parents=True)

@@ -85,7 +85,7 @@ def test_ais_bench_python_can_be_chosen(tmp_path, monkeypatch, prep):
     harness.use_standins(monkeypatch, tmp_path)
     monkeypatch.setenv("ERFNET_AIS_BENCH_PYTHON", str(tmp_path / "no-such-python3"))
     (tmp_path / "m.om").write_bytes(b"x")
-    with pytest.raises(ErfnetError, match="could not start .*no-such-python3"):
+    with pytest.raises(ErfnetError, match=r"could not start .*no-such-python3"):
         get_backend("ascend").infer(tmp_path / "m.om", prep, tmp_path / "out", batch_size=1)
 
 

@@ -28,7 +28,8 @@ def tiny_onnx(tmp_path) -> Path:
     x = helper.make_tensor_value_info("actual_input_1", TensorProto.FLOAT, ["-1", *SHAPE])
     y = helper.make_tensor_value_info("output1", TensorProto.FLOAT, ["-1", 20, *SHAPE[1:]])
     graph = helper.make_graph(
-        [helper.make_node("Conv", ["actual_input_1", "w", "b"], ["conv"]), helper.make_node("Relu", ["conv"], ["output1"])],
+        [helper.make_node("Conv", ["actual_input_1", "w", "b"], ["conv"]),
+         helper.make_node("Relu", ["conv"], ["output1"])],
         "tiny", [x], [y], initializer=[numpy_helper.from_array(WEIGHT, "w"), numpy_helper.from_array(BIAS, "b")])
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 11)])
     path = tmp_path / "tiny.onnx"

@@ -13,7 +13,7 @@ def test_compile_has_nothing_to_build_and_wants_the_checkpoint(random_checkpoint
     backend = get_backend("torch")
     result = backend.compile(random_checkpoint, tmp_path, chip="cpu", batch_size=4)
     assert (result.path, result.seconds) == (random_checkpoint, 0.0)
-    with pytest.raises(ErfnetError, match="pass the .pth"):
+    with pytest.raises(ErfnetError, match=r"pass the \.pth"):
         backend.compile(fixed_onnx, tmp_path, chip="cpu", batch_size=4)
     with pytest.raises(ErfnetError, match="no equivalent"):
         backend.compile(random_checkpoint, tmp_path, chip="cpu", batch_size=4, aoe=True)

@@ -93,7 +93,7 @@ def test_every_uint8_label_id_maps_like_the_labels_table():
 
     known = [v for v in range(256) if v in id2label]
     got = cityscapes.label_ids_to_train_ids(np.array(known, dtype=np.uint8))
-    for value, train in zip(known, got):
+    for value, train in zip(known, got, strict=True):
         label = id2label[value]
         want = label.trainId if label.trainId not in (-1, 255) else 255
         assert train == want, value
@@ -101,7 +101,8 @@ def test_every_uint8_label_id_maps_like_the_labels_table():
         with pytest.raises(ValueError, match=f"labelIds value\\(s\\) {value} "):
             cityscapes.label_ids_to_train_ids(np.array([7, value], dtype=np.uint8))
     got = cityscapes.label_ids_to_train_ids(np.arange(34, dtype=np.uint8))
-    assert [got[i] for i in (7, 8, 11, 12, 13, 17, 19, 20, 21, 22, 23, 24, 25, 26, 27, 28, 31, 32, 33)] == list(range(19))
+    train_label_ids = (7, 8, 11, 12, 13, 17, 19, 20, 21, 22, 23, 24, 25, 26, 27, 28, 31, 32, 33)
+    assert [got[i] for i in train_label_ids] == list(range(19))
 
 
 def test_class_names_are_the_19_train_classes_in_order():
@@ -279,7 +280,7 @@ def test_sample_data_tree(tmp_path, capsys):
     synthetic.write_sample_data(tmp_path / "t", 4, size=(256, 128))
     again = sorted((tmp_path / "t" / "leftImg8bit" / "val").rglob("*.png"))
     assert [np.asarray(Image.open(a)).tobytes() == np.asarray(Image.open(b)).tobytes()
-            for a, b in zip(images, again)] == [True] * 4
+            for a, b in zip(images, again, strict=True)] == [True] * 4
 
 
 def test_sample_data_help_says_synthetic(capsys):
@@ -296,7 +297,7 @@ def test_dataset_dirs_rejects_a_non_cityscapes_tree(tmp_path):
 def test_preprocess_cli_end_to_end(tmp_path, capsys):
     img_dir, gt_dir = make_tree(tmp_path / "data", images=2)
     argv = ["preprocess", str(img_dir), str(tmp_path / "p"), str(gt_dir), str(tmp_path / "g"), "--quiet"]
-    assert main(argv + ["--workers", "2"]) == 0
+    assert main([*argv, "--workers", "2"]) == 0
     assert "2 written" in capsys.readouterr().out
     assert main(argv) == 0
     assert "0 written, 2 already complete" in capsys.readouterr().out
@@ -309,4 +310,5 @@ def test_label_spec_and_the_results_frozen_class_names_match_the_dataset():
     spec = label_spec("cityscapes")
     assert spec.class_names == cityscapes.CLASS_NAMES == LEGACY_CLASS_NAMES
     assert (spec.channels, spec.ignore_index, spec.void_value, spec.size) == (20, 19, 255, (1024, 512))
-    assert spec.label_name("x/frankfurt_000000_000294_leftImg8bit.bin") == "frankfurt_000000_000294_gtFine_labelTrainIds.png"
+    assert (spec.label_name("x/frankfurt_000000_000294_leftImg8bit.bin")
+            == "frankfurt_000000_000294_gtFine_labelTrainIds.png")

@@ -78,7 +78,7 @@ def perturb_weights(src, out, node_name, *, noise: float = 2.0):
 
 @pytest.fixture
 def tiny_prep(tmp_path):
-    return harness.write_prep(tmp_path / "prep", ["b_1.bin", "a_2.bin", "c_10.bin"], shape=(2, 8, 8)).__getitem__(0).parent
+    return harness.write_prep(tmp_path / "prep", ["b_1.bin", "a_2.bin", "c_10.bin"], shape=(2, 8, 8))[0].parent
 
 
 @pytest.fixture(scope="module")
@@ -178,7 +178,7 @@ def test_real_erfnet_with_one_perturbed_conv(small_models):
 def standin_om(monkeypatch, tmp_path, golden):
     record = harness.use_standins(monkeypatch, tmp_path)
     # the stand-in msprobe is a python3 script needing onnx: this interpreter's python3 first on PATH
-    monkeypatch.setenv("PATH", f"{harness.BIN}{os.pathsep}{os.path.dirname(sys.executable)}{os.pathsep}{os.environ['PATH']}")
+    monkeypatch.setenv("PATH", os.pathsep.join([str(harness.BIN), os.path.dirname(sys.executable), os.environ["PATH"]]))
     done = subprocess.run(["atc", "--framework=5", f"--model={golden}", f"--output={tmp_path / 'model'}",
                            "--soc_version=Ascend310P3", f"--input_shape=actual_input_1:1,3,{SMALL[0]},{SMALL[1]}",
                            "--input_format=NCHW", "--output_type=FP16", "--log=error"], capture_output=True, text=True)
@@ -281,6 +281,7 @@ def test_argmax_model_matches_the_golden_by_node_name(small_models, tmp_path):
     assert doc["first_diverging"] is None
     by_node = {layer["node"]: layer for layer in doc["layers"]}
     last_conv = by_node["/decoder/output_conv/ConvTranspose"]
-    assert last_conv["onnx_nodes"] == ["/decoder/output_conv/ConvTranspose"] and last_conv["cosine"] == pytest.approx(1.0)
+    assert last_conv["onnx_nodes"] == ["/decoder/output_conv/ConvTranspose"]
+    assert last_conv["cosine"] == pytest.approx(1.0)
     added = [layer for layer in doc["layers"] if layer["op_type"] in ("ArgMax", "Cast")]
     assert len(added) == 2 and all(la["onnx_nodes"] == [] and la["note"] == "no ONNX counterpart" for la in added)

@@ -50,8 +50,9 @@ def _doc(run_id: str, started: str, cann: str, *, oom: bool, findings: list[dict
             "accuracy": acc, "perf": perf, "findings": findings}
 
 
-FINDING = {"rule": "throughput_drop", "target": "cpu", "batch_size": 4, "message": "cpu batch 4 dropped 25% vs CANN 7.0",
-           "value": 45.0, "threshold": 0.1, "baseline_run_id": OLD_RUN}
+FINDING = {"rule": "throughput_drop", "target": "cpu", "batch_size": 4,
+           "message": "cpu batch 4 dropped 25% vs CANN 7.0", "value": 45.0, "threshold": 0.1,
+           "baseline_run_id": OLD_RUN}
 
 
 @pytest.fixture(scope="module")
@@ -141,7 +142,8 @@ def test_latest_page_lays_out_the_guide_tables(populated, monkeypatch):
     assert accuracy[0] == ["batch", "Ascend310P3", "cpu", "guide"]
     assert [r[0] for r in accuracy[1:]] == ["1", "4", "8", "16", "32", "64"]
     assert page.cell("accuracy-table", "1", "cpu") == "72.20 ✓"
-    assert page.cell("accuracy-table", "32", "cpu").startswith("70.00") and "✗" in page.cell("accuracy-table", "32", "cpu")
+    failed = page.cell("accuracy-table", "32", "cpu")
+    assert failed.startswith("70.00") and "✗" in failed
     assert page.cell("accuracy-table", "64", "Ascend310P3") == "device memory exhausted"
     assert 'class="fail"' in response.text and 'class="pass"' in response.text
 
@@ -210,7 +212,8 @@ def test_history_has_charts_findings_and_cann_versions(populated, monkeypatch):
     assert versions == [["7.0.RC1", "Ascend310P3"], ["7.0.RC1", "cpu"], ["8.0.RC2", "Ascend310P3"], ["8.0.RC2", "cpu"]]
     row = page.tables["cann-table"][3]
     header = page.tables["cann-table"][0]
-    assert dict(zip(header, row))["fps best"] == "200.00" and dict(zip(header, row))["mIoU % latest"] == "72.20"
+    by_header = dict(zip(header, row, strict=True))
+    assert by_header["fps best"] == "200.00" and by_header["mIoU % latest"] == "72.20"
     assert FINDING["message"] in page.all_text
     assert {r[0] for r in page.tables["runs"][1:]} == {OLD_RUN, NEW_RUN}
 
@@ -296,8 +299,11 @@ def test_pages_issue_a_bounded_number_of_queries_and_no_log_lines(sqlite_url, mo
         engine = db.get_engine(sqlite_url)
         counts = []
         for path in paths:
-            seen = []
-            listener = lambda *args, **kwargs: seen.append(1)  # noqa: E731
+            seen: list[int] = []
+
+            def listener(*args, seen=seen, **kwargs):  # bound now: one list per path
+                seen.append(1)
+
             sa.event.listen(engine, "before_cursor_execute", listener)
             try:
                 assert client.get(path).status_code == 200
@@ -320,7 +326,8 @@ def test_pages_issue_a_bounded_number_of_queries_and_no_log_lines(sqlite_url, mo
     caplog.set_level(logging.DEBUG)
     caplog.clear()
     many = statements(paths)
-    assert few == many and max(many) <= 13, dict(zip(paths, many))  # history: 13 with the probe's upgrade markers
+    # history: 13 with the probe's upgrade markers
+    assert few == many and max(many) <= 13, dict(zip(paths, many, strict=True))
     assert not [r for r in caplog.records if r.name.startswith("alembic")]
 
 
@@ -349,7 +356,7 @@ def test_csv_downloads(populated, monkeypatch):
     assert rows[1][:3] == ["1", "72.20", "72.20"]
     perf = list(csv.reader(io.StringIO(client.get("/runs/latest/perf.csv", params={"reference": "Ascend310P3"}).text)))
     header = perf[0]
-    by_batch = {r[0]: dict(zip(header, r)) for r in perf[1:]}
+    by_batch = {r[0]: dict(zip(header, r, strict=True)) for r in perf[1:]}
     assert by_batch["4"]["cpu/Ascend310P3"] == "0.250"
     assert by_batch["64"]["Ascend310P3"] == "oom"
     assert by_batch["best batch"]["cpu"] == "100.00 (b64)"
@@ -413,7 +420,8 @@ def test_upgrade_events_for_chart_markers(sqlite_url, monkeypatch):
                                  sqlite_url, now=t0 + dt.timedelta(minutes=minutes))
     client = _client(sqlite_url, monkeypatch, user=True)
     assert client.get("/api/upgrades").json() == [{
-        "time": "2026-11-27T09:10:00+00:00", "host": "npu-7", "old_cann_version": "8.0.0", "new_cann_version": "8.1.RC1",
+        "time": "2026-11-27T09:10:00+00:00", "host": "npu-7",
+        "old_cann_version": "8.0.0", "new_cann_version": "8.1.RC1",
         "old_driver_version": "23.0.3", "new_driver_version": "23.0.3", "old_chips": ["Ascend310P3"],
         "new_chips": ["Ascend310P3"]}]
     assert client.get("/api/upgrades", params={"host": "other"}).json() == []

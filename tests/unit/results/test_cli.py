@@ -154,7 +154,7 @@ GUIDE_LIKE = make_doc("t", "2026-06-01T00:00:00+00:00", "8.0", [
 
 def _as_text(table: tables.Table) -> dict[str, dict[str, str]]:
     """Each row, by its label, as the CLI writes its cells."""
-    return {tables.text(row[0]): dict(zip(table.headers, map(tables.text, row))) for row in table.rows}
+    return {tables.text(row[0]): dict(zip(table.headers, map(tables.text, row), strict=True)) for row in table.rows}
 
 
 def test_perf_table_ratios_like_guide_section_7():
@@ -179,7 +179,7 @@ def test_perf_table_holds_values_not_text():
     """What the plugin reads: batches as numbers, failures as statuses, the best row and the guide's columns
     marked, so nothing is parsed back from text."""
     table = tables.perf_table(GUIDE_LIKE, reference_target="Ascend310")
-    rows = {row[0]: dict(zip(table.headers, row)) for row in table.rows}
+    rows = {row[0]: dict(zip(table.headers, row, strict=True)) for row in table.rows}
     assert [row[0] for row in table.rows] == [1, 64, tables.Mark.BEST_BATCH]
     assert rows[64]["Ascend310"] is CellStatus.OOM and rows[64]["Ascend310P3/Ascend310"] is tables.NO_RATIO
     assert rows[1]["Ascend310P3"] == tables.Number(292.137)
@@ -220,7 +220,8 @@ def test_an_error_with_a_cause_is_still_one_line_from_the_command(tmp_path):
     import sys
 
     doc = tmp_path / "results.json"
-    doc.write_text(json.dumps(make_doc(RUN_A, "2026-05-01T00:00:00+00:00", "7.0", [("Ascend310", 1, 0.72, 200.0, "ok")])))
+    doc.write_text(json.dumps(make_doc(RUN_A, "2026-05-01T00:00:00+00:00", "7.0",
+                                       [("Ascend310", 1, 0.72, 200.0, "ok")])))
     down = "postgresql+psycopg://postgres@127.0.0.1:1/nothing_listens"
     proc = subprocess.run([sys.executable, "-m", "erfnet_tasks.cli", "results", "--db", down, "import", str(doc)],
                           check=False, capture_output=True, text=True, timeout=120, env=dict(os.environ))

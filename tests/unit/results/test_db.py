@@ -251,8 +251,10 @@ def test_throughput_drop_and_failed_cell_against_previous_cann(results_url):
     def run(run_id, day, cann, cells, status="complete"):
         publish.publish_run(make_doc(run_id, f"2026-03-{day:02d}T00:00:00+00:00", cann, cells, status), results_url)
 
-    full = lambda fps: [("cpu", 1, 0.72, fps, "ok"), ("cpu", 4, 0.72, fps, "ok"), ("cpu", 8, 0.72, fps, "ok"),
-                        ("cpu", 16, 0.72, fps, "ok")]
+    def full(fps):
+        return [("cpu", 1, 0.72, fps, "ok"), ("cpu", 4, 0.72, fps, "ok"), ("cpu", 8, 0.72, fps, "ok"),
+                ("cpu", 16, 0.72, fps, "ok")]
+
     run("old-cann", 1, "7.0", full(100.0))
     run("old-cann-failed", 2, "6.0", full(10.0), status="failed")     # not complete: never a baseline
     run("same-cann", 3, "8.0", full(200.0))                           # same CANN: never a baseline
@@ -292,7 +294,8 @@ def test_rules_from_params_read_the_guides_units():
     assert rules.reference_miou == pytest.approx(0.722) and rules.tolerance == pytest.approx(0.01)
     half_point = regression.rules_from_params({"reference_miou": 72.2, "tolerance": 0.5})
     assert half_point.tolerance == pytest.approx(0.005)  # half a point, not 50 points
-    assert regression.rules_from_params({"reference_miou": 0, "throughput_drop": 10}).throughput_drop == pytest.approx(0.1)
+    ten_percent = regression.rules_from_params({"reference_miou": 0, "throughput_drop": 10})
+    assert ten_percent.throughput_drop == pytest.approx(0.1)
     assert regression.rules_from_params(None) == regression.Rules()
     with pytest.raises(ErfnetError):
         regression.rules_from_params({"tolerance": "a lot"})

@@ -151,7 +151,7 @@ def test_two_concurrent_imports_of_the_same_runs_are_safe(results_url, tmp_path,
         db.upgrade(results_url)
     argv = [ERFNET, "results", "--db", results_url, "import", str(tmp_path / "runs")]
     procs = [subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
-    outputs = [p.communicate(timeout=300) + (p.returncode,) for p in procs]
+    outputs = [(*p.communicate(timeout=300), p.returncode) for p in procs]
     for out, err, code in outputs:
         assert "Traceback" not in err and "Traceback" not in out
         assert code == 0, err
@@ -170,7 +170,8 @@ def _reference_baseline(docs: list[dict], new: dict, target: str, batch: int, ca
     candidates = []
     for doc in docs:
         run = doc["run"]
-        if run["id"] == new["run"]["id"] or run["status"] != "complete" or run["started_at"] >= new["run"]["started_at"]:
+        if (run["id"] == new["run"]["id"] or run["status"] != "complete"
+                or run["started_at"] >= new["run"]["started_at"]):
             continue
         modes = {(a["target"], a["batch_size"]): a.get("label_mode") or "logits" for a in doc["accuracy"]}
         for cell in doc["perf"]:
@@ -181,13 +182,14 @@ def _reference_baseline(docs: list[dict], new: dict, target: str, batch: int, ca
                 candidates.append((run["started_at"], run["id"], cell_cann, cell["throughput_fps"]))
     if not candidates:
         return None
-    started, run_id, cell_cann, fps = max(candidates)
+    _started, run_id, cell_cann, fps = max(candidates)
     return run_id, cell_cann, fps
 
 
 def test_paged_baseline_walk_equals_the_rule_over_every_run(results_url, monkeypatch):
     """Random histories (per-cell CANN, OOM cells, incomplete runs, both label modes, equal start times):
-    the bounded baseline (3 recent runs read first, so that most cells need the older-runs query) gives what the rule gives."""
+    the bounded baseline (3 recent runs read first, so that most cells need the older-runs query) gives what
+    the rule gives."""
     import random
 
     monkeypatch.setattr(regression, "RECENT_RUNS", 3)
@@ -198,7 +200,8 @@ def test_paged_baseline_walk_equals_the_rule_over_every_run(results_url, monkeyp
         cells = [(t, b, 0.72 if rng.random() < 0.9 else None, round(rng.uniform(10, 100), 2),
                   "ok" if rng.random() < 0.8 else "oom") for t in ("cpu", "npu") for b in (1, 4)]
         doc = make_doc(f"run_{rng.randrange(10**6):06d}_{i:02d}", f"2026-02-01T{hour:02d}:00:00+00:00",
-                       rng.choice(["7.0", "8.0", None]), cells, status="complete" if rng.random() < 0.85 else "incomplete")
+                       rng.choice(["7.0", "8.0", None]), cells,
+                       status="complete" if rng.random() < 0.85 else "incomplete")
         for cell in doc["perf"]:
             cell["cann_version"] = rng.choice([None, "7.0", "8.0", "9.0"])
             if cell["status"] != "ok":
@@ -212,7 +215,8 @@ def test_paged_baseline_walk_equals_the_rule_over_every_run(results_url, monkeyp
         for doc in docs:
             run = session.get(Run, doc["run"]["id"])
             modes = {(a["target"], a["batch_size"]): a["label_mode"] for a in doc["accuracy"]}
-            cells = {(c["target"], c["batch_size"]): c["cann_version"] or doc["run"]["cann_version"] for c in doc["perf"]}
+            cells = {(c["target"], c["batch_size"]): c["cann_version"] or doc["run"]["cann_version"]
+                     for c in doc["perf"]}
             got = regression._baselines(session, run, cells)
             with_baseline += len(got)
             for (target, batch), cann in cells.items():
