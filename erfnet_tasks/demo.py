@@ -67,7 +67,7 @@ def _airflow(*args: str, env: dict) -> None:
 def _validate_conf(conf: dict) -> None:
     """The trigger form's checks, before Airflow starts: a bad --targets or --batch-sizes is one line now,
     not a failed DAG run minutes later. The data directory is a root, as airflow_environment makes it."""
-    from .pipeline import validate_params
+    from .plan import validate_params
     from .settings import Settings, load_settings
 
     settings = load_settings()

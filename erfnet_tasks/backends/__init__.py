@@ -63,7 +63,9 @@ class Backend(Protocol):
     BUILDS_ARTIFACT: bool            # False: compile only checks its input, and infer runs the weights
     TARGETS: Mapping[str, str]       # host targets it measures: target name -> device (npu: {}, chips are targets)
 
-    def compile(self, onnx_path, out_dir, *, chip: str, batch_size: int, aoe: bool = False) -> CompileResult: ...
+    # ``options``: what one backend alone takes (ascend: AOE's leased ``device``, atc's ``integer_output``).
+    def compile(self, onnx_path, out_dir, *, chip: str, batch_size: int, aoe: bool = False,
+                **options: object) -> CompileResult: ...
 
     def infer(self, model, input_dir, output_dir, *, batch_size: int, device=None, loop: int = 1,
               warmup: int = 1, output_type: str = "fp16") -> InferResult: ...

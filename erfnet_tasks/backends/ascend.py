@@ -141,9 +141,11 @@ def _compile_failure(tool: str, proc: subprocess.CompletedProcess, log_path: Pat
     return CompileFailed(f"{message}; log: {log_path}", code=code, log_path=log_path)
 
 
-def compile(onnx_path, out_dir, *, chip: str, batch_size: int, aoe: bool = False, device=None) -> CompileResult:
+def compile(onnx_path, out_dir, *, chip: str, batch_size: int, aoe: bool = False, device=None,
+            integer_output: bool | None = None) -> CompileResult:
     """``atc`` (or AOE subgraph then operator tuning) -> ``OUT_DIR/ErfNet_bs{N}[_aoe].om``; the tool's
-    output is kept in ``<om>.log`` beside it."""
+    output is kept in ``<om>.log`` beside it. ``integer_output``: the planned cell's OutputFormat (the
+    pipeline passes it); None (`erfnet compile`, no plan) reads it from the model's graph."""
     check_chip(chip)
     check_batch_size(batch_size)
     src = Path(onnx_path)  # its existence is atc's to check: atc reports it with an error code
@@ -158,7 +160,8 @@ def compile(onnx_path, out_dir, *, chip: str, batch_size: int, aoe: bool = False
     if aoe:
         steps = [("aoe", aoe_argv(src, base, batch_size=batch_size, job_type=job, device=device)) for job in (1, 2)]
     else:
-        steps = [("atc", atc_argv(src, base, chip=chip, batch_size=batch_size, integer_output=has_integer_output(src)))]
+        labels = has_integer_output(src) if integer_output is None else integer_output
+        steps = [("atc", atc_argv(src, base, chip=chip, batch_size=batch_size, integer_output=labels))]
     for tool, argv in steps:
         proc = _run_logged(argv, log_path)
         if proc.returncode != 0:

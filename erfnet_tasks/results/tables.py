@@ -12,8 +12,7 @@ import io
 import re
 
 from ..errors import ErfnetError
-from ..records import CellStatus
-from .document import PERF_FIELDS
+from ..records import PERF_VALUES, CellStatus
 from .reference import GUIDE_ACCURACY_BATCHES, GUIDE_COLUMNS, GUIDE_MIOU, GUIDE_THROUGHPUT, guide_column
 
 Table = tuple[list[str], list[list[str]]]
@@ -115,7 +114,7 @@ def compare_table(doc_a: dict, doc_b: dict) -> Table:
     return headers, rows
 
 
-CELL_CSV_HEADERS = ["run_id", "target", "batch_size", "images", "miou", *PERF_FIELDS[2:]]
+CELL_CSV_HEADERS = ["run_id", "target", "batch_size", "images", "miou", *PERF_VALUES]
 
 
 def cell_rows(doc: dict) -> Table:
@@ -125,7 +124,7 @@ def cell_rows(doc: dict) -> Table:
     for key in sorted(set(accuracy) | set(perf)):
         acc, cell = accuracy.get(key) or {}, perf.get(key) or {}
         rows.append([doc["run"]["id"], key[0], str(key[1]), _plain(acc.get("images")), _plain(acc.get("miou")),
-                     *[_plain(cell.get(name)) for name in PERF_FIELDS[2:]]])
+                     *[_plain(cell.get(name)) for name in PERF_VALUES]])
     return CELL_CSV_HEADERS, rows
 
 
