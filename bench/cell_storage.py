@@ -65,57 +65,55 @@ class PeakDisk:
 
 
 def setup(root: Path, images: int, batch_sizes: list[int], labels: bool) -> dict:
-    from erfnet_tasks import pipeline
+    from erfnet_tasks import build, plan
 
     form = {"weights": str(root / "w.pth"), "dataset_root": str(root / "cityscapes"), "targets": ["cpu"],
             "batch_sizes": batch_sizes, "labels_on_device": labels}
-    env = pipeline.resolve_environment(form, f"bench_{'labels' if labels else 'logits'}")
-    model = pipeline.fix_bn_step(pipeline.export_step(env))
-    prep = pipeline.preprocess_dataset(env)
-    cells = [pipeline.compile_cell(c, model, env) for c in pipeline.plan_cells(env, "host")]
+    env = plan.resolve_environment(form, f"bench_{'labels' if labels else 'logits'}")
+    model = build.fix_bn_step(build.export_step(env))
+    prep = build.preprocess_dataset(env)
+    cells = [build.compile_cell(c, model, env) for c in plan.plan_cells(env, "host")]
     return {"env": env, "prep": prep, "cells": cells}
 
 
 def run_way(way: str, s: dict, work: Path) -> dict:
     """One way over every cell: seconds per cell, bytes per image written, peak disk, the mIoUs."""
-    from erfnet_tasks import pipeline
+    from erfnet_tasks import measure
 
     keep = way in ("today", "keep_outputs")
-    env = {**s["env"], "work_dir": str(work), "params": {**s["env"]["params"], "keep_outputs": keep}}
+    env = s["env"].model_copy(update={"work_dir": str(work), "params": {**s["env"].params, "keep_outputs": keep}})
     seconds, results, written = [], [], []
     with PeakDisk(work) as disk:
         if way == "today":
             started = time.perf_counter()
-            inferred = [pipeline.infer_cell(c, s["prep"], env) for c in s["cells"]]
+            inferred = [measure.infer_cell(c, s["prep"], env) for c in s["cells"]]
             for cell in inferred:
                 written.append(_bytes_per_image(cell))
-            results = [pipeline.evaluate_cell(c, s["prep"]) for c in inferred]
+            results = [measure.evaluate_cell(c, s["prep"]) for c in inferred]
             seconds = [(time.perf_counter() - started) / len(s["cells"])] * len(s["cells"])
         else:
             for cell in s["cells"]:
                 started = time.perf_counter()
-                result = pipeline.measure_cell(cell, s["prep"], env)
+                result = measure.measure_cell(cell, s["prep"], env)
                 seconds.append(time.perf_counter() - started)
                 results.append(result)
                 written.append(_written_by(result))
     return {"seconds_per_cell": seconds, "bytes_per_image": max(written), "peak_bytes": disk.peak,
-            "left_bytes": folder_bytes(work / "outputs"), "miou": [r["miou"] for r in results],
-            "label_mode": [r["label_mode"] for r in results], "summaries": [r["summary"] for r in results]}
+            "left_bytes": folder_bytes(work / "outputs"), "miou": [r.evaluation.miou for r in results],
+            "label_mode": [r.evaluation.label_mode.value for r in results],
+            "summaries": [r.inference.summary for r in results]}
 
 
-def _bytes_per_image(cell: dict) -> int:
+def _bytes_per_image(cell) -> int:
     from erfnet_tasks.outputs import read_summary
 
-    entries = read_summary(cell["summary"])
+    entries = read_summary(cell.inference.summary)
     return max(os.path.getsize(e.outfiles[0]) for e in entries)
 
 
-def _written_by(result: dict) -> int:
-    """Bytes per image the cell wrote: read from the summary's args and the mode (the files may be gone)."""
-    from erfnet_tasks.datasets import label_spec
-    from erfnet_tasks.storage import bytes_per_image
-
-    return bytes_per_image(label_spec(), result["label_mode"])
+def _written_by(result) -> int:
+    """Bytes per image the cell wrote: its planned output format (the files may be gone)."""
+    return result.planned.output.bytes_per_image
 
 
 def main() -> int:
@@ -141,12 +139,12 @@ def main() -> int:
             ways[way] = run_way(way, s, root / "work" / way)
             print(way, json.dumps({k: v for k, v in ways[way].items() if k != "summaries"}), flush=True)
         # The default way deleted its label maps: the tie rate compares a kept batch-1 cell with kept logits.
-        tie_env = {**labels["env"], "work_dir": str(root / "work" / "ties"),
-                   "params": {**labels["env"]["params"], "keep_outputs": True}}
-        from erfnet_tasks import pipeline
+        tie_env = labels["env"].model_copy(update={"work_dir": str(root / "work" / "ties"),
+                                                   "params": {**labels["env"].params, "keep_outputs": True}})
+        from erfnet_tasks import measure
 
-        kept_labels = pipeline.measure_cell(labels["cells"][0], labels["prep"], tie_env)
-        differing, total = prediction_disagreement(kept_labels["summary"], ways["keep_outputs"]["summaries"][0])
+        kept_labels = measure.measure_cell(labels["cells"][0], labels["prep"], tie_env)
+        differing, total = prediction_disagreement(kept_labels.inference.summary, ways["keep_outputs"]["summaries"][0])
     for way in ways.values():
         del way["summaries"]
     git = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=HERE).stdout.strip()

@@ -26,13 +26,15 @@ from .datasets import LabelSpec, label_spec
 from .errors import BadInput
 from .outputs import output_file_name, output_folder_of, read_summary
 from .parallel import run_parallel
+from .records import LabelMode, output_format
 
 
 def _kinds(spec: LabelSpec) -> dict[int, tuple[str, type]]:
-    """Output kind by file size: the guide's om gives FP16 logits; FP32 and an ArgMax-ended model also occur."""
-    pixels = spec.size[0] * spec.size[1]
-    return {spec.channels * pixels * 2: ("logits", np.float16), spec.channels * pixels * 4: ("logits", np.float32),
-            pixels * 8: ("labels", np.int64), pixels * 4: ("labels", np.int32)}
+    """Output kind by file size (records.output_format, the one definition): the guide's om gives FP16 logits,
+    labels_on_device int32 label maps; FP32 logits and int64 labels (twice their sizes) also occur."""
+    logits, labels = output_format(LabelMode.LOGITS, spec).bytes_per_image, output_format(LabelMode.LABELS, spec).bytes_per_image
+    return {logits: ("logits", np.float16), 2 * logits: ("logits", np.float32),
+            labels: ("labels", np.int32), 2 * labels: ("labels", np.int64)}
 
 
 @dataclass(frozen=True)

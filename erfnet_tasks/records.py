@@ -1,20 +1,34 @@
-"""The shapes of what passes between the DAG's tasks, and the one status vocabulary.
+"""The records that pass between the DAG's stages, the rows a run publishes, and the status vocabulary.
 
-Airflow hands task results over through XCom as plain JSON, so the records are ``TypedDict``s (plain
-dicts at run time, checked shapes for readers and type checkers) and the statuses are ``StrEnum``s
-(their members are strings, so they serialise as themselves). Later fields (host, device, CANN per
-cell; a confusion matrix) are added here once, with ``NotRequired`` where older documents lack them.
+Each stage's record is a frozen pydantic v2 model (``frozen=True, extra="forbid"``), chosen over frozen
+dataclasses because what a task reads back from XCom is plain JSON written by another process (or
+another release): pydantic validates it on the way in (a misspelt or missing key is a one-line error,
+not a ``KeyError`` three stages later) and writes it back as JSON without a hand-written encoder. A
+later stage *holds* the earlier one (``CompiledCell.planned``, ``MeasuredCell.compiled``) instead of
+merging dicts, so no key changes its meaning or its name between stages.
 
 The flow (docs/architecture.md draws it)::
 
-    Params -> Environment -> PlannedCell -> CompiledCell -> InferredCell -> EvaluatedCell
-                 |-> Model (export, fix_bn)     Prepared (preprocess) -^        |-> PerfRow
+    Params -> Environment --> PlannedCell (+ OutputFormat) -> CompiledCell -> MeasuredCell -> PerfRow
+                  |-> ExportedModel -> Model                       Prepared -^        |-> CompiledRow, AccuracyRow
+
+``to_xcom`` and ``from_xcom`` are the one place records become plain dicts and back (the façade in
+``pipeline.py`` calls them at each task's entry and exit). The published rows (``CompiledRow``,
+``AccuracyRow``, ``PerfRow``) define the run document's cell fields: ``results.document`` and the CSV
+export read their field lists from these classes, so a new field is added here (plus its migration
+and ORM column) and nowhere else.
 """
 
 from __future__ import annotations
 
 from enum import StrEnum
-from typing import NotRequired, TypedDict
+from typing import Any, Literal, TypeVar
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+from typing_extensions import TypedDict
+
+from .datasets import LabelSpec
+from .errors import BadInput
 
 
 class RunStatus(StrEnum):
@@ -84,24 +98,55 @@ class Params(TypedDict):
     labels_on_device: bool       # ArgMax compiled into the model: the device outputs label maps
 
 
-class TargetRecord(TypedDict):
+class Record(BaseModel):
+    """A stage's record: immutable, no unknown keys, validated whenever it is built or read back."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+R = TypeVar("R", bound=Record)
+
+
+def to_xcom(record: Record) -> dict[str, Any]:
+    """The record as the plain JSON dict a task returns through XCom."""
+    return record.model_dump(mode="json")
+
+
+def from_xcom(kind: type[R], data: object) -> R:
+    """A record read back from XCom (or a test's dict); a record that does not fit is one line."""
+    if isinstance(data, kind):
+        return data
+    try:
+        return kind.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(map(str, first["loc"])) or "(the record)"
+        raise BadInput(f"not a {kind.__name__}: {where}: {first['msg']} ({exc.error_count()} error(s))") from exc
+
+
+# ----------------------------------------------------------------------------------- the plan
+
+class TargetRecord(Record):
+    """One target of the matrix (``targets.Target``): where its cells compile and run."""
+
     name: str
     backend: str
-    device: str
+    device_type: str             # cpu | cuda | npu (a cell's device *id* is Inference.device)
     chip: str | None
     aoe: bool
 
 
-class HostRecord(TypedDict):
+class HostRecord(Record):
     """What an NPU worker's probe found: its name, CANN, driver and devices, for one chip it serves."""
+
     chip: str
     host: str
     cann_version: str | None
     driver_version: str | None
-    devices: list[int]            # the ids of this chip's devices on that host
+    devices: tuple[int, ...]      # the ids of this chip's devices on that host
 
 
-class Environment(TypedDict):
+class Environment(Record):
     run_id: str
     dag_id: str
     started_at: str
@@ -111,70 +156,163 @@ class Environment(TypedDict):
     host: str                     # where the run was planned (the central worker)
     backends: dict[str, str]
     weights_sha256: str
-    targets: list[TargetRecord]
+    targets: tuple[TargetRecord, ...]
     work_dir: str
-    npu_chips: list[str]          # the chips the run's NPU targets need, each on its queue npu-<chip>
-    hosts: NotRequired[list[HostRecord]]  # one per chip, from that chip's probe
+    npu_chips: tuple[str, ...]    # the chips the run's NPU targets need, each on its queue npu-<chip>
+    hosts: tuple[HostRecord, ...] = ()  # one per chip, from that chip's probe (with_hosts)
 
 
-class Model(TypedDict):
+class OutputFormat(Record):
+    """What a cell's outputs hold, decided once when the cell is planned: the compile-cache key, atc's
+    ``--output_type``, the space check and the evaluator all read it from here."""
+
+    label_mode: LabelMode
+    dtype: Literal["float16", "int32"]
+    bytes_per_image: int
+
+    @property
+    def integer_output(self) -> bool:
+        return self.label_mode == LabelMode.LABELS
+
+
+LABEL_BYTES = 4  # int32: what atc's ArgMax (and ONNX Runtime's, cast) hands back (docs/reference)
+
+
+def output_format(mode: LabelMode | str, spec: LabelSpec) -> OutputFormat:
+    """The one definition of a mode's output: FP16 logits over every channel, or one int32 label per pixel."""
+    pixels = spec.size[0] * spec.size[1]
+    if LabelMode(mode) == LabelMode.LABELS:
+        return OutputFormat(label_mode=LabelMode.LABELS, dtype="int32", bytes_per_image=pixels * LABEL_BYTES)
+    return OutputFormat(label_mode=LabelMode.LOGITS, dtype="float16", bytes_per_image=spec.channels * pixels * 2)
+
+
+class PlannedCell(Record):
+    """One (target, batch size) cell of the guide's tables, as planned."""
+
+    target: TargetRecord
+    batch_size: int
+    output: OutputFormat
+
+
+# ---------------------------------------------------------------------------------- the build
+
+class ExportedModel(Record):
+    """ErfNet_pth2onnx.py's model, verified against PyTorch."""
+
     origin: str
+    origin_sha256: str
     max_abs_error: float
     max_rel_error: float
     cache_hit: bool
+    labels_on_device: bool        # fix_bn appends ArgMax to the model every target compiles
+
+
+class Model(Record):
+    """modify_bn_weights.py's model (with ArgMax where labels_on_device): what every target compiles."""
+
+    exported: ExportedModel
     path: str
     sha256: str
     bn_values_changed: int
 
 
-class Prepared(TypedDict):
+class Prepared(Record):
     prep_dir: str
     gt_dir: str
     images: int
     fingerprint: str
     synthetic: bool
     dataset: str                 # a module of erfnet_tasks.datasets
-    class_names: list[str]       # stored with the run, so readers need no dataset module
+    class_names: tuple[str, ...]  # stored with the run, so readers need no dataset module
 
 
-class PlannedCell(TargetRecord):
-    target: str
-    batch_size: int
+class Compilation(Record):
+    """What compiling a cell gave (``status`` ``skipped``: the backend runs the checkpoint itself)."""
 
-
-class CompiledCell(PlannedCell):
-    model_path: str | None
+    status: CompileStatus
+    path: str | None
     sha256: str | None
     seconds: float | None
     cache_hit: bool
-    status: CellStatus
     error: str | None
-    compile_host: NotRequired[str]             # the worker that compiled it (NPU cells)
-    compile_cann_version: NotRequired[str | None]
+    host: str | None = None       # the worker that compiled it and its CANN (NPU cells)
+    cann_version: str | None = None
 
 
-class InferredCell(CompiledCell):
-    summary: str | None
-    host: NotRequired[str]                     # where it ran: worker, device id, its CANN and driver
-    device: NotRequired[str | None]
-    cann_version: NotRequired[str | None]
-    driver_version: NotRequired[str | None]
-    throughput_fps: NotRequired[float]
-    compute_ms: NotRequired[dict]
-    h2d_ms: NotRequired[dict]
-    d2h_ms: NotRequired[dict]
+class CompiledCell(Record):
+    planned: PlannedCell
+    compilation: Compilation
 
 
-class EvaluatedCell(InferredCell):
+# -------------------------------------------------------------------------------- the measure
+
+class Inference(Record):
+    """Where and how a cell ran: its status (``compile_failed`` when it had nothing to run) and timings."""
+
+    status: CellStatus
+    error: str | None = None
+    summary: str | None = None
+    host: str | None = None
+    device: str | None = None     # the device id it held
+    cann_version: str | None = None
+    driver_version: str | None = None
+    throughput_fps: float | None = None
+    compute_ms: dict[str, float] | None = None
+    h2d_ms: dict[str, float] | None = None
+    d2h_ms: dict[str, float] | None = None
+
+
+class Evaluation(Record):
+    images: int
+    miou: float
+    per_class: tuple[float, ...]
+    confusion: tuple[tuple[int, ...], ...]  # channels x channels pixel counts, rows = label, columns = prediction
+    label_mode: LabelMode                   # what the outputs held, checked against the planned format
+
+
+class MeasuredCell(Record):
+    compiled: CompiledCell
+    inference: Inference
+    evaluation: Evaluation | None = None    # None: the cell was not measured
+    outputs_deleted: int = 0                # output files deleted once the result was stored
+
+    @property
+    def planned(self) -> PlannedCell:
+        return self.compiled.planned
+
+    @property
+    def status(self) -> CellStatus:
+        return self.inference.status
+
+
+# ---------------------------------------------------------------- the published rows (the run document)
+
+class CompiledRow(Record):
+    target: str
+    batch_size: int
+    backend: str | None
+    chip: str | None
+    path: str | None
+    sha256: str | None
+    seconds: float | None
+    cache_hit: bool | None
+    status: CompileStatus
+    error: str | None
+    host: str | None
+    cann_version: str | None
+
+
+class AccuracyRow(Record):
+    target: str
+    batch_size: int
+    images: int | None
     miou: float | None
     per_class: list[float] | None
-    images: int
-    confusion: list[list[int]] | None  # channels x channels pixel counts, rows = label, columns = prediction
-    label_mode: LabelMode | None      # what the mIoU was computed from (None: not measured)
-    outputs_deleted: int              # output files deleted once the result was stored (0 with keep_outputs)
+    confusion: list[list[int]] | None
+    label_mode: LabelMode
 
 
-class PerfRow(TypedDict):
+class PerfRow(Record):
     target: str
     batch_size: int
     throughput_fps: float | None
@@ -190,3 +328,12 @@ class PerfRow(TypedDict):
     device: str | None
     cann_version: str | None
     driver_version: str | None
+
+
+CELL_KEY = ("target", "batch_size")  # what names a cell in every table of a run
+COMPILED_FIELDS: tuple[str, ...] = tuple(CompiledRow.model_fields)
+ACCURACY_FIELDS: tuple[str, ...] = tuple(AccuracyRow.model_fields)
+PERF_FIELDS: tuple[str, ...] = tuple(PerfRow.model_fields)
+PERF_VALUES: tuple[str, ...] = tuple(f for f in PERF_FIELDS if f not in CELL_KEY)  # a cell's perf columns
+PERF_METRICS: tuple[str, ...] = tuple(name for name, field in PerfRow.model_fields.items()
+                                      if name not in CELL_KEY and field.annotation == (float | None))

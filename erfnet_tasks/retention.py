@@ -64,7 +64,7 @@ def protected_folders(url: str | None, runs_dir: Path) -> dict[Path, str]:
     """Folders no prune removes: each target's latest complete run, and the cache entries it used."""
     import sqlalchemy as sa
 
-    from .pipeline import run_folder_name
+    from .plan import run_folder_name
     from .records import RunStatus
     from .results import db
     from .results.models import CompiledModel, Performance, Run

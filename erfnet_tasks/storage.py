@@ -16,20 +16,18 @@ from pathlib import Path
 from .datasets import LabelSpec
 from .errors import BadInput
 from .outputs import output_folder_of, read_summary
-from .records import LabelMode
+from .records import LabelMode, output_format
 
 log = logging.getLogger(__name__)
 
-LABEL_BYTES = 4  # int32: what atc's ArgMax (and ONNX Runtime's, cast) hands back (docs/reference)
 # A cell never fills its disk to the last byte: other writers (logs, the summary, other runs) share it.
 MARGIN_FRACTION = 0.05
 MARGIN_BYTES = 16 * 2**20
 
 
 def bytes_per_image(spec: LabelSpec, mode: LabelMode | str = LabelMode.LOGITS) -> int:
-    """What one image's output takes: FP16 logits over every channel, or one int32 label per pixel."""
-    pixels = spec.size[0] * spec.size[1]
-    return pixels * LABEL_BYTES if LabelMode(mode) == LabelMode.LABELS else spec.channels * pixels * 2
+    """What one image's output takes (``records.output_format``; a planned cell carries it)."""
+    return output_format(mode, spec).bytes_per_image
 
 
 def bytes_needed(images: int, per_image: int) -> int:

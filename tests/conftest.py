@@ -89,3 +89,77 @@ def sqlite_url(tmp_path) -> str:
 def results_url(request) -> str:
     """An empty results database, once on SQLite and once on PostgreSQL."""
     return request.getfixturevalue("sqlite_url" if request.param == "sqlite" else "pg_url")
+
+
+class RecordFactory:
+    """Whole stage records (records.py) for tests that start a stage in the middle: every field a
+    record requires, with what the test names overridden."""
+
+    @staticmethod
+    def params(**overrides):
+        values = {"weights": "w.pth", "dataset_root": "cityscapes", "targets": ["cpu"], "batch_sizes": [1],
+                  "aoe": False, "image_limit": 0, "reference_miou": 72.20, "tolerance": 1.0, "force": False,
+                  "keep_outputs": False, "labels_on_device": False}
+        return {**values, **overrides}
+
+    def env(self, targets=("cpu",), params=None, **overrides):
+        from erfnet_tasks.plan import target_record
+        from erfnet_tasks.records import Environment
+        from erfnet_tasks.targets import parse_target
+
+        records = [target_record(parse_target(name)) for name in targets]
+        values = {"run_id": "manual__1", "dag_id": "erfnet_offline_inference",
+                  "started_at": "2026-11-25T00:00:00+00:00", "params": self.params(**(params or {})),
+                  "cann_version": None, "driver_version": None, "host": "h", "backends": {}, "weights_sha256": "w",
+                  "targets": records, "work_dir": "/nonexistent", "npu_chips": [t.chip for t in records if t.chip]}
+        return Environment.model_validate({**values, **overrides})
+
+    @staticmethod
+    def planned(target="cpu", batch_size=1, labels=False):
+        from erfnet_tasks.datasets import label_spec
+        from erfnet_tasks.plan import target_record
+        from erfnet_tasks.records import LabelMode, PlannedCell, output_format
+        from erfnet_tasks.targets import parse_target
+
+        mode = LabelMode.LABELS if labels else LabelMode.LOGITS
+        return PlannedCell(target=target_record(parse_target(target)), batch_size=batch_size,
+                           output=output_format(mode, label_spec()))
+
+    @staticmethod
+    def model(path="m.onnx", sha256="m"):
+        from erfnet_tasks.records import ExportedModel, Model
+
+        exported = ExportedModel(origin="o.onnx", origin_sha256="o", max_abs_error=0.0, max_rel_error=0.0,
+                                 cache_hit=False, labels_on_device=False)
+        return Model(exported=exported, path=str(path), sha256=sha256, bn_values_changed=0)
+
+    @staticmethod
+    def prep(**overrides):
+        from erfnet_tasks.records import Prepared
+
+        values = {"prep_dir": "p", "gt_dir": "g", "images": 1, "fingerprint": "f", "synthetic": True,
+                  "dataset": "cityscapes", "class_names": ["road"]}
+        return Prepared.model_validate({**values, **overrides})
+
+    def measured(self, target="cpu", batch_size=1, status="ok", *, miou=0.5, error=None, fps=10.0,
+                 compile_status="ok", compile_host=None, compile_cann_version=None, **where):
+        """A measured cell; ``where``: the Inference's host, device, cann_version, driver_version."""
+        from erfnet_tasks.records import (CompiledCell, Compilation, Evaluation, Inference, LabelMode,
+                                          MeasuredCell)
+
+        ok = status == "ok"
+        compilation = Compilation(status=compile_status, path=None if compile_status == "failed" else "m.om",
+                                  sha256=None, seconds=0.0, cache_hit=False,
+                                  error=error if compile_status == "failed" else None,
+                                  host=compile_host, cann_version=compile_cann_version)
+        inference = Inference(status=status, error=error, throughput_fps=fps if ok else None,
+                              compute_ms={"mean": 100.0} if ok else None, **where)
+        evaluation = Evaluation(images=1, miou=miou, per_class=[miou] * 19, confusion=[[1]],
+                                label_mode=LabelMode.LOGITS) if ok else None
+        return MeasuredCell(compiled=CompiledCell(planned=self.planned(target, batch_size), compilation=compilation),
+                            inference=inference, evaluation=evaluation)
+
+
+@pytest.fixture(scope="session")
+def make() -> RecordFactory:
+    return RecordFactory()

@@ -68,8 +68,9 @@ class Backend(Protocol):
     BUILDS_ARTIFACT: bool            # False: compile only checks its input, and infer runs the weights
     TARGETS: Mapping[str, str]       # host targets it measures: target name -> device (npu: {}, chips are targets)
 
-    def compile(self, onnx_path: StrPath, out_dir: StrPath, *, chip: str, batch_size: int,
-                aoe: bool = False) -> CompileResult: ...
+    # ``options``: what one backend alone takes (ascend: AOE's leased ``device``, atc's ``integer_output``).
+    def compile(self, onnx_path: StrPath, out_dir: StrPath, *, chip: str, batch_size: int, aoe: bool = False,
+                **options: object) -> CompileResult: ...
 
     def infer(self, model: StrPath, input_dir: StrPath, output_dir: StrPath, *, batch_size: int,
               device: str | int | None = None, loop: int = 1,

@@ -150,9 +150,10 @@ def _compile_failure(tool: str, proc: subprocess.CompletedProcess[str], log_path
 
 
 def compile(onnx_path: StrPath, out_dir: StrPath, *, chip: str, batch_size: int, aoe: bool = False,
-            device: str | int | None = None) -> CompileResult:
+            device: str | int | None = None, integer_output: bool | None = None) -> CompileResult:
     """``atc`` (or AOE subgraph then operator tuning) -> ``OUT_DIR/ErfNet_bs{N}[_aoe].om``; the tool's
-    output is kept in ``<om>.log`` beside it."""
+    output is kept in ``<om>.log`` beside it. ``integer_output``: the planned cell's OutputFormat (the
+    pipeline passes it); None (`erfnet compile`, no plan) reads it from the model's graph."""
     check_chip(chip)
     check_batch_size(batch_size)
     src = Path(onnx_path)  # its existence is atc's to check: atc reports it with an error code
@@ -167,7 +168,8 @@ def compile(onnx_path: StrPath, out_dir: StrPath, *, chip: str, batch_size: int,
     if aoe:
         steps = [("aoe", aoe_argv(src, base, batch_size=batch_size, job_type=job, device=device)) for job in (1, 2)]
     else:
-        steps = [("atc", atc_argv(src, base, chip=chip, batch_size=batch_size, integer_output=has_integer_output(src)))]
+        labels = has_integer_output(src) if integer_output is None else integer_output
+        steps = [("atc", atc_argv(src, base, chip=chip, batch_size=batch_size, integer_output=labels))]
     for tool, argv in steps:
         deadline = deadlines.aoe_deadline() if aoe else deadlines.atc_deadline()
         try:

@@ -11,7 +11,8 @@ import re
 from datetime import datetime, timezone
 
 from ..errors import BadInput
-from ..records import CellStatus, CompileStatus, LabelMode, RunStatus, run_status
+from ..records import (ACCURACY_FIELDS, COMPILED_FIELDS, PERF_FIELDS, PERF_METRICS, CellStatus, CompileStatus,
+                       LabelMode, RunStatus, run_status)
 
 RUN_ID_PATTERN = re.compile(r"^[A-Za-z0-9_.:+\-]{1,250}$")
 LATEST = "latest"
@@ -19,12 +20,7 @@ LATEST = "latest"
 RUN_FIELDS = ("id", "dag_id", "started_at", "finished_at", "status", "params", "cann_version",
               "driver_version", "host", "backends", "model_sha256", "weights_sha256",
               "dataset_fingerprint", "images", "synthetic", "class_names")
-COMPILED_FIELDS = ("target", "batch_size", "backend", "chip", "path", "sha256", "seconds", "cache_hit",
-                   "status", "error", "host", "cann_version")
-ACCURACY_FIELDS = ("target", "batch_size", "images", "miou", "per_class", "confusion", "label_mode")
-PERF_FIELDS = ("target", "batch_size", "throughput_fps", "compute_min_ms", "compute_mean_ms",
-               "compute_median_ms", "compute_p99_ms", "h2d_mean_ms", "d2h_mean_ms", "status", "error",
-               "host", "device", "cann_version", "driver_version")
+# COMPILED_FIELDS, ACCURACY_FIELDS, PERF_FIELDS: the published rows' fields (records.CompiledRow ...).
 CELL_ENVIRONMENT = ("host", "device", "cann_version", "driver_version")  # where a perf cell was measured
 FINDING_FIELDS = ("rule", "target", "batch_size", "message", "value", "threshold", "baseline_run_id")
 # Documents written before runs stored their class names all measured Cityscapes: readers name their
@@ -214,7 +210,7 @@ def _confusion(value, where: str) -> list[list[int]] | None:
 
 def _check_perf(cell: dict, where: str) -> None:
     cell["status"] = _choice(cell["status"] or CellStatus.OK, PERF_STATUSES, f"{where}.status")
-    for name in PERF_FIELDS[2:9]:
+    for name in PERF_METRICS:
         cell[name] = _optional_float(cell[name], f"{where}.{name}")
     for name in CELL_ENVIRONMENT:
         if cell[name] is not None:

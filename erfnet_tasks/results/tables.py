@@ -17,8 +17,7 @@ from enum import Enum
 from typing import Any
 
 from ..errors import BadInput
-from ..records import CellStatus
-from .document import PERF_FIELDS
+from ..records import PERF_VALUES, CellStatus
 from .reference import GUIDE_ACCURACY_BATCHES, GUIDE_COLUMNS, GUIDE_MIOU, GUIDE_THROUGHPUT, guide_column
 
 
@@ -169,7 +168,7 @@ def compare_table(doc_a: Mapping[str, Any], doc_b: Mapping[str, Any]) -> Table:
     return Table(headers, rows)
 
 
-CELL_CSV_HEADERS = ["run_id", "target", "batch_size", "images", "miou", *PERF_FIELDS[2:]]
+CELL_CSV_HEADERS = ["run_id", "target", "batch_size", "images", "miou", *PERF_VALUES]
 
 
 def cell_rows(doc: Mapping[str, Any]) -> Table:
@@ -179,7 +178,7 @@ def cell_rows(doc: Mapping[str, Any]) -> Table:
     for key in sorted(set(accuracy) | set(perf)):
         acc, cell = accuracy.get(key) or {}, perf.get(key) or {}
         rows.append([doc["run"]["id"], key[0], key[1], acc.get("images"), acc.get("miou"),
-                     *[cell.get(name) for name in PERF_FIELDS[2:]]])
+                     *[cell.get(name) for name in PERF_VALUES]])
     return Table(CELL_CSV_HEADERS, rows)
 
 

@@ -136,30 +136,28 @@ def test_configured_chips_must_be_chip_names(monkeypatch):
 
 
 def test_no_broker_means_auto_is_this_hosts_chips_and_a_dead_broker_is_told_fast(tmp_path, monkeypatch):
-    from erfnet_tasks import pipeline
+    from erfnet_tasks import plan
 
     harness.use_standins(monkeypatch, tmp_path, chip="Ascend310P3,Ascend310")
     assert fleet.live_chips(None) is None
-    assert pipeline.fleet_chips(None) == ["Ascend310P3", "Ascend310"]
-    assert pipeline.fleet_chips([]) == []  # a fleet without NPU workers: auto then means cpu
+    assert plan.fleet_chips(None) == ["Ascend310P3", "Ascend310"]
+    assert plan.fleet_chips([]) == []  # a fleet without NPU workers: auto then means cpu
     started = time.monotonic()
     assert fleet.live_chips("redis://127.0.0.1:1/0", timeout=1.0) is None  # nothing listens on port 1
     assert time.monotonic() - started < 30
 
 
-def test_aoe_tunes_on_a_leased_device_of_its_own_chip(fixed_onnx, tmp_path, monkeypatch):
-    from erfnet_tasks import pipeline
+def test_aoe_tunes_on_a_leased_device_of_its_own_chip(fixed_onnx, tmp_path, monkeypatch, make):
+    from erfnet_tasks import build
     from erfnet_tasks.fsutil import sha256_file
-    from erfnet_tasks.targets import parse_target
 
     record = harness.use_standins(monkeypatch, tmp_path, chip="Ascend310,Ascend310P3")
     monkeypatch.setenv("ERFNET_WORKER_HOSTNAME", "host-x")
     monkeypatch.setenv("ERFNET_DATA_DIR", str(tmp_path / "data"))  # the compile cache
-    cell = {**parse_target("Ascend310P3+AOE").as_dict(), "target": "Ascend310P3+AOE", "batch_size": 1}
-    model = {"path": str(fixed_onnx), "sha256": sha256_file(fixed_onnx)}
-    env = {"params": {"weights": "unused"}, "weights_sha256": "x"}
-    compiled = pipeline.compile_cell(cell, model, env)
-    assert compiled["status"] == "ok" and compiled["compile_host"] == "host-x"
+    cell = make.planned("Ascend310P3+AOE", 1)
+    model = make.model(fixed_onnx, sha256_file(fixed_onnx))
+    compiled = build.compile_cell(cell, model, make.env(targets=["Ascend310P3+AOE"])).compilation
+    assert compiled.status == "ok" and compiled.host == "host-x"
     aoe = [c["argv"] for c in harness.invocations(record) if c["tool"] == "aoe"]
     assert len(aoe) == 2 and all("--device=1" in argv for argv in aoe)  # device 1 is the 310P3
     assert {(u["device"], u["chip"], u["shared"]) for u in harness.device_uses(record)} == {(1, "Ascend310P3", False)}

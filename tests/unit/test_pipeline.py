@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import json
 import os
 
 import pytest
+from pydantic import ValidationError
 
-from erfnet_tasks import pipeline
+from erfnet_tasks import build, measure, nightly, pipeline, plan, report
 from erfnet_tasks.deployment import DAG_ID
 from erfnet_tasks.errors import ErfnetError
+from erfnet_tasks.records import COMPILED_FIELDS, PERF_FIELDS, MeasuredCell, PlannedCell, from_xcom, to_xcom
 from erfnet_tasks.settings import load_settings
 from erfnet_tasks.targets import expand_targets, parse_target
 
@@ -83,34 +86,97 @@ def test_targets_map_to_backends_and_aoe_adds_a_column_per_chip():
     assert [t.name for t in expand_targets(["auto"], aoe=False, detected_chips=[])] == ["cpu"]
 
 
-def test_plan_splits_the_matrix_by_where_it_runs():
-    env = {"targets": [t.as_dict() for t in expand_targets(["Ascend310", "cpu"], aoe=True, detected_chips=[])],
-           "params": {"batch_sizes": [1, 64]}}
-    groups = {g: [(c["target"], c["batch_size"]) for c in pipeline.plan_cells(env, g, "Ascend310")]
+def test_plan_splits_the_matrix_by_where_it_runs(make):
+    names = [t.name for t in expand_targets(["Ascend310", "cpu"], aoe=True, detected_chips=[])]
+    env = make.env(targets=names, params={"batch_sizes": [1, 64]})
+    groups = {g: [(c.target.name, c.batch_size) for c in plan.plan_cells(env, g, "Ascend310")]
               for g in ("npu", "npu_aoe", "host")}
-    assert [c["target"] for c in pipeline.plan_cells(env, "npu", "Ascend310P3")] == []  # another chip's group
+    assert plan.plan_cells(env, "npu", "Ascend310P3") == []  # another chip's group
     assert groups == {"npu": [("Ascend310", 1), ("Ascend310", 64)],
                       "npu_aoe": [("Ascend310+AOE", 1), ("Ascend310+AOE", 64)],
                       "host": [("cpu", 1), ("cpu", 64)]}
 
 
-def test_compile_cache_is_keyed_by_content_and_reused(data_root, fixed_onnx):
+def test_the_output_format_is_decided_when_the_cell_is_planned(make):
+    """labels_on_device: a backend that compiles an artifact outputs int32 label maps, PyTorch (which runs
+    the checkpoint) the guide's FP16 logits; the sizes are the dataset's (20 channels of 1024x512)."""
+    env = make.env(targets=["cpu", "torch-cpu", "Ascend310"], params={"labels_on_device": True})
+    formats = {c.target.name: c.output for g, chip in (("host", None), ("npu", "Ascend310"))
+               for c in plan.plan_cells(env, g, chip)}
+    assert {name: (f.label_mode, f.dtype) for name, f in formats.items()} == {
+        "cpu": ("labels", "int32"), "Ascend310": ("labels", "int32"), "torch-cpu": ("logits", "float16")}
+    assert formats["cpu"].bytes_per_image == 1024 * 512 * 4
+    assert formats["torch-cpu"].bytes_per_image == 20 * 1024 * 512 * 2
+    logits = plan.plan_cells(make.env(), "host")[0].output
+    assert (logits.label_mode, logits.bytes_per_image) == ("logits", 20 * 1024 * 512 * 2)
+
+
+def test_records_cross_xcom_as_plain_json_and_refuse_what_does_not_fit(make):
+    cell = make.measured("Ascend310", 4, "oom", error="oom: malloc device buffer failed", host="h", device="1")
+    data = json.loads(json.dumps(to_xcom(cell)))
+    assert from_xcom(MeasuredCell, data) == cell
+    assert data["compiled"]["planned"]["target"]["device_type"] == "npu" and data["inference"]["device"] == "1"
+    with pytest.raises(ErfnetError, match=r"not a MeasuredCell: inference\.colour: Extra inputs"):
+        from_xcom(MeasuredCell, {**data, "inference": {**data["inference"], "colour": "red"}})
+    with pytest.raises(ErfnetError, match="not a PlannedCell: batch_size"):
+        from_xcom(PlannedCell, {k: v for k, v in to_xcom(make.planned()).items() if k != "batch_size"})
+    with pytest.raises(ValidationError):  # frozen: a stage makes a new record, it never edits one
+        cell.inference.status = "ok"
+
+
+def test_the_run_document_rows_carry_the_records_fields(make):
+    cell = make.measured("Ascend310", 1, host="host-b", device="0", cann_version="8.1.RC1", driver_version="23",
+                         compile_host="host-c", compile_cann_version="8.0.0")
+    doc = report.build_run_document(make.env(), make.model(), make.prep(), [cell], report.collect_perf([cell]))
+    assert list(doc["compiled"][0]) == list(COMPILED_FIELDS) and list(doc["perf"][0]) == list(PERF_FIELDS)
+    assert (doc["compiled"][0]["host"], doc["compiled"][0]["cann_version"]) == ("host-c", "8.0.0")
+    assert (doc["perf"][0]["host"], doc["perf"][0]["device"], doc["perf"][0]["cann_version"]) == ("host-b", "0",
+                                                                                                 "8.1.RC1")
+    assert doc["accuracy"][0]["label_mode"] == "logits" and doc["accuracy"][0]["miou"] == 0.5
+
+
+def test_compile_cache_is_keyed_by_content_and_reused(data_root, fixed_onnx, make):
     from erfnet_tasks.fsutil import sha256_file
 
-    model = {"path": str(fixed_onnx), "sha256": sha256_file(fixed_onnx)}
-    env = {"cann_version": None, "params": {"weights": "unused"}, "weights_sha256": "x"}
-    cell = {"target": "cpu", "backend": "onnxruntime", "device": "cpu", "chip": None, "aoe": False, "batch_size": 2}
-    first = pipeline.compile_cell(cell, model, env)
-    second = pipeline.compile_cell(cell, model, env)
-    assert first["status"] == "ok" and not first["cache_hit"]
-    assert second["cache_hit"] and second["model_path"] == first["model_path"]
-    assert second["sha256"] == sha256_file(first["model_path"])
+    model = make.model(fixed_onnx, sha256_file(fixed_onnx))
+    env, cell = make.env(), make.planned("cpu", 2)
+    first = build.compile_cell(cell, model, env).compilation
+    second = build.compile_cell(cell, model, env).compilation
+    assert first.status == "ok" and not first.cache_hit
+    assert second.cache_hit and second.path == first.path
+    assert second.sha256 == sha256_file(first.path)
     # Keyed by the CANN version of the host that compiles (a fleet's hosts are upgraded one at a time).
-    assert pipeline.cache_key(model, "8.0.RC3", cell) != pipeline.cache_key(model, "8.0.0", cell)
-    assert pipeline.cache_key(model, None, {**cell, "batch_size": 4}) != pipeline.cache_key(model, None, cell)
+    assert build.cache_key(model, "8.0.RC3", cell) != build.cache_key(model, "8.0.0", cell)
+    assert build.cache_key(model, None, make.planned("cpu", 4)) != build.cache_key(model, None, cell)
+    assert build.cache_key(model, None, make.planned("cpu", 2, labels=True)) != build.cache_key(model, None, cell)
 
 
-def test_a_refused_compile_is_a_recorded_cell_not_a_crash(data_root, tmp_path, monkeypatch):
+def test_two_workers_never_build_the_same_store_entry_at_once(tmp_path):
+    import threading
+    import time
+
+    from erfnet_tasks.store import Store
+
+    store, built = Store(tmp_path / "cache", "a test cache"), []
+
+    def build_slowly(staging):
+        built.append(staging)
+        time.sleep(0.2)
+        (staging / "a.bin").write_bytes(b"artifact")
+        return staging / "a.bin", {"n": len(built)}
+
+    entries = []
+    workers = [threading.Thread(target=lambda: entries.append(store.fetch_or_build("k", build_slowly)))
+               for _ in range(2)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+    assert len(built) == 1 and sorted(e.hit for e in entries) == [False, True]
+    assert {e.artifact.read_bytes() for e in entries} == {b"artifact"} and entries[1].meta == {"n": 1}
+
+
+def test_a_refused_compile_is_a_recorded_cell_not_a_crash(data_root, tmp_path, monkeypatch, make):
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     atc = bin_dir / "atc"
@@ -120,122 +186,108 @@ def test_a_refused_compile_is_a_recorded_cell_not_a_crash(data_root, tmp_path, m
     monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
     onnx = data_root / "m.onnx"
     onnx.write_bytes(b"not really onnx")
-    cell = {"target": "Ascend310", "backend": "ascend", "device": "npu", "chip": "Ascend310", "aoe": False,
-            "batch_size": 1}
-    env = {"cann_version": "8.0.0", "params": {}, "weights_sha256": "x"}
-    result = pipeline.compile_cell(cell, {"path": str(onnx), "sha256": "abc"}, env)
-    assert result["status"] == "compile_failed" and "E10007" in result["error"]
-    row = pipeline.perf_row({**result, "summary": None})
-    assert row["status"] == "compile_failed" and row["throughput_fps"] is None
+    env = make.env(targets=["Ascend310"], cann_version="8.0.0")
+    result = build.compile_cell(make.planned("Ascend310", 1), make.model(onnx, "abc"), env)
+    assert result.compilation.status == "failed" and "E10007" in result.compilation.error
+    measured = measure.infer_cell(result, make.prep(), env)
+    row = report.perf_row(measured)
+    assert row.status == "compile_failed" and row.throughput_fps is None and "E10007" in row.error
 
 
-def test_run_document_status_and_cells():
-    env = {"run_id": "manual__1", "dag_id": DAG_ID, "started_at": "2026-11-25T00:00:00+00:00",
-           "params": {}, "cann_version": "8.0.0", "driver_version": None, "host": "h", "backends": {},
-           "weights_sha256": "w"}
-    ok = {"target": "Ascend310", "batch_size": 1, "backend": "ascend", "chip": "Ascend310", "status": "ok",
-          "miou": 0.5, "per_class": [0.5] * 19, "images": 2, "throughput_fps": 10.0,
-          "compute_ms": {"mean": 100.0}, "error": None}
-    oom = {**ok, "batch_size": 64, "status": "oom", "error": "oom: malloc device buffer failed", "miou": None}
-    doc = pipeline.build_run_document(env, {"sha256": "m"}, {"fingerprint": "f", "images": 2, "synthetic": True},
-                                      [ok, oom], pipeline.collect_perf([ok, oom]))
+def test_run_document_status_and_cells(make):
+    env = make.env(targets=["Ascend310"], cann_version="8.0.0")
+    ok = make.measured("Ascend310", 1)
+    oom = make.measured("Ascend310", 64, "oom", error="oom: malloc device buffer failed")
+    prep = make.prep(images=2)
+    doc = report.build_run_document(env, make.model(), prep, [ok, oom], report.collect_perf([ok, oom]))
     assert doc["run"]["status"] == "complete"
     assert [(a["target"], a["batch_size"]) for a in doc["accuracy"]] == [("Ascend310", 1)]
     assert {p["batch_size"]: p["status"] for p in doc["perf"]} == {1: "ok", 64: "oom"}
-    failed = pipeline.build_run_document(env, {"sha256": "m"}, {"fingerprint": "f", "images": 2, "synthetic": True},
-                                         [oom], pipeline.collect_perf([oom]))
+    failed = report.build_run_document(env, make.model(), prep, [oom], report.collect_perf([oom]))
     assert failed["run"]["status"] == "failed"
 
 
 @pytest.mark.slow  # three full-size ERFNet exports, each checked against PyTorch
-def test_export_is_reused_while_weights_and_exporter_are_unchanged(data_root, random_checkpoint):
+def test_export_is_reused_while_weights_and_exporter_are_unchanged(data_root, random_checkpoint, make):
     from erfnet_tasks.fsutil import sha256_file
 
-    env = {"params": {"weights": str(random_checkpoint)}, "weights_sha256": sha256_file(random_checkpoint)}
-    first = pipeline.export_step(env)
-    second = pipeline.export_step(env)
-    assert not first["cache_hit"] and second["cache_hit"]
-    assert second["origin"] == first["origin"] and second["max_abs_error"] == first["max_abs_error"]
-    model = pipeline.fix_bn_step(second)
-    assert model["bn_values_changed"] == 10 and model["sha256"] == sha256_file(model["path"])
-    other = pipeline.export_step({**env, "weights_sha256": "0" * 64})
-    assert not other["cache_hit"] and other["origin"] != first["origin"]
+    env = make.env(params={"weights": str(random_checkpoint)}, weights_sha256=sha256_file(random_checkpoint))
+    first = build.export_step(env)
+    second = build.export_step(env)
+    assert not first.cache_hit and second.cache_hit
+    assert second.origin == first.origin and second.max_abs_error == first.max_abs_error
+    model = build.fix_bn_step(second)
+    assert model.bn_values_changed == 10 and model.sha256 == sha256_file(model.path)
+    other = build.export_step(env.model_copy(update={"weights_sha256": "0" * 64}))
+    assert not other.cache_hit and other.origin != first.origin
 
 
-def _env_and_cells():
-    env = {"run_id": "manual__2", "dag_id": DAG_ID, "started_at": "2026-11-26T00:00:00+00:00",
-           "params": {"force": False, "batch_sizes": [1], "reference_miou": 0.0, "tolerance": 1.0},
-           "cann_version": "8.0.0", "driver_version": None, "host": "h", "backends": {},
-           "weights_sha256": "w", "targets": [{"name": "Ascend310", "chip": "Ascend310"},
-                                              {"name": "Ascend310P3", "chip": "Ascend310P3"}],
-           "npu_chips": ["Ascend310", "Ascend310P3"],
-           "hosts": [{"chip": c, "host": "h", "cann_version": "8.0.0", "driver_version": None, "devices": [0]}
-                     for c in ("Ascend310", "Ascend310P3")]}
-    ok = {"target": "Ascend310P3", "batch_size": 1, "backend": "ascend", "chip": "Ascend310P3", "status": "ok",
-          "miou": 0.5, "per_class": [0.5] * 19, "images": 1, "throughput_fps": 10.0,
-          "compute_ms": {"mean": 100.0}, "error": None}
-    unloaded = {**ok, "target": "Ascend310", "chip": "Ascend310", "status": "model_load_failed", "miou": None,
-                "error": "model_load_failed: ais_bench failed: load model from file failed"}
+def _env_and_cells(make):
+    env = make.env(targets=["Ascend310", "Ascend310P3"], run_id="manual__2", started_at="2026-11-26T00:00:00+00:00",
+                   params={"reference_miou": 0.0}, cann_version="8.0.0",
+                   hosts=[{"chip": c, "host": "h", "cann_version": "8.0.0", "driver_version": None, "devices": [0]}
+                          for c in ("Ascend310", "Ascend310P3")])
+    ok = make.measured("Ascend310P3", 1)
+    unloaded = make.measured("Ascend310", 1, "model_load_failed",
+                             error="model_load_failed: ais_bench failed: load model from file failed")
     return env, ok, unloaded
 
 
 @pytest.mark.parametrize("status", ["model_load_failed", "device_open_failed", "infer_failed"])
-def test_a_cell_that_never_reached_a_device_makes_the_run_incomplete(status):
-    env, ok, unloaded = _env_and_cells()
-    cells = [ok, {**unloaded, "status": status}]
-    doc = pipeline.build_run_document(env, {"sha256": "m"}, {"fingerprint": "f", "images": 1, "synthetic": True},
-                                      cells, pipeline.collect_perf(cells))
+def test_a_cell_that_never_reached_a_device_makes_the_run_incomplete(status, make):
+    env, ok, _unloaded = _env_and_cells(make)
+    cells = [ok, make.measured("Ascend310", 1, status, error=f"{status}: x")]
+    doc = report.build_run_document(env, make.model(), make.prep(), cells, report.collect_perf(cells))
     assert doc["run"]["status"] == "incomplete"
     assert {p["target"]: p["status"] for p in doc["perf"]} == {"Ascend310": status, "Ascend310P3": "ok"}
 
 
-def test_incomplete_run_fails_the_gate_with_the_reason_and_never_makes_the_nightly_skip(sqlite_url):
-    from erfnet_tasks.errors import RegressionDetected
+def _publish(env, cells, make, url):
     from erfnet_tasks.results import publish
 
-    env, ok, unloaded = _env_and_cells()
-    prep = {"fingerprint": "f", "images": 1, "synthetic": True}
-    cells = [ok, unloaded]
-    publish.publish_run(pipeline.build_run_document(env, {"sha256": "m"}, prep, cells,
-                                                    pipeline.collect_perf(cells)), sqlite_url)
+    publish.publish_run(report.build_run_document(env, make.model(), make.prep(), cells, report.collect_perf(cells)),
+                        url)
+
+
+def test_incomplete_run_fails_the_gate_with_the_reason_and_never_makes_the_nightly_skip(sqlite_url, make):
+    from erfnet_tasks.errors import RegressionDetected
+
+    env, ok, unloaded = _env_and_cells(make)
+    _publish(env, [ok, unloaded], make, sqlite_url)
     with pytest.raises(RegressionDetected, match=r"incomplete .*Ascend310 batch 1: model_load_failed.*load model"):
-        pipeline.regression_gate(env["run_id"], env["params"], sqlite_url)
-    assert pipeline.unchanged_since_last_run(env, {"sha256": "m"}, prep, sqlite_url) is None
+        report.regression_gate(env.run_id, dict(env.params), sqlite_url)
+    assert nightly.unchanged_since_last_run(env, make.model(), make.prep(), sqlite_url) is None
 
     # The same matrix with every cell a result (oom is one) is complete, and the next nightly skips.
-    oom = {**unloaded, "status": "oom", "error": "oom: malloc device buffer failed"}
-    later = {**env, "run_id": "manual__3", "started_at": "2026-11-27T00:00:00+00:00"}
-    publish.publish_run(pipeline.build_run_document(later, {"sha256": "m"}, prep, [ok, oom],
-                                                    pipeline.collect_perf([ok, oom])), sqlite_url)
-    assert pipeline.regression_gate(later["run_id"], later["params"], sqlite_url) == []
-    assert pipeline.unchanged_since_last_run(env, {"sha256": "m"}, prep, sqlite_url) == "manual__3"
+    oom = make.measured("Ascend310", 1, "oom", error="oom: malloc device buffer failed")
+    later = env.model_copy(update={"run_id": "manual__3", "started_at": "2026-11-27T00:00:00+00:00"})
+    _publish(later, [ok, oom], make, sqlite_url)
+    assert report.regression_gate(later.run_id, dict(later.params), sqlite_url) == []
+    assert nightly.unchanged_since_last_run(env, make.model(), make.prep(), sqlite_url) == "manual__3"
 
 
-def test_the_nightly_skip_and_the_gate_compare_each_chip_with_its_own_cann(sqlite_url):
+def test_the_nightly_skip_and_the_gate_compare_each_chip_with_its_own_cann(sqlite_url, make):
     """Issue 16: a fleet's hosts are upgraded one at a time; each cell records its own CANN."""
-    from erfnet_tasks.results import db, publish, queries
+    from erfnet_tasks.results import db, queries
 
-    env, ok310p, ok310 = _env_and_cells()
-    ok310 = {**ok310, "status": "ok", "error": None, "miou": 0.5}
-    prep = {"fingerprint": "f", "images": 1, "synthetic": True}
-    cells = [{**ok310, "host": "host-b", "device": "0", "cann_version": "8.0.0"},
-             {**ok310p, "host": "host-a", "device": "1", "cann_version": "8.0.0"}]
-    publish.publish_run(pipeline.build_run_document(env, {"sha256": "m"}, prep, cells,
-                                                    pipeline.collect_perf(cells)), sqlite_url)
-    assert pipeline.unchanged_since_last_run(env, {"sha256": "m"}, prep, sqlite_url) == "manual__2"
+    env, _ok, _unloaded = _env_and_cells(make)
+    cells = [make.measured("Ascend310", 1, host="host-b", device="0", cann_version="8.0.0"),
+             make.measured("Ascend310P3", 1, host="host-a", device="1", cann_version="8.0.0")]
+    _publish(env, cells, make, sqlite_url)
+    assert nightly.unchanged_since_last_run(env, make.model(), make.prep(), sqlite_url) == "manual__2"
     # Host B (the 310) upgraded alone: that chip changed, so the nightly measures.
-    upgraded = {**env, "hosts": [{**h, "cann_version": "8.1.RC1"} if h["chip"] == "Ascend310" else h
-                                 for h in env["hosts"]]}
+    upgraded = env.model_copy(update={"hosts": tuple(
+        h.model_copy(update={"cann_version": "8.1.RC1"}) if h.chip == "Ascend310" else h for h in env.hosts)})
     with db.session_scope(sqlite_url) as session:
         previous = queries.run_document(session, "manual__2")
-    assert pipeline.changed_chips(upgraded, previous) == ["Ascend310"]
-    assert pipeline.unchanged_since_last_run(upgraded, {"sha256": "m"}, prep, sqlite_url) is None
+    assert nightly.changed_chips(upgraded, previous) == ["Ascend310"]
+    assert nightly.unchanged_since_last_run(upgraded, make.model(), make.prep(), sqlite_url) is None
     # Its cells are 20% slower on the new CANN; the 310P3's, on the same CANN, have no baseline at all.
-    later = {**upgraded, "run_id": "manual__3", "started_at": "2026-11-27T00:00:00+00:00"}
-    slower = [{**cells[0], "cann_version": "8.1.RC1", "throughput_fps": 8.0}, {**cells[1], "throughput_fps": 5.0}]
-    publish.publish_run(pipeline.build_run_document(later, {"sha256": "m"}, prep, slower,
-                                                    pipeline.collect_perf(slower)), sqlite_url)
-    findings = pipeline.regression_findings("manual__3", later["params"], sqlite_url)
+    later = upgraded.model_copy(update={"run_id": "manual__3", "started_at": "2026-11-27T00:00:00+00:00"})
+    slower = [make.measured("Ascend310", 1, host="host-b", device="0", cann_version="8.1.RC1", fps=8.0),
+              make.measured("Ascend310P3", 1, host="host-a", device="1", cann_version="8.0.0", fps=5.0)]
+    _publish(later, slower, make, sqlite_url)
+    findings = report.regression_findings("manual__3", dict(later.params), sqlite_url)
     assert [(f["rule"], f["target"], f["baseline_run_id"]) for f in findings] == [
         ("throughput_drop", "Ascend310", "manual__2")]
     assert "now CANN 8.1.RC1" in findings[0]["message"]
@@ -245,21 +297,16 @@ def test_the_nightly_skip_and_the_gate_compare_each_chip_with_its_own_cann(sqlit
         ("Ascend310", "host-b", "0", "8.1.RC1"), ("Ascend310P3", "host-a", "1", "8.0.0")]
 
 
-
-def test_results_show_says_where_each_cell_ran(sqlite_url, capsys):
+def test_results_show_says_where_each_cell_ran(sqlite_url, capsys, make):
     from erfnet_tasks.cli import main
-    from erfnet_tasks.results import publish
 
-    env, ok310p, ok310 = _env_and_cells()
-    ok310 = {**ok310, "status": "ok", "error": None, "miou": 0.5}
-    cells = [{**ok310, "host": "host-b", "device": "0", "cann_version": "8.1.RC1", "driver_version": "23.0.3",
-              "compile_host": "host-b", "compile_cann_version": "8.1.RC1"},
-             {**ok310p, "host": "host-a", "device": "1", "cann_version": "8.0.0", "driver_version": "22.0.2",
-              "compile_host": "host-a", "compile_cann_version": "8.0.0"}]
-    doc = pipeline.build_run_document(env, {"sha256": "m"}, {"fingerprint": "f", "images": 1, "synthetic": True},
-                                      cells, pipeline.collect_perf(cells))
-    publish.publish_run(doc, sqlite_url)
-    assert main(["results", "--db", sqlite_url, "show", "--run", env["run_id"]]) == 0
+    env, _ok, _unloaded = _env_and_cells(make)
+    cells = [make.measured("Ascend310", 1, host="host-b", device="0", cann_version="8.1.RC1", driver_version="23.0.3",
+                           compile_host="host-b", compile_cann_version="8.1.RC1"),
+             make.measured("Ascend310P3", 1, host="host-a", device="1", cann_version="8.0.0", driver_version="22.0.2",
+                           compile_host="host-a", compile_cann_version="8.0.0")]
+    _publish(env, cells, make, sqlite_url)
+    assert main(["results", "--db", sqlite_url, "show", "--run", env.run_id]) == 0
     out = capsys.readouterr().out
     assert "covered (chip, host, CANN): Ascend310 on host-b, CANN 8.1.RC1; Ascend310P3 on host-a, CANN 8.0.0" in out
     rows = [line.split() for line in out.split("Where each cell ran", 1)[1].splitlines() if line.startswith("Ascend")]
@@ -267,17 +314,16 @@ def test_results_show_says_where_each_cell_ran(sqlite_url, capsys):
                         ["Ascend310P3", "1", "host-a", "host-a", "1", "8.0.0", "22.0.2", "ok"]]
 
 
-def test_an_imported_complete_run_with_an_unmeasured_cell_is_stored_incomplete(sqlite_url):
+def test_an_imported_complete_run_with_an_unmeasured_cell_is_stored_incomplete(sqlite_url, make):
     from erfnet_tasks.results import db, publish, queries
 
-    env, ok, unloaded = _env_and_cells()
+    env, ok, unloaded = _env_and_cells(make)
     cells = [ok, unloaded]
-    doc = pipeline.build_run_document(env, {"sha256": "m"}, {"fingerprint": "f", "images": 1, "synthetic": True},
-                                      cells, pipeline.collect_perf(cells))
+    doc = report.build_run_document(env, make.model(), make.prep(), cells, report.collect_perf(cells))
     doc["run"]["status"] = "complete"  # as a hand-edited or older results.json might claim
     publish.publish_run(doc, sqlite_url)
     with db.session_scope(sqlite_url) as session:
-        assert queries.run_document(session, env["run_id"])["run"]["status"] == "incomplete"
+        assert queries.run_document(session, env.run_id)["run"]["status"] == "incomplete"
 
 
 def test_a_failing_npu_smi_does_not_abort_a_cpu_only_run(data_root, tmp_path, monkeypatch):

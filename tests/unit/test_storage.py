@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from erfnet_tasks import pipeline, storage
+from erfnet_tasks import build, measure, plan, report, storage
 from erfnet_tasks.datasets import label_spec
 from erfnet_tasks.errors import ErfnetError
 from erfnet_tasks.evaluate import iou_from_confusion
@@ -35,16 +35,16 @@ def measured_setup(tmp_path_factory):
         mp.setenv("ERFNET_DATA_ROOTS", str(root))
         form = {"weights": str(root / "w.pth"), "dataset_root": str(root / "cityscapes"), "targets": ["cpu"],
                 "batch_sizes": [1, 2]}
-        env = pipeline.resolve_environment(form, "storage_test")
-        model = pipeline.fix_bn_step(pipeline.export_step(env))
-        prep = pipeline.preprocess_dataset(env)
-        cells = [pipeline.compile_cell(c, model, env) for c in pipeline.plan_cells(env, "host")]
+        env = plan.resolve_environment(form, "storage_test")
+        model = build.fix_bn_step(build.export_step(env))
+        prep = build.preprocess_dataset(env)
+        cells = [build.compile_cell(c, model, env) for c in plan.plan_cells(env, "host")]
         yield {"root": root, "env": env, "prep": prep, "cells": cells}
 
 
-def _env(setup, work_dir: Path, **params) -> dict:
+def _env(setup, work_dir: Path, **params):
     env = setup["env"]
-    return {**env, "work_dir": str(work_dir), "params": {**env["params"], **params}}
+    return env.model_copy(update={"work_dir": str(work_dir), "params": {**env.params, **params}})
 
 
 def _bins(folder: Path) -> list[Path]:
@@ -53,42 +53,43 @@ def _bins(folder: Path) -> list[Path]:
 
 def test_evaluate_then_delete_keeps_the_result_summary_and_the_same_miou(measured_setup, tmp_path):
     cell, prep = measured_setup["cells"][0], measured_setup["prep"]
-    kept = pipeline.measure_cell(cell, prep, _env(measured_setup, tmp_path / "kept", keep_outputs=True))
-    gone = pipeline.measure_cell(cell, prep, _env(measured_setup, tmp_path / "gone", keep_outputs=False))
-    assert kept["status"] == gone["status"] == CellStatus.OK
+    kept = measure.measure_cell(cell, prep, _env(measured_setup, tmp_path / "kept", keep_outputs=True))
+    gone = measure.measure_cell(cell, prep, _env(measured_setup, tmp_path / "gone", keep_outputs=False))
+    assert kept.status == gone.status == CellStatus.OK
     # keep_outputs: every output stays; default: none does, but the summary and the stored result do.
-    assert len(_bins(tmp_path / "kept")) == 2 and kept["outputs_deleted"] == 0
-    assert _bins(tmp_path / "gone") == [] and gone["outputs_deleted"] == 2
-    assert Path(gone["summary"]).is_file()
+    assert len(_bins(tmp_path / "kept")) == 2 and kept.outputs_deleted == 0
+    assert _bins(tmp_path / "gone") == [] and gone.outputs_deleted == 2
+    assert Path(gone.inference.summary).is_file()
     stored = json.loads((tmp_path / "gone" / "outputs" / "cpu_bs1" / "result.json").read_text())
     # The same mIoU to the last digit, and the stored matrix gives it back without the outputs.
-    assert gone["miou"] == kept["miou"] == stored["miou"]
-    assert gone["confusion"] == kept["confusion"] == stored["confusion"]
-    spec = label_spec(prep["dataset"])
-    assert np.array(gone["confusion"]).shape == (spec.channels, spec.channels)
-    assert np.array(gone["confusion"]).sum() == 2 * spec.size[0] * spec.size[1]
-    assert iou_from_confusion(np.array(stored["confusion"]), spec) == (gone["miou"], gone["per_class"])
-    assert gone["label_mode"] == LabelMode.LOGITS
+    assert gone.evaluation.miou == kept.evaluation.miou == stored["miou"]
+    assert gone.evaluation.confusion == kept.evaluation.confusion == tuple(map(tuple, stored["confusion"]))
+    spec = label_spec(prep.dataset)
+    assert np.array(gone.evaluation.confusion).shape == (spec.channels, spec.channels)
+    assert np.array(gone.evaluation.confusion).sum() == 2 * spec.size[0] * spec.size[1]
+    assert iou_from_confusion(np.array(stored["confusion"]), spec) == (gone.evaluation.miou,
+                                                                       list(gone.evaluation.per_class))
+    assert gone.evaluation.label_mode == LabelMode.LOGITS == gone.planned.output.label_mode
 
 
 def test_a_failure_before_the_result_is_stored_deletes_nothing(measured_setup, tmp_path):
     cell = measured_setup["cells"][0]
-    prep = {**measured_setup["prep"], "gt_dir": str(tmp_path / "no_labels")}  # evaluation cannot count them
+    prep = measured_setup["prep"].model_copy(update={"gt_dir": str(tmp_path / "no_labels")})  # evaluation cannot count them
     (tmp_path / "no_labels").mkdir()
     with pytest.raises(ErfnetError, match="label"):
-        pipeline.measure_cell(cell, prep, _env(measured_setup, tmp_path / "work"))
+        measure.measure_cell(cell, prep, _env(measured_setup, tmp_path / "work"))
     assert len(_bins(tmp_path / "work")) == 2
     assert not (tmp_path / "work" / "outputs" / "cpu_bs1" / "result.json").exists()
 
 
 def test_delete_counted_outputs_touches_only_what_the_summary_lists(measured_setup, tmp_path):
     cell = measured_setup["cells"][0]
-    inferred = pipeline.infer_cell(cell, measured_setup["prep"], _env(measured_setup, tmp_path))
-    folder = Path(inferred["summary"][: -len("_summary.json")])
+    inferred = measure.infer_cell(cell, measured_setup["prep"], _env(measured_setup, tmp_path))
+    folder = Path(inferred.inference.summary[: -len("_summary.json")])
     stranger = folder / "not_counted_0.bin"
     stranger.write_bytes(b"x")
-    assert storage.delete_counted_outputs(inferred["summary"]) == 2
-    assert stranger.is_file() and Path(inferred["summary"]).is_file()
+    assert storage.delete_counted_outputs(inferred.inference.summary) == 2
+    assert stranger.is_file() and Path(inferred.inference.summary).is_file()
 
 
 def test_the_space_needed_is_images_times_bytes_per_image_plus_a_margin(tmp_path):
@@ -117,17 +118,17 @@ def small_tmpfs(tmp_path):
         subprocess.run(["umount", str(mount)], check=True)
 
 
-def test_the_cell_that_does_not_fit_is_no_space_and_nothing_else_is_lost(measured_setup, small_tmpfs):
+def test_the_cell_that_does_not_fit_is_no_space_and_nothing_else_is_lost(measured_setup, small_tmpfs, make):
     env = _env(measured_setup, small_tmpfs / "run", keep_outputs=True)
-    first, second = (pipeline.measure_cell(c, measured_setup["prep"], env) for c in measured_setup["cells"])
-    assert first["status"] == CellStatus.OK and first["miou"] is not None
-    assert second["status"] == CellStatus.NO_SPACE and second["miou"] is None and second["summary"] is None
-    assert "need" in second["error"] and str(small_tmpfs) in second["error"]
+    first, second = (measure.measure_cell(c, measured_setup["prep"], env) for c in measured_setup["cells"])
+    assert first.status == CellStatus.OK and first.evaluation is not None
+    assert second.status == CellStatus.NO_SPACE and second.evaluation is None and second.inference.summary is None
+    assert "need" in second.inference.error and str(small_tmpfs) in second.inference.error
     out = small_tmpfs / "run" / "outputs"
     assert len(_bins(out / "cpu_bs1")) == 2 and (out / "cpu_bs1" / "result.json").is_file()
     assert _bins(out / "cpu_bs2") == []  # nothing half-written, so nothing evaluated
-    doc = pipeline.build_run_document(env, {"sha256": "m"}, {**measured_setup["prep"]}, [first, second],
-                                      pipeline.collect_perf([first, second]))
+    doc = report.build_run_document(env, make.model(), measured_setup["prep"], [first, second],
+                                    report.collect_perf([first, second]))
     assert doc["run"]["status"] == "incomplete"
     assert [(c["batch_size"], c["status"]) for c in doc["perf"]] == [(1, "ok"), (2, "no_space")]
 
@@ -140,7 +141,7 @@ def test_a_disk_that_fills_during_the_write_is_no_space_and_leaves_no_half_writt
     cell = measured_setup["cells"][0]
     needed = storage.bytes_needed(2, storage.bytes_per_image(label_spec()))
     filler = small_tmpfs / "filler"
-    original = storage.check_space
+    original = measure.check_space  # what the measure stage calls
 
     def check_then_fill(folder, images, per_image):
         verdict = original(folder, images, per_image)
@@ -148,12 +149,12 @@ def test_a_disk_that_fills_during_the_write_is_no_space_and_leaves_no_half_writt
         filler.write_bytes(b"\0" * (free - needed // 3))  # leaves room for less than one image
         return verdict
 
-    storage.check_space = check_then_fill
+    measure.check_space = check_then_fill
     try:
-        result = pipeline.measure_cell(cell, measured_setup["prep"], env)
+        result = measure.measure_cell(cell, measured_setup["prep"], env)
     finally:
-        storage.check_space = original
-    assert result["status"] == CellStatus.NO_SPACE, result.get("error")
+        measure.check_space = original
+    assert result.status == CellStatus.NO_SPACE, result.inference.error
     assert _bins(small_tmpfs / "run") == []
     assert [p for p in (small_tmpfs / "run" / "outputs" / "cpu_bs1").iterdir() if p.is_dir()] == []
 
@@ -163,12 +164,12 @@ def test_a_disk_that_fills_during_the_write_is_no_space_and_leaves_no_half_writt
 @pytest.fixture(scope="module")
 def labels_setup(measured_setup):
     """The same run with labels_on_device: ArgMax appended after fix_bn, compiled for ONNX Runtime."""
-    env = {**measured_setup["env"], "params": {**measured_setup["env"]["params"], "labels_on_device": True}}
+    env = _env(measured_setup, Path(measured_setup["env"].work_dir), labels_on_device=True)
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("ERFNET_DATA_DIR", str(measured_setup["root"]))
         mp.setenv("ERFNET_DATA_ROOTS", str(measured_setup["root"]))
-        model = pipeline.fix_bn_step(pipeline.export_step(env))
-        cells = [pipeline.compile_cell(c, model, env) for c in pipeline.plan_cells(env, "host")]
+        model = build.fix_bn_step(build.export_step(env))
+        cells = [build.compile_cell(c, model, env) for c in plan.plan_cells(env, "host")]
     return {**measured_setup, "env": env, "model": model, "cells": cells}
 
 
@@ -176,22 +177,24 @@ def test_labels_on_device_writes_label_maps_and_agrees_with_the_logits_within_th
         measured_setup, labels_setup, tmp_path):
     from erfnet_tasks.evaluate import prediction_disagreement
 
-    assert labels_setup["model"]["path"].endswith("ErfNet_argmax.onnx")
-    assert labels_setup["cells"][0]["model_path"] != measured_setup["cells"][0]["model_path"]  # own cache entry
+    assert labels_setup["model"].path.endswith("ErfNet_argmax.onnx")
+    labels_cell = labels_setup["cells"][0]
+    assert labels_cell.compilation.path != measured_setup["cells"][0].compilation.path  # own cache entry
+    assert labels_cell.planned.output.dtype == "int32"  # planned so: atc and the space check read it
     prep = measured_setup["prep"]
-    logits = pipeline.measure_cell(measured_setup["cells"][0], prep, _env(measured_setup, tmp_path / "logits",
+    logits = measure.measure_cell(measured_setup["cells"][0], prep, _env(measured_setup, tmp_path / "logits",
                                                                            keep_outputs=True))
-    labels = pipeline.measure_cell(labels_setup["cells"][0], prep, _env(labels_setup, tmp_path / "labels",
+    labels = measure.measure_cell(labels_setup["cells"][0], prep, _env(labels_setup, tmp_path / "labels",
                                                                          keep_outputs=True))
-    assert (logits["label_mode"], labels["label_mode"]) == ("logits", "labels")
-    spec = label_spec(prep["dataset"])
+    assert (logits.evaluation.label_mode, labels.evaluation.label_mode) == ("logits", "labels")
+    spec = label_spec(prep.dataset)
     sizes = {p.stat().st_size for p in _bins(tmp_path / "labels")}
     assert sizes == {spec.size[0] * spec.size[1] * 4}  # int32 labels: 10x fewer bytes than FP16 logits
     assert storage.bytes_per_image(spec) // sizes.pop() == 10
-    differing, total = prediction_disagreement(labels["summary"], logits["summary"], spec)
+    differing, total = prediction_disagreement(labels.inference.summary, logits.inference.summary, spec)
     assert total == 2 * spec.size[0] * spec.size[1] and differing / total < 0.01
     # Each differing pixel moves one count between two columns of the confusion matrix: nothing else moves.
-    moved = np.abs(np.array(labels["confusion"]) - np.array(logits["confusion"])).sum()
+    moved = np.abs(np.array(labels.evaluation.confusion) - np.array(logits.evaluation.confusion)).sum()
     assert moved <= 2 * differing
     if differing == 0:
-        assert labels["miou"] == logits["miou"]
+        assert labels.evaluation.miou == logits.evaluation.miou

@@ -14,7 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from erfnet_tasks import pipeline
+from erfnet_tasks import measure, plan
+from erfnet_tasks.datasets import cityscapes, synthetic
 from erfnet_tasks.cli import main
 from erfnet_tasks.datasets import cityscapes, synthetic
 from erfnet_tasks.errors import ErfnetError, first_line
@@ -63,13 +64,13 @@ def good_doc(run_id: str = "manual__2026-06-01T00:00:00+00:00", started: str = "
 def test_form_refuses_values_the_database_cannot_store(roots, change, message):
     raw = {"weights": str(roots / "w.pth"), "dataset_root": str(roots / "ds"), **change}
     with pytest.raises(ErfnetError, match=message):
-        pipeline.validate_params(raw, load_settings())
+        plan.validate_params(raw, load_settings())
 
 
 def test_weights_that_are_a_directory_are_refused_in_one_line(roots):
     (roots / "weights_dir").mkdir()
     with pytest.raises(ErfnetError, match="is not a file"):
-        pipeline.validate_params({"weights": str(roots / "weights_dir"), "dataset_root": str(roots / "ds")},
+        plan.validate_params({"weights": str(roots / "weights_dir"), "dataset_root": str(roots / "ds")},
                                  load_settings())
 
 
@@ -87,9 +88,9 @@ def test_demo_cli_refuses_them_before_airflow_starts(tmp_path, monkeypatch, caps
 
 def test_the_longest_accepted_chip_name_publishes_on_postgresql(roots, pg_url):
     chip = "Ascend" + "7" * (models.CHIP_MAX - len("Ascend"))
-    params = pipeline.validate_params({"weights": str(roots / "w.pth"), "dataset_root": str(roots / "ds"),
+    params = plan.validate_params({"weights": str(roots / "w.pth"), "dataset_root": str(roots / "ds"),
                                        "targets": [chip], "aoe": True, "batch_sizes": [1024]}, load_settings())
-    targets = [t.name for t in pipeline.expand_targets(params["targets"], aoe=True, detected_chips=[])]
+    targets = [t.name for t in plan.expand_targets(params["targets"], aoe=True, detected_chips=[])]
     doc = make_doc("manual__2026-06-02T00:00:00+00:00", "2026-06-02T00:00:00+00:00", "8.0",
                    [(t, 1024, 0.7, 10.0, "ok") for t in targets], params=params)
     for cell in doc["compiled"]:
@@ -152,10 +153,11 @@ def test_negative_numbers_stay_numbers():
 
 # ------------------------------------------------------------------------ 10. database outage
 
-def test_nightly_run_measures_when_the_results_database_is_down():
-    env = {"params": {"force": False, "batch_sizes": [1]}, "targets": [{"name": "cpu"}], "cann_version": None,
-           "weights_sha256": "ab" * 32}
-    assert pipeline.unchanged_since_last_run(env, {}, {"fingerprint": "x"}, url=DOWN_URL) is None
+def test_nightly_run_measures_when_the_results_database_is_down(make):
+    from erfnet_tasks import nightly
+
+    env = make.env(weights_sha256="ab" * 32)
+    assert nightly.unchanged_since_last_run(env, make.model(), make.prep(fingerprint="x"), url=DOWN_URL) is None
 
 
 @pytest.mark.parametrize("argv", [
@@ -229,7 +231,7 @@ def test_a_killed_runs_leftovers_are_cleaned(tmp_path):
     (out_dir / "2026_01_01-00_00_00" / "a_0.bin").write_bytes(b"partial")
     (out_dir / "2026_01_02-00_00_00").mkdir()
     (out_dir / "2026_01_02-00_00_00_summary.json").write_text("{}")
-    assert pipeline.remove_unfinished_outputs(out_dir) == 1
+    assert measure.remove_unfinished_outputs(out_dir) == 1
     assert sorted(p.name for p in out_dir.iterdir()) == ["2026_01_02-00_00_00", "2026_01_02-00_00_00_summary.json"]
 
 

@@ -20,7 +20,8 @@ import pytest
 import torch
 from PIL import Image
 
-from erfnet_tasks import evaluate, outputs, pipeline
+from erfnet_tasks import build, evaluate, outputs
+from erfnet_tasks.datasets import cityscapes, synthetic
 from erfnet_tasks.backends import InferFailed
 from erfnet_tasks.backends._local import OutputWriter
 from erfnet_tasks.cli import main
@@ -103,46 +104,45 @@ def test_resume_redoes_a_bin_altered_in_place(tmp_path):
     assert second["written"] == 1 and second["fingerprint"] == first["fingerprint"]
 
 
-def test_dag_prep_cache_is_keyed_by_content(data_roots):
+def test_dag_prep_cache_is_keyed_by_content(data_roots, make):
     img_dir, gt_dir = make_tree(data_roots / "data")
-    env = {"params": {"dataset_root": str(data_roots / "data"), "image_limit": 0}}
-    first = pipeline.preprocess_dataset(env)
+    env = make.env(params={"dataset_root": str(data_roots / "data"), "image_limit": 0})
+    first = build.preprocess_dataset(env)
     image = sorted(img_dir.rglob("*.png"))[0]
     corrected = np.asarray(Image.open(image)).copy()
     corrected[0, 0] = (corrected[0, 0].astype(int) + 1) % 256
     replace_keeping_an_older_mtime(image, corrected)
-    second = pipeline.preprocess_dataset(env)
-    assert second["prep_dir"] != first["prep_dir"] and second["fingerprint"] != first["fingerprint"]
-    bin_path = Path(second["prep_dir"]) / f"{image.name[:-4]}.bin"
+    second = build.preprocess_dataset(env)
+    assert second.prep_dir != first.prep_dir and second.fingerprint != first.fingerprint
+    bin_path = Path(second.prep_dir) / f"{image.name[:-4]}.bin"
     assert np.array_equal(np.fromfile(bin_path, dtype=np.float32), guide_transform(image).reshape(-1))
 
 
 @pytest.mark.slow  # two full-size ERFNet exports, each checked against PyTorch
-def test_export_cache_is_verified_by_content(data_roots, random_checkpoint):
+def test_export_cache_is_verified_by_content(data_roots, random_checkpoint, make):
     weights = data_roots / "w.pth"
     weights.write_bytes(random_checkpoint.read_bytes())
-    env = {"weights_sha256": hashlib.sha256(weights.read_bytes()).hexdigest(), "params": {"weights": str(weights)}}
-    first = pipeline.export_step(env)
-    origin = Path(first["origin"])
+    env = make.env(weights_sha256=hashlib.sha256(weights.read_bytes()).hexdigest(), params={"weights": str(weights)})
+    first = build.export_step(env)
+    origin = Path(first.origin)
     good = origin.read_bytes()
     origin.write_bytes(good[:-8] + b"\0" * 8)  # same size, another content
     os.utime(origin, (origin.stat().st_mtime + DAY,) * 2)
-    second = pipeline.export_step(env)
-    assert second["cache_hit"] is False and origin.read_bytes() == good
-    assert pipeline.export_step(env)["cache_hit"] is True
+    second = build.export_step(env)
+    assert second.cache_hit is False and origin.read_bytes() == good
+    assert build.export_step(env).cache_hit is True
 
 
-def test_compile_cache_is_verified_by_content(data_roots, fixed_onnx):
-    model = {"path": str(fixed_onnx), "sha256": hashlib.sha256(fixed_onnx.read_bytes()).hexdigest()}
-    env = {"cann_version": None, "params": {"weights": "unused"}, "weights_sha256": None}
-    cell = {"target": "cpu", "backend": "onnxruntime", "device": "cpu", "chip": None, "aoe": False, "batch_size": 1}
-    first = pipeline.compile_cell(cell, model, env)
-    compiled = Path(first["model_path"])
+def test_compile_cache_is_verified_by_content(data_roots, fixed_onnx, make):
+    model = make.model(fixed_onnx, hashlib.sha256(fixed_onnx.read_bytes()).hexdigest())
+    env, cell = make.env(), make.planned("cpu", 1)
+    first = build.compile_cell(cell, model, env).compilation
+    compiled = Path(first.path)
     good = compiled.read_bytes()
     compiled.write_bytes(good[:-4] + b"\xff" * 4)
-    second = pipeline.compile_cell(cell, model, env)
-    assert second["cache_hit"] is False and compiled.read_bytes() == good
-    assert pipeline.compile_cell(cell, model, env)["cache_hit"] is True
+    second = build.compile_cell(cell, model, env).compilation
+    assert second.cache_hit is False and compiled.read_bytes() == good
+    assert build.compile_cell(cell, model, env).compilation.cache_hit is True
 
 
 # ------------------------------------------------------------------------------- 2. symbolic links
