@@ -16,10 +16,10 @@ from pathlib import Path
 import harness
 import pytest
 
-from erfnet_tasks import deadlines, devices, pipeline, settings, toolrun
+from erfnet_tasks import build, deadlines, devices, measure, settings, toolrun
 from erfnet_tasks.backends import CompileFailed, InferFailed, get_backend
 from erfnet_tasks.errors import ErfnetError, ToolTimedOut
-from erfnet_tasks.targets import parse_target
+from erfnet_tasks.records import Compilation, CompiledCell
 
 REPO = harness.STANDINS.parent.parent
 FLOOR_S = 10  # long enough for the stand-in to load ONNX Runtime and the model before it hangs
@@ -76,16 +76,18 @@ def test_a_hung_ais_bench_is_stopped_at_its_deadline_with_every_process_of_its_g
 
 
 def test_a_timed_out_cell_is_recorded_and_its_device_lease_is_free_at_once(
-        om_and_prep, short_deadlines, tmp_path, monkeypatch):
+        om_and_prep, short_deadlines, tmp_path, monkeypatch, make):
     _, om, prep = om_and_prep
     (tmp_path / "standin-npu-state" / "ais_bench.hang").write_text(om.name + "\n")  # the file switch
-    cell = {**parse_target("Ascend310P3").as_dict(), "target": "Ascend310P3", "batch_size": 1,
-            "model_path": str(om), "sha256": None, "seconds": 0.0, "cache_hit": False, "status": "ok", "error": None}
-    env = {"work_dir": str(tmp_path / "work"), "params": {"labels_on_device": False, "keep_outputs": False}}
-    measured = pipeline.measure_cell(cell, {"prep_dir": str(prep), "gt_dir": str(tmp_path), "images": 1}, env)
-    assert measured["status"] == "timed_out" and measured["summary"] is None and measured["miou"] is None
-    assert measured["error"].startswith("timed_out: ais_bench timed out: stopped after ")
-    assert f"deadline of {FLOOR_S} s" in measured["error"] and measured["device"] == "0"
+    planned = make.planned("Ascend310P3", 1)
+    compilation = Compilation(status="ok", path=str(om), sha256=None, seconds=0.0, cache_hit=False, error=None)
+    env = make.env(targets=["Ascend310P3"], work_dir=str(tmp_path / "work"))
+    prep = make.prep(prep_dir=str(prep), gt_dir=str(tmp_path), images=1)
+    measured = measure.measure_cell(CompiledCell(planned=planned, compilation=compilation), prep, env)
+    assert measured.inference.status == "timed_out" and measured.inference.summary is None
+    assert measured.evaluation is None
+    assert measured.inference.error.startswith("timed_out: ais_bench timed out: stopped after ")
+    assert f"deadline of {FLOOR_S} s" in measured.inference.error and measured.inference.device == "0"
     fd = devices._try_lock(0)  # our lease, without waiting
     assert fd is not None
     os.close(fd)
@@ -104,7 +106,7 @@ def test_a_slow_device_within_its_deadline_is_measured(om_and_prep, tmp_path, mo
     assert use["end"] - use["start"] >= 2 and _hangs(record) == []
 
 
-def test_a_hung_atc_is_a_compile_failure_that_says_it_timed_out(fixed_onnx, tmp_path, monkeypatch):
+def test_a_hung_atc_is_a_compile_failure_that_says_it_timed_out(fixed_onnx, tmp_path, monkeypatch, make):
     from erfnet_tasks.fsutil import sha256_file
 
     record = harness.use_standins(monkeypatch, tmp_path, chip="Ascend310P3")
@@ -120,10 +122,9 @@ def test_a_hung_atc_is_a_compile_failure_that_says_it_timed_out(fixed_onnx, tmp_
     assert _gone(hang["pid"]) and _gone(hang["child"])
 
     monkeypatch.setenv("ERFNET_DATA_DIR", str(tmp_path / "data"))
-    cell = {**parse_target("Ascend310P3").as_dict(), "target": "Ascend310P3", "batch_size": 4}
-    model = {"path": str(fixed_onnx), "sha256": sha256_file(fixed_onnx)}
-    compiled = pipeline.compile_cell(cell, model, {"params": {"weights": "unused"}, "weights_sha256": "x"})
-    assert compiled["status"] == "compile_failed" and "atc timed out" in compiled["error"]
+    model = make.model(fixed_onnx, sha256_file(fixed_onnx))
+    compiled = build.compile_cell(make.planned("Ascend310P3", 4), model, make.env(targets=["Ascend310P3"]))
+    assert compiled.compilation.status == "failed" and "atc timed out" in compiled.compilation.error
 
 
 def test_a_tool_whose_caller_is_interrupted_is_stopped_too(tmp_path, monkeypatch):
@@ -228,7 +229,7 @@ def test_a_bad_deadline_setting_stops_the_command_in_one_line_before_any_tool_ru
     assert harness.invocations(record) == []
 
 
-def test_a_hung_aoe_releases_the_device_it_tuned_on(fixed_onnx, tmp_path, monkeypatch):
+def test_a_hung_aoe_releases_the_device_it_tuned_on(fixed_onnx, tmp_path, monkeypatch, make):
     from erfnet_tasks.fsutil import sha256_file
 
     record = harness.use_standins(monkeypatch, tmp_path, chip="Ascend310P3")
@@ -237,12 +238,12 @@ def test_a_hung_aoe_releases_the_device_it_tuned_on(fixed_onnx, tmp_path, monkey
     (tmp_path / "standin-npu-state").mkdir(exist_ok=True)
     (tmp_path / "standin-npu-state" / "aoe.hang").write_text("Ascend310P3:*\n")
     monkeypatch.setattr(toolrun, "KILL_GRACE_S", 1.0)
-    cell = {**parse_target("Ascend310P3+AOE").as_dict(), "target": "Ascend310P3+AOE", "batch_size": 2}
-    model = {"path": str(fixed_onnx), "sha256": sha256_file(fixed_onnx)}
-    compiled = pipeline.compile_cell(cell, model, {"params": {"weights": "unused"}, "weights_sha256": "x"})
-    assert compiled["status"] == "compile_failed" and compiled["model_path"] is None
+    model = make.model(fixed_onnx, sha256_file(fixed_onnx))
+    env = make.env(targets=["Ascend310P3+AOE"])
+    compiled = build.compile_cell(make.planned("Ascend310P3+AOE", 2), model, env).compilation
+    assert compiled.status == "failed" and compiled.path is None
     assert re.match(r"aoe timed out: stopped after \d+ s, past its deadline of 2 s "
-                    r"\(ERFNET_AOE_TIMEOUT 2 s per AOE job\)", compiled["error"])
+                    r"\(ERFNET_AOE_TIMEOUT 2 s per AOE job\)", compiled.error)
     assert len([c for c in harness.invocations(record) if c["tool"] == "aoe"]) == 1  # job 2 never started
     [hang] = _hangs(record)
     assert _gone(hang["pid"]) and _gone(hang["child"])

@@ -342,7 +342,7 @@ def test_a_chip_no_live_worker_serves_is_transient_and_a_bad_form_is_bad_input(d
     from erfnet_tasks.errors import BadInput, Transient
 
     monkeypatch.setenv("ERFNET_NPU_CHIPS", "Ascend310,Ascend310P3")
-    monkeypatch.setattr(pipeline, "live_chips", lambda broker_url: ["Ascend310"])  # the 310P3 worker is down
+    monkeypatch.setattr(plan, "live_chips", lambda broker_url: ["Ascend310"])  # the 310P3 worker is down
     with pytest.raises(Transient, match="no live NPU worker consumes npu-Ascend310P3") as caught:
         pipeline.resolve_environment(form(data_root, targets=["Ascend310P3"]), "manual__worker_down")
     assert not isinstance(caught.value, BadInput)
