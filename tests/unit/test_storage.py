@@ -21,6 +21,15 @@ from erfnet_tasks.evaluate import iou_from_confusion
 from erfnet_tasks.records import CellStatus, LabelMode
 
 
+@pytest.fixture(autouse=True)
+def evaluate_in_this_process(monkeypatch):
+    """Evaluation here runs in the test process: a fork pool started after this module's ONNX Runtime
+    sessions deadlocked intermittently (a pool child waiting on a futex inherited mid-lock; seen in 1 of 2
+    whole-file runs, never in a subset). What these tests guarantee is storage, not the pool, which
+    tests/unit/test_parallel.py covers."""
+    monkeypatch.setattr("erfnet_tasks.parallel.default_workers", lambda: 1)
+
+
 @pytest.fixture(scope="module")
 def measured_setup(tmp_path_factory):
     """A synthetic two-image dataset, a random checkpoint, its export, preprocessing and ONNX Runtime cells."""
