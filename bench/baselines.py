@@ -56,14 +56,15 @@ class GuideIouEval:
         y_onehot.scatter_(1, y, 1).float()
         if self.ignore_index != -1:
             ignores = y_onehot[:, self.ignore_index].unsqueeze(1)
-            x_onehot = x_onehot[:, :self.ignore_index]
-            y_onehot = y_onehot[:, :self.ignore_index]
+            x_onehot = x_onehot[:, : self.ignore_index]
+            y_onehot = y_onehot[:, : self.ignore_index]
         else:
             ignores = 0
 
         def total(t):
-            return torch.sum(torch.sum(torch.sum(t, dim=0, keepdim=True), dim=2, keepdim=True),
-                             dim=3, keepdim=True).squeeze()
+            return torch.sum(
+                torch.sum(torch.sum(t, dim=0, keepdim=True), dim=2, keepdim=True), dim=3, keepdim=True
+            ).squeeze()
 
         self.tp += total(x_onehot * y_onehot).double().cpu()
         self.fp += total(x_onehot * (1 - y_onehot - ignores)).double().cpu()

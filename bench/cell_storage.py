@@ -16,6 +16,7 @@ Writes bench/cell_storage.json and its section of BENCHMARKS.md (bench/report.py
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as dt
 import json
 import os
@@ -35,10 +36,8 @@ def folder_bytes(folder: Path) -> int:
     total = 0
     for base, _dirs, files in os.walk(folder):
         for name in files:
-            try:
+            with contextlib.suppress(FileNotFoundError):  # deleted between listing and stat
                 total += os.lstat(os.path.join(base, name)).st_size
-            except FileNotFoundError:  # deleted between listing and stat
-                pass
     return total
 
 
@@ -67,8 +66,13 @@ class PeakDisk:
 def setup(root: Path, images: int, batch_sizes: list[int], labels: bool) -> dict:
     from erfnet_tasks import build, plan
 
-    form = {"weights": str(root / "w.pth"), "dataset_root": str(root / "cityscapes"), "targets": ["cpu"],
-            "batch_sizes": batch_sizes, "labels_on_device": labels}
+    form = {
+        "weights": str(root / "w.pth"),
+        "dataset_root": str(root / "cityscapes"),
+        "targets": ["cpu"],
+        "batch_sizes": batch_sizes,
+        "labels_on_device": labels,
+    }
     env = plan.resolve_environment(form, f"bench_{'labels' if labels else 'logits'}")
     model = build.fix_bn_step(build.export_step(env))
     prep = build.preprocess_dataset(env)
@@ -98,10 +102,15 @@ def run_way(way: str, s: dict, work: Path) -> dict:
                 seconds.append(time.perf_counter() - started)
                 results.append(result)
                 written.append(_written_by(result))
-    return {"seconds_per_cell": seconds, "bytes_per_image": max(written), "peak_bytes": disk.peak,
-            "left_bytes": folder_bytes(work / "outputs"), "miou": [r.evaluation.miou for r in results],
-            "label_mode": [r.evaluation.label_mode.value for r in results],
-            "summaries": [r.inference.summary for r in results]}
+    return {
+        "seconds_per_cell": seconds,
+        "bytes_per_image": max(written),
+        "peak_bytes": disk.peak,
+        "left_bytes": folder_bytes(work / "outputs"),
+        "miou": [r.evaluation.miou for r in results],
+        "label_mode": [r.evaluation.label_mode.value for r in results],
+        "summaries": [r.inference.summary for r in results],
+    }
 
 
 def _bytes_per_image(cell) -> int:
@@ -134,24 +143,34 @@ def main() -> int:
         write_random_checkpoint(root / "w.pth", seed=7)
         logits, labels = setup(root, args.images, batch_sizes, False), setup(root, args.images, batch_sizes, True)
         ways = {}
-        for way, s in (("today", logits), ("keep_outputs", logits), ("default", logits),
-                       ("labels_on_device", labels)):
+        for way, s in (("today", logits), ("keep_outputs", logits), ("default", logits), ("labels_on_device", labels)):
             ways[way] = run_way(way, s, root / "work" / way)
             print(way, json.dumps({k: v for k, v in ways[way].items() if k != "summaries"}), flush=True)
         # The default way deleted its label maps: the tie rate compares a kept batch-1 cell with kept logits.
-        tie_env = labels["env"].model_copy(update={"work_dir": str(root / "work" / "ties"),
-                                                   "params": {**labels["env"].params, "keep_outputs": True}})
+        tie_env = labels["env"].model_copy(
+            update={"work_dir": str(root / "work" / "ties"), "params": {**labels["env"].params, "keep_outputs": True}}
+        )
         from erfnet_tasks import measure
 
         kept_labels = measure.measure_cell(labels["cells"][0], labels["prep"], tie_env)
         differing, total = prediction_disagreement(kept_labels.inference.summary, ways["keep_outputs"]["summaries"][0])
     for way in ways.values():
         del way["summaries"]
-    git = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=HERE).stdout.strip()
-    result = {"when": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"), "git": git,
-              "images": args.images, "batch_sizes": batch_sizes, "cores": os.cpu_count(),
-              "load_before": load_before, "load_after": [round(v, 2) for v in os.getloadavg()],
-              "ways": ways, "tie_pixels": differing, "pixels": total}
+    git = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=HERE
+    ).stdout.strip()
+    result = {
+        "when": dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "git": git,
+        "images": args.images,
+        "batch_sizes": batch_sizes,
+        "cores": os.cpu_count(),
+        "load_before": load_before,
+        "load_after": [round(v, 2) for v in os.getloadavg()],
+        "ways": ways,
+        "tie_pixels": differing,
+        "pixels": total,
+    }
     RESULTS.write_text(json.dumps(result, indent=2) + "\n")
     print(f"wrote {RESULTS}")
     return 0

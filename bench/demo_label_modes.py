@@ -37,8 +37,12 @@ def cpu_cells(url: str) -> dict[str, dict]:
     with db.session_scope(url) as session:
         runs = queries.list_runs(session, limit=10, counts=False)
         docs = [queries.run_document(session, r["id"]) for r in runs]
-    return {cell["label_mode"]: cell for doc in docs for cell in doc["accuracy"]
-            if (cell["target"], cell["batch_size"]) == ("cpu", 1)}
+    return {
+        cell["label_mode"]: cell
+        for doc in docs
+        for cell in doc["accuracy"]
+        if (cell["target"], cell["batch_size"]) == ("cpu", 1)
+    }
 
 
 def main() -> None:
@@ -49,12 +53,23 @@ def main() -> None:
         run_demo(env, "--labels-on-device")
         cells = cpu_cells(url)
     logits, labels = cells["logits"], cells["labels"]
-    moved = sum(abs(a - b) for row_a, row_b in zip(logits["confusion"], labels["confusion"], strict=True)
-                for a, b in zip(row_a, row_b, strict=True)) // 2
+    moved = (
+        sum(
+            abs(a - b)
+            for row_a, row_b in zip(logits["confusion"], labels["confusion"], strict=True)
+            for a, b in zip(row_a, row_b, strict=True)
+        )
+        // 2
+    )
     pixels = sum(map(sum, logits["confusion"]))
-    result = {"when": dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
-              "images": logits["images"], "miou_logits": logits["miou"], "miou_labels": labels["miou"],
-              "pixels": pixels, "moved_pixels_at_least": moved}
+    result = {
+        "when": dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "images": logits["images"],
+        "miou_logits": logits["miou"],
+        "miou_labels": labels["miou"],
+        "pixels": pixels,
+        "moved_pixels_at_least": moved,
+    }
     RESULTS.write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(result, indent=2))
 

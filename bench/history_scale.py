@@ -58,8 +58,12 @@ def _pages(first_run: str, run_id: str) -> dict[str, str]:
 def _import(url: str, folder: Path) -> float:
     env = {**os.environ, "ERFNET_RESULTS_DB_URL": url}
     start = time.perf_counter()
-    done = subprocess.run([str(Path(sys.executable).parent / "erfnet"), "results", "import", str(folder)],
-                          env=env, capture_output=True, text=True)
+    done = subprocess.run(
+        [str(Path(sys.executable).parent / "erfnet"), "results", "import", str(folder)],
+        env=env,
+        capture_output=True,
+        text=True,
+    )
     seconds = time.perf_counter() - start
     if done.returncode != 0:
         raise SystemExit(f"import failed: {done.stderr.strip()[-500:]}")
@@ -86,11 +90,16 @@ def _time_pages(url: str, repeats: int) -> dict[str, dict]:
             start = time.perf_counter()
             response = client.get(path)
             times.append((time.perf_counter() - start) * 1000)
-        out[name] = {"path": path, "median_ms": round(statistics.median(times), 1), "max_ms": round(max(times), 1),
-                     "bytes": len(response.content)}
+        out[name] = {
+            "path": path,
+            "median_ms": round(statistics.median(times), 1),
+            "max_ms": round(max(times), 1),
+            "bytes": len(response.content),
+        }
         print(f"    {name:45s} {out[name]['median_ms']:8.1f} ms  {out[name]['bytes']:>9,d} B")
-    out["API /api/history since the first run, every page"] = _walk_pages(client, f"/api/history?since={first[:10]}",
-                                                                         repeats)
+    out["API /api/history since the first run, every page"] = _walk_pages(
+        client, f"/api/history?since={first[:10]}", repeats
+    )
     return out
 
 
@@ -110,8 +119,13 @@ def _walk_pages(client, path: str, repeats: int) -> dict:
             url = body["next"].removeprefix(URL_PREFIX) if body["next"] else None
         walks.append((time.perf_counter() - start) * 1000)
     print(f"    every page: {pages} pages, slowest {slowest:.1f} ms, whole walk {statistics.median(walks):.0f} ms")
-    return {"path": path, "median_ms": round(statistics.median(walks), 1), "max_ms": round(slowest, 1),
-            "bytes": size, "pages": pages}
+    return {
+        "path": path,
+        "median_ms": round(statistics.median(walks), 1),
+        "max_ms": round(slowest, 1),
+        "bytes": size,
+        "pages": pages,
+    }
 
 
 def _size(url: str) -> int:
@@ -142,6 +156,7 @@ def _database(kind: str, tmp: Path):
         with admin.connect() as conn:
             conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
         admin.dispose()
+
     url = PG_ADMIN.rsplit("/", 1)[0] + f"/{name}"
     return url, drop
 
@@ -166,43 +181,79 @@ def measure(years: int, kind: str, repeats: int, keep: bool) -> dict:
             if not keep:
                 drop()
     print(f"    database size {size / 1e6:.1f} MB")
-    return {"load_average": [round(x, 1) for x in os.getloadavg()], "years": years, "runs": n, "database": kind,
-            "import_first_400_s": round(first, 2),
-            "import_rest_s": round(later, 2), "import_rest_runs": len(docs[400:]), "documents": len(docs),
-            "reimport_400_present_s": round(again, 2), "database_bytes": size, "pages": pages}
+    return {
+        "load_average": [round(x, 1) for x in os.getloadavg()],
+        "years": years,
+        "runs": n,
+        "database": kind,
+        "import_first_400_s": round(first, 2),
+        "import_rest_s": round(later, 2),
+        "import_rest_runs": len(docs[400:]),
+        "documents": len(docs),
+        "reimport_400_present_s": round(again, 2),
+        "database_bytes": size,
+        "pages": pages,
+    }
 
 
 def render(results: dict) -> str:
     rows = results["runs"]
     cols = [f"{r['years']} y ({r['runs']} nights, {r.get('documents', r['runs'])} runs, {r['database']})" for r in rows]
-    L = [START, "## History at scale (results database and plugin pages)", "",
-         f"`bench/history_scale.py`, {results['when']}: generated nightlies (`bench/nightlies.py`: 24 cells = 4 "
-         "targets x 6 batch sizes, CANN changing monthly, injected regressions and OOM cells) imported with one "
-         "`erfnet results import DIR` process each (a few nights have no run: outages the generator leaves out), "
-         "then every page requested in-process through the plugin app "
-         f"(median of {results['repeats']} after a warm-up). "
-         "Targets at 5 years: every page < 300 ms, history < 1 s, 400 files imported in one call < 60 s. "
-         "The machine has 2 cores; the load average on the last row says how quiet it was. Before this change "
-         "(issue 20): the history showed only the newest 200 runs, its chart code took 37 s at 1,825 runs "
-         "(quadratic), and importing a year meant 365 processes (273 s).", "",
-         "| figure | " + " | ".join(cols) + " |", "|---|" + "---|" * len(cols)]
+    L = [
+        START,
+        "## History at scale (results database and plugin pages)",
+        "",
+        f"`bench/history_scale.py`, {results['when']}: generated nightlies (`bench/nightlies.py`: 24 cells = 4 "
+        "targets x 6 batch sizes, CANN changing monthly, injected regressions and OOM cells) imported with one "
+        "`erfnet results import DIR` process each (a few nights have no run: outages the generator leaves out), "
+        "then every page requested in-process through the plugin app "
+        f"(median of {results['repeats']} after a warm-up). "
+        "Targets at 5 years: every page < 300 ms, history < 1 s, 400 files imported in one call < 60 s. "
+        "The machine has 2 cores; the load average on the last row says how quiet it was. Before this change "
+        "(issue 20): the history showed only the newest 200 runs, its chart code took 37 s at 1,825 runs "
+        "(quadratic), and importing a year meant 365 processes (273 s).",
+        "",
+        "| figure | " + " | ".join(cols) + " |",
+        "|---|" + "---|" * len(cols),
+    ]
     L.append("| import 400 files, one call (s) | " + " | ".join(f"{r['import_first_400_s']:.1f}" for r in rows) + " |")
-    L.append("| import the other runs, one call (s) | "
-             + " | ".join(f"{r['import_rest_s']:.1f} ({r['import_rest_runs']} runs)" for r in rows) + " |")
-    L.append("| import the 400 again, all already present (s) | "
-             + " | ".join(f"{r['reimport_400_present_s']:.1f}" for r in rows) + " |")
+    L.append(
+        "| import the other runs, one call (s) | "
+        + " | ".join(f"{r['import_rest_s']:.1f} ({r['import_rest_runs']} runs)" for r in rows)
+        + " |"
+    )
+    L.append(
+        "| import the 400 again, all already present (s) | "
+        + " | ".join(f"{r['reimport_400_present_s']:.1f}" for r in rows)
+        + " |"
+    )
     L.append("| database size (MB) | " + " | ".join(f"{r['database_bytes'] / 1e6:.1f}" for r in rows) + " |")
     for name in rows[0]["pages"]:
         if "every page" in name:
-            L.append(f"| {name} (ms, whole walk / slowest page; pages; size) | " + " | ".join(
-                f"{r['pages'][name]['median_ms']:.0f} / {r['pages'][name]['max_ms']:.0f}; "
-                f"{r['pages'][name]['pages']} pages; {r['pages'][name]['bytes'] / 1000:.0f} kB" for r in rows) + " |")
+            L.append(
+                f"| {name} (ms, whole walk / slowest page; pages; size) | "
+                + " | ".join(
+                    f"{r['pages'][name]['median_ms']:.0f} / {r['pages'][name]['max_ms']:.0f}; "
+                    f"{r['pages'][name]['pages']} pages; {r['pages'][name]['bytes'] / 1000:.0f} kB"
+                    for r in rows
+                )
+                + " |"
+            )
             continue
-        L.append(f"| {name} (ms, median / max; size) | " + " | ".join(
-            f"{r['pages'][name]['median_ms']:.0f} / {r['pages'][name]['max_ms']:.0f}; "
-            f"{r['pages'][name]['bytes'] / 1000:.0f} kB" for r in rows) + " |")
-    L.append("| load average of the 2-core machine at the end (1, 5, 15 min) | "
-             + " | ".join(", ".join(str(x) for x in r.get("load_average", [])) for r in rows) + " |")
+        L.append(
+            f"| {name} (ms, median / max; size) | "
+            + " | ".join(
+                f"{r['pages'][name]['median_ms']:.0f} / {r['pages'][name]['max_ms']:.0f}; "
+                f"{r['pages'][name]['bytes'] / 1000:.0f} kB"
+                for r in rows
+            )
+            + " |"
+        )
+    L.append(
+        "| load average of the 2-core machine at the end (1, 5, 15 min) | "
+        + " | ".join(", ".join(str(x) for x in r.get("load_average", [])) for r in rows)
+        + " |"
+    )
     L += ["", END]
     return "\n".join(L)
 
@@ -211,7 +262,7 @@ def write_markdown(results: dict) -> None:
     text = MARKDOWN.read_text(encoding="utf-8") if MARKDOWN.exists() else "# Benchmarks\n"
     section = render(results)
     if START in text and END in text:
-        text = text[:text.index(START)] + section + text[text.index(END) + len(END):]
+        text = text[: text.index(START)] + section + text[text.index(END) + len(END) :]
     else:
         text = text.rstrip("\n") + "\n\n" + section + "\n"
     MARKDOWN.write_text(text, encoding="utf-8")
@@ -229,8 +280,11 @@ def main() -> None:
         write_markdown(json.loads(RESULTS.read_text()))
         return
     kind = "sqlite" if args.sqlite else "postgresql"
-    results = {"when": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"), "repeats": args.repeats,
-               "runs": [measure(y, kind, args.repeats, args.keep_pg) for y in args.years]}
+    results = {
+        "when": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "repeats": args.repeats,
+        "runs": [measure(y, kind, args.repeats, args.keep_pg) for y in args.years],
+    }
     RESULTS.write_text(json.dumps(results, indent=2) + "\n")
     write_markdown(results)
     print(f"wrote {RESULTS} and the history section of {MARKDOWN}")

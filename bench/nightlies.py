@@ -53,26 +53,52 @@ def _cells(rng: random.Random, month: int, factors: dict, accuracy_dip: bool) ->
     for target, (fps1, growth) in TARGETS.items():
         for i, batch in enumerate(BATCHES):
             oom = (target == "Ascend310" and batch == 64) or (batch >= 32 and rng.random() < 0.01)
-            compiled.append({"target": target, "batch_size": batch, "backend": "cpu" if target == "cpu" else "ascend",
-                             "chip": None if target == "cpu" else target,
-                             "path": f"/data/models/erfnet_bs{batch}_{target}.om",
-                             "sha256": hashlib.sha256(f"{month}{target}{batch}".encode()).hexdigest(),
-                             "seconds": round(rng.uniform(40, 200), 2), "cache_hit": rng.random() < 0.9,
-                             "status": "ok", "error": None})
+            compiled.append(
+                {
+                    "target": target,
+                    "batch_size": batch,
+                    "backend": "cpu" if target == "cpu" else "ascend",
+                    "chip": None if target == "cpu" else target,
+                    "path": f"/data/models/erfnet_bs{batch}_{target}.om",
+                    "sha256": hashlib.sha256(f"{month}{target}{batch}".encode()).hexdigest(),
+                    "seconds": round(rng.uniform(40, 200), 2),
+                    "cache_hit": rng.random() < 0.9,
+                    "status": "ok",
+                    "error": None,
+                }
+            )
             if oom:
-                perf.append({"target": target, "batch_size": batch, "status": "oom",
-                             "error": "aclrtMalloc failed, error code 207001"})
+                perf.append(
+                    {
+                        "target": target,
+                        "batch_size": batch,
+                        "status": "oom",
+                        "error": "aclrtMalloc failed, error code 207001",
+                    }
+                )
                 continue
             fps = fps1 * (1 + growth) ** i * factors[(month, target)] * rng.uniform(0.985, 1.015)
             compute = 1000.0 * batch / fps
-            perf.append({"target": target, "batch_size": batch, "throughput_fps": round(fps, 4), "status": "ok",
-                         "compute_min_ms": round(compute * 0.97, 4), "compute_mean_ms": round(compute, 4),
-                         "compute_median_ms": round(compute * 0.995, 4), "compute_p99_ms": round(compute * 1.08, 4),
-                         "h2d_mean_ms": round(0.9 * batch, 4), "d2h_mean_ms": round(1.1 * batch, 4), "error": None})
+            perf.append(
+                {
+                    "target": target,
+                    "batch_size": batch,
+                    "throughput_fps": round(fps, 4),
+                    "status": "ok",
+                    "compute_min_ms": round(compute * 0.97, 4),
+                    "compute_mean_ms": round(compute, 4),
+                    "compute_median_ms": round(compute * 0.995, 4),
+                    "compute_p99_ms": round(compute * 1.08, 4),
+                    "h2d_mean_ms": round(0.9 * batch, 4),
+                    "d2h_mean_ms": round(1.1 * batch, 4),
+                    "error": None,
+                }
+            )
             miou = REFERENCE_MIOU + rng.uniform(-0.0003, 0.0003) - (0.013 if accuracy_dip else 0.0)
             per_class = [round(min(0.99, max(0.05, miou + rng.uniform(-0.25, 0.2))), 6) for _ in range(CLASSES)]
-            acc.append({"target": target, "batch_size": batch, "images": 500, "miou": round(miou, 6),
-                        "per_class": per_class})
+            acc.append(
+                {"target": target, "batch_size": batch, "images": 500, "miou": round(miou, 6), "per_class": per_class}
+            )
     return perf, acc, compiled
 
 
@@ -86,19 +112,29 @@ def nightly_documents(n: int, seed: int = 20, end: datetime = END) -> list[dict]
         started = first + timedelta(days=day)
         month = (started.year - first.year) * 12 + started.month - first.month
         run_id = f"scheduled__{started.isoformat()}"
-        run = {"id": run_id, "dag_id": DAG_ID, "started_at": started.isoformat(),
-               "finished_at": (started + timedelta(hours=3, minutes=rng.randint(0, 50))).isoformat(),
-               "cann_version": cann_version(month), "driver_version": "24.1.rc2", "host": "npu-host-7",
-               "params": {"reference_miou": GUIDE_MIOU_PERCENT, "tolerance": 1.0, "throughput_drop": 5},
-               "backends": {"ascend": cann_version(month), "onnxruntime": "1.20.1"},
-               "model_sha256": "c0ffee" * 10 + "beef", "weights_sha256": "be" * 32,
-               "dataset_fingerprint": "cityscapes-val-500", "images": 500, "synthetic": False}
+        run = {
+            "id": run_id,
+            "dag_id": DAG_ID,
+            "started_at": started.isoformat(),
+            "finished_at": (started + timedelta(hours=3, minutes=rng.randint(0, 50))).isoformat(),
+            "cann_version": cann_version(month),
+            "driver_version": "24.1.rc2",
+            "host": "npu-host-7",
+            "params": {"reference_miou": GUIDE_MIOU_PERCENT, "tolerance": 1.0, "throughput_drop": 5},
+            "backends": {"ascend": cann_version(month), "onnxruntime": "1.20.1"},
+            "model_sha256": "c0ffee" * 10 + "beef",
+            "weights_sha256": "be" * 32,
+            "dataset_fingerprint": "cityscapes-val-500",
+            "images": 500,
+            "synthetic": False,
+        }
         if rng.random() < 0.02:  # the nightly found nothing new to measure: it publishes nothing
             continue
         perf, acc, compiled = _cells(rng, month, factors, accuracy_dip=rng.random() < 0.015)
         status = run_status([p["status"] for p in perf]).value  # an oom cell is a result: still complete
-        docs.append({"run": {**run, "status": status}, "compiled": compiled, "accuracy": acc, "perf": perf,
-                     "findings": []})
+        docs.append(
+            {"run": {**run, "status": status}, "compiled": compiled, "accuracy": acc, "perf": perf, "findings": []}
+        )
     return docs
 
 

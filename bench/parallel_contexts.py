@@ -36,8 +36,14 @@ def timed_preprocess(tree: str, out: str, workers: int) -> dict:
 
     shutil.rmtree(out, ignore_errors=True)
     start = time.perf_counter()
-    manifest = preprocess(Path(tree) / "leftImg8bit" / "val", Path(out) / "prep", Path(tree) / "gtFine" / "val",
-                          Path(out) / "gt", workers=workers, progress=False)
+    manifest = preprocess(
+        Path(tree) / "leftImg8bit" / "val",
+        Path(out) / "prep",
+        Path(tree) / "gtFine" / "val",
+        Path(out) / "gt",
+        workers=workers,
+        progress=False,
+    )
     seconds = time.perf_counter() - start
     shutil.rmtree(out, ignore_errors=True)
     return {"seconds": seconds, "images": manifest["images"], "daemonic": is_daemonic(), "pid": os.getpid()}
@@ -48,8 +54,11 @@ def timed_preprocess(tree: str, out: str, workers: int) -> dict:
 try:
     from celery import Celery
 
-    app = Celery("parallel_contexts", broker=os.environ.get("BENCH_BROKER", "memory://"),
-                 backend=os.environ.get("BENCH_BROKER", "cache+memory://"))
+    app = Celery(
+        "parallel_contexts",
+        broker=os.environ.get("BENCH_BROKER", "memory://"),
+        backend=os.environ.get("BENCH_BROKER", "cache+memory://"),
+    )
     celery_task = app.task(name="bench.timed_preprocess")(timed_preprocess)
 except ImportError:  # pragma: no cover - celery comes with the airflow extra
     app = None
@@ -63,9 +72,27 @@ def in_celery_worker(tree: Path, work: Path, worker_counts: list[int], repeats: 
     broker = f"redis://{REDIS}/{db}"
     env = {**os.environ, "BENCH_BROKER": broker, "PYTHONPATH": f"{HERE}{os.pathsep}{HERE.parent}"}
     log = (work / "celery-worker.log").open("wb")
-    worker = subprocess.Popen([sys.executable, "-m", "celery", "-A", "parallel_contexts", "worker", "--pool",
-                               "prefork", "--concurrency", "1", "--loglevel", "INFO"],
-                              cwd=HERE, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    worker = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            "parallel_contexts",
+            "worker",
+            "--pool",
+            "prefork",
+            "--concurrency",
+            "1",
+            "--loglevel",
+            "INFO",
+        ],
+        cwd=HERE,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     try:
         app.conf.broker_url = app.conf.result_backend = broker
         out: dict[int, list[dict]] = {n: [] for n in worker_counts}
@@ -119,24 +146,44 @@ def main(argv=None) -> int:
             for n in counts:
                 raw["cli"][n].append(timed_preprocess(str(tree), str(work / "cli_out"), n))
                 raw["daemonic"][n].append(in_daemonic_process(tree, work, n))
-                print(f"cli {n}: {args.images / raw['cli'][n][-1]['seconds']:.2f} img/s, daemonic {n}: "
-                      f"{args.images / raw['daemonic'][n][-1]['seconds']:.2f} img/s", flush=True)
+                print(
+                    f"cli {n}: {args.images / raw['cli'][n][-1]['seconds']:.2f} img/s, daemonic {n}: "
+                    f"{args.images / raw['daemonic'][n][-1]['seconds']:.2f} img/s",
+                    flush=True,
+                )
         if not args.no_celery:
             raw["celery_worker"] = in_celery_worker(tree, work, counts, args.repeats)
     summary = {}
     for context, per in raw.items():
         ips = {str(n): statistics.median(args.images / r["seconds"] for r in runs) for n, runs in per.items()}
-        summary[context] = {"daemonic": per[counts[-1]][0]["daemonic"], "img_per_s": ips,
-                            "speedup": ips[str(cores)] / ips["1"]}
-        print(f"{context}: daemonic={summary[context]['daemonic']} 1 worker {ips['1']:.2f} img/s, {cores} workers "
-              f"{ips[str(cores)]:.2f} img/s, speed-up {summary[context]['speedup']:.2f}x")
+        summary[context] = {
+            "daemonic": per[counts[-1]][0]["daemonic"],
+            "img_per_s": ips,
+            "speedup": ips[str(cores)] / ips["1"],
+        }
+        print(
+            f"{context}: daemonic={summary[context]['daemonic']} 1 worker {ips['1']:.2f} img/s, {cores} workers "
+            f"{ips[str(cores)]:.2f} img/s, speed-up {summary[context]['speedup']:.2f}x"
+        )
     git = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=HERE)
-    RESULTS.write_text(json.dumps({"images": args.images, "repeats": args.repeats, "cores": cores,
-                                   "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                                   "git": git.stdout.strip(), "load_before": load_before,
-                                   "load_after": [round(x, 2) for x in os.getloadavg()],
-                                   "python": platform.python_version(),
-                                   "contexts": summary, "raw": raw}, indent=1) + "\n")
+    RESULTS.write_text(
+        json.dumps(
+            {
+                "images": args.images,
+                "repeats": args.repeats,
+                "cores": cores,
+                "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                "git": git.stdout.strip(),
+                "load_before": load_before,
+                "load_after": [round(x, 2) for x in os.getloadavg()],
+                "python": platform.python_version(),
+                "contexts": summary,
+                "raw": raw,
+            },
+            indent=1,
+        )
+        + "\n"
+    )
     # BENCHMARKS.md is rendered from bench/results.json (make bench) plus this file: rewrite it with both.
     subprocess.run([sys.executable, str(HERE / "run.py"), "--report-only"], check=True)
     return 0

@@ -40,16 +40,39 @@ import report  # noqa: E402
 GFLOP_PER_IMAGE = 53.2
 RESULTS = BENCH / "results.json"
 MARKDOWN = REPO / "BENCHMARKS.md"
-FULL = {"images_inference": 16, "images_preprocess": 16, "images_evaluate": 8, "repeats": 3, "inference_repeats": 5,
-        "memory_images": (4, 16), "dag_images": 2, "matmul_n": 4096, "matmul_repeats": 5}
-QUICK = {"images_inference": 2, "images_preprocess": 2, "images_evaluate": 2, "repeats": 2, "inference_repeats": 2,
-         "memory_images": (1, 2), "dag_images": 1, "matmul_n": 1024, "matmul_repeats": 3}
+FULL = {
+    "images_inference": 16,
+    "images_preprocess": 16,
+    "images_evaluate": 8,
+    "repeats": 3,
+    "inference_repeats": 5,
+    "memory_images": (4, 16),
+    "dag_images": 2,
+    "matmul_n": 4096,
+    "matmul_repeats": 5,
+}
+QUICK = {
+    "images_inference": 2,
+    "images_preprocess": 2,
+    "images_evaluate": 2,
+    "repeats": 2,
+    "inference_repeats": 2,
+    "memory_images": (1, 2),
+    "dag_images": 1,
+    "matmul_n": 1024,
+    "matmul_repeats": 3,
+}
 
 
 def stats(values) -> dict:
     values = [float(v) for v in values]
-    return {"median": statistics.median(values), "min": min(values), "max": max(values), "n": len(values),
-            "values": values}
+    return {
+        "median": statistics.median(values),
+        "min": min(values),
+        "max": max(values),
+        "n": len(values),
+        "values": values,
+    }
 
 
 def log(msg: str) -> None:
@@ -57,6 +80,7 @@ def log(msg: str) -> None:
 
 
 # ---------------------------------------------------------------------------------------- machine
+
 
 def _lscpu() -> dict:
     try:
@@ -80,24 +104,38 @@ def machine() -> dict:
     import torch
 
     cpu = _lscpu()
-    mem_kib = next((int(line.split()[1]) for line in Path("/proc/meminfo").read_text().splitlines()
-                    if line.startswith("MemTotal")), None)
+    mem_kib = next(
+        (
+            int(line.split()[1])
+            for line in Path("/proc/meminfo").read_text().splitlines()
+            if line.startswith("MemTotal")
+        ),
+        None,
+    )
     try:
-        commit = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"], capture_output=True,
-                                text=True).stdout.strip()
+        commit = subprocess.run(
+            ["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"], capture_output=True, text=True
+        ).stdout.strip()
     except OSError:
         commit = None
     return {
         "cpu_model": cpu.get("Model name", platform.processor()),
-        "logical_cpus": os.cpu_count(), "physical_cores": physical_cores(),
+        "logical_cpus": os.cpu_count(),
+        "physical_cores": physical_cores(),
         "usable_cpus": len(os.sched_getaffinity(0)),
-        "hypervisor": cpu.get("Hypervisor vendor"), "flags_avx2": "avx2" in cpu.get("Flags", ""),
+        "hypervisor": cpu.get("Hypervisor vendor"),
+        "flags_avx2": "avx2" in cpu.get("Flags", ""),
         "flags_avx512": "avx512f" in cpu.get("Flags", ""),
         "memory_gib": round(mem_kib / 2**20, 1) if mem_kib else None,
-        "os": platform.platform(), "python": platform.python_version(),
-        "numpy": np.__version__, "numpy_blas": _numpy_blas(), "torch": torch.__version__,
-        "torch_threads": torch.get_num_threads(), "onnxruntime": onnxruntime.__version__,
-        "pillow": PIL.__version__, "git_commit": commit,
+        "os": platform.platform(),
+        "python": platform.python_version(),
+        "numpy": np.__version__,
+        "numpy_blas": _numpy_blas(),
+        "torch": torch.__version__,
+        "torch_threads": torch.get_num_threads(),
+        "onnxruntime": onnxruntime.__version__,
+        "pillow": PIL.__version__,
+        "git_commit": commit,
     }
 
 
@@ -132,6 +170,7 @@ def matmul_rate(n: int, repeats: int) -> dict:
 
 
 # ------------------------------------------------------------------------------------------ setup
+
 
 def subset_tree(root: Path, n: int, dest: Path) -> Path:
     """A Cityscapes-layout tree of the first ``n`` images of ``root`` (symlinks, labels alongside)."""
@@ -182,6 +221,7 @@ def setup(work: Path, cfg: dict) -> dict:
 
 # -------------------------------------------------------------------------------------- inference
 
+
 def _bin_files(prep: Path) -> list[Path]:
     from erfnet_tasks.backends._local import list_inputs
 
@@ -200,7 +240,7 @@ def first_bins(prep: Path, n: int, dest: Path) -> Path:
 def _fill(batch: np.ndarray, group: list[Path]) -> None:
     for i, path in enumerate(group):
         batch[i] = np.fromfile(path, dtype=np.float32).reshape(batch.shape[1:])
-    batch[len(group):] = 0
+    batch[len(group) :] = 0
 
 
 def bare_ort(model: Path, files: list[Path], bs: int) -> tuple[float, list[float]]:
@@ -211,7 +251,7 @@ def bare_ort(model: Path, files: list[Path], bs: int) -> tuple[float, list[float
     session = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"])
     name = session.get_inputs()[0].name
     batch = np.zeros((bs, 3, 512, 1024), dtype=np.float32)
-    groups = [files[i:i + bs] for i in range(0, len(files), bs)]
+    groups = [files[i : i + bs] for i in range(0, len(files), bs)]
     _fill(batch, groups[0])
     session.run(None, {name: batch})  # warmup, as our infer does
     runs = []
@@ -232,7 +272,7 @@ def torch_eager(weights: Path, files: list[Path], bs: int) -> tuple[float, list[
     net = load_erfnet(weights)
     batch = np.zeros((bs, 3, 512, 1024), dtype=np.float32)
     x = torch.from_numpy(batch)
-    groups = [files[i:i + bs] for i in range(0, len(files), bs)]
+    groups = [files[i : i + bs] for i in range(0, len(files), bs)]
     runs = []
     with torch.inference_mode():
         _fill(batch, groups[0])
@@ -293,8 +333,11 @@ def inference(work: Path, s: dict, prep: Path, cfg: dict, limit_gflops: float) -
         per = {}
         for who, d in raw[bs].items():
             steady = stats(d["steady"])
-            per[who] = {"end_to_end_ips": stats(d["e2e"]), "steady_ips": steady,
-                        "fraction_of_matmul_limit": steady["median"] * GFLOP_PER_IMAGE / limit_gflops}
+            per[who] = {
+                "end_to_end_ips": stats(d["e2e"]),
+                "steady_ips": steady,
+                "fraction_of_matmul_limit": steady["median"] * GFLOP_PER_IMAGE / limit_gflops,
+            }
         per["ours_vs_bare"] = per["ours"]["end_to_end_ips"]["median"] / per["bare"]["end_to_end_ips"]["median"]
         per["ours_vs_torch"] = per["ours"]["end_to_end_ips"]["median"] / per["torch"]["end_to_end_ips"]["median"]
         # Best of the repeats: the run least disturbed by other jobs on a shared machine.
@@ -306,6 +349,7 @@ def inference(work: Path, s: dict, prep: Path, cfg: dict, limit_gflops: float) -
 
 
 # ---------------------------------------------------------------------------------- preprocessing
+
 
 def preprocessing(work: Path, tree: Path, cfg: dict) -> dict:
     from erfnet_tasks.parallel import default_workers
@@ -320,8 +364,14 @@ def preprocessing(work: Path, tree: Path, cfg: dict) -> dict:
             if key == "guide_pil_loop":
                 r = _stage("guide_preprocess", img_dir=img_dir, prep_dir=out / "prep")
             else:
-                r = _stage("preprocess", img_dir=img_dir, prep_dir=out / "prep", gt_dir=gt_dir, gt_out_dir=out / "gt",
-                           workers=1 if key == "ours_1_worker" else all_workers)
+                r = _stage(
+                    "preprocess",
+                    img_dir=img_dir,
+                    prep_dir=out / "prep",
+                    gt_dir=gt_dir,
+                    gt_out_dir=out / "gt",
+                    workers=1 if key == "ours_1_worker" else all_workers,
+                )
             raw[key].append(n / r["seconds"])
             log(f"preprocess {key}: {raw[key][-1]:.2f} img/s")
             if rep < cfg["repeats"] - 1 or key != "ours_1_worker":
@@ -338,6 +388,7 @@ def preprocessing(work: Path, tree: Path, cfg: dict) -> dict:
 
 
 # ------------------------------------------------------------------------------------- evaluation
+
 
 def evaluation(work: Path, s: dict, prep: Path, gt: Path, fp16_summary: Path, cfg: dict) -> dict:
     from erfnet_tasks.backends import get_backend
@@ -371,23 +422,32 @@ def evaluation(work: Path, s: dict, prep: Path, gt: Path, fp16_summary: Path, cf
     ev16 = evaluate_summary(fp16_summary, gt, workers=all_workers, progress=False)
     differing = 0
     for a, b in zip(_outfiles(labels.summary_path), _outfiles(fp16_summary), strict=True):
-        differing += int(np.count_nonzero(np.fromfile(a, dtype=np.int32).reshape(512, 1024)
-                                          != _argmax16(b)))
+        differing += int(np.count_nonzero(np.fromfile(a, dtype=np.int32).reshape(512, 1024) != _argmax16(b)))
     accuracy = {
         "images": n,
-        "miou_argmax_int32": ev_labels.miou, "miou_fp32_logits": ev32.miou, "miou_fp16_logits": ev16.miou,
+        "miou_argmax_int32": ev_labels.miou,
+        "miou_fp32_logits": ev32.miou,
+        "miou_fp16_logits": ev16.miou,
         "miou_guide_iouEval_fp16": miou["guide_torch_iouEval_fp16"],
         "per_class_identical_argmax_vs_fp32": ev_labels.per_class == ev32.per_class,
-        "pixels_differing_argmax_vs_fp16_argmax": differing, "pixels_total": n * 512 * 1024,
-        "bytes_per_image": {"fp16_logits": _bytes_per_output(fp16_summary),
-                            "fp32_logits": _bytes_per_output(fp32.summary_path),
-                            "argmax_int32": _bytes_per_output(labels.summary_path)},
+        "pixels_differing_argmax_vs_fp16_argmax": differing,
+        "pixels_total": n * 512 * 1024,
+        "bytes_per_image": {
+            "fp16_logits": _bytes_per_output(fp16_summary),
+            "fp32_logits": _bytes_per_output(fp32.summary_path),
+            "argmax_int32": _bytes_per_output(labels.summary_path),
+        },
     }
-    return {"images": n, "workers_all": all_workers, "ips": {k: stats(v) for k, v in raw.items()},
-            "vs_guide": {k: v / guide for k, v in med.items() if k != "guide_torch_iouEval_fp16"},
-            "vs_guide_best": {k: max(raw[k]) / max(raw["guide_torch_iouEval_fp16"]) for k in raw
-                              if k != "guide_torch_iouEval_fp16"},
-            "accuracy": accuracy}
+    return {
+        "images": n,
+        "workers_all": all_workers,
+        "ips": {k: stats(v) for k, v in raw.items()},
+        "vs_guide": {k: v / guide for k, v in med.items() if k != "guide_torch_iouEval_fp16"},
+        "vs_guide_best": {
+            k: max(raw[k]) / max(raw["guide_torch_iouEval_fp16"]) for k in raw if k != "guide_torch_iouEval_fp16"
+        },
+        "accuracy": accuracy,
+    }
 
 
 def _outfiles(summary: Path) -> list[Path]:
@@ -407,9 +467,11 @@ def _bytes_per_output(summary: Path) -> float:
 
 # ------------------------------------------------------------------------------ memory and bytes
 
+
 def _stage(name: str, **args) -> dict:
-    proc = subprocess.run([sys.executable, str(BENCH / "stage.py"), name, json.dumps(args, default=str)],
-                          capture_output=True, text=True)
+    proc = subprocess.run(
+        [sys.executable, str(BENCH / "stage.py"), name, json.dumps(args, default=str)], capture_output=True, text=True
+    )
     if proc.returncode != 0:
         raise RuntimeError(f"stage {name} failed: {proc.stderr[-2000:]}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
@@ -441,14 +503,16 @@ def memory(work: Path, s: dict, cfg: dict) -> dict:
         img_dir, gt_dir = tree / "leftImg8bit" / "val", tree / "gtFine" / "val"
         r = _stage("guide_preprocess", img_dir=img_dir, prep_dir=base / "guide_prep")
         rows.append(_row("preprocess (guide PIL loop)", n, r, _dir_bytes(base / "guide_prep")))
-        r = _stage("preprocess", img_dir=img_dir, prep_dir=base / "prep", gt_dir=gt_dir, gt_out_dir=base / "gt",
-                   workers=1)
+        r = _stage(
+            "preprocess", img_dir=img_dir, prep_dir=base / "prep", gt_dir=gt_dir, gt_out_dir=base / "gt", workers=1
+        )
         rows.append(_row("preprocess (ours, 1 worker)", n, r, _dir_bytes(base / "prep") + _dir_bytes(base / "gt")))
         r = _stage("infer", model=s["models"]["bs1"], input_dir=base / "prep", output_dir=base / "out", batch_size=1)
         rows.append(_row("infer (ours, ORT bs1, FP16 logits)", n, r, _dir_bytes(base / "out")))
         summary = Path(r["summary_path"])
-        r = _stage("infer", model=s["models"]["argmax_bs1"], input_dir=base / "prep", output_dir=base / "out_am",
-                   batch_size=1)
+        r = _stage(
+            "infer", model=s["models"]["argmax_bs1"], input_dir=base / "prep", output_dir=base / "out_am", batch_size=1
+        )
         rows.append(_row("infer (ours, ORT bs1, ArgMax int32)", n, r, _dir_bytes(base / "out_am")))
         r = _stage("evaluate", summary=summary, gt_dir=base / "gt", workers=1)
         rows.append(_row("evaluate (ours, FP16 logits, 1 worker)", n, r, 0))
@@ -463,16 +527,24 @@ def memory(work: Path, s: dict, cfg: dict) -> dict:
     for stage in dict.fromkeys(r["stage"] for r in rows):
         a = next(r for r in rows if r["stage"] == stage and r["images"] == small)
         b = next(r for r in rows if r["stage"] == stage and r["images"] == large)
-        flat[stage] = {"rss_small_mib": a["peak_rss_mib"], "rss_large_mib": b["peak_rss_mib"],
-                       "growth_mib": b["peak_rss_mib"] - a["peak_rss_mib"],
-                       "flat": b["peak_rss_mib"] <= a["peak_rss_mib"] * 1.10 + 16}
+        flat[stage] = {
+            "rss_small_mib": a["peak_rss_mib"],
+            "rss_large_mib": b["peak_rss_mib"],
+            "growth_mib": b["peak_rss_mib"] - a["peak_rss_mib"],
+            "flat": b["peak_rss_mib"] <= a["peak_rss_mib"] * 1.10 + 16,
+        }
     return {"rows": rows, "flat": flat, "images": [small, large]}
 
 
 def _row(stage: str, n: int, r: dict, written: int) -> dict:
-    return {"stage": stage, "images": n, "seconds": r["seconds"], "peak_rss_mib": r["maxrss_kib"] / 1024,
-            "bytes_written_per_image": written / n,
-            "syscall_bytes_written_per_image": (r["wchar"] / n) if r.get("wchar") is not None else None}
+    return {
+        "stage": stage,
+        "images": n,
+        "seconds": r["seconds"],
+        "peak_rss_mib": r["maxrss_kib"] / 1024,
+        "bytes_written_per_image": written / n,
+        "syscall_bytes_written_per_image": (r["wchar"] / n) if r.get("wchar") is not None else None,
+    }
 
 
 # ------------------------------------------------------------------------------------------- DAG
@@ -504,8 +576,16 @@ def dag_overhead(work: Path, cfg: dict) -> dict:
     w = timed("random_checkpoint", lambda: write_random_checkpoint(direct_dir / "w.pth", seed=0))
     timed("export_onnx", lambda: export_onnx(w, direct_dir / "o.onnx"))
     timed("fix_bn", lambda: fix_bn(direct_dir / "o.onnx", direct_dir / "ErfNet.onnx"))
-    timed("preprocess", lambda: preprocess(direct_dir / "cs/leftImg8bit/val", direct_dir / "prep",
-                                           direct_dir / "cs/gtFine/val", direct_dir / "gt", progress=False))
+    timed(
+        "preprocess",
+        lambda: preprocess(
+            direct_dir / "cs/leftImg8bit/val",
+            direct_dir / "prep",
+            direct_dir / "cs/gtFine/val",
+            direct_dir / "gt",
+            progress=False,
+        ),
+    )
     c = timed("compile", lambda: ort.compile(direct_dir / "ErfNet.onnx", direct_dir / "om", chip="cpu", batch_size=1))
     r = timed("infer", lambda: ort.infer(c.path, direct_dir / "prep", direct_dir / "out", batch_size=1))
     timed("evaluate", lambda: evaluate_summary(r.summary_path, direct_dir / "gt", progress=False))
@@ -522,9 +602,17 @@ def dag_overhead(work: Path, cfg: dict) -> dict:
         return {"error": f"erfnet demo failed ({proc.returncode}): {proc.stderr[-500:]}", "direct_s": steps}
     tasks = _task_spans(proc.stdout + proc.stderr)
     direct = sum(steps.values())
-    return {"images": n, "command": " ".join(["erfnet", *argv[1:]]), "demo_wall_s": wall, "direct_s": steps,
-            "direct_total_s": direct, "overhead_s": wall - direct, "overhead_fraction": (wall - direct) / wall,
-            "task_spans_s": tasks, "task_spans_total_s": sum(tasks.values())}
+    return {
+        "images": n,
+        "command": " ".join(["erfnet", *argv[1:]]),
+        "demo_wall_s": wall,
+        "direct_s": steps,
+        "direct_total_s": direct,
+        "overhead_s": wall - direct,
+        "overhead_fraction": (wall - direct) / wall,
+        "task_spans_s": tasks,
+        "task_spans_total_s": sum(tasks.values()),
+    }
 
 
 def _task_spans(text: str) -> dict:
@@ -543,6 +631,7 @@ def _task_spans(text: str) -> dict:
 
 # ------------------------------------------------------------------------------------------- main
 
+
 def loadavg() -> list[float]:
     return [round(v, 2) for v in os.getloadavg()]
 
@@ -552,18 +641,29 @@ def wait_quiet(max_wait: float, threshold: float) -> dict:
     while os.getloadavg()[0] >= threshold and time.monotonic() - started < max_wait:
         log(f"load {os.getloadavg()[0]:.2f} >= {threshold}: waiting")
         time.sleep(20)
-    return {"waited_s": round(time.monotonic() - started), "threshold": threshold,
-            "quiet_at_start": os.getloadavg()[0] < threshold}
+    return {
+        "waited_s": round(time.monotonic() - started),
+        "threshold": threshold,
+        "quiet_at_start": os.getloadavg()[0] < threshold,
+    }
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="tiny settings for development (not for BENCHMARKS.md)")
     parser.add_argument("--report-only", action="store_true", help="rewrite BENCHMARKS.md from bench/results.json")
-    parser.add_argument("--wait-quiet", type=float, default=0, metavar="SECONDS",
-                        help="first wait up to SECONDS for the 1-minute load average to fall below 0.7")
-    parser.add_argument("--make", action="store_true",
-                        help="what `make bench` runs: --wait-quiet 120, and the command recorded as `make bench`")
+    parser.add_argument(
+        "--wait-quiet",
+        type=float,
+        default=0,
+        metavar="SECONDS",
+        help="first wait up to SECONDS for the 1-minute load average to fall below 0.7",
+    )
+    parser.add_argument(
+        "--make",
+        action="store_true",
+        help="what `make bench` runs: --wait-quiet 120, and the command recorded as `make bench`",
+    )
     parser.add_argument("--results", type=Path, default=RESULTS)
     parser.add_argument("--markdown", type=Path, default=MARKDOWN)
     args = parser.parse_args(argv)
@@ -577,12 +677,19 @@ def main(argv=None) -> int:
     started = time.perf_counter()
     flags = " ".join(sys.argv[1:]) if argv is None else " ".join(argv)
     command = f".venv/bin/python bench/run.py {flags}".strip()
-    results = {"command": "make bench  (= .venv/bin/python bench/run.py --make)" if args.make else command,
-               "quick": args.quick, "started_at": datetime.now(UTC).isoformat(timespec="seconds"),
-               "load_before": loadavg(), **quiet, "settings": cfg, "gflop_per_image": GFLOP_PER_IMAGE}
+    results = {
+        "command": "make bench  (= .venv/bin/python bench/run.py --make)" if args.make else command,
+        "quick": args.quick,
+        "started_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "load_before": loadavg(),
+        **quiet,
+        "settings": cfg,
+        "gflop_per_image": GFLOP_PER_IMAGE,
+    }
     results["machine"] = machine()
-    results["stage_timing"] = ("preprocessing and evaluation contenders run in their own process "
-                               "(bench/stage.py); seconds are the call alone")
+    results["stage_timing"] = (
+        "preprocessing and evaluation contenders run in their own process (bench/stage.py); seconds are the call alone"
+    )
     log(f"machine: {results['machine']['cpu_model']}, {results['machine']['physical_cores']} cores")
     results["matmul"] = matmul_rate(cfg["matmul_n"], cfg["matmul_repeats"])
     log(f"matmul limit {results['matmul']['limit_gflops']:.1f} GFLOP/s")

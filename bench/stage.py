@@ -55,12 +55,23 @@ def run(stage: str, args: dict) -> dict:
     extra = {}
     started = time.perf_counter()
     if stage == "preprocess":
-        m = preprocess(args["img_dir"], args["prep_dir"], args["gt_dir"], args["gt_out_dir"],
-                       workers=args["workers"], progress=False)
+        m = preprocess(
+            args["img_dir"],
+            args["prep_dir"],
+            args["gt_dir"],
+            args["gt_out_dir"],
+            workers=args["workers"],
+            progress=False,
+        )
         extra["images"] = m["images"]
     elif stage == "infer":
-        r = get_backend("onnxruntime").infer(args["model"], args["input_dir"], args["output_dir"],
-                                            batch_size=args["batch_size"], output_type=args.get("output_type", "fp16"))
+        r = get_backend("onnxruntime").infer(
+            args["model"],
+            args["input_dir"],
+            args["output_dir"],
+            batch_size=args["batch_size"],
+            output_type=args.get("output_type", "fp16"),
+        )
         extra["summary_path"] = str(r.summary_path)
         extra["throughput_fps"] = r.throughput_fps
     elif stage == "evaluate":

@@ -25,8 +25,12 @@ from erfnet_tasks import retention, settings
     max_active_runs=1,
     tags=["erfnet", "maintenance"],
     params={
-        "older_than": Param(settings.prune_older_than(), type="string", pattern=r"^\d{1,6}[dhm]$",
-                            title="Remove what is unused for (30d, 12h, 90m)"),
+        "older_than": Param(
+            settings.prune_older_than(),
+            type="string",
+            pattern=r"^\d{1,6}[dhm]$",
+            title="Remove what is unused for (30d, 12h, 90m)",
+        ),
         "dry_run": Param(False, type="boolean", title="Only list what would be removed"),
     },
 )

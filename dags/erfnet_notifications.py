@@ -39,17 +39,22 @@ def notifier_for(conn_id: str, message: notify.Message):
 
         recipients = conn.extra_dejson.get("to")
         if not recipients:
-            raise BadInput(f"SMTP connection {conn_id!r} names no recipients: set \"to\" in its extra")
+            raise BadInput(f'SMTP connection {conn_id!r} names no recipients: set "to" in its extra')
         return SmtpNotifier(to=recipients, subject=message.subject, html_content=message.html, smtp_conn_id=conn_id)
     if kind == "apprise":
         from airflow.providers.apprise.notifications.apprise import AppriseNotifier
         from apprise import NotifyFormat, NotifyType
 
-        return AppriseNotifier(title=message.subject, body=message.text, body_format=NotifyFormat.TEXT,
-                               notify_type=NotifyType.FAILURE if message.failure else NotifyType.INFO,
-                               apprise_conn_id=conn_id)
-    raise BadInput(f"connection {conn_id!r} has type {conn.conn_type!r}; ERFNET_NOTIFY takes smtp and apprise "
-                   f"connections")
+        return AppriseNotifier(
+            title=message.subject,
+            body=message.text,
+            body_format=NotifyFormat.TEXT,
+            notify_type=NotifyType.FAILURE if message.failure else NotifyType.INFO,
+            apprise_conn_id=conn_id,
+        )
+    raise BadInput(
+        f"connection {conn_id!r} has type {conn.conn_type!r}; ERFNET_NOTIFY takes smtp and apprise connections"
+    )
 
 
 def send(message: notify.Message, context) -> list[str]:
@@ -62,8 +67,12 @@ def send(message: notify.Message, context) -> list[str]:
             with _apprise_failures():
                 notifier_for(conn_id, message).notify(context)
         except Exception as exc:  # any receiver problem: log it and go on to the next one
-            log.warning("notification to %s not delivered (%s: %s)", conn_id, type(exc).__name__,
-                        (str(exc).strip().splitlines() or [""])[0])
+            log.warning(
+                "notification to %s not delivered (%s: %s)",
+                conn_id,
+                type(exc).__name__,
+                (str(exc).strip().splitlines() or [""])[0],
+            )
             continue
         delivered.append(conn_id)
         log.info("notified %s: %s", conn_id, message.subject)
@@ -112,9 +121,15 @@ def on_task_failure(context) -> None:
             doc, baselines = notify.load_run(ti.run_id)
             message = notify.regression_message(doc, baselines, links())
         else:
-            message = notify.failure_message(dag_id=ti.dag_id, run_id=ti.run_id, task_id=ti.task_id,
-                                             error=_error_line(exc), links=links(), map_index=ti.map_index,
-                                             try_number=ti.try_number)
+            message = notify.failure_message(
+                dag_id=ti.dag_id,
+                run_id=ti.run_id,
+                task_id=ti.task_id,
+                error=_error_line(exc),
+                links=links(),
+                map_index=ti.map_index,
+                try_number=ti.try_number,
+            )
         send(message, context)
     except Exception as exc:  # the results database down, a bad setting: the run's state stays the task's
         log.warning("no failure notification (%s: %s)", type(exc).__name__, (str(exc).splitlines() or [""])[0])

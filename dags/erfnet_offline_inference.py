@@ -26,9 +26,18 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
+from airflow.sdk import (
+    Asset,
+    AssetOrTimeSchedule,
+    CronTriggerTimetable,
+    ExceptionRetryPolicy,
+    Param,
+    RetryAction,
+    RetryRule,
+    dag,
+    task,
+)
 from airflow.settings import TIMEZONE  # [core] default_timezone, what a plain cron string used
-from airflow.sdk import (Asset, AssetOrTimeSchedule, CronTriggerTimetable, ExceptionRetryPolicy, Param, RetryAction,
-                         RetryRule, dag, task)
 from erfnet_notifications import on_gate_passed, on_task_failure
 
 from erfnet_tasks import cann_probe, deadlines, pipeline, settings
@@ -54,14 +63,23 @@ AFTER_SKIPPED_GROUPS = "none_failed_min_one_success"  # a matrix group may be em
 # before ErfnetError, their common base: a transient failure (no live NPU worker, a results database that
 # stayed down through publish's own backoff) may be gone by the next try; bad input and a verdict are
 # deterministic, retrying them changes nothing.
-NO_RETRY_ON_BAD_INPUT = ExceptionRetryPolicy(rules=[
-    RetryRule(exception=Transient, action=RetryAction.RETRY,
-              reason="transient infrastructure (no live NPU worker, results database unreachable)"),
-    RetryRule(exception=[BadInput, Verdict], action=RetryAction.FAIL,
-              reason="deterministic failure (bad input or configuration, or the gate's verdict)"),
-    RetryRule(exception=ErfnetError, action=RetryAction.FAIL,
-              reason="a deterministic failure stated as a one-line error"),
-])
+NO_RETRY_ON_BAD_INPUT = ExceptionRetryPolicy(
+    rules=[
+        RetryRule(
+            exception=Transient,
+            action=RetryAction.RETRY,
+            reason="transient infrastructure (no live NPU worker, results database unreachable)",
+        ),
+        RetryRule(
+            exception=[BadInput, Verdict],
+            action=RetryAction.FAIL,
+            reason="deterministic failure (bad input or configuration, or the gate's verdict)",
+        ),
+        RetryRule(
+            exception=ErfnetError, action=RetryAction.FAIL, reason="a deterministic failure stated as a one-line error"
+        ),
+    ]
+)
 
 
 def celery_broker_url() -> str | None:
@@ -75,14 +93,17 @@ def celery_broker_url() -> str | None:
     dag_id=DAG_ID,
     doc_md=__doc__,
     # Nightly at 02:00 (the default timezone), or as soon as the probe sees a CANN upgrade.
-    schedule=AssetOrTimeSchedule(timetable=CronTriggerTimetable(NIGHTLY, timezone=TIMEZONE),
-                                 assets=CANN_ASSET),
+    schedule=AssetOrTimeSchedule(timetable=CronTriggerTimetable(NIGHTLY, timezone=TIMEZONE), assets=CANN_ASSET),
     start_date=datetime(2026, 1, 1),
     catchup=False,
     max_active_runs=1,
     tags=["erfnet", "ascend", "regression"],
-    default_args={"retries": 2, "retry_delay": timedelta(minutes=2), "retry_policy": NO_RETRY_ON_BAD_INPUT,
-                  "on_failure_callback": on_task_failure},  # ERFNET_NOTIFY's receivers hear of it
+    default_args={
+        "retries": 2,
+        "retry_delay": timedelta(minutes=2),
+        "retry_policy": NO_RETRY_ON_BAD_INPUT,
+        "on_failure_callback": on_task_failure,
+    },  # ERFNET_NOTIFY's receivers hear of it
     params={name: Param(**spec) for name, spec in form_fields().items()},
 )
 def erfnet_offline_inference():
@@ -124,8 +145,10 @@ def erfnet_offline_inference():
     def changed_since_last_run(env: dict, model: dict, prep: dict) -> bool:
         previous = pipeline.unchanged_since_last_run(env, model, prep)
         if previous:
-            print(f"Nothing changed since run {previous} (same CANN version, weights and dataset): "
-                  f"ending early. Trigger with force=true to measure again.")
+            print(
+                f"Nothing changed since run {previous} (same CANN version, weights and dataset): "
+                f"ending early. Trigger with force=true to measure again."
+            )
         return previous is None
 
     @task
@@ -160,8 +183,12 @@ def erfnet_offline_inference():
 
     planned = resolve_environment()
     check_params() >> planned
-    probes = [probe.override(task_id=f"probe_{chip}", queue=queue_for(chip))
-              .expand(chip=chips_to_probe.override(task_id=f"needs_{chip}")(planned, chip)) for chip in NPU_CHIPS]
+    probes = [
+        probe.override(task_id=f"probe_{chip}", queue=queue_for(chip)).expand(
+            chip=chips_to_probe.override(task_id=f"needs_{chip}")(planned, chip)
+        )
+        for chip in NPU_CHIPS
+    ]
     env = with_hosts(planned, *probes)
     model = fix_bn(export_onnx(planned))
     prep = preprocess(planned)
@@ -169,21 +196,32 @@ def erfnet_offline_inference():
 
     host_cells = plan.override(task_id="plan_host_cells")(env, "host")
     go >> host_cells
-    compiled_host = compile_cell.override(task_id="compile_on_host").partial(model=model, env=env).expand(cell=host_cells)
+    compiled_host = (
+        compile_cell.override(task_id="compile_on_host").partial(model=model, env=env).expand(cell=host_cells)
+    )
     measured = [measure_cell.override(task_id="measure_on_host").partial(prep=prep, env=env).expand(cell=compiled_host)]
     for chip in NPU_CHIPS:  # compile (atc; AOE holding a pool slot) and measure each chip's cells on its queue
         queue = queue_for(chip)
         cells = {group: plan.override(task_id=f"plan_{group}_{chip}")(env, group, chip) for group in ("npu", "npu_aoe")}
         go >> list(cells.values())
-        compiled = [compile_cell.override(task_id=f"compile_{chip}", queue=queue, execution_timeout=TIMEOUTS["compile"])
-                    .partial(model=model, env=env).expand(cell=cells["npu"]),
-                    compile_cell.override(task_id=f"compile_aoe_{chip}", queue=queue, pool=NPU_POOL,
-                                           execution_timeout=TIMEOUTS["compile_aoe"])
-                    .partial(model=model, env=env).expand(cell=cells["npu_aoe"])]
+        compiled = [
+            compile_cell.override(task_id=f"compile_{chip}", queue=queue, execution_timeout=TIMEOUTS["compile"])
+            .partial(model=model, env=env)
+            .expand(cell=cells["npu"]),
+            compile_cell.override(
+                task_id=f"compile_aoe_{chip}", queue=queue, pool=NPU_POOL, execution_timeout=TIMEOUTS["compile_aoe"]
+            )
+            .partial(model=model, env=env)
+            .expand(cell=cells["npu_aoe"]),
+        ]
         gathered = gather_cells.override(task_id=f"gather_compiled_{chip}")(*compiled)
-        measured.append(measure_cell.override(task_id=f"measure_{chip}", queue=queue, pool=NPU_POOL,
-                                              execution_timeout=TIMEOUTS["measure"])
-                        .partial(prep=prep, env=env).expand(cell=gathered))
+        measured.append(
+            measure_cell.override(
+                task_id=f"measure_{chip}", queue=queue, pool=NPU_POOL, execution_timeout=TIMEOUTS["measure"]
+            )
+            .partial(prep=prep, env=env)
+            .expand(cell=gathered)
+        )
     # Airflow skips a task mapped over an empty group, and a concat of it; gathering keeps the rest going.
     measured = gather_cells.override(task_id="gather_measured_cells")(*measured)
 

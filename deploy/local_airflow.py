@@ -48,9 +48,18 @@ class LaunchError(RuntimeError):
 
 def airflow_env(data: Path, port: int, weights: Path, dataset: Path) -> dict[str, str]:
     home = data / "airflow_home"
-    env = local_airflow_env(home, dags_folder=REPO / "dags", plugins_folder=REPO / "plugins", inherit=os.environ,
-                            data=data, api_url=f"http://localhost:{port}", AIRFLOW__API__PORT=str(port),
-                            ERFNET_WEIGHTS=str(weights), ERFNET_DATASET_ROOT=str(dataset), **FORM_DEFAULTS)
+    env = local_airflow_env(
+        home,
+        dags_folder=REPO / "dags",
+        plugins_folder=REPO / "plugins",
+        inherit=os.environ,
+        data=data,
+        api_url=f"http://localhost:{port}",
+        AIRFLOW__API__PORT=str(port),
+        ERFNET_WEIGHTS=str(weights),
+        ERFNET_DATASET_ROOT=str(dataset),
+        **FORM_DEFAULTS,
+    )
     env.setdefault("ERFNET_RESULTS_DB_URL", f"sqlite:///{home / 'results.sqlite'}")
     # A development server with a generated password: this machine only, unless AIRFLOW__API__HOST says otherwise.
     env.setdefault("AIRFLOW__API__HOST", "127.0.0.1")
@@ -62,8 +71,11 @@ def airflow_env(data: Path, port: int, weights: Path, dataset: Path) -> dict[str
 def prepare(env: dict[str, str], log: Path) -> None:
     """Migrate the metadata and results databases and set the pool, before any Airflow process starts."""
     home = Path(env["AIRFLOW_HOME"])
-    steps = [[str(BIN / "airflow"), "db", "migrate"], [str(BIN / "erfnet"), "results", "init"],
-             *([str(BIN / "airflow"), *argv[1:]] for argv in init_pool_commands(env))]
+    steps = [
+        [str(BIN / "airflow"), "db", "migrate"],
+        [str(BIN / "erfnet"), "results", "init"],
+        *([str(BIN / "airflow"), *argv[1:]] for argv in init_pool_commands(env)),
+    ]
     with log.open("ab") as out:
         for argv in steps:
             print(f"airflow: {' '.join(Path(argv[0]).name if i == 0 else a for i, a in enumerate(argv[:4]))} ...")
@@ -117,18 +129,20 @@ def banner(env: dict[str, str], base_url: str, log: Path) -> str:
         password = json.loads(password_file.read_text()).get(ADMIN, "?")
     except (OSError, ValueError):
         password = "(not written yet)"
-    return "\n".join([
-        f"Airflow is up: {base_url}   user {ADMIN}   password {password}",
-        f"  (the password is kept in {password_file})",
-        "  executor: LocalExecutor (airflow standalone) - every task runs here; the `npu` queue is ignored",
-        f"  form defaults: weights {env['ERFNET_WEIGHTS']}",
-        f"                 dataset {env['ERFNET_DATASET_ROOT']}  (synthetic; random weights)",
-        f"                 targets {env['ERFNET_TARGETS']}, batch sizes {env['ERFNET_BATCH_SIZES']}, "
-        f"reference mIoU {env['ERFNET_REFERENCE_MIOU']}",
-        f"  results: {env['ERFNET_RESULTS_DB_URL']}",
-        f"  logs: {log}",
-        f"Open the DAG {DAG_ID} and press Trigger. Ctrl-C stops everything.",
-    ])
+    return "\n".join(
+        [
+            f"Airflow is up: {base_url}   user {ADMIN}   password {password}",
+            f"  (the password is kept in {password_file})",
+            "  executor: LocalExecutor (airflow standalone) - every task runs here; the `npu` queue is ignored",
+            f"  form defaults: weights {env['ERFNET_WEIGHTS']}",
+            f"                 dataset {env['ERFNET_DATASET_ROOT']}  (synthetic; random weights)",
+            f"                 targets {env['ERFNET_TARGETS']}, batch sizes {env['ERFNET_BATCH_SIZES']}, "
+            f"reference mIoU {env['ERFNET_REFERENCE_MIOU']}",
+            f"  results: {env['ERFNET_RESULTS_DB_URL']}",
+            f"  logs: {log}",
+            f"Open the DAG {DAG_ID} and press Trigger. Ctrl-C stops everything.",
+        ]
+    )
 
 
 def run(port: int) -> int:
@@ -144,9 +158,15 @@ def run(port: int) -> int:
     print(f"airflow: starting `airflow standalone` (log: {log})")
     with log.open("ab") as out:
         # Its own process group, so that stop() reaches every process standalone starts.
-        process = subprocess.Popen([str(BIN / "airflow"), "standalone"], env=env, stdout=out,
-                                   stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=home,
-                                   start_new_session=True)
+        process = subprocess.Popen(
+            [str(BIN / "airflow"), "standalone"],
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            cwd=home,
+            start_new_session=True,
+        )
     signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt))
     try:
         wait_until_ready(process, base_url, log)
@@ -162,8 +182,10 @@ def run(port: int) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="Airflow standalone with this checkout's DAG and plugin, the "
-                                                 "demo's synthetic data as the form's defaults; Ctrl-C stops it.")
+    parser = argparse.ArgumentParser(
+        description="Airflow standalone with this checkout's DAG and plugin, the "
+        "demo's synthetic data as the form's defaults; Ctrl-C stops it."
+    )
     parser.add_argument("--port", type=int, default=8080, help="the UI's port (default 8080)")
     args = parser.parse_args(argv)
     try:

@@ -52,9 +52,13 @@ ADMIN = "admin"
 # x-airflow-common settings taken from docker-compose.yaml as they are; the others there name containers,
 # files or secrets and get local values in LocalCluster._common_env.
 COMPOSE_SETTINGS = (
-    "AIRFLOW__CORE__EXECUTOR", "AIRFLOW__CORE__AUTH_MANAGER", "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS",
-    "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION", "AIRFLOW__CORE__LOAD_EXAMPLES",
-    "AIRFLOW__CORE__DEFAULT_TIMEZONE", "AIRFLOW__SCHEDULER__ENABLE_HEALTH_CHECK",
+    "AIRFLOW__CORE__EXECUTOR",
+    "AIRFLOW__CORE__AUTH_MANAGER",
+    "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS",
+    "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION",
+    "AIRFLOW__CORE__LOAD_EXAMPLES",
+    "AIRFLOW__CORE__DEFAULT_TIMEZONE",
+    "AIRFLOW__SCHEDULER__ENABLE_HEALTH_CHECK",
 )
 _VAR = re.compile(r"\$\{(\w+)(?::?[-?]([^}]*))?\}")
 
@@ -96,10 +100,11 @@ def free_port() -> int:
 @dataclass
 class Worker:
     """One `airflow celery worker`: the command of a compose service, its own name and environment."""
-    name: str                           # its Celery node name and the hostname on its task instances
-    service: str = "airflow-worker"     # the compose service whose command (queues) it runs
+
+    name: str  # its Celery node name and the hostname on its task instances
+    service: str = "airflow-worker"  # the compose service whose command (queues) it runs
     env: dict[str, str] = field(default_factory=dict)
-    concurrency: int = 2                # small: this host is not a worker fleet
+    concurrency: int = 2  # small: this host is not a worker fleet
 
 
 @dataclass
@@ -136,14 +141,21 @@ class LocalCluster:
 
     def _common_env(self) -> dict[str, str]:
         inherit = {**without_project_settings(os.environ), **compose_settings()}
-        return local_airflow_env(self.workdir / "airflow_home", dags_folder=REPO / "dags",
-                                 plugins_folder=REPO / "plugins", inherit=inherit, data=self.workdir / "data",
-                                 api_url=self.base_url, **self._cluster_settings())
+        return local_airflow_env(
+            self.workdir / "airflow_home",
+            dags_folder=REPO / "dags",
+            plugins_folder=REPO / "plugins",
+            inherit=inherit,
+            data=self.workdir / "data",
+            api_url=self.base_url,
+            **self._cluster_settings(),
+        )
 
     def _cluster_settings(self) -> dict[str, str]:
         """What a cluster adds to a local Airflow: its databases, broker, secret, ports and worker names."""
         return {
-            **LAB_AIRFLOW_SETTINGS, **LAB_DEADLINE_SETTINGS,  # a lab's: docker-compose.yaml carries the same
+            **LAB_AIRFLOW_SETTINGS,
+            **LAB_DEADLINE_SETTINGS,  # a lab's: docker-compose.yaml carries the same
             "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(self.workdir / "passwords.json"),
             "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"postgresql+psycopg2://{PG_ADMIN}/{self.meta_db}",
             "AIRFLOW__CELERY__RESULT_BACKEND": f"db+postgresql://{PG_ADMIN}/{self.meta_db}",
@@ -159,8 +171,11 @@ class LocalCluster:
         }
 
     def _worker_env(self, worker: Worker) -> dict[str, str]:
-        env = {**self.env, "ERFNET_WORKER_HOSTNAME": worker.name,
-               "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(free_port())}
+        env = {
+            **self.env,
+            "ERFNET_WORKER_HOSTNAME": worker.name,
+            "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(free_port()),
+        }
         for key, value in worker.env.items():
             # PATH and PYTHONPATH extend the cluster's; anything else replaces it.
             env[key] = f"{value}{os.pathsep}{env[key]}" if key in ("PATH", "PYTHONPATH") and env.get(key) else value
@@ -193,8 +208,19 @@ class LocalCluster:
             sys.path.remove(str(DEPLOY))
         set_password(self.workdir / "passwords.json", ADMIN, self.password)
         self._init()
-        self._spawn("api-server", [str(BIN / "airflow"), *compose_command("airflow-apiserver"),
-                                   "--host", "127.0.0.1", "--port", str(self.api_port), "--workers", "1"])
+        self._spawn(
+            "api-server",
+            [
+                str(BIN / "airflow"),
+                *compose_command("airflow-apiserver"),
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(self.api_port),
+                "--workers",
+                "1",
+            ],
+        )
         for service, name in (("airflow-scheduler", "scheduler"), ("airflow-dag-processor", "dag-processor")):
             self._spawn(name, [str(BIN / "airflow"), *compose_command(service)])
         for worker in self.workers:
@@ -214,7 +240,7 @@ class LocalCluster:
     def _with_concurrency(argv: list[str], concurrency: int) -> list[str]:
         if "--concurrency" in argv:
             i = argv.index("--concurrency")
-            return [*argv[:i], *argv[i + 2:], "--concurrency", str(concurrency)]
+            return [*argv[:i], *argv[i + 2 :], "--concurrency", str(concurrency)]
         return [*argv, "--concurrency", str(concurrency)]
 
     def _init(self) -> None:
@@ -230,8 +256,15 @@ class LocalCluster:
         log = self.workdir / "logs" / f"{name}.log"
         with log.open("ab") as out:
             # Its own process group: stop() ends the service with every process it started.
-            process = subprocess.Popen(argv, env=env or self.env, stdout=out, stderr=subprocess.STDOUT,
-                                       stdin=subprocess.DEVNULL, start_new_session=True, cwd=self.workdir)
+            process = subprocess.Popen(
+                argv,
+                env=env or self.env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+                cwd=self.workdir,
+            )
         service = Service(name, process, log)
         self.services.append(service)
         return service
@@ -252,8 +285,9 @@ class LocalCluster:
         """Raise with its log when a long-running service has exited (a worker that cannot load its executor)."""
         for service in self.services:
             if service.name not in ("db-migrate", "results-init", "pools") and service.process.poll() is not None:
-                raise ClusterError(f"{service.name} exited with {service.process.returncode}:\n"
-                                   f"{self.tail(service.name)}")
+                raise ClusterError(
+                    f"{service.name} exited with {service.process.returncode}:\n{self.tail(service.name)}"
+                )
 
     def process_groups(self) -> list[int]:
         return [s.process.pid for s in self.services]
@@ -336,8 +370,9 @@ class LocalCluster:
         """A JWT from /auth/token, as any REST client gets one."""
         if self._token is None:
             body = json.dumps({"username": ADMIN, "password": self.password}).encode()
-            request = urllib.request.Request(f"{self.base_url}/auth/token", data=body, method="POST",
-                                             headers={"Content-Type": "application/json"})
+            request = urllib.request.Request(
+                f"{self.base_url}/auth/token", data=body, method="POST", headers={"Content-Type": "application/json"}
+            )
             with urllib.request.urlopen(request, timeout=30) as response:
                 self._token = json.load(response)["access_token"]
         return self._token
@@ -352,9 +387,11 @@ class LocalCluster:
 
     def api(self, method: str, path: str, body: dict | None = None):
         request = urllib.request.Request(
-            f"{self.base_url}/api/v2{path}", method=method,
+            f"{self.base_url}/api/v2{path}",
+            method=method,
             data=None if body is None else json.dumps(body).encode(),
-            headers={"Authorization": f"Bearer {self.token()}", "Content-Type": "application/json"})
+            headers={"Authorization": f"Bearer {self.token()}", "Content-Type": "application/json"},
+        )
         try:
             with urllib.request.urlopen(request, timeout=30) as response:
                 return json.load(response)
@@ -389,8 +426,10 @@ class LocalCluster:
         return self.api("GET", f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances?limit=1000")["task_instances"]
 
     def task_log(self, dag_id: str, run_id: str, task_id: str, try_number: int = 1, map_index: int = -1) -> str:
-        status, body = self.get(f"/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/logs/"
-                                f"{try_number}?full_content=true&map_index={map_index}")
+        status, body = self.get(
+            f"/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/logs/"
+            f"{try_number}?full_content=true&map_index={map_index}"
+        )
         return body.decode(errors="replace") if status == 200 else f"(HTTP {status})"
 
     def _poll(self, done, timeout: float, what: str) -> None:
@@ -410,11 +449,16 @@ def _signal_group(pgid: int, sig: int) -> None:
 def main(argv: list[str] | None = None) -> int:
     import argparse
 
-    parser = argparse.ArgumentParser(description="Start the docker-compose cluster from .venv on this host "
-                                                 "until Ctrl-C (throwaway databases, dropped on exit).")
+    parser = argparse.ArgumentParser(
+        description="Start the docker-compose cluster from .venv on this host "
+        "until Ctrl-C (throwaway databases, dropped on exit)."
+    )
     parser.add_argument("--workdir", type=Path, required=True, help="AIRFLOW_HOME, logs and data go here")
-    parser.add_argument("--npu-worker", action="store_true",
-                        help="also an NPU worker on the queues of this host's chips ($(erfnet worker-queues))")
+    parser.add_argument(
+        "--npu-worker",
+        action="store_true",
+        help="also an NPU worker on the queues of this host's chips ($(erfnet worker-queues))",
+    )
     args = parser.parse_args(argv)
     workers = [Worker("cpu-worker")] + ([Worker("npu-worker", "airflow-worker-npu")] if args.npu_worker else [])
     with LocalCluster(args.workdir, workers) as cluster:

@@ -28,8 +28,11 @@ def main() -> int:
     username = os.environ.get("_AIRFLOW_WWW_USER_USERNAME")
     password = os.environ.get("_AIRFLOW_WWW_USER_PASSWORD")
     if not (path and username and password):
-        print("simple_auth_passwords: AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE, "
-              "_AIRFLOW_WWW_USER_USERNAME and _AIRFLOW_WWW_USER_PASSWORD must be set", file=sys.stderr)
+        print(
+            "simple_auth_passwords: AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE, "
+            "_AIRFLOW_WWW_USER_USERNAME and _AIRFLOW_WWW_USER_PASSWORD must be set",
+            file=sys.stderr,
+        )
         return 2
     set_password(Path(path), username, password)
     print(f"simple_auth_passwords: password of {username!r} set in {path}")

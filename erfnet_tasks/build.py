@@ -30,6 +30,7 @@ CACHE_FORMAT = 2  # bump when a cache's layout or key changes (2: the store's en
 
 # ----------------------------------------------------------------------------------- 3.1 export
 
+
 def export_step(env: Environment) -> ExportedModel:
     """ErfNet_pth2onnx.py, verified against PyTorch; reused while the weights and the exporter are the same."""
     import torch  # heavy: only the export needs its version
@@ -42,9 +43,14 @@ def export_step(env: Environment) -> ExportedModel:
         return Path(report.path), {"max_abs_error": report.max_abs_error, "max_rel_error": report.max_rel_error}
 
     entry = Store(load_settings().export_cache, "the export cache").fetch_or_build(key, build)
-    return ExportedModel(origin=str(entry.artifact), origin_sha256=entry.sha256,
-                         max_abs_error=entry.meta["max_abs_error"], max_rel_error=entry.meta["max_rel_error"],
-                         cache_hit=entry.hit, labels_on_device=bool(env.params.get("labels_on_device")))
+    return ExportedModel(
+        origin=str(entry.artifact),
+        origin_sha256=entry.sha256,
+        max_abs_error=entry.meta["max_abs_error"],
+        max_rel_error=entry.meta["max_rel_error"],
+        cache_hit=entry.hit,
+        labels_on_device=bool(env.params.get("labels_on_device")),
+    )
 
 
 def fix_bn_step(exported: ExportedModel) -> Model:
@@ -67,6 +73,7 @@ def _with_argmax(fixed: Path) -> Path:
 
 # ------------------------------------------------------------------------------- 4 preprocessing
 
+
 def preprocess_dataset(env: Environment) -> Prepared:
     """Preprocess into a store entry keyed by the content of the selected images and labels (and the
     limit), so a corrected image, whatever its mtime, gets a fresh entry. The entry is filled in place
@@ -80,20 +87,38 @@ def preprocess_dataset(env: Environment) -> Prepared:
     with store.locked(source_digest(img_dir, gt_dir, limit)[:24]) as entry:
         prep_dir, gt_out = entry / "prep_dataset", entry / "gt_label"
         manifest = preprocess(img_dir, prep_dir, gt_dir, gt_out, limit=limit, progress=False)
-    return Prepared(prep_dir=str(prep_dir), gt_dir=str(gt_out), images=manifest["images"],
-                    fingerprint=manifest["fingerprint"], synthetic=bool(manifest.get("synthetic")),
-                    dataset=LABEL_SPEC.name, class_names=tuple(LABEL_SPEC.class_names))
+    return Prepared(
+        prep_dir=str(prep_dir),
+        gt_dir=str(gt_out),
+        images=manifest["images"],
+        fingerprint=manifest["fingerprint"],
+        synthetic=bool(manifest.get("synthetic")),
+        dataset=LABEL_SPEC.name,
+        class_names=tuple(LABEL_SPEC.class_names),
+    )
 
 
 # ------------------------------------------------------------------------------ 3.2 compilation
 
+
 def cache_key(model: Model, cann_version: str | None, cell: PlannedCell) -> str:
     """The compile-cache key: the model's content, the compiling host's CANN and the cell's build flags."""
     target = cell.target
-    flags = {"aoe": target.aoe, "output_type": "INT32" if cell.output.integer_output else "FP16",
-             "format": CACHE_FORMAT}
-    return content_key([model.sha256, cann_version, target.backend, target.chip or target.device_type,
-                        cell.batch_size, sorted(flags.items())])
+    flags = {
+        "aoe": target.aoe,
+        "output_type": "INT32" if cell.output.integer_output else "FP16",
+        "format": CACHE_FORMAT,
+    }
+    return content_key(
+        [
+            model.sha256,
+            cann_version,
+            target.backend,
+            target.chip or target.device_type,
+            cell.batch_size,
+            sorted(flags.items()),
+        ]
+    )
 
 
 def local_cann(backend: Backend) -> str | None:
@@ -118,22 +143,50 @@ def compile_cell(cell: PlannedCell, model: Model, env: Environment) -> CompiledC
     """Compile one cell, or take it from the content-addressed store; a refusal is recorded, not raised."""
     backend = get_backend(cell.target.backend)
     if not backend.BUILDS_ARTIFACT:  # e.g. PyTorch runs the checkpoint itself: nothing to build
-        return CompiledCell(planned=cell, compilation=Compilation(
-            status=CompileStatus.SKIPPED, path=env.params["weights"], sha256=env.weights_sha256, seconds=0.0,
-            cache_hit=False, error=None))
+        return CompiledCell(
+            planned=cell,
+            compilation=Compilation(
+                status=CompileStatus.SKIPPED,
+                path=env.params["weights"],
+                sha256=env.weights_sha256,
+                seconds=0.0,
+                cache_hit=False,
+                error=None,
+            ),
+        )
     cann = local_cann(backend)
     where = {"host": host_name(), "cann_version": cann} if backend.RUNS_ON == "npu" else {}
     store = Store(load_settings().compile_cache, "the compile cache")
     try:
-        entry = store.fetch_or_build(cache_key(model, cann, cell), lambda staging: _build(backend, cell, model, staging))
+        entry = store.fetch_or_build(
+            cache_key(model, cann, cell), lambda staging: _build(backend, cell, model, staging)
+        )
     except (CompileFailed, InferFailed) as exc:  # InferFailed: AOE found no device of its chip
         log.error("compile failed for %s at batch %s: %s", cell.target.name, cell.batch_size, exc)
-        return CompiledCell(planned=cell, compilation=Compilation(
-            status=CompileStatus.FAILED, path=None, sha256=None, seconds=None, cache_hit=False, error=str(exc),
-            **where))
-    return CompiledCell(planned=cell, compilation=Compilation(
-        status=CompileStatus.OK, path=str(entry.artifact), sha256=entry.sha256,
-        seconds=0.0 if entry.hit else entry.meta["seconds"], cache_hit=entry.hit, error=None, **where))
+        return CompiledCell(
+            planned=cell,
+            compilation=Compilation(
+                status=CompileStatus.FAILED,
+                path=None,
+                sha256=None,
+                seconds=None,
+                cache_hit=False,
+                error=str(exc),
+                **where,
+            ),
+        )
+    return CompiledCell(
+        planned=cell,
+        compilation=Compilation(
+            status=CompileStatus.OK,
+            path=str(entry.artifact),
+            sha256=entry.sha256,
+            seconds=0.0 if entry.hit else entry.meta["seconds"],
+            cache_hit=entry.hit,
+            error=None,
+            **where,
+        ),
+    )
 
 
 def _build(backend: Backend, cell: PlannedCell, model: Model, staging: Path) -> tuple[Path, dict[str, Any]]:
@@ -145,8 +198,9 @@ def _build(backend: Backend, cell: PlannedCell, model: Model, staging: Path) -> 
     result: CompileResult
     if target.aoe:
         with hold_device(as_target(target).as_dict(), backend) as device:
-            result = backend.compile(model.path, staging, chip=chip, batch_size=cell.batch_size, aoe=True,
-                                     device=device, **extra)
+            result = backend.compile(
+                model.path, staging, chip=chip, batch_size=cell.batch_size, aoe=True, device=device, **extra
+            )
     else:
         result = backend.compile(model.path, staging, chip=chip, batch_size=cell.batch_size, aoe=False, **extra)
     return Path(result.path), {"seconds": round(result.seconds, 3)}

@@ -43,7 +43,9 @@ def probe(url: str | None = None, host: str | None = None) -> dict[str, Any]:
 def describe_change(result: dict[str, Any]) -> str:
     """One line for the task log and the Asset event: host, old -> new."""
     old, new = result.get("previous") or {}, result["current"]
-    parts = [f"{label} {old.get(key)} -> {new.get(key)}"
-             for key, label in (("cann_version", "CANN"), ("driver_version", "driver"), ("chips", "chips"))
-             if old.get(key) != new.get(key)]
+    parts = [
+        f"{label} {old.get(key)} -> {new.get(key)}"
+        for key, label in (("cann_version", "CANN"), ("driver_version", "driver"), ("chips", "chips"))
+        if old.get(key) != new.get(key)
+    ]
     return f"{result['host']}: " + ("; ".join(parts) if parts else "first seen")

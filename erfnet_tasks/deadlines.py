@@ -39,22 +39,23 @@ from typing import Literal
 
 from . import settings
 
-MAX_IMAGES = 500                   # the Cityscapes val set: the largest run the DAG measures (params.py)
-SLOWEST_PUBLISHED_FPS = 175.8732   # the guide, section 7: Ascend310 at batch 16, the slowest NPU cell that ran
-INPUT_BYTES_PER_IMAGE = 3 * 512 * 1024 * 4      # the preprocessed FP32 input ais_bench reads
-OUTPUT_BYTES_PER_IMAGE = 20 * 512 * 1024 * 2    # the FP16 logits it writes (labels_on_device: a tenth)
-HOST_IO_BYTES_PER_S = 100e6        # assumed: a modest local disk or network share
+MAX_IMAGES = 500  # the Cityscapes val set: the largest run the DAG measures (params.py)
+SLOWEST_PUBLISHED_FPS = 175.8732  # the guide, section 7: Ascend310 at batch 16, the slowest NPU cell that ran
+INPUT_BYTES_PER_IMAGE = 3 * 512 * 1024 * 4  # the preprocessed FP32 input ais_bench reads
+OUTPUT_BYTES_PER_IMAGE = 20 * 512 * 1024 * 2  # the FP16 logits it writes (labels_on_device: a tenth)
+HOST_IO_BYTES_PER_S = 100e6  # assumed: a modest local disk or network share
 SAFETY_FACTOR = 4.0
-EXPECTED_S_PER_IMAGE = (1 / SLOWEST_PUBLISHED_FPS
-                        + (INPUT_BYTES_PER_IMAGE + OUTPUT_BYTES_PER_IMAGE) / HOST_IO_BYTES_PER_S)
+EXPECTED_S_PER_IMAGE = (
+    1 / SLOWEST_PUBLISHED_FPS + (INPUT_BYTES_PER_IMAGE + OUTPUT_BYTES_PER_IMAGE) / HOST_IO_BYTES_PER_S
+)
 INFER_PER_IMAGE_S = math.ceil(SAFETY_FACTOR * EXPECTED_S_PER_IMAGE * 10) / 10  # 1.2 s
 INFER_FLOOR_S = 120.0
 ATC_S = 900.0
 AOE_JOB_S = 7200.0
-AOE_JOBS = 2                       # job_type 1 (subgraphs), then 2 (operators)
+AOE_JOBS = 2  # job_type 1 (subgraphs), then 2 (operators)
 EVAL_PER_IMAGE_S = 0.5
 EVAL_FLOOR_S = 60.0
-TASK_MARGIN_S = 300.0              # task start, the om's check, logging, XCom; and time for the tool's own kill
+TASK_MARGIN_S = 300.0  # task start, the om's check, logging, XCom; and time for the tool's own kill
 TaskKind = Literal["measure", "compile", "compile_aoe"]
 
 

@@ -53,9 +53,14 @@ def demo_settings() -> Settings:
 
 def airflow_environment(base: Path, dags_folder: Path) -> dict[str, str]:
     settings = demo_settings()
-    env = local_airflow_env(base / "airflow_home", dags_folder=dags_folder, inherit=os.environ,
-                            data=settings.data_dir, data_roots=settings.data_roots,
-                            AIRFLOW__CORE__UNIT_TEST_MODE="False")
+    env = local_airflow_env(
+        base / "airflow_home",
+        dags_folder=dags_folder,
+        inherit=os.environ,
+        data=settings.data_dir,
+        data_roots=settings.data_roots,
+        AIRFLOW__CORE__UNIT_TEST_MODE="False",
+    )
     env.pop("AIRFLOW__DATABASE__SQL_ALCHEMY_CONN", None)  # the demo's metadata is its own SQLite file
     return env
 
@@ -64,8 +69,10 @@ def _airflow(*args: str, env: dict[str, str]) -> None:
     airflow = Path(sys.executable).with_name("airflow")
     proc = subprocess.run([str(airflow), *args], env=env, check=False)
     if proc.returncode != 0:
-        raise BadInput(f"`airflow {args[0]} {args[1] if len(args) > 1 else ''}` failed with exit code "
-                       f"{proc.returncode} (its output is above)")
+        raise BadInput(
+            f"`airflow {args[0]} {args[1] if len(args) > 1 else ''}` failed with exit code "
+            f"{proc.returncode} (its output is above)"
+        )
 
 
 def _validate_conf(conf: dict[str, object]) -> None:
@@ -74,9 +81,16 @@ def _validate_conf(conf: dict[str, object]) -> None:
     validate_params(conf, demo_settings().data_roots)
 
 
-def run_demo(*, weights: str | None = None, dataset_root: str | None = None, images: int = DEMO_IMAGES,
-             targets: list[str] | None = None, batch_sizes: list[int] | None = None,
-             labels_on_device: bool = False, keep_outputs: bool = False) -> dict[str, Any]:
+def run_demo(
+    *,
+    weights: str | None = None,
+    dataset_root: str | None = None,
+    images: int = DEMO_IMAGES,
+    targets: list[str] | None = None,
+    batch_sizes: list[int] | None = None,
+    labels_on_device: bool = False,
+    keep_outputs: bool = False,
+) -> dict[str, Any]:
     repo = repo_dir()
     if repo is None:
         raise BadInput("erfnet demo runs from a source checkout (it needs the repository's dags/ folder)")
@@ -87,9 +101,16 @@ def run_demo(*, weights: str | None = None, dataset_root: str | None = None, ima
         dataset_root = dataset_root or str(sample_dataset)
         weights = weights or str(sample_weights)
     random_weights = Path(weights).name == "erfnet_random_untrained.pth"
-    conf = {"weights": str(Path(weights).resolve()), "dataset_root": str(Path(dataset_root).resolve()),
-            "targets": targets or DEMO_TARGETS, "batch_sizes": batch_sizes or DEMO_BATCH_SIZES,
-            "image_limit": 0, "force": True, "labels_on_device": labels_on_device, "keep_outputs": keep_outputs}
+    conf = {
+        "weights": str(Path(weights).resolve()),
+        "dataset_root": str(Path(dataset_root).resolve()),
+        "targets": targets or DEMO_TARGETS,
+        "batch_sizes": batch_sizes or DEMO_BATCH_SIZES,
+        "image_limit": 0,
+        "force": True,
+        "labels_on_device": labels_on_device,
+        "keep_outputs": keep_outputs,
+    }
     if random_weights:
         # Random weights score ~0 mIoU by construction; gating them against 72.20 would only say so.
         conf["reference_miou"] = 0.0

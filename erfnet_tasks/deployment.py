@@ -45,12 +45,14 @@ def local_airflow_env(
     API under it). ``settings`` come last and win.
     """
     env = dict(inherit)
-    env.update({
-        "PATH": f"{VENV_BIN}{os.pathsep}{inherit.get('PATH', '')}",
-        "AIRFLOW_HOME": str(home),
-        "AIRFLOW__CORE__DAGS_FOLDER": str(dags_folder),
-        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-    })
+    env.update(
+        {
+            "PATH": f"{VENV_BIN}{os.pathsep}{inherit.get('PATH', '')}",
+            "AIRFLOW_HOME": str(home),
+            "AIRFLOW__CORE__DAGS_FOLDER": str(dags_folder),
+            "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+        }
+    )
     if plugins_folder is not None:
         env["AIRFLOW__CORE__PLUGINS_FOLDER"] = str(plugins_folder)
     if data is not None:

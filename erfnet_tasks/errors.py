@@ -79,8 +79,16 @@ class ToolTimedOut(Transient):
     device is infrastructure); the backend turns it into CompileFailed or InferFailed(status="timed_out")
     with these numbers."""
 
-    def __init__(self, message: str, *, tool: str, deadline_s: float, elapsed_s: float, images: int | None = None,
-                 output: str = ""):
+    def __init__(
+        self,
+        message: str,
+        *,
+        tool: str,
+        deadline_s: float,
+        elapsed_s: float,
+        images: int | None = None,
+        output: str = "",
+    ):
         super().__init__(message)
         self.tool, self.deadline_s, self.elapsed_s = tool, deadline_s, elapsed_s
         self.images, self.output = images, output

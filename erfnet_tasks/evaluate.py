@@ -32,15 +32,22 @@ from .records import LabelMode, output_format
 def _kinds(spec: LabelSpec) -> dict[int, tuple[str, type]]:
     """Output kind by file size (records.output_format, the one definition): the guide's om gives FP16 logits,
     labels_on_device int32 label maps; FP32 logits and int64 labels (twice their sizes) also occur."""
-    logits, labels = output_format(LabelMode.LOGITS, spec).bytes_per_image, output_format(LabelMode.LABELS, spec).bytes_per_image
-    return {logits: ("logits", np.float16), 2 * logits: ("logits", np.float32),
-            labels: ("labels", np.int32), 2 * labels: ("labels", np.int64)}
+    logits, labels = (
+        output_format(LabelMode.LOGITS, spec).bytes_per_image,
+        output_format(LabelMode.LABELS, spec).bytes_per_image,
+    )
+    return {
+        logits: ("logits", np.float16),
+        2 * logits: ("logits", np.float32),
+        labels: ("labels", np.int32),
+        2 * labels: ("labels", np.int64),
+    }
 
 
 @dataclass(frozen=True)
 class EvalResult:
-    miou: float                 # fraction, 0..1
-    per_class: list[float]      # one fraction per scored class, in label order (spec.class_names)
+    miou: float  # fraction, 0..1
+    per_class: list[float]  # one fraction per scored class, in label order (spec.class_names)
     images: int
     class_names: tuple[str, ...] = ()
     confusion: tuple[tuple[int, ...], ...] = ()  # the summed channels x channels counts the scores come from
@@ -48,6 +55,7 @@ class EvalResult:
 
 
 # ------------------------------------------------------------------------------------- per image
+
 
 def _ordered_keys(bits: np.ndarray, width: int) -> np.ndarray:
     """Integers ordered like the IEEE floats whose bits they are (-0 == +0, every NaN the largest)."""
@@ -87,8 +95,10 @@ def read_prediction(path: str | os.PathLike, spec: LabelSpec | None = None) -> n
     except FileNotFoundError as exc:
         raise BadInput(f"output file missing: {path}") from exc
     if size not in kinds:
-        raise BadInput(f"{path}: {size} bytes is neither {channels}x{out_h}x{out_w} FP16/FP32 logits nor a "
-                       f"{out_h}x{out_w} int32/int64 label map")
+        raise BadInput(
+            f"{path}: {size} bytes is neither {channels}x{out_h}x{out_w} FP16/FP32 logits nor a "
+            f"{out_h}x{out_w} int32/int64 label map"
+        )
     kind, dtype = kinds[size]
     data = np.fromfile(path, dtype=dtype)
     if kind == "logits":
@@ -136,8 +146,10 @@ def confusion_for_image(output_path, label_path, spec: LabelSpec | None = None) 
     """One image's confusion matrix (what each worker computes; benchmarks time this)."""
     pred, label = read_prediction(output_path, spec), read_label(label_path, spec)
     if pred.shape != label.shape:
-        raise BadInput(f"{label_path}: label resizes to {label.shape[1]}x{label.shape[0]}, "
-                       f"the prediction is {pred.shape[1]}x{pred.shape[0]}")
+        raise BadInput(
+            f"{label_path}: label resizes to {label.shape[1]}x{label.shape[0]}, "
+            f"the prediction is {pred.shape[1]}x{pred.shape[0]}"
+        )
     return confusion(pred, label, spec)
 
 
@@ -146,6 +158,7 @@ def _confusion_job(job) -> np.ndarray:
 
 
 # ------------------------------------------------------------------------------------------ score
+
 
 def iou_from_confusion(cm: np.ndarray, spec: LabelSpec | None = None) -> tuple[float, list[float]]:
     """erfnet's iouEval.getIoU over an accumulated confusion matrix."""
@@ -167,15 +180,19 @@ def _pair_entries(summary_path, entries, labels: dict[str, Path], gt_dir, spec: 
     for entry in entries:
         name = spec.label_name(entry.infile)
         if name in seen:
-            raise BadInput(f"{summary_path} lists {entry.infile} more than once (as {seen[name]} too): "
-                           f"each label is counted exactly once")
+            raise BadInput(
+                f"{summary_path} lists {entry.infile} more than once (as {seen[name]} too): "
+                f"each label is counted exactly once"
+            )
         seen[name] = entry.infile
         out = entry.outfiles[0]
         if not out.resolve().is_relative_to(folder):
             raise BadInput(f"{summary_path}: output {out} of {entry.infile} lies outside the output folder {folder}")
         if out.name != output_file_name(entry.infile, 0):
-            raise BadInput(f"{summary_path}: output {out.name} does not belong to input {entry.infile.name} "
-                           f"(expected {output_file_name(entry.infile, 0)})")
+            raise BadInput(
+                f"{summary_path}: output {out.name} does not belong to input {entry.infile.name} "
+                f"(expected {output_file_name(entry.infile, 0)})"
+            )
         if name not in labels:
             missing.append(name)
         jobs.append((out, labels.get(name), spec))
@@ -190,14 +207,23 @@ def _check_coverage(summary_path, jobs, labels: dict[str, Path], gt_dir, limit: 
     if len(jobs) != expected:
         covered = {label for _out, label, _spec in jobs}
         left = sorted(p.name for p in labels.values() if p not in covered)
-        raise BadInput(f"{summary_path} has outputs for {len(jobs)} image(s) but GT_DIR {gt_dir} holds "
-                       f"{len(labels)} label(s)" + (f" (limit {limit})" if limit else "") +
-                       (f"; no output for {', '.join(left[:5])}" + (" ..." if len(left) > 5 else "") if left else "")
-                       + "; pass the image limit the run used, or evaluate against its own label folder")
+        raise BadInput(
+            f"{summary_path} has outputs for {len(jobs)} image(s) but GT_DIR {gt_dir} holds "
+            f"{len(labels)} label(s)"
+            + (f" (limit {limit})" if limit else "")
+            + (f"; no output for {', '.join(left[:5])}" + (" ..." if len(left) > 5 else "") if left else "")
+            + "; pass the image limit the run used, or evaluate against its own label folder"
+        )
 
 
-def evaluate_summary(summary_path, gt_dir, workers: int | None = None, progress: bool = True,
-                     limit: int | None = None, spec: LabelSpec | None = None) -> EvalResult:
+def evaluate_summary(
+    summary_path,
+    gt_dir,
+    workers: int | None = None,
+    progress: bool = True,
+    limit: int | None = None,
+    spec: LabelSpec | None = None,
+) -> EvalResult:
     """mIoU of the outputs a summary lists against the labels under GT_DIR. ``limit``: the run covered only
     the first N images on purpose; ``spec``: the dataset's label spec, by default the default dataset's."""
     spec = spec or label_spec()
@@ -215,8 +241,14 @@ def evaluate_summary(summary_path, gt_dir, workers: int | None = None, progress:
     for cm in run_parallel(_confusion_job, jobs, workers, progress, "evaluate"):
         total += cm
     miou, per_class = iou_from_confusion(total, spec)
-    return EvalResult(miou=miou, per_class=per_class, images=len(jobs), class_names=spec.class_names,
-                      confusion=tuple(tuple(int(v) for v in row) for row in total), label_mode=mode)
+    return EvalResult(
+        miou=miou,
+        per_class=per_class,
+        images=len(jobs),
+        class_names=spec.class_names,
+        confusion=tuple(tuple(int(v) for v in row) for row in total),
+        label_mode=mode,
+    )
 
 
 def output_label_mode(paths, spec: LabelSpec) -> str:
@@ -250,6 +282,6 @@ def prediction_disagreement(summary_a, summary_b, spec: LabelSpec | None = None)
 def format_report(result: EvalResult) -> str:
     """The guide's line, then the per-class table in percent as erfnet's eval_iou.py shows it."""
     lines = [f"iou is  {result.miou:.4f}", f"{'class':<15} {'IoU %':>7}"]
-    lines += [f"{name:<15} {100 * v:7.2f}" for name, v in zip(result.class_names, result.per_class)]
+    lines += [f"{name:<15} {100 * v:7.2f}" for name, v in zip(result.class_names, result.per_class, strict=True)]
     lines.append(f"{'mean':<15} {100 * result.miou:7.2f}   ({result.images} images)")
     return "\n".join(lines)

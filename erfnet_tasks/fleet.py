@@ -28,7 +28,7 @@ def npu_queues() -> list[str]:
 
 def chip_of_queue(queue: str) -> str | None:
     prefix = settings.npu_queue() + "-"
-    return queue[len(prefix):] if queue.startswith(prefix) else None
+    return queue[len(prefix) :] if queue.startswith(prefix) else None
 
 
 def worker_queues() -> list[str]:
@@ -37,8 +37,10 @@ def worker_queues() -> list[str]:
 
     chips = detect_chips()
     if not chips:
-        raise BadInput("npu-smi info lists no NPU on this host (is the driver installed and npu-smi on "
-                       "PATH?): an NPU worker here would have no queue to consume")
+        raise BadInput(
+            "npu-smi info lists no NPU on this host (is the driver installed and npu-smi on "
+            "PATH?): an NPU worker here would have no queue to consume"
+        )
     return [queue_for(chip) for chip in dict.fromkeys(chips)]
 
 
@@ -47,9 +49,11 @@ def check_configured(chips: list[str]) -> None:
     configured = settings.npu_chips()
     missing = [c for c in dict.fromkeys(chips) if c not in configured]
     if missing:
-        raise BadInput(f"no NPU tasks for chip {', '.join(missing)}: add it to ERFNET_NPU_CHIPS (now "
-                       f"{','.join(configured)}) where the DAG is parsed, and start a worker on a host with "
-                       f"that card")
+        raise BadInput(
+            f"no NPU tasks for chip {', '.join(missing)}: add it to ERFNET_NPU_CHIPS (now "
+            f"{','.join(configured)}) where the DAG is parsed, and start a worker on a host with "
+            f"that card"
+        )
 
 
 def live_chips(broker_url: str | None, timeout: float = 3.0) -> list[str] | None:
@@ -61,8 +65,12 @@ def live_chips(broker_url: str | None, timeout: float = 3.0) -> list[str] | None
 
     app = Celery(broker=broker_url)
     # An unreachable broker must cost seconds, not Celery's default of retrying for ever.
-    app.conf.update(broker_connection_timeout=timeout, broker_connection_retry=False,
-                    broker_connection_max_retries=1, broker_transport_options={"max_retries": 1})
+    app.conf.update(
+        broker_connection_timeout=timeout,
+        broker_connection_retry=False,
+        broker_connection_max_retries=1,
+        broker_transport_options={"max_retries": 1},
+    )
     try:
         replies = app.control.inspect(timeout=timeout).active_queues() or {}
     except Exception as exc:  # any broker failure means "cannot tell", said in the log

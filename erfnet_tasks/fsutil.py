@@ -179,4 +179,4 @@ def aligned_empty(shape: tuple[int, ...], dtype: npt.DTypeLike) -> NDArray[Any]:
 
 def _write_all(fd: int, data: memoryview) -> None:
     while data:
-        data = data[os.write(fd, data):]
+        data = data[os.write(fd, data) :]

@@ -15,11 +15,11 @@ import math
 
 from . import deadlines
 
-HEARTBEAT_TIMEOUT_S = 120          # the task's supervisor heartbeats every 5 s ([workers] min_heartbeat_interval)
+HEARTBEAT_TIMEOUT_S = 120  # the task's supervisor heartbeats every 5 s ([workers] min_heartbeat_interval)
 HEARTBEAT_CHECK_S = 10
 QUEUED_TIMEOUT_S = 180
 QUEUED_CHECK_S = 30
-STUCK_IN_QUEUED_RETRIES = 1        # requeues before a task stuck in queued fails (Airflow reads it, undocumented)
+STUCK_IN_QUEUED_RETRIES = 1  # requeues before a task stuck in queued fails (Airflow reads it, undocumented)
 VISIBILITY_MARGIN_S = 600
 
 

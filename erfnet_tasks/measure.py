@@ -51,8 +51,12 @@ def remove_unfinished_outputs(out_dir: Path) -> int:
     removed = 0
     if out_dir.is_dir():
         for folder in out_dir.iterdir():
-            if folder.is_dir() and not folder.is_symlink() and not summary_path_for(folder).is_file() \
-                    and not (folder / OLD_SUMMARY_NAME).is_file():
+            if (
+                folder.is_dir()
+                and not folder.is_symlink()
+                and not summary_path_for(folder).is_file()
+                and not (folder / OLD_SUMMARY_NAME).is_file()
+            ):
                 shutil.rmtree(folder)
                 removed += 1
     return removed
@@ -75,26 +79,39 @@ def infer_cell(cell: CompiledCell, prep: Prepared, env: Environment) -> Measured
         return _not_run(cell, CellStatus.NO_SPACE, shortage.message)
     backend = get_backend(planned.target.backend)
     host, device = host_name(), None
-    where = Inference(status=CellStatus.OK, host=host, cann_version=local_cann(backend),
-                      driver_version=local_driver(backend))
+    where = Inference(
+        status=CellStatus.OK, host=host, cann_version=local_cann(backend), driver_version=local_driver(backend)
+    )
     try:
         with hold_device(as_target(planned.target).as_dict(), backend) as held:
             device = None if held is None else str(held)
             log.info("%s batch %s on %s device %s", planned.target.name, planned.batch_size, host, held)
-            result = backend.infer(cell.compilation.path, prep.prep_dir, out_dir, batch_size=planned.batch_size,
-                                   device=held)
+            result = backend.infer(
+                cell.compilation.path, prep.prep_dir, out_dir, batch_size=planned.batch_size, device=held
+            )
     except (InferFailed, OSError) as exc:
         if isinstance(exc, OSError) and exc.errno != errno.ENOSPC:
             raise
         status = CellStatus(exc.status) if isinstance(exc, InferFailed) else CellStatus.NO_SPACE
         remove_unfinished_outputs(out_dir)  # a half-written folder is never evaluated
-        log.error("inference failed for %s at batch %s (%s): %s", planned.target.name, planned.batch_size,
-                  status.value, exc)
+        log.error(
+            "inference failed for %s at batch %s (%s): %s", planned.target.name, planned.batch_size, status.value, exc
+        )
         failed = where.model_copy(update={"status": status, "error": f"{status.value}: {exc}", "device": device})
         return MeasuredCell(compiled=cell, inference=failed)
-    return MeasuredCell(compiled=cell, inference=where.model_copy(update={
-        "summary": str(result.summary_path), "device": device, "throughput_fps": result.throughput_fps,
-        "compute_ms": result.compute_ms, "h2d_ms": result.h2d_ms, "d2h_ms": result.d2h_ms}))
+    return MeasuredCell(
+        compiled=cell,
+        inference=where.model_copy(
+            update={
+                "summary": str(result.summary_path),
+                "device": device,
+                "throughput_fps": result.throughput_fps,
+                "compute_ms": result.compute_ms,
+                "h2d_ms": result.h2d_ms,
+                "d2h_ms": result.d2h_ms,
+            }
+        ),
+    )
 
 
 def evaluate_cell(cell: MeasuredCell, prep: Prepared) -> MeasuredCell:
@@ -104,10 +121,17 @@ def evaluate_cell(cell: MeasuredCell, prep: Prepared) -> MeasuredCell:
     result = evaluate_summary(cell.inference.summary, prep.gt_dir, progress=False, spec=label_spec(prep.dataset))
     planned = cell.planned.output.label_mode
     if result.label_mode != planned:
-        raise BadInput(f"{cell.planned.target.name} at batch {cell.planned.batch_size}: the outputs hold "
-                          f"{result.label_mode}, the cell planned {planned.value}")
-    evaluation = Evaluation(images=result.images, miou=result.miou, per_class=tuple(result.per_class),
-                            confusion=result.confusion, label_mode=planned)
+        raise BadInput(
+            f"{cell.planned.target.name} at batch {cell.planned.batch_size}: the outputs hold "
+            f"{result.label_mode}, the cell planned {planned.value}"
+        )
+    evaluation = Evaluation(
+        images=result.images,
+        miou=result.miou,
+        per_class=tuple(result.per_class),
+        confusion=result.confusion,
+        label_mode=planned,
+    )
     return cell.model_copy(update={"evaluation": evaluation})
 
 
@@ -116,8 +140,15 @@ def store_cell_result(cell: MeasuredCell, env: Environment) -> Path:
     what the outputs counted survives them (publish reads the same record from the task's return)."""
     evaluation = cell.evaluation.model_dump(mode="json") if cell.evaluation is not None else {}
     path = output_dir(cell.planned, env) / "result.json"
-    write_json_atomic(path, {"target": cell.planned.target.name, "batch_size": cell.planned.batch_size,
-                             "summary": cell.inference.summary, **evaluation})
+    write_json_atomic(
+        path,
+        {
+            "target": cell.planned.target.name,
+            "batch_size": cell.planned.batch_size,
+            "summary": cell.inference.summary,
+            **evaluation,
+        },
+    )
     return path
 
 

@@ -40,10 +40,12 @@ class non_bottleneck_1d(nn.Module):  # upstream's name, kept so checkpoint keys 
         self.conv3x1_1 = nn.Conv2d(chann, chann, (3, 1), stride=1, padding=(1, 0), bias=True)
         self.conv1x3_1 = nn.Conv2d(chann, chann, (1, 3), stride=1, padding=(0, 1), bias=True)
         self.bn1 = nn.BatchNorm2d(chann, eps=BN_EPS)
-        self.conv3x1_2 = nn.Conv2d(chann, chann, (3, 1), stride=1, padding=(dilated, 0), bias=True,
-                                   dilation=(dilated, 1))
-        self.conv1x3_2 = nn.Conv2d(chann, chann, (1, 3), stride=1, padding=(0, dilated), bias=True,
-                                   dilation=(1, dilated))
+        self.conv3x1_2 = nn.Conv2d(
+            chann, chann, (3, 1), stride=1, padding=(dilated, 0), bias=True, dilation=(dilated, 1)
+        )
+        self.conv1x3_2 = nn.Conv2d(
+            chann, chann, (1, 3), stride=1, padding=(0, dilated), bias=True, dilation=(1, dilated)
+        )
         self.bn2 = nn.BatchNorm2d(chann, eps=BN_EPS)
         self.dropout = nn.Dropout2d(dropprob)
 
@@ -90,14 +92,16 @@ class UpsamplerBlock(nn.Module):
 class Decoder(nn.Module):
     def __init__(self, num_classes: int) -> None:
         super().__init__()
-        self.layers = nn.ModuleList([
-            UpsamplerBlock(128, 64),
-            non_bottleneck_1d(64, 0, 1),
-            non_bottleneck_1d(64, 0, 1),
-            UpsamplerBlock(64, 16),
-            non_bottleneck_1d(16, 0, 1),
-            non_bottleneck_1d(16, 0, 1),
-        ])
+        self.layers = nn.ModuleList(
+            [
+                UpsamplerBlock(128, 64),
+                non_bottleneck_1d(64, 0, 1),
+                non_bottleneck_1d(64, 0, 1),
+                UpsamplerBlock(64, 16),
+                non_bottleneck_1d(16, 0, 1),
+                non_bottleneck_1d(16, 0, 1),
+            ]
+        )
         self.output_conv = nn.ConvTranspose2d(16, num_classes, 2, stride=2, padding=0, output_padding=0, bias=True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -121,14 +125,17 @@ class ERFNet(nn.Module):
 # --------------------------------------------------------------------------------------------------
 # checkpoints
 
+
 def _read_state_dict(path: Path) -> dict[str, Any]:
     if not path.is_file():
         raise BadInput(f"checkpoint not found: {path}")
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch.load raises anything from IndexError to UnpicklingError on junk
-        raise BadInput(f"{path} is not a PyTorch checkpoint ({type(exc).__name__}: "
-                       f"{first_line(exc) if str(exc).strip() else 'unreadable'})") from exc
+        raise BadInput(
+            f"{path} is not a PyTorch checkpoint ({type(exc).__name__}: "
+            f"{first_line(exc) if str(exc).strip() else 'unreadable'})"
+        ) from exc
     if isinstance(obj, dict) and "state_dict" in obj and isinstance(obj["state_dict"], dict):
         obj = obj["state_dict"]
     if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
@@ -137,7 +144,7 @@ def _read_state_dict(path: Path) -> dict[str, Any]:
 
 
 def _strip_module_prefix(state: dict[str, Any]) -> OrderedDict[str, torch.Tensor]:
-    return OrderedDict((k[len("module."):] if k.startswith("module.") else k, v) for k, v in state.items())
+    return OrderedDict((k[len("module.") :] if k.startswith("module.") else k, v) for k, v in state.items())
 
 
 def _summarise(keys: list[str], limit: int = 5) -> str:
@@ -160,7 +167,8 @@ def validate_state_dict(state: dict[str, Any], model: ERFNet, source: str = "che
     unexpected = sorted(k for k in state if k not in expected)
     wrong_shape = sorted(
         f"{k} {list(state[k].shape)} (expected {list(expected[k].shape)})"
-        for k in expected if k in state and tuple(state[k].shape) != tuple(expected[k].shape)
+        for k in expected
+        if k in state and tuple(state[k].shape) != tuple(expected[k].shape)
     )
     problems = []
     if missing:
@@ -186,8 +194,9 @@ def load_erfnet(path: str | os.PathLike[str]) -> ERFNet:
     return model.eval()
 
 
-def write_random_checkpoint(path: str | os.PathLike[str], seed: int = 0, *,
-                            with_num_batches_tracked: bool = False) -> Path:
+def write_random_checkpoint(
+    path: str | os.PathLike[str], seed: int = 0, *, with_num_batches_tracked: bool = False
+) -> Path:
     """Write a RANDOMLY INITIALISED, UNTRAINED ERFNet checkpoint in the upstream layout.
 
     It exists for tests and the demo; its predictions are noise. BatchNorm statistics and scales are
@@ -209,7 +218,8 @@ def write_random_checkpoint(path: str | os.PathLike[str], seed: int = 0, *,
             module.running_mean.data = torch.randn(n, generator=gen) * 0.1
             module.running_var.data = torch.rand(n, generator=gen) * 0.5 + 0.5
     state = OrderedDict(
-        (f"module.{k}", v.clone()) for k, v in model.state_dict().items()
+        (f"module.{k}", v.clone())
+        for k, v in model.state_dict().items()
         if with_num_batches_tracked or not k.endswith("num_batches_tracked")
     )
     from .fsutil import atomic_path

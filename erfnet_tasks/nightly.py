@@ -20,8 +20,9 @@ def previous_complete_run(url: str | None = None) -> dict[str, Any] | None:
     if db.current_revision(url) is None:  # a results database nobody has published to yet
         return None
     with db.session_scope(url) as session:
-        newest_complete = next((r for r in queries.list_runs(session, limit=100)
-                                if r["status"] == RunStatus.COMPLETE), None)
+        newest_complete = next(
+            (r for r in queries.list_runs(session, limit=100) if r["status"] == RunStatus.COMPLETE), None
+        )
         return queries.run_document(session, newest_complete["id"]) if newest_complete else None
 
 
@@ -36,19 +37,24 @@ def unchanged_since_last_run(env: Environment, model: Model, prep: Prepared, url
     try:
         previous = previous_complete_run(url)
     except (sa_exc.OperationalError, sa_exc.InterfaceError, sa_exc.DatabaseError) as exc:
-        log.warning("results database unreachable (%s): measuring anyway; import results.json later with "
-                    "`erfnet results import`", first_line(exc))
+        log.warning(
+            "results database unreachable (%s): measuring anyway; import results.json later with "
+            "`erfnet results import`",
+            first_line(exc),
+        )
         return None
     if not previous:
         return None
     run = previous["run"]
     planned = sorted((t.name, b) for t in env.targets for b in env.params["batch_sizes"])
     measured = sorted((c["target"], c["batch_size"]) for c in previous.get("perf", []))
-    same = (all(is_result(c["status"]) for c in previous.get("perf", []))
-            and run.get("weights_sha256") == env.weights_sha256
-            and run.get("dataset_fingerprint") == prep.fingerprint
-            and planned == measured
-            and not changed_chips(env, previous))
+    same = (
+        all(is_result(c["status"]) for c in previous.get("perf", []))
+        and run.get("weights_sha256") == env.weights_sha256
+        and run.get("dataset_fingerprint") == prep.fingerprint
+        and planned == measured
+        and not changed_chips(env, previous)
+    )
     return str(run["id"]) if same else None
 
 

@@ -18,8 +18,7 @@ from .results import db, queries, tables
 from .results.reference import GUIDE_MIOU
 
 Doc = dict[str, Any]  # a run document, or one of its cells or findings, as JSON
-_METRICS = {"accuracy_below_reference": "mIoU (%)", "throughput_drop": "throughput (fps)",
-            "cell_failed": "cell status"}
+_METRICS = {"accuracy_below_reference": "mIoU (%)", "throughput_drop": "throughput (fps)", "cell_failed": "cell status"}
 
 
 @dataclass(frozen=True)
@@ -47,8 +46,9 @@ class Links:
     def dag_run(self, dag_id: str, run_id: str) -> str:
         return f"{self.base_url}/dags/{quote(dag_id, safe='')}/runs/{quote(run_id, safe='')}"
 
-    def task_log(self, dag_id: str, run_id: str, task_id: str, map_index: int = -1,
-                 try_number: int | None = None) -> str:
+    def task_log(
+        self, dag_id: str, run_id: str, task_id: str, map_index: int = -1, try_number: int | None = None
+    ) -> str:
         url = f"{self.dag_run(dag_id, run_id)}/tasks/{quote(task_id, safe='')}"
         if map_index is not None and map_index >= 0:
             url += f"/mapped/{map_index}"
@@ -57,12 +57,16 @@ class Links:
 
 # ------------------------------------------------------------------------------- regression
 
+
 def load_run(run_id: str, url: str | None = None) -> tuple[Doc, dict[str, Doc]]:
     """The run's document (findings included) and the documents of the baseline runs its findings name."""
     with db.session_scope(url) as session:
         doc = queries.run_document(session, run_id)
-        baselines = {f["baseline_run_id"]: queries.run_document(session, f["baseline_run_id"])
-                     for f in doc["findings"] if f.get("baseline_run_id")}
+        baselines = {
+            f["baseline_run_id"]: queries.run_document(session, f["baseline_run_id"])
+            for f in doc["findings"]
+            if f.get("baseline_run_id")
+        }
     return doc, baselines
 
 
@@ -82,27 +86,50 @@ def finding_row(finding: Doc, doc: Doc, baselines: dict[str, Doc]) -> Doc:
     base_id = finding.get("baseline_run_id")
     base = baselines.get(base_id) if base_id else None
     now_cell, base_cell = _perf_cell(doc, target, batch), _perf_cell(base, target, batch)
-    row = {"target": target, "batch": batch, "metric": _METRICS.get(rule, rule), "rule": rule,
-           "run_cann": doc["run"].get("cann_version") or "unknown",
-           "baseline": base_id or "guide reference",
-           "baseline_cann": (base["run"].get("cann_version") or "unknown") if base else "-"}
+    row = {
+        "target": target,
+        "batch": batch,
+        "metric": _METRICS.get(rule, rule),
+        "rule": rule,
+        "run_cann": doc["run"].get("cann_version") or "unknown",
+        "baseline": base_id or "guide reference",
+        "baseline_cann": (base["run"].get("cann_version") or "unknown") if base else "-",
+    }
     if rule == "accuracy_below_reference":
         params = doc["run"].get("params") or {}
         reference = params["reference_miou"] / 100 if params.get("reference_miou") else GUIDE_MIOU
-        row.update(value=_num(finding.get("value"), True), baseline_value=_num(reference, True),
-                   threshold=_num(finding.get("threshold"), True))
+        row.update(
+            value=_num(finding.get("value"), True),
+            baseline_value=_num(reference, True),
+            threshold=_num(finding.get("threshold"), True),
+        )
     elif rule == "cell_failed":
-        row.update(value=now_cell.get("status") or "failed",
-                   baseline_value=f"ok, {_num(base_cell.get('throughput_fps'))} fps", threshold="ok")
+        row.update(
+            value=now_cell.get("status") or "failed",
+            baseline_value=f"ok, {_num(base_cell.get('throughput_fps'))} fps",
+            threshold="ok",
+        )
     else:
-        row.update(value=_num(finding.get("value")), baseline_value=_num(base_cell.get("throughput_fps")),
-                   threshold=_num(finding.get("threshold")))
+        row.update(
+            value=_num(finding.get("value")),
+            baseline_value=_num(base_cell.get("throughput_fps")),
+            threshold=_num(finding.get("threshold")),
+        )
     return row
 
 
-_FINDING_COLUMNS = (("target", "target"), ("batch", "batch"), ("metric", "metric"), ("value", "this run"),
-                    ("baseline_value", "baseline"), ("threshold", "threshold"), ("rule", "rule"),
-                    ("baseline", "baseline run"), ("baseline_cann", "baseline CANN"), ("run_cann", "this CANN"))
+_FINDING_COLUMNS = (
+    ("target", "target"),
+    ("batch", "batch"),
+    ("metric", "metric"),
+    ("value", "this run"),
+    ("baseline_value", "baseline"),
+    ("threshold", "threshold"),
+    ("rule", "rule"),
+    ("baseline", "baseline run"),
+    ("baseline_cann", "baseline CANN"),
+    ("run_cann", "this CANN"),
+)
 
 
 def regression_message(doc: Doc, baselines: dict[str, Doc], links: Links) -> Message:
@@ -112,52 +139,91 @@ def regression_message(doc: Doc, baselines: dict[str, Doc], links: Links) -> Mes
     subject = f"[ErfNet] regression: {len(rows)} finding(s) in run {run['id']} ({where})"
     lines = [f"The regression gate fired for run {run['id']} ({where}).", ""]
     for r in rows:
-        lines.append(f"- {r['target']} batch {r['batch']}, {r['metric']}: {r['value']} "
-                     f"(baseline {r['baseline_value']}, "
-                     f"threshold {r['threshold']}); rule {r['rule']}; baseline run {r['baseline']} "
-                     f"(CANN {r['baseline_cann']}) against this run (CANN {r['run_cann']})")
+        lines.append(
+            f"- {r['target']} batch {r['batch']}, {r['metric']}: {r['value']} "
+            f"(baseline {r['baseline_value']}, "
+            f"threshold {r['threshold']}); rule {r['rule']}; baseline run {r['baseline']} "
+            f"(CANN {r['baseline_cann']}) against this run (CANN {r['run_cann']})"
+        )
     lines += ["", *_link_lines(links, run)]
     table = tables.Table([h for _k, h in _FINDING_COLUMNS], [[str(r[k]) for k, _h in _FINDING_COLUMNS] for r in rows])
-    body = (f"<p>The regression gate fired for run <b>{_e(run['id'])}</b> ({_e(where)}).</p>"
-            f"{_html_table(table)}{_html_links(links, run)}")
+    body = (
+        f"<p>The regression gate fired for run <b>{_e(run['id'])}</b> ({_e(where)}).</p>"
+        f"{_html_table(table)}{_html_links(links, run)}"
+    )
     return Message(subject=subject, text="\n".join(lines), html=_html_page(subject, body), failure=True)
 
 
 # --------------------------------------------------------------------------------- failure
 
-def failure_message(*, dag_id: str, run_id: str, task_id: str, error: str, links: Links, map_index: int = -1,
-                    try_number: int | None = None) -> Message:
+
+def failure_message(
+    *,
+    dag_id: str,
+    run_id: str,
+    task_id: str,
+    error: str,
+    links: Links,
+    map_index: int = -1,
+    try_number: int | None = None,
+) -> Message:
     """A run that failed for another reason than the gate: the task, its one-line error, its log."""
     error_line = (str(error).strip().splitlines() or ["(no error message)"])[0]
     task = task_id if map_index is None or map_index < 0 else f"{task_id}[{map_index}]"
     log_url = links.task_log(dag_id, run_id, task_id, map_index, try_number)
     subject = f"[ErfNet] run {run_id} failed in {task}"
     run = {"id": run_id, "dag_id": dag_id}
-    text = "\n".join([f"Task {task} of run {run_id} ({dag_id}) failed:", f"  {error_line}", "",
-                      f"Task log: {log_url}", *_link_lines(links, run)])
-    body = (f"<p>Task <b>{_e(task)}</b> of run <b>{_e(run_id)}</b> ({_e(dag_id)}) failed:</p>"
-            f"<pre>{_e(error_line)}</pre><p><a href=\"{_e(log_url)}\">Task log</a></p>{_html_links(links, run)}")
+    text = "\n".join(
+        [
+            f"Task {task} of run {run_id} ({dag_id}) failed:",
+            f"  {error_line}",
+            "",
+            f"Task log: {log_url}",
+            *_link_lines(links, run),
+        ]
+    )
+    body = (
+        f"<p>Task <b>{_e(task)}</b> of run <b>{_e(run_id)}</b> ({_e(dag_id)}) failed:</p>"
+        f'<pre>{_e(error_line)}</pre><p><a href="{_e(log_url)}">Task log</a></p>{_html_links(links, run)}'
+    )
     return Message(subject=subject, text=text, html=_html_page(subject, body), failure=True)
 
 
 # --------------------------------------------------------------------------------- summary
 
+
 def summary_message(doc: Doc, links: Links) -> Message:
     """A complete run in short: the guide's two tables (accuracy in mIoU %, throughput in fps)."""
     run = doc["run"]
     ok = sum(1 for c in doc.get("perf", []) if c.get("status") == "ok")
-    subject = (f"[ErfNet] run {run['id']} complete: {ok}/{len(doc.get('perf', []))} cells ok, no regression "
-               f"(CANN {run.get('cann_version') or 'unknown'})")
+    subject = (
+        f"[ErfNet] run {run['id']} complete: {ok}/{len(doc.get('perf', []))} cells ok, no regression "
+        f"(CANN {run.get('cann_version') or 'unknown'})"
+    )
     accuracy, perf = tables.accuracy_table(doc), tables.perf_table(doc)
-    text = "\n".join([subject.removeprefix("[ErfNet] "), "", "Accuracy (mIoU %)", tables.render_text(accuracy), "",
-                      "Throughput (fps)", tables.render_text(perf), "", *_link_lines(links, run)])
-    body = (f"<p>Run <b>{_e(run['id'])}</b> is complete and passed the regression gate.</p>"
-            f"<h3>Accuracy (mIoU %)</h3>{_html_table(accuracy)}<h3>Throughput (fps)</h3>{_html_table(perf)}"
-            f"{_html_links(links, run)}")
+    text = "\n".join(
+        [
+            subject.removeprefix("[ErfNet] "),
+            "",
+            "Accuracy (mIoU %)",
+            tables.render_text(accuracy),
+            "",
+            "Throughput (fps)",
+            tables.render_text(perf),
+            "",
+            *_link_lines(links, run),
+        ]
+    )
+    body = (
+        f"<p>Run <b>{_e(run['id'])}</b> is complete and passed the regression gate.</p>"
+        f"<h3>Accuracy (mIoU %)</h3>{_html_table(accuracy)}<h3>Throughput (fps)</h3>{_html_table(perf)}"
+        f"{_html_links(links, run)}"
+    )
     return Message(subject=subject, text=text, html=_html_page(subject, body), failure=False)
 
 
 # ----------------------------------------------------------------------------------- layout
+
 
 def _e(value: object) -> str:
     return html.escape(str(value), quote=True)
@@ -170,19 +236,25 @@ def _link_lines(links: Links, run: Doc) -> list[str]:
 
 def _html_links(links: Links, run: Doc) -> str:
     dag_id = run.get("dag_id") or DAG_ID
-    return (f"<p><a href=\"{_e(links.results_page(run['id']))}\">Results page</a> · "
-            f"<a href=\"{_e(links.dag_run(dag_id, run['id']))}\">DAG run</a></p>")
+    return (
+        f'<p><a href="{_e(links.results_page(run["id"]))}">Results page</a> · '
+        f'<a href="{_e(links.dag_run(dag_id, run["id"]))}">DAG run</a></p>'
+    )
 
 
 def _html_table(table: tables.Table) -> str:
-    head = "".join(f"<th style=\"border:1px solid #999;padding:2px 6px\">{_e(h)}</th>" for h in table.headers)
-    body = "".join("<tr>" + "".join(f"<td style=\"border:1px solid #999;padding:2px 6px\">{_e(tables.text(c))}</td>"
-                                    for c in row) + "</tr>" for row in table.rows)
-    return f"<table style=\"border-collapse:collapse\"><tr>{head}</tr>{body}</table>"
+    head = "".join(f'<th style="border:1px solid #999;padding:2px 6px">{_e(h)}</th>' for h in table.headers)
+    body = "".join(
+        "<tr>"
+        + "".join(f'<td style="border:1px solid #999;padding:2px 6px">{_e(tables.text(c))}</td>' for c in row)
+        + "</tr>"
+        for row in table.rows
+    )
+    return f'<table style="border-collapse:collapse"><tr>{head}</tr>{body}</table>'
 
 
 def _html_page(title: str, body: str) -> str:
-    return f"<html><head><meta charset=\"utf-8\"><title>{_e(title)}</title></head><body>{body}</body></html>"
+    return f'<html><head><meta charset="utf-8"><title>{_e(title)}</title></head><body>{body}</body></html>'
 
 
 # ------------------------------------------------------------------------------------ policy

@@ -43,8 +43,15 @@ class ExportReport:
     argmax: bool = False  # then the errors are logit gaps at pixels whose label differs (near-ties)
 
 
-def export_onnx(weights: str | os.PathLike[str], out: str | os.PathLike[str], *, opset: int = DEFAULT_OPSET,
-                verify_batches: tuple[int, ...] = (1, 2), seed: int = 0, argmax: bool = False) -> ExportReport:
+def export_onnx(
+    weights: str | os.PathLike[str],
+    out: str | os.PathLike[str],
+    *,
+    opset: int = DEFAULT_OPSET,
+    verify_batches: tuple[int, ...] = (1, 2),
+    seed: int = 0,
+    argmax: bool = False,
+) -> ExportReport:
     """Export the checkpoint as the guide does (TorchScript exporter, dynamic batch) and verify it.
 
     ``argmax``: the model ends in ArgMax over the channels, so ``output1`` is the int32 label map
@@ -64,10 +71,14 @@ def export_onnx(weights: str | os.PathLike[str], out: str | os.PathLike[str], *,
             warnings.simplefilter("ignore")
             try:
                 torch.onnx.export(
-                    model, (dummy,), str(tmp),
-                    input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
+                    model,
+                    (dummy,),
+                    str(tmp),
+                    input_names=[INPUT_NAME],
+                    output_names=[OUTPUT_NAME],
                     dynamic_axes={INPUT_NAME: {0: "-1"}, OUTPUT_NAME: {0: "-1"}},
-                    opset_version=opset, dynamo=False,
+                    opset_version=opset,
+                    dynamo=False,
                 )
             except Exception as exc:  # the exporter raises many types; the user needs one line
                 raise BadInput(f"ONNX export failed at opset {opset}: {first_line(exc)}") from exc
@@ -88,8 +99,9 @@ def check_onnx(path: str | os.PathLike[str]) -> None:
         raise BadInput(f"ONNX checker rejected {path}: {first_line(exc)}") from exc
 
 
-def _side_by_side(model: torch.nn.Module, onnx_path: StrPath, batch_sizes: Iterable[int], seed: int
-                  ) -> Iterator[tuple[int, NDArray[Any], NDArray[Any]]]:
+def _side_by_side(
+    model: torch.nn.Module, onnx_path: StrPath, batch_sizes: Iterable[int], seed: int
+) -> Iterator[tuple[int, NDArray[Any], NDArray[Any]]]:
     """Yield (batch, ONNX Runtime's output, PyTorch's logits) on the same random inputs."""
     import onnxruntime as ort
     import torch
@@ -106,8 +118,9 @@ def _side_by_side(model: torch.nn.Module, onnx_path: StrPath, batch_sizes: Itera
         yield batch, ours, logits
 
 
-def compare_with_torch(model: torch.nn.Module, onnx_path: StrPath, batch_sizes: Iterable[int], *,
-                       seed: int = 0) -> tuple[float, float]:
+def compare_with_torch(
+    model: torch.nn.Module, onnx_path: StrPath, batch_sizes: Iterable[int], *, seed: int = 0
+) -> tuple[float, float]:
     """Largest absolute and relative (to the largest |logit|) difference between ORT and PyTorch."""
     max_abs = max_rel = 0.0
     for batch, ours, ref in _side_by_side(model, onnx_path, batch_sizes, seed):
@@ -124,8 +137,10 @@ def compare_with_torch(model: torch.nn.Module, onnx_path: StrPath, batch_sizes: 
 def require_finite(array: NDArray[Any], where: str) -> None:
     """NaN/Inf is an error, never a result: ``max(0.0, nan)`` is 0.0, so a NaN would read as a perfect match."""
     if not np.isfinite(array).all():
-        raise BadInput(f"{where} holds NaN or Inf values ({int(np.count_nonzero(~np.isfinite(array)))} "
-                       f"of {array.size}): the checkpoint or the model is broken")
+        raise BadInput(
+            f"{where} holds NaN or Inf values ({int(np.count_nonzero(~np.isfinite(array)))} "
+            f"of {array.size}): the checkpoint or the model is broken"
+        )
 
 
 def append_argmax(path: str | os.PathLike[str]) -> None:
@@ -144,17 +159,20 @@ def append_argmax(path: str | os.PathLike[str]) -> None:
     logits = OUTPUT_NAME + "_logits"
     for node in graph.node:
         node.output[:] = [logits if name == OUTPUT_NAME else name for name in node.output]
-    graph.node.extend([
-        helper.make_node("ArgMax", [logits], [OUTPUT_NAME + "_argmax"], axis=1, keepdims=0),
-        helper.make_node("Cast", [OUTPUT_NAME + "_argmax"], [OUTPUT_NAME], to=TensorProto.INT32),
-    ])
+    graph.node.extend(
+        [
+            helper.make_node("ArgMax", [logits], [OUTPUT_NAME + "_argmax"], axis=1, keepdims=0),
+            helper.make_node("Cast", [OUTPUT_NAME + "_argmax"], [OUTPUT_NAME], to=TensorProto.INT32),
+        ]
+    )
     del graph.output[:]
     graph.output.append(helper.make_tensor_value_info(OUTPUT_NAME, TensorProto.INT32, ["-1", *INPUT_SHAPE[1:]]))
     onnx.save(model, str(path))
 
 
-def compare_argmax_with_torch(model: torch.nn.Module, onnx_path: StrPath, batch_sizes: Iterable[int], *,
-                              seed: int = 0) -> tuple[float, float]:
+def compare_argmax_with_torch(
+    model: torch.nn.Module, onnx_path: StrPath, batch_sizes: Iterable[int], *, seed: int = 0
+) -> tuple[float, float]:
     """The ArgMax model's labels against PyTorch's argmax. Float rounding may flip a pixel whose two best
     logits (nearly) tie, so a differing pixel is accepted only where PyTorch's logit for ORT's class is
     within the tolerance of its best; returned: the largest such logit gap, absolute and relative."""
@@ -163,14 +181,17 @@ def compare_argmax_with_torch(model: torch.nn.Module, onnx_path: StrPath, batch_
         require_finite(logits, f"PyTorch's output at batch {batch}")
         ref = logits.argmax(axis=1)
         if ours.shape != ref.shape or ours.dtype != np.int32:
-            raise BadInput(f"exported ArgMax model gives {ours.dtype} {ours.shape} at batch {batch}, "
-                           f"expected int32 {ref.shape}")
+            raise BadInput(
+                f"exported ArgMax model gives {ours.dtype} {ours.shape} at batch {batch}, expected int32 {ref.shape}"
+            )
         chosen = np.take_along_axis(logits, ours[:, None].astype(np.int64), axis=1)[:, 0]
         gap = float(np.max(logits.max(axis=1) - chosen))
         scale = max(float(np.max(np.abs(logits))), 1e-12)
         if gap / scale > ARGMAX_TIE_TOLERANCE:
-            raise BadInput(f"exported ArgMax model disagrees with PyTorch's argmax at batch {batch} "
-                           f"(logit gap {gap:.3g}, beyond a near-tie)")
+            raise BadInput(
+                f"exported ArgMax model disagrees with PyTorch's argmax at batch {batch} "
+                f"(logit gap {gap:.3g}, beyond a near-tie)"
+            )
         max_abs, max_rel = max(max_abs, gap), max(max_rel, gap / scale)
     return max_abs, max_rel
 

@@ -55,15 +55,24 @@ def latency_stats(values_ms: Iterable[float]) -> dict[str, Any]:
     if values.size == 0:
         return {"min": 0.0, "max": 0.0, "mean": 0.0, "median": 0.0, "percentile(99%)": 0.0, "count": 0}
     return {
-        "min": float(np.min(values)), "max": float(np.max(values)), "mean": float(np.mean(values)),
-        "median": float(np.median(values)), "percentile(99%)": float(np.percentile(values, 99)),
+        "min": float(np.min(values)),
+        "max": float(np.max(values)),
+        "mean": float(np.mean(values)),
+        "median": float(np.median(values)),
+        "percentile(99%)": float(np.percentile(values, 99)),
         "count": int(values.size),
     }
 
 
-def build_summary(filesinfo: list[SummaryEntry], *, compute_ms: Iterable[float], h2d_ms: Iterable[float],
-                  d2h_ms: Iterable[float], batch_size: int,
-                  args: list[str]) -> dict[str, Any]:
+def build_summary(
+    filesinfo: list[SummaryEntry],
+    *,
+    compute_ms: Iterable[float],
+    h2d_ms: Iterable[float],
+    d2h_ms: Iterable[float],
+    batch_size: int,
+    args: list[str],
+) -> dict[str, Any]:
     compute = latency_stats(compute_ms)
     return {
         "filesinfo": {

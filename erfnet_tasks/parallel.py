@@ -38,8 +38,12 @@ def _say_once_no_children(reason: str, jobs: int) -> None:
     global _warned_no_children
     if not _warned_no_children:
         _warned_no_children = True
-        log.warning("this process cannot start worker processes (%s): running %d job(s) here, one at a time; "
-                    "later calls in this process do the same without saying so again", reason, jobs)
+        log.warning(
+            "this process cannot start worker processes (%s): running %d job(s) here, one at a time; "
+            "later calls in this process do the same without saying so again",
+            reason,
+            jobs,
+        )
 
 
 def _start_pool(workers: int) -> Any:  # billiard ships no types: its Pool is Any here
@@ -59,8 +63,9 @@ Job = TypeVar("Job")
 Result = TypeVar("Result")
 
 
-def run_parallel(func: Callable[[Job], Result], jobs: list[Job], workers: int | None, progress: bool,
-                 desc: str) -> Iterator[Result]:
+def run_parallel(
+    func: Callable[[Job], Result], jobs: list[Job], workers: int | None, progress: bool, desc: str
+) -> Iterator[Result]:
     """Yield ``func(job)`` for every job, in order, across processes, with a progress bar on stderr."""
     from tqdm import tqdm
 

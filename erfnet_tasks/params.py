@@ -34,8 +34,10 @@ def _configured_path(name: str, value: object, roots: tuple[Path, ...]) -> Path:
     try:
         return settings.resolve_under_roots(value, roots, name)
     except ErfnetError as exc:
-        raise BadInput(f"{exc}; give `{name}` in the trigger form, or set {PATH_PARAM_SETTINGS[name]} for the "
-                       f"scheduler and dag-processor (the form's default, used by scheduled runs)") from exc
+        raise BadInput(
+            f"{exc}; give `{name}` in the trigger form, or set {PATH_PARAM_SETTINGS[name]} for the "
+            f"scheduler and dag-processor (the form's default, used by scheduled runs)"
+        ) from exc
 
 
 def _weights_file(name: str, value: object, roots: tuple[Path, ...]) -> str:
@@ -56,8 +58,9 @@ def _storable_target(target: Target) -> None:
     """The target's name and chip fit the results database's columns (with the +AOE column AOE adds)."""
     longest = target.name if target.aoe or not target.on_npu else target.name + AOE_SUFFIX
     if len(longest) > TARGET_MAX or (target.chip and len(target.chip) > CHIP_MAX):
-        raise BadInput(f"target {target.name[:60]!r}: chip names are at most {CHIP_MAX} characters "
-                       f"(the results database's limit)")
+        raise BadInput(
+            f"target {target.name[:60]!r}: chip names are at most {CHIP_MAX} characters (the results database's limit)"
+        )
 
 
 def _targets(name: str, value: object, roots: tuple[Path, ...]) -> list[str]:
@@ -81,8 +84,9 @@ def _batch_size(value: object) -> int | None:
 def _batch_sizes(name: str, value: object, roots: tuple[Path, ...]) -> list[int]:
     sizes = [_batch_size(b) for b in value] if isinstance(value, list) else []
     if not sizes or None in sizes:
-        raise BadInput(f"{name} must be a non-empty list of integers from 1 to {MAX_BATCH_SIZE}, "
-                       f"got {str(value)[:200]}")
+        raise BadInput(
+            f"{name} must be a non-empty list of integers from 1 to {MAX_BATCH_SIZE}, got {str(value)[:200]}"
+        )
     return sorted({size for size in sizes if size is not None})
 
 
@@ -109,7 +113,7 @@ def _flag(name: str, value: object, roots: tuple[Path, ...]) -> bool:
 @dataclass(frozen=True)
 class RunParam:
     name: str
-    default: Callable[[], object]            # called per use: deployments set some through the environment
+    default: Callable[[], object]  # called per use: deployments set some through the environment
     check: Callable[[str, object, tuple[Path, ...]], object]
     title: str
     # The form field's JSON schema, sans default.
@@ -121,8 +125,10 @@ class RunParam:
 
 # What the form cannot check: paths resolve on the workers, so check_params, the run's first task, checks
 # them within seconds of Trigger. Said in each path's description, where the user reads it.
-_PATH_NOTE = ("Not checked by this form: the run's first task (check_params) refuses, within seconds, a path "
-              "that does not exist or lies outside ERFNET_DATA_ROOTS.")
+_PATH_NOTE = (
+    "Not checked by this form: the run's first task (check_params) refuses, within seconds, a path "
+    "that does not exist or lies outside ERFNET_DATA_ROOTS."
+)
 
 # The targets offered by a click; the list lacks no host target. Another chip goes in the run's JSON
 # configuration (the form's "Advanced Options"), the REST API or `erfnet demo --targets`.
@@ -131,17 +137,25 @@ LISTED_BATCH_SIZES = (1, 2, 4, 8, 16, 32, 64, 128)
 
 def _targets_schema() -> dict[str, object]:
     hosts = host_target_labels()
-    return {"type": "array", "items": {"type": "string", "pattern": form_pattern()}, "minItems": 1,
-            "examples": [AUTO, *GUIDE_CHIPS, *hosts],
-            "values_display": {AUTO: "auto: the chips npu-smi reports, else cpu",
-                               **{c: f"{c} (atc + ais_bench)" for c in GUIDE_CHIPS}, **hosts}}
+    return {
+        "type": "array",
+        "items": {"type": "string", "pattern": form_pattern()},
+        "minItems": 1,
+        "examples": [AUTO, *GUIDE_CHIPS, *hosts],
+        "values_display": {
+            AUTO: "auto: the chips npu-smi reports, else cpu",
+            **{c: f"{c} (atc + ais_bench)" for c in GUIDE_CHIPS},
+            **hosts,
+        },
+    }
 
 
 BATCH_SIZES_SCHEMA: dict[str, object] = {
-    "type": "array", "minItems": 1, "examples": [str(b) for b in LISTED_BATCH_SIZES],
+    "type": "array",
+    "minItems": 1,
+    "examples": [str(b) for b in LISTED_BATCH_SIZES],
     # Strings from the multi-select, integers from the API; the library turns both into integers.
-    "items": {"type": ["integer", "string"], "pattern": "^[1-9][0-9]{0,3}$", "minimum": 1,
-              "maximum": MAX_BATCH_SIZE},
+    "items": {"type": ["integer", "string"], "pattern": "^[1-9][0-9]{0,3}$", "minimum": 1, "maximum": MAX_BATCH_SIZE},
 }
 OPTIONAL_SWITCH: dict[str, object] = {"type": ["boolean", "null"]}  # null: the form marks a switch as not required
 
@@ -152,40 +166,103 @@ def _form_strings(sizes: object) -> object:
 
 
 RUN_PARAMS: tuple[RunParam, ...] = (
-    RunParam("weights", settings.default_weights, _weights_file, "Weights (.pth)", {"type": "string"},
-             "The checkpoint, erfnet_pretrained.pth in the upstream layout (Eromera/erfnet_pytorch); a path under "
-             f"ERFNET_DATA_ROOTS. {_PATH_NOTE}"),
-    RunParam("dataset_root", settings.default_dataset_root, _dataset_dir, "Cityscapes root", {"type": "string"},
-             f"The folder holding leftImg8bit/val and gtFine/val; a path under ERFNET_DATA_ROOTS. {_PATH_NOTE}"),
-    RunParam("targets", settings.default_targets, _targets, "Targets", _targets_schema,
-             "Pick one or more columns of the guide's tables: Ascend chips (atc + ais_bench), cpu/cuda (ONNX "
-             "Runtime), torch-cpu/torch-cuda (PyTorch, the guide's T4 column); auto = the chips npu-smi reports, "
-             "else cpu. A chip the list lacks (AscendXXX): add it to the JSON under Advanced Options."),
-    RunParam("batch_sizes", lambda: settings.default_batch_sizes(DEFAULT_BATCH_SIZES), _batch_sizes, "Batch sizes",
-             BATCH_SIZES_SCHEMA,
-             "Pick one or more: one compile and one inference per target and batch size. Another size "
-             f"(1 to {MAX_BATCH_SIZE}): add it to the JSON under Advanced Options.",
-             form_value=_form_strings),
-    RunParam("aoe", lambda: False, _flag, "AOE tuning", OPTIONAL_SWITCH,
-             "Also compile every Ascend chip with AOE tuning: the guide's 310P-AOE column, target <chip>+AOE. "
-             "Slow (tuning runs on the device)."),
-    RunParam("image_limit", lambda: 0, _count, "Image limit", {"type": "integer", "minimum": 0, "maximum": INT_MAX},
-             "How many val images to measure; 0 = the whole val set (500 images)."),
-    RunParam("reference_miou", lambda: settings.default_reference_miou(GUIDE_MIOU_PERCENT), _points,
-             "Reference mIoU (%)", {"type": "number", "minimum": 0, "maximum": 100},
-             f"The mIoU the run must reach, in percent: the guide publishes {GUIDE_MIOU_PERCENT:.2f}."),
-    RunParam("tolerance", lambda: GUIDE_TOLERANCE_POINTS, _points, "Tolerance (mIoU points)",
-             {"type": "number", "minimum": 0, "maximum": 100},
-             "mIoU points below the reference that still pass: the guide's 1% criterion."),
-    RunParam("force", lambda: False, _flag, "Force", OPTIONAL_SWITCH,
-             "Measure even if the CANN version, weights and dataset equal the last complete run's (a nightly "
-             "run would otherwise end early)."),
-    RunParam("keep_outputs", lambda: False, _flag, "Keep the inference outputs", OPTIONAL_SWITCH,
-             "Off: a cell's logits are deleted once its mIoU and confusion matrix are stored (about 21 MB per "
-             "image). On: they stay under the run's folder."),
-    RunParam("labels_on_device", lambda: False, _flag, "Labels on the device (beyond the guide)", OPTIONAL_SWITCH,
-             "ArgMax compiled into the model, so the device outputs int32 label maps instead of the guide's FP16 "
-             "logits (10x fewer bytes); the run records the mode and the gate never compares across modes."),
+    RunParam(
+        "weights",
+        settings.default_weights,
+        _weights_file,
+        "Weights (.pth)",
+        {"type": "string"},
+        "The checkpoint, erfnet_pretrained.pth in the upstream layout (Eromera/erfnet_pytorch); a path under "
+        f"ERFNET_DATA_ROOTS. {_PATH_NOTE}",
+    ),
+    RunParam(
+        "dataset_root",
+        settings.default_dataset_root,
+        _dataset_dir,
+        "Cityscapes root",
+        {"type": "string"},
+        f"The folder holding leftImg8bit/val and gtFine/val; a path under ERFNET_DATA_ROOTS. {_PATH_NOTE}",
+    ),
+    RunParam(
+        "targets",
+        settings.default_targets,
+        _targets,
+        "Targets",
+        _targets_schema,
+        "Pick one or more columns of the guide's tables: Ascend chips (atc + ais_bench), cpu/cuda (ONNX "
+        "Runtime), torch-cpu/torch-cuda (PyTorch, the guide's T4 column); auto = the chips npu-smi reports, "
+        "else cpu. A chip the list lacks (AscendXXX): add it to the JSON under Advanced Options.",
+    ),
+    RunParam(
+        "batch_sizes",
+        lambda: settings.default_batch_sizes(DEFAULT_BATCH_SIZES),
+        _batch_sizes,
+        "Batch sizes",
+        BATCH_SIZES_SCHEMA,
+        "Pick one or more: one compile and one inference per target and batch size. Another size "
+        f"(1 to {MAX_BATCH_SIZE}): add it to the JSON under Advanced Options.",
+        form_value=_form_strings,
+    ),
+    RunParam(
+        "aoe",
+        lambda: False,
+        _flag,
+        "AOE tuning",
+        OPTIONAL_SWITCH,
+        "Also compile every Ascend chip with AOE tuning: the guide's 310P-AOE column, target <chip>+AOE. "
+        "Slow (tuning runs on the device).",
+    ),
+    RunParam(
+        "image_limit",
+        lambda: 0,
+        _count,
+        "Image limit",
+        {"type": "integer", "minimum": 0, "maximum": INT_MAX},
+        "How many val images to measure; 0 = the whole val set (500 images).",
+    ),
+    RunParam(
+        "reference_miou",
+        lambda: settings.default_reference_miou(GUIDE_MIOU_PERCENT),
+        _points,
+        "Reference mIoU (%)",
+        {"type": "number", "minimum": 0, "maximum": 100},
+        f"The mIoU the run must reach, in percent: the guide publishes {GUIDE_MIOU_PERCENT:.2f}.",
+    ),
+    RunParam(
+        "tolerance",
+        lambda: GUIDE_TOLERANCE_POINTS,
+        _points,
+        "Tolerance (mIoU points)",
+        {"type": "number", "minimum": 0, "maximum": 100},
+        "mIoU points below the reference that still pass: the guide's 1% criterion.",
+    ),
+    RunParam(
+        "force",
+        lambda: False,
+        _flag,
+        "Force",
+        OPTIONAL_SWITCH,
+        "Measure even if the CANN version, weights and dataset equal the last complete run's (a nightly "
+        "run would otherwise end early).",
+    ),
+    RunParam(
+        "keep_outputs",
+        lambda: False,
+        _flag,
+        "Keep the inference outputs",
+        OPTIONAL_SWITCH,
+        "Off: a cell's logits are deleted once its mIoU and confusion matrix are stored (about 21 MB per "
+        "image). On: they stay under the run's folder.",
+    ),
+    RunParam(
+        "labels_on_device",
+        lambda: False,
+        _flag,
+        "Labels on the device (beyond the guide)",
+        OPTIONAL_SWITCH,
+        "ArgMax compiled into the model, so the device outputs int32 label maps instead of the guide's FP16 "
+        "logits (10x fewer bytes); the run records the mode and the gate never compares across modes.",
+    ),
 )
 
 
@@ -200,8 +277,9 @@ def validate_params(raw: dict[str, object] | None, data_roots: tuple[Path, ...])
     unknown = sorted(set(given) - {p.name for p in RUN_PARAMS})
     if unknown:
         raise BadInput(f"unknown parameter(s): {', '.join(unknown)}")
-    checked = {p.name: p.check(p.name, given[p.name] if p.name in given else p.default(), data_roots)
-               for p in RUN_PARAMS}
+    checked = {
+        p.name: p.check(p.name, given[p.name] if p.name in given else p.default(), data_roots) for p in RUN_PARAMS
+    }
     return cast(Params, checked)  # each check returns its field's type; RUN_PARAMS names each field once
 
 

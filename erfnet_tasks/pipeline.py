@@ -74,18 +74,21 @@ def preprocess_dataset(env: Json) -> Json:
 
 
 def unchanged_since_last_run(env: Json, model: Json, prep: Json, url: str | None = None) -> str | None:
-    return nightly.unchanged_since_last_run(from_xcom(Environment, env), from_xcom(Model, model),
-                                            from_xcom(Prepared, prep), url)
+    return nightly.unchanged_since_last_run(
+        from_xcom(Environment, env), from_xcom(Model, model), from_xcom(Prepared, prep), url
+    )
 
 
 def compile_cell(cell: Json, model: Json, env: Json) -> Json:
-    return to_xcom(build.compile_cell(from_xcom(PlannedCell, cell), from_xcom(Model, model),
-                                      from_xcom(Environment, env)))
+    return to_xcom(
+        build.compile_cell(from_xcom(PlannedCell, cell), from_xcom(Model, model), from_xcom(Environment, env))
+    )
 
 
 def measure_cell(cell: Json, prep: Json, env: Json) -> Json:
-    return to_xcom(measure.measure_cell(from_xcom(CompiledCell, cell), from_xcom(Prepared, prep),
-                                        from_xcom(Environment, env)))
+    return to_xcom(
+        measure.measure_cell(from_xcom(CompiledCell, cell), from_xcom(Prepared, prep), from_xcom(Environment, env))
+    )
 
 
 def collect_perf(cells: list[Json]) -> list[Json]:
@@ -93,8 +96,13 @@ def collect_perf(cells: list[Json]) -> list[Json]:
 
 
 def build_run_document(env: Json, model: Json, prep: Json, cells: list[Json], perf: list[Json]) -> Json:
-    return report.build_run_document(from_xcom(Environment, env), from_xcom(Model, model), from_xcom(Prepared, prep),
-                                     [from_xcom(MeasuredCell, c) for c in cells], [from_xcom(PerfRow, p) for p in perf])
+    return report.build_run_document(
+        from_xcom(Environment, env),
+        from_xcom(Model, model),
+        from_xcom(Prepared, prep),
+        [from_xcom(MeasuredCell, c) for c in cells],
+        [from_xcom(PerfRow, p) for p in perf],
+    )
 
 
 def publish(doc: Json, env: Json) -> Json:

@@ -16,8 +16,8 @@ from .backends import all_backends, get_backend
 from .backends.ascend import detect_chips
 from .backends.environment import describe_toolchain
 from .datasets import DEFAULT_DATASET, label_spec
-from .devices import devices_of_chip
 from .deployment import DAG_ID
+from .devices import devices_of_chip
 from .errors import BadInput, ErfnetError, Transient
 from .fleet import check_configured, live_chips, queue_for
 from .fsutil import sha256_file
@@ -52,8 +52,9 @@ def check_params(raw_params: dict[str, Any]) -> None:
 
 
 def target_record(target: Target) -> TargetRecord:
-    return TargetRecord(name=target.name, backend=target.backend, device_type=target.device, chip=target.chip,
-                        aoe=target.aoe)
+    return TargetRecord(
+        name=target.name, backend=target.backend, device_type=target.device, chip=target.chip, aoe=target.aoe
+    )
 
 
 def as_target(record: TargetRecord) -> Target:
@@ -98,15 +99,26 @@ def resolve_environment(raw_params: dict[str, Any], run_id: str, broker_url: str
     check_configured(chips)
     idle = [c for c in chips if live is not None and c not in live]
     if idle:
-        raise Transient(f"no live NPU worker consumes {', '.join(queue_for(c) for c in idle)}: start one on a "
-                          f"host with that card (its worker runs `celery worker --queues $(erfnet worker-queues)`)")
+        raise Transient(
+            f"no live NPU worker consumes {', '.join(queue_for(c) for c in idle)}: start one on a "
+            f"host with that card (its worker runs `celery worker --queues $(erfnet worker-queues)`)"
+        )
     work_dir = settings.runs_dir / run_folder_name(run_id)
     work_dir.mkdir(parents=True, exist_ok=True)
     return Environment(
-        run_id=run_id, dag_id=DAG_ID, started_at=dt.datetime.now(dt.UTC).isoformat(), params=params,
-        cann_version=None, driver_version=None, host=host_name(), backends=backend_versions(targets, None),
-        weights_sha256=sha256_file(params["weights"]), targets=tuple(target_record(t) for t in targets),
-        work_dir=str(work_dir), npu_chips=tuple(chips))
+        run_id=run_id,
+        dag_id=DAG_ID,
+        started_at=dt.datetime.now(dt.UTC).isoformat(),
+        params=params,
+        cann_version=None,
+        driver_version=None,
+        host=host_name(),
+        backends=backend_versions(targets, None),
+        weights_sha256=sha256_file(params["weights"]),
+        targets=tuple(target_record(t) for t in targets),
+        work_dir=str(work_dir),
+        npu_chips=tuple(chips),
+    )
 
 
 def chips_to_probe(env: Environment, chip: str) -> list[str]:
@@ -120,16 +132,27 @@ def probe_host(chip: str) -> HostRecord:
     for note in ascend["notes"]:
         log.info("environment: %s", note)
     if not (ascend["cann_version"] or ascend["atc"]):
-        raise BadInput(f"{host_name()} serves {queue_for(chip)} but has no Ascend CANN toolkit (no atc on "
-                          f"PATH, no version.cfg; source CANN's set_env.sh or set ASCEND_TOOLKIT_HOME)")
+        raise BadInput(
+            f"{host_name()} serves {queue_for(chip)} but has no Ascend CANN toolkit (no atc on "
+            f"PATH, no version.cfg; source CANN's set_env.sh or set ASCEND_TOOLKIT_HOME)"
+        )
     if not ascend["cann_version"]:
         log.warning("atc is on PATH but no CANN version file was found: %s records CANN as unknown", host_name())
     devices = devices_of_chip(chip, detect_chips())
     if not devices:  # its cells are then recorded as device_open_failed: the run is incomplete, not lost
-        log.warning("%s serves %s but npu-smi info lists no %s: start its worker with --queues "
-                    "$(erfnet worker-queues)", host_name(), queue_for(chip), chip)
-    return HostRecord(chip=chip, host=host_name(), cann_version=ascend["cann_version"],
-                      driver_version=ascend["driver_version"], devices=tuple(devices))
+        log.warning(
+            "%s serves %s but npu-smi info lists no %s: start its worker with --queues $(erfnet worker-queues)",
+            host_name(),
+            queue_for(chip),
+            chip,
+        )
+    return HostRecord(
+        chip=chip,
+        host=host_name(),
+        cann_version=ascend["cann_version"],
+        driver_version=ascend["driver_version"],
+        devices=tuple(devices),
+    )
 
 
 def with_hosts(env: Environment, probes: list[list[HostRecord]]) -> Environment:
@@ -138,8 +161,14 @@ def with_hosts(env: Environment, probes: list[list[HostRecord]]) -> Environment:
     cann = ", ".join(sorted({h.cann_version or "unknown" for h in hosts})) or None
     driver = ", ".join(sorted({h.driver_version or "unknown" for h in hosts})) or None
     targets = [as_target(t) for t in env.targets]
-    return env.model_copy(update={"hosts": tuple(hosts), "cann_version": cann, "driver_version": driver,
-                                  "backends": backend_versions(targets, cann)})
+    return env.model_copy(
+        update={
+            "hosts": tuple(hosts),
+            "cann_version": cann,
+            "driver_version": driver,
+            "backends": backend_versions(targets, cann),
+        }
+    )
 
 
 def cell_group(target: TargetRecord) -> str:
@@ -163,6 +192,7 @@ def plan_cells(env: Environment, group: str, chip: str | None = None) -> list[Pl
     spec = label_spec(DEFAULT_DATASET)  # the dataset preprocess_dataset reads (datasets.cityscapes)
     return [
         PlannedCell(target=target, batch_size=batch, output=output_format(label_mode(target, env.params), spec))
-        for target in env.targets if cell_group(target) == group and (group == "host" or target.chip == chip)
+        for target in env.targets
+        if cell_group(target) == group and (group == "host" or target.chip == chip)
         for batch in env.params["batch_sizes"]
     ]

@@ -15,12 +15,18 @@ from .profiles import OpTime
 TOP_OPS = 10
 
 
-def _entry(op_type: str, op_name: str | None, base: float | None, cur: float | None, total: float
-           ) -> dict[str, object]:
+def _entry(op_type: str, op_name: str | None, base: float | None, cur: float | None, total: float) -> dict[str, object]:
     delta = (cur or 0.0) - (base or 0.0)
     change = "appeared" if base is None else "vanished" if cur is None else "grew" if delta > 0 else "shrank"
-    return {"op_type": op_type, "op_name": op_name, "baseline_us": base, "current_us": cur,
-            "share": delta / total if total > 0 else None, "change": change, "_delta": delta}
+    return {
+        "op_type": op_type,
+        "op_name": op_name,
+        "baseline_us": base,
+        "current_us": cur,
+        "share": delta / total if total > 0 else None,
+        "change": change,
+        "_delta": delta,
+    }
 
 
 def _by_type(ops: Iterable[OpTime]) -> dict[str, float]:
@@ -44,11 +50,18 @@ def compare_profiles(baseline: list[OpTime], current: list[OpTime], *, top: int 
     cur_ops = {op.op_name: op for op in current}
     total = sum(op.mean_us for op in current) - sum(op.mean_us for op in baseline)
     base_types, cur_types = _by_type(baseline), _by_type(current)
-    type_entries = [_entry(t, None, base_types.get(t), cur_types.get(t), total)
-                    for t in sorted(set(base_types) | set(cur_types))]
-    op_entries = [_entry((cur_ops.get(name) or base_ops[name]).op_type, name,
-                         base_ops[name].mean_us if name in base_ops else None,
-                         cur_ops[name].mean_us if name in cur_ops else None, total)
-                  for name in sorted(set(base_ops) | set(cur_ops))]
+    type_entries = [
+        _entry(t, None, base_types.get(t), cur_types.get(t), total) for t in sorted(set(base_types) | set(cur_types))
+    ]
+    op_entries = [
+        _entry(
+            (cur_ops.get(name) or base_ops[name]).op_type,
+            name,
+            base_ops[name].mean_us if name in base_ops else None,
+            cur_ops[name].mean_us if name in cur_ops else None,
+            total,
+        )
+        for name in sorted(set(base_ops) | set(cur_ops))
+    ]
     listed = _ranked(type_entries, top) + _ranked(op_entries, top)
     return {"ops": [{k: v for k, v in e.items() if k != "_delta"} for e in listed]}

@@ -48,8 +48,17 @@ def profile_from_events(events: Iterable[tuple[str, str, float]]) -> list[OpTime
         totals[name] = totals.get(name, 0.0) + duration
         types.setdefault(name, op_type)
     grand = sum(totals.values())
-    ops = [OpTime(name, types[name], calls[name], totals[name], totals[name] / calls[name],
-                  totals[name] / grand if grand else 0.0) for name in totals]
+    ops = [
+        OpTime(
+            name,
+            types[name],
+            calls[name],
+            totals[name],
+            totals[name] / calls[name],
+            totals[name] / grand if grand else 0.0,
+        )
+        for name in totals
+    ]
     return sorted(ops, key=lambda op: (-op.total_us, op.op_name))
 
 
@@ -84,8 +93,9 @@ def read_msprof_op_summary(path: str | os.PathLike[str]) -> list[OpTime]:
             rows = [{key.strip(): value for key, value in row.items() if key} for row in reader]
     except OSError as exc:
         raise BadInput(f"cannot read op summary {path}: {exc.strerror}") from exc
-    return profile_from_events((row["Op Name"], row["OP Type"], _duration(row["Task Duration(us)"], path, n + 2))
-                               for n, row in enumerate(rows))
+    return profile_from_events(
+        (row["Op Name"], row["OP Type"], _duration(row["Task Duration(us)"], path, n + 2)) for n, row in enumerate(rows)
+    )
 
 
 def read_ort_trace(path: str | os.PathLike[str]) -> list[OpTime]:
@@ -100,9 +110,10 @@ def read_ort_trace(path: str | os.PathLike[str]) -> list[OpTime]:
     if not isinstance(events, list):
         raise BadInput(f"{path} is not an ONNX Runtime trace (no event list)")
     return profile_from_events(
-        (str(e["name"])[:-len(KERNEL_SUFFIX)], str(e.get("args", {}).get("op_name", "")), float(e.get("dur", 0)))
+        (str(e["name"])[: -len(KERNEL_SUFFIX)], str(e.get("args", {}).get("op_name", "")), float(e.get("dur", 0)))
         for e in events
-        if isinstance(e, dict) and e.get("cat") == "Node" and str(e.get("name", "")).endswith(KERNEL_SUFFIX))
+        if isinstance(e, dict) and e.get("cat") == "Node" and str(e.get("name", "")).endswith(KERNEL_SUFFIX)
+    )
 
 
 class TorchAverage(Protocol):
@@ -124,5 +135,7 @@ def read_torch_averages(averages: Iterable[TorchAverage]) -> list[OpTime]:
         if avg.count > 0 and total > 0:
             ops.append((avg.key, avg.count, total))
     grand = sum(total for _, _, total in ops)
-    return sorted((OpTime(key, key, count, total, total / count, total / grand) for key, count, total in ops),
-                  key=lambda op: (-op.total_us, op.op_name))
+    return sorted(
+        (OpTime(key, key, count, total, total / count, total / grand) for key, count, total in ops),
+        key=lambda op: (-op.total_us, op.op_name),
+    )

@@ -32,9 +32,9 @@ from .errors import BadInput
 
 
 class RunStatus(StrEnum):
-    COMPLETE = "complete"      # every cell is a result (measured, or refused as the guide's table shows)
+    COMPLETE = "complete"  # every cell is a result (measured, or refused as the guide's table shows)
     INCOMPLETE = "incomplete"  # at least one cell never reached a device: not a result, the gate fails it
-    FAILED = "failed"          # nothing was measured
+    FAILED = "failed"  # nothing was measured
 
 
 class CellStatus(StrEnum):
@@ -65,10 +65,25 @@ class CompileStatus(StrEnum):
 
 
 # What a backend's InferFailed may carry, and which cell statuses are infrastructure failures.
-INFER_FAILURES = frozenset({CellStatus.OOM, CellStatus.MODEL_LOAD_FAILED, CellStatus.DEVICE_OPEN_FAILED,
-                            CellStatus.INFER_FAILED, CellStatus.NO_SPACE, CellStatus.TIMED_OUT})
-INFRASTRUCTURE_FAILURES = frozenset({CellStatus.MODEL_LOAD_FAILED, CellStatus.DEVICE_OPEN_FAILED,
-                                     CellStatus.INFER_FAILED, CellStatus.NO_SPACE, CellStatus.TIMED_OUT})
+INFER_FAILURES = frozenset(
+    {
+        CellStatus.OOM,
+        CellStatus.MODEL_LOAD_FAILED,
+        CellStatus.DEVICE_OPEN_FAILED,
+        CellStatus.INFER_FAILED,
+        CellStatus.NO_SPACE,
+        CellStatus.TIMED_OUT,
+    }
+)
+INFRASTRUCTURE_FAILURES = frozenset(
+    {
+        CellStatus.MODEL_LOAD_FAILED,
+        CellStatus.DEVICE_OPEN_FAILED,
+        CellStatus.INFER_FAILED,
+        CellStatus.NO_SPACE,
+        CellStatus.TIMED_OUT,
+    }
+)
 
 
 def is_result(status: str) -> bool:
@@ -94,8 +109,8 @@ class Params(TypedDict):
     reference_miou: float
     tolerance: float
     force: bool
-    keep_outputs: bool           # keep the logits after the cell is evaluated (default: deleted)
-    labels_on_device: bool       # ArgMax compiled into the model: the device outputs label maps
+    keep_outputs: bool  # keep the logits after the cell is evaluated (default: deleted)
+    labels_on_device: bool  # ArgMax compiled into the model: the device outputs label maps
 
 
 class Record(BaseModel):
@@ -126,12 +141,13 @@ def from_xcom(kind: type[R], data: object) -> R:
 
 # ----------------------------------------------------------------------------------- the plan
 
+
 class TargetRecord(Record):
     """One target of the matrix (``targets.Target``): where its cells compile and run."""
 
     name: str
     backend: str
-    device_type: str             # cpu | cuda | npu (a cell's device *id* is Inference.device)
+    device_type: str  # cpu | cuda | npu (a cell's device *id* is Inference.device)
     chip: str | None
     aoe: bool
 
@@ -143,7 +159,7 @@ class HostRecord(Record):
     host: str
     cann_version: str | None
     driver_version: str | None
-    devices: tuple[int, ...]      # the ids of this chip's devices on that host
+    devices: tuple[int, ...]  # the ids of this chip's devices on that host
 
 
 class Environment(Record):
@@ -151,14 +167,14 @@ class Environment(Record):
     dag_id: str
     started_at: str
     params: Params
-    cann_version: str | None      # the fleet's CANN versions, comma-separated (each cell records its own)
+    cann_version: str | None  # the fleet's CANN versions, comma-separated (each cell records its own)
     driver_version: str | None
-    host: str                     # where the run was planned (the central worker)
+    host: str  # where the run was planned (the central worker)
     backends: dict[str, str]
     weights_sha256: str
     targets: tuple[TargetRecord, ...]
     work_dir: str
-    npu_chips: tuple[str, ...]    # the chips the run's NPU targets need, each on its queue npu-<chip>
+    npu_chips: tuple[str, ...]  # the chips the run's NPU targets need, each on its queue npu-<chip>
     hosts: tuple[HostRecord, ...] = ()  # one per chip, from that chip's probe (with_hosts)
 
 
@@ -196,6 +212,7 @@ class PlannedCell(Record):
 
 # ---------------------------------------------------------------------------------- the build
 
+
 class ExportedModel(Record):
     """ErfNet_pth2onnx.py's model, verified against PyTorch."""
 
@@ -204,7 +221,7 @@ class ExportedModel(Record):
     max_abs_error: float
     max_rel_error: float
     cache_hit: bool
-    labels_on_device: bool        # fix_bn appends ArgMax to the model every target compiles
+    labels_on_device: bool  # fix_bn appends ArgMax to the model every target compiles
 
 
 class Model(Record):
@@ -222,7 +239,7 @@ class Prepared(Record):
     images: int
     fingerprint: str
     synthetic: bool
-    dataset: str                 # a module of erfnet_tasks.datasets
+    dataset: str  # a module of erfnet_tasks.datasets
     class_names: tuple[str, ...]  # stored with the run, so readers need no dataset module
 
 
@@ -235,7 +252,7 @@ class Compilation(Record):
     seconds: float | None
     cache_hit: bool
     error: str | None
-    host: str | None = None       # the worker that compiled it and its CANN (NPU cells)
+    host: str | None = None  # the worker that compiled it and its CANN (NPU cells)
     cann_version: str | None = None
 
 
@@ -246,6 +263,7 @@ class CompiledCell(Record):
 
 # -------------------------------------------------------------------------------- the measure
 
+
 class Inference(Record):
     """Where and how a cell ran: its status (``compile_failed`` when it had nothing to run) and timings."""
 
@@ -253,7 +271,7 @@ class Inference(Record):
     error: str | None = None
     summary: str | None = None
     host: str | None = None
-    device: str | None = None     # the device id it held
+    device: str | None = None  # the device id it held
     cann_version: str | None = None
     driver_version: str | None = None
     throughput_fps: float | None = None
@@ -267,14 +285,14 @@ class Evaluation(Record):
     miou: float
     per_class: tuple[float, ...]
     confusion: tuple[tuple[int, ...], ...]  # channels x channels pixel counts, rows = label, columns = prediction
-    label_mode: LabelMode                   # what the outputs held, checked against the planned format
+    label_mode: LabelMode  # what the outputs held, checked against the planned format
 
 
 class MeasuredCell(Record):
     compiled: CompiledCell
     inference: Inference
-    evaluation: Evaluation | None = None    # None: the cell was not measured
-    outputs_deleted: int = 0                # output files deleted once the result was stored
+    evaluation: Evaluation | None = None  # None: the cell was not measured
+    outputs_deleted: int = 0  # output files deleted once the result was stored
 
     @property
     def planned(self) -> PlannedCell:
@@ -286,6 +304,7 @@ class MeasuredCell(Record):
 
 
 # ---------------------------------------------------------------- the published rows (the run document)
+
 
 class CompiledRow(Record):
     target: str
@@ -335,5 +354,6 @@ COMPILED_FIELDS: tuple[str, ...] = tuple(CompiledRow.model_fields)
 ACCURACY_FIELDS: tuple[str, ...] = tuple(AccuracyRow.model_fields)
 PERF_FIELDS: tuple[str, ...] = tuple(PerfRow.model_fields)
 PERF_VALUES: tuple[str, ...] = tuple(f for f in PERF_FIELDS if f not in CELL_KEY)  # a cell's perf columns
-PERF_METRICS: tuple[str, ...] = tuple(name for name, field in PerfRow.model_fields.items()
-                                      if name not in CELL_KEY and field.annotation == (float | None))
+PERF_METRICS: tuple[str, ...] = tuple(
+    name for name, field in PerfRow.model_fields.items() if name not in CELL_KEY and field.annotation == (float | None)
+)

@@ -31,13 +31,22 @@ def perf_row(cell: MeasuredCell) -> PerfRow:
     inference, planned = cell.inference, cell.planned
     compute = inference.compute_ms or {}
     return PerfRow(
-        target=planned.target.name, batch_size=planned.batch_size,
+        target=planned.target.name,
+        batch_size=planned.batch_size,
         throughput_fps=inference.throughput_fps if inference.status == CellStatus.OK else None,
-        compute_min_ms=compute.get("min"), compute_mean_ms=compute.get("mean"),
-        compute_median_ms=compute.get("median"), compute_p99_ms=compute.get("percentile(99%)"),
-        h2d_mean_ms=(inference.h2d_ms or {}).get("mean"), d2h_mean_ms=(inference.d2h_ms or {}).get("mean"),
-        status=inference.status, error=inference.error, host=inference.host, device=inference.device,
-        cann_version=inference.cann_version, driver_version=inference.driver_version)
+        compute_min_ms=compute.get("min"),
+        compute_mean_ms=compute.get("mean"),
+        compute_median_ms=compute.get("median"),
+        compute_p99_ms=compute.get("percentile(99%)"),
+        h2d_mean_ms=(inference.h2d_ms or {}).get("mean"),
+        d2h_mean_ms=(inference.d2h_ms or {}).get("mean"),
+        status=inference.status,
+        error=inference.error,
+        host=inference.host,
+        device=inference.device,
+        cann_version=inference.cann_version,
+        driver_version=inference.driver_version,
+    )
 
 
 def collect_perf(cells: list[MeasuredCell]) -> list[PerfRow]:
@@ -46,8 +55,13 @@ def collect_perf(cells: list[MeasuredCell]) -> list[PerfRow]:
 
 def compiled_row(cell: MeasuredCell) -> CompiledRow:
     target, compilation = cell.planned.target, cell.compiled.compilation
-    return CompiledRow(target=target.name, batch_size=cell.planned.batch_size, backend=target.backend,
-                       chip=target.chip, **compilation.model_dump())
+    return CompiledRow(
+        target=target.name,
+        batch_size=cell.planned.batch_size,
+        backend=target.backend,
+        chip=target.chip,
+        **compilation.model_dump(),
+    )
 
 
 def accuracy_row(cell: MeasuredCell) -> AccuracyRow | None:
@@ -55,26 +69,42 @@ def accuracy_row(cell: MeasuredCell) -> AccuracyRow | None:
     if cell.status != CellStatus.OK or cell.evaluation is None:
         return None
     evaluation = cell.evaluation
-    return AccuracyRow(target=cell.planned.target.name, batch_size=cell.planned.batch_size,
-                       images=evaluation.images, miou=evaluation.miou, per_class=list(evaluation.per_class),
-                       confusion=[list(row) for row in evaluation.confusion], label_mode=evaluation.label_mode)
+    return AccuracyRow(
+        target=cell.planned.target.name,
+        batch_size=cell.planned.batch_size,
+        images=evaluation.images,
+        miou=evaluation.miou,
+        per_class=list(evaluation.per_class),
+        confusion=[list(row) for row in evaluation.confusion],
+        label_mode=evaluation.label_mode,
+    )
 
 
-def build_run_document(env: Environment, model: Model, prep: Prepared, cells: list[MeasuredCell],
-                       perf: list[PerfRow]) -> dict[str, Any]:
+def build_run_document(
+    env: Environment, model: Model, prep: Prepared, cells: list[MeasuredCell], perf: list[PerfRow]
+) -> dict[str, Any]:
     # A recorded refusal (the 310's batch 64 oom) is a result; a cell that never reached a device makes
     # the run incomplete; the run failed only if nothing was measured.
     status = run_status([c.status for c in cells]).value
     by_cell = sorted(cells, key=lambda c: (c.planned.target.name, c.planned.batch_size))
     return {
         "run": {
-            "id": env.run_id, "dag_id": env.dag_id, "started_at": env.started_at,
-            "finished_at": dt.datetime.now(dt.UTC).isoformat(), "status": status,
-            "params": dict(env.params), "cann_version": env.cann_version,
-            "driver_version": env.driver_version, "host": env.host, "backends": dict(env.backends),
-            "model_sha256": model.sha256, "weights_sha256": env.weights_sha256,
-            "dataset_fingerprint": prep.fingerprint, "images": prep.images,
-            "synthetic": prep.synthetic, "class_names": list(prep.class_names),
+            "id": env.run_id,
+            "dag_id": env.dag_id,
+            "started_at": env.started_at,
+            "finished_at": dt.datetime.now(dt.UTC).isoformat(),
+            "status": status,
+            "params": dict(env.params),
+            "cann_version": env.cann_version,
+            "driver_version": env.driver_version,
+            "host": env.host,
+            "backends": dict(env.backends),
+            "model_sha256": model.sha256,
+            "weights_sha256": env.weights_sha256,
+            "dataset_fingerprint": prep.fingerprint,
+            "images": prep.images,
+            "synthetic": prep.synthetic,
+            "class_names": list(prep.class_names),
         },
         "compiled": [to_xcom(compiled_row(c)) for c in cells],
         "accuracy": [to_xcom(row) for row in map(accuracy_row, by_cell) if row is not None],
@@ -93,8 +123,9 @@ def publish(doc: dict[str, Any], env: Environment, url: str | None = None) -> di
 
 def regression_findings(run_id: str, params: dict[str, Any], url: str | None = None) -> list[dict[str, Any]]:
     with db.session_scope(url) as session:
-        findings: list[dict[str, Any]] = regression.find_regressions(session, run_id,
-                                                                     regression.rules_from_params(params))
+        findings: list[dict[str, Any]] = regression.find_regressions(
+            session, run_id, regression.rules_from_params(params)
+        )
         return findings
 
 
@@ -103,8 +134,11 @@ def gate_message(run_id: str, findings: list[dict[str, Any]]) -> str:
     listed = "; ".join(f["message"] for f in findings[:5])
     more = f" (and {len(findings) - 5} more)" if len(findings) > 5 else ""
     unmeasured = sum(f["rule"] == "cell_not_measured" for f in findings)
-    verdict = (f"run {run_id} is incomplete ({unmeasured} cell(s) never reached a device)" if unmeasured
-               else f"{len(findings)} regression(s) in run {run_id}")
+    verdict = (
+        f"run {run_id} is incomplete ({unmeasured} cell(s) never reached a device)"
+        if unmeasured
+        else f"{len(findings)} regression(s) in run {run_id}"
+    )
     return f"{verdict}: {listed}{more}"
 
 

@@ -33,7 +33,7 @@ def parse_duration(text: str) -> dt.timedelta:
 
 @dataclass(frozen=True)
 class Removal:
-    kind: str        # "run" | "cache"
+    kind: str  # "run" | "cache"
     path: Path
     bytes: int
     last_used: dt.datetime
@@ -71,17 +71,22 @@ def protected_folders(url: str | None, runs_dir: Path) -> dict[Path, str]:
 
     keep: dict[Path, str] = {}
     with db.session_scope(url) as session:
-        rows = session.execute(sa.select(Performance.target, Run.id).join(Run, Run.id == Performance.run_id)
-                               .where(Run.status == RunStatus.COMPLETE.value)
-                               .order_by(Run.started_at.desc(), Run.id.desc())).all()
+        rows = session.execute(
+            sa.select(Performance.target, Run.id)
+            .join(Run, Run.id == Performance.run_id)
+            .where(Run.status == RunStatus.COMPLETE.value)
+            .order_by(Run.started_at.desc(), Run.id.desc())
+        ).all()
         latest: dict[str, str] = {}
         for target, run_id in rows:
             latest.setdefault(target, run_id)
         for target, run_id in sorted(latest.items()):
             keep.setdefault((runs_dir / run_folder_name(run_id)).resolve(), f"latest complete run for {target}")
-        used = session.execute(sa.select(CompiledModel.path, CompiledModel.run_id)
-                               .where(CompiledModel.run_id.in_(sorted(set(latest.values()))),
-                                      CompiledModel.path.is_not(None))).all()
+        used = session.execute(
+            sa.select(CompiledModel.path, CompiledModel.run_id).where(
+                CompiledModel.run_id.in_(sorted(set(latest.values()))), CompiledModel.path.is_not(None)
+            )
+        ).all()
     for path, run_id in used:
         if path is None:  # excluded by the query; narrows the column's type
             continue
@@ -95,8 +100,14 @@ def _candidates(folder: Path, kind: str) -> list[tuple[str, Path]]:
     return [(kind, p) for p in sorted(folder.iterdir()) if p.is_dir() and not p.is_symlink()]
 
 
-def plan_prune(older_than: dt.timedelta, *, runs_dir: Path, compile_cache: Path, url: str | None = None,
-               now: dt.datetime | None = None) -> PrunePlan:
+def plan_prune(
+    older_than: dt.timedelta,
+    *,
+    runs_dir: Path,
+    compile_cache: Path,
+    url: str | None = None,
+    now: dt.datetime | None = None,
+) -> PrunePlan:
     """What a prune removes: run folders and cache entries with nothing newer than ``older_than``, less
     the protected ones."""
     if older_than <= dt.timedelta(0):
@@ -126,22 +137,26 @@ def apply_plan(plan: PrunePlan) -> int:
 
 def format_plan(plan: PrunePlan, dry_run: bool) -> str:
     verb = "would remove" if dry_run else "removed"
-    lines = [f"{verb} {r.kind} {r.path} ({r.bytes / 2**20:.1f} MiB, last used {r.last_used:%Y-%m-%d %H:%M} UTC)"
-             for r in plan.removals]
+    lines = [
+        f"{verb} {r.kind} {r.path} ({r.bytes / 2**20:.1f} MiB, last used {r.last_used:%Y-%m-%d %H:%M} UTC)"
+        for r in plan.removals
+    ]
     lines += [f"kept {path} ({why})" for path, why in plan.protected]
     freed = "would free" if dry_run else "freed"
     lines.append(f"{verb} {len(plan.removals)} folder(s); {freed} {plan.bytes / 2**20:.1f} MiB ({plan.bytes} bytes)")
     return "\n".join(lines)
 
 
-def prune(older_than: str = DEFAULT_OLDER_THAN, dry_run: bool = False, url: str | None = None,
-          now: dt.datetime | None = None) -> tuple[PrunePlan, str]:
+def prune(
+    older_than: str = DEFAULT_OLDER_THAN, dry_run: bool = False, url: str | None = None, now: dt.datetime | None = None
+) -> tuple[PrunePlan, str]:
     """Plan (and unless ``dry_run`` apply) a prune over this installation's data directory."""
     from .settings import load_settings
 
     settings = load_settings()
-    plan = plan_prune(parse_duration(older_than), runs_dir=settings.runs_dir,
-                      compile_cache=settings.compile_cache, url=url, now=now)
+    plan = plan_prune(
+        parse_duration(older_than), runs_dir=settings.runs_dir, compile_cache=settings.compile_cache, url=url, now=now
+    )
     if not dry_run:
         apply_plan(plan)
     return plan, format_plan(plan, dry_run)

@@ -177,8 +177,10 @@ def inside_roots(resolved: Path, roots: tuple[Path, ...]) -> bool:
 def refuse_outside_roots(subject: str, resolved: Path, roots: tuple[Path, ...]) -> None:
     """The data-roots check: ``subject`` (what the user gave, as the message names it) must resolve inside."""
     if not inside_roots(resolved, roots):
-        raise BadInput(f"{subject} resolves to {resolved}, outside the data roots ({', '.join(map(str, roots))}); "
-                       f"set ERFNET_DATA_ROOTS to allow it")
+        raise BadInput(
+            f"{subject} resolves to {resolved}, outside the data roots ({', '.join(map(str, roots))}); "
+            f"set ERFNET_DATA_ROOTS to allow it"
+        )
 
 
 def resolve_under_roots(raw: object, roots: tuple[Path, ...], what: str) -> Path:
@@ -228,6 +230,7 @@ def cann_probe_minutes() -> int:
 
 
 # ------------------------------------------------------------------------------- tool deadlines
+
 
 def _positive_seconds(name: str, fallback: float) -> float:
     raw = _env(name)

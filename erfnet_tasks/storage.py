@@ -43,8 +43,10 @@ class Shortage:
 
     @property
     def message(self) -> str:
-        return (f"no_space: the outputs need {self.needed / 2**20:.1f} MiB ({self.needed} bytes, margin included) "
-                f"but {self.folder} has {self.free / 2**20:.1f} MiB ({self.free} bytes) free")
+        return (
+            f"no_space: the outputs need {self.needed / 2**20:.1f} MiB ({self.needed} bytes, margin included) "
+            f"but {self.folder} has {self.free / 2**20:.1f} MiB ({self.free} bytes) free"
+        )
 
 
 def _existing(folder: Path) -> Path:

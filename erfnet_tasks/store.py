@@ -38,10 +38,10 @@ def content_key(parts: Sequence[object]) -> str:
 @dataclass(frozen=True)
 class Entry:
     folder: Path
-    artifact: Path                 # the entry's file, verified by its sha256
+    artifact: Path  # the entry's file, verified by its sha256
     sha256: str
-    meta: dict[str, Any]           # what the builder recorded beside it
-    hit: bool                      # taken from the store, not built by this call
+    meta: dict[str, Any]  # what the builder recorded beside it
+    hit: bool  # taken from the store, not built by this call
 
 
 # A builder writes its artifact into the (empty) staging folder it is given and returns the artifact's
@@ -52,7 +52,7 @@ Builder = Callable[[Path], tuple[Path, dict[str, Any]]]
 class Store:
     def __init__(self, root: Path, what: str) -> None:
         self.root = Path(root)
-        self.what = what           # "the export cache", for messages
+        self.what = what  # "the export cache", for messages
 
     def folder(self, key: str) -> Path:
         return self.root / key
@@ -77,7 +77,12 @@ class Store:
         data = read_json(record_path, f"a record of {self.what}")
         name = data.get("artifact") if isinstance(data, dict) else None
         artifact = folder / str(name)
-        if not isinstance(data, dict) or not name or not artifact.is_file() or sha256_file(artifact) != data.get("sha256"):
+        if (
+            not isinstance(data, dict)
+            or not name
+            or not artifact.is_file()
+            or sha256_file(artifact) != data.get("sha256")
+        ):
             log.warning("%s entry %s does not match its recorded sha256: rebuilding it", self.what, folder)
             return None
         os.utime(record_path)  # marks the entry used now: retention removes only unused ones

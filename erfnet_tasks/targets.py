@@ -26,8 +26,8 @@ AUTO = "auto"
 @dataclass(frozen=True)
 class Target:
     name: str
-    backend: str          # a registered backend (backends.REGISTRY)
-    device: str           # cpu | cuda | npu
+    backend: str  # a registered backend (backends.REGISTRY)
+    device: str  # cpu | cuda | npu
     chip: str | None = None
     aoe: bool = False
 

@@ -23,8 +23,8 @@ from pathlib import Path
 from .deadlines import Deadline
 from .errors import BadInput, ToolTimedOut
 
-KILL_GRACE_S = 10.0   # SIGTERM to SIGKILL: time for a tool to close its device context
-REAP_WAIT_S = 5.0     # after SIGKILL: the kernel ends the group at once, this only bounds the wait
+KILL_GRACE_S = 10.0  # SIGTERM to SIGKILL: time for a tool to close its device context
+REAP_WAIT_S = 5.0  # after SIGKILL: the kernel ends the group at once, this only bounds the wait
 _POLL_S = 0.05
 LAUNCHER = Path(__file__).with_name("tool_launcher.py")  # kills the group should the task die (its docstring)
 
@@ -46,7 +46,7 @@ def group_members(pgid: int) -> list[int]:
             stat = (entry / "stat").read_text()
         except OSError:  # it ended while we looked
             continue
-        fields = stat[stat.rfind(")") + 2:].split()  # after the command name, which may hold spaces
+        fields = stat[stat.rfind(")") + 2 :].split()  # after the command name, which may hold spaces
         if fields[0] != "Z" and int(fields[2]) == pgid:
             members.append(int(entry.name))
     return members
@@ -83,15 +83,29 @@ def stop_group(proc: subprocess.Popen[str], grace: float | None = None) -> str:
     return output or ""
 
 
-def run_bounded(argv: list[str], deadline: Deadline, *, env: Mapping[str, str] | None = None,
-                grace: float | None = None, tool: str | None = None) -> subprocess.CompletedProcess[str]:
+def run_bounded(
+    argv: list[str],
+    deadline: Deadline,
+    *,
+    env: Mapping[str, str] | None = None,
+    grace: float | None = None,
+    tool: str | None = None,
+) -> subprocess.CompletedProcess[str]:
     """Run ``argv`` (stdout and stderr together) and return its output, or raise ToolTimedOut once its
     whole process group is stopped at the deadline. ``tool`` names it in messages (default: argv[0]'s name)."""
     tool = tool or Path(argv[0]).name
     started = time.monotonic()
     try:
-        proc = subprocess.Popen(_launch_argv(argv), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                stdin=subprocess.DEVNULL, text=True, errors="replace", env=env, start_new_session=True)
+        proc = subprocess.Popen(
+            _launch_argv(argv),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            text=True,
+            errors="replace",
+            env=env,
+            start_new_session=True,
+        )
     except OSError as exc:
         raise BadInput(f"could not start {argv[0]}: {exc}") from exc
     try:
@@ -101,8 +115,13 @@ def run_bounded(argv: list[str], deadline: Deadline, *, env: Mapping[str, str] |
         elapsed = time.monotonic() - started
         raise ToolTimedOut(
             f"{tool} timed out: stopped after {elapsed:.0f} s, past its deadline of {deadline.seconds:g} s "
-            f"({deadline.basis})", tool=tool, deadline_s=deadline.seconds, elapsed_s=elapsed,
-            images=deadline.images, output=output) from exc
+            f"({deadline.basis})",
+            tool=tool,
+            deadline_s=deadline.seconds,
+            elapsed_s=elapsed,
+            images=deadline.images,
+            output=output,
+        ) from exc
     except BaseException:  # interrupted (execution_timeout, a signal): the tool must not outlive us
         stop_group(proc, grace)
         raise

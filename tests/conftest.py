@@ -97,9 +97,19 @@ class RecordFactory:
 
     @staticmethod
     def params(**overrides):
-        values = {"weights": "w.pth", "dataset_root": "cityscapes", "targets": ["cpu"], "batch_sizes": [1],
-                  "aoe": False, "image_limit": 0, "reference_miou": 72.20, "tolerance": 1.0, "force": False,
-                  "keep_outputs": False, "labels_on_device": False}
+        values = {
+            "weights": "w.pth",
+            "dataset_root": "cityscapes",
+            "targets": ["cpu"],
+            "batch_sizes": [1],
+            "aoe": False,
+            "image_limit": 0,
+            "reference_miou": 72.20,
+            "tolerance": 1.0,
+            "force": False,
+            "keep_outputs": False,
+            "labels_on_device": False,
+        }
         return {**values, **overrides}
 
     def env(self, targets=("cpu",), params=None, **overrides):
@@ -108,10 +118,20 @@ class RecordFactory:
         from erfnet_tasks.targets import parse_target
 
         records = [target_record(parse_target(name)) for name in targets]
-        values = {"run_id": "manual__1", "dag_id": "erfnet_offline_inference",
-                  "started_at": "2026-11-25T00:00:00+00:00", "params": self.params(**(params or {})),
-                  "cann_version": None, "driver_version": None, "host": "h", "backends": {}, "weights_sha256": "w",
-                  "targets": records, "work_dir": "/nonexistent", "npu_chips": [t.chip for t in records if t.chip]}
+        values = {
+            "run_id": "manual__1",
+            "dag_id": "erfnet_offline_inference",
+            "started_at": "2026-11-25T00:00:00+00:00",
+            "params": self.params(**(params or {})),
+            "cann_version": None,
+            "driver_version": None,
+            "host": "h",
+            "backends": {},
+            "weights_sha256": "w",
+            "targets": records,
+            "work_dir": "/nonexistent",
+            "npu_chips": [t.chip for t in records if t.chip],
+        }
         return Environment.model_validate({**values, **overrides})
 
     @staticmethod
@@ -122,42 +142,84 @@ class RecordFactory:
         from erfnet_tasks.targets import parse_target
 
         mode = LabelMode.LABELS if labels else LabelMode.LOGITS
-        return PlannedCell(target=target_record(parse_target(target)), batch_size=batch_size,
-                           output=output_format(mode, label_spec()))
+        return PlannedCell(
+            target=target_record(parse_target(target)), batch_size=batch_size, output=output_format(mode, label_spec())
+        )
 
     @staticmethod
     def model(path="m.onnx", sha256="m"):
         from erfnet_tasks.records import ExportedModel, Model
 
-        exported = ExportedModel(origin="o.onnx", origin_sha256="o", max_abs_error=0.0, max_rel_error=0.0,
-                                 cache_hit=False, labels_on_device=False)
+        exported = ExportedModel(
+            origin="o.onnx",
+            origin_sha256="o",
+            max_abs_error=0.0,
+            max_rel_error=0.0,
+            cache_hit=False,
+            labels_on_device=False,
+        )
         return Model(exported=exported, path=str(path), sha256=sha256, bn_values_changed=0)
 
     @staticmethod
     def prep(**overrides):
         from erfnet_tasks.records import Prepared
 
-        values = {"prep_dir": "p", "gt_dir": "g", "images": 1, "fingerprint": "f", "synthetic": True,
-                  "dataset": "cityscapes", "class_names": ["road"]}
+        values = {
+            "prep_dir": "p",
+            "gt_dir": "g",
+            "images": 1,
+            "fingerprint": "f",
+            "synthetic": True,
+            "dataset": "cityscapes",
+            "class_names": ["road"],
+        }
         return Prepared.model_validate({**values, **overrides})
 
-    def measured(self, target="cpu", batch_size=1, status="ok", *, miou=0.5, error=None, fps=10.0,
-                 compile_status="ok", compile_host=None, compile_cann_version=None, **where):
+    def measured(
+        self,
+        target="cpu",
+        batch_size=1,
+        status="ok",
+        *,
+        miou=0.5,
+        error=None,
+        fps=10.0,
+        compile_status="ok",
+        compile_host=None,
+        compile_cann_version=None,
+        **where,
+    ):
         """A measured cell; ``where``: the Inference's host, device, cann_version, driver_version."""
-        from erfnet_tasks.records import (CompiledCell, Compilation, Evaluation, Inference, LabelMode,
-                                          MeasuredCell)
+        from erfnet_tasks.records import Compilation, CompiledCell, Evaluation, Inference, LabelMode, MeasuredCell
 
         ok = status == "ok"
-        compilation = Compilation(status=compile_status, path=None if compile_status == "failed" else "m.om",
-                                  sha256=None, seconds=0.0, cache_hit=False,
-                                  error=error if compile_status == "failed" else None,
-                                  host=compile_host, cann_version=compile_cann_version)
-        inference = Inference(status=status, error=error, throughput_fps=fps if ok else None,
-                              compute_ms={"mean": 100.0} if ok else None, **where)
-        evaluation = Evaluation(images=1, miou=miou, per_class=[miou] * 19, confusion=[[1]],
-                                label_mode=LabelMode.LOGITS) if ok else None
-        return MeasuredCell(compiled=CompiledCell(planned=self.planned(target, batch_size), compilation=compilation),
-                            inference=inference, evaluation=evaluation)
+        compilation = Compilation(
+            status=compile_status,
+            path=None if compile_status == "failed" else "m.om",
+            sha256=None,
+            seconds=0.0,
+            cache_hit=False,
+            error=error if compile_status == "failed" else None,
+            host=compile_host,
+            cann_version=compile_cann_version,
+        )
+        inference = Inference(
+            status=status,
+            error=error,
+            throughput_fps=fps if ok else None,
+            compute_ms={"mean": 100.0} if ok else None,
+            **where,
+        )
+        evaluation = (
+            Evaluation(images=1, miou=miou, per_class=[miou] * 19, confusion=[[1]], label_mode=LabelMode.LOGITS)
+            if ok
+            else None
+        )
+        return MeasuredCell(
+            compiled=CompiledCell(planned=self.planned(target, batch_size), compilation=compilation),
+            inference=inference,
+            evaluation=evaluation,
+        )
 
 
 @pytest.fixture(scope="session")

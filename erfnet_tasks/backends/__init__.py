@@ -65,16 +65,26 @@ class Backend(Protocol):
 
     NAME: str
     RUNS_ON: Literal["npu", "host"]  # npu: the NPU worker's queue and a device slot; host: any worker
-    BUILDS_ARTIFACT: bool            # False: compile only checks its input, and infer runs the weights
-    TARGETS: Mapping[str, str]       # host targets it measures: target name -> device (npu: {}, chips are targets)
+    BUILDS_ARTIFACT: bool  # False: compile only checks its input, and infer runs the weights
+    TARGETS: Mapping[str, str]  # host targets it measures: target name -> device (npu: {}, chips are targets)
 
     # ``options``: what one backend alone takes (ascend: AOE's leased ``device``, atc's ``integer_output``).
-    def compile(self, onnx_path: StrPath, out_dir: StrPath, *, chip: str, batch_size: int, aoe: bool = False,
-                **options: object) -> CompileResult: ...
+    def compile(
+        self, onnx_path: StrPath, out_dir: StrPath, *, chip: str, batch_size: int, aoe: bool = False, **options: object
+    ) -> CompileResult: ...
 
-    def infer(self, model: StrPath, input_dir: StrPath, output_dir: StrPath, *, batch_size: int,
-              device: str | int | None = None, loop: int = 1,
-              warmup: int = 1, output_type: str = "fp16") -> InferResult: ...
+    def infer(
+        self,
+        model: StrPath,
+        input_dir: StrPath,
+        output_dir: StrPath,
+        *,
+        batch_size: int,
+        device: str | int | None = None,
+        loop: int = 1,
+        warmup: int = 1,
+        output_type: str = "fp16",
+    ) -> InferResult: ...
 
     def version(self) -> str: ...
 

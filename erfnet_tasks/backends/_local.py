@@ -42,8 +42,9 @@ def device_for(target: Mapping[str, Any]) -> str:
     return str(target["device"])
 
 
-def parse_device(device: str | int | None, backend: str, cuda_available: Callable[[], bool],
-                 no_cuda: str) -> tuple[str, int]:
+def parse_device(
+    device: str | int | None, backend: str, cuda_available: Callable[[], bool], no_cuda: str
+) -> tuple[str, int]:
     """``cpu``, ``cuda`` or ``cuda:N`` (None means cpu); ``no_cuda`` is the error when CUDA is asked for
     and ``cuda_available()`` says there is none."""
     text = "cpu" if device is None else str(device).strip().lower()
@@ -70,7 +71,7 @@ def list_inputs(input_dir: str | os.PathLike[str]) -> list[Path]:
 
 
 def batches(files: list[Path], batch_size: int) -> list[list[Path]]:
-    return [files[i:i + batch_size] for i in range(0, len(files), batch_size)]
+    return [files[i : i + batch_size] for i in range(0, len(files), batch_size)]
 
 
 def with_progress(groups: list[list[Path]], desc: str) -> Iterator[list[Path]]:
@@ -102,7 +103,7 @@ def fill_batch(files: list[Path], buffer: NDArray[Any]) -> None:
     for slot, path in enumerate(files):
         read_into(path, buffer[slot])
     if len(files) < len(buffer):
-        buffer[len(files):] = 0  # ais_bench pads with zero-filled fake files
+        buffer[len(files) :] = 0  # ais_bench pads with zero-filled fake files
 
 
 class OutputWriter:
@@ -116,14 +117,13 @@ class OutputWriter:
         self._thread = threading.Thread(target=self._run, name="erfnet-output-writer", daemon=True)
         self._thread.start()
 
-    def submit(self, files: list[Path], arrays: list[NDArray[Any]], release: Release | None = None
-               ) -> list[list[Path]]:
+    def submit(self, files: list[Path], arrays: list[NDArray[Any]], release: Release | None = None) -> list[list[Path]]:
         """Queue the outputs of one batch (padding rows beyond ``len(files)`` are dropped); ``release(arrays)``
         is called once they are written, or skipped after an error."""
         if self._error is not None:
             raise self._error
         for array in arrays:
-            self._check_finite(array[:len(files)], files)
+            self._check_finite(array[: len(files)], files)
         names = [[self.folder / outputs.output_file_name(f, i) for i in range(len(arrays))] for f in files]
         self._queue.put((names, arrays, release))
         return names
@@ -210,33 +210,82 @@ class Runner(Protocol):
 
     def take(self) -> list[NDArray[Any]] | None: ...
 
-    def run(self, batch: NDArray[Any], timings: Timings | None, into: list[NDArray[Any]] | None = None
-            ) -> list[NDArray[Any]]: ...
+    def run(
+        self, batch: NDArray[Any], timings: Timings | None, into: list[NDArray[Any]] | None = None
+    ) -> list[NDArray[Any]]: ...
 
     def give_back(self, arrays: list[NDArray[Any]] | None) -> None: ...
 
 
-def finish(folder: Path, filesinfo: list[outputs.SummaryEntry], timings: Timings, *, batch_size: int,
-           args: list[str]) -> InferResult:
-    summary = outputs.build_summary(filesinfo, compute_ms=timings.compute_ms, h2d_ms=timings.h2d_ms,
-                                    d2h_ms=timings.d2h_ms, batch_size=batch_size, args=args)
+def finish(
+    folder: Path, filesinfo: list[outputs.SummaryEntry], timings: Timings, *, batch_size: int, args: list[str]
+) -> InferResult:
+    summary = outputs.build_summary(
+        filesinfo,
+        compute_ms=timings.compute_ms,
+        h2d_ms=timings.h2d_ms,
+        d2h_ms=timings.d2h_ms,
+        batch_size=batch_size,
+        args=args,
+    )
     path = outputs.write_summary(folder, summary)
-    return InferResult(summary_path=path, output_dir=folder, throughput_fps=summary["throughput"],
-                       compute_ms=summary["NPU_compute_time"], h2d_ms=summary["H2D_latency"],
-                       d2h_ms=summary["D2H_latency"])
+    return InferResult(
+        summary_path=path,
+        output_dir=folder,
+        throughput_fps=summary["throughput"],
+        compute_ms=summary["NPU_compute_time"],
+        h2d_ms=summary["H2D_latency"],
+        d2h_ms=summary["D2H_latency"],
+    )
 
 
-def infer_args(backend: str, model: StrPath, input_dir: StrPath, output_dir: StrPath, batch_size: int,
-               device: str | int, loop: int, warmup: int, output_type: str) -> list[str]:
+def infer_args(
+    backend: str,
+    model: StrPath,
+    input_dir: StrPath,
+    output_dir: StrPath,
+    batch_size: int,
+    device: str | int,
+    loop: int,
+    warmup: int,
+    output_type: str,
+) -> list[str]:
     """The ``args`` recorded in the summary, in ais_bench's flag spelling."""
-    return [backend, "--model", str(model), "--input", str(input_dir), "--output", str(output_dir),
-            "--outfmt", "BIN", "--batchsize", str(batch_size), "--device", str(device), "--loop", str(loop),
-            "--warmup_count", str(warmup), "--output_type", output_type]
+    return [
+        backend,
+        "--model",
+        str(model),
+        "--input",
+        str(input_dir),
+        "--output",
+        str(output_dir),
+        "--outfmt",
+        "BIN",
+        "--batchsize",
+        str(batch_size),
+        "--device",
+        str(device),
+        "--loop",
+        str(loop),
+        "--warmup_count",
+        str(warmup),
+        "--output_type",
+        output_type,
+    ]
 
 
-def run_batches(runner: Runner, groups: list[list[Path]], buffer: NDArray[Any], *, output_dir: StrPath,
-                output_type: str, loop: int, warmup: int, desc: str, on_error: Callable[[Exception], Exception]
-                ) -> tuple[Path, list[outputs.SummaryEntry], Timings]:
+def run_batches(
+    runner: Runner,
+    groups: list[list[Path]],
+    buffer: NDArray[Any],
+    *,
+    output_dir: StrPath,
+    output_type: str,
+    loop: int,
+    warmup: int,
+    desc: str,
+    on_error: Callable[[Exception], Exception],
+) -> tuple[Path, list[outputs.SummaryEntry], Timings]:
     """The host inference loop: untimed warmup on the first batch, then every batch ``loop`` times, its
     outputs handed to the writer thread. ``runner`` has ``take() -> arrays|None``, ``run(batch, timings,
     into) -> arrays`` and ``give_back(arrays)``; ``on_error(exc)`` turns a backend's own exception into

@@ -36,15 +36,23 @@ INPUT_CHW = (3, 512, 1024)
 DEFAULT_ASCEND_ROOT = Path("/usr/local/Ascend")
 _PERF_LINE = re.compile(
     r"(?P<name>H2D_latency|NPU_compute_time|D2H_latency) \(ms\): min = (?P<min>\S+), max = (?P<max>\S+), "
-    r"mean = (?P<mean>\S+), median = (?P<median>\S+), percentile\(99%\) = (?P<p99>\S+)")
+    r"mean = (?P<mean>\S+), median = (?P<median>\S+), percentile\(99%\) = (?P<p99>\S+)"
+)
 # 2023+: "throughput 1000*batchsize.mean(1.0)/NPU_compute_time.mean(3.5): 285.7"; 2022: "...batchsize(1)/..."
 _THROUGHPUT_LINE = re.compile(
     r"throughput 1000\*batchsize(?:\.mean)?\((?P<batch>[^)]*)\)/NPU_compute_time\.mean\((?P<mean>[^)]*)\): "
-    r"(?P<value>[-+0-9.eE]+|inf|nan)")
+    r"(?P<value>[-+0-9.eE]+|inf|nan)"
+)
 # Order matters: an om that cannot get device memory also reports "load model from file failed".
 _FAILURE_PATTERNS = (
-    ("oom", re.compile(r"malloc device buffer failed|can't malloc buffer|memory allocation failed|"
-                       r"out of memory|ACL_ERROR_RT_MEMORY_ALLOCATION|memory alloc", re.I)),
+    (
+        "oom",
+        re.compile(
+            r"malloc device buffer failed|can't malloc buffer|memory allocation failed|"
+            r"out of memory|ACL_ERROR_RT_MEMORY_ALLOCATION|memory alloc",
+            re.I,
+        ),
+    ),
     ("device_open_failed", re.compile(r"acl open device \d+ failed|set device \d+ failed", re.I)),
     ("model_load_failed", re.compile(r"load model from file failed", re.I)),
 )
@@ -52,10 +60,10 @@ _FAILURE_PATTERNS = (
 
 # --------------------------------------------------------------------------- validation
 
+
 def check_chip(chip: object) -> str:
     if chip is None:
-        raise BadInput("the Ascend backend needs --chip, the soc_version such as Ascend310P3 "
-                       "(see erfnet environment)")
+        raise BadInput("the Ascend backend needs --chip, the soc_version such as Ascend310P3 (see erfnet environment)")
     if not isinstance(chip, str) or not CHIP_PATTERN.fullmatch(chip):
         raise BadInput(f"chip must look like Ascend310P3 ({CHIP_PATTERN.pattern}), got {chip!r}")
     return chip
@@ -83,8 +91,10 @@ def device_for(target: Mapping[str, Any]) -> int:
 
 # --------------------------------------------------------------------------- compile
 
-def atc_argv(onnx_path: StrPath, output_base: StrPath, *, chip: str, batch_size: int,
-             integer_output: bool = False) -> list[str]:
+
+def atc_argv(
+    onnx_path: StrPath, output_base: StrPath, *, chip: str, batch_size: int, integer_output: bool = False
+) -> list[str]:
     """The guide's atc command, minus the shell quoting of --input_shape and with --log=error.
 
     ``integer_output``: the graph ends in ArgMax -> Cast(int32) (labels_on_device). atc's ``--output_type``
@@ -92,8 +102,13 @@ def atc_argv(onnx_path: StrPath, output_base: StrPath, *, chip: str, batch_size:
     older CANN accepts only FP32/FP16/UINT8/INT8 there); without it the om keeps the last operator's type,
     so the flag is left out and the om outputs int32 labels."""
     argv = [
-        "atc", "--framework=5", f"--model={onnx_path}", f"--output={output_base}", "--input_format=NCHW",
-        f"--input_shape={INPUT_NAME}:{batch_size},{','.join(map(str, INPUT_CHW))}", "--log=error",
+        "atc",
+        "--framework=5",
+        f"--model={onnx_path}",
+        f"--output={output_base}",
+        "--input_format=NCHW",
+        f"--input_shape={INPUT_NAME}:{batch_size},{','.join(map(str, INPUT_CHW))}",
+        "--log=error",
         f"--soc_version={chip}",
     ]
     return argv if integer_output else [*argv, "--output_type=FP16"]
@@ -111,19 +126,26 @@ def has_integer_output(onnx_path: StrPath) -> bool:
     return elem in (onnx.TensorProto.INT32, onnx.TensorProto.INT64, onnx.TensorProto.UINT8)
 
 
-def aoe_argv(onnx_path: StrPath, output_base: StrPath, *, batch_size: int, job_type: int,
-             device: str | int | None = None) -> list[str]:
+def aoe_argv(
+    onnx_path: StrPath, output_base: StrPath, *, batch_size: int, job_type: int, device: str | int | None = None
+) -> list[str]:
     """AOE as the interface document gives it: job_type 1 tunes subgraphs, 2 operators; on ``--device``
     (it tunes on the device: the pipeline passes the one it leased, of the cell's chip)."""
     return [
-        "aoe", "--framework=5", f"--model={onnx_path}", f"--job_type={job_type}", f"--output={output_base}",
-        "--input_format=NCHW", f"--input_shape={INPUT_NAME}:{batch_size},{','.join(map(str, INPUT_CHW))}",
+        "aoe",
+        "--framework=5",
+        f"--model={onnx_path}",
+        f"--job_type={job_type}",
+        f"--output={output_base}",
+        "--input_format=NCHW",
+        f"--input_shape={INPUT_NAME}:{batch_size},{','.join(map(str, INPUT_CHW))}",
         *([f"--device={_check_device(device)}"] if device is not None else []),
     ]
 
 
-def _run_logged(argv: list[str], log_path: Path, *, deadline: deadlines.Deadline,
-                env: Mapping[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+def _run_logged(
+    argv: list[str], log_path: Path, *, deadline: deadlines.Deadline, env: Mapping[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     """Run a compile step under its deadline; its output (a stopped run's too) goes to the log."""
     argv = [_tool(argv[0]), *argv[1:]]
     try:
@@ -149,8 +171,16 @@ def _compile_failure(tool: str, proc: subprocess.CompletedProcess[str], log_path
     return CompileFailed(f"{message}; log: {log_path}", code=code, log_path=log_path)
 
 
-def compile(onnx_path: StrPath, out_dir: StrPath, *, chip: str, batch_size: int, aoe: bool = False,
-            device: str | int | None = None, integer_output: bool | None = None) -> CompileResult:
+def compile(
+    onnx_path: StrPath,
+    out_dir: StrPath,
+    *,
+    chip: str,
+    batch_size: int,
+    aoe: bool = False,
+    device: str | int | None = None,
+    integer_output: bool | None = None,
+) -> CompileResult:
     """``atc`` (or AOE subgraph then operator tuning) -> ``OUT_DIR/ErfNet_bs{N}[_aoe].om``; the tool's
     output is kept in ``<om>.log`` beside it. ``integer_output``: the planned cell's OutputFormat (the
     pipeline passes it); None (`erfnet compile`, no plan) reads it from the model's graph."""
@@ -181,22 +211,41 @@ def compile(onnx_path: StrPath, out_dir: StrPath, *, chip: str, batch_size: int,
             om.unlink(missing_ok=True)
             raise _compile_failure(tool, proc, log_path)
     if not om.is_file():
-        raise CompileFailed(f"{steps[-1][0]} reported success but wrote no {om}; log: {log_path}",
-                            log_path=log_path)
+        raise CompileFailed(f"{steps[-1][0]} reported success but wrote no {om}; log: {log_path}", log_path=log_path)
     return CompileResult(path=om, seconds=time.perf_counter() - started, log_path=log_path)
 
 
 # --------------------------------------------------------------------------- infer
 
+
 def ais_bench_python() -> str:
     return settings.ais_bench_python() or sys.executable
 
 
-def ais_bench_argv(model: StrPath, input_dir: StrPath, output_dir: StrPath, *, batch_size: int, device: str,
-                   loop: int, warmup: int) -> list[str]:
-    return [ais_bench_python(), "-m", "ais_bench", "--model", str(model), "--input", str(input_dir),
-            "--outfmt", "BIN", "--output", str(output_dir), "--batchsize", str(batch_size),
-            "--device", device, "--loop", str(loop), "--warmup_count", str(warmup)]
+def ais_bench_argv(
+    model: StrPath, input_dir: StrPath, output_dir: StrPath, *, batch_size: int, device: str, loop: int, warmup: int
+) -> list[str]:
+    return [
+        ais_bench_python(),
+        "-m",
+        "ais_bench",
+        "--model",
+        str(model),
+        "--input",
+        str(input_dir),
+        "--outfmt",
+        "BIN",
+        "--output",
+        str(output_dir),
+        "--batchsize",
+        str(batch_size),
+        "--device",
+        device,
+        "--loop",
+        str(loop),
+        "--warmup_count",
+        str(warmup),
+    ]
 
 
 def classify_failure(text: str) -> str:
@@ -218,9 +267,13 @@ def parse_performance(text: str) -> dict[str, Any]:
     """The Performance Summary printout: ``{name: stats}`` for the latency lines and ``throughput``."""
     found: dict[str, Any] = {}
     for match in _PERF_LINE.finditer(text):
-        found[match["name"]] = {"min": float(match["min"]), "max": float(match["max"]),
-                                "mean": float(match["mean"]), "median": float(match["median"]),
-                                "percentile(99%)": float(match["p99"])}
+        found[match["name"]] = {
+            "min": float(match["min"]),
+            "max": float(match["max"]),
+            "mean": float(match["mean"]),
+            "median": float(match["median"]),
+            "percentile(99%)": float(match["p99"]),
+        }
     throughput = list(_THROUGHPUT_LINE.finditer(text))
     if throughput:
         found["throughput"] = float(throughput[-1]["value"])
@@ -259,20 +312,27 @@ def count_inputs(input_dir: StrPath) -> int:
     return sum(1 for p in folder.iterdir() if p.suffix in (".bin", ".npy")) if folder.is_dir() else 0
 
 
-def _run_ais_bench(argv: list[str], deadline: deadlines.Deadline,
-                   log_path: Path) -> subprocess.CompletedProcess[str]:
+def _run_ais_bench(argv: list[str], deadline: deadlines.Deadline, log_path: Path) -> subprocess.CompletedProcess[str]:
     """ais_bench under its deadline; a stopped run is the cell's ``timed_out``, with the numbers."""
     try:
         return run_bounded(argv, deadline, tool="ais_bench")
     except ToolTimedOut as exc:
         with atomic_path(log_path) as tmp:
             tmp.write_text(f"$ {' '.join(argv)}\n{exc.output}\n[stopped: {exc}]\n")
-        raise InferFailed(f"{exc}; log: {log_path}", status="timed_out",
-                          log_path=log_path) from exc
+        raise InferFailed(f"{exc}; log: {log_path}", status="timed_out", log_path=log_path) from exc
 
 
-def infer(model: StrPath, input_dir: StrPath, output_dir: StrPath, *, batch_size: int, device: str | int | None = None,
-          loop: int = 1, warmup: int = 1, output_type: str = "fp16") -> InferResult:
+def infer(
+    model: StrPath,
+    input_dir: StrPath,
+    output_dir: StrPath,
+    *,
+    batch_size: int,
+    device: str | int | None = None,
+    loop: int = 1,
+    warmup: int = 1,
+    output_type: str = "fp16",
+) -> InferResult:
     """``python3 -m ais_bench`` with the guide's flags. The om fixes the output dtype (atc's
     ``--output_type=FP16``), so ``output_type`` is only checked, not applied: ais_bench writes what the
     model returns."""
@@ -293,25 +353,35 @@ def infer(model: StrPath, input_dir: StrPath, output_dir: StrPath, *, batch_size
         tmp.write_text(f"$ {' '.join(argv)}\n{proc.stdout}\n[exit status {proc.returncode}]\n")
     if proc.returncode != 0:
         status = classify_failure(proc.stdout)
-        raise InferFailed(f"ais_bench failed ({status}): {_failure_detail(proc.stdout)}; log: {log_path}",
-                          status=status, log_path=log_path)
+        raise InferFailed(
+            f"ais_bench failed ({status}): {_failure_detail(proc.stdout)}; log: {log_path}",
+            status=status,
+            log_path=log_path,
+        )
     try:
         folder, summary_path = find_run_output(root, before)
     except ErfnetError as exc:
-        raise InferFailed(f"ais_bench exited 0 but wrote no summary under {root}; log: {log_path}",
-                          log_path=log_path) from exc
+        raise InferFailed(
+            f"ais_bench exited 0 but wrote no summary under {root}; log: {log_path}", log_path=log_path
+        ) from exc
     summary = outputs.load_summary(summary_path)
     printed = parse_performance(proc.stdout)
     compute = _stats(summary, printed, "NPU_compute_time")
     throughput = summary.get("throughput", printed.get("throughput"))
     if throughput is None:
         throughput = 1000.0 * batch_size / compute["mean"] if compute["mean"] else 0.0
-    return InferResult(summary_path=summary_path, output_dir=folder, throughput_fps=float(throughput),
-                       compute_ms=compute, h2d_ms=_stats(summary, printed, "H2D_latency"),
-                       d2h_ms=_stats(summary, printed, "D2H_latency"))
+    return InferResult(
+        summary_path=summary_path,
+        output_dir=folder,
+        throughput_fps=float(throughput),
+        compute_ms=compute,
+        h2d_ms=_stats(summary, printed, "H2D_latency"),
+        d2h_ms=_stats(summary, printed, "D2H_latency"),
+    )
 
 
 # --------------------------------------------------------------------------- environment
+
 
 def _arch() -> str:
     machine = platform.machine().lower()
@@ -362,8 +432,10 @@ def detect_cann_version(roots: list[Path] | None = None) -> str:
         version = _cann_version_in(root, arch)
         if version:
             return version
-    raise BadInput("no CANN toolkit found (no version.cfg or ascend_toolkit_install.info under "
-                   f"{', '.join(map(str, roots))}); install CANN or set ASCEND_TOOLKIT_HOME")
+    raise BadInput(
+        "no CANN toolkit found (no version.cfg or ascend_toolkit_install.info under "
+        f"{', '.join(map(str, roots))}); install CANN or set ASCEND_TOOLKIT_HOME"
+    )
 
 
 def _npu_smi_info() -> str | None:
@@ -371,8 +443,15 @@ def _npu_smi_info() -> str | None:
     if path is None:
         return None
     try:
-        proc = subprocess.run([path, "info"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                              errors="replace", timeout=60, check=False)
+        proc = subprocess.run(
+            [path, "info"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            errors="replace",
+            timeout=60,
+            check=False,
+        )
     except (OSError, subprocess.TimeoutExpired) as exc:
         raise Transient(f"npu-smi info could not run: {exc}") from exc
     if proc.returncode != 0:
@@ -417,8 +496,13 @@ def version() -> str:
 def ais_bench_usable() -> bool:
     """The real tool answers ``python3 -m ais_bench --help``; PyPI's unrelated ais-bench-benchmark does not."""
     try:
-        proc = subprocess.run([ais_bench_python(), "-m", "ais_bench", "--help"], stdout=subprocess.DEVNULL,
-                              stderr=subprocess.DEVNULL, timeout=60, check=False)
+        proc = subprocess.run(
+            [ais_bench_python(), "-m", "ais_bench", "--help"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            timeout=60,
+            check=False,
+        )
     except (OSError, subprocess.TimeoutExpired):
         return False
     return proc.returncode == 0

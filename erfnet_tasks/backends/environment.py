@@ -30,8 +30,13 @@ def describe_toolchain() -> dict[str, Any]:
     except ErfnetError as exc:
         chips, driver = [], None
         notes.append(str(exc))
-    return {"cann_version": cann, "chips": chips, "driver_version": driver,
-            "atc": shutil.which("atc") is not None, "notes": notes}
+    return {
+        "cann_version": cann,
+        "chips": chips,
+        "driver_version": driver,
+        "atc": shutil.which("atc") is not None,
+        "notes": notes,
+    }
 
 
 def describe_environment() -> dict[str, Any]:
@@ -41,8 +46,13 @@ def describe_environment() -> dict[str, Any]:
     for backend in all_backends():
         usable = backend.available()
         backends[backend.NAME] = {"available": usable, "version": backend.version() if usable else None}
-    return {"cann_version": host["cann_version"], "chips": host["chips"],
-            "driver_version": host["driver_version"], "backends": backends, "notes": host["notes"]}
+    return {
+        "cann_version": host["cann_version"],
+        "chips": host["chips"],
+        "driver_version": host["driver_version"],
+        "backends": backends,
+        "notes": host["notes"],
+    }
 
 
 def format_environment(env: dict[str, Any]) -> str:

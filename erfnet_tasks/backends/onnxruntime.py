@@ -61,9 +61,13 @@ def cuda_available() -> bool:
 
 
 def _parse_device(device: str | int | None) -> tuple[str, int]:
-    return _local.parse_device(device, NAME, cuda_available,
-                               "device 'cuda' requested but this ONNX Runtime has no CUDAExecutionProvider "
-                               "(install onnxruntime-gpu on a host with an NVIDIA GPU)")
+    return _local.parse_device(
+        device,
+        NAME,
+        cuda_available,
+        "device 'cuda' requested but this ONNX Runtime has no CUDAExecutionProvider "
+        "(install onnxruntime-gpu on a host with an NVIDIA GPU)",
+    )
 
 
 def _providers(kind: str, index: int) -> list[Any]:
@@ -95,8 +99,9 @@ def _fix_batch(model: onnx.ModelProto, batch_size: int) -> None:
     del model.graph.value_info[:]  # stale '-1' batch dims would contradict the fixed ones
 
 
-def compile(onnx_path: StrPath, out_dir: StrPath, *, chip: str = "cpu", batch_size: int,
-            aoe: bool = False) -> CompileResult:
+def compile(
+    onnx_path: StrPath, out_dir: StrPath, *, chip: str = "cpu", batch_size: int, aoe: bool = False
+) -> CompileResult:
     """A fixed-batch, ORT-optimised copy of ``onnx_path`` in ``out_dir``; ``chip`` is cpu or cuda."""
     import onnx
     import onnxruntime as ort
@@ -147,8 +152,9 @@ def _with_fp16_outputs(model: Path) -> bytes:
         for node in proto.graph.node:
             node.output[:] = [inner if name == output.name else name for name in node.output]
             node.input[:] = [inner if name == output.name else name for name in node.input]
-        proto.graph.node.append(helper.make_node("Cast", [inner], [output.name], to=TensorProto.FLOAT16,
-                                                 name=f"{output.name}__to_fp16"))
+        proto.graph.node.append(
+            helper.make_node("Cast", [inner], [output.name], to=TensorProto.FLOAT16, name=f"{output.name}__to_fp16")
+        )
         tensor_type.elem_type = TensorProto.FLOAT16
     serialized: bytes = proto.SerializeToString()
     return serialized
@@ -163,8 +169,9 @@ def _open_session(model: Path, kind: str, index: int, output_type: str) -> Any:
         source = _with_fp16_outputs(model) if output_type == "fp16" else str(model)
         return ort.InferenceSession(source, _session_options(), providers=_providers(kind, index))
     except Exception as exc:
-        raise InferFailed(f"ONNX Runtime could not load {model}: {first_line(exc)}",
-                          status="model_load_failed") from exc
+        raise InferFailed(
+            f"ONNX Runtime could not load {model}: {first_line(exc)}", status="model_load_failed"
+        ) from exc
 
 
 def _model_batch(session: Any, batch_size: int) -> int:
@@ -181,8 +188,14 @@ def _sample_shape(session: Any) -> tuple[int, ...]:
     return tuple(d if isinstance(d, int) and d > 0 else INPUT_SHAPE[i] for i, d in enumerate(dims))
 
 
-_NUMPY_TYPES = {"tensor(float16)": np.float16, "tensor(float)": np.float32, "tensor(double)": np.float64,
-                "tensor(int32)": np.int32, "tensor(int64)": np.int64, "tensor(uint8)": np.uint8}
+_NUMPY_TYPES = {
+    "tensor(float16)": np.float16,
+    "tensor(float)": np.float32,
+    "tensor(double)": np.float64,
+    "tensor(int32)": np.int32,
+    "tensor(int64)": np.int64,
+    "tensor(uint8)": np.uint8,
+}
 
 
 def _static_outputs(session: Any) -> list[tuple[tuple[int, ...], npt.DTypeLike]] | None:
@@ -213,8 +226,9 @@ class _CpuRunner:
         if self.buffers and arrays is not None:
             self.buffers.give_back(arrays)
 
-    def run(self, batch: NDArray[Any], timings: _local.Timings | None, into: list[NDArray[Any]] | None = None
-            ) -> list[NDArray[Any]]:
+    def run(
+        self, batch: NDArray[Any], timings: _local.Timings | None, into: list[NDArray[Any]] | None = None
+    ) -> list[NDArray[Any]]:
         if into is None:
             started = time.perf_counter()
             result: list[NDArray[Any]] = self.session.run(None, {self.feed_name: batch})
@@ -246,8 +260,9 @@ class _CudaRunner:
     def give_back(self, arrays: list[NDArray[Any]] | None) -> None:
         pass
 
-    def run(self, batch: NDArray[Any], timings: _local.Timings | None, into: list[NDArray[Any]] | None = None
-            ) -> list[NDArray[Any]]:
+    def run(
+        self, batch: NDArray[Any], timings: _local.Timings | None, into: list[NDArray[Any]] | None = None
+    ) -> list[NDArray[Any]]:
         import onnxruntime as ort
 
         t0 = time.perf_counter()
@@ -270,8 +285,17 @@ class _CudaRunner:
         return result
 
 
-def infer(model: StrPath, input_dir: StrPath, output_dir: StrPath, *, batch_size: int, device: str | int | None = None,
-          loop: int = 1, warmup: int = 1, output_type: str = "fp16") -> InferResult:
+def infer(
+    model: StrPath,
+    input_dir: StrPath,
+    output_dir: StrPath,
+    *,
+    batch_size: int,
+    device: str | int | None = None,
+    loop: int = 1,
+    warmup: int = 1,
+    output_type: str = "fp16",
+) -> InferResult:
     """Run ``model`` (.onnx) over ``input_dir`` in ais_bench's layout; see the module doc for the timings."""
     check_batch_size(batch_size)
     check_output_type(output_type)
@@ -284,10 +308,25 @@ def infer(model: StrPath, input_dir: StrPath, output_dir: StrPath, *, batch_size
     buffer = np.zeros((batch_size, *_sample_shape(session)), dtype=np.float32)
 
     folder, filesinfo, timings = _local.run_batches(
-        runner, _local.batches(files, batch_size), buffer, output_dir=output_dir, output_type=output_type,
-        loop=loop, warmup=warmup, desc="infer (onnxruntime)",
-        on_error=lambda exc: InferFailed(f"ONNX Runtime inference failed: {first_line(exc)}"))
-    args = _local.infer_args("onnxruntime", model, input_dir, output_dir, batch_size,
-                             f"{kind}:{index}" if kind == "cuda" else kind, loop, warmup, output_type)
+        runner,
+        _local.batches(files, batch_size),
+        buffer,
+        output_dir=output_dir,
+        output_type=output_type,
+        loop=loop,
+        warmup=warmup,
+        desc="infer (onnxruntime)",
+        on_error=lambda exc: InferFailed(f"ONNX Runtime inference failed: {first_line(exc)}"),
+    )
+    args = _local.infer_args(
+        "onnxruntime",
+        model,
+        input_dir,
+        output_dir,
+        batch_size,
+        f"{kind}:{index}" if kind == "cuda" else kind,
+        loop,
+        warmup,
+        output_type,
+    )
     return _local.finish(folder, filesinfo, timings, batch_size=batch_size, args=args)
-

@@ -55,8 +55,9 @@ def _cuda_available() -> bool:
 def _device(device: str | int | None) -> torch.device:
     import torch
 
-    kind, index = _local.parse_device(device, NAME, _cuda_available,
-                                      "device 'cuda' requested but this PyTorch sees no CUDA device")
+    kind, index = _local.parse_device(
+        device, NAME, _cuda_available, "device 'cuda' requested but this PyTorch sees no CUDA device"
+    )
     return torch.device(f"cuda:{index}" if kind == "cuda" and ":" in str(device) else kind)
 
 
@@ -69,8 +70,15 @@ def _load(model_path: StrPath) -> torch.nn.Module:
     return load_erfnet(path)
 
 
-def compile(onnx_path: StrPath, out_dir: StrPath, *, chip: str = "cpu", batch_size: int, aoe: bool = False,
-            weights: StrPath | None = None) -> CompileResult:
+def compile(
+    onnx_path: StrPath,
+    out_dir: StrPath,
+    *,
+    chip: str = "cpu",
+    batch_size: int,
+    aoe: bool = False,
+    weights: StrPath | None = None,
+) -> CompileResult:
     """Nothing to compile for eager PyTorch: returns the checkpoint (``weights``, else ``onnx_path`` when
     it is a ``.pth``) after checking that it loads."""
     check_batch_size(batch_size)
@@ -106,8 +114,9 @@ class _Runner:
         if self.on_cuda:
             torch.cuda.synchronize(self.dev)
 
-    def run(self, batch: NDArray[Any], timings: _local.Timings | None, into: list[NDArray[Any]] | None = None
-            ) -> list[NDArray[Any]]:
+    def run(
+        self, batch: NDArray[Any], timings: _local.Timings | None, into: list[NDArray[Any]] | None = None
+    ) -> list[NDArray[Any]]:
         t0 = time.perf_counter()
         x = self.host.to(self.dev, non_blocking=False) if self.on_cuda else self.host
         self._sync()
@@ -130,8 +139,17 @@ def _failure(exc: Exception) -> InferFailed:
     return InferFailed(f"PyTorch inference failed: {first_line(exc)}", status=status)
 
 
-def infer(model: StrPath, input_dir: StrPath, output_dir: StrPath, *, batch_size: int, device: str | int | None = None,
-          loop: int = 1, warmup: int = 1, output_type: str = "fp16") -> InferResult:
+def infer(
+    model: StrPath,
+    input_dir: StrPath,
+    output_dir: StrPath,
+    *,
+    batch_size: int,
+    device: str | int | None = None,
+    loop: int = 1,
+    warmup: int = 1,
+    output_type: str = "fp16",
+) -> InferResult:
     import torch
 
     from ..model import INPUT_SHAPE
@@ -145,8 +163,15 @@ def infer(model: StrPath, input_dir: StrPath, output_dir: StrPath, *, batch_size
     buffer = np.zeros((batch_size, *INPUT_SHAPE), dtype=np.float32)
     with torch.inference_mode():
         folder, filesinfo, timings = _local.run_batches(
-            _Runner(net, buffer, dev, output_type), _local.batches(files, batch_size), buffer,
-            output_dir=output_dir, output_type=output_type, loop=loop, warmup=warmup, desc="infer (torch)",
-            on_error=_failure)
+            _Runner(net, buffer, dev, output_type),
+            _local.batches(files, batch_size),
+            buffer,
+            output_dir=output_dir,
+            output_type=output_type,
+            loop=loop,
+            warmup=warmup,
+            desc="infer (torch)",
+            on_error=_failure,
+        )
     args = _local.infer_args("torch", model, input_dir, output_dir, batch_size, str(dev), loop, warmup, output_type)
     return _local.finish(folder, filesinfo, timings, batch_size=batch_size, args=args)

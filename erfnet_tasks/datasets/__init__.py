@@ -24,14 +24,14 @@ class LabelSpec:
     processes receive the spec by pickling)."""
 
     name: str
-    class_names: tuple[str, ...]     # the scored classes, in label order
-    ignore_index: int                # scores nowhere; also the model's last output channel
-    void_value: int                  # what label files hold for "no class"; read as ignore_index
-    size: tuple[int, int]            # (width, height) of a prediction
-    label_name: Callable[[StrPath], str]      # an input file's name -> its label file's name
-    index_labels: Callable[[Path], dict[str, Path]]     # label file name -> path, under a folder
-    open_label: Callable[[Path], object]                # a label file as a PIL image of class ids
-    label_size: Callable[[int, int], tuple[int, int]]   # a label's (w, h) -> its size after resizing
+    class_names: tuple[str, ...]  # the scored classes, in label order
+    ignore_index: int  # scores nowhere; also the model's last output channel
+    void_value: int  # what label files hold for "no class"; read as ignore_index
+    size: tuple[int, int]  # (width, height) of a prediction
+    label_name: Callable[[StrPath], str]  # an input file's name -> its label file's name
+    index_labels: Callable[[Path], dict[str, Path]]  # label file name -> path, under a folder
+    open_label: Callable[[Path], object]  # a label file as a PIL image of class ids
+    label_size: Callable[[int, int], tuple[int, int]]  # a label's (w, h) -> its size after resizing
 
     @property
     def channels(self) -> int:

@@ -76,8 +76,11 @@ def _train_labels() -> list[Any]:
 
 
 CLASS_NAMES: tuple[str, ...] = tuple(
-    name for _, name in sorted((label.trainId, label.name) for label in _train_labels()
-                               if 0 <= label.trainId < NUM_TRAIN_CLASSES))
+    name
+    for _, name in sorted(
+        (label.trainId, label.name) for label in _train_labels() if 0 <= label.trainId < NUM_TRAIN_CLASSES
+    )
+)
 
 
 def _label_id_lut() -> tuple[NDArray[Any], NDArray[Any]]:
@@ -108,13 +111,16 @@ def label_ids_to_train_ids(arr: NDArray[Any]) -> NDArray[Any]:
     unknown = np.flatnonzero(np.bincount(arr.ravel(), minlength=256).astype(bool) & ~_KNOWN_LABEL_IDS)
     if unknown.size:
         listed = ", ".join(map(str, unknown[:5])) + (" ..." if unknown.size > 5 else "")
-        raise ValueError(f"labelIds value(s) {listed} are not in the Cityscapes label table "
-                         f"(0..{int(np.flatnonzero(_KNOWN_LABEL_IDS).max())})")
+        raise ValueError(
+            f"labelIds value(s) {listed} are not in the Cityscapes label table "
+            f"(0..{int(np.flatnonzero(_KNOWN_LABEL_IDS).max())})"
+        )
     train_ids: NDArray[np.uint8] = _LABEL_ID_LUT[arr]
     return train_ids
 
 
 # ------------------------------------------------------------------------------------------- sizes
+
 
 def resized_size(width: int, height: int, short: int = SHORT_SIDE) -> tuple[int, int]:
     """torchvision ``Resize(short)``'s output (width, height): shorter side to ``short``, long side truncated."""
@@ -135,11 +141,14 @@ def label_name_for(infile: StrPath) -> str:
 
 # ------------------------------------------------------------------------------------- one image
 
+
 def check_rgb_mode(mode: str) -> None:
     """Refuse an image mode the guide's ``convert('RGB')`` would clip (16-bit and float greyscale)."""
     if mode not in RGB_FAITHFUL_MODES:
-        raise ValueError(f"image mode {mode} (16-bit or float) would be clipped to 8 bits by the guide's "
-                         f"convert('RGB'); convert it to 8-bit RGB first")
+        raise ValueError(
+            f"image mode {mode} (16-bit or float) would be clipped to 8 bits by the guide's "
+            f"convert('RGB'); convert it to 8-bit RGB first"
+        )
 
 
 def _open_rgb(path: Path) -> Image.Image:
@@ -152,8 +161,9 @@ def to_input(rgb: Image.Image) -> NDArray[Any]:
     """Resize(512, BILINEAR) + ToTensor on an RGB PIL image: float32 (3, 512, 1024)."""
     size = resized_size(*rgb.size)
     if size != INPUT_SIZE:
-        raise BadInput(f"image of {rgb.size[0]}x{rgb.size[1]} resizes to {size[0]}x{size[1]}, "
-                       f"not {INPUT_SIZE[0]}x{INPUT_SIZE[1]}")
+        raise BadInput(
+            f"image of {rgb.size[0]}x{rgb.size[1]} resizes to {size[0]}x{size[1]}, not {INPUT_SIZE[0]}x{INPUT_SIZE[1]}"
+        )
     if rgb.size != size:  # torchvision returns the image untouched when the short side already fits
         rgb = rgb.resize(size, Image.Resampling.BILINEAR)
     hwc = np.asarray(rgb, dtype=np.uint8)
@@ -176,11 +186,12 @@ def load_label_image(path: Path) -> NDArray[Any]:
 
 # ------------------------------------------------------------------------------------- discovery
 
+
 @dataclass(frozen=True)
 class Pair:
-    name: str                 # stem of the image = stem of the .bin
+    name: str  # stem of the image = stem of the .bin
     image: Path
-    label: Path               # *_gtFine_labelTrainIds.png if present, else *_gtFine_labelIds.png
+    label: Path  # *_gtFine_labelTrainIds.png if present, else *_gtFine_labelIds.png
     label_out_name: str
 
 
@@ -227,8 +238,9 @@ def _not_an_image_reason(name: str) -> str | None:
     return None
 
 
-def _index_labels(gt_dir: Path, roots: tuple[Path, ...] = (), bad: list[dict[str, Any]] | None = None
-                  ) -> tuple[dict[str, Path], dict[str, Path]]:
+def _index_labels(
+    gt_dir: Path, roots: tuple[Path, ...] = (), bad: list[dict[str, Any]] | None = None
+) -> tuple[dict[str, Path], dict[str, Path]]:
     """(trainIds files by name, labelIds files by the trainIds name they stand in for) under GT_DIR."""
     train: dict[str, Path] = {}
     ids: dict[str, Path] = {}
@@ -317,6 +329,7 @@ def is_synthetic(img_dir: StrPath) -> bool:
 
 # ------------------------------------------------------------------------------------ preprocess
 
+
 def _unchanged(out: Path, prior: dict[str, Any] | None, source_key: str, source_sha: str, out_key: str) -> bool:
     """Whether ``out`` was made from a source with this content and still holds what was written."""
     if not prior or prior.get(source_key) != source_sha or not out.is_file():
@@ -342,8 +355,9 @@ def _check_label(arr: NDArray[Any], image_size: tuple[int, int]) -> None:
         raise ValueError("trainIds outside 0..18 and 255")
 
 
-def _write_label(pair: Pair, gt_out_dir: Path, image_size: tuple[int, int], label_source_sha: str,
-                 prior: dict[str, Any] | None) -> str:
+def _write_label(
+    pair: Pair, gt_out_dir: Path, image_size: tuple[int, int], label_source_sha: str, prior: dict[str, Any] | None
+) -> str:
     out = gt_out_dir / pair.label_out_name
     if prior is not None and _unchanged(out, prior, "label_source_sha256", label_source_sha, "label_sha256"):
         return str(prior["label_sha256"])
@@ -383,8 +397,10 @@ def _process_checked(pair: Pair, prep_dir: Path, gt_out_dir: Path, prior: dict[s
     try:
         size = _image_size(pair.image)
         if resized_size(*size) != INPUT_SIZE:
-            raise ValueError(f"unexpected size {size[0]}x{size[1]} (the guide's resize makes "
-                             f"{'x'.join(map(str, resized_size(*size)))}, the model takes 1024x512)")
+            raise ValueError(
+                f"unexpected size {size[0]}x{size[1]} (the guide's resize makes "
+                f"{'x'.join(map(str, resized_size(*size)))}, the model takes 1024x512)"
+            )
         bin_sha, written = _write_bin(pair, prep_dir, image_sha, prior)
     except ErfnetError as exc:
         return {"name": pair.name, "bad": {"path": str(pair.image), "reason": str(exc)}}
@@ -398,9 +414,15 @@ def _process_checked(pair: Pair, prep_dir: Path, gt_out_dir: Path, prior: dict[s
         if _io_failure(exc):
             raise
         return {"name": pair.name, "bad": {"path": str(pair.label), "reason": _reason(exc)}}
-    return {"name": pair.name, "image": str(pair.image), "image_sha256": image_sha,
-            "label_source_sha256": label_source_sha, "bin_sha256": bin_sha, "label_sha256": label_sha,
-            "written": written}
+    return {
+        "name": pair.name,
+        "image": str(pair.image),
+        "image_sha256": image_sha,
+        "label_source_sha256": label_source_sha,
+        "bin_sha256": bin_sha,
+        "label_sha256": label_sha,
+        "written": written,
+    }
 
 
 def _reason(exc: Exception) -> str:
@@ -412,8 +434,9 @@ def _format_bad(bad: list[dict[str, Any]]) -> str:
     return "; ".join(f"{b['path']}: {b['reason']}" for b in bad)
 
 
-def _remove_stale_outputs(prep_dir: Path, gt_out_dir: Path, gt_dir: Path, rows: list[dict[str, Any]],
-                          previous: dict[str, dict[str, Any]]) -> int:
+def _remove_stale_outputs(
+    prep_dir: Path, gt_out_dir: Path, gt_dir: Path, rows: list[dict[str, Any]], previous: dict[str, dict[str, Any]]
+) -> int:
     """An ais_bench run feeds every .bin in the folder and the evaluator counts every label in GT_OUT_DIR:
     outputs left from another selection must go. Only labels the last manifest says we wrote are removed
     (GT_OUT_DIR may be the source label folder itself)."""
@@ -448,9 +471,16 @@ def fingerprint(rows: list[dict[str, Any]]) -> str:
     return digest.hexdigest()
 
 
-def preprocess(img_dir: StrPath, prep_dir: StrPath, gt_dir: StrPath,
-               gt_out_dir: StrPath, workers: int | None = None, limit: int | None = None,
-               skip_bad: bool = False, progress: bool = True) -> dict[str, Any]:
+def preprocess(
+    img_dir: StrPath,
+    prep_dir: StrPath,
+    gt_dir: StrPath,
+    gt_out_dir: StrPath,
+    workers: int | None = None,
+    limit: int | None = None,
+    skip_bad: bool = False,
+    progress: bool = True,
+) -> dict[str, Any]:
     """ErfNet_preprocess.py: IMG_DIR -> PREP_DIR/*.bin, labels -> GT_OUT_DIR; returns the manifest."""
     pairs, bad = discover(img_dir, gt_dir)
     if limit is not None:
@@ -464,8 +494,9 @@ def preprocess(img_dir: StrPath, prep_dir: StrPath, gt_dir: StrPath,
         rows = _run_jobs(pairs, prep_dir, gt_out_dir, workers, progress, bad, previous)
         bad.sort(key=lambda b: b["path"])
         if bad and not skip_bad:
-            raise BadInput(f"{len(bad)} bad input file(s) (rerun with --skip-bad to record and skip them): "
-                           f"{_format_bad(bad)}")
+            raise BadInput(
+                f"{len(bad)} bad input file(s) (rerun with --skip-bad to record and skip them): {_format_bad(bad)}"
+            )
         if not rows:
             raise BadInput(f"no usable image under {img_dir}: {_format_bad(bad)}")
         removed = _remove_stale_outputs(prep_dir, gt_out_dir, Path(gt_dir), rows, previous)
@@ -476,9 +507,15 @@ def preprocess(img_dir: StrPath, prep_dir: StrPath, gt_dir: StrPath,
     return manifest
 
 
-def _run_jobs(pairs: list[Pair], prep_dir: Path, gt_out_dir: Path, workers: int | None, progress: bool,
-              bad: list[dict[str, Any]],
-              previous: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+def _run_jobs(
+    pairs: list[Pair],
+    prep_dir: Path,
+    gt_out_dir: Path,
+    workers: int | None,
+    progress: bool,
+    bad: list[dict[str, Any]],
+    previous: dict[str, dict[str, Any]],
+) -> list[dict[str, Any]]:
     """Every pair through the workers; bad ones go to ``bad``; the first I/O failure stops the step."""
     jobs = [(pair, prep_dir, gt_out_dir, previous.get(pair.name)) for pair in pairs]
     rows = []
@@ -492,8 +529,14 @@ def _run_jobs(pairs: list[Pair], prep_dir: Path, gt_out_dir: Path, workers: int 
     return rows
 
 
-def _manifest(rows: list[dict[str, Any]], bad: list[dict[str, Any]], img_dir: StrPath,
-              gt_dir: StrPath, gt_out_dir: Path, limit: int | None) -> dict[str, Any]:
+def _manifest(
+    rows: list[dict[str, Any]],
+    bad: list[dict[str, Any]],
+    img_dir: StrPath,
+    gt_dir: StrPath,
+    gt_out_dir: Path,
+    limit: int | None,
+) -> dict[str, Any]:
     names = sorted(r["name"] for r in rows)
     return {
         "images": len(names),
@@ -508,8 +551,10 @@ def _manifest(rows: list[dict[str, Any]], bad: list[dict[str, Any]], img_dir: St
         "synthetic": is_synthetic(img_dir),
         "prep_format": PREP_FORMAT,
         # What resume compares: the content of each item's sources and of the outputs made from them.
-        "items": {r["name"]: {k: r[k] for k in ("image", "image_sha256", "label_source_sha256",
-                                                "bin_sha256", "label_sha256")} for r in rows},
+        "items": {
+            r["name"]: {k: r[k] for k in ("image", "image_sha256", "label_source_sha256", "bin_sha256", "label_sha256")}
+            for r in rows
+        },
     }
 
 
@@ -526,8 +571,9 @@ def source_digest(img_dir: StrPath, gt_dir: StrPath, limit: int | None = None) -
 
 def read_manifest(prep_dir: StrPath) -> dict[str, Any]:
     path = Path(prep_dir) / MANIFEST_NAME
-    data = read_json(path, "a preprocessing manifest",
-                     missing=f"no {MANIFEST_NAME} in {prep_dir}: run `erfnet preprocess` first")
+    data = read_json(
+        path, "a preprocessing manifest", missing=f"no {MANIFEST_NAME} in {prep_dir}: run `erfnet preprocess` first"
+    )
     missing = [k for k in ("images", "names", "fingerprint", "bad") if k not in data]
     if missing:
         raise BadInput(f"{path} lacks {', '.join(missing)}")
@@ -538,9 +584,17 @@ def read_manifest(prep_dir: StrPath) -> dict[str, Any]:
 def _spec() -> LabelSpec:
     from . import LabelSpec
 
-    return LabelSpec(name="cityscapes", class_names=CLASS_NAMES, ignore_index=NUM_TRAIN_CLASSES,
-                     void_value=IGNORE_TRAIN_ID, size=INPUT_SIZE, label_name=label_name_for,
-                     index_labels=index_labels, open_label=open_label, label_size=resized_size)
+    return LabelSpec(
+        name="cityscapes",
+        class_names=CLASS_NAMES,
+        ignore_index=NUM_TRAIN_CLASSES,
+        void_value=IGNORE_TRAIN_ID,
+        size=INPUT_SIZE,
+        label_name=label_name_for,
+        index_labels=index_labels,
+        open_label=open_label,
+        label_size=resized_size,
+    )
 
 
 LABEL_SPEC = _spec()

@@ -19,12 +19,31 @@ from .cityscapes import LABEL_IDS_SUFFIX, SYNTHETIC_MARKER, TRAIN_IDS_SUFFIX, la
 
 SAMPLE_CITIES = ("frankfurt", "lindau", "munster")
 # (labelId, colour) of the regions drawn; includes ids without a trainId so that 255 occurs.
-_SCENE_CLASSES = [(7, (128, 64, 128)), (8, (244, 35, 232)), (11, (70, 70, 70)), (12, (102, 102, 156)),
-                  (13, (190, 153, 153)), (17, (153, 153, 153)), (19, (250, 170, 30)), (20, (220, 220, 0)),
-                  (21, (107, 142, 35)), (22, (152, 251, 152)), (23, (70, 130, 180)), (24, (220, 20, 60)),
-                  (25, (255, 0, 0)), (26, (0, 0, 142)), (27, (0, 0, 70)), (28, (0, 60, 100)),
-                  (31, (0, 80, 100)), (32, (0, 0, 230)), (33, (119, 11, 32)), (0, (0, 0, 0)),
-                  (1, (0, 0, 0)), (4, (111, 74, 0)), (9, (250, 170, 160))]
+_SCENE_CLASSES = [
+    (7, (128, 64, 128)),
+    (8, (244, 35, 232)),
+    (11, (70, 70, 70)),
+    (12, (102, 102, 156)),
+    (13, (190, 153, 153)),
+    (17, (153, 153, 153)),
+    (19, (250, 170, 30)),
+    (20, (220, 220, 0)),
+    (21, (107, 142, 35)),
+    (22, (152, 251, 152)),
+    (23, (70, 130, 180)),
+    (24, (220, 20, 60)),
+    (25, (255, 0, 0)),
+    (26, (0, 0, 142)),
+    (27, (0, 0, 70)),
+    (28, (0, 60, 100)),
+    (31, (0, 80, 100)),
+    (32, (0, 0, 230)),
+    (33, (119, 11, 32)),
+    (0, (0, 0, 0)),
+    (1, (0, 0, 0)),
+    (4, (111, 74, 0)),
+    (9, (250, 170, 160)),
+]
 
 
 def _sample_scene(rng: np.random.Generator, width: int, height: int) -> tuple[NDArray[Any], NDArray[Any]]:
@@ -82,13 +101,22 @@ def write_sample_data(out_dir: StrPath, images: int, size: tuple[int, int] = (20
         label_ids, photo = _sample_scene(rng, width, height)
         img_path = root / "leftImg8bit" / "val" / city / f"{stem}_leftImg8bit.png"
         gt = root / "gtFine" / "val" / city
-        for path, arr in ((img_path, photo), (gt / f"{stem}{LABEL_IDS_SUFFIX}", label_ids),
-                          (gt / f"{stem}{TRAIN_IDS_SUFFIX}", label_ids_to_train_ids(label_ids))):
+        for path, arr in (
+            (img_path, photo),
+            (gt / f"{stem}{LABEL_IDS_SUFFIX}", label_ids),
+            (gt / f"{stem}{TRAIN_IDS_SUFFIX}", label_ids_to_train_ids(label_ids)),
+        ):
             with atomic_path(path) as tmp:
                 Image.fromarray(arr).save(tmp, format="PNG", compress_level=1)
-    write_json_atomic(root / SYNTHETIC_MARKER, {
-        "synthetic": True, "generator": "erfnet sample-data", "images": images,
-        "size": [width, height], "seed": seed,
-        "note": "SYNTHETIC images and labels in the Cityscapes layout; not Cityscapes data",
-    })
+    write_json_atomic(
+        root / SYNTHETIC_MARKER,
+        {
+            "synthetic": True,
+            "generator": "erfnet sample-data",
+            "images": images,
+            "size": [width, height],
+            "seed": seed,
+            "note": "SYNTHETIC images and labels in the Cityscapes layout; not Cityscapes data",
+        },
+    )
     return root

@@ -12,9 +12,11 @@ from .report import Layer, format_table, to_json
 BACKENDS = ("onnxruntime", "torch", "ais_bench")
 DEFAULT_IMAGES = 2
 # PyTorch module outputs do not map one-to-one onto the exported nodes, so no table is better than a guess.
-TORCH_UNSUPPORTED = ("--backend torch: no faithful per-layer mapping: ERFNet's ReLU, Add and Concat are functional "
-                     "(no module to hook) and the exporter folds BatchNorm into Conv; export the checkpoint "
-                     "(erfnet export) and diagnose it with --backend onnxruntime")
+TORCH_UNSUPPORTED = (
+    "--backend torch: no faithful per-layer mapping: ERFNet's ReLU, Add and Concat are functional "
+    "(no module to hook) and the exporter folds BatchNorm into Conv; export the checkpoint "
+    "(erfnet export) and diagnose it with --backend onnxruntime"
+)
 
 
 def diagnose(golden: str, model: str, backend: str, prep_dir: str, images: int = DEFAULT_IMAGES) -> list[Layer]:
@@ -39,15 +41,29 @@ def cmd_diagnose(args: argparse.Namespace) -> int:
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    p = sub.add_parser("diagnose", help="compare every layer of a compiled model with its FP32 ONNX golden on "
-                                        "ONNX Runtime and name the first diverging layer (msprobe's metrics)")
+    p = sub.add_parser(
+        "diagnose",
+        help="compare every layer of a compiled model with its FP32 ONNX golden on "
+        "ONNX Runtime and name the first diverging layer (msprobe's metrics)",
+    )
     p.add_argument("--golden", required=True, metavar="GOLDEN.onnx", help="the FP32 ONNX model")
-    p.add_argument("--model", required=True, metavar="MODEL",
-                   help="the compiled model: .onnx (onnxruntime), .om (ais_bench, through msprobe)")
+    p.add_argument(
+        "--model",
+        required=True,
+        metavar="MODEL",
+        help="the compiled model: .onnx (onnxruntime), .om (ais_bench, through msprobe)",
+    )
     p.add_argument("--backend", required=True, choices=BACKENDS)
     p.add_argument("--input", required=True, metavar="PREP_DIR", help="preprocessed .bin/.npy inputs")
-    p.add_argument("--images", type=positive_int, default=DEFAULT_IMAGES,
-                   help=f"compare on the first N inputs (default {DEFAULT_IMAGES})")
-    p.add_argument("--json", action="store_true",
-                   help='print {"first_diverging": {...} or null, "layers": [...]} instead of the table')
+    p.add_argument(
+        "--images",
+        type=positive_int,
+        default=DEFAULT_IMAGES,
+        help=f"compare on the first N inputs (default {DEFAULT_IMAGES})",
+    )
+    p.add_argument(
+        "--json",
+        action="store_true",
+        help='print {"first_diverging": {...} or null, "layers": [...]} instead of the table',
+    )
     p.set_defaults(handler=cmd_diagnose)

@@ -74,8 +74,11 @@ def _sum(x: FloatArray) -> float:
 
 
 def _norm(x: FloatArray) -> float:
-    return math.sqrt(float(np.dot(x.astype(np.float64), x.astype(np.float64)))) if x.size < 4096 else \
-        math.sqrt(max(float(np.dot(x, x)), 0.0))
+    return (
+        math.sqrt(float(np.dot(x.astype(np.float64), x.astype(np.float64))))
+        if x.size < 4096
+        else math.sqrt(max(float(np.dot(x, x)), 0.0))
+    )
 
 
 def cosine_similarity(a: FloatArray, b: FloatArray, norm_a: float | None = None, norm_b: float | None = None) -> float:
@@ -124,8 +127,9 @@ def _mean_std(x: FloatArray, norm: float) -> tuple[float, float]:
     return mean, math.sqrt(max(norm * norm / x.size - mean * mean, 0.0))
 
 
-def standard_deviation_text(a: FloatArray, b: FloatArray, norm_a: float | None = None,
-                            norm_b: float | None = None) -> str:
+def standard_deviation_text(
+    a: FloatArray, b: FloatArray, norm_a: float | None = None, norm_b: float | None = None
+) -> str:
     """msprobe's text: ``(mean;std),(mean;std)``, the target first."""
     (mean_a, std_a) = _mean_std(a, _norm(a) if norm_a is None else norm_a)
     (mean_b, std_b) = _mean_std(b, _norm(b) if norm_b is None else norm_b)
@@ -137,11 +141,13 @@ def is_precision_error(op_type: str, metrics: Metrics) -> bool:
     cosine = _number(metrics.get("cosine"))
     if op_type in NEVER_COUNTED_OP_TYPES or math.isnan(cosine):
         return False
-    return (cosine < COSINE_MIN
-            or _number(metrics.get("relative_euclidean")) > RELATIVE_EUCLIDEAN_MAX
-            or _number(metrics.get("kl_divergence")) > KL_MAX
-            or _number(metrics.get("rmse")) > RMSE_MAX
-            or _number(metrics.get("mean_relative_error")) > MEAN_RELATIVE_MAX)
+    return (
+        cosine < COSINE_MIN
+        or _number(metrics.get("relative_euclidean")) > RELATIVE_EUCLIDEAN_MAX
+        or _number(metrics.get("kl_divergence")) > KL_MAX
+        or _number(metrics.get("rmse")) > RMSE_MAX
+        or _number(metrics.get("mean_relative_error")) > MEAN_RELATIVE_MAX
+    )
 
 
 def _number(value: object) -> float:

@@ -25,12 +25,32 @@ REQUIRED_COLUMNS = ("OpType", "NPUDump", "GroundTruth", *METRIC_COLUMNS)
 NO_COUNTERPART = "*"
 
 
-def compare_command(golden: str | os.PathLike[str], target: str | os.PathLike[str], inputs: list[Path],
-                    out_dir: str | os.PathLike[str], *, fusion: bool = False, device: int | None = None) -> list[str]:
+def compare_command(
+    golden: str | os.PathLike[str],
+    target: str | os.PathLike[str],
+    inputs: list[Path],
+    out_dir: str | os.PathLike[str],
+    *,
+    fusion: bool = False,
+    device: int | None = None,
+) -> list[str]:
     """msprobe's command line; ``fusion`` False keeps every ONNX node's output (no ORT fusion)."""
-    command = [os.environ.get(MSPROBE_ENV, "msprobe"), "compare", "-m", "offline_model", "-gp", str(golden),
-               "-tp", str(target), "-i", ",".join(str(p) for p in inputs), "-o", str(out_dir),
-               "--onnx_fusion_switch", str(fusion)]
+    command = [
+        os.environ.get(MSPROBE_ENV, "msprobe"),
+        "compare",
+        "-m",
+        "offline_model",
+        "-gp",
+        str(golden),
+        "-tp",
+        str(target),
+        "-i",
+        ",".join(str(p) for p in inputs),
+        "-o",
+        str(out_dir),
+        "--onnx_fusion_switch",
+        str(fusion),
+    ]
     if device is not None:
         command += ["--rank", str(device)]
     return command
@@ -92,16 +112,23 @@ def _tensor_index(cell: dict[str, str]) -> int:
 
 def run_msprobe(command: list[str]) -> None:
     if shutil.which(command[0]) is None:
-        raise BadInput(f"{command[0]} not found: install mindstudio-probe on the Ascend host (pip install "
-                          f"mindstudio-probe) or set {MSPROBE_ENV}")
+        raise BadInput(
+            f"{command[0]} not found: install mindstudio-probe on the Ascend host (pip install "
+            f"mindstudio-probe) or set {MSPROBE_ENV}"
+        )
     done = subprocess.run(command, check=False, capture_output=True, text=True)
     if done.returncode != 0:
         tail = [line for line in (done.stderr or done.stdout).splitlines() if line.strip()]
         raise BadInput(f"msprobe compare failed (exit {done.returncode}): {tail[-1] if tail else 'no output'}")
 
 
-def compare_om(golden: str | os.PathLike[str], target: str | os.PathLike[str], prep_dir: str | os.PathLike[str],
-               images: int, work_dir: str | os.PathLike[str]) -> list[Layer]:
+def compare_om(
+    golden: str | os.PathLike[str],
+    target: str | os.PathLike[str],
+    prep_dir: str | os.PathLike[str],
+    images: int,
+    work_dir: str | os.PathLike[str],
+) -> list[Layer]:
     """msprobe once per image, then each layer's worst metrics over the images."""
     for path, role in ((golden, "golden"), (target, "model")):
         if not Path(path).is_file():
@@ -124,6 +151,14 @@ def merge_runs(runs: list[list[Layer]]) -> list[Layer]:
     for layer in runs[0]:
         same = [rows[(layer.node, layer.tensor_index)] for rows in by_key if (layer.node, layer.tensor_index) in rows]
         notes = sorted({s.note for s in same if s.note})
-        merged.append(Layer(layer.node, layer.op_type, layer.onnx_nodes, worst_of([s.metrics for s in same]),
-                            layer.tensor_index, "; ".join(notes) or None))
+        merged.append(
+            Layer(
+                layer.node,
+                layer.op_type,
+                layer.onnx_nodes,
+                worst_of([s.metrics for s in same]),
+                layer.tensor_index,
+                "; ".join(notes) or None,
+            )
+        )
     return merged

@@ -74,8 +74,9 @@ class EveryOutputRunner:
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
         options.log_severity_level = 3
         try:
-            self.session = ort.InferenceSession(with_every_output(model).SerializeToString(), options,
-                                                providers=["CPUExecutionProvider"])
+            self.session = ort.InferenceSession(
+                with_every_output(model).SerializeToString(), options, providers=["CPUExecutionProvider"]
+            )
         except Exception as exc:  # ORT's errors are many types; the user needs one line
             raise BadInput(f"ONNX Runtime could not load the model: {first_line(exc)}") from exc
         self.feed = self.session.get_inputs()[0].name
@@ -103,8 +104,9 @@ def golden_counterparts(golden: onnx.ModelProto, items: list[NodeOutput]) -> lis
     return found
 
 
-def _compare_one(target: npt.NDArray[np.generic] | None, golden: npt.NDArray[np.generic] | None
-                 ) -> tuple[Metrics, str | None]:
+def _compare_one(
+    target: npt.NDArray[np.generic] | None, golden: npt.NDArray[np.generic] | None
+) -> tuple[Metrics, str | None]:
     if golden is None:
         return compare_tensors([], []), "no ONNX counterpart"
     assert target is not None
@@ -117,8 +119,12 @@ def _compare_one(target: npt.NDArray[np.generic] | None, golden: npt.NDArray[np.
     return compare_tensors(target, golden), None
 
 
-def compare_models(golden_path: str | os.PathLike[str], model_path: str | os.PathLike[str],
-                   prep_dir: str | os.PathLike[str], images: int) -> list[Layer]:
+def compare_models(
+    golden_path: str | os.PathLike[str],
+    model_path: str | os.PathLike[str],
+    prep_dir: str | os.PathLike[str],
+    images: int,
+) -> list[Layer]:
     """Every node output of the model against its golden counterpart, over N samples."""
     golden, model = load_model(golden_path, "golden"), load_model(model_path, "model")
     files = first_inputs(prep_dir, images)
@@ -131,14 +137,25 @@ def compare_models(golden_path: str | os.PathLike[str], model_path: str | os.Pat
         sample = read_sample(Path(path), shape)
         golden_values = golden_runner.run(sample)
         target_values = target_runner.run(sample)
-        per_image.append([_compare_one(target_values.get(item.tensor), golden_values.get(twin.tensor) if twin else None)
-                          for item, twin in pairs])
+        per_image.append(
+            [
+                _compare_one(target_values.get(item.tensor), golden_values.get(twin.tensor) if twin else None)
+                for item, twin in pairs
+            ]
+        )
         del golden_values, target_values
-    return [_layer(item, [row[k] for row in per_image], twin.node if twin else None)
-            for k, (item, twin) in enumerate(pairs)]
+    return [
+        _layer(item, [row[k] for row in per_image], twin.node if twin else None) for k, (item, twin) in enumerate(pairs)
+    ]
 
 
 def _layer(item: NodeOutput, results: list[tuple[Metrics, str | None]], golden_node: str | None) -> Layer:
     notes = sorted({note for _, note in results if note})
-    return Layer(item.node, item.op_type, [golden_node] if golden_node else [], worst_of([m for m, _ in results]),
-                 item.index, "; ".join(notes) or None)
+    return Layer(
+        item.node,
+        item.op_type,
+        [golden_node] if golden_node else [],
+        worst_of([m for m, _ in results]),
+        item.index,
+        "; ".join(notes) or None,
+    )

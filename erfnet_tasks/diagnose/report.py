@@ -28,9 +28,15 @@ class Layer:
         self.precision_error = is_precision_error(self.op_type, self.metrics)
 
     def as_dict(self) -> dict[str, object]:
-        return {"node": self.node, "op_type": self.op_type, "onnx_nodes": list(self.onnx_nodes),
-                "tensor_index": self.tensor_index, **{k: _json_number(v) for k, v in self.metrics.items()},
-                "precision_error": self.precision_error, "note": self.note}
+        return {
+            "node": self.node,
+            "op_type": self.op_type,
+            "onnx_nodes": list(self.onnx_nodes),
+            "tensor_index": self.tensor_index,
+            **{k: _json_number(v) for k, v in self.metrics.items()},
+            "precision_error": self.precision_error,
+            "note": self.note,
+        }
 
 
 def _json_number(value: float | str) -> float | str | None:
@@ -69,9 +75,11 @@ def format_table(layers: list[Layer]) -> str:
         flag = "<- FIRST DIVERGING" if layer is first else ("diverges" if layer.precision_error else "")
         if layer.note:
             flag = f"{flag} ({layer.note})".strip()
-        lines.append(f"{index:>4}  {layer.node:<48} {layer.op_type:<18} {_cell(layer.metrics['cosine']):>10} "
-                     f"{_cell(layer.metrics['max_abs_error']):>12} {_cell(layer.metrics['relative_euclidean']):>11}"
-                     f"  {flag}".rstrip())
+        lines.append(
+            f"{index:>4}  {layer.node:<48} {layer.op_type:<18} {_cell(layer.metrics['cosine']):>10} "
+            f"{_cell(layer.metrics['max_abs_error']):>12} {_cell(layer.metrics['relative_euclidean']):>11}"
+            f"  {flag}".rstrip()
+        )
     lines.append(verdict(layers))
     return "\n".join(lines)
 
@@ -81,5 +89,7 @@ def verdict(layers: list[Layer]) -> str:
     if first is None:
         return f"no layer diverges ({len(layers)} compared; msprobe's thresholds)"
     metrics = ", ".join(f"{key} {_cell(first.metrics[key])}" for key in NUMERIC_METRICS[:4])
-    return (f"first diverging layer: {first.node} ({first.op_type}; ONNX nodes {', '.join(first.onnx_nodes) or '-'}): "
-            f"{metrics}")
+    return (
+        f"first diverging layer: {first.node} ({first.op_type}; ONNX nodes {', '.join(first.onnx_nodes) or '-'}): "
+        f"{metrics}"
+    )

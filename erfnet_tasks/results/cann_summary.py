@@ -27,8 +27,21 @@ from ..records import CellStatus
 from .document import format_time
 from .models import Accuracy, CannSummary, Performance, Run
 
-COLUMNS = ("cann_version", "target", "batch_size", "runs", "first_started_at", "last_started_at", "fps_best",
-           "fps_median", "fps_latest", "miou_best", "miou_median", "miou_latest", "latest_run_id")
+COLUMNS = (
+    "cann_version",
+    "target",
+    "batch_size",
+    "runs",
+    "first_started_at",
+    "last_started_at",
+    "fps_best",
+    "fps_median",
+    "fps_latest",
+    "miou_best",
+    "miou_median",
+    "miou_latest",
+    "latest_run_id",
+)
 
 
 def rows(session: Session, batch_size: int | None = None) -> list[dict[str, Any]]:
@@ -88,17 +101,28 @@ def _ordered(found: list[dict[str, Any]]) -> list[dict[str, Any]]:
             row[name] = format_time(row[name])
         key = row["cann_version"]
         first_seen[key] = min(first_seen.get(key, row["first_started_at"]), row["first_started_at"])
-    return sorted(found, key=lambda row: (first_seen[row["cann_version"]], row["cann_version"] or "",
-                                          row["target"], row["batch_size"]))
+    return sorted(
+        found,
+        key=lambda row: (first_seen[row["cann_version"]], row["cann_version"] or "", row["target"], row["batch_size"]),
+    )
 
 
 def cells_with_miou(acc: Any, filters: list[ColumnElement[bool]], *columns: Any) -> sa.Select[Any]:
     """SELECT ``columns`` over the runs' perf cells that pass ``filters``, each with its accuracy row
     (``acc``) where it has one."""
-    return (sa.select(*columns).join(Performance, Performance.run_id == Run.id)
-            .outerjoin(acc, sa.and_(acc.run_id == Performance.run_id, acc.target == Performance.target,
-                                    acc.batch_size == Performance.batch_size))
-            .where(*filters))
+    return (
+        sa.select(*columns)
+        .join(Performance, Performance.run_id == Run.id)
+        .outerjoin(
+            acc,
+            sa.and_(
+                acc.run_id == Performance.run_id,
+                acc.target == Performance.target,
+                acc.batch_size == Performance.batch_size,
+            ),
+        )
+        .where(*filters)
+    )
 
 
 def _ok_fps() -> ColumnElement[float]:
@@ -130,9 +154,21 @@ def _postgres_summary(filters: list[ColumnElement[bool]]) -> sa.Select[Any]:
     def latest(value: Any) -> ColumnElement[Any]:
         return sa.func.array_agg(postgresql.aggregate_order_by(value, newest), type_=postgresql.ARRAY(value.type))[1]
 
-    columns = (cann, target, Performance.batch_size, sa.func.count(), sa.func.min(Run.started_at),
-               sa.func.max(Run.started_at), sa.func.max(fps), median(fps), latest(fps),
-               sa.func.max(acc.miou), median(acc.miou), latest(acc.miou), latest(Run.id))
+    columns = (
+        cann,
+        target,
+        Performance.batch_size,
+        sa.func.count(),
+        sa.func.min(Run.started_at),
+        sa.func.max(Run.started_at),
+        sa.func.max(fps),
+        median(fps),
+        latest(fps),
+        sa.func.max(acc.miou),
+        median(acc.miou),
+        latest(acc.miou),
+        latest(Run.id),
+    )
     return cells_with_miou(acc, filters, *columns).group_by(cann, target, Performance.batch_size)
 
 
@@ -140,14 +176,21 @@ def _portable_summary(filters: list[ColumnElement[bool]], dialect: str) -> sa.Se
     """SQLite (and any SQL with window functions): ranks from windows, medians and latest from them."""
     r = _ranked(filters, dialect)
     latest = r.c.recent == 1
-    return (sa.select(r.c.cann, r.c.target, r.c.batch, sa.func.count().label("runs"),
-                      sa.func.min(r.c.started).label("first"), sa.func.max(r.c.started).label("last"),
-                      sa.func.max(r.c.fps), _median(r, "fps", "fps_rank", "fps_n"),
-                      sa.func.max(sa.case((latest, r.c.fps))),
-                      sa.func.max(r.c.miou), _median(r, "miou", "miou_rank", "miou_n"),
-                      sa.func.max(sa.case((latest, r.c.miou))),
-                      sa.func.max(sa.case((latest, r.c.run_id))))
-            .group_by(r.c.cann, r.c.target, r.c.batch))
+    return sa.select(
+        r.c.cann,
+        r.c.target,
+        r.c.batch,
+        sa.func.count().label("runs"),
+        sa.func.min(r.c.started).label("first"),
+        sa.func.max(r.c.started).label("last"),
+        sa.func.max(r.c.fps),
+        _median(r, "fps", "fps_rank", "fps_n"),
+        sa.func.max(sa.case((latest, r.c.fps))),
+        sa.func.max(r.c.miou),
+        _median(r, "miou", "miou_rank", "miou_n"),
+        sa.func.max(sa.case((latest, r.c.miou))),
+        sa.func.max(sa.case((latest, r.c.run_id))),
+    ).group_by(r.c.cann, r.c.target, r.c.batch)
 
 
 def _ranked(filters: list[ColumnElement[bool]], dialect: str) -> sa.Subquery:
@@ -156,13 +199,20 @@ def _ranked(filters: list[ColumnElement[bool]], dialect: str) -> sa.Subquery:
     fps = _ok_fps()
     group = (_bytewise(Run.cann_version, dialect), _bytewise(Performance.target, dialect), Performance.batch_size)
     rank = sa.func.row_number().over
-    columns = (group[0].label("cann"), group[1].label("target"), Performance.batch_size.label("batch"),
-            Run.id.label("run_id"), Run.started_at.label("started"), fps.label("fps"), acc.miou.label("miou"),
-            rank(partition_by=group, order_by=_nulls_last(fps)).label("fps_rank"),
-            sa.func.count(fps).over(partition_by=group).label("fps_n"),
-            rank(partition_by=group, order_by=_nulls_last(acc.miou)).label("miou_rank"),
-            sa.func.count(acc.miou).over(partition_by=group).label("miou_n"),
-            rank(partition_by=group, order_by=(Run.started_at.desc(), Run.id.desc())).label("recent"))
+    columns = (
+        group[0].label("cann"),
+        group[1].label("target"),
+        Performance.batch_size.label("batch"),
+        Run.id.label("run_id"),
+        Run.started_at.label("started"),
+        fps.label("fps"),
+        acc.miou.label("miou"),
+        rank(partition_by=group, order_by=_nulls_last(fps)).label("fps_rank"),
+        sa.func.count(fps).over(partition_by=group).label("fps_n"),
+        rank(partition_by=group, order_by=_nulls_last(acc.miou)).label("miou_rank"),
+        sa.func.count(acc.miou).over(partition_by=group).label("miou_n"),
+        rank(partition_by=group, order_by=(Run.started_at.desc(), Run.id.desc())).label("recent"),
+    )
     return cells_with_miou(acc, filters, *columns).subquery()
 
 

@@ -18,9 +18,13 @@ if TYPE_CHECKING:
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     results = subparsers.add_parser("results", help="the results database: list, show, compare, import, export runs")
-    results.add_argument("--db", metavar="URL", default=None,
-                         help="database URL (default: $ERFNET_RESULTS_DB_URL, the Airflow connection "
-                              "erfnet_results, else data/results.sqlite)")
+    results.add_argument(
+        "--db",
+        metavar="URL",
+        default=None,
+        help="database URL (default: $ERFNET_RESULTS_DB_URL, the Airflow connection "
+        "erfnet_results, else data/results.sqlite)",
+    )
     sub = results.add_subparsers(dest="results_command", required=True, metavar="ACTION")
 
     p = sub.add_parser("init", help="create or migrate the schema (Alembic upgrade to head)")
@@ -34,12 +38,26 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     p = sub.add_parser("show", help="one run's accuracy and performance tables (like the guide's 6.3 and 7)")
     p.add_argument("--run", default="latest", metavar="ID|latest")
     p.add_argument("--format", choices=("table", "json", "csv"), default="table")
-    p.add_argument("--reference-target", metavar="TARGET", default=None,
-                   help="add throughput ratio columns against this target (e.g. Ascend310)")
-    p.add_argument("--reference-miou", type=percent, default=None, metavar="PERCENT",
-                   help="reference mIoU in percent (default: the run's own, else the guide's 72.20)")
-    p.add_argument("--tolerance", type=percent, default=None, metavar="POINTS",
-                   help="accepted mIoU shortfall in points (default: the run's own, else the guide's 1.0)")
+    p.add_argument(
+        "--reference-target",
+        metavar="TARGET",
+        default=None,
+        help="add throughput ratio columns against this target (e.g. Ascend310)",
+    )
+    p.add_argument(
+        "--reference-miou",
+        type=percent,
+        default=None,
+        metavar="PERCENT",
+        help="reference mIoU in percent (default: the run's own, else the guide's 72.20)",
+    )
+    p.add_argument(
+        "--tolerance",
+        type=percent,
+        default=None,
+        metavar="POINTS",
+        help="accepted mIoU shortfall in points (default: the run's own, else the guide's 1.0)",
+    )
     p.set_defaults(handler=cmd_show)
 
     p = sub.add_parser("reference", help="the guide's published figures, as stored in the database (migration 0002)")
@@ -52,17 +70,22 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     p.add_argument("--format", choices=("table", "json", "csv"), default="table")
     p.set_defaults(handler=cmd_compare)
 
-    p = sub.add_parser("import", help="publish run documents (results.json files written while the database "
-                                      "was down, or an export); directories are searched for *.json")
+    p = sub.add_parser(
+        "import",
+        help="publish run documents (results.json files written while the database "
+        "was down, or an export); directories are searched for *.json",
+    )
     p.add_argument("file", metavar="FILE", nargs="+", help="a run document, an export, or a directory of them")
-    p.add_argument("--replace", action="store_true",
-                   help="overwrite runs already in the database (default: skip them and say so)")
+    p.add_argument(
+        "--replace", action="store_true", help="overwrite runs already in the database (default: skip them and say so)"
+    )
     p.set_defaults(handler=cmd_import)
 
     p = sub.add_parser("export", help="runs as JSON documents or CSV cells")
     p.add_argument("--format", choices=("json", "csv"), default="json")
-    p.add_argument("--run", action="append", metavar="ID|latest",
-                   help="a run to export (repeatable; default: every run)")
+    p.add_argument(
+        "--run", action="append", metavar="ID|latest", help="a run to export (repeatable; default: every run)"
+    )
     p.set_defaults(handler=cmd_export)
 
 
@@ -74,6 +97,8 @@ def _row_limit(text: str) -> int:
     if value > BIGINT_MAX:
         raise argparse.ArgumentTypeError(f"expected at most {BIGINT_MAX}, got {text[:40]!r}")
     return value
+
+
 def _url(args: argparse.Namespace) -> str:
     from . import db
 
@@ -128,10 +153,13 @@ def cmd_show(args: argparse.Namespace) -> int:
         # Both tables are built before anything is printed, so bad options give one clean error line.
         accuracy = tables.accuracy_table(doc, reference, tolerance)
         perf = tables.perf_table(doc, args.reference_target)
-        parts = [_run_heading(doc),
-                 f"\nAccuracy (mIoU %, reference {reference * 100:.2f}, "
-                 f"tolerance {tolerance * 100:.2f} points)", tables.render_text(accuracy),
-                 "\nPerformance (fps)", tables.render_text(perf)]
+        parts = [
+            _run_heading(doc),
+            f"\nAccuracy (mIoU %, reference {reference * 100:.2f}, tolerance {tolerance * 100:.2f} points)",
+            tables.render_text(accuracy),
+            "\nPerformance (fps)",
+            tables.render_text(perf),
+        ]
         parts += ["\nWhere each cell ran", tables.render_text(tables.environment_table(doc))]
         if doc["findings"]:
             parts += ["\nRegression findings", tables.render_text(tables.findings_table(doc["findings"]))]
@@ -142,10 +170,12 @@ def cmd_show(args: argparse.Namespace) -> int:
 def _run_heading(doc: dict[str, Any]) -> str:
     run = doc["run"]
     backends = ", ".join(f"{k} {v}" for k, v in (run.get("backends") or {}).items()) or "unknown"
-    lines = [f"run {run['id']} ({run['status']}), started {run['started_at']}",
-             f"CANN {run.get('cann_version') or 'n/a'}, driver {run.get('driver_version') or 'n/a'}, "
-             f"host {run.get('host') or 'n/a'}, backends: {backends}",
-             f"images {run.get('images') if run.get('images') is not None else 'n/a'}"]
+    lines = [
+        f"run {run['id']} ({run['status']}), started {run['started_at']}",
+        f"CANN {run.get('cann_version') or 'n/a'}, driver {run.get('driver_version') or 'n/a'}, "
+        f"host {run.get('host') or 'n/a'}, backends: {backends}",
+        f"images {run.get('images') if run.get('images') is not None else 'n/a'}",
+    ]
     from .tables import fleet_summary, printable
 
     covered = fleet_summary(doc)
@@ -162,8 +192,9 @@ def cmd_reference(args: argparse.Namespace) -> int:
 
     with _reading_session(args) as session:
         figures = queries.reference_figures(session)
-    print(json.dumps(figures, indent=2) if args.format == "json"
-          else tables.render_text(tables.reference_table(figures)))
+    print(
+        json.dumps(figures, indent=2) if args.format == "json" else tables.render_text(tables.reference_table(figures))
+    )
     return 0
 
 
@@ -175,13 +206,26 @@ def cmd_compare(args: argparse.Namespace) -> int:
         doc_b = queries.run_document(session, args.run_b)
     table = tables.compare_table(doc_a, doc_b)
     if args.format == "json":
-        print(json.dumps({"run_a": doc_a["run"]["id"], "run_b": doc_b["run"]["id"], "headers": table.headers,
-                          "rows": [[tables.text(value) for value in row] for row in table.rows]}, indent=2))
+        print(
+            json.dumps(
+                {
+                    "run_a": doc_a["run"]["id"],
+                    "run_b": doc_b["run"]["id"],
+                    "headers": table.headers,
+                    "rows": [[tables.text(value) for value in row] for row in table.rows],
+                },
+                indent=2,
+            )
+        )
     elif args.format == "csv":
         print(tables.render_csv(table), end="")
     else:
-        print(tables.printable(f"A = {doc_a['run']['id']} (CANN {doc_a['run'].get('cann_version') or 'n/a'}), "
-                               f"B = {doc_b['run']['id']} (CANN {doc_b['run'].get('cann_version') or 'n/a'})"))
+        print(
+            tables.printable(
+                f"A = {doc_a['run']['id']} (CANN {doc_a['run'].get('cann_version') or 'n/a'}), "
+                f"B = {doc_b['run']['id']} (CANN {doc_b['run'].get('cann_version') or 'n/a'})"
+            )
+        )
         print(tables.render_text(table))
     return 0
 

@@ -45,6 +45,7 @@ _engines_lock = threading.Lock()
 
 # ------------------------------------------------------------------------------------------- URL
 
+
 def resolve_url() -> str:
     """The results database URL: the environment, then Airflow's connection, then the SQLite default."""
     url = results_db_url()
@@ -102,8 +103,7 @@ def _airflow_connection_url() -> str | None:
 
         conn = BaseHook.get_connection(AIRFLOW_CONN_ID)
     except Exception as exc:  # not defined, no metadata database, not inside a deployment: fall through
-        log.info("Airflow connection %r not available (%s); using the SQLite default", AIRFLOW_CONN_ID,
-                 first_line(exc))
+        log.info("Airflow connection %r not available (%s); using the SQLite default", AIRFLOW_CONN_ID, first_line(exc))
         return None
     return _url_from_parts(conn.conn_type, conn.host, conn.login, conn.password, conn.schema, conn.port)
 
@@ -128,24 +128,42 @@ def _url_from_json(raw: str) -> str:
         raise BadInput(f"{_AIRFLOW_CONN_ENV} is neither a URI nor valid JSON") from exc
     if not isinstance(fields, dict):
         raise BadInput(f"{_AIRFLOW_CONN_ENV} JSON must be an object")
-    return _url_from_parts(fields.get("conn_type"), fields.get("host"), fields.get("login"),
-                           fields.get("password"), fields.get("schema"), fields.get("port"))
+    return _url_from_parts(
+        fields.get("conn_type"),
+        fields.get("host"),
+        fields.get("login"),
+        fields.get("password"),
+        fields.get("schema"),
+        fields.get("port"),
+    )
 
 
-def _url_from_parts(conn_type: str | None, host: str | None, login: str | None, password: str | None,
-                    schema: str | None, port: int | str | None) -> str:
+def _url_from_parts(
+    conn_type: str | None,
+    host: str | None,
+    login: str | None,
+    password: str | None,
+    schema: str | None,
+    port: int | str | None,
+) -> str:
     kind = (conn_type or "").lower()
     if kind == "sqlite":
         # Airflow's sqlite connections keep the file path in host.
         return f"sqlite:///{host or schema}"
     if kind not in ("postgres", "postgresql"):
         raise BadInput(f"Airflow connection {AIRFLOW_CONN_ID!r} has type {conn_type!r}; expected postgres or sqlite")
-    return sa.URL.create("postgresql+psycopg", username=login or None, password=password or None,
-                         host=host or None, port=int(port) if port else None,
-                         database=schema or None).render_as_string(hide_password=False)
+    return sa.URL.create(
+        "postgresql+psycopg",
+        username=login or None,
+        password=password or None,
+        host=host or None,
+        port=int(port) if port else None,
+        database=schema or None,
+    ).render_as_string(hide_password=False)
 
 
 # ------------------------------------------------------------------------------ engine and session
+
 
 def get_engine(url: str | None = None) -> Engine:
     """One pooled engine per URL for the life of the process (the plugin and the CLI share this)."""
@@ -188,6 +206,7 @@ def session_scope(url: str | None = None) -> Iterator[Session]:
 
 # ------------------------------------------------------------------------------------- migrations
 
+
 def alembic_config() -> Config:
     from alembic.config import Config
 
@@ -227,8 +246,12 @@ def downgrade(url: str | None, revision: str) -> str | None:
     return _run_alembic("downgrade", url, revision)
 
 
-def _run_alembic(direction: str, url: str | None, revision: str,
-                 after: Callable[[sa.Connection, str | None, str | None], None] | None = None) -> str | None:
+def _run_alembic(
+    direction: str,
+    url: str | None,
+    revision: str,
+    after: Callable[[sa.Connection, str | None, str | None], None] | None = None,
+) -> str | None:
     from alembic import command
 
     config = alembic_config()
@@ -299,5 +322,7 @@ def head_revision() -> str:
 def require_schema(url: str | None = None) -> None:
     """Refuse to query a database that has no results schema yet, with a hint instead of SQL errors."""
     if current_revision(url) is None:
-        raise BadInput(f"the results database {masked(url or resolve_url())} has no schema yet; "
-                       f"run `erfnet results init` (or publish a run)")
+        raise BadInput(
+            f"the results database {masked(url or resolve_url())} has no schema yet; "
+            f"run `erfnet results init` (or publish a run)"
+        )

@@ -8,26 +8,68 @@ from __future__ import annotations
 
 import math
 import re
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from ..errors import BadInput
-from ..records import (ACCURACY_FIELDS, COMPILED_FIELDS, PERF_FIELDS, PERF_METRICS, CellStatus, CompileStatus,
-                       LabelMode, RunStatus, run_status)
+from ..records import (
+    ACCURACY_FIELDS,
+    COMPILED_FIELDS,
+    PERF_FIELDS,
+    PERF_METRICS,
+    CellStatus,
+    CompileStatus,
+    LabelMode,
+    RunStatus,
+    run_status,
+)
 
 RUN_ID_PATTERN = re.compile(r"^[A-Za-z0-9_.:+\-]{1,250}$")
 LATEST = "latest"
 
-RUN_FIELDS = ("id", "dag_id", "started_at", "finished_at", "status", "params", "cann_version",
-              "driver_version", "host", "backends", "model_sha256", "weights_sha256",
-              "dataset_fingerprint", "images", "synthetic", "class_names")
+RUN_FIELDS = (
+    "id",
+    "dag_id",
+    "started_at",
+    "finished_at",
+    "status",
+    "params",
+    "cann_version",
+    "driver_version",
+    "host",
+    "backends",
+    "model_sha256",
+    "weights_sha256",
+    "dataset_fingerprint",
+    "images",
+    "synthetic",
+    "class_names",
+)
 # COMPILED_FIELDS, ACCURACY_FIELDS, PERF_FIELDS: the published rows' fields (records.CompiledRow ...).
 CELL_ENVIRONMENT = ("host", "device", "cann_version", "driver_version")  # where a perf cell was measured
 FINDING_FIELDS = ("rule", "target", "batch_size", "message", "value", "threshold", "baseline_run_id")
 # Documents written before runs stored their class names all measured Cityscapes: readers name their
 # per-class columns with this frozen copy of its 19 trainId names (a test keeps it equal to the dataset's).
-LEGACY_CLASS_NAMES = ("road", "sidewalk", "building", "wall", "fence", "pole", "traffic light", "traffic sign",
-                      "vegetation", "terrain", "sky", "person", "rider", "car", "truck", "bus", "train",
-                      "motorcycle", "bicycle")
+LEGACY_CLASS_NAMES = (
+    "road",
+    "sidewalk",
+    "building",
+    "wall",
+    "fence",
+    "pole",
+    "traffic light",
+    "traffic sign",
+    "vegetation",
+    "terrain",
+    "sky",
+    "person",
+    "rider",
+    "car",
+    "truck",
+    "bus",
+    "train",
+    "motorcycle",
+    "bicycle",
+)
 RUN_STATUSES = tuple(RunStatus)
 PERF_STATUSES = tuple(CellStatus)
 COMPILED_STATUSES = tuple(CompileStatus)
@@ -53,16 +95,16 @@ def parse_time(value, field: str) -> datetime | None:
     else:
         raise BadInput(f"run.{field} must be an ISO 8601 string, got {type(value).__name__}")
     if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=timezone.utc)
-    return parsed.astimezone(timezone.utc)
+        parsed = parsed.replace(tzinfo=UTC)
+    return parsed.astimezone(UTC)
 
 
 def format_time(value: datetime | None) -> str | None:
     if value is None:
         return None
     if value.tzinfo is None:  # SQLite hands back what it stored: UTC without an offset
-        value = value.replace(tzinfo=timezone.utc)
-    return value.astimezone(timezone.utc).isoformat()
+        value = value.replace(tzinfo=UTC)
+    return value.astimezone(UTC).isoformat()
 
 
 def normalize_document(doc) -> dict:
@@ -106,9 +148,13 @@ def check_storable(doc: dict) -> None:
     limits): string lengths, 32-bit integers, finite numbers, no NUL, in JSON fields too."""
     from .models import Accuracy, CompiledModel, Finding, Performance, Run
 
-    sections = (("run", Run, [doc["run"]]), ("compiled", CompiledModel, doc["compiled"]),
-                ("accuracy", Accuracy, doc["accuracy"]), ("perf", Performance, doc["perf"]),
-                ("findings", Finding, doc["findings"]))
+    sections = (
+        ("run", Run, [doc["run"]]),
+        ("compiled", CompiledModel, doc["compiled"]),
+        ("accuracy", Accuracy, doc["accuracy"]),
+        ("perf", Performance, doc["perf"]),
+        ("findings", Finding, doc["findings"]),
+    )
     for key, model, items in sections:
         columns = model.__table__.columns
         for i, item in enumerate(items):
@@ -123,12 +169,12 @@ def _check_column(coltype, value, where: str) -> None:
 
     from .models import INT_MAX, INT_MIN
 
-    if isinstance(coltype, sa.String) and isinstance(value, str):
-        if coltype.length is not None and len(value) > coltype.length:
-            raise BadInput(f"{where} is {len(value)} characters long; the database holds at most {coltype.length}")
-    elif isinstance(coltype, sa.Integer) and not isinstance(value, bool) and isinstance(value, int):
-        if not INT_MIN <= value <= INT_MAX:
-            raise BadInput(f"{where} = {value} is outside the database's integer range")
+    too_long = isinstance(coltype, sa.String) and isinstance(value, str) and len(value) > (coltype.length or len(value))
+    if too_long:
+        raise BadInput(f"{where} is {len(value)} characters long; the database holds at most {coltype.length}")
+    an_integer = isinstance(coltype, sa.Integer) and isinstance(value, int) and not isinstance(value, bool)
+    if an_integer and not INT_MIN <= value <= INT_MAX:
+        raise BadInput(f"{where} = {value} is outside the database's integer range")
     _check_json_value(value, where)
 
 
@@ -201,9 +247,12 @@ def _confusion(value, where: str) -> list[list[int]] | None:
     """A square matrix of non-negative pixel counts, or None (runs stored before matrices were)."""
     if value is None:
         return None
-    if (not isinstance(value, list) or not value or
-            any(not isinstance(row, list) or len(row) != len(value) for row in value) or
-            any(isinstance(v, bool) or not isinstance(v, int) or v < 0 for row in value for v in row)):
+    if (
+        not isinstance(value, list)
+        or not value
+        or any(not isinstance(row, list) or len(row) != len(value) for row in value)
+        or any(isinstance(v, bool) or not isinstance(v, int) or v < 0 for row in value for v in row)
+    ):
         raise BadInput(f"{where} must be a square matrix of non-negative integer pixel counts")
     return value
 

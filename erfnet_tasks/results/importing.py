@@ -128,8 +128,9 @@ def plan(paths: list[str]) -> tuple[list[tuple[str, dict[str, Any]]], list[Outco
     return docs, refused
 
 
-def import_paths(paths: list[str], url: str, replace: bool = False,
-                 report: Callable[[str], object] = print) -> list[Outcome]:
+def import_paths(
+    paths: list[str], url: str, replace: bool = False, report: Callable[[str], object] = print
+) -> list[Outcome]:
     """Import every run document under ``paths`` into ``url``; ``report`` gets each outcome as it happens."""
     docs, outcomes = plan(paths)
     for outcome in outcomes:
@@ -137,15 +138,18 @@ def import_paths(paths: list[str], url: str, replace: bool = False,
     try:
         db.upgrade(url)
     except (sa_exc.OperationalError, sa_exc.InterfaceError) as exc:
-        raise Transient(f"results database {db.masked(url)} unavailable ({_first_line(exc)}); nothing "
-                        f"imported") from exc
+        raise Transient(
+            f"results database {db.masked(url)} unavailable ({_first_line(exc)}); nothing imported"
+        ) from exc
     for source, doc in docs:
         try:
             outcome = import_document(url, source, doc, replace)
         except (sa_exc.OperationalError, sa_exc.InterfaceError) as exc:
-            raise Transient(f"results database {db.masked(url)} failed while importing run {doc['run']['id']} "
-                            f"({_first_line(exc)}); runs reported above as imported are stored, run the same "
-                            f"import again for the rest") from exc
+            raise Transient(
+                f"results database {db.masked(url)} failed while importing run {doc['run']['id']} "
+                f"({_first_line(exc)}); runs reported above as imported are stored, run the same "
+                f"import again for the rest"
+            ) from exc
         outcomes.append(outcome)
         report(outcome.line())
     if sum(o.status == IMPORTED for o in outcomes) >= BULK:
@@ -172,4 +176,3 @@ def _first_line(exc: BaseException) -> str:
 def summary(outcomes: list[Outcome]) -> str:
     counts = {status: sum(o.status == status for o in outcomes) for status in (IMPORTED, PRESENT, REFUSED)}
     return f"{counts[IMPORTED]} imported, {counts[PRESENT]} already present, {counts[REFUSED]} refused"
-

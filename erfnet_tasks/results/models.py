@@ -32,12 +32,14 @@ BIGINT_MAX = 2**63 - 1  # what a query's LIMIT/OFFSET can take
 
 
 class Base(DeclarativeBase):
-    metadata = sa.MetaData(naming_convention={
-        "ix": "ix_%(table_name)s_%(column_0_N_name)s",
-        "uq": "uq_%(table_name)s_%(column_0_N_name)s",
-        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
-        "pk": "pk_%(table_name)s",
-    })
+    metadata = sa.MetaData(
+        naming_convention={
+            "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+            "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+            "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+            "pk": "pk_%(table_name)s",
+        }
+    )
 
 
 def _run_fk() -> Mapped[str]:
@@ -110,8 +112,10 @@ class Performance(_RunCell, Base):
     @declared_attr.directive
     def __table_args__(cls):
         # (target, batch_size): the regression baseline's lookup (migration 0004).
-        return (sa.UniqueConstraint("run_id", "target", "batch_size"),
-                sa.Index("ix_performance_target_batch_size", "target", "batch_size"))
+        return (
+            sa.UniqueConstraint("run_id", "target", "batch_size"),
+            sa.Index("ix_performance_target_batch_size", "target", "batch_size"),
+        )
 
     throughput_fps: Mapped[float | None] = mapped_column(sa.Float)
     compute_min_ms: Mapped[float | None] = mapped_column(sa.Float)
@@ -188,8 +192,10 @@ class CannSummary(Base):
     """
 
     __tablename__ = "cann_summary"
-    __table_args__ = (sa.Index("ix_cann_summary_cann_version", "cann_version"),
-                      sa.Index("ix_cann_summary_batch_size", "batch_size"))
+    __table_args__ = (
+        sa.Index("ix_cann_summary_cann_version", "cann_version"),
+        sa.Index("ix_cann_summary_batch_size", "batch_size"),
+    )
 
     id: Mapped[int] = mapped_column(sa.Integer, primary_key=True, autoincrement=True)
     cann_version: Mapped[str | None] = mapped_column(sa.String(VERSION_MAX))

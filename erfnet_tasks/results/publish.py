@@ -12,7 +12,7 @@ import json
 import logging
 import os
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import sqlalchemy as sa
@@ -46,12 +46,15 @@ def publish_run(doc: dict, url: str | None = None, retries: int = 5, backoff: fl
             return doc["run"]["id"]
         except (sa_exc.OperationalError, sa_exc.InterfaceError) as exc:
             if attempt == retries:
-                raise PublishFailed(f"results database {db.masked(url)} unreachable after {retries + 1} "
-                                    f"attempts ({_first_line(exc)}); load the run's JSON file later with "
-                                    f"`erfnet results import`") from exc
-            delay = backoff * 2 ** attempt
-            log.warning("results database %s unreachable (%s); retrying in %.1f s", db.masked(url),
-                        _first_line(exc), delay)
+                raise PublishFailed(
+                    f"results database {db.masked(url)} unreachable after {retries + 1} "
+                    f"attempts ({_first_line(exc)}); load the run's JSON file later with "
+                    f"`erfnet results import`"
+                ) from exc
+            delay = backoff * 2**attempt
+            log.warning(
+                "results database %s unreachable (%s); retrying in %.1f s", db.masked(url), _first_line(exc), delay
+            )
             time.sleep(delay)
     raise AssertionError("unreachable")  # pragma: no cover
 
@@ -69,7 +72,7 @@ def replace_run(session: Session, doc: dict, *, new: bool = False) -> None:
     values = {"class_names": None, **doc["run"]}  # optional fields: a re-publish clears what the document lacks
     values["started_at"] = parse_time(values["started_at"], "started_at")
     values["finished_at"] = parse_time(values["finished_at"], "finished_at")
-    values["published_at"] = datetime.now(timezone.utc)
+    values["published_at"] = datetime.now(UTC)
     run = None if new else session.get(Run, run_id)
     versions = {values["cann_version"]} | ({run.cann_version} if run is not None else set())
     if run is None:
@@ -109,8 +112,7 @@ def read_run_file(path: str | os.PathLike) -> list[dict]:
     return [data]
 
 
-def import_file(path: str | os.PathLike, url: str | None = None, retries: int = 2,
-                backoff: float = 1.0) -> list[str]:
+def import_file(path: str | os.PathLike, url: str | None = None, retries: int = 2, backoff: float = 1.0) -> list[str]:
     """Publish every run document in ``path``; returns their run ids."""
     docs = [normalize_document(doc) for doc in read_run_file(path)]  # all valid before any is written
     return [publish_run(doc, url, retries=retries, backoff=backoff) for doc in docs]

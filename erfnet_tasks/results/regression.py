@@ -79,8 +79,9 @@ def find_regressions(session: Session, run_id: str, rules: Rules | None = None) 
     if run is None:
         raise BadInput(f"no run {run_id!r} in the results database")
     found = _accuracy_findings(session, run_id, rules)
-    perf = session.scalars(sa.select(Performance).where(Performance.run_id == run_id)
-                           .order_by(Performance.target, Performance.batch_size)).all()
+    perf = session.scalars(
+        sa.select(Performance).where(Performance.run_id == run_id).order_by(Performance.target, Performance.batch_size)
+    ).all()
     found += [_not_measured(cell) for cell in perf if cell.status in INFRASTRUCTURE_FAILURES]
     baselines = _baselines(session, run, {(p.target, p.batch_size): _cann(p, run) for p in perf})
     for cell in perf:
@@ -94,41 +95,75 @@ def find_regressions(session: Session, run_id: str, rules: Rules | None = None) 
 
 
 def _accuracy_findings(session: Session, run_id: str, rules: Rules) -> list[dict[str, Any]]:
-    rows = session.scalars(sa.select(Accuracy).where(Accuracy.run_id == run_id, Accuracy.miou.is_not(None),
-                                                     Accuracy.miou < rules.miou_threshold)
-                           .order_by(Accuracy.target, Accuracy.batch_size))
-    return [_finding("accuracy_below_reference", row.target, row.batch_size,
-                     f"{row.target} batch {row.batch_size}: mIoU {row.miou * 100:.2f} is below "
-                     f"{rules.reference_miou * 100:.2f} - {rules.tolerance * 100:.2f} = "
-                     f"{rules.miou_threshold * 100:.2f}",
-                     row.miou, rules.miou_threshold, None) for row in rows if row.miou is not None]
+    rows = session.scalars(
+        sa.select(Accuracy)
+        .where(Accuracy.run_id == run_id, Accuracy.miou.is_not(None), Accuracy.miou < rules.miou_threshold)
+        .order_by(Accuracy.target, Accuracy.batch_size)
+    )
+    return [
+        _finding(
+            "accuracy_below_reference",
+            row.target,
+            row.batch_size,
+            f"{row.target} batch {row.batch_size}: mIoU {row.miou * 100:.2f} is below "
+            f"{rules.reference_miou * 100:.2f} - {rules.tolerance * 100:.2f} = "
+            f"{rules.miou_threshold * 100:.2f}",
+            row.miou,
+            rules.miou_threshold,
+            None,
+        )
+        for row in rows
+        if row.miou is not None
+    ]
 
 
-def _perf_findings(cell: Performance, baseline: Baseline, run: Run,
-                   rules: Rules) -> list[dict[str, Any]]:
+def _perf_findings(cell: Performance, baseline: Baseline, run: Run, rules: Rules) -> list[dict[str, Any]]:
     base_id, base_cann, base_fps = baseline
     where = f"{cell.target} batch {cell.batch_size}"
     versus = f"run {base_id} (CANN {base_cann or 'unknown'}), now CANN {_cann(cell, run) or 'unknown'}"
     if cell.status in FAILED_RESULTS:
-        return [_finding("cell_failed", cell.target, cell.batch_size,
-                         f"{where}: {cell.status} now, ok in {versus}", None, None, base_id)]
+        return [
+            _finding(
+                "cell_failed",
+                cell.target,
+                cell.batch_size,
+                f"{where}: {cell.status} now, ok in {versus}",
+                None,
+                None,
+                base_id,
+            )
+        ]
     # A baseline is an ok cell with its fps (the queries select only those).
     if cell.status == CellStatus.OK and cell.throughput_fps is not None and base_fps is not None:
         threshold = base_fps * (1.0 - rules.throughput_drop)
         if cell.throughput_fps < threshold:
             drop = 1.0 - cell.throughput_fps / base_fps
-            return [_finding("throughput_drop", cell.target, cell.batch_size,
-                             f"{where}: {cell.throughput_fps:.2f} fps is {drop:.1%} below {base_fps:.2f} fps "
-                             f"of {versus} (allowed {rules.throughput_drop:.0%})",
-                             cell.throughput_fps, threshold, base_id)]
+            return [
+                _finding(
+                    "throughput_drop",
+                    cell.target,
+                    cell.batch_size,
+                    f"{where}: {cell.throughput_fps:.2f} fps is {drop:.1%} below {base_fps:.2f} fps "
+                    f"of {versus} (allowed {rules.throughput_drop:.0%})",
+                    cell.throughput_fps,
+                    threshold,
+                    base_id,
+                )
+            ]
     return []
 
 
 def _not_measured(cell: Performance) -> dict[str, Any]:
     detail = f": {cell.error[:300]}" if cell.error else ""
-    return _finding("cell_not_measured", cell.target, cell.batch_size,
-                    f"{cell.target} batch {cell.batch_size}: {cell.status}, never reached a device{detail}",
-                    None, None, None)
+    return _finding(
+        "cell_not_measured",
+        cell.target,
+        cell.batch_size,
+        f"{cell.target} batch {cell.batch_size}: {cell.status}, never reached a device{detail}",
+        None,
+        None,
+        None,
+    )
 
 
 def _cann(cell: Performance, run: Run) -> str | None:
@@ -136,8 +171,9 @@ def _cann(cell: Performance, run: Run) -> str | None:
 
 
 def _label_modes(session: Session, run_id: str) -> dict[tuple[str, int], str]:
-    rows = session.execute(sa.select(Accuracy.target, Accuracy.batch_size, Accuracy.label_mode)
-                           .where(Accuracy.run_id == run_id))
+    rows = session.execute(
+        sa.select(Accuracy.target, Accuracy.batch_size, Accuracy.label_mode).where(Accuracy.run_id == run_id)
+    )
     return {(t, b): mode or LabelMode.LOGITS.value for t, b, mode in rows}
 
 
@@ -145,8 +181,7 @@ def _label_modes(session: Session, run_id: str) -> dict[tuple[str, int], str]:
 Baseline = tuple[str, str | None, float | None]
 
 
-def _baselines(session: Session, run: Run, cells: dict[tuple[str, int], str | None]
-               ) -> dict[tuple[str, int], Baseline]:
+def _baselines(session: Session, run: Run, cells: dict[tuple[str, int], str | None]) -> dict[tuple[str, int], Baseline]:
     """(target, batch) -> (run id, CANN version, fps) of the latest earlier complete run that measured it
     on another CANN than ``cells`` gives for it now, in the same label mode (logits or labels_on_device:
     never compared across modes).
@@ -175,34 +210,49 @@ RECENT_RUNS = 32  # a month of nightlies: the usual distance back to the previou
 
 def _earlier_complete_runs(session: Session, run: Run, limit: int) -> list[str]:
     """The ids of the complete runs started before ``run``, newest first."""
-    return list(session.scalars(
-        sa.select(Run.id).where(Run.status == RunStatus.COMPLETE.value, Run.id != run.id,
-                                Run.started_at < run.started_at)
-        .order_by(Run.started_at.desc(), Run.id.desc()).limit(limit)))
+    return list(
+        session.scalars(
+            sa.select(Run.id)
+            .where(Run.status == RunStatus.COMPLETE.value, Run.id != run.id, Run.started_at < run.started_at)
+            .order_by(Run.started_at.desc(), Run.id.desc())
+            .limit(limit)
+        )
+    )
 
 
-def _ok_cells_with_cann_and_mode(
-) -> tuple[sa.Select[str, str, int, str, str, float | None], ColumnElement[str], ColumnElement[str]]:
+def _ok_cells_with_cann_and_mode() -> tuple[
+    sa.Select[str, str, int, str, str, float | None], ColumnElement[str], ColumnElement[str]
+]:
     """Ok, measured cells with the CANN they ran on (the cell's, else the run's) and their label mode."""
-    same_cell = sa.and_(Accuracy.run_id == Performance.run_id, Accuracy.target == Performance.target,
-                        Accuracy.batch_size == Performance.batch_size)
+    same_cell = sa.and_(
+        Accuracy.run_id == Performance.run_id,
+        Accuracy.target == Performance.target,
+        Accuracy.batch_size == Performance.batch_size,
+    )
     cann = sa.func.coalesce(Performance.cann_version, Run.cann_version)
     mode = sa.func.coalesce(Accuracy.label_mode, LabelMode.LOGITS.value)
-    stmt = (sa.select(Performance.run_id, Performance.target, Performance.batch_size, cann, mode,
-                      Performance.throughput_fps)
-            .join(Run, Run.id == Performance.run_id).outerjoin(Accuracy, same_cell)
-            .where(Performance.status == CellStatus.OK.value, Performance.throughput_fps.is_not(None)))
+    stmt = (
+        sa.select(
+            Performance.run_id, Performance.target, Performance.batch_size, cann, mode, Performance.throughput_fps
+        )
+        .join(Run, Run.id == Performance.run_id)
+        .outerjoin(Accuracy, same_cell)
+        .where(Performance.status == CellStatus.OK.value, Performance.throughput_fps.is_not(None))
+    )
     return stmt, cann, mode
 
 
-def _first_on_other_cann(session: Session, run_ids: list[str],
-                         wanted: dict[tuple[str, int], tuple[str | None, str]]) -> dict[tuple[str, int], Baseline]:
+def _first_on_other_cann(
+    session: Session, run_ids: list[str], wanted: dict[tuple[str, int], tuple[str | None, str]]
+) -> dict[tuple[str, int], Baseline]:
     """Of ``run_ids`` (newest first), per wanted (target, batch): the first run whose cell there was ok
     on a CANN other than the wanted one, in the wanted label mode."""
     stmt, _cann, _mode = _ok_cells_with_cann_and_mode()
-    stmt = stmt.where(Performance.run_id.in_(run_ids),
-                      Performance.target.in_(sorted({t for t, _b in wanted})),
-                      Performance.batch_size.in_(sorted({b for _t, b in wanted})))
+    stmt = stmt.where(
+        Performance.run_id.in_(run_ids),
+        Performance.target.in_(sorted({t for t, _b in wanted})),
+        Performance.batch_size.in_(sorted({b for _t, b in wanted})),
+    )
     order = {run_id: i for i, run_id in enumerate(run_ids)}
     found: dict[tuple[str, int], Baseline] = {}
     for run_id, target, batch, cann, mode, fps in sorted(session.execute(stmt), key=lambda row: order[row[0]]):
@@ -212,23 +262,45 @@ def _first_on_other_cann(session: Session, run_ids: list[str],
     return found
 
 
-def _latest_older_on_other_cann(session: Session, run: Run, oldest_read: str, key: tuple[str, int],
-                                want: tuple[str | None, str]) -> Baseline | None:
+def _latest_older_on_other_cann(
+    session: Session, run: Run, oldest_read: str, key: tuple[str, int], want: tuple[str | None, str]
+) -> Baseline | None:
     """The baseline of one cell among the complete runs older than ``oldest_read`` (already read)."""
     edge = session.get(Run, oldest_read)
     assert edge is not None, oldest_read  # read by the caller in this session
     stmt, cann, mode = _ok_cells_with_cann_and_mode()
-    stmt = (stmt.where(Performance.target == key[0], Performance.batch_size == key[1],
-                       Run.status == RunStatus.COMPLETE.value, Run.id != run.id,
-                       sa.or_(Run.started_at < edge.started_at,
-                              sa.and_(Run.started_at == edge.started_at, Run.id < edge.id)),
-                       cann.is_distinct_from(want[0]), mode == want[1])
-            .order_by(Run.started_at.desc(), Run.id.desc()).limit(1))
+    stmt = (
+        stmt.where(
+            Performance.target == key[0],
+            Performance.batch_size == key[1],
+            Run.status == RunStatus.COMPLETE.value,
+            Run.id != run.id,
+            sa.or_(Run.started_at < edge.started_at, sa.and_(Run.started_at == edge.started_at, Run.id < edge.id)),
+            cann.is_distinct_from(want[0]),
+            mode == want[1],
+        )
+        .order_by(Run.started_at.desc(), Run.id.desc())
+        .limit(1)
+    )
     row = session.execute(stmt).first()
     return None if row is None else (row[0], row[3], row[5])
 
 
-def _finding(rule: str, target: str, batch_size: int, message: str, value: float | None, threshold: float | None,
-             baseline_run_id: str | None) -> dict[str, Any]:
-    return {"rule": rule, "target": target, "batch_size": batch_size, "message": message, "value": value,
-            "threshold": threshold, "baseline_run_id": baseline_run_id}
+def _finding(
+    rule: str,
+    target: str,
+    batch_size: int,
+    message: str,
+    value: float | None,
+    threshold: float | None,
+    baseline_run_id: str | None,
+) -> dict[str, Any]:
+    return {
+        "rule": rule,
+        "target": target,
+        "batch_size": batch_size,
+        "message": message,
+        "value": value,
+        "threshold": threshold,
+        "baseline_run_id": baseline_run_id,
+    }

@@ -52,7 +52,7 @@ class Best:
 class Mark(Enum):
     """A place in a table that holds no figure, with the guide's word for it."""
 
-    NO_RATIO = "/"             # a ratio with a side that did not run
+    NO_RATIO = "/"  # a ratio with a side that did not run
     BEST_BATCH = "best batch"  # the label of the row that compares each column's best batch
 
 
@@ -112,27 +112,47 @@ def perf_table(doc: Mapping[str, Any], reference_target: str | None = None) -> T
     """
     targets = targets_of(doc)
     if reference_target is not None and reference_target not in targets:
-        raise BadInput(f"reference target {reference_target!r} is not in this run "
-                       f"(targets: {', '.join(targets) or 'none'})")
+        raise BadInput(
+            f"reference target {reference_target!r} is not in this run (targets: {', '.join(targets) or 'none'})"
+        )
     perf = _by_cell(doc.get("perf"))
     batches = batches_of(doc)
     measured, layout = _perf_layout(targets, batches, perf, reference_target)
     best = {header: _best(per_batch) for header, per_batch in measured.items()}
     rows: list[list[Value]] = []
     for batch in batches:
-        rows.append([batch, *(_ratio(_fps_of(measured[ratio[0]][batch]), _fps_of(measured[ratio[1]][batch]))
-                              if ratio else measured[header][batch] for header, ratio in layout)])
-    rows.append([Mark.BEST_BATCH, *(_ratio(_fps_of(best[ratio[0]]), _fps_of(best[ratio[1]])) if ratio
-                                    else (best[header] or NO_RATIO) for header, ratio in layout)])
-    guide = frozenset(i + 1 for i, (header, ratio) in enumerate(layout) if ratio is None and header.startswith("guide "))
+        rows.append(
+            [
+                batch,
+                *(
+                    _ratio(_fps_of(measured[ratio[0]][batch]), _fps_of(measured[ratio[1]][batch]))
+                    if ratio
+                    else measured[header][batch]
+                    for header, ratio in layout
+                ),
+            ]
+        )
+    rows.append(
+        [
+            Mark.BEST_BATCH,
+            *(
+                _ratio(_fps_of(best[ratio[0]]), _fps_of(best[ratio[1]])) if ratio else (best[header] or NO_RATIO)
+                for header, ratio in layout
+            ),
+        ]
+    )
+    guide = frozenset(
+        i + 1 for i, (header, ratio) in enumerate(layout) if ratio is None and header.startswith("guide ")
+    )
     return Table(["batch", *[header for header, _ in layout]], rows, guide)
 
 
 _Layout = list[tuple[str, tuple[str, str] | None]]  # header, (numerator, denominator) for a ratio column
 
 
-def _perf_layout(targets: list[str], batches: list[int], perf: dict[tuple[str, int], _CellDoc],
-                 reference_target: str | None) -> tuple[dict[str, dict[int, Value]], _Layout]:
+def _perf_layout(
+    targets: list[str], batches: list[int], perf: dict[tuple[str, int], _CellDoc], reference_target: str | None
+) -> tuple[dict[str, dict[int, Value]], _Layout]:
     """Each measured column's value per batch (a Number, a status, the guide's words or None), and the
     columns in order: a target, its ratio columns, and last the guide's columns."""
     measured: dict[str, dict[int, Value]] = {}
@@ -162,9 +182,18 @@ def compare_table(doc_a: Mapping[str, Any], doc_b: Mapping[str, Any]) -> Table:
         miou_a, miou_b = _miou(acc_a.get((target, batch))), _miou(acc_b.get((target, batch)))
         fps_a, fps_b = _fps(perf_a.get((target, batch))), _fps(perf_b.get((target, batch)))
         delta = None if miou_a is None or miou_b is None else Number((miou_b - miou_a) * 100, "+.2f")
-        rows.append([target, batch, None if miou_a is None else Percent(miou_a),
-                     None if miou_b is None else Percent(miou_b), delta, fps_a, fps_b,
-                     _ratio(_fps_of(fps_b), _fps_of(fps_a))])
+        rows.append(
+            [
+                target,
+                batch,
+                None if miou_a is None else Percent(miou_a),
+                None if miou_b is None else Percent(miou_b),
+                delta,
+                fps_a,
+                fps_b,
+                _ratio(_fps_of(fps_b), _fps_of(fps_a)),
+            ]
+        )
     return Table(headers, rows)
 
 
@@ -177,16 +206,29 @@ def cell_rows(doc: Mapping[str, Any]) -> Table:
     rows: list[list[Value]] = []
     for key in sorted(set(accuracy) | set(perf)):
         acc, cell = accuracy.get(key) or {}, perf.get(key) or {}
-        rows.append([doc["run"]["id"], key[0], key[1], acc.get("images"), acc.get("miou"),
-                     *[cell.get(name) for name in PERF_VALUES]])
+        rows.append(
+            [
+                doc["run"]["id"],
+                key[0],
+                key[1],
+                acc.get("images"),
+                acc.get("miou"),
+                *[cell.get(name) for name in PERF_VALUES],
+            ]
+        )
     return Table(CELL_CSV_HEADERS, rows)
 
 
 def fleet_summary(doc: Mapping[str, Any]) -> list[tuple[str, str, str]]:
     """The (chip, host, CANN) set a run covered, from where each NPU cell was measured (issue 16)."""
     chips = {c["target"]: c.get("chip") for c in doc.get("compiled") or []}
-    return sorted({(chips.get(c["target"]) or "", c.get("host") or "", c.get("cann_version") or "unknown")
-                   for c in doc.get("perf") or [] if chips.get(c["target"]) and c.get("host")})
+    return sorted(
+        {
+            (chips.get(c["target"]) or "", c.get("host") or "", c.get("cann_version") or "unknown")
+            for c in doc.get("perf") or []
+            if chips.get(c["target"]) and c.get("host")
+        }
+    )
 
 
 def environment_table(doc: Mapping[str, Any]) -> Table:
@@ -196,15 +238,36 @@ def environment_table(doc: Mapping[str, Any]) -> Table:
     rows: list[list[Value]] = []
     for key, cell in sorted(_by_cell(doc.get("perf")).items()):
         built = compiled.get(key) or {}
-        rows.append([key[0], key[1], built.get("host"), cell.get("host"), cell.get("device"),
-                     cell.get("cann_version"), cell.get("driver_version"), cell.get("status")])
+        rows.append(
+            [
+                key[0],
+                key[1],
+                built.get("host"),
+                cell.get("host"),
+                cell.get("device"),
+                cell.get("cann_version"),
+                cell.get("driver_version"),
+                cell.get("status"),
+            ]
+        )
     return Table(headers, rows)
 
 
 def runs_table(runs: Iterable[Mapping[str, Any]]) -> Table:
     headers = ["run", "started", "status", "CANN", "host", "cells", "failed", "findings"]
-    rows: list[list[Value]] = [[r["id"], r["started_at"], r["status"], r["cann_version"], r["host"],
-                                r["perf_cells"], r["failed_cells"], r["findings"]] for r in runs]
+    rows: list[list[Value]] = [
+        [
+            r["id"],
+            r["started_at"],
+            r["status"],
+            r["cann_version"],
+            r["host"],
+            r["perf_cells"],
+            r["failed_cells"],
+            r["findings"],
+        ]
+        for r in runs
+    ]
     return Table(headers, rows)
 
 
@@ -212,15 +275,23 @@ def reference_table(figures: Iterable[Mapping[str, Any]]) -> Table:
     """The guide's figures as stored: one row per (metric, column, batch); a cell that did not run shows
     the guide's own words."""
     headers = ["metric", "column", "batch", "value"]
-    rows: list[list[Value]] = [[f["metric"], f["column"], f["batch_size"],
-                                (f["note"] or f["status"]) if f["value"] is None else Number(f["value"], "g")]
-                               for f in figures]
+    rows: list[list[Value]] = [
+        [
+            f["metric"],
+            f["column"],
+            f["batch_size"],
+            (f["note"] or f["status"]) if f["value"] is None else Number(f["value"], "g"),
+        ]
+        for f in figures
+    ]
     return Table(headers, rows)
 
 
 def findings_table(findings: Iterable[Mapping[str, Any]]) -> Table:
-    return Table(["rule", "target", "batch", "finding"],
-                 [[f["rule"], f["target"], f["batch_size"], f["message"]] for f in findings])
+    return Table(
+        ["rule", "target", "batch", "finding"],
+        [[f["rule"], f["target"], f["batch_size"], f["message"]] for f in findings],
+    )
 
 
 # ---------------------------------------------------------------------------------------- rendering
@@ -265,10 +336,10 @@ def csv_safe(value: object) -> str:
 def render_text(table: Table) -> str:
     headers = [printable(h) for h in table.headers]
     rows = [[printable(text(c)) for c in row] for row in table.rows]
-    widths = [max(len(x) for x in column) for column in zip(headers, *rows)]
+    widths = [max(len(x) for x in column) for column in zip(headers, *rows, strict=True)]
 
     def line(cells: Iterable[str]) -> str:
-        return "  ".join(c.ljust(w) for c, w in zip(cells, widths)).rstrip()
+        return "  ".join(c.ljust(w) for c, w in zip(cells, widths, strict=False)).rstrip()
 
     return "\n".join([line(headers), line("-" * w for w in widths), *(line(r) for r in rows)])
 
@@ -282,6 +353,7 @@ def render_csv(table: Table) -> str:
 
 
 # ------------------------------------------------------------------------------------------ helpers
+
 
 def _by_cell(cells: Iterable[_CellDoc] | None) -> dict[tuple[str, int], _CellDoc]:
     return {(c["target"], c["batch_size"]): c for c in cells or []}

@@ -147,6 +147,7 @@ def create_app(
 
 def _error_handlers(app: FastAPI, page: Callable[..., HTMLResponse]) -> None:
     """One line for every failure, as a page for a browser and as JSON for the API."""
+
     @app.exception_handler(ResultsUnavailable)
     async def _unavailable(request: Request, exc: ResultsUnavailable) -> Response:
         message = f"The results database is unavailable ({exc})."
@@ -170,6 +171,7 @@ def _error_handlers(app: FastAPI, page: Callable[..., HTMLResponse]) -> None:
 
 def _run_routes(app: FastAPI, resolve: Callable[[], str], page: Callable[..., HTMLResponse]) -> None:
     """The latest run, one run, its JSON and CSV downloads, and the probe's CANN upgrades."""
+
     def run_page(request: Request, run_id: str, reference: str | None, template: str) -> HTMLResponse:
         with _reading(resolve) as session:
             if run_id == "latest" and not _has_runs(session):
@@ -177,8 +179,15 @@ def _run_routes(app: FastAPI, resolve: Callable[[], str], page: Callable[..., HT
             doc = _document(session, run_id)
         view = views.run_view(doc, reference_target=reference)
         airflow_base = base_of(request).removesuffix(URL_PREFIX)
-        return page(request, template, title=f"Run {doc['run']['id']}", view=view, airflow_base=airflow_base,
-                    dag_id=doc["run"].get("dag_id") or DAG_ID, latest=run_id == "latest")
+        return page(
+            request,
+            template,
+            title=f"Run {doc['run']['id']}",
+            view=view,
+            airflow_base=airflow_base,
+            dag_id=doc["run"].get("dag_id") or DAG_ID,
+            latest=run_id == "latest",
+        )
 
     @app.get("/", response_class=HTMLResponse)
     def latest(request: Request, reference: str | None = None) -> HTMLResponse:
@@ -187,7 +196,6 @@ def _run_routes(app: FastAPI, resolve: Callable[[], str], page: Callable[..., HT
     @app.get("/runs/{run_id}", response_class=HTMLResponse)
     def one_run(request: Request, run_id: str, reference: str | None = None) -> HTMLResponse:
         return run_page(request, run_id, reference, "run.html")
-
 
     @app.get("/api/runs/{run_id}")
     def api_run(run_id: str) -> JSONResponse:
@@ -243,16 +251,27 @@ def _history_routes(app: FastAPI, resolve: Callable[[], str], page: Callable[...
     """The history page: charts of a date range, the CANN versions' summary, the range's findings and runs."""
 
     @app.get("/history", response_class=HTMLResponse)
-    def history(request: Request, batch: int | None = Batch, since: date | None = None, until: date | None = None,
-                days: int | None = Days) -> HTMLResponse:
+    def history(
+        request: Request,
+        batch: int | None = Batch,
+        since: date | None = None,
+        until: date | None = None,
+        days: int | None = Days,
+    ) -> HTMLResponse:
         with _reading(resolve) as session:
             if session is None or not _has_runs(session):
                 return page(request, "empty.html", title="No runs yet", dag_id=DAG_ID)
             window = _window_of(session, since, until, days)
             view = _history_of(session, window, batch)
             first_run = history_queries.span(session)[0]
-        return page(request, "history.html", title="Run history", view=view, window=window,
-                    first_run=first_run.date() if first_run else None)
+        return page(
+            request,
+            "history.html",
+            title="Run history",
+            view=view,
+            window=window,
+            first_run=first_run.date() if first_run else None,
+        )
 
 
 def _api_routes(app: FastAPI, resolve: Callable[[], str]) -> None:
@@ -265,9 +284,15 @@ def _api_routes(app: FastAPI, resolve: Callable[[], str]) -> None:
         return JSONResponse(runs)
 
     @app.get("/api/history")
-    def api_history(request: Request, since: date | None = None, until: date | None = None,
-                    days: int | None = Days, batch: int | None = Batch, runs: int = RunsPerPage,
-                    after: str | None = None) -> JSONResponse:
+    def api_history(
+        request: Request,
+        since: date | None = None,
+        until: date | None = None,
+        days: int | None = Days,
+        batch: int | None = Batch,
+        runs: int = RunsPerPage,
+        after: str | None = None,
+    ) -> JSONResponse:
         """The (run, target, batch) points of the range, all batches unless asked, ``runs`` runs a page
         (oldest first); ``next`` is the URL of the next page, None on the last."""
         with _reading(resolve) as session:
@@ -279,11 +304,18 @@ def _api_routes(app: FastAPI, resolve: Callable[[], str]) -> None:
             except ErfnetError as exc:
                 raise HTTPException(status_code=400, detail=str(exc)) from exc
         # Relative to the app, as the browser reaches it (behind Airflow's base_url or a proxy).
-        next_page = f"{base_of(request)}/api/history?{request.url.include_query_params(after=last).query}" \
-            if last else None
-        return JSONResponse({"since": window.first.isoformat(), "until": window.last.isoformat(),
-                             "older": window.older[0].isoformat() if window.older else None, "points": points,
-                             "next": next_page})
+        next_page = (
+            f"{base_of(request)}/api/history?{request.url.include_query_params(after=last).query}" if last else None
+        )
+        return JSONResponse(
+            {
+                "since": window.first.isoformat(),
+                "until": window.last.isoformat(),
+                "older": window.older[0].isoformat() if window.older else None,
+                "points": points,
+                "next": next_page,
+            }
+        )
 
     @app.get("/api/cann")
     def api_cann(batch: int | None = Batch) -> JSONResponse:

@@ -23,8 +23,11 @@ _READS_BETTER = {
     CellStatus.INFER_FAILED: "inference failed",
     CellStatus.NO_SPACE: "no space for the outputs",
 }
-STATUS_TEXT = {status: _READS_BETTER.get(status, status.value.replace("_", " "))
-               for status in CellStatus if status is not CellStatus.OK}
+STATUS_TEXT = {
+    status: _READS_BETTER.get(status, status.value.replace("_", " "))
+    for status in CellStatus
+    if status is not CellStatus.OK
+}
 
 
 def class_names(doc: dict) -> list[str]:
@@ -126,8 +129,9 @@ def per_class_view(doc: dict) -> HtmlTable:
             row.append(Cell("" if value is None else f"{value * 100:.2f}"))
         rows.append(row)
     if cells:
-        rows.append([Cell("mIoU", "label"),
-                     *[Cell(f"{c['miou'] * 100:.2f}") for c in cells if c.get("miou") is not None]])
+        rows.append(
+            [Cell("mIoU", "label"), *[Cell(f"{c['miou'] * 100:.2f}") for c in cells if c.get("miou") is not None]]
+        )
     return HtmlTable(headers, rows)
 
 
@@ -142,8 +146,9 @@ def run_view(
     targets = tables.targets_of(doc)
     notice = ""
     if reference_target and reference_target not in targets:
-        notice = (f"reference target {reference_target!r} is not in this run; "
-                  f"showing {targets[0] if targets else 'none'}")
+        notice = (
+            f"reference target {reference_target!r} is not in this run; showing {targets[0] if targets else 'none'}"
+        )
         reference_target = None
     if not reference_target and targets:
         reference_target = targets[0]
@@ -171,8 +176,10 @@ def plain_table(table: tables.Table) -> HtmlTable:
 def run_rules(doc: dict, reference_miou: float | None, tolerance: float | None) -> tuple[float, float]:
     """A run is judged by the reference and tolerance it ran with, unless the caller says otherwise."""
     rules = regression.rules_from_params(doc["run"].get("params"))
-    return (rules.reference_miou if reference_miou is None else reference_miou,
-            rules.tolerance if tolerance is None else tolerance)
+    return (
+        rules.reference_miou if reference_miou is None else reference_miou,
+        rules.tolerance if tolerance is None else tolerance,
+    )
 
 
 def accuracy_csv(doc: dict, reference_miou: float | None = None, tolerance: float | None = None) -> str:
@@ -198,8 +205,7 @@ class HistoryView:
     by_cann: HtmlTable
 
 
-def chart_data(points: list[dict], batch: int | None, rules: regression.Rules,
-               upgrades: Sequence[dict] = ()) -> dict:
+def chart_data(points: list[dict], batch: int | None, rules: regression.Rules, upgrades: Sequence[dict] = ()) -> dict:
     """What the history charts draw, in one pass over the points (oldest run first): the runs on the
     time axis, per target its fps and mIoU per run (None where the cell did not run), the spans
     of consecutive runs on one CANN version (the labelled bands), and the moments the CANN probe saw
@@ -213,9 +219,11 @@ def chart_data(points: list[dict], batch: int | None, rules: regression.Rules,
         if p["run_id"] not in index:
             index[p["run_id"]] = len(runs)
             runs.append([p["started_at"], p["run_id"], p["cann_version"] or "n/a"])
-        cells[(p["target"], index[p["run_id"]])] = (p["throughput_fps"] if p["status"] == "ok" else None,
-                                                   None if p["miou"] is None else round(p["miou"] * 100, 4),
-                                                   p["status"])
+        cells[(p["target"], index[p["run_id"]])] = (
+            p["throughput_fps"] if p["status"] == "ok" else None,
+            None if p["miou"] is None else round(p["miou"] * 100, 4),
+            p["status"],
+        )
     targets = sorted({target for target, _i in cells})
     series: dict[str, dict[str, list[object]]] = {t: {"fps": [], "miou": [], "status": []} for t in targets}
     for target in targets:
@@ -224,9 +232,16 @@ def chart_data(points: list[dict], batch: int | None, rules: regression.Rules,
             series[target]["fps"].append(fps)
             series[target]["miou"].append(miou)
             series[target]["status"].append(status)
-    return {"batch": batch, "runs": runs, "targets": targets, "series": series, "bands": cann_bands(runs),
-            "upgrades": [{"time": u["time"], "label": upgrade_label(u)} for u in upgrades],
-            "reference": round(rules.reference_miou * 100, 4), "tolerance": round(rules.tolerance * 100, 4)}
+    return {
+        "batch": batch,
+        "runs": runs,
+        "targets": targets,
+        "series": series,
+        "bands": cann_bands(runs),
+        "upgrades": [{"time": u["time"], "label": upgrade_label(u)} for u in upgrades],
+        "reference": round(rules.reference_miou * 100, 4),
+        "tolerance": round(rules.tolerance * 100, 4),
+    }
 
 
 def upgrade_label(event: dict) -> str:
@@ -260,8 +275,18 @@ def _figure(value: float | None, scale: float = 1.0) -> Cell:
 
 def cann_table(summary: list[dict], batch: int | None) -> HtmlTable:
     """Per CANN version and target, at one batch size: runs, first run, best/median/latest fps and mIoU."""
-    headers = ["CANN", "target", "runs", "first run", "fps best", "fps median", "fps latest",
-               "mIoU % best", "mIoU % median", "mIoU % latest"]
+    headers = [
+        "CANN",
+        "target",
+        "runs",
+        "first run",
+        "fps best",
+        "fps median",
+        "fps latest",
+        "mIoU % best",
+        "mIoU % median",
+        "mIoU % latest",
+    ]
     rows, css = [], []
     previous = object()
     for row in summary:
@@ -269,24 +294,47 @@ def cann_table(summary: list[dict], batch: int | None) -> HtmlTable:
             continue
         first_of_version = row["cann_version"] != previous
         previous = row["cann_version"]
-        rows.append([Cell(row["cann_version"] or "n/a", "label"), Cell(row["target"], "label"), Cell(str(row["runs"])),
-                     Cell((row["first_started_at"] or "")[:10], "label"),
-                     _figure(row["fps_best"]), _figure(row["fps_median"]), _figure(row["fps_latest"]),
-                     _figure(row["miou_best"], 100), _figure(row["miou_median"], 100),
-                     _figure(row["miou_latest"], 100)])
+        rows.append(
+            [
+                Cell(row["cann_version"] or "n/a", "label"),
+                Cell(row["target"], "label"),
+                Cell(str(row["runs"])),
+                Cell((row["first_started_at"] or "")[:10], "label"),
+                _figure(row["fps_best"]),
+                _figure(row["fps_median"]),
+                _figure(row["fps_latest"]),
+                _figure(row["miou_best"], 100),
+                _figure(row["miou_median"], 100),
+                _figure(row["miou_latest"], 100),
+            ]
+        )
         css.append("version-start" if first_of_version else "")
     return HtmlTable(headers, rows, css)
 
 
-def history_view(points: list[dict], summary: list[dict], runs: list[dict], more_runs: bool,
-                 findings: list[dict], batches: list[int], batch: int | None,
-                 upgrades: Sequence[dict] = ()) -> HistoryView:
+def history_view(
+    points: list[dict],
+    summary: list[dict],
+    runs: list[dict],
+    more_runs: bool,
+    findings: list[dict],
+    batches: list[int],
+    batch: int | None,
+    upgrades: Sequence[dict] = (),
+) -> HistoryView:
     """The history page: charts of the range at one batch size, every CANN version's summary, the
     range's findings and runs."""
     if batch not in batches:
         batch = batches[0] if batches else None
-    return HistoryView(runs, more_runs, batches, batch, chart_data(points, batch, regression.Rules(), upgrades),
-                       findings, cann_table(summary, batch))
+    return HistoryView(
+        runs,
+        more_runs,
+        batches,
+        batch,
+        chart_data(points, batch, regression.Rules(), upgrades),
+        findings,
+        cann_table(summary, batch),
+    )
 
 
 DEFAULT_DAYS = 90
@@ -314,8 +362,9 @@ class Window:
         return (self.last - self.first).days + 1
 
 
-def history_window(span: tuple[datetime | None, datetime | None], since: date | None, until: date | None,
-                   days: int | None) -> Window:
+def history_window(
+    span: tuple[datetime | None, datetime | None], since: date | None, until: date | None, days: int | None
+) -> Window:
     """The range asked for; by default the ``DEFAULT_DAYS`` up to the newest run (not up to today, so a
     database whose runs stopped still shows them)."""
     first_run, last_run = (value.date() if value else None for value in span)

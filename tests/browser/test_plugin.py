@@ -46,12 +46,23 @@ def _results_document() -> dict:
                 perf.append({"target": target, "batch_size": batch, "status": "oom", "error": "aclrtMalloc failed"})
                 continue
             perf.append({"target": target, "batch_size": batch, "throughput_fps": fps + batch, "status": "ok"})
-            acc.append({"target": target, "batch_size": batch, "images": 4, "miou": 0.7220,
-                        "per_class": [0.72] * 19})
-    return {"run": {"id": RUN_ID, "dag_id": "erfnet_offline_inference", "started_at": "2026-11-25T08:00:00+00:00",
-                    "status": "complete", "cann_version": "8.0.RC3", "driver_version": "24.1.0",
-                    "host": "browser-test-host", "model_sha256": "f" * 64, "images": 4},
-            "accuracy": acc, "perf": perf, "findings": []}
+            acc.append({"target": target, "batch_size": batch, "images": 4, "miou": 0.7220, "per_class": [0.72] * 19})
+    return {
+        "run": {
+            "id": RUN_ID,
+            "dag_id": "erfnet_offline_inference",
+            "started_at": "2026-11-25T08:00:00+00:00",
+            "status": "complete",
+            "cann_version": "8.0.RC3",
+            "driver_version": "24.1.0",
+            "host": "browser-test-host",
+            "model_sha256": "f" * 64,
+            "images": 4,
+        },
+        "accuracy": acc,
+        "perf": perf,
+        "findings": [],
+    }
 
 
 @pytest.fixture(scope="module")
@@ -70,22 +81,31 @@ def api_server(tmp_path_factory):
     nightlies.write_documents(nightlies.nightly_documents(365 * HISTORY_YEARS), home / "nightlies")
     importing.import_paths([str(home / "nightlies")], results_url, report=lambda _line: None)
     port = _free_port()
-    env = local_airflow_env(home, dags_folder=home / "dags", plugins_folder=REPO / "plugins",
-                            inherit=without_project_settings(os.environ))
-    env.update({
-        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home / 'airflow.db'}",
-        "AIRFLOW__CORE__AUTH_MANAGER": "airflow.api_fastapi.auth.managers.simple.simple_auth_manager.SimpleAuthManager",
-        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": "tester:admin",
-        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(passwords),
-        "AIRFLOW__API_AUTH__JWT_SECRET": "erfnet-browser-test-secret",
-        "AIRFLOW__CORE__LAZY_LOAD_PLUGINS": "False",
-        "ERFNET_RESULTS_DB_URL": results_url,
-    })
+    env = local_airflow_env(
+        home, dags_folder=home / "dags", plugins_folder=REPO / "plugins", inherit=without_project_settings(os.environ)
+    )
+    env.update(
+        {
+            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home / 'airflow.db'}",
+            "AIRFLOW__CORE__AUTH_MANAGER": (
+                "airflow.api_fastapi.auth.managers.simple.simple_auth_manager.SimpleAuthManager"
+            ),
+            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": "tester:admin",
+            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(passwords),
+            "AIRFLOW__API_AUTH__JWT_SECRET": "erfnet-browser-test-secret",
+            "AIRFLOW__CORE__LAZY_LOAD_PLUGINS": "False",
+            "ERFNET_RESULTS_DB_URL": results_url,
+        }
+    )
     airflow = str(Path(sys.executable).parent / "airflow")
     subprocess.run([airflow, "db", "migrate"], env=env, check=True, capture_output=True, timeout=300)
     log = (home / "api-server.log").open("wb")
-    server = subprocess.Popen([airflow, "api-server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
-                              env=env, stdout=log, stderr=subprocess.STDOUT)
+    server = subprocess.Popen(
+        [airflow, "api-server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
     base = f"http://127.0.0.1:{port}"
     try:
         wait_for_health(server, base, home / "api-server.log")
@@ -135,16 +155,18 @@ def _log_in(browser: Chromium, api_server: str) -> None:
 def test_logged_in_user_sees_the_tables_inside_the_airflow_ui(api_server, browser):
     _log_in(browser, api_server)
     # The nav entry of the external view is in Airflow's own navigation.
-    browser.wait_for("!!document.querySelector('a[href$=\"/plugin/erfnet\"][aria-label=\"ErfNet results\"]')")
+    browser.wait_for('!!document.querySelector(\'a[href$="/plugin/erfnet"][aria-label="ErfNet results"]\')')
     browser.wait_for(f"!!{FRAME}?.querySelector('#perf-table')")
 
-    accuracy = browser.evaluate(f"[...{FRAME}.querySelectorAll('#accuracy-table tr')].map(r => "
-                                "[...r.cells].map(c => c.textContent.trim()))")
+    accuracy = browser.evaluate(
+        f"[...{FRAME}.querySelectorAll('#accuracy-table tr')].map(r => [...r.cells].map(c => c.textContent.trim()))"
+    )
     assert accuracy[0] == ["batch", "Ascend310P3", "cpu", "guide"]
     assert accuracy[1] == ["1", "72.20 ✓", "72.20 ✓", "72.20"]
     assert accuracy[3][:2] == ["64", "device memory exhausted"]
-    perf = browser.evaluate(f"[...{FRAME}.querySelectorAll('#perf-table tr')].map(r => "
-                            "[...r.cells].map(c => c.textContent.trim()))")
+    perf = browser.evaluate(
+        f"[...{FRAME}.querySelectorAll('#perf-table tr')].map(r => [...r.cells].map(c => c.textContent.trim()))"
+    )
     header = perf[0]
     rows = {row[0]: dict(zip(header, row, strict=True)) for row in perf[1:]}
     assert rows["1"]["Ascend310P3"] == "301.00" and rows["1"]["cpu"] == "13.50"
@@ -171,8 +193,10 @@ def _texts(selector: str) -> str:
 
 def _shot(browser: Chromium, selector: str, path: Path) -> None:
     """A screenshot of one element, whole, even where it reaches below the window."""
-    box = browser.evaluate(f"(() => {{ const r = document.querySelector({json.dumps(selector)})"
-                           ".getBoundingClientRect(); return [r.x, r.y + scrollY, r.width, r.height]; })()")
+    box = browser.evaluate(
+        f"(() => {{ const r = document.querySelector({json.dumps(selector)})"
+        ".getBoundingClientRect(); return [r.x, r.y + scrollY, r.width, r.height]; })()"
+    )
     clip = {"x": box[0], "y": box[1], "width": box[2], "height": box[3], "scale": 1}
     data = browser.call("Page.captureScreenshot", format="png", clip=clip, captureBeyondViewport=True)["data"]
     path.write_bytes(base64.b64decode(data))
@@ -197,8 +221,10 @@ def test_history_of_a_year_renders_labelled_bands_and_a_tooltip(api_server, brow
     k = len(data["runs"]) // 2
     run_at, run_id, cann = data["runs"][k]
     browser.evaluate(f"window.erfnetCharts.fps.dispatchAction({{type: 'showTip', seriesIndex: 0, dataIndex: {k}}})")
-    tip = browser.wait_for("[...document.querySelectorAll('#chart-fps div')].map(d => d.innerText)"
-                           f".find(t => t && t.includes({json.dumps(run_id)}))")
+    tip = browser.wait_for(
+        "[...document.querySelectorAll('#chart-fps div')].map(d => d.innerText)"
+        f".find(t => t && t.includes({json.dumps(run_id)}))"
+    )
     assert f"CANN {cann}" in tip and " fps" in tip and "mIoU" in tip and run_at[:10] in tip
 
     ARTIFACTS.mkdir(exist_ok=True)

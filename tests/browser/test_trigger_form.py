@@ -38,21 +38,32 @@ def _free_port() -> int:
 def _environment(home: Path, data: Path, port: int) -> dict[str, str]:
     passwords = home / "passwords.json"
     passwords.write_text(json.dumps({USER: PASSWORD}))
-    env = local_airflow_env(home, dags_folder=REPO / "dags", plugins_folder=REPO / "plugins",
-                            inherit=without_project_settings(os.environ), data=data,
-                            api_url=f"http://127.0.0.1:{port}")
-    env.update({
-        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home / 'airflow.db'}",
-        "AIRFLOW__CORE__AUTH_MANAGER": "airflow.api_fastapi.auth.managers.simple.simple_auth_manager.SimpleAuthManager",
-        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": f"{USER}:admin",
-        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(passwords),
-        "AIRFLOW__API_AUTH__JWT_SECRET": "erfnet-form-test-secret",
-        # The form defaults `make airflow` sets (deploy/local_airflow.py).
-        "ERFNET_WEIGHTS": str(data / "demo" / "erfnet_random_untrained.pth"),
-        "ERFNET_DATASET_ROOT": str(data / "demo" / "synthetic-cityscapes"),
-        "ERFNET_TARGETS": "cpu", "ERFNET_BATCH_SIZES": "1,4", "ERFNET_REFERENCE_MIOU": "0",
-        "ERFNET_RESULTS_DB_URL": f"sqlite:///{home / 'results.sqlite'}",
-    })
+    env = local_airflow_env(
+        home,
+        dags_folder=REPO / "dags",
+        plugins_folder=REPO / "plugins",
+        inherit=without_project_settings(os.environ),
+        data=data,
+        api_url=f"http://127.0.0.1:{port}",
+    )
+    env.update(
+        {
+            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home / 'airflow.db'}",
+            "AIRFLOW__CORE__AUTH_MANAGER": (
+                "airflow.api_fastapi.auth.managers.simple.simple_auth_manager.SimpleAuthManager"
+            ),
+            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": f"{USER}:admin",
+            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(passwords),
+            "AIRFLOW__API_AUTH__JWT_SECRET": "erfnet-form-test-secret",
+            # The form defaults `make airflow` sets (deploy/local_airflow.py).
+            "ERFNET_WEIGHTS": str(data / "demo" / "erfnet_random_untrained.pth"),
+            "ERFNET_DATASET_ROOT": str(data / "demo" / "synthetic-cityscapes"),
+            "ERFNET_TARGETS": "cpu",
+            "ERFNET_BATCH_SIZES": "1,4",
+            "ERFNET_REFERENCE_MIOU": "0",
+            "ERFNET_RESULTS_DB_URL": f"sqlite:///{home / 'results.sqlite'}",
+        }
+    )
     return env
 
 
@@ -67,8 +78,12 @@ def airflow_ui(tmp_path_factory):
         assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
     log_path = home / "api-server.log"
     with log_path.open("wb") as log:
-        server = subprocess.Popen([str(BIN / "airflow"), "api-server", "--host", "127.0.0.1", "--port", str(port),
-                                   "--workers", "1"], env=env, stdout=log, stderr=subprocess.STDOUT)
+        server = subprocess.Popen(
+            [str(BIN / "airflow"), "api-server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
     base = f"http://127.0.0.1:{port}"
     try:
         wait_for_health(server, base, log_path)
@@ -82,8 +97,12 @@ def airflow_ui(tmp_path_factory):
 
 
 def _api(base: str, path: str) -> dict:
-    request = urllib.request.Request(f"{base}/auth/token", method="POST", headers={"Content-Type": "application/json"},
-                                     data=json.dumps({"username": USER, "password": PASSWORD}).encode())
+    request = urllib.request.Request(
+        f"{base}/auth/token",
+        method="POST",
+        headers={"Content-Type": "application/json"},
+        data=json.dumps({"username": USER, "password": PASSWORD}).encode(),
+    )
     token = json.load(urllib.request.urlopen(request, timeout=30))["access_token"]
     request = urllib.request.Request(f"{base}/api/v2{path}", headers={"Authorization": f"Bearer {token}"})
     return json.load(urllib.request.urlopen(request, timeout=30))
@@ -121,15 +140,18 @@ def _pick(browser: Chromium, field: str, labels: list[str]) -> None:
     browser.wait_for(f"{select}.querySelectorAll('[aria-label^=Remove]').length === 0", 10)
     for label in labels:
         browser.click(f"{select}.querySelector('input')")
-        option = (f"[...document.querySelectorAll('[role=option]')]"
-                  f".find(o => o.textContent.trim() === {json.dumps(label)})")
+        option = (
+            f"[...document.querySelectorAll('[role=option]')].find(o => o.textContent.trim() === {json.dumps(label)})"
+        )
         browser.wait_for(f"!!{option}", 10)
         browser.click(option)
 
 
 def _chips(browser: Chromium, field: str) -> list[str]:
-    return browser.evaluate(f"[...document.querySelectorAll('#element_{field} [aria-label^=Remove]')]"
-                            ".map(e => e.getAttribute('aria-label').replace(/^Remove /, ''))")
+    return browser.evaluate(
+        f"[...document.querySelectorAll('#element_{field} [aria-label^=Remove]')]"
+        ".map(e => e.getAttribute('aria-label').replace(/^Remove /, ''))"
+    )
 
 
 def test_trigger_form_fills_by_clicking_and_the_run_gets_exactly_that_conf(airflow_ui, browser):
@@ -153,11 +175,19 @@ def test_trigger_form_fills_by_clicking_and_the_run_gets_exactly_that_conf(airfl
     assert conf == {
         "weights": str(data / "demo" / "erfnet_random_untrained.pth"),
         "dataset_root": str(data / "demo" / "synthetic-cityscapes"),
-        "targets": ["torch-cpu", "cpu"], "batch_sizes": ["2", "8"], "aoe": False, "image_limit": 0,
-        "reference_miou": 0, "tolerance": 1, "force": True, "keep_outputs": False, "labels_on_device": False,
+        "targets": ["torch-cpu", "cpu"],
+        "batch_sizes": ["2", "8"],
+        "aoe": False,
+        "image_limit": 0,
+        "reference_miou": 0,
+        "tolerance": 1,
+        "force": True,
+        "keep_outputs": False,
+        "labels_on_device": False,
     }
     # The library, the source of truth, reads the form's strings as the batch sizes they name.
     from erfnet_tasks.params import RUN_PARAMS
+
     batch_sizes = next(p for p in RUN_PARAMS if p.name == "batch_sizes")
     assert batch_sizes.check("batch_sizes", conf["batch_sizes"], ()) == [2, 8]
 

@@ -18,8 +18,9 @@ AIRFLOW = Path(sys.executable).with_name("airflow")
 
 
 def airflow_env(home: Path, data: Path, **extra: str) -> dict:
-    return local_airflow_env(home, dags_folder=REPO / "dags", inherit=without_project_settings(os.environ), data=data,
-                             **extra)
+    return local_airflow_env(
+        home, dags_folder=REPO / "dags", inherit=without_project_settings(os.environ), data=data, **extra
+    )
 
 
 class DagRun:
@@ -33,8 +34,13 @@ class DagRun:
 
 def run_dag(home: Path, data: Path, conf: dict, **env_extra: str) -> DagRun:
     env = airflow_env(home, data, **env_extra)
-    proc = subprocess.run([str(AIRFLOW), "dags", "test", DAG_ID, "--conf", json.dumps(conf)],
-                          env=env, capture_output=True, text=True, timeout=900)
+    proc = subprocess.run(
+        [str(AIRFLOW), "dags", "test", DAG_ID, "--conf", json.dumps(conf)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     run = DagRun(proc)
     assert run.run_id, run.output[-5000:]
     return run

@@ -59,7 +59,10 @@ def npu_host(tmp_path):
 
 def _env(home: Path, metadata_url: str, port: int, toolkit: Path, results_url: str) -> dict:
     return local_airflow_env(
-        home, dags_folder=REPO / "dags", inherit=without_project_settings(os.environ), data=home / "data",
+        home,
+        dags_folder=REPO / "dags",
+        inherit=without_project_settings(os.environ),
+        data=home / "data",
         api_url=f"http://127.0.0.1:{port}",
         AIRFLOW__DATABASE__SQL_ALCHEMY_CONN=metadata_url,
         AIRFLOW__CORE__EXECUTOR="LocalExecutor",
@@ -85,17 +88,26 @@ def airflow_cluster(tmp_path, metadata_url, npu_host, sqlite_url):
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     logs, procs = tmp_path / "logs", []
     logs.mkdir()
-    commands = {"api-server": [AIRFLOW, "api-server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
-                "scheduler": [AIRFLOW, "scheduler"], "dag-processor": [AIRFLOW, "dag-processor"]}
+    commands = {
+        "api-server": [AIRFLOW, "api-server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
+        "scheduler": [AIRFLOW, "scheduler"],
+        "dag-processor": [AIRFLOW, "dag-processor"],
+    }
     try:
         for name, argv in commands.items():
             with (logs / f"{name}.log").open("wb") as out:
-                procs.append(subprocess.Popen(argv, env=env, stdout=out, stderr=subprocess.STDOUT,
-                                              start_new_session=True))
+                procs.append(
+                    subprocess.Popen(argv, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+                )
             if name == "api-server":  # tasks report to its execution API: up before anything runs
                 _wait_for_health(f"http://127.0.0.1:{port}/api/v2/monitor/health", procs, logs)
-        yield {"env": env, "metadata": sa.create_engine(metadata_url), "toolkit": npu_host, "results": sqlite_url,
-               "logs": logs}
+        yield {
+            "env": env,
+            "metadata": sa.create_engine(metadata_url),
+            "toolkit": npu_host,
+            "results": sqlite_url,
+            "logs": logs,
+        }
     finally:
         for child in procs:
             with _ignore(ProcessLookupError):
@@ -141,24 +153,34 @@ def _upgrade_runs(engine) -> list[str]:
     """The regression DAG's runs that an Asset event started (the nightly's own runs are 'scheduled':
     unpausing it creates the latest 02:00 one, as a plain cron schedule did)."""
     with engine.connect() as conn:
-        rows = conn.execute(sa.text("SELECT run_id FROM dag_run WHERE dag_id = :d AND run_type = 'asset_triggered' "
-                                    "ORDER BY id"), {"d": MAIN})
+        rows = conn.execute(
+            sa.text("SELECT run_id FROM dag_run WHERE dag_id = :d AND run_type = 'asset_triggered' ORDER BY id"),
+            {"d": MAIN},
+        )
         return [str(run_id) for (run_id,) in rows]
 
 
 def _probe_states(engine) -> list[str]:
     """The state of the probe task in each finished probe run, oldest first."""
     with engine.connect() as conn:
-        rows = conn.execute(sa.text(
-            "SELECT ti.state FROM task_instance ti JOIN dag_run r ON r.dag_id = ti.dag_id AND r.run_id = ti.run_id "
-            "WHERE ti.dag_id = :d AND ti.state IN ('success', 'skipped', 'failed') ORDER BY r.id"), {"d": PROBE})
+        rows = conn.execute(
+            sa.text(
+                "SELECT ti.state FROM task_instance ti JOIN dag_run r ON r.dag_id = ti.dag_id AND r.run_id = ti.run_id "
+                "WHERE ti.dag_id = :d AND ti.state IN ('success', 'skipped', 'failed') ORDER BY r.id"
+            ),
+            {"d": PROBE},
+        )
         return [str(state) for (state,) in rows]
 
 
 def _asset_events(engine) -> list[dict]:
     with engine.connect() as conn:
-        rows = conn.execute(sa.text("SELECT e.extra FROM asset_event e JOIN asset a ON a.id = e.asset_id "
-                                    "WHERE a.name = 'erfnet_cann_version' ORDER BY e.id"))
+        rows = conn.execute(
+            sa.text(
+                "SELECT e.extra FROM asset_event e JOIN asset a ON a.id = e.asset_id "
+                "WHERE a.name = 'erfnet_cann_version' ORDER BY e.id"
+            )
+        )
         return [extra for (extra,) in rows]
 
 

@@ -28,19 +28,30 @@ def _npu_host(tmp: Path, name: str) -> Worker:
     toolkit = tmp / name / "ascend-toolkit"
     toolkit.mkdir(parents=True)
     (toolkit / "version.cfg").write_text("# version: 1.0\nruntime_running_version=[7.6.0.1.220:8.0.0]\n")
-    return Worker(name, "airflow-worker-npu", {
-        "PATH": str(STANDINS / "bin"), "PYTHONPATH": str(STANDINS), "ASCEND_TOOLKIT_HOME": str(toolkit),
-        "STANDIN_NPU_CHIP": HOSTS[name], "STANDIN_HOST": name, "STANDIN_NPU_STATE": str(tmp / name / "devices"),
-        "ERFNET_DEVICE_LOCK_DIR": str(tmp / name / "leases"),
-        "STANDIN_RECORD": str(tmp / "standin_invocations.jsonl")}, concurrency=2)
+    return Worker(
+        name,
+        "airflow-worker-npu",
+        {
+            "PATH": str(STANDINS / "bin"),
+            "PYTHONPATH": str(STANDINS),
+            "ASCEND_TOOLKIT_HOME": str(toolkit),
+            "STANDIN_NPU_CHIP": HOSTS[name],
+            "STANDIN_HOST": name,
+            "STANDIN_NPU_STATE": str(tmp / name / "devices"),
+            "ERFNET_DEVICE_LOCK_DIR": str(tmp / name / "leases"),
+            "STANDIN_RECORD": str(tmp / "standin_invocations.jsonl"),
+        },
+        concurrency=2,
+    )
 
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("cluster")
     # The pool admits the fleet's device count (three); each host's leases pick the device.
-    cluster = LocalCluster(tmp, [Worker("cpu-worker"), *(_npu_host(tmp, name) for name in HOSTS)],
-                           env={"ERFNET_NPU_SLOTS": "3"})
+    cluster = LocalCluster(
+        tmp, [Worker("cpu-worker"), *(_npu_host(tmp, name) for name in HOSTS)], env={"ERFNET_NPU_SLOTS": "3"}
+    )
     try:
         cluster.start()
         yield cluster
@@ -57,8 +68,9 @@ def _assert_all_gone(cluster: LocalCluster, groups: list[int]) -> None:
         with pytest.raises(ProcessLookupError):
             os.killpg(pgid, 0)
     with psycopg.connect(host="127.0.0.1", user="postgres", dbname="postgres") as conn:
-        left = conn.execute("SELECT datname FROM pg_database WHERE datname = ANY(%s)",
-                            ([cluster.meta_db, cluster.results_db],)).fetchall()
+        left = conn.execute(
+            "SELECT datname FROM pg_database WHERE datname = ANY(%s)", ([cluster.meta_db, cluster.results_db],)
+        ).fetchall()
     assert left == []
 
 
@@ -100,18 +112,30 @@ def test_unpausing_without_configured_defaults_ends_at_once_saying_what_to_set(c
 def test_each_chip_on_its_host_one_measurement_per_device_and_the_environment_per_cell(cluster, data):
     cluster.wait_for_dag(DAG_ID)
     cluster.unpause(DAG_ID)  # a paused DAG's runs are not scheduled
-    conf = {"weights": str(data / "erfnet_random_untrained.pth"), "dataset_root": str(data / "cityscapes"),
-            "targets": ["Ascend310", "Ascend310P3"], "batch_sizes": [1, 2, 64], "reference_miou": 0.0,
-            "image_limit": 2}
+    conf = {
+        "weights": str(data / "erfnet_random_untrained.pth"),
+        "dataset_root": str(data / "cityscapes"),
+        "targets": ["Ascend310", "Ascend310P3"],
+        "batch_sizes": [1, 2, 64],
+        "reference_miou": 0.0,
+        "image_limit": 2,
+    }
     run_id = cluster.trigger(DAG_ID, conf)
     state = cluster.wait_for_run(DAG_ID, run_id, 900)
     tis = cluster.task_instances(DAG_ID, run_id)
     summary = [(t["task_id"], t["map_index"], t["state"], t["queue"], t["hostname"]) for t in tis]
     assert state == "success", (summary, _failed_logs(cluster, run_id, tis))
     ran = [t for t in tis if t["state"] == "success"]
-    assert {t["task_id"] for t in ran} >= {"resolve_environment", "probe_Ascend310", "probe_Ascend310P3",
-                                           "compile_Ascend310", "measure_Ascend310", "compile_Ascend310P3",
-                                           "measure_Ascend310P3", "publish_results"}, summary
+    assert {t["task_id"] for t in ran} >= {
+        "resolve_environment",
+        "probe_Ascend310",
+        "probe_Ascend310P3",
+        "compile_Ascend310",
+        "measure_Ascend310",
+        "compile_Ascend310P3",
+        "measure_Ascend310P3",
+        "publish_results",
+    }, summary
     # preprocess ran in a Celery prefork child (daemonic) and still had its worker processes.
     prep_log = cluster.task_log(DAG_ID, run_id, "preprocess")
     assert "preprocess" in prep_log and "cannot start worker processes" not in prep_log, prep_log[-3000:]
@@ -124,14 +148,21 @@ def test_each_chip_on_its_host_one_measurement_per_device_and_the_environment_pe
     assert doc["run"]["status"] == "complete"
     cells = {(c["target"], c["batch_size"]): c for c in doc["perf"]}
     assert {k: c["status"] for k, c in cells.items()} == {
-        ("Ascend310", 1): "ok", ("Ascend310", 2): "ok", ("Ascend310", 64): "oom",
-        ("Ascend310P3", 1): "ok", ("Ascend310P3", 2): "ok", ("Ascend310P3", 64): "ok"}
+        ("Ascend310", 1): "ok",
+        ("Ascend310", 2): "ok",
+        ("Ascend310", 64): "oom",
+        ("Ascend310P3", 1): "ok",
+        ("Ascend310P3", 2): "ok",
+        ("Ascend310P3", 64): "ok",
+    }
     for (target, _batch), cell in cells.items():
         host, devices = ("host-b", {"0"}) if target == "Ascend310" else ("host-a", {"0", "1"})
         assert (cell["host"], cell["cann_version"], cell["driver_version"]) == (host, "8.0.0", "22.0.2"), cell
         assert cell["device"] in devices, cell
     assert {(c["target"], c["host"], c["cann_version"]) for c in doc["compiled"]} == {
-        ("Ascend310", "host-b", "8.0.0"), ("Ascend310P3", "host-a", "8.0.0")}
+        ("Ascend310", "host-b", "8.0.0"),
+        ("Ascend310P3", "host-a", "8.0.0"),
+    }
     _assert_one_measurement_per_device(cluster)
 
     status, page = cluster.get(f"/erfnet/runs/{run_id}")
@@ -145,8 +176,14 @@ def test_a_cann_upgrade_on_host_b_alone_measures_its_chip_again(cluster, data):
     version = cluster.workdir / "host-b" / "ascend-toolkit" / "version.cfg"
     version.write_text("# version: 1.0\nruntime_running_version=[7.7.0.1.100:8.1.RC1]\n")
     # `auto`: every chip a live NPU worker of the fleet serves, so the same two chips as before.
-    conf = {"weights": str(data / "erfnet_random_untrained.pth"), "dataset_root": str(data / "cityscapes"),
-            "targets": ["auto"], "batch_sizes": [1, 2, 64], "reference_miou": 0.0, "image_limit": 2}
+    conf = {
+        "weights": str(data / "erfnet_random_untrained.pth"),
+        "dataset_root": str(data / "cityscapes"),
+        "targets": ["auto"],
+        "batch_sizes": [1, 2, 64],
+        "reference_miou": 0.0,
+        "image_limit": 2,
+    }
     run_id = cluster.trigger(DAG_ID, conf)
     cluster.wait_for_run(DAG_ID, run_id, 900)  # the gate may fail it on a stand-in throughput wobble
     tis = {(t["task_id"], t["map_index"]): t["state"] for t in cluster.task_instances(DAG_ID, run_id)}
@@ -158,8 +195,11 @@ def test_a_cann_upgrade_on_host_b_alone_measures_its_chip_again(cluster, data):
     assert {c["cann_version"] for (t, _b), c in cells.items() if t == "Ascend310P3"} == {"8.0.0"}
     assert "8.0.0" in doc["run"]["cann_version"] and "8.1.RC1" in doc["run"]["cann_version"]
     # The gate's baseline is per chip: only the upgraded chip's cells compare with the run before.
-    assert all(f["target"] == "Ascend310" and f["baseline_run_id"] == previous["run"]["id"]
-               for f in doc["findings"] if f["baseline_run_id"]), doc["findings"]
+    assert all(
+        f["target"] == "Ascend310" and f["baseline_run_id"] == previous["run"]["id"]
+        for f in doc["findings"]
+        if f["baseline_run_id"]
+    ), doc["findings"]
     _assert_one_measurement_per_device(cluster)
 
 
@@ -183,11 +223,11 @@ def _assert_one_measurement_per_device(cluster: LocalCluster) -> None:
     assert uses and not [u for u in uses if u["shared"]], uses
     assert {(u["host"], u["chip"]) for u in uses} == {("host-a", "Ascend310P3"), ("host-b", "Ascend310")}
     for i, a in enumerate(uses):
-        for b in uses[i + 1:]:
+        for b in uses[i + 1 :]:
             overlap = a["start"] < b["end"] and b["start"] < a["end"]
             assert not (overlap and (a["host"], a["device"]) == (b["host"], b["device"])), (a, b)
     on_a = [u for u in uses if u["host"] == "host-a"]
-    if any(a["start"] < b["end"] and b["start"] < a["end"] for i, a in enumerate(on_a) for b in on_a[i + 1:]):
+    if any(a["start"] < b["end"] and b["start"] < a["end"] for i, a in enumerate(on_a) for b in on_a[i + 1 :]):
         assert {u["device"] for u in on_a} == {0, 1}
 
 

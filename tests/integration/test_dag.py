@@ -62,6 +62,7 @@ def run_document(url: str, run: DagRun) -> dict:
 
 # ------------------------------------------------------------------------------------- structure
 
+
 @pytest.fixture(scope="module")
 def dag(airflow_home):
     os.environ.setdefault("AIRFLOW_HOME", str(airflow_home))
@@ -77,20 +78,47 @@ def test_dagbag_structure_queues_pools_params_schedule(dag):
     from airflow.sdk.definitions.mappedoperator import MappedOperator
 
     tasks = {t.task_id: t for t in dag.tasks}
-    assert {"resolve_environment", "with_hosts", "export_onnx", "fix_bn", "preprocess", "changed_since_last_run",
-            "compile_Ascend310", "compile_aoe_Ascend310P3", "compile_on_host", "measure_Ascend310P3",
-            "measure_on_host", "gather_measured_cells", "collect_perf", "publish_results",
-            "regression_gate"} <= set(tasks)
-    for mapped in ("probe_Ascend310", "compile_Ascend310", "compile_aoe_Ascend310P3", "compile_on_host",
-                   "measure_Ascend310P3", "measure_on_host"):
+    assert {
+        "resolve_environment",
+        "with_hosts",
+        "export_onnx",
+        "fix_bn",
+        "preprocess",
+        "changed_since_last_run",
+        "compile_Ascend310",
+        "compile_aoe_Ascend310P3",
+        "compile_on_host",
+        "measure_Ascend310P3",
+        "measure_on_host",
+        "gather_measured_cells",
+        "collect_perf",
+        "publish_results",
+        "regression_gate",
+    } <= set(tasks)
+    for mapped in (
+        "probe_Ascend310",
+        "compile_Ascend310",
+        "compile_aoe_Ascend310P3",
+        "compile_on_host",
+        "measure_Ascend310P3",
+        "measure_on_host",
+    ):
         assert isinstance(tasks[mapped], MappedOperator), mapped
     # Each chip's device work on its own queue (ERFNET_NPU_CHIPS, by default the guide's two chips),
     # holding a device slot where it measures or tunes; nothing else leaves the default queue.
     for chip in ("Ascend310", "Ascend310P3"):
         assert {t.task_id for t in dag.tasks if t.queue == f"npu-{chip}"} == {
-            f"probe_{chip}", f"compile_{chip}", f"compile_aoe_{chip}", f"measure_{chip}"}
+            f"probe_{chip}",
+            f"compile_{chip}",
+            f"compile_aoe_{chip}",
+            f"measure_{chip}",
+        }
     assert {t.task_id for t in dag.tasks if t.pool == "npu_devices"} == {
-        "compile_aoe_Ascend310", "measure_Ascend310", "compile_aoe_Ascend310P3", "measure_Ascend310P3"}
+        "compile_aoe_Ascend310",
+        "measure_Ascend310",
+        "compile_aoe_Ascend310P3",
+        "measure_Ascend310P3",
+    }
     assert all(t.queue == "default" for t in dag.tasks if not t.queue.startswith("npu-"))
     # Export and preprocessing run side by side after resolving the environment.
     assert tasks["preprocess"].upstream_task_ids == {"resolve_environment"}
@@ -119,15 +147,15 @@ def test_cann_probe_dag_runs_on_every_npu_queue_and_updates_the_asset(dag):
     # one probe per chip's queue (ERFNET_NPU_CHIPS, by default the guide's two chips)
     assert sorted((t.task_id, t.queue, [o.name for o in t.outlets]) for t in probe.tasks) == [
         ("probe_npu_Ascend310", "npu-Ascend310", ["erfnet_cann_version"]),
-        ("probe_npu_Ascend310P3", "npu-Ascend310P3", ["erfnet_cann_version"])]
+        ("probe_npu_Ascend310P3", "npu-Ascend310P3", ["erfnet_cann_version"]),
+    ]
 
 
 def test_trigger_form_refuses_bad_values(dag):
     from airflow.sdk import ParamsDict
     from airflow.sdk.exceptions import ParamValidationError
 
-    bad_values = {"batch_sizes": [0], "targets": ["Ascend310; rm -rf /"], "image_limit": -1,
-                  "reference_miou": 101}
+    bad_values = {"batch_sizes": [0], "targets": ["Ascend310; rm -rf /"], "image_limit": -1, "reference_miou": 101}
     for key, value in bad_values.items():
         params = ParamsDict(dag.params)
         with pytest.raises(ParamValidationError):
@@ -159,10 +187,16 @@ def test_every_form_field_has_a_title_and_a_description_and_switches_are_optiona
 
 # ------------------------------------------------------------------------------------- real runs
 
+
 def test_end_to_end_onnxruntime_publishes_to_postgres(airflow_home, dataset_and_weights, pg_url):
     data = dataset_and_weights
-    conf = {"weights": str(data / "erfnet_random_untrained.pth"), "dataset_root": str(data / "cityscapes"),
-            "targets": ["cpu"], "batch_sizes": [1, 2], "reference_miou": 0.0}
+    conf = {
+        "weights": str(data / "erfnet_random_untrained.pth"),
+        "dataset_root": str(data / "cityscapes"),
+        "targets": ["cpu"],
+        "batch_sizes": [1, 2],
+        "reference_miou": 0.0,
+    }
     run = run_dag(airflow_home, data, conf, ERFNET_RESULTS_DB_URL=pg_url)
     assert run.state == "success", run.output[-5000:]
     doc = run_document(pg_url, run)
@@ -178,10 +212,17 @@ def test_end_to_end_onnxruntime_publishes_to_postgres(airflow_home, dataset_and_
 
 
 def test_outputs_are_deleted_once_counted_unless_keep_outputs_and_the_miou_is_the_same(
-        airflow_home, dataset_and_weights, pg_url):
+    airflow_home, dataset_and_weights, pg_url
+):
     data = dataset_and_weights
-    conf = {"weights": str(data / "erfnet_random_untrained.pth"), "dataset_root": str(data / "cityscapes"),
-            "targets": ["cpu"], "batch_sizes": [1, 2], "reference_miou": 0.0, "force": True}
+    conf = {
+        "weights": str(data / "erfnet_random_untrained.pth"),
+        "dataset_root": str(data / "cityscapes"),
+        "targets": ["cpu"],
+        "batch_sizes": [1, 2],
+        "reference_miou": 0.0,
+        "force": True,
+    }
     runs = {}
     for keep in (False, True):
         run = run_dag(airflow_home, data, {**conf, "keep_outputs": keep}, ERFNET_RESULTS_DB_URL=pg_url)
@@ -197,13 +238,20 @@ def test_outputs_are_deleted_once_counted_unless_keep_outputs_and_the_miou_is_th
 
 
 def test_ascend_standins_two_chips_one_cell_out_of_memory_then_nightly_and_cann_upgrade(
-        airflow_home, dataset_and_weights, pg_url, tmp_path):
+    airflow_home, dataset_and_weights, pg_url, tmp_path
+):
     data = dataset_and_weights
-    toolkit, standins = ascend_standins(tmp_path, pg_url, "Ascend310,Ascend310P3",
-                                        STANDIN_NPU_OOM_BATCH="2")  # the 310's batch-64 failure, affordably
-    conf = {"weights": str(data / "erfnet_random_untrained.pth"), "dataset_root": str(data / "cityscapes"),
-            "targets": ["Ascend310", "Ascend310P3"], "batch_sizes": [1, 2], "reference_miou": 0.0,
-            "image_limit": 1}
+    toolkit, standins = ascend_standins(
+        tmp_path, pg_url, "Ascend310,Ascend310P3", STANDIN_NPU_OOM_BATCH="2"
+    )  # the 310's batch-64 failure, affordably
+    conf = {
+        "weights": str(data / "erfnet_random_untrained.pth"),
+        "dataset_root": str(data / "cityscapes"),
+        "targets": ["Ascend310", "Ascend310P3"],
+        "batch_sizes": [1, 2],
+        "reference_miou": 0.0,
+        "image_limit": 1,
+    }
 
     first = run_dag(airflow_home, data, conf, **standins)
     assert first.state == "success", first.output[-5000:]
@@ -215,7 +263,10 @@ def test_ascend_standins_two_chips_one_cell_out_of_memory_then_nightly_and_cann_
     assert "malloc" in cells[("Ascend310", 2)]["error"] or "memory" in cells[("Ascend310", 2)]["error"]
     assert all(c["status"] == "ok" for key, c in cells.items() if key != ("Ascend310", 2))
     assert {(a["target"], a["batch_size"]) for a in doc["accuracy"]} == {
-        ("Ascend310", 1), ("Ascend310P3", 1), ("Ascend310P3", 2)}
+        ("Ascend310", 1),
+        ("Ascend310P3", 1),
+        ("Ascend310P3", 2),
+    }
 
     # Nothing changed: the nightly run ends early and publishes nothing.
     second = run_dag(airflow_home, data, conf, **standins)
@@ -236,15 +287,21 @@ def test_ascend_standins_two_chips_one_cell_out_of_memory_then_nightly_and_cann_
 
 
 def test_a_cell_whose_model_never_loads_makes_the_run_incomplete_and_the_next_nightly_runs(
-        airflow_home, dataset_and_weights, pg_url, tmp_path):
+    airflow_home, dataset_and_weights, pg_url, tmp_path
+):
     """Issue 13: a cell that never reaches a device is an infrastructure failure, not a result. The host
     has only a 310P3, so the Ascend310 om compiles but no device of its chip can be leased (issue 16:
     with routing by chip this is a worker consuming a queue of a chip it lacks)."""
     data = dataset_and_weights
     _toolkit, standins = ascend_standins(tmp_path, pg_url, "Ascend310P3")
-    conf = {"weights": str(data / "erfnet_random_untrained.pth"), "dataset_root": str(data / "cityscapes"),
-            "targets": ["Ascend310", "Ascend310P3"], "batch_sizes": [1], "reference_miou": 0.0,
-            "image_limit": 1}
+    conf = {
+        "weights": str(data / "erfnet_random_untrained.pth"),
+        "dataset_root": str(data / "cityscapes"),
+        "targets": ["Ascend310", "Ascend310P3"],
+        "batch_sizes": [1],
+        "reference_miou": 0.0,
+        "image_limit": 1,
+    }
 
     first = run_dag(airflow_home, data, conf, **standins)
     assert "publish_results" in first.ran
@@ -279,7 +336,9 @@ def test_retries_only_what_can_recover(dag):
         assert decide(ErfnetError("any other one-line error"), 1, 3).action == RetryAction.FAIL
         assert decide(TimeoutError("device busy"), 1, 3).action == RetryAction.DEFAULT
 
+
 # ------------------------------------------------------------------------------------- maintenance
+
 
 def test_maintenance_dag_prunes_daily_and_logs_what_it_freed(airflow_home, tmp_path, sqlite_url):
     from airflow.dag_processing.dagbag import DagBag
@@ -300,12 +359,22 @@ def test_maintenance_dag_prunes_daily_and_logs_what_it_freed(airflow_home, tmp_p
         old = __import__("time").time() - 40 * 86400
         for path in (folder / "results.json", folder):
             os.utime(path, (old, old))
-    publish_run({"run": {"id": "kept_latest", "started_at": "2026-01-01T00:00:00+00:00", "status": "complete"},
-                 "perf": [{"target": "cpu", "batch_size": 1, "throughput_fps": 1.0, "status": "ok"}]},
-                url=sqlite_url, retries=0)
+    publish_run(
+        {
+            "run": {"id": "kept_latest", "started_at": "2026-01-01T00:00:00+00:00", "status": "complete"},
+            "perf": [{"target": "cpu", "batch_size": 1, "throughput_fps": 1.0, "status": "ok"}],
+        },
+        url=sqlite_url,
+        retries=0,
+    )
     env = airflow_env(airflow_home, data, ERFNET_RESULTS_DB_URL=sqlite_url)
-    proc = subprocess.run([str(AIRFLOW), "dags", "test", "erfnet_maintenance", "--conf", json.dumps({})],
-                          env=env, capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(
+        [str(AIRFLOW), "dags", "test", "erfnet_maintenance", "--conf", json.dumps({})],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     output = proc.stdout + proc.stderr
     assert proc.returncode == 0 and "state=success" in output, output[-5000:]
     assert sorted(p.name for p in (data / "runs").iterdir()) == ["kept_latest"]
@@ -313,14 +382,27 @@ def test_maintenance_dag_prunes_daily_and_logs_what_it_freed(airflow_home, tmp_p
 
 
 def test_a_hung_device_costs_its_deadline_and_the_run_publishes_the_cell_as_timed_out(
-        airflow_home, dataset_and_weights, pg_url, tmp_path):
+    airflow_home, dataset_and_weights, pg_url, tmp_path
+):
     """Issue 25: the 310P3 at batch 2 hangs on its device (the stand-in's hang switch); ais_bench is stopped
     at its deadline, the other cell is measured, the run ends incomplete with the reason."""
     data = dataset_and_weights
-    _toolkit, standins = ascend_standins(tmp_path, pg_url, "Ascend310P3", STANDIN_AIS_BENCH_HANG="Ascend310P3:2",
-                                         ERFNET_INFER_TIMEOUT_FLOOR="15", STANDIN_RECORD=str(tmp_path / "record"))
-    conf = {"weights": str(data / "erfnet_random_untrained.pth"), "dataset_root": str(data / "cityscapes"),
-            "targets": ["Ascend310P3"], "batch_sizes": [1, 2], "reference_miou": 0.0, "image_limit": 1}
+    _toolkit, standins = ascend_standins(
+        tmp_path,
+        pg_url,
+        "Ascend310P3",
+        STANDIN_AIS_BENCH_HANG="Ascend310P3:2",
+        ERFNET_INFER_TIMEOUT_FLOOR="15",
+        STANDIN_RECORD=str(tmp_path / "record"),
+    )
+    conf = {
+        "weights": str(data / "erfnet_random_untrained.pth"),
+        "dataset_root": str(data / "cityscapes"),
+        "targets": ["Ascend310P3"],
+        "batch_sizes": [1, 2],
+        "reference_miou": 0.0,
+        "image_limit": 1,
+    }
     run = run_dag(airflow_home, data, conf, **standins)
     assert "publish_results" in run.ran and run.state == "failed", run.output[-5000:]  # the gate fails it
     doc = run_document(pg_url, run)

@@ -23,8 +23,14 @@ COMPOSE = REPO / "docker-compose.yaml"
 DOCKERFILE = REPO / "Dockerfile"
 DEPLOY = REPO / "deploy"
 
-AIRFLOW_SERVICES = ["airflow-apiserver", "airflow-scheduler", "airflow-dag-processor", "airflow-triggerer",
-                    "airflow-worker", "airflow-worker-npu"]
+AIRFLOW_SERVICES = [
+    "airflow-apiserver",
+    "airflow-scheduler",
+    "airflow-dag-processor",
+    "airflow-triggerer",
+    "airflow-worker",
+    "airflow-worker-npu",
+]
 ASCEND_DEVICES = ["/dev/davinci0", "/dev/davinci_manager", "/dev/devmm_svm", "/dev/hisi_hdc"]
 
 
@@ -39,8 +45,18 @@ def _docker_compose(env_file: Path, *args: str) -> subprocess.CompletedProcess:
     if exe is None:
         pytest.fail("docker-compose is missing: run tools/ensure-system-packages.sh (make test does)")
     # --profile npu: Compose v2 leaves profiled services out of `config` unless asked; v1 accepts it too.
-    argv = [exe, "-f", str(COMPOSE), "--project-directory", str(REPO), "--env-file", str(env_file),
-            "--profile", "npu", *args]
+    argv = [
+        exe,
+        "-f",
+        str(COMPOSE),
+        "--project-directory",
+        str(REPO),
+        "--env-file",
+        str(env_file),
+        "--profile",
+        "npu",
+        *args,
+    ]
     return subprocess.run(argv, capture_output=True, text=True, env=_compose_env(), timeout=120)
 
 
@@ -75,6 +91,7 @@ def _mounts(service: dict) -> dict[str, tuple[str, str]]:
 
 
 # ------------------------------------------------------------------------------------------ compose
+
 
 def test_compose_has_the_airflow3_celery_layout(resolved):
     services = resolved["services"]
@@ -121,11 +138,19 @@ def test_cpu_worker_takes_the_default_queue_and_npu_worker_the_queues_of_its_chi
     # in its own shell (tests/integration/test_cluster.py runs this line for two simulated hosts).
     argv = _command(services["airflow-worker-npu"])
     assert argv[:2] == ["bash", "-c"], argv
-    assert argv[2].replace("$$", "$").startswith(  # `config` writes compose's escaped $$ back
-        'queues=$(erfnet worker-queues) && exec airflow celery worker --queues "$queues" ')
-    workers_on_npu = [name for name, s in services.items()
-                      if "worker-queues" in " ".join(_command(s)) or
-                      (_command(s)[:2] == ["celery", "worker"] and any(q.startswith("npu") for q in _queues(s)))]
+    assert (
+        argv[2]
+        .replace("$$", "$")
+        .startswith(  # `config` writes compose's escaped $$ back
+            'queues=$(erfnet worker-queues) && exec airflow celery worker --queues "$queues" '
+        )
+    )
+    workers_on_npu = [
+        name
+        for name, s in services.items()
+        if "worker-queues" in " ".join(_command(s))
+        or (_command(s)[:2] == ["celery", "worker"] and any(q.startswith("npu") for q in _queues(s)))
+    ]
     assert workers_on_npu == ["airflow-worker-npu"]
 
 
@@ -135,8 +160,12 @@ def test_npu_worker_has_the_ascend_devices_driver_and_toolkit(resolved):
     for device in ASCEND_DEVICES:
         assert devices.get(device) == device, f"{device} not mapped"
     mounts = _mounts(npu)
-    for path in ("/usr/local/Ascend/driver", "/usr/local/bin/npu-smi", "/usr/local/dcmi",
-                 "/usr/local/Ascend/ascend-toolkit"):
+    for path in (
+        "/usr/local/Ascend/driver",
+        "/usr/local/bin/npu-smi",
+        "/usr/local/dcmi",
+        "/usr/local/Ascend/ascend-toolkit",
+    ):
         assert path in mounts and mounts[path][1] == "ro", f"{path} not mounted read-only"
     assert mounts["/usr/local/Ascend/driver"][0] == "/usr/local/Ascend/driver"
     assert npu["environment"]["ASCEND_TOOLKIT_HOME"] == "/usr/local/Ascend/ascend-toolkit/latest"
@@ -193,14 +222,20 @@ def test_init_runs_the_init_script_with_the_pool_size(resolved):
 
 def test_compose_refuses_to_resolve_without_the_jwt_secret(tmp_path):
     env_file = tmp_path / ".env"
-    env_file.write_text("".join(line + "\n" for line in (REPO / ".env.example").read_text().splitlines()
-                                if not line.startswith("AIRFLOW_JWT_SECRET=")))
+    env_file.write_text(
+        "".join(
+            line + "\n"
+            for line in (REPO / ".env.example").read_text().splitlines()
+            if not line.startswith("AIRFLOW_JWT_SECRET=")
+        )
+    )
     proc = _docker_compose(env_file, "config")
     assert proc.returncode != 0
     assert "AIRFLOW_JWT_SECRET" in proc.stderr
 
 
 # --------------------------------------------------------------------------------------- Dockerfile
+
 
 def _instructions(text: str) -> list[tuple[str, str]]:
     """(KEYWORD, arguments) per instruction, continuation lines joined, comments dropped."""
@@ -219,8 +254,25 @@ def _instructions(text: str) -> list[tuple[str, str]]:
     return out
 
 
-KNOWN = {"FROM", "RUN", "CMD", "LABEL", "EXPOSE", "ENV", "ADD", "COPY", "ENTRYPOINT", "VOLUME", "USER",
-         "WORKDIR", "ARG", "ONBUILD", "STOPSIGNAL", "HEALTHCHECK", "SHELL"}
+KNOWN = {
+    "FROM",
+    "RUN",
+    "CMD",
+    "LABEL",
+    "EXPOSE",
+    "ENV",
+    "ADD",
+    "COPY",
+    "ENTRYPOINT",
+    "VOLUME",
+    "USER",
+    "WORKDIR",
+    "ARG",
+    "ONBUILD",
+    "STOPSIGNAL",
+    "HEALTHCHECK",
+    "SHELL",
+}
 
 
 def test_dockerfile_parses_and_builds_the_project_with_the_constraints():
@@ -228,8 +280,11 @@ def test_dockerfile_parses_and_builds_the_project_with_the_constraints():
     assert {k for k, _ in instructions} <= KNOWN
     froms = [args.split() for k, args in instructions if k == "FROM"]
     assert froms == [["apache/airflow:3.3.2-python3.11", "AS", "cpu"], ["cpu", "AS", "npu"]]
-    pins = {line.split("==")[0].lower(): line.split("==")[1] for line in
-            (REPO / "constraints.txt").read_text().splitlines() if "==" in line}
+    pins = {
+        line.split("==")[0].lower(): line.split("==")[1]
+        for line in (REPO / "constraints.txt").read_text().splitlines()
+        if "==" in line
+    }
     assert pins["apache-airflow"] == "3.3.2"
     installs = [args for k, args in instructions if k == "RUN" and "pip install" in args]
     project = next(shlex.split(args) for args in installs if args.rstrip().endswith(" ."))
@@ -245,8 +300,9 @@ def test_dockerfile_parses_and_builds_the_project_with_the_constraints():
 
 
 def test_dockerfile_copies_only_what_exists_and_is_not_dockerignored():
-    ignored = [p.strip() for p in (REPO / ".dockerignore").read_text().splitlines()
-               if p.strip() and not p.startswith("#")]
+    ignored = [
+        p.strip() for p in (REPO / ".dockerignore").read_text().splitlines() if p.strip() and not p.startswith("#")
+    ]
     for keyword, args in _instructions(DOCKERFILE.read_text()):
         if keyword != "COPY":
             continue
@@ -266,18 +322,24 @@ def test_hadolint_accepts_the_dockerfile():
 
 # ----------------------------------------------------------------------------------- init scripts
 
+
 def test_npu_entrypoint_refuses_to_start_without_ascend_devices(tmp_path):
     if list(Path("/dev").glob("davinci[0-9]*")):
         pytest.skip("this machine has Ascend devices")
-    proc = subprocess.run(["bash", str(DEPLOY / "npu-entrypoint.sh"), "celery", "worker"],
-                          capture_output=True, text=True, timeout=30,
-                          env={"PATH": os.environ["PATH"], "ASCEND_TOOLKIT_HOME": str(tmp_path)})
+    proc = subprocess.run(
+        ["bash", str(DEPLOY / "npu-entrypoint.sh"), "celery", "worker"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env={"PATH": os.environ["PATH"], "ASCEND_TOOLKIT_HOME": str(tmp_path)},
+    )
     assert proc.returncode == 1
     assert "/dev/davinci" in proc.stderr
 
 
 def test_simple_auth_password_is_set_and_other_users_kept(tmp_path):
     from simple_auth_passwords import set_password  # deploy/ is on pytest's pythonpath
+
     path = tmp_path / "config" / "passwords.json"
     set_password(path, "admin", "first")
     path.write_text(json.dumps({"admin": "first", "viewer": "generated-by-airflow"}))
@@ -303,8 +365,7 @@ def _owner_of(database: str):
     import psycopg
 
     with psycopg.connect(host="127.0.0.1", user="postgres", dbname="postgres") as conn:
-        row = conn.execute("SELECT pg_get_userbyid(datdba) FROM pg_database WHERE datname = %s",
-                           (database,)).fetchone()
+        row = conn.execute("SELECT pg_get_userbyid(datdba) FROM pg_database WHERE datname = %s", (database,)).fetchone()
     return row[0] if row else None
 
 
@@ -312,20 +373,36 @@ def _owner_of(database: str):
 def test_postgres_initdb_script_creates_the_results_database(pg_names):
     if shutil.which("psql") is None:
         pytest.fail("psql is missing (the postgres image has it; install postgresql-client here)")
-    env = {"PATH": os.environ["PATH"], "PGHOST": "127.0.0.1", "POSTGRES_USER": "postgres",
-           "POSTGRES_DB": "postgres", "ERFNET_RESULTS_DB": pg_names["db"],
-           "ERFNET_RESULTS_USER": pg_names["role"], "ERFNET_RESULTS_PASSWORD": "it's; DROP"}
-    proc = subprocess.run(["bash", str(DEPLOY / "postgres-init" / "10-erfnet-results.sh")],
-                          capture_output=True, text=True, env=env, timeout=60)
+    env = {
+        "PATH": os.environ["PATH"],
+        "PGHOST": "127.0.0.1",
+        "POSTGRES_USER": "postgres",
+        "POSTGRES_DB": "postgres",
+        "ERFNET_RESULTS_DB": pg_names["db"],
+        "ERFNET_RESULTS_USER": pg_names["role"],
+        "ERFNET_RESULTS_PASSWORD": "it's; DROP",
+    }
+    proc = subprocess.run(
+        ["bash", str(DEPLOY / "postgres-init" / "10-erfnet-results.sh")],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
     assert proc.returncode == 0, proc.stderr
     assert _owner_of(pg_names["db"]) == pg_names["role"]
 
 
 @pytest.mark.postgres
 def test_init_creates_a_missing_results_database_once(pg_names):
-    env = {"POSTGRES_HOST": "127.0.0.1", "POSTGRES_USER": "postgres", "POSTGRES_DB": "postgres",
-           "ERFNET_RESULTS_DB": pg_names["db"], "ERFNET_RESULTS_USER": pg_names["role"],
-           "ERFNET_RESULTS_PASSWORD": "secret"}
+    env = {
+        "POSTGRES_HOST": "127.0.0.1",
+        "POSTGRES_USER": "postgres",
+        "POSTGRES_DB": "postgres",
+        "ERFNET_RESULTS_DB": pg_names["db"],
+        "ERFNET_RESULTS_USER": pg_names["role"],
+        "ERFNET_RESULTS_PASSWORD": "secret",
+    }
     run = [sys.executable, str(DEPLOY / "ensure_results_database.py")]
     first = subprocess.run(run, capture_output=True, text=True, env=env, timeout=60)
     assert first.returncode == 0, first.stderr

@@ -27,8 +27,14 @@ REPO = Path(__file__).resolve().parents[2]
 COMPOSE = REPO / "docker-compose.yaml"
 SITE = Path(yaml.__file__).resolve().parent.parent  # site-packages, where Airflow is installed too
 EVERY_SETTING = {**LAB_AIRFLOW_SETTINGS, **LAB_DEADLINE_SETTINGS}
-AIRFLOW_SERVICES = ["airflow-apiserver", "airflow-scheduler", "airflow-dag-processor", "airflow-triggerer",
-                    "airflow-worker", "airflow-worker-npu"]
+AIRFLOW_SERVICES = [
+    "airflow-apiserver",
+    "airflow-scheduler",
+    "airflow-dag-processor",
+    "airflow-triggerer",
+    "airflow-worker",
+    "airflow-worker-npu",
+]
 
 
 def _subset(env: dict, keys) -> dict:
@@ -47,8 +53,18 @@ def test_compose_resolves_with_them(tmp_path):
         pytest.fail("docker-compose is missing: run tools/ensure-system-packages.sh (make test does)")
     shutil.copy(REPO / ".env.example", tmp_path / ".env")
     env = {k: v for k, v in os.environ.items() if k in ("PATH", "HOME", "LANG", "TMPDIR")}
-    argv = [exe, "-f", str(COMPOSE), "--project-directory", str(REPO), "--env-file", str(tmp_path / ".env"),
-            "--profile", "npu", "config"]
+    argv = [
+        exe,
+        "-f",
+        str(COMPOSE),
+        "--project-directory",
+        str(REPO),
+        "--env-file",
+        str(tmp_path / ".env"),
+        "--profile",
+        "npu",
+        "config",
+    ]
     proc = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=120, check=False)
     assert proc.returncode == 0, proc.stderr
     scheduler = yaml.safe_load(proc.stdout)["services"]["airflow-scheduler"]["environment"]
@@ -97,5 +113,8 @@ def test_the_bounds_hold_together(monkeypatch):
     assert LAB_CELERY_SETTINGS["AIRFLOW__CELERY__WORKER_PREFETCH_MULTIPLIER"] == "1"
     # The deadlines compose states are deadlines.py's defaults.
     assert {k: float(v) for k, v in LAB_DEADLINE_SETTINGS.items()} == {
-        "ERFNET_INFER_TIMEOUT_PER_IMAGE": deadlines.INFER_PER_IMAGE_S, "ERFNET_INFER_TIMEOUT_FLOOR": 120.0,
-        "ERFNET_ATC_TIMEOUT": 900.0, "ERFNET_AOE_TIMEOUT": 7200.0}
+        "ERFNET_INFER_TIMEOUT_PER_IMAGE": deadlines.INFER_PER_IMAGE_S,
+        "ERFNET_INFER_TIMEOUT_FLOOR": 120.0,
+        "ERFNET_ATC_TIMEOUT": 900.0,
+        "ERFNET_AOE_TIMEOUT": 7200.0,
+    }

@@ -93,8 +93,13 @@ def airflow_home(tmp_path_factory) -> Path:
     import subprocess
 
     home = tmp_path_factory.mktemp("airflow_home_notify")
-    proc = subprocess.run([str(Path(sys.executable).with_name("airflow")), "db", "migrate"],
-                          env=airflow_env(home, home / "unused"), capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(
+        [str(Path(sys.executable).with_name("airflow")), "db", "migrate"],
+        env=airflow_env(home, home / "unused"),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     return home
 
@@ -111,9 +116,21 @@ def data(tmp_path_factory) -> Path:
 
 
 def _smtp_conn(port: int) -> str:
-    return json.dumps({"conn_type": "smtp", "host": "127.0.0.1", "port": port,
-                       "extra": {"from_email": "erfnet@lab.example", "to": MAIL_TO, "disable_tls": True,
-                                 "disable_ssl": True, "timeout": 5, "retry_limit": 0}})
+    return json.dumps(
+        {
+            "conn_type": "smtp",
+            "host": "127.0.0.1",
+            "port": port,
+            "extra": {
+                "from_email": "erfnet@lab.example",
+                "to": MAIL_TO,
+                "disable_tls": True,
+                "disable_ssl": True,
+                "timeout": 5,
+                "retry_limit": 0,
+            },
+        }
+    )
 
 
 def _apprise_conn(port: int) -> str:
@@ -121,16 +138,25 @@ def _apprise_conn(port: int) -> str:
 
 
 def receivers(inbox, hook, dead_port, notify: str, **extra) -> dict:
-    return {"AIRFLOW_CONN_ERFNET_MAIL": _smtp_conn(inbox.port),
-            "AIRFLOW_CONN_ERFNET_HOOK": _apprise_conn(hook.server_address[1]),
-            "AIRFLOW_CONN_ERFNET_DEAD_MAIL": _smtp_conn(dead_port),
-            "AIRFLOW_CONN_ERFNET_DEAD_HOOK": _apprise_conn(dead_port),
-            "AIRFLOW__API__BASE_URL": BASE_URL, "ERFNET_NOTIFY": notify, **extra}
+    return {
+        "AIRFLOW_CONN_ERFNET_MAIL": _smtp_conn(inbox.port),
+        "AIRFLOW_CONN_ERFNET_HOOK": _apprise_conn(hook.server_address[1]),
+        "AIRFLOW_CONN_ERFNET_DEAD_MAIL": _smtp_conn(dead_port),
+        "AIRFLOW_CONN_ERFNET_DEAD_HOOK": _apprise_conn(dead_port),
+        "AIRFLOW__API__BASE_URL": BASE_URL,
+        "ERFNET_NOTIFY": notify,
+        **extra,
+    }
 
 
 def _conf(data: Path, **overrides) -> dict:
-    return {"weights": str(data / "erfnet_random_untrained.pth"), "dataset_root": str(data / "cityscapes"),
-            "targets": ["cpu"], "batch_sizes": [1], **overrides}
+    return {
+        "weights": str(data / "erfnet_random_untrained.pth"),
+        "dataset_root": str(data / "cityscapes"),
+        "targets": ["cpu"],
+        "batch_sizes": [1],
+        **overrides,
+    }
 
 
 def _html(message) -> str:
@@ -162,18 +188,33 @@ def _open_as_logged_in_user(url: str, home: Path, results_url: str) -> dict:
     import subprocess
 
     assert url.startswith(BASE_URL + "/erfnet/")
-    env = airflow_env(home, home / "unused", ERFNET_RESULTS_DB_URL=results_url,
-                      AIRFLOW__API_AUTH__JWT_SECRET="erfnet-notification-test-secret-" + "x" * 40)
-    proc = subprocess.run([sys.executable, "-c", _OPEN_AS_USER, str(REPO / "plugins"), urlsplit(url).path],
-                          env=env, capture_output=True, text=True, timeout=300)
+    env = airflow_env(
+        home,
+        home / "unused",
+        ERFNET_RESULTS_DB_URL=results_url,
+        AIRFLOW__API_AUTH__JWT_SECRET="erfnet-notification-test-secret-" + "x" * 40,
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", _OPEN_AS_USER, str(REPO / "plugins"), urlsplit(url).path],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
 def test_gate_findings_arrive_by_mail_and_webhook_and_dead_receivers_are_only_logged(
-        airflow_home, data, pg_url, smtp_inbox, webhook, dead_port):
-    env = receivers(smtp_inbox, webhook, dead_port, "erfnet_dead_mail,erfnet_mail,erfnet_dead_hook,erfnet_hook",
-                    ERFNET_RESULTS_DB_URL=pg_url)
+    airflow_home, data, pg_url, smtp_inbox, webhook, dead_port
+):
+    env = receivers(
+        smtp_inbox,
+        webhook,
+        dead_port,
+        "erfnet_dead_mail,erfnet_mail,erfnet_dead_hook,erfnet_hook",
+        ERFNET_RESULTS_DB_URL=pg_url,
+    )
     run = run_dag(airflow_home, data, _conf(data, reference_miou=99.0), **env)  # random weights: far below 99
     assert run.state == "failed" and "publish_results" in run.ran, run.output[-5000:]
     assert "notification to erfnet_dead_mail not delivered" in run.output
@@ -201,14 +242,22 @@ def test_gate_findings_arrive_by_mail_and_webhook_and_dead_receivers_are_only_lo
 
 
 def test_a_complete_run_sends_a_summary_and_a_dead_receiver_does_not_fail_it(
-        airflow_home, data, sqlite_url, smtp_inbox, webhook, dead_port):
-    env = receivers(smtp_inbox, webhook, dead_port, "erfnet_dead_hook,erfnet_mail,erfnet_hook",
-                    ERFNET_RESULTS_DB_URL=sqlite_url, ERFNET_NOTIFY_SUMMARY="all")
+    airflow_home, data, sqlite_url, smtp_inbox, webhook, dead_port
+):
+    env = receivers(
+        smtp_inbox,
+        webhook,
+        dead_port,
+        "erfnet_dead_hook,erfnet_mail,erfnet_hook",
+        ERFNET_RESULTS_DB_URL=sqlite_url,
+        ERFNET_NOTIFY_SUMMARY="all",
+    )
     run = run_dag(airflow_home, data, _conf(data, reference_miou=0.0, force=True), **env)
     assert run.state == "success", run.output[-5000:]
     assert "notification to erfnet_dead_hook not delivered" in run.output
     assert [m["Subject"] for m in smtp_inbox.messages] == [
-        f"[ErfNet] run {run.run_id} complete: 1/1 cells ok, no regression (CANN unknown)"]
+        f"[ErfNet] run {run.run_id} complete: 1/1 cells ok, no regression (CANN unknown)"
+    ]
     html = _html(smtp_inbox.messages[0])
     assert "<h3>Accuracy (mIoU %)</h3>" in html and "<h3>Throughput (fps)</h3>" in html
     assert [p["type"] for _path, p in webhook.received] == ["info"]
@@ -216,7 +265,8 @@ def test_a_complete_run_sends_a_summary_and_a_dead_receiver_does_not_fail_it(
 
 
 def test_another_failure_names_task_error_and_log_and_an_empty_list_sends_nothing(
-        airflow_home, data, sqlite_url, smtp_inbox, webhook, dead_port):
+    airflow_home, data, sqlite_url, smtp_inbox, webhook, dead_port
+):
     bad = _conf(data, weights="/etc/passwd")  # outside the data roots: check_params, the first task, refuses it
     env = receivers(smtp_inbox, webhook, dead_port, "erfnet_mail,erfnet_hook", ERFNET_RESULTS_DB_URL=sqlite_url)
     run = run_dag(airflow_home, data, bad, **env)

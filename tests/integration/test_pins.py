@@ -21,8 +21,12 @@ from erfnet_tasks.deployment import local_airflow_env, without_project_settings
 
 AIRFLOW = Path(sys.executable).with_name("airflow")
 # The providers the deployment needs: the executor's, the metadata/results databases', the DAG's operators'.
-NEEDED_PROVIDERS = {"apache-airflow-providers-celery", "apache-airflow-providers-postgres",
-                    "apache-airflow-providers-standard", "apache-airflow-providers-common-sql"}
+NEEDED_PROVIDERS = {
+    "apache-airflow-providers-celery",
+    "apache-airflow-providers-postgres",
+    "apache-airflow-providers-standard",
+    "apache-airflow-providers-common-sql",
+}
 
 
 def test_pip_check_is_clean():
@@ -41,8 +45,11 @@ def test_venv_has_exactly_the_pinned_versions():
             name, version = line.split("==")
             pins[canonicalize_name(name)] = version.strip()
     installed = {canonicalize_name(d.metadata["Name"]): d.version for d in distributions()}
-    wrong = {name: (version, installed.get(name)) for name, version in pins.items()
-             if name in installed and installed[name] != version}
+    wrong = {
+        name: (version, installed.get(name))
+        for name, version in pins.items()
+        if name in installed and installed[name] != version
+    }
     assert wrong == {}, "installed differs from constraints.txt (make install): " + repr(wrong)
 
 
@@ -91,13 +98,18 @@ PROBE = textwrap.dedent("""
 @pytest.mark.parametrize("service", sorted(_airflow_services()))
 def test_every_compose_component_loads_its_executor_and_providers(service, tmp_path):
     command = _airflow_services()[service]
-    env = local_airflow_env(tmp_path, dags_folder=REPO / "dags", plugins_folder=REPO / "plugins",
-                            inherit={**without_project_settings(os.environ), **compose_settings()},
-                            AIRFLOW__DATABASE__SQL_ALCHEMY_CONN=f"sqlite:///{tmp_path / 'airflow.db'}",
-                            AIRFLOW__CELERY__RESULT_BACKEND=f"db+sqlite:///{tmp_path / 'celery.db'}",
-                            AIRFLOW__API_AUTH__JWT_SECRET="pins-test")
-    probe = subprocess.run([sys.executable, "-c", PROBE, *command], capture_output=True, text=True, env=env,
-                           timeout=300)
+    env = local_airflow_env(
+        tmp_path,
+        dags_folder=REPO / "dags",
+        plugins_folder=REPO / "plugins",
+        inherit={**without_project_settings(os.environ), **compose_settings()},
+        AIRFLOW__DATABASE__SQL_ALCHEMY_CONN=f"sqlite:///{tmp_path / 'airflow.db'}",
+        AIRFLOW__CELERY__RESULT_BACKEND=f"db+sqlite:///{tmp_path / 'celery.db'}",
+        AIRFLOW__API_AUTH__JWT_SECRET="pins-test",
+    )
+    probe = subprocess.run(
+        [sys.executable, "-c", PROBE, *command], capture_output=True, text=True, env=env, timeout=300
+    )
     assert probe.returncode == 0, probe.stdout + probe.stderr[-4000:]
     assert f"executor {env['AIRFLOW__CORE__EXECUTOR']} CeleryExecutor" in probe.stdout, probe.stdout
     providers = set(probe.stdout.split("providers ", 1)[1].splitlines()[0].split())

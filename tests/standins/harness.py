@@ -17,8 +17,9 @@ SAMPLE_SHAPE = (3, 512, 1024)
 NUM_CLASSES = 20
 
 
-def use_standins(monkeypatch, tmp_path, *, chip: str = "Ascend310P3", devices: int | None = None,
-                 era: str | None = None) -> Path:
+def use_standins(
+    monkeypatch, tmp_path, *, chip: str = "Ascend310P3", devices: int | None = None, era: str | None = None
+) -> Path:
     """Stand-in atc/aoe/npu-smi first on PATH, the stand-in ais_bench importable; returns the record file."""
     monkeypatch.setenv("PATH", f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}")
     existing = os.environ.get("PYTHONPATH")

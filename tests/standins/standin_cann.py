@@ -29,9 +29,12 @@ def behaviour() -> dict:
     if os.path.isfile(path):
         with open(path, encoding="utf-8") as fh:
             found = json.load(fh)
-    for key, env in (("slow_op_type", "STANDIN_CANN_SLOW_OP_TYPE"), ("slow_factor", "STANDIN_CANN_SLOW_FACTOR"),
-                     ("perturb_node", "STANDIN_CANN_PERTURB_NODE"),
-                     ("perturb_factor", "STANDIN_CANN_PERTURB_FACTOR")):
+    for key, env in (
+        ("slow_op_type", "STANDIN_CANN_SLOW_OP_TYPE"),
+        ("slow_factor", "STANDIN_CANN_SLOW_FACTOR"),
+        ("perturb_node", "STANDIN_CANN_PERTURB_NODE"),
+        ("perturb_factor", "STANDIN_CANN_PERTURB_FACTOR"),
+    ):
         if os.environ.get(env):
             found[key] = os.environ[env]
     found["slow_factor"] = float(found.get("slow_factor", 1.3))

@@ -45,8 +45,16 @@ def _state_dir() -> str:
     name, chips or toolkit, so those name the folder (two hosts' device 0 are different devices)."""
     record = os.environ.get("STANDIN_RECORD")
     base = os.path.dirname(record) if record else tempfile.gettempdir()
-    host = "|".join(os.environ.get(k, "") for k in ("STANDIN_HOST", "ERFNET_WORKER_HOSTNAME", "STANDIN_NPU_CHIP",
-                                                   "STANDIN_NPU_COUNT", "ASCEND_TOOLKIT_HOME"))
+    host = "|".join(
+        os.environ.get(k, "")
+        for k in (
+            "STANDIN_HOST",
+            "ERFNET_WORKER_HOSTNAME",
+            "STANDIN_NPU_CHIP",
+            "STANDIN_NPU_COUNT",
+            "ASCEND_TOOLKIT_HOME",
+        )
+    )
     default = os.path.join(base, "standin-npu-state-" + hashlib.sha256(host.encode()).hexdigest()[:12])
     folder = os.environ.get("STANDIN_NPU_STATE") or default
     os.makedirs(folder, exist_ok=True)
@@ -67,10 +75,19 @@ def occupy(device: int, tool: str):
         yield shared
     finally:
         os.close(fd)  # releases the flock
-        _record({"tool": "device", "user": tool, "device": device, "chip": chip_of(device),
-                 "host": os.environ.get("STANDIN_HOST") or os.environ.get("ERFNET_WORKER_HOSTNAME", ""),
-                 "start": start, "end": time.time(),
-                 "shared": shared, "pid": os.getpid()})
+        _record(
+            {
+                "tool": "device",
+                "user": tool,
+                "device": device,
+                "chip": chip_of(device),
+                "host": os.environ.get("STANDIN_HOST") or os.environ.get("ERFNET_WORKER_HOSTNAME", ""),
+                "start": start,
+                "end": time.time(),
+                "shared": shared,
+                "pid": os.getpid(),
+            }
+        )
 
 
 def _record(entry: dict) -> None:

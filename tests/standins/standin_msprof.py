@@ -13,10 +13,30 @@ import time
 
 from standin_cann import slow_factor_of
 
-COLUMNS = ["Device_id", "Model Name", "Model ID", "Task ID", "Stream ID", "Infer ID", "Op Name", "OP Type",
-           "OP State", "Task Type", "Task Start Time(us)", "Task Duration(us)", "Task Wait Time(us)", "Block Num",
-           "Input Shapes", "Input Data Types", "Input Formats", "Output Shapes", "Output Data Types",
-           "Output Formats", "aicore_time(us)", "total_cycles"]
+COLUMNS = [
+    "Device_id",
+    "Model Name",
+    "Model ID",
+    "Task ID",
+    "Stream ID",
+    "Infer ID",
+    "Op Name",
+    "OP Type",
+    "OP State",
+    "Task Type",
+    "Task Start Time(us)",
+    "Task Duration(us)",
+    "Task Wait Time(us)",
+    "Block Num",
+    "Input Shapes",
+    "Input Data Types",
+    "Input Formats",
+    "Output Shapes",
+    "Output Data Types",
+    "Output Formats",
+    "aicore_time(us)",
+    "total_cycles",
+]
 KERNEL = "_kernel_time"
 
 
@@ -47,7 +67,7 @@ def write_op_summary(output_root: str, trace_path: str, *, model: str, device: i
     seen: dict[str, int] = {}
     rows, epoch_us = [], time.time() * 1e6
     for task_id, event in enumerate(node_events(trace_path)):
-        name = event["name"][:-len(KERNEL)]
+        name = event["name"][: -len(KERNEL)]
         run = seen.get(name, 0)
         seen[name] = run + 1
         if run < skip_runs:
@@ -55,13 +75,39 @@ def write_op_summary(output_root: str, trace_path: str, *, model: str, device: i
         args = event.get("args", {})
         op_type = args.get("op_name", "")
         duration = float(event["dur"]) * slow_factor_of(op_type, how)
-        rows.append([device, os.path.basename(model).rsplit(".", 1)[0], 1, task_id, 0, run - skip_runs, name, op_type,
-                     "static", "AI_CORE", f"{epoch_us + float(event['ts']):.3f}", f"{duration:.3f}", "0.000", 1,
-                     _shapes(args.get("input_type_shape")), "FLOAT", "NCHW", _shapes(args.get("output_type_shape")),
-                     "FLOAT", "NCHW", f"{duration:.3f}", int(duration * 1000)])
+        rows.append(
+            [
+                device,
+                os.path.basename(model).rsplit(".", 1)[0],
+                1,
+                task_id,
+                0,
+                run - skip_runs,
+                name,
+                op_type,
+                "static",
+                "AI_CORE",
+                f"{epoch_us + float(event['ts']):.3f}",
+                f"{duration:.3f}",
+                "0.000",
+                1,
+                _shapes(args.get("input_type_shape")),
+                "FLOAT",
+                "NCHW",
+                _shapes(args.get("output_type_shape")),
+                "FLOAT",
+                "NCHW",
+                f"{duration:.3f}",
+                int(duration * 1000),
+            ]
+        )
     stamp = time.strftime("%Y%m%d%H%M%S")
-    folder = os.path.join(output_root, "profiler", f"PROF_000001_{stamp}{int(time.time() * 1000) % 1000:03d}_STANDIN",
-                          "mindstudio_profiler_output")
+    folder = os.path.join(
+        output_root,
+        "profiler",
+        f"PROF_000001_{stamp}{int(time.time() * 1000) % 1000:03d}_STANDIN",
+        "mindstudio_profiler_output",
+    )
     os.makedirs(folder, exist_ok=True)
     path = os.path.join(folder, f"op_summary_{stamp}.csv")
     with open(path + ".part", "w", newline="") as fh:

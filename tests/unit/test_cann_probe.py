@@ -37,8 +37,11 @@ def test_an_upgrade_is_one_change_and_one_event(npu_host, backend, request):
     url = request.getfixturevalue("sqlite_url" if backend == "sqlite" else "pg_url")
     first = cann_probe.probe(url, host="npu-7")
     assert first["first_seen"] and not first["changed"]  # deploying the probe starts no run
-    assert first["current"] == {"cann_version": "8.0.0", "driver_version": "23.0.3",
-                                "chips": ["Ascend310P3", "Ascend310P3"]}
+    assert first["current"] == {
+        "cann_version": "8.0.0",
+        "driver_version": "23.0.3",
+        "chips": ["Ascend310P3", "Ascend310P3"],
+    }
     assert not cann_probe.probe(url, host="npu-7")["changed"]
 
     harness.write_cann_version(npu_host, "8.1.RC1", runtime="7.7.0.1.100")
@@ -51,7 +54,8 @@ def test_an_upgrade_is_one_change_and_one_event(npu_host, backend, request):
         events = hosts.upgrade_events(session)
         current = hosts.host_versions(session)
     assert [(e["host"], e["old_cann_version"], e["new_cann_version"]) for e in events] == [
-        ("npu-7", "8.0.0", "8.1.RC1")]
+        ("npu-7", "8.0.0", "8.1.RC1")
+    ]
     assert dt.datetime.fromisoformat(events[0]["time"]).tzinfo is not None
     assert [(h["host"], h["cann_version"]) for h in current] == [("npu-7", "8.1.RC1")]
 

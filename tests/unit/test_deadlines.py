@@ -53,7 +53,8 @@ def om_and_prep(fixed_onnx, tmp_path, monkeypatch):
 
 
 def test_a_hung_ais_bench_is_stopped_at_its_deadline_with_every_process_of_its_group(
-        om_and_prep, short_deadlines, tmp_path, monkeypatch):
+    om_and_prep, short_deadlines, tmp_path, monkeypatch
+):
     record, om, prep = om_and_prep
     monkeypatch.setenv("STANDIN_AIS_BENCH_HANG", "Ascend310P3:1")
     started = time.monotonic()
@@ -71,12 +72,13 @@ def test_a_hung_ais_bench_is_stopped_at_its_deadline_with_every_process_of_its_g
     assert "stopped:" in failure.log_path.read_text() and "hang switch on" in failure.log_path.read_text()
     [hang] = _hangs(record)
     assert hang["pgid"] != os.getpgid(0)  # a group of its own, not ours
-    assert _gone(hang["pid"]) and _gone(hang["child"])   # the child ignored SIGTERM: the group got SIGKILL
+    assert _gone(hang["pid"]) and _gone(hang["child"])  # the child ignored SIGTERM: the group got SIGKILL
     assert not toolrun.group_members(hang["pgid"])
 
 
 def test_a_timed_out_cell_is_recorded_and_its_device_lease_is_free_at_once(
-        om_and_prep, short_deadlines, tmp_path, monkeypatch, make):
+    om_and_prep, short_deadlines, tmp_path, monkeypatch, make
+):
     _, om, prep = om_and_prep
     (tmp_path / "standin-npu-state" / "ais_bench.hang").write_text(om.name + "\n")  # the file switch
     planned = make.planned("Ascend310P3", 1)
@@ -115,8 +117,10 @@ def test_a_hung_atc_is_a_compile_failure_that_says_it_timed_out(fixed_onnx, tmp_
     monkeypatch.setattr(toolrun, "KILL_GRACE_S", 1.0)
     with pytest.raises(CompileFailed) as info:
         get_backend("ascend").compile(fixed_onnx, tmp_path / "om", chip="Ascend310P3", batch_size=4)
-    assert re.match(r"atc timed out: stopped after [345] s, past its deadline of 3 s \(ERFNET_ATC_TIMEOUT 3 s\); log: ",
-                    str(info.value))
+    assert re.match(
+        r"atc timed out: stopped after [345] s, past its deadline of 3 s \(ERFNET_ATC_TIMEOUT 3 s\); log: ",
+        str(info.value),
+    )
     assert not (tmp_path / "om" / "ErfNet_bs4.om").exists()
     [hang] = _hangs(record)
     assert _gone(hang["pid"]) and _gone(hang["child"])
@@ -131,9 +135,11 @@ def test_a_tool_whose_caller_is_interrupted_is_stopped_too(tmp_path, monkeypatch
     """Airflow's execution_timeout raises in the task (SIGALRM): the tool and its child end with it."""
     monkeypatch.setattr(toolrun, "KILL_GRACE_S", 1.0)
     pids = tmp_path / "pids"
-    script = ("import os, subprocess, sys, time\n"
-              "c = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(600)'])\n"
-              f"open({str(pids)!r}, 'w').write(f'{{os.getpid()}} {{c.pid}}')\ntime.sleep(600)\n")
+    script = (
+        "import os, subprocess, sys, time\n"
+        "c = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(600)'])\n"
+        f"open({str(pids)!r}, 'w').write(f'{{os.getpid()}} {{c.pid}}')\ntime.sleep(600)\n"
+    )
 
     def alarm(signum, frame):
         raise TimeoutError("execution_timeout")
@@ -154,12 +160,16 @@ def test_a_tool_and_its_child_die_with_the_task_that_started_them(tmp_path):
     """A task killed with SIGKILL (its worker lost) runs no finally: the kernel tells the launcher, which
     kills the tool's group, the child that ignores SIGTERM included."""
     pid_file = tmp_path / "tool.pid"
-    tool = ("import os, subprocess, sys, time\n"
-            "c = subprocess.Popen([sys.executable, '-c', 'import signal, time\\n"
-            "signal.signal(signal.SIGTERM, signal.SIG_IGN)\\ntime.sleep(600)'])\n"
-            f"open({str(pid_file)!r}, 'w').write(f'{{os.getpid()}} {{c.pid}}')\ntime.sleep(600)\n")
-    task = ("import sys\nfrom erfnet_tasks import deadlines, toolrun\n"
-            f"toolrun.run_bounded([sys.executable, '-c', {tool!r}], deadlines.Deadline(600, 'test'))\n")
+    tool = (
+        "import os, subprocess, sys, time\n"
+        "c = subprocess.Popen([sys.executable, '-c', 'import signal, time\\n"
+        "signal.signal(signal.SIGTERM, signal.SIG_IGN)\\ntime.sleep(600)'])\n"
+        f"open({str(pid_file)!r}, 'w').write(f'{{os.getpid()}} {{c.pid}}')\ntime.sleep(600)\n"
+    )
+    task = (
+        "import sys\nfrom erfnet_tasks import deadlines, toolrun\n"
+        f"toolrun.run_bounded([sys.executable, '-c', {tool!r}], deadlines.Deadline(600, 'test'))\n"
+    )
     parent = subprocess.Popen([sys.executable, "-c", task], cwd=REPO, env=dict(os.environ))
     end = time.monotonic() + 60
     while not pid_file.is_file() or not pid_file.read_text():
@@ -175,8 +185,14 @@ def test_a_tool_and_its_child_die_with_the_task_that_started_them(tmp_path):
         time.sleep(0.05)
 
 
-@pytest.mark.parametrize("code, status", [("print('out'); sys.exit(3)", 3), ("print('out')", 0),
-                                          ("print('out', flush=True); os.kill(os.getpid(), signal.SIGSEGV)", -11)])
+@pytest.mark.parametrize(
+    "code, status",
+    [
+        ("print('out'); sys.exit(3)", 3),
+        ("print('out')", 0),
+        ("print('out', flush=True); os.kill(os.getpid(), signal.SIGSEGV)", -11),
+    ],
+)
 def test_the_tool_status_and_output_come_through_the_launcher(code, status):
     proc = toolrun.run_bounded([sys.executable, "-c", f"import os, signal, sys\n{code}"], deadlines.Deadline(60, "t"))
     assert (proc.returncode, proc.stdout) == (status, "out\n")
@@ -188,8 +204,12 @@ def test_a_tool_that_is_not_there_is_one_line():
 
 
 def test_defaults_follow_the_published_figures_and_the_work(monkeypatch):
-    for name in ("ERFNET_INFER_TIMEOUT_PER_IMAGE", "ERFNET_INFER_TIMEOUT_FLOOR", "ERFNET_ATC_TIMEOUT",
-                 "ERFNET_AOE_TIMEOUT"):
+    for name in (
+        "ERFNET_INFER_TIMEOUT_PER_IMAGE",
+        "ERFNET_INFER_TIMEOUT_FLOOR",
+        "ERFNET_ATC_TIMEOUT",
+        "ERFNET_AOE_TIMEOUT",
+    ):
         monkeypatch.delenv(name, raising=False)
     # 5.7 ms per image on the slowest published NPU cell, plus 27.3 MB of files at 100 MB/s, x 4.
     assert pytest.approx(deadlines.EXPECTED_S_PER_IMAGE) == 1 / 175.8732 + 27_262_976 / 100e6
@@ -206,8 +226,9 @@ def test_defaults_follow_the_published_figures_and_the_work(monkeypatch):
     assert deadlines.execution_timeout("measure").total_seconds() == 2000 + 250 + 300
 
 
-@pytest.mark.parametrize("name", ["ERFNET_INFER_TIMEOUT_PER_IMAGE", "ERFNET_INFER_TIMEOUT_FLOOR",
-                                  "ERFNET_ATC_TIMEOUT", "ERFNET_AOE_TIMEOUT"])
+@pytest.mark.parametrize(
+    "name", ["ERFNET_INFER_TIMEOUT_PER_IMAGE", "ERFNET_INFER_TIMEOUT_FLOOR", "ERFNET_ATC_TIMEOUT", "ERFNET_AOE_TIMEOUT"]
+)
 @pytest.mark.parametrize("value", ["abc", "0", "-5", "nan", "inf", "1e999"])
 def test_a_bad_deadline_setting_is_one_line(monkeypatch, name, value):
     monkeypatch.setenv(name, value)
@@ -221,9 +242,28 @@ def test_a_bad_deadline_setting_is_one_line(monkeypatch, name, value):
 def test_a_bad_deadline_setting_stops_the_command_in_one_line_before_any_tool_runs(tmp_path, monkeypatch):
     record = harness.use_standins(monkeypatch, tmp_path)
     env = {**os.environ, "ERFNET_ATC_TIMEOUT": "soon"}
-    proc = subprocess.run([sys.executable, "-m", "erfnet_tasks.cli", "compile", str(tmp_path / "x.onnx"),
-                           str(tmp_path / "om"), "--backend", "ascend", "--chip", "Ascend310P3", "--batch-size", "1"],
-                          check=False, capture_output=True, text=True, env=env, cwd=REPO, timeout=120)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "erfnet_tasks.cli",
+            "compile",
+            str(tmp_path / "x.onnx"),
+            str(tmp_path / "om"),
+            "--backend",
+            "ascend",
+            "--chip",
+            "Ascend310P3",
+            "--batch-size",
+            "1",
+        ],
+        check=False,
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=REPO,
+        timeout=120,
+    )
     assert proc.returncode == 2 and proc.stdout == ""
     assert proc.stderr == "erfnet: error: ERFNET_ATC_TIMEOUT must be a number of seconds greater than 0, got 'soon'\n"
     assert harness.invocations(record) == []
@@ -242,8 +282,11 @@ def test_a_hung_aoe_releases_the_device_it_tuned_on(fixed_onnx, tmp_path, monkey
     env = make.env(targets=["Ascend310P3+AOE"])
     compiled = build.compile_cell(make.planned("Ascend310P3+AOE", 2), model, env).compilation
     assert compiled.status == "failed" and compiled.path is None
-    assert re.match(r"aoe timed out: stopped after \d+ s, past its deadline of 2 s "
-                    r"\(ERFNET_AOE_TIMEOUT 2 s per AOE job\)", compiled.error)
+    assert re.match(
+        r"aoe timed out: stopped after \d+ s, past its deadline of 2 s "
+        r"\(ERFNET_AOE_TIMEOUT 2 s per AOE job\)",
+        compiled.error,
+    )
     assert len([c for c in harness.invocations(record) if c["tool"] == "aoe"]) == 1  # job 2 never started
     [hang] = _hangs(record)
     assert _gone(hang["pid"]) and _gone(hang["child"])

@@ -40,6 +40,7 @@ def erfnet_ioueval(preds: list[np.ndarray], labels: list[np.ndarray]):
 
 # ----------------------------------------------------------------------------------- iouEval corners
 
+
 def test_iou_corners_by_hand():
     # label row / prediction row, one pixel each
     label = np.array([0, 0, 0, 1, 19, 19, 2, 5], dtype=np.uint8)
@@ -55,7 +56,7 @@ def test_iou_corners_by_hand():
 
 
 def test_iou_sums_over_the_set_not_a_mean_of_images():
-    a_label, a_pred = np.zeros(4, np.uint8), np.zeros(4, np.uint8)          # class 0: 4/4
+    a_label, a_pred = np.zeros(4, np.uint8), np.zeros(4, np.uint8)  # class 0: 4/4
     b_label, b_pred = np.zeros(4, np.uint8), np.array([0, 1, 1, 1], np.uint8)  # class 0: 1/4
     total = evaluate.confusion(a_pred, a_label) + evaluate.confusion(b_pred, b_label)
     miou, per_class = evaluate.iou_from_confusion(total)
@@ -76,18 +77,19 @@ def test_iou_matches_erfnet_ioueval_on_random_maps():
 
 # ------------------------------------------------------------------------------------ per image
 
+
 def test_label_resize_keeps_odd_rows_and_columns(tmp_path):
     """One-pixel stripes at full size: PIL's nearest samples the centres of rows/columns 1, 3, 5, ..."""
     label = np.full((1024, 2048), 255, dtype=np.uint8)
-    label[0::2, :] = 3                  # even rows: would survive a[::2, ::2]
-    label[1::2, 1::2] = 7               # odd rows, odd columns
+    label[0::2, :] = 3  # even rows: would survive a[::2, ::2]
+    label[1::2, 1::2] = 7  # odd rows, odd columns
     label[1::2, 0::2] = 255
     label[5, 11] = 18
     Image.fromarray(label).save(tmp_path / "x_gtFine_labelTrainIds.png")
     got = evaluate.read_label(tmp_path / "x_gtFine_labelTrainIds.png")
     assert got.shape == (H, W)
     expected = np.full((H, W), 7, dtype=np.uint8)
-    expected[2, 5] = 18                 # row 5 -> 2, column 11 -> 5
+    expected[2, 5] = 18  # row 5 -> 2, column 11 -> 5
     assert np.array_equal(got, expected)
     # 255 becomes 19
     label2 = label.copy()
@@ -100,9 +102,9 @@ def test_argmax_matches_numpy_with_ties_signed_zero_and_nan():
     rng = np.random.default_rng(2)
     for dtype in (np.float16, np.float32):
         x = rng.standard_normal((20, 64, 128)).astype(dtype)
-        x[7, :4] = x[3, :4] = 50        # ties: the first index wins
+        x[7, :4] = x[3, :4] = 50  # ties: the first index wins
         x[:, 10, 0] = 0
-        x[2, 10, 0] = -0.0              # -0 == +0: index 0 wins, as np.argmax / torch.max say
+        x[2, 10, 0] = -0.0  # -0 == +0: index 0 wins, as np.argmax / torch.max say
         x[:, 11, 0] = -np.inf
         x[5, 12, 0] = np.nan
         x[9, 13, 0] = -np.nan
@@ -113,6 +115,7 @@ def test_argmax_matches_numpy_with_ties_signed_zero_and_nan():
 
 # ---------------------------------------------------------------------------------- whole summaries
 
+
 def make_case(root: Path, n: int = 2, seed: int = 0):
     """Labels (2048x1024, nested under a city folder) and random FP16 logits biased toward the truth."""
     rng = np.random.default_rng(seed)
@@ -120,18 +123,18 @@ def make_case(root: Path, n: int = 2, seed: int = 0):
     names, logits, small_labels = [], [], []
     for i in range(n):
         name = f"city_000000_{i:06d}"
-        label = rng.choice(np.r_[np.arange(19), 255], (1024, 2048),
-                           p=np.r_[np.full(19, 0.9 / 19), 0.1]).astype(np.uint8)
+        label = rng.choice(np.r_[np.arange(19), 255], (1024, 2048), p=np.r_[np.full(19, 0.9 / 19), 0.1]).astype(
+            np.uint8
+        )
         (gt_dir / "city").mkdir(parents=True, exist_ok=True)
         Image.fromarray(label).save(gt_dir / "city" / f"{name}_gtFine_labelTrainIds.png", compress_level=1)
-        small = label[1::2, 1::2].copy()     # what PIL's nearest keeps, by hand
+        small = label[1::2, 1::2].copy()  # what PIL's nearest keeps, by hand
         small[small == 255] = 19
         out = rng.standard_normal((20, H, W)).astype(np.float16)
         truth = np.where(small == 19, 0, small)
         hit = rng.random((H, W)) < 0.6
-        np.put_along_axis(out, truth[None].astype(np.int64), np.where(hit, 9.0, -9.0)[None].astype(np.float16),
-                          axis=0)
-        out[19, :, :8] = 20                  # some pixels predicted 19
+        np.put_along_axis(out, truth[None].astype(np.int64), np.where(hit, 9.0, -9.0)[None].astype(np.float16), axis=0)
+        out[19, :, :8] = 20  # some pixels predicted 19
         names.append(name)
         logits.append(out)
         small_labels.append(small)
@@ -145,11 +148,17 @@ def write_outputs(folder: Path, names, arrays):
 
 
 def summary_doc(names, infile_dir: str, outfile_dir: str) -> dict:
-    return {"filesinfo": {str(i): {"infiles": [f"{infile_dir}/{n}_leftImg8bit.bin"],
-                                   "outfiles": [f"{outfile_dir}/{n}_leftImg8bit_0.bin"]}
-                          for i, n in enumerate(names)},
-            "NPU_compute_time": {"min": 1.0, "max": 1.0, "mean": 1.0, "median": 1.0, "percentile(99%)": 1.0},
-            "throughput": 1000.0}
+    return {
+        "filesinfo": {
+            str(i): {
+                "infiles": [f"{infile_dir}/{n}_leftImg8bit.bin"],
+                "outfiles": [f"{outfile_dir}/{n}_leftImg8bit_0.bin"],
+            }
+            for i, n in enumerate(names)
+        },
+        "NPU_compute_time": {"min": 1.0, "max": 1.0, "mean": 1.0, "median": 1.0, "percentile(99%)": 1.0},
+        "throughput": 1000.0,
+    }
 
 
 @pytest.fixture(scope="module")
@@ -175,9 +184,11 @@ def test_new_summary_format_fp16(case):
 
 def test_old_sumary_json_format_fp32_and_label_maps(case):
     root, gt_dir, names, logits, preds, (miou, per_class) = case
-    variants = {"fp32": [x.astype(np.float32) for x in logits],
-                "int64": [p.astype(np.int64) for p in preds],
-                "int32": [p.astype(np.int32) for p in preds]}
+    variants = {
+        "fp32": [x.astype(np.float32) for x in logits],
+        "int64": [p.astype(np.int64) for p in preds],
+        "int32": [p.astype(np.int32) for p in preds],
+    }
     for kind, arrays in variants.items():
         folder = root / f"out_{kind}" / "2022_07_15-14_16_46"
         write_outputs(folder, names, arrays)
@@ -204,9 +215,9 @@ def test_cli_text_and_json(case, capsys):
 
 
 def test_labels_given_as_label_ids_are_mapped(tmp_path):
-    ids = np.full((1024, 2048), 7, dtype=np.uint8)   # road
-    ids[:, :100] = 0                                  # unlabeled -> 255 -> 19
-    ids[:200, :] = 23                                 # sky -> 10
+    ids = np.full((1024, 2048), 7, dtype=np.uint8)  # road
+    ids[:, :100] = 0  # unlabeled -> 255 -> 19
+    ids[:200, :] = 23  # sky -> 10
     Image.fromarray(ids).save(tmp_path / "c_000000_000000_gtFine_labelIds.png")
     label = evaluate.read_label(tmp_path / "c_000000_000000_gtFine_labelIds.png")
     assert label[0, 60] == 10 and label[300, 0] == 19 and label[300, 60] == 0

@@ -10,9 +10,8 @@ import sys
 import threading
 import time
 
-import pytest
-
 import harness
+import pytest
 
 from erfnet_tasks import cli, devices, fleet
 from erfnet_tasks.backends import InferFailed, get_backend
@@ -21,8 +20,14 @@ REPO = harness.STANDINS.parent.parent
 
 
 def erfnet(*args, env=None):
-    return subprocess.run([sys.executable, "-m", "erfnet_tasks.cli", *args], capture_output=True, text=True,
-                          env=env, cwd=REPO, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "erfnet_tasks.cli", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=REPO,
+        timeout=120,
+    )
 
 
 def test_worker_queues_one_per_chip_model_in_order(tmp_path, monkeypatch, capsys):
@@ -63,8 +68,7 @@ def test_two_processes_on_one_device_are_detected_and_recorded(fixed_onnx, tmp_p
     record = harness.use_standins(monkeypatch, tmp_path, chip="Ascend310P3")
     prep = harness.write_prep(tmp_path / "prep", ["a.bin", "b.bin"])[0].parent
     om = get_backend("ascend").compile(fixed_onnx, tmp_path / "om", chip="Ascend310P3", batch_size=1).path
-    argv = [sys.executable, "-m", "ais_bench", "--model", str(om), "--input", str(prep), "--device", "0",
-            "--loop", "3"]
+    argv = [sys.executable, "-m", "ais_bench", "--model", str(om), "--input", str(prep), "--device", "0", "--loop", "3"]
     procs = [subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) for _ in range(2)]
     assert [p.wait(300) for p in procs] == [0, 0]
     uses = harness.device_uses(record)
@@ -104,9 +108,17 @@ def test_no_device_of_the_chip_is_device_open_failed(tmp_path, monkeypatch):
 def test_a_killed_holder_leaves_no_stale_lease(tmp_path, monkeypatch):
     monkeypatch.setenv("ERFNET_DEVICE_LOCK_DIR", str(tmp_path / "leases"))
     holder = subprocess.Popen(
-        [sys.executable, "-c", "import sys, time\nfrom erfnet_tasks import devices\n"
-         "with devices.lease('Ascend310', chips=['Ascend310']):\n    print('held', flush=True)\n    time.sleep(600)"],
-        stdout=subprocess.PIPE, text=True, env=dict(os.environ), cwd=REPO)
+        [
+            sys.executable,
+            "-c",
+            "import sys, time\nfrom erfnet_tasks import devices\n"
+            "with devices.lease('Ascend310', chips=['Ascend310']):\n    print('held', flush=True)\n    time.sleep(600)",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+        env=dict(os.environ),
+        cwd=REPO,
+    )
     assert holder.stdout.readline().strip() == "held"
     assert devices._try_lock(0) is None  # held by the other process
     os.kill(holder.pid, signal.SIGKILL)

@@ -19,12 +19,15 @@ def _expected(array, dtype, tmp_path, name="expected.bin"):
     return path.read_bytes()
 
 
-@pytest.mark.parametrize("shape,src,dst", [
-    ((20, 512, 1024), np.float16, np.float16),   # the guide's per-image FP16 logits: whole 4 KiB blocks
-    ((20, 513, 7), np.float32, np.float16),      # converted on the way, and a tail that is not a whole block
-    ((3, 5), np.float32, np.float32),            # smaller than one block: buffered
-    ((512, 1024), np.int32, np.int32),           # ArgMax label maps
-])
+@pytest.mark.parametrize(
+    "shape,src,dst",
+    [
+        ((20, 512, 1024), np.float16, np.float16),  # the guide's per-image FP16 logits: whole 4 KiB blocks
+        ((20, 513, 7), np.float32, np.float16),  # converted on the way, and a tail that is not a whole block
+        ((3, 5), np.float32, np.float32),  # smaller than one block: buffered
+        ((512, 1024), np.int32, np.int32),  # ArgMax label maps
+    ],
+)
 def test_bytes_equal_tofile(tmp_path, shape, src, dst):
     rng = np.random.default_rng(0)
     array = (rng.standard_normal(shape) * 50).astype(src)

@@ -50,7 +50,7 @@ def test_default_random_checkpoint_is_the_2017_layout_without_num_batches_tracke
 
 def test_loads_every_accepted_layout_to_the_same_network(tmp_path, random_checkpoint):
     state = torch.load(random_checkpoint, weights_only=True)
-    bare = OrderedDict((k[len("module."):], v) for k, v in state.items())
+    bare = OrderedDict((k[len("module.") :], v) for k, v in state.items())
     variants = {
         "prefixed.pth": state,
         "bare.pth": bare,
@@ -80,7 +80,8 @@ def test_batchnorm_eps_and_block_structure_follow_upstream():
     dilations = [layer.conv3x1_2.dilation[0] for layer in model.encoder.layers if hasattr(layer, "conv3x1_2")]
     assert dilations == [1] * 5 + [2, 4, 8, 16] * 2
     assert sum(p.numel() for p in model.parameters()) - sum(
-        p.numel() for p in model.encoder.output_conv.parameters()) == pytest.approx(2.07e6, rel=0.01)
+        p.numel() for p in model.encoder.output_conv.parameters()
+    ) == pytest.approx(2.07e6, rel=0.01)
 
 
 def _bad_checkpoints(tmp_path: Path, state: dict) -> dict[str, tuple[Path, str]]:

@@ -21,25 +21,63 @@ BASE = "https://airflow.example.org/lab"
 def _doc(run_id, started, cann, cells):
     perf, acc = [], []
     for (target, batch), (fps, status, miou) in cells.items():
-        perf.append({"target": target, "batch_size": batch, "throughput_fps": fps, "status": status,
-                     "error": None if status == "ok" else "malloc device buffer failed"})
+        perf.append(
+            {
+                "target": target,
+                "batch_size": batch,
+                "throughput_fps": fps,
+                "status": status,
+                "error": None if status == "ok" else "malloc device buffer failed",
+            }
+        )
         if miou is not None:
             acc.append({"target": target, "batch_size": batch, "images": 3, "miou": miou, "per_class": [0.5] * 19})
-    return {"run": {"id": run_id, "dag_id": "erfnet_offline_inference", "started_at": started, "status": "complete",
-                    "cann_version": cann, "host": "npu-7", "params": {"reference_miou": 72.2, "tolerance": 1.0}},
-            "accuracy": acc, "perf": perf, "findings": []}
+    return {
+        "run": {
+            "id": run_id,
+            "dag_id": "erfnet_offline_inference",
+            "started_at": started,
+            "status": "complete",
+            "cann_version": cann,
+            "host": "npu-7",
+            "params": {"reference_miou": 72.2, "tolerance": 1.0},
+        },
+        "accuracy": acc,
+        "perf": perf,
+        "findings": [],
+    }
 
 
 @pytest.fixture
 def regressed(sqlite_url):
     """CANN 8.0.0 then 8.1.RC1: the Ascend310P3 at batch 1 loses 20% fps, batch 4 runs out of memory,
     and cpu batch 1's mIoU falls below 72.20 - 1."""
-    publish_run(_doc(OLD, "2026-11-20T02:00:00+00:00", "8.0.0", {
-        ("Ascend310P3", 1): (300.0, "ok", 0.7221), ("Ascend310P3", 4): (200.0, "ok", 0.7221),
-        ("cpu", 1): (50.0, "ok", 0.7221)}), sqlite_url)
-    publish_run(_doc(NEW, "2026-11-27T09:07:00+00:00", "8.1.RC1", {
-        ("Ascend310P3", 1): (240.0, "ok", 0.7221), ("Ascend310P3", 4): (None, "oom", None),
-        ("cpu", 1): (50.0, "ok", 0.6543)}), sqlite_url)
+    publish_run(
+        _doc(
+            OLD,
+            "2026-11-20T02:00:00+00:00",
+            "8.0.0",
+            {
+                ("Ascend310P3", 1): (300.0, "ok", 0.7221),
+                ("Ascend310P3", 4): (200.0, "ok", 0.7221),
+                ("cpu", 1): (50.0, "ok", 0.7221),
+            },
+        ),
+        sqlite_url,
+    )
+    publish_run(
+        _doc(
+            NEW,
+            "2026-11-27T09:07:00+00:00",
+            "8.1.RC1",
+            {
+                ("Ascend310P3", 1): (240.0, "ok", 0.7221),
+                ("Ascend310P3", 4): (None, "oom", None),
+                ("cpu", 1): (50.0, "ok", 0.6543),
+            },
+        ),
+        sqlite_url,
+    )
     with db.session_scope(sqlite_url) as session:
         found = regression.find_regressions(session, NEW, regression.Rules())
     assert len(found) == 3
@@ -87,21 +125,42 @@ def test_regression_message_lists_every_finding_with_baseline_and_links(regresse
     header, *rows = html.rows
     assert header[:4] == ["target", "batch", "metric", "this run"]
     drop_row = next(r for r in rows if r[:2] == ["Ascend310P3", "1"])
-    assert drop_row == ["Ascend310P3", "1", "throughput (fps)", "240.00", "300.00", "285.00", "throughput_drop", OLD,
-                        "8.0.0", "8.1.RC1"], drop_row
+    assert drop_row == [
+        "Ascend310P3",
+        "1",
+        "throughput (fps)",
+        "240.00",
+        "300.00",
+        "285.00",
+        "throughput_drop",
+        OLD,
+        "8.0.0",
+        "8.1.RC1",
+    ], drop_row
 
 
 def test_html_escapes_what_comes_from_outside(regressed):
-    msg = notify.failure_message(dag_id="erfnet_offline_inference", run_id="manual__<b>x</b>", task_id="preprocess",
-                                 error="bad file <script>alert(1)</script>\nsecond line", links=notify.Links(BASE))
+    msg = notify.failure_message(
+        dag_id="erfnet_offline_inference",
+        run_id="manual__<b>x</b>",
+        task_id="preprocess",
+        error="bad file <script>alert(1)</script>\nsecond line",
+        links=notify.Links(BASE),
+    )
     assert "<script>" not in msg.html and "&lt;script&gt;" in msg.html
     assert "second line" not in msg.text
 
 
 def test_failure_message_names_task_error_and_log(regressed):
-    msg = notify.failure_message(dag_id="erfnet_offline_inference", run_id=NEW, task_id="infer_on_npu",
-                                 error="ErfnetError: om not found\nTraceback...", links=notify.Links(BASE),
-                                 map_index=3, try_number=2)
+    msg = notify.failure_message(
+        dag_id="erfnet_offline_inference",
+        run_id=NEW,
+        task_id="infer_on_npu",
+        error="ErfnetError: om not found\nTraceback...",
+        links=notify.Links(BASE),
+        map_index=3,
+        try_number=2,
+    )
     assert msg.subject == f"[ErfNet] run {NEW} failed in infer_on_npu[3]"
     assert "  ErfnetError: om not found" in msg.text and "Traceback" not in msg.text
     log = re.search(r"Task log: (\S+)", msg.text).group(1)
@@ -136,4 +195,3 @@ def test_summary_policy_and_settings(monkeypatch):
         settings.notify_summary()
     with pytest.raises(ErfnetError, match="must start with http"):
         notify.Links("airflow.example.org")
-

@@ -72,8 +72,13 @@ def _toy_model(bn_weight: np.ndarray) -> onnx.ModelProto:
         numpy_helper.from_array(np.array([0.005], np.float32), "decoder.weight_bn"),
     ]
     node = helper.make_node("Identity", ["x"], ["y"])
-    graph = helper.make_graph([node], "toy", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])], initializer=inits)
+    graph = helper.make_graph(
+        [node],
+        "toy",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])],
+        initializer=inits,
+    )
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 11)])
 
 
@@ -84,8 +89,9 @@ def test_bn_rule_exactly(tmp_path):
     changed = fix_bn(src, out)
     fixed = {i.name: numpy_helper.to_array(i) for i in onnx.load(str(out)).graph.initializer}
     # |v| > 0.01 keeps v (negative ones too); everything else, small negatives included, becomes 0.01.
-    np.testing.assert_array_equal(fixed["encoder.layers.0.bn.weight"],
-                                  np.array([0.5, 0.01, 0.01, 0.01, -0.5, 0.01, -0.02, 0.01], np.float32))
+    np.testing.assert_array_equal(
+        fixed["encoder.layers.0.bn.weight"], np.array([0.5, 0.01, 0.01, 0.01, -0.5, 0.01, -0.02, 0.01], np.float32)
+    )
     assert changed == 4
     assert fixed["encoder.layers.0.bn.weight"].dtype == np.float32
     np.testing.assert_array_equal(fixed["encoder.layers.0.bn.bias"], np.array([0.001, -0.002], np.float32))

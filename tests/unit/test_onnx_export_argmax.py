@@ -34,16 +34,18 @@ def dataset(tmp_path_factory):
     root = tmp_path_factory.mktemp("data")
     # 1024x512 is already the model's size (the resize is skipped), which keeps the test quick.
     write_sample_data(root / "cs", 3, size=(1024, 512), seed=3)
-    preprocess(root / "cs/leftImg8bit/val", root / "prep", root / "cs/gtFine/val", root / "gt", workers=1,
-               progress=False)
+    preprocess(
+        root / "cs/leftImg8bit/val", root / "prep", root / "cs/gtFine/val", root / "gt", workers=1, progress=False
+    )
     return root
 
 
 def _infer(model, dataset, name, output_type="fp16"):
     backend = get_backend("onnxruntime")
     compiled = backend.compile(model, dataset / f"om_{name}", chip="cpu", batch_size=1)
-    return backend.infer(compiled.path, dataset / "prep", dataset / f"out_{name}", batch_size=1,
-                         output_type=output_type)
+    return backend.infer(
+        compiled.path, dataset / "prep", dataset / f"out_{name}", batch_size=1, output_type=output_type
+    )
 
 
 def test_graph_ends_in_argmax_with_int32_output(argmax_onnx):

@@ -50,8 +50,7 @@ def _children_in_a_daemonic_process(make_process: str) -> str:
         print("RESULT", queue.get(timeout=120))
         proc.join()
     """)
-    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=180,
-                          cwd=REPO)
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=180, cwd=REPO)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     return proc.stdout
 
@@ -65,7 +64,8 @@ def test_daemonic_billiard_process_like_a_celery_prefork_child_has_worker_proces
 
 def test_daemonic_stdlib_process_has_worker_processes():
     out = _children_in_a_daemonic_process(
-        'import multiprocessing; ctx = multiprocessing.get_context("fork"); queue = ctx.Queue()')
+        'import multiprocessing; ctx = multiprocessing.get_context("fork"); queue = ctx.Queue()'
+    )
     assert "RESULT (True, False, 2)" in out, out
 
 
@@ -82,8 +82,7 @@ def test_a_process_that_cannot_fork_says_so_once_and_still_computes():
         print("FIRST", list(run_parallel(_square, [1, 2, 3], 2, False, "t")))
         print("SECOND", list(run_parallel(_square, [4, 5], 2, False, "t")))
     """)
-    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120,
-                          cwd=REPO)
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, cwd=REPO)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "FIRST [1, 4, 9]" in proc.stdout and "SECOND [16, 25]" in proc.stdout
     logged = [line for line in proc.stdout.splitlines() if line.startswith("LOG")]

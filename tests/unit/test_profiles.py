@@ -25,16 +25,24 @@ SHAPE = (2, 32, 32)
 def small_graph(path):
     """conv -> relu -> conv -> add(relu) -> maxpool: several op types, each node named."""
     rng = np.random.default_rng(0)
-    inits = [numpy_helper.from_array(rng.normal(size=(8, 2, 3, 3)).astype(np.float32), "w1"),
-             numpy_helper.from_array(rng.normal(size=(8, 8, 3, 3)).astype(np.float32), "w2")]
-    nodes = [helper.make_node("Conv", ["actual_input_1", "w1"], ["a"], name="conv1", pads=[1, 1, 1, 1]),
-             helper.make_node("Relu", ["a"], ["r"], name="relu1"),
-             helper.make_node("Conv", ["r", "w2"], ["b"], name="conv2", pads=[1, 1, 1, 1]),
-             helper.make_node("Add", ["b", "r"], ["s"], name="add1"),
-             helper.make_node("MaxPool", ["s"], ["output1"], name="pool1", kernel_shape=[2, 2], strides=[2, 2])]
-    graph = helper.make_graph(nodes, "small", [helper.make_tensor_value_info("actual_input_1", TensorProto.FLOAT,
-                                                                             [1, *SHAPE])],
-                              [helper.make_tensor_value_info("output1", TensorProto.FLOAT, None)], inits)
+    inits = [
+        numpy_helper.from_array(rng.normal(size=(8, 2, 3, 3)).astype(np.float32), "w1"),
+        numpy_helper.from_array(rng.normal(size=(8, 8, 3, 3)).astype(np.float32), "w2"),
+    ]
+    nodes = [
+        helper.make_node("Conv", ["actual_input_1", "w1"], ["a"], name="conv1", pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["a"], ["r"], name="relu1"),
+        helper.make_node("Conv", ["r", "w2"], ["b"], name="conv2", pads=[1, 1, 1, 1]),
+        helper.make_node("Add", ["b", "r"], ["s"], name="add1"),
+        helper.make_node("MaxPool", ["s"], ["output1"], name="pool1", kernel_shape=[2, 2], strides=[2, 2]),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "small",
+        [helper.make_tensor_value_info("actual_input_1", TensorProto.FLOAT, [1, *SHAPE])],
+        [helper.make_tensor_value_info("output1", TensorProto.FLOAT, None)],
+        inits,
+    )
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), str(path))
     return path
 
@@ -43,18 +51,47 @@ def small_graph(path):
 def om(tmp_path, monkeypatch):
     harness.use_standins(monkeypatch, tmp_path)
     model = small_graph(tmp_path / "small.onnx")
-    done = subprocess.run(["atc", "--framework=5", f"--model={model}", f"--output={tmp_path / 'small'}",
-                           "--soc_version=Ascend310P3", "--input_format=NCHW", "--log=error",
-                           f"--input_shape=actual_input_1:1,{','.join(map(str, SHAPE))}"],
-                          capture_output=True, text=True)
+    done = subprocess.run(
+        [
+            "atc",
+            "--framework=5",
+            f"--model={model}",
+            f"--output={tmp_path / 'small'}",
+            "--soc_version=Ascend310P3",
+            "--input_format=NCHW",
+            "--log=error",
+            f"--input_shape=actual_input_1:1,{','.join(map(str, SHAPE))}",
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert done.returncode == 0, done.stdout
     return tmp_path / "small.om"
 
 
 def profiled_pass(om, prep, out, loop=3, **env) -> subprocess.CompletedProcess:
-    done = subprocess.run([sys.executable, "-m", "ais_bench", "--model", str(om), "--input", str(prep), "--output",
-                           str(out), "--profiler", "1", "--loop", str(loop), "--warmup_count", "1"],
-                          capture_output=True, text=True, env={**os.environ, **env})
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "ais_bench",
+            "--model",
+            str(om),
+            "--input",
+            str(prep),
+            "--output",
+            str(out),
+            "--profiler",
+            "1",
+            "--loop",
+            str(loop),
+            "--warmup_count",
+            "1",
+        ],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **env},
+    )
     assert done.returncode == 0, done.stdout + done.stderr
     return done
 
@@ -65,8 +102,18 @@ def test_standin_profiler_writes_msprofs_op_summary_and_it_is_read_by_column_nam
     (path,) = (tmp_path / "out" / "profiler").glob("PROF_*/mindstudio_profiler_output/op_summary_*.csv")
     with open(path, newline="") as fh:
         header = next(csv.reader(fh))
-    for column in ("Device_id", "Model Name", "Op Name", "OP Type", "Task Type", "Task Start Time(us)",
-                   "Task Duration(us)", "Input Shapes", "Output Shapes", "aicore_time(us)"):
+    for column in (
+        "Device_id",
+        "Model Name",
+        "Op Name",
+        "OP Type",
+        "Task Type",
+        "Task Start Time(us)",
+        "Task Duration(us)",
+        "Input Shapes",
+        "Output Shapes",
+        "aicore_time(us)",
+    ):
         assert column in header
     ops = {op.op_name: op for op in profiles.read_msprof_op_summary(tmp_path / "out")}
     assert set(ops) == {"conv1", "relu1", "conv2", "add1", "pool1"}
@@ -94,8 +141,13 @@ def test_op_summary_without_a_needed_column_is_one_line(om, tmp_path):
         rows = list(csv.reader(fh))
     with open(reordered, "w", newline="") as fh:  # columns in another order still read by name
         csv.writer(fh).writerows([row[::-1] for row in rows])
-    assert {op.op_name for op in profiles.read_msprof_op_summary(reordered)} == {"conv1", "relu1", "conv2", "add1",
-                                                                                 "pool1"}
+    assert {op.op_name for op in profiles.read_msprof_op_summary(reordered)} == {
+        "conv1",
+        "relu1",
+        "conv2",
+        "add1",
+        "pool1",
+    }
     broken = rewrite_without(path, "OP Type", tmp_path / "op_summary_3.csv")
     with pytest.raises(ErfnetError, match=r"no column OP Type") as err:
         profiles.read_msprof_op_summary(broken)
@@ -116,8 +168,13 @@ def test_onnx_runtime_trace_reader(tmp_path):
     for _ in range(4):
         session.run(None, {"actual_input_1": x})
     ops = {op.op_name: op for op in profiles.read_ort_trace(session.end_profiling())}
-    assert {name: op.op_type for name, op in ops.items()} == {"conv1": "Conv", "relu1": "Relu", "conv2": "Conv",
-                                                              "add1": "Add", "pool1": "MaxPool"}
+    assert {name: op.op_type for name, op in ops.items()} == {
+        "conv1": "Conv",
+        "relu1": "Relu",
+        "conv2": "Conv",
+        "add1": "Add",
+        "pool1": "MaxPool",
+    }
     assert all(op.calls == 4 for op in ops.values())
     bad = tmp_path / "bad.json"
     bad.write_text("{not json")
@@ -147,12 +204,23 @@ def op(name, op_type, mean, calls=10):
 
 def test_comparison_names_the_grown_type_first_and_ops_that_appear_or_vanish():
     baseline = [op("c1", "Conv", 100), op("c2", "Conv", 50), op("r1", "Relu", 10), op("fused", "BNRelu", 5)]
-    current = [op("c1", "Conv", 100), op("c2", "Conv", 52), op("r1", "Relu", 40), op("bn", "BatchNorm", 4),
-               op("r2", "Relu", 3)]
+    current = [
+        op("c1", "Conv", 100),
+        op("c2", "Conv", 52),
+        op("r1", "Relu", 40),
+        op("bn", "BatchNorm", 4),
+        op("r2", "Relu", 3),
+    ]
     ops = compare_profiles(baseline, current)["ops"]
     types = [e for e in ops if e["op_name"] is None]
-    assert types[0] == {"op_type": "Relu", "op_name": None, "baseline_us": 10.0, "current_us": 43.0,
-                        "share": pytest.approx(33 / 34), "change": "grew"}
+    assert types[0] == {
+        "op_type": "Relu",
+        "op_name": None,
+        "baseline_us": 10.0,
+        "current_us": 43.0,
+        "share": pytest.approx(33 / 34),
+        "change": "grew",
+    }
     assert [e["op_type"] for e in types] == ["Relu", "BatchNorm", "Conv", "BNRelu"]
     named = {e["op_name"]: e for e in ops if e["op_name"]}
     assert next(iter(named)) == "r1" and named["r1"]["share"] == pytest.approx(30 / 34)
@@ -165,8 +233,9 @@ def test_slowed_standin_op_type_is_named_first(om, tmp_path):
     prep = harness.write_prep(tmp_path / "prep", ["a.bin", "b.bin"], shape=SHAPE)[0].parent
     profiled_pass(om, prep, tmp_path / "base")
     profiled_pass(om, prep, tmp_path / "slow", STANDIN_CANN_SLOW_OP_TYPE="MaxPool", STANDIN_CANN_SLOW_FACTOR="50")
-    result = compare_profiles(profiles.read_msprof_op_summary(tmp_path / "base"),
-                              profiles.read_msprof_op_summary(tmp_path / "slow"))
+    result = compare_profiles(
+        profiles.read_msprof_op_summary(tmp_path / "base"), profiles.read_msprof_op_summary(tmp_path / "slow")
+    )
     first = result["ops"][0]
     assert (first["op_type"], first["op_name"]) == ("MaxPool", None)
     assert first["current_us"] > 10 * first["baseline_us"]
@@ -179,9 +248,28 @@ def test_standin_cann_switches_slow_the_compute_time_and_perturb_the_outputs(om,
     prep = harness.write_prep(tmp_path / "prep", ["a.bin"], shape=SHAPE)[0].parent
 
     def run(out, **env):
-        done = subprocess.run([sys.executable, "-m", "ais_bench", "--model", str(om), "--input", str(prep),
-                               "--output", str(out), "--output_dirname", "o", "--loop", "20", "--outfmt", "BIN"],
-                              capture_output=True, text=True, env={**os.environ, **env})
+        done = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "ais_bench",
+                "--model",
+                str(om),
+                "--input",
+                str(prep),
+                "--output",
+                str(out),
+                "--output_dirname",
+                "o",
+                "--loop",
+                "20",
+                "--outfmt",
+                "BIN",
+            ],
+            capture_output=True,
+            text=True,
+            env={**os.environ, **env},
+        )
         assert done.returncode == 0, done.stdout + done.stderr
         summary = json.loads((out / "o_summary.json").read_text())
         return summary["NPU_compute_time"]["median"], np.fromfile(out / "o" / "a_0.bin", dtype=np.float32)

@@ -7,8 +7,7 @@ import json
 import pytest
 
 from erfnet_tasks.errors import InferFailed
-from erfnet_tasks.records import (INFER_FAILURES, INFRASTRUCTURE_FAILURES, CellStatus, RunStatus, is_result,
-                                  run_status)
+from erfnet_tasks.records import INFER_FAILURES, INFRASTRUCTURE_FAILURES, CellStatus, RunStatus, is_result, run_status
 
 
 def test_statuses_are_plain_strings_on_the_wire():
@@ -18,23 +17,29 @@ def test_statuses_are_plain_strings_on_the_wire():
 
 def test_oom_and_compile_refusals_are_results_device_failures_are_not():
     assert is_result(CellStatus.OOM) and is_result("compile_failed") and is_result("ok")
-    assert {s for s in CellStatus if not is_result(s)} == INFRASTRUCTURE_FAILURES == {
-        "model_load_failed", "device_open_failed", "infer_failed", "no_space", "timed_out"}  # nothing was measured
+    assert (
+        {s for s in CellStatus if not is_result(s)}
+        == INFRASTRUCTURE_FAILURES
+        == {"model_load_failed", "device_open_failed", "infer_failed", "no_space", "timed_out"}
+    )  # nothing was measured
 
 
-@pytest.mark.parametrize("statuses, expected", [
-    (["ok", "oom"], "complete"),
-    (["ok", "compile_failed"], "complete"),
-    (["oom"], "failed"),
-    (["ok", "device_open_failed"], "incomplete"),
-    (["infer_failed"], "incomplete"),
-])
+@pytest.mark.parametrize(
+    "statuses, expected",
+    [
+        (["ok", "oom"], "complete"),
+        (["ok", "compile_failed"], "complete"),
+        (["oom"], "failed"),
+        (["ok", "device_open_failed"], "incomplete"),
+        (["infer_failed"], "incomplete"),
+    ],
+)
 def test_run_status(statuses, expected):
     assert run_status(statuses) == expected
 
 
 def test_infer_failed_carries_one_of_the_backend_statuses():
-    assert INFER_FAILURES == {"oom", *INFRASTRUCTURE_FAILURES}
+    assert {"oom", *INFRASTRUCTURE_FAILURES} == INFER_FAILURES
     assert InferFailed("x", status="device_open_failed").status == "device_open_failed"
     with pytest.raises(ValueError, match="unknown infer status"):
         InferFailed("x", status="compile_failed")

@@ -42,12 +42,16 @@ def _publish(url: str, run_id: str, days_ago: int, status: str, targets: dict[st
     """A run measuring each target (batch 1) with the compiled model at the given path."""
     started = (NOW - dt.timedelta(days=days_ago)).isoformat()
     cell_status = "ok" if status == "complete" else "infer_failed"
-    publish_run({
-        "run": {"id": run_id, "started_at": started, "status": status},
-        "compiled": [{"target": t, "batch_size": 1, "path": p, "status": "ok"} for t, p in targets.items()],
-        "accuracy": [{"target": t, "batch_size": 1, "images": 1, "miou": 0.5, "per_class": [0.5]} for t in targets],
-        "perf": [{"target": t, "batch_size": 1, "throughput_fps": 1.0, "status": cell_status} for t in targets],
-    }, url=url, retries=0)
+    publish_run(
+        {
+            "run": {"id": run_id, "started_at": started, "status": status},
+            "compiled": [{"target": t, "batch_size": 1, "path": p, "status": "ok"} for t, p in targets.items()],
+            "accuracy": [{"target": t, "batch_size": 1, "images": 1, "miou": 0.5, "per_class": [0.5]} for t in targets],
+            "perf": [{"target": t, "batch_size": 1, "throughput_fps": 1.0, "status": cell_status} for t in targets],
+        },
+        url=url,
+        retries=0,
+    )
 
 
 @pytest.fixture
@@ -76,14 +80,19 @@ def _prune(capsys, *args) -> list[str]:
 
 
 def _removed(lines: list[str]) -> list[str]:
-    return sorted(re.sub(r"^(would remove|removed) ", "", line).split(" (")[0]
-                  for line in lines if re.match(r"^(would remove|removed) (run|cache) ", line))
+    return sorted(
+        re.sub(r"^(would remove|removed) ", "", line).split(" (")[0]
+        for line in lines
+        if re.match(r"^(would remove|removed) (run|cache) ", line)
+    )
 
 
 def _row_counts(url: str) -> dict:
     with db.session_scope(url) as session:
-        return {m.__tablename__: session.scalar(sa.select(sa.func.count()).select_from(m))
-                for m in (Run, CompiledModel, Accuracy, Performance)}
+        return {
+            m.__tablename__: session.scalar(sa.select(sa.func.count()).select_from(m))
+            for m in (Run, CompiledModel, Accuracy, Performance)
+        }
 
 
 def test_dry_run_lists_exactly_what_the_real_prune_removes(installation, capsys):

@@ -38,8 +38,11 @@ def test_batch_sizes_and_reference_defaults_from_the_environment(monkeypatch):
     monkeypatch.setenv("ERFNET_BATCH_SIZES", " 1, 4,,")
     monkeypatch.setenv("ERFNET_REFERENCE_MIOU", "0")
     assert settings.default_batch_sizes([8]) == [1, 4] and settings.default_reference_miou(72.2) == 0.0
-    for name, bad in (("ERFNET_BATCH_SIZES", "1,x"), ("ERFNET_REFERENCE_MIOU", "nan"),
-                      ("ERFNET_REFERENCE_MIOU", "101")):
+    for name, bad in (
+        ("ERFNET_BATCH_SIZES", "1,x"),
+        ("ERFNET_REFERENCE_MIOU", "nan"),
+        ("ERFNET_REFERENCE_MIOU", "101"),
+    ):
         monkeypatch.setenv(name, bad)
         with pytest.raises(ErfnetError, match=name):
             settings.default_batch_sizes([1]) if name == "ERFNET_BATCH_SIZES" else settings.default_reference_miou(1.0)
@@ -49,8 +52,12 @@ def test_batch_sizes_and_reference_defaults_from_the_environment(monkeypatch):
 def test_worker_settings(monkeypatch):
     for name in ("ERFNET_NPU_QUEUE", "ERFNET_ORT_THREADS", "ERFNET_AIS_BENCH_PYTHON", "ERFNET_RESULTS_DB_URL"):
         monkeypatch.delenv(name, raising=False)
-    assert (settings.npu_queue(), settings.ort_threads(), settings.ais_bench_python(), settings.results_db_url()) \
-        == ("npu", 0, None, None)
+    assert (settings.npu_queue(), settings.ort_threads(), settings.ais_bench_python(), settings.results_db_url()) == (
+        "npu",
+        0,
+        None,
+        None,
+    )
     monkeypatch.setenv("ERFNET_ORT_THREADS", "4")
     monkeypatch.setenv("ERFNET_NPU_QUEUE", "npu-310p")
     assert (settings.ort_threads(), settings.npu_queue()) == (4, "npu-310p")

@@ -42,8 +42,12 @@ def measured_setup(tmp_path_factory):
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("ERFNET_DATA_DIR", str(root))
         mp.setenv("ERFNET_DATA_ROOTS", str(root))
-        form = {"weights": str(root / "w.pth"), "dataset_root": str(root / "cityscapes"), "targets": ["cpu"],
-                "batch_sizes": [1, 2]}
+        form = {
+            "weights": str(root / "w.pth"),
+            "dataset_root": str(root / "cityscapes"),
+            "targets": ["cpu"],
+            "batch_sizes": [1, 2],
+        }
         env = plan.resolve_environment(form, "storage_test")
         model = build.fix_bn_step(build.export_step(env))
         prep = build.preprocess_dataset(env)
@@ -76,14 +80,18 @@ def test_evaluate_then_delete_keeps_the_result_summary_and_the_same_miou(measure
     spec = label_spec(prep.dataset)
     assert np.array(gone.evaluation.confusion).shape == (spec.channels, spec.channels)
     assert np.array(gone.evaluation.confusion).sum() == 2 * spec.size[0] * spec.size[1]
-    assert iou_from_confusion(np.array(stored["confusion"]), spec) == (gone.evaluation.miou,
-                                                                       list(gone.evaluation.per_class))
+    assert iou_from_confusion(np.array(stored["confusion"]), spec) == (
+        gone.evaluation.miou,
+        list(gone.evaluation.per_class),
+    )
     assert gone.evaluation.label_mode == LabelMode.LOGITS == gone.planned.output.label_mode
 
 
 def test_a_failure_before_the_result_is_stored_deletes_nothing(measured_setup, tmp_path):
     cell = measured_setup["cells"][0]
-    prep = measured_setup["prep"].model_copy(update={"gt_dir": str(tmp_path / "no_labels")})  # evaluation cannot count them
+    prep = measured_setup["prep"].model_copy(
+        update={"gt_dir": str(tmp_path / "no_labels")}
+    )  # evaluation cannot count them
     (tmp_path / "no_labels").mkdir()
     with pytest.raises(ErfnetError, match="label"):
         measure.measure_cell(cell, prep, _env(measured_setup, tmp_path / "work"))
@@ -117,8 +125,9 @@ def small_tmpfs(tmp_path):
     """An 80 MiB tmpfs: one two-image cell of FP16 logits (42 MB + margin) fits, a second does not."""
     mount = tmp_path / f"tmpfs_{uuid.uuid4().hex[:8]}"
     mount.mkdir()
-    proc = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=80M", "tmpfs", str(mount)], capture_output=True,
-                          text=True)
+    proc = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=80M", "tmpfs", str(mount)], capture_output=True, text=True
+    )
     if proc.returncode != 0:
         pytest.skip(f"cannot mount a tmpfs here (needs root): {proc.stderr.strip()}")
     try:
@@ -136,15 +145,15 @@ def test_the_cell_that_does_not_fit_is_no_space_and_nothing_else_is_lost(measure
     out = small_tmpfs / "run" / "outputs"
     assert len(_bins(out / "cpu_bs1")) == 2 and (out / "cpu_bs1" / "result.json").is_file()
     assert _bins(out / "cpu_bs2") == []  # nothing half-written, so nothing evaluated
-    doc = report.build_run_document(env, make.model(), measured_setup["prep"], [first, second],
-                                    report.collect_perf([first, second]))
+    doc = report.build_run_document(
+        env, make.model(), measured_setup["prep"], [first, second], report.collect_perf([first, second])
+    )
     assert doc["run"]["status"] == "incomplete"
     assert [(c["batch_size"], c["status"]) for c in doc["perf"]] == [(1, "ok"), (2, "no_space")]
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="mounting a tmpfs needs root")
-def test_a_disk_that_fills_during_the_write_is_no_space_and_leaves_no_half_written_folder(measured_setup,
-                                                                                          small_tmpfs):
+def test_a_disk_that_fills_during_the_write_is_no_space_and_leaves_no_half_written_folder(measured_setup, small_tmpfs):
     # The check passes, then another writer takes the space: the write itself fails with ENOSPC.
     env = _env(measured_setup, small_tmpfs / "run", keep_outputs=True)
     cell = measured_setup["cells"][0]
@@ -170,6 +179,7 @@ def test_a_disk_that_fills_during_the_write_is_no_space_and_leaves_no_half_writt
 
 # ------------------------------------------------------------------------------ labels_on_device
 
+
 @pytest.fixture(scope="module")
 def labels_setup(measured_setup):
     """The same run with labels_on_device: ArgMax appended after fix_bn, compiled for ONNX Runtime."""
@@ -183,7 +193,8 @@ def labels_setup(measured_setup):
 
 
 def test_labels_on_device_writes_label_maps_and_agrees_with_the_logits_within_the_ties(
-        measured_setup, labels_setup, tmp_path):
+    measured_setup, labels_setup, tmp_path
+):
     from erfnet_tasks.evaluate import prediction_disagreement
 
     assert labels_setup["model"].path.endswith("ErfNet_argmax.onnx")
@@ -191,10 +202,12 @@ def test_labels_on_device_writes_label_maps_and_agrees_with_the_logits_within_th
     assert labels_cell.compilation.path != measured_setup["cells"][0].compilation.path  # own cache entry
     assert labels_cell.planned.output.dtype == "int32"  # planned so: atc and the space check read it
     prep = measured_setup["prep"]
-    logits = measure.measure_cell(measured_setup["cells"][0], prep, _env(measured_setup, tmp_path / "logits",
-                                                                           keep_outputs=True))
-    labels = measure.measure_cell(labels_setup["cells"][0], prep, _env(labels_setup, tmp_path / "labels",
-                                                                         keep_outputs=True))
+    logits = measure.measure_cell(
+        measured_setup["cells"][0], prep, _env(measured_setup, tmp_path / "logits", keep_outputs=True)
+    )
+    labels = measure.measure_cell(
+        labels_setup["cells"][0], prep, _env(labels_setup, tmp_path / "labels", keep_outputs=True)
+    )
     assert (logits.evaluation.label_mode, labels.evaluation.label_mode) == ("logits", "labels")
     spec = label_spec(prep.dataset)
     sizes = {p.stat().st_size for p in _bins(tmp_path / "labels")}

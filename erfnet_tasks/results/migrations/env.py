@@ -18,8 +18,12 @@ target_metadata = Base.metadata
 
 def _configure(connection) -> None:
     # SQLite cannot ALTER most things; batch mode lets later migrations work there too.
-    context.configure(connection=connection, target_metadata=target_metadata,
-                      render_as_batch=connection.dialect.name == "sqlite", compare_type=True)
+    context.configure(
+        connection=connection,
+        target_metadata=target_metadata,
+        render_as_batch=connection.dialect.name == "sqlite",
+        compare_type=True,
+    )
 
 
 def run_migrations_offline() -> None:

@@ -118,13 +118,21 @@ def stats(values) -> dict:
     if not values:
         return {"min": 0.0, "max": 0.0, "mean": 0.0, "median": 0.0, "percentile(99%)": 0.0, "count": 0}
     a = np.asarray(values, dtype=np.float64)
-    return {"min": float(a.min()), "max": float(a.max()), "mean": float(a.mean()), "median": float(np.median(a)),
-            "percentile(99%)": float(np.percentile(a, 99)), "count": int(a.size)}
+    return {
+        "min": float(a.min()),
+        "max": float(a.max()),
+        "mean": float(a.mean()),
+        "median": float(np.median(a)),
+        "percentile(99%)": float(np.percentile(a, 99)),
+        "count": int(a.size),
+    }
 
 
 def stat_line(name: str, s: dict) -> str:
-    return (f"{name} (ms): min = {s['min']}, max = {s['max']}, mean = {s['mean']}, median = {s['median']}, "
-            f"percentile(99%) = {s['percentile(99%)']}")
+    return (
+        f"{name} (ms): min = {s['min']}, max = {s['max']}, mean = {s['mean']}, median = {s['median']}, "
+        f"percentile(99%) = {s['percentile(99%)']}"
+    )
 
 
 def read_batch(files: list[str], batch: int, sample_shape: tuple) -> np.ndarray:
@@ -134,8 +142,9 @@ def read_batch(files: list[str], batch: int, sample_shape: tuple) -> np.ndarray:
         array = np.load(path) if path.endswith(".npy") else np.fromfile(path, dtype=np.uint8)
         if array.nbytes != sample_bytes:
             fatal(f"arg0 tensorsize: {data.nbytes} filesize: {array.nbytes} not match")
-        data[slot] = (array.view(np.float32).reshape(sample_shape) if array.dtype == np.uint8
-                      else array.reshape(sample_shape))
+        data[slot] = (
+            array.view(np.float32).reshape(sample_shape) if array.dtype == np.uint8 else array.reshape(sample_shape)
+        )
     return data
 
 
@@ -154,8 +163,9 @@ def slowed_share(model: str, device: int, how: dict, feed: str, sample: np.ndarr
 def write_profile(args, session, device: int, how: dict) -> None:
     """msprof's op summary under OUTPUT/profiler/ from this session's ONNX Runtime trace."""
     trace = session.end_profiling()
-    summary_csv = write_op_summary(args.output or ".", trace, model=args.model, device=device,
-                                   skip_runs=args.warmup_count, how=how)
+    summary_csv = write_op_summary(
+        args.output or ".", trace, model=args.model, device=device, skip_runs=args.warmup_count, how=how
+    )
     os.remove(trace)
     logger.info(f"profiler output: {summary_csv}")
 
@@ -187,14 +197,14 @@ def run(args, era: str, device: int) -> int:
     logger.info("create model description success")
 
     files = list_inputs(args.input) if args.input else []
-    groups = [files[i:i + batch] for i in range(0, len(files), batch)] or [[]]
+    groups = [files[i : i + batch] for i in range(0, len(files), batch)] or [[]]
     folder = None
     if args.output:
         folder = os.path.join(args.output, args.output_dirname or time.strftime("%Y_%m_%d-%H_%M_%S"))
         os.makedirs(folder, exist_ok=True)
         logger.info(f"output path:{folder}")
 
-    first = read_batch(groups[0], batch, sample_shape)[:max(1, len(groups[0]))]
+    first = read_batch(groups[0], batch, sample_shape)[: max(1, len(groups[0]))]
     for _ in range(args.warmup_count):
         session.run(None, {feed.name: first})
     slowed = slowed_share(args.model, device, how, feed.name, first)
@@ -202,7 +212,7 @@ def run(args, era: str, device: int) -> int:
     for group in groups:
         # Only the rows that hold an input are computed: the padding rows' outputs are never written, and
         # a full batch of 64 at 512x1024 would need more memory than a test machine has.
-        host = read_batch(group, batch, sample_shape)[:max(1, len(group))]
+        host = read_batch(group, batch, sample_shape)[: max(1, len(group))]
         for _ in range(args.loop):
             t0 = time.perf_counter()
             device_input = host.copy()  # the stand-in "H2D" copy
@@ -231,9 +241,16 @@ def run(args, era: str, device: int) -> int:
     s_compute, s_h2d, s_d2h = stats(compute), stats(h2d), stats(d2h)
     throughput = 1000 * batchsize / s_compute["mean"] if s_compute["mean"] else 0.0
     if folder:
-        summary = {"filesinfo": filesinfo, "args": sys.argv, "NPU_compute_time": s_compute, "H2D_latency": s_h2d,
-                   "D2H_latency": s_d2h, "throughput": throughput, "npu_compute_time_list": compute,
-                   "pid": os.getpid()}
+        summary = {
+            "filesinfo": filesinfo,
+            "args": sys.argv,
+            "NPU_compute_time": s_compute,
+            "H2D_latency": s_h2d,
+            "D2H_latency": s_d2h,
+            "throughput": throughput,
+            "npu_compute_time_list": compute,
+            "pid": os.getpid(),
+        }
         if era == "2022":
             for block in ("NPU_compute_time", "H2D_latency", "D2H_latency"):
                 summary[block] = {k: v for k, v in summary[block].items() if k != "count"}
@@ -251,8 +268,10 @@ def run(args, era: str, device: int) -> int:
     if era == "2022":
         logger.info(f"throughput 1000*batchsize({batchsize})/NPU_compute_time.mean({s_compute['mean']}): {throughput}")
     else:
-        logger.info(f"throughput 1000*batchsize.mean({float(batchsize)})/NPU_compute_time.mean({s_compute['mean']}): "
-                    f"{throughput}")
+        logger.info(
+            f"throughput 1000*batchsize.mean({float(batchsize)})/NPU_compute_time.mean({s_compute['mean']}): "
+            f"{throughput}"
+        )
     logger.info("------------------------------------------------------")
     logger.info("unload model success, model Id is 1")
     return 0

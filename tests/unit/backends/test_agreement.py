@@ -55,8 +55,15 @@ def _check_against_reference(result, reference, dtype):
 def test_onnxruntime_compiled_model_matches_pytorch(exported_onnx, prep, reference, tmp_path, output_type, batch):
     backend = get_backend("onnxruntime")
     compiled = backend.compile(exported_onnx, tmp_path / "compiled", chip="cpu", batch_size=batch)
-    result = backend.infer(compiled.path, prep[0].parent, tmp_path / "out", batch_size=batch, device="cpu",
-                           warmup=0, output_type=output_type)
+    result = backend.infer(
+        compiled.path,
+        prep[0].parent,
+        tmp_path / "out",
+        batch_size=batch,
+        device="cpu",
+        warmup=0,
+        output_type=output_type,
+    )
     _check_against_reference(result, reference, np.float16 if output_type == "fp16" else np.float32)
     assert result.compute_ms["count"] == len(NAMES) // batch
     assert result.throughput_fps == pytest.approx(1000.0 * batch / result.compute_ms["mean"])
@@ -67,8 +74,9 @@ def test_torch_backend_matches_pytorch(random_checkpoint, prep, reference, tmp_p
     backend = get_backend("torch")
     compiled = backend.compile(random_checkpoint, tmp_path, chip="cpu", batch_size=2)
     assert compiled.path == random_checkpoint and compiled.seconds == 0
-    result = backend.infer(compiled.path, prep[0].parent, tmp_path / "out", batch_size=2, device="cpu",
-                           warmup=0, output_type=output_type)
+    result = backend.infer(
+        compiled.path, prep[0].parent, tmp_path / "out", batch_size=2, device="cpu", warmup=0, output_type=output_type
+    )
     _check_against_reference(result, reference, np.float16 if output_type == "fp16" else np.float32)
     assert result.h2d_ms["count"] == 0 and result.d2h_ms["count"] == 0  # CPU: no device copies
 
@@ -90,6 +98,7 @@ def test_ascend_aoe_om_gives_fp32_matching_pytorch(exported_onnx, prep, referenc
     backend = get_backend("ascend")
     compiled = backend.compile(exported_onnx, tmp_path / "om", chip="Ascend310P3", batch_size=2, aoe=True)
     assert compiled.path.name == "ErfNet_bs2_aoe.om"
-    result = backend.infer(compiled.path, prep[0].parent, tmp_path / "out", batch_size=2, device=0, warmup=0,
-                           output_type="fp32")
+    result = backend.infer(
+        compiled.path, prep[0].parent, tmp_path / "out", batch_size=2, device=0, warmup=0, output_type="fp32"
+    )
     _check_against_reference(result, reference, np.float32)

@@ -17,9 +17,16 @@ from erfnet_tasks.backends import CompileFailed, get_backend
 from erfnet_tasks.errors import ErfnetError
 
 # The guide's command with --log=error and without the shell's quotes around --input_shape.
-GUIDE_ATC = ["--framework=5", "--model={onnx}", "--output={out}/ErfNet_bs{n}", "--input_format=NCHW",
-             "--input_shape=actual_input_1:{n},3,512,1024", "--log=error", "--soc_version={chip}",
-             "--output_type=FP16"]
+GUIDE_ATC = [
+    "--framework=5",
+    "--model={onnx}",
+    "--output={out}/ErfNet_bs{n}",
+    "--input_format=NCHW",
+    "--input_shape=actual_input_1:{n},3,512,1024",
+    "--log=error",
+    "--soc_version={chip}",
+    "--output_type=FP16",
+]
 
 
 @pytest.fixture
@@ -50,8 +57,22 @@ def test_failing_atc_is_reported_with_its_error_code(fixed_onnx, tmp_path, recor
 
 
 def test_missing_model_reaches_the_user_as_atcs_code(tmp_path, record, capsys):
-    assert cli.main(["compile", "--backend", "ascend", "--chip", "Ascend310", "--batch-size", "1",
-                     str(tmp_path / "nope.onnx"), str(tmp_path / "om")]) == 2
+    assert (
+        cli.main(
+            [
+                "compile",
+                "--backend",
+                "ascend",
+                "--chip",
+                "Ascend310",
+                "--batch-size",
+                "1",
+                str(tmp_path / "nope.onnx"),
+                str(tmp_path / "om"),
+            ]
+        )
+        == 2
+    )
     err = capsys.readouterr().err
     assert err.startswith("erfnet: error: atc failed") and "E10007" in err and err.count("\n") == 1
 
@@ -72,15 +93,31 @@ def test_aoe_tunes_subgraphs_then_operators(fixed_onnx, tmp_path, record):
     assert [e["tool"] for e in entries] == ["aoe", "device", "aoe", "device"]
     assert [e["device"] for e in entries if e["tool"] == "device"] == [0, 0]
     calls = [e for e in entries if e["tool"] == "aoe"]
-    base = ["--framework=5", f"--model={fixed_onnx}", "JOB", f"--output={tmp_path / 'om' / 'ErfNet_bs4_aoe'}",
-            "--input_format=NCHW", "--input_shape=actual_input_1:4,3,512,1024"]
+    base = [
+        "--framework=5",
+        f"--model={fixed_onnx}",
+        "JOB",
+        f"--output={tmp_path / 'om' / 'ErfNet_bs4_aoe'}",
+        "--input_format=NCHW",
+        "--input_shape=actual_input_1:4,3,512,1024",
+    ]
     assert [c["argv"] for c in calls] == [[a if a != "JOB" else f"--job_type={j}" for a in base] for j in (1, 2)]
     assert read_om(str(result.path))[0]["job_type"] == 2
     assert result.log_path.read_text().count("[Aoe]Aoe process finished") == 2
 
 
-BAD_CHIPS = ["Ascend310;rm -rf /", "$(x)", "Ascend310P3 --log=debug", "ascend310", "Ascend", "Ascend310`id`",
-             "Ascend310\n", "../Ascend310", "", 310]
+BAD_CHIPS = [
+    "Ascend310;rm -rf /",
+    "$(x)",
+    "Ascend310P3 --log=debug",
+    "ascend310",
+    "Ascend",
+    "Ascend310`id`",
+    "Ascend310\n",
+    "../Ascend310",
+    "",
+    310,
+]
 
 
 @pytest.mark.parametrize("chip", BAD_CHIPS)
@@ -104,8 +141,22 @@ def test_missing_chip_is_asked_for(fixed_onnx, tmp_path, record):
 
 
 def test_cli_refuses_a_shell_metacharacter_chip_before_atc(fixed_onnx, tmp_path, record, capsys):
-    assert cli.main(["compile", "--backend", "ascend", "--chip", "$(touch pwned)", "--batch-size", "1",
-                     str(fixed_onnx), str(tmp_path / "om")]) == 2
+    assert (
+        cli.main(
+            [
+                "compile",
+                "--backend",
+                "ascend",
+                "--chip",
+                "$(touch pwned)",
+                "--batch-size",
+                "1",
+                str(fixed_onnx),
+                str(tmp_path / "om"),
+            ]
+        )
+        == 2
+    )
     assert "chip must look like" in capsys.readouterr().err
     assert harness.invocations(record) == []
     assert not Path("pwned").exists()
@@ -122,11 +173,20 @@ def test_standin_atc_rejects_the_shell_quoted_shape(fixed_onnx, tmp_path, record
     # copied the guide verbatim) are an invalid shape.
     import subprocess
 
-    proc = subprocess.run([str(harness.BIN / "atc"), "--framework=5", f"--model={fixed_onnx}",
-                           f"--output={tmp_path / 'x'}", '--input_shape="actual_input_1:1,3,512,1024"',
-                           "--soc_version=Ascend310P3"], capture_output=True, text=True)
+    proc = subprocess.run(
+        [
+            str(harness.BIN / "atc"),
+            "--framework=5",
+            f"--model={fixed_onnx}",
+            f"--output={tmp_path / 'x'}",
+            '--input_shape="actual_input_1:1,3,512,1024"',
+            "--soc_version=Ascend310P3",
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert proc.returncode != 0
-    assert "E10001: Value [\"actual_input_1:1,3,512,1024\"] for parameter [--input_shape] is invalid" in proc.stdout
+    assert 'E10001: Value ["actual_input_1:1,3,512,1024"] for parameter [--input_shape] is invalid' in proc.stdout
     assert json.loads(record.read_text().splitlines()[0])["tool"] == "atc"
 
 
@@ -140,8 +200,7 @@ def test_an_argmax_model_compiles_without_output_type_and_the_om_outputs_int32(f
     append_argmax(argmax)
     result = get_backend("ascend").compile(argmax, tmp_path / "om", chip="Ascend310P3", batch_size=1)
     (call,) = harness.invocations(record)
-    assert call["argv"] == [a.format(onnx=argmax, out=tmp_path / "om", n=1, chip="Ascend310P3")
-                            for a in GUIDE_ATC[:-1]]
+    assert call["argv"] == [a.format(onnx=argmax, out=tmp_path / "om", n=1, chip="Ascend310P3") for a in GUIDE_ATC[:-1]]
     header, _onnx = read_om(str(result.path))
     assert header["output_type"] is None
     harness.write_prep(tmp_path / "prep", ["a_0.bin"], seed=1)
@@ -149,5 +208,6 @@ def test_an_argmax_model_compiles_without_output_type_and_the_om_outputs_int32(f
     (label_file,) = sorted((tmp_path / "out").rglob("*.bin"))
     assert label_file.stat().st_size == 512 * 1024 * 4 and out.summary_path.is_file()
     import numpy as np
+
     labels = np.fromfile(label_file, dtype=np.int32)
     assert labels.min() >= 0 and labels.max() < 20

@@ -31,9 +31,24 @@ def test_old_era_layout_and_printout_are_read(fixed_onnx, prep, tmp_path, monkey
     assert result.compute_ms["count"] == 2  # 2022 summaries have no count: taken from the time list
     assert result.throughput_fps == pytest.approx(1000.0 / result.compute_ms["mean"])
     ais = [c for c in harness.invocations(record) if c["tool"] == "ais_bench"]
-    assert ais[0]["argv"] == ["--model", str(om), "--input", str(prep), "--outfmt", "BIN", "--output",
-                              str(tmp_path / "out"), "--batchsize", "1", "--device", "0", "--loop", "2",
-                              "--warmup_count", "0"]
+    assert ais[0]["argv"] == [
+        "--model",
+        str(om),
+        "--input",
+        str(prep),
+        "--outfmt",
+        "BIN",
+        "--output",
+        str(tmp_path / "out"),
+        "--batchsize",
+        "1",
+        "--device",
+        "0",
+        "--loop",
+        "2",
+        "--warmup_count",
+        "0",
+    ]
 
 
 def test_device_memory_exhausted_is_oom(fixed_onnx, prep, tmp_path, monkeypatch):
@@ -114,15 +129,24 @@ def test_performance_printouts_of_both_eras_are_parsed():
     assert ascend.parse_performance(OLD_PRINTOUT)["throughput"] == pytest.approx(1142.857142857143)
 
 
-@pytest.mark.parametrize("text,status", [
-    ("[ERROR] malloc device buffer failed. size is 1342177280\n[ERROR] load model from file failed, model file is a.om",
-     "oom"),
-    ("[ERROR] can't malloc buffer, size is 83886080, create output failed", "oom"),
-    ("[ERROR] load model from file failed, model file is ErfNet_bs1.om\nRuntimeError: [1][ACL: invalid parameter]",
-     "model_load_failed"),
-    ("[ERROR] acl open device 0 failed", "device_open_failed"),
-    ("[ERROR] arg0 tensorsize: 6291456 filesize: 400 not match", "infer_failed"),
-    ("Segmentation fault", "infer_failed"),
-])
+@pytest.mark.parametrize(
+    "text,status",
+    [
+        (
+            "[ERROR] malloc device buffer failed. size is 1342177280\n"
+            "[ERROR] load model from file failed, model file is a.om",
+            "oom",
+        ),
+        ("[ERROR] can't malloc buffer, size is 83886080, create output failed", "oom"),
+        (
+            "[ERROR] load model from file failed, model file is ErfNet_bs1.om\n"
+            "RuntimeError: [1][ACL: invalid parameter]",
+            "model_load_failed",
+        ),
+        ("[ERROR] acl open device 0 failed", "device_open_failed"),
+        ("[ERROR] arg0 tensorsize: 6291456 filesize: 400 not match", "infer_failed"),
+        ("Segmentation fault", "infer_failed"),
+    ],
+)
 def test_failure_messages_are_classified(text, status):
     assert ascend.classify_failure(text) == status

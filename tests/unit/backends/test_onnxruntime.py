@@ -28,9 +28,15 @@ def tiny_onnx(tmp_path) -> Path:
     x = helper.make_tensor_value_info("actual_input_1", TensorProto.FLOAT, ["-1", *SHAPE])
     y = helper.make_tensor_value_info("output1", TensorProto.FLOAT, ["-1", 20, *SHAPE[1:]])
     graph = helper.make_graph(
-        [helper.make_node("Conv", ["actual_input_1", "w", "b"], ["conv"]),
-         helper.make_node("Relu", ["conv"], ["output1"])],
-        "tiny", [x], [y], initializer=[numpy_helper.from_array(WEIGHT, "w"), numpy_helper.from_array(BIAS, "b")])
+        [
+            helper.make_node("Conv", ["actual_input_1", "w", "b"], ["conv"]),
+            helper.make_node("Relu", ["conv"], ["output1"]),
+        ],
+        "tiny",
+        [x],
+        [y],
+        initializer=[numpy_helper.from_array(WEIGHT, "w"), numpy_helper.from_array(BIAS, "b")],
+    )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 11)])
     path = tmp_path / "tiny.onnx"
     onnx.save(model, str(path))
@@ -112,8 +118,9 @@ def test_reused_output_buffers_never_mix_images(tiny_onnx, tmp_path, monkeypatch
 
 def test_fp32_output_and_npy_inputs_on_a_dynamic_batch_model(tiny_onnx, tmp_path):
     data = write_inputs(tmp_path / "prep", ["a.npy", "b.bin"])
-    result = get_backend("onnxruntime").infer(tiny_onnx, tmp_path / "prep", tmp_path / "out", batch_size=4,
-                                              warmup=0, output_type="fp32")
+    result = get_backend("onnxruntime").infer(
+        tiny_onnx, tmp_path / "prep", tmp_path / "out", batch_size=4, warmup=0, output_type="fp32"
+    )
     for name, arr in data.items():
         out = np.fromfile(result.output_dir / f"{name.split('.')[0]}_0.bin", dtype=np.float32)
         assert out.size == 20 * SHAPE[1] * SHAPE[2]
@@ -151,13 +158,16 @@ def test_cuda_without_the_provider_is_a_clear_error(tiny_onnx, tmp_path):
         get_backend("onnxruntime").infer(tiny_onnx, tmp_path / "prep", tmp_path / "out", batch_size=1, device="cuda")
 
 
-@pytest.mark.parametrize("kwargs,message", [
-    ({"batch_size": 0}, "batch size must be a positive integer"),
-    ({"batch_size": "2"}, "batch size must be a positive integer"),
-    ({"batch_size": 1, "output_type": "int8"}, "output type must be one of fp16, fp32"),
-    ({"batch_size": 1, "loop": 0}, "loop must be a positive integer"),
-    ({"batch_size": 1, "device": "npu"}, "device must be cpu, cuda or cuda:N"),
-])
+@pytest.mark.parametrize(
+    "kwargs,message",
+    [
+        ({"batch_size": 0}, "batch size must be a positive integer"),
+        ({"batch_size": "2"}, "batch size must be a positive integer"),
+        ({"batch_size": 1, "output_type": "int8"}, "output type must be one of fp16, fp32"),
+        ({"batch_size": 1, "loop": 0}, "loop must be a positive integer"),
+        ({"batch_size": 1, "device": "npu"}, "device must be cpu, cuda or cuda:N"),
+    ],
+)
 def test_bad_arguments_are_refused(tiny_onnx, tmp_path, kwargs, message):
     write_inputs(tmp_path / "prep", ["a.bin"])
     with pytest.raises(ErfnetError, match=message):
@@ -166,16 +176,60 @@ def test_bad_arguments_are_refused(tiny_onnx, tmp_path, kwargs, message):
 
 def test_cli_compile_and_infer(tiny_onnx, tmp_path, capsys):
     write_inputs(tmp_path / "prep", ["a.bin", "b.bin", "c.bin"])
-    assert cli.main(["compile", "--backend", "onnxruntime", "--chip", "cpu", "--batch-size", "2",
-                     str(tiny_onnx), str(tmp_path / "c")]) == 0
+    assert (
+        cli.main(
+            [
+                "compile",
+                "--backend",
+                "onnxruntime",
+                "--chip",
+                "cpu",
+                "--batch-size",
+                "2",
+                str(tiny_onnx),
+                str(tmp_path / "c"),
+            ]
+        )
+        == 0
+    )
     compiled = capsys.readouterr().out.strip()
     assert compiled == str(tmp_path / "c" / "ErfNet_bs2_cpu.onnx")
-    assert cli.main(["infer", "--model", compiled, "--input", str(tmp_path / "prep"), "--output",
-                     str(tmp_path / "out"), "--batchsize", "2", "--output-type", "fp32"]) == 0
+    assert (
+        cli.main(
+            [
+                "infer",
+                "--model",
+                compiled,
+                "--input",
+                str(tmp_path / "prep"),
+                "--output",
+                str(tmp_path / "out"),
+                "--batchsize",
+                "2",
+                "--output-type",
+                "fp32",
+            ]
+        )
+        == 0
+    )
     summary = outputs.find_latest_summary(tmp_path / "out")
     assert len(outputs.read_summary(summary)) == 3
-    assert cli.main(["infer", "--model", compiled, "--input", str(tmp_path / "missing"), "--output",
-                     str(tmp_path / "out"), "--batchsize", "2"]) == 2
+    assert (
+        cli.main(
+            [
+                "infer",
+                "--model",
+                compiled,
+                "--input",
+                str(tmp_path / "missing"),
+                "--output",
+                str(tmp_path / "out"),
+                "--batchsize",
+                "2",
+            ]
+        )
+        == 2
+    )
     assert "erfnet: error: input folder not found" in capsys.readouterr().err
 
 

@@ -22,11 +22,16 @@ def test_every_registered_backend_satisfies_the_protocol():
 
 
 def test_targets_cli_choices_and_form_pattern_come_from_the_registry():
-    assert backends.host_targets() == {"cpu": ("onnxruntime", "cpu"), "cuda": ("onnxruntime", "cuda"),
-                                       "torch-cpu": ("torch", "cpu"), "torch-cuda": ("torch", "cuda")}
+    assert backends.host_targets() == {
+        "cpu": ("onnxruntime", "cpu"),
+        "cuda": ("onnxruntime", "cuda"),
+        "torch-cpu": ("torch", "cpu"),
+        "torch-cuda": ("torch", "cuda"),
+    }
     assert backends.npu_backend().NAME == "ascend"
-    choices = next(a for a in build_parser()._subparsers._group_actions[0].choices["infer"]._actions
-                   if a.dest == "backend").choices
+    choices = next(
+        a for a in build_parser()._subparsers._group_actions[0].choices["infer"]._actions if a.dest == "backend"
+    ).choices
     assert list(choices) == backends.backend_names() == ["onnxruntime", "torch", "ascend", "ais_bench"]
     pattern = re.compile(targets.form_pattern())
     for name in ["auto", *backends.host_targets(), "Ascend310", "Ascend310P3+AOE"]:

@@ -40,6 +40,7 @@ def run_preprocess(tmp_path, img_dir, gt_dir, **kw):
 
 # ------------------------------------------------------------------------------------- exactness
 
+
 @pytest.mark.parametrize("size", [(2048, 1024), (640, 320), (1024, 512)])
 def test_bin_is_bit_exact_to_the_guide_transform(tmp_path, size):
     img_dir, gt_dir = make_tree(tmp_path / "data", images=1, size=size, seed=3)
@@ -66,6 +67,7 @@ def test_preprocess_one_handles_rgba_and_grey_like_convert_rgb(tmp_path):
 
 
 # -------------------------------------------------------------------------------------- trainIds
+
 
 def test_train_ids_match_cityscapesscripts_drawing(tmp_path):
     """Draw one polygon of every label with cityscapesScripts as ids and as trainIds; our table must
@@ -126,6 +128,7 @@ def test_train_ids_are_derived_where_only_label_ids_exist(tmp_path):
 
 # ------------------------------------------------------------------------------ manifest, resume
 
+
 def test_manifest_names_count_and_fingerprint(tmp_path):
     img_dir, gt_dir = make_tree(tmp_path / "data", images=3)
     manifest = run_preprocess(tmp_path, img_dir, gt_dir, workers=2)
@@ -137,10 +140,12 @@ def test_manifest_names_count_and_fingerprint(tmp_path):
 
     # an independent computation of the documented fingerprint
     import hashlib
+
     lines = "".join(
         f"{n}\t{hashlib.sha256((tmp_path / 'prep' / f'{n}.bin').read_bytes()).hexdigest()}\t"
         f"{hashlib.sha256((tmp_path / 'gt_out' / (n[:-11] + 'gtFine_labelTrainIds.png')).read_bytes()).hexdigest()}\n"
-        for n in on_disk["names"])
+        for n in on_disk["names"]
+    )
     assert on_disk["fingerprint"] == hashlib.sha256(lines.encode()).hexdigest()
 
     # another image content -> another fingerprint
@@ -174,14 +179,16 @@ def test_limit_and_workers_give_the_same_bins(tmp_path):
     one = cityscapes.preprocess(img_dir, tmp_path / "p1", gt_dir, tmp_path / "g1", workers=1, progress=False)
     two = cityscapes.preprocess(img_dir, tmp_path / "p2", gt_dir, tmp_path / "g2", workers=2, progress=False)
     assert one["fingerprint"] == two["fingerprint"]
-    limited = cityscapes.preprocess(img_dir, tmp_path / "p1", gt_dir, tmp_path / "g1", workers=1, limit=2,
-                                    progress=False)
+    limited = cityscapes.preprocess(
+        img_dir, tmp_path / "p1", gt_dir, tmp_path / "g1", workers=1, limit=2, progress=False
+    )
     assert limited["images"] == 2 and limited["names"] == one["names"][:2]
     # the third .bin would otherwise be fed to inference by an ais_bench run over the folder
     assert sorted(p.stem for p in (tmp_path / "p1").glob("*.bin")) == one["names"][:2]
 
 
 # -------------------------------------------------------------------------------------- bad input
+
 
 def _expect_bad(tmp_path, img_dir, gt_dir, bad_path: Path, reason_part: str):
     with pytest.raises(ErfnetError) as info:
@@ -240,8 +247,9 @@ def test_empty_img_dir_fails_even_with_skip_bad(tmp_path):
     (tmp_path / "gt").mkdir()
     for skip in (False, True):
         with pytest.raises(ErfnetError, match="no \\*png"):
-            cityscapes.preprocess(tmp_path / "img", tmp_path / "p", tmp_path / "gt", tmp_path / "g",
-                                  skip_bad=skip, progress=False)
+            cityscapes.preprocess(
+                tmp_path / "img", tmp_path / "p", tmp_path / "gt", tmp_path / "g", skip_bad=skip, progress=False
+            )
 
 
 def test_cli_lists_bad_files_on_one_line_and_exits_2(tmp_path, capsys):
@@ -249,8 +257,9 @@ def test_cli_lists_bad_files_on_one_line_and_exits_2(tmp_path, capsys):
     images = sorted(img_dir.rglob("*.png"))
     for image in images:
         image.write_bytes(image.read_bytes()[:500])
-    code = main(["preprocess", str(img_dir), str(tmp_path / "p"), str(gt_dir), str(tmp_path / "g"),
-                 "--workers", "1", "--quiet"])
+    code = main(
+        ["preprocess", str(img_dir), str(tmp_path / "p"), str(gt_dir), str(tmp_path / "g"), "--workers", "1", "--quiet"]
+    )
     err = capsys.readouterr().err.strip()
     assert code == 2 and err.startswith("erfnet: error: 2 bad input file(s)") and "\n" not in err
     assert all(str(image) in err for image in images)
@@ -258,6 +267,7 @@ def test_cli_lists_bad_files_on_one_line_and_exits_2(tmp_path, capsys):
 
 
 # ------------------------------------------------------------------------------------ sample data
+
 
 def test_sample_data_tree(tmp_path, capsys):
     assert main(["sample-data", str(tmp_path / "s"), "--images", "4", "--size", "256x128"]) == 0
@@ -279,8 +289,10 @@ def test_sample_data_tree(tmp_path, capsys):
     # deterministic for a seed
     synthetic.write_sample_data(tmp_path / "t", 4, size=(256, 128))
     again = sorted((tmp_path / "t" / "leftImg8bit" / "val").rglob("*.png"))
-    assert [np.asarray(Image.open(a)).tobytes() == np.asarray(Image.open(b)).tobytes()
-            for a, b in zip(images, again, strict=True)] == [True] * 4
+    assert [
+        np.asarray(Image.open(a)).tobytes() == np.asarray(Image.open(b)).tobytes()
+        for a, b in zip(images, again, strict=True)
+    ] == [True] * 4
 
 
 def test_sample_data_help_says_synthetic(capsys):
@@ -310,5 +322,7 @@ def test_label_spec_and_the_results_frozen_class_names_match_the_dataset():
     spec = label_spec("cityscapes")
     assert spec.class_names == cityscapes.CLASS_NAMES == LEGACY_CLASS_NAMES
     assert (spec.channels, spec.ignore_index, spec.void_value, spec.size) == (20, 19, 255, (1024, 512))
-    assert (spec.label_name("x/frankfurt_000000_000294_leftImg8bit.bin")
-            == "frankfurt_000000_000294_gtFine_labelTrainIds.png")
+    assert (
+        spec.label_name("x/frankfurt_000000_000294_leftImg8bit.bin")
+        == "frankfurt_000000_000294_gtFine_labelTrainIds.png"
+    )

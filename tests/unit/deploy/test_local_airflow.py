@@ -25,8 +25,15 @@ def test_children_find_airflow_and_the_form_defaults_pass_check_params(tmp_path,
     assert env["ERFNET_RESULTS_DB_URL"] == f"sqlite:///{tmp_path / 'airflow_home' / 'results.sqlite'}"
     assert env["AIRFLOW__CORE__EXECUTION_API_SERVER_URL"] == "http://localhost:8080/execution/"
 
-    for name in ("ERFNET_DATA_DIR", "ERFNET_DATA_ROOTS", "ERFNET_WEIGHTS", "ERFNET_DATASET_ROOT", "ERFNET_TARGETS",
-                 "ERFNET_BATCH_SIZES", "ERFNET_REFERENCE_MIOU"):
+    for name in (
+        "ERFNET_DATA_DIR",
+        "ERFNET_DATA_ROOTS",
+        "ERFNET_WEIGHTS",
+        "ERFNET_DATASET_ROOT",
+        "ERFNET_TARGETS",
+        "ERFNET_BATCH_SIZES",
+        "ERFNET_REFERENCE_MIOU",
+    ):
         monkeypatch.setenv(name, env[name])
     form = {name: field["default"] for name, field in params.form_fields().items()}  # what a scheduled run gets
     checked = params.validate_params(form, settings.load_settings().data_roots)

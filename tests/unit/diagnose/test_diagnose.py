@@ -25,32 +25,57 @@ PERTURBED_CONV = "/encoder/layers.3/conv1x3_1/Conv"
 
 def erfnet(args: list[str]) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([os.getcwd(), *filter(None, [os.environ.get("PYTHONPATH")])])}
-    return subprocess.run([sys.executable, "-m", "erfnet_tasks.cli", "diagnose", *args], capture_output=True,
-                          text=True, env=env, check=False)
+    return subprocess.run(
+        [sys.executable, "-m", "erfnet_tasks.cli", "diagnose", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=False,
+    )
 
 
 def diagnose_json(golden, model, prep, backend="onnxruntime", images=2) -> dict:
-    done = erfnet(["--golden", str(golden), "--model", str(model), "--backend", backend, "--input", str(prep),
-                   "--images", str(images), "--json"])
+    done = erfnet(
+        [
+            "--golden",
+            str(golden),
+            "--model",
+            str(model),
+            "--backend",
+            backend,
+            "--input",
+            str(prep),
+            "--images",
+            str(images),
+            "--json",
+        ]
+    )
     assert done.returncode == 0, done.stderr
     return json.loads(done.stdout)
 
 
 # ------------------------------------------------------------------------------------- models
 
+
 def tiny_graph(path, w2_scale: float = 1.0, *, neg_relu: bool = False):
     """X -> conv_a -> relu_a -> conv_b -> (unnamed Sqrt of |.|) -> Y; conv_b's weights scaled by ``w2_scale``."""
     rng = np.random.default_rng(0)
     w1 = rng.normal(size=(4, 2, 3, 3)).astype(np.float32)
     w2 = (rng.normal(size=(4, 4, 3, 3)) * w2_scale).astype(np.float32)
-    nodes = [helper.make_node("Conv", ["X", "w1"], ["a"], name="conv_a", pads=[1, 1, 1, 1]),
-             helper.make_node("Neg" if neg_relu else "Relu", ["a"], ["r"], name="relu_a"),
-             helper.make_node("Conv", ["r", "w2"], ["b"], name="conv_b", pads=[1, 1, 1, 1]),
-             helper.make_node("Abs", ["b"], ["m"], name="abs_b"),
-             helper.make_node("Sqrt", ["m" if not neg_relu else "r"], ["Y"])]  # unnamed: Sqrt_4
-    graph = helper.make_graph(nodes, "tiny", [helper.make_tensor_value_info("X", TensorProto.FLOAT, [1, 2, 8, 8])],
-                              [helper.make_tensor_value_info("Y", TensorProto.FLOAT, None)],
-                              [numpy_helper.from_array(w1, "w1"), numpy_helper.from_array(w2, "w2")])
+    nodes = [
+        helper.make_node("Conv", ["X", "w1"], ["a"], name="conv_a", pads=[1, 1, 1, 1]),
+        helper.make_node("Neg" if neg_relu else "Relu", ["a"], ["r"], name="relu_a"),
+        helper.make_node("Conv", ["r", "w2"], ["b"], name="conv_b", pads=[1, 1, 1, 1]),
+        helper.make_node("Abs", ["b"], ["m"], name="abs_b"),
+        helper.make_node("Sqrt", ["m" if not neg_relu else "r"], ["Y"]),
+    ]  # unnamed: Sqrt_4
+    graph = helper.make_graph(
+        nodes,
+        "tiny",
+        [helper.make_tensor_value_info("X", TensorProto.FLOAT, [1, 2, 8, 8])],
+        [helper.make_tensor_value_info("Y", TensorProto.FLOAT, None)],
+        [numpy_helper.from_array(w1, "w1"), numpy_helper.from_array(w2, "w2")],
+    )
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), str(path))
     return path
 
@@ -92,6 +117,7 @@ def small_models(exported_onnx, tmp_path_factory):
 
 # ------------------------------------------------------------------------------------ metrics
 
+
 def test_metrics_follow_the_definitions():
     b = np.array([1.0, 2.0, 0.0, -4.0])
     a = np.array([1.0, 2.5, 0.5, -4.0])
@@ -109,8 +135,13 @@ def test_metrics_follow_the_definitions():
 def test_the_precision_error_rule_is_msprobes():
     ok = {"cosine": 0.995, "relative_euclidean": 0.01, "kl_divergence": 0.001, "rmse": 0.1, "mean_relative_error": 0.1}
     assert not metrics.is_precision_error("Conv", ok)
-    for key, bad in (("cosine", 0.989), ("relative_euclidean", 0.051), ("kl_divergence", 0.0051), ("rmse", 1.01),
-                     ("mean_relative_error", 1.01)):
+    for key, bad in (
+        ("cosine", 0.989),
+        ("relative_euclidean", 0.051),
+        ("kl_divergence", 0.0051),
+        ("rmse", 1.01),
+        ("mean_relative_error", 1.01),
+    ):
         assert metrics.is_precision_error("Conv", {**ok, key: bad}), key
     for never in ("Data", "TransData", "PartitionCall"):
         assert not metrics.is_precision_error(never, {**ok, "cosine": 0.1})
@@ -120,13 +151,18 @@ def test_the_precision_error_rule_is_msprobes():
 def test_first_diverging_is_the_first_precision_error_in_order():
     good = {"cosine": 1.0, "relative_euclidean": 0.0}
     bad = {"cosine": 0.5, "relative_euclidean": 0.9}
-    layers = [Layer("in", "Data", [], bad), Layer("a", "Conv", ["a"], good), Layer("b", "Conv", ["b"], bad),
-              Layer("c", "Relu", ["c"], bad)]
+    layers = [
+        Layer("in", "Data", [], bad),
+        Layer("a", "Conv", ["a"], good),
+        Layer("b", "Conv", ["b"], bad),
+        Layer("c", "Relu", ["c"], bad),
+    ]
     assert first_diverging(layers).node == "b"
     assert first_diverging(layers[:2]) is None
 
 
 # -------------------------------------------------------------------- ONNX Runtime, for real
+
 
 def test_tiny_graph_names_the_perturbed_conv(tmp_path, tiny_prep):
     golden = tiny_graph(tmp_path / "g.onnx")
@@ -152,8 +188,9 @@ def test_nan_in_a_layer_is_said_on_that_layer(tmp_path, tiny_prep):
 
 def test_table_marks_the_first_diverging_layer(tmp_path, tiny_prep):
     golden, model = tiny_graph(tmp_path / "g.onnx"), tiny_graph(tmp_path / "m.onnx", w2_scale=-0.5)
-    done = erfnet(["--golden", str(golden), "--model", str(model), "--backend", "onnxruntime", "--input",
-                   str(tiny_prep)])
+    done = erfnet(
+        ["--golden", str(golden), "--model", str(model), "--backend", "onnxruntime", "--input", str(tiny_prep)]
+    )
     assert done.returncode == 0, done.stderr
     lines = done.stdout.splitlines()
     marked = [line for line in lines if "FIRST DIVERGING" in line]
@@ -168,20 +205,33 @@ def test_real_erfnet_with_one_perturbed_conv(small_models):
     first = doc["first_diverging"]
     assert (first["node"], first["op_type"], first["onnx_nodes"]) == (PERTURBED_CONV, "Conv", [PERTURBED_CONV])
     assert first["cosine"] < 0.99
-    before = doc["layers"][:[layer["node"] for layer in doc["layers"]].index(PERTURBED_CONV)]
+    before = doc["layers"][: [layer["node"] for layer in doc["layers"]].index(PERTURBED_CONV)]
     assert before and all(layer["cosine"] == pytest.approx(1.0) for layer in before)
     assert diagnose_json(golden, golden, prep)["first_diverging"] is None
 
 
 # ------------------------------------------------------------------------ msprobe (stand-in)
 
+
 def standin_om(monkeypatch, tmp_path, golden):
     record = harness.use_standins(monkeypatch, tmp_path)
     # the stand-in msprobe is a python3 script needing onnx: this interpreter's python3 first on PATH
     monkeypatch.setenv("PATH", os.pathsep.join([str(harness.BIN), os.path.dirname(sys.executable), os.environ["PATH"]]))
-    done = subprocess.run(["atc", "--framework=5", f"--model={golden}", f"--output={tmp_path / 'model'}",
-                           "--soc_version=Ascend310P3", f"--input_shape=actual_input_1:1,3,{SMALL[0]},{SMALL[1]}",
-                           "--input_format=NCHW", "--output_type=FP16", "--log=error"], capture_output=True, text=True)
+    done = subprocess.run(
+        [
+            "atc",
+            "--framework=5",
+            f"--model={golden}",
+            f"--output={tmp_path / 'model'}",
+            "--soc_version=Ascend310P3",
+            f"--input_shape=actual_input_1:1,3,{SMALL[0]},{SMALL[1]}",
+            "--input_format=NCHW",
+            "--output_type=FP16",
+            "--log=error",
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert done.returncode == 0, done.stdout
     return tmp_path / "model.om", record
 
@@ -203,8 +253,23 @@ def test_msprobe_standin_names_the_perturbed_conv(small_models, tmp_path, monkey
 
 
 def write_result(path, rows, drop: str | None = None):
-    header = ["Index", "OpType", "NPUDump", "DataType", "Address", "GroundTruth", "DataType", "Address", "TensorIndex",
-              "Shape", *metrics.METRIC_COLUMNS, "CompareFailReason", "IsNpuOps", "IsOutputNode", "IsPrecisionError"]
+    header = [
+        "Index",
+        "OpType",
+        "NPUDump",
+        "DataType",
+        "Address",
+        "GroundTruth",
+        "DataType",
+        "Address",
+        "TensorIndex",
+        "Shape",
+        *metrics.METRIC_COLUMNS,
+        "CompareFailReason",
+        "IsNpuOps",
+        "IsOutputNode",
+        "IsPrecisionError",
+    ]
     keep = [i for i, name in enumerate(header) if name != drop]
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "w", newline="") as fh:
@@ -214,44 +279,77 @@ def write_result(path, rows, drop: str | None = None):
 
 def result_row(index, op_type, op, truth, tensor, cosine, rel_euc, reason=""):
     values = [cosine, "0.5", "1.0", rel_euc, "NaN", "(0.1;0.2),(0.1;0.2)", "0.1", "0.2", "0.3", "0.01"]
-    return [str(index), op_type, op, "float16", "0x1", truth, "float32", "0x2", tensor, "[1,4]", *values, reason,
-            "YES" if truth == "*" else "NO", "NO", "NO"]
+    return [
+        str(index),
+        op_type,
+        op,
+        "float16",
+        "0x1",
+        truth,
+        "float32",
+        "0x2",
+        tensor,
+        "[1,4]",
+        *values,
+        reason,
+        "YES" if truth == "*" else "NO",
+        "NO",
+        "NO",
+    ]
 
 
 def test_msprobe_result_is_read_by_column_name(tmp_path):
-    rows = [result_row(0, "Data", "input", "*", "input:output:0", "NaN", "NaN"),
-            result_row(1, "Conv2D", "conv1", "conv1,relu1", "conv1:input:0", "0.2", "0.9"),
-            result_row(1, "Conv2D", "conv1", "conv1,relu1", "conv1:output:0", "0.9999", "0.001"),
-            result_row(2, "Add", "add1", "add1", "add1:output:0", "0.95", "0.2"),
-            result_row(3, "Relu", "relu2", "relu2", "relu2:output:0", "NaN", "NaN", "NaN or Inf in the data")]
+    rows = [
+        result_row(0, "Data", "input", "*", "input:output:0", "NaN", "NaN"),
+        result_row(1, "Conv2D", "conv1", "conv1,relu1", "conv1:input:0", "0.2", "0.9"),
+        result_row(1, "Conv2D", "conv1", "conv1,relu1", "conv1:output:0", "0.9999", "0.001"),
+        result_row(2, "Add", "add1", "add1", "add1:output:0", "0.95", "0.2"),
+        result_row(3, "Relu", "relu2", "relu2", "relu2:output:0", "NaN", "NaN", "NaN or Inf in the data"),
+    ]
     path = write_result(tmp_path / "20260101120000" / "result_20260101120000.csv", rows)
     assert msprobe.find_result_csv(tmp_path) == path
     layers = msprobe.read_result(path)
     assert [(la.node, la.op_type, la.onnx_nodes) for la in layers] == [
-        ("input", "Data", []), ("conv1", "Conv2D", ["conv1", "relu1"]), ("add1", "Add", ["add1"]),
-        ("relu2", "Relu", ["relu2"])]
+        ("input", "Data", []),
+        ("conv1", "Conv2D", ["conv1", "relu1"]),
+        ("add1", "Add", ["add1"]),
+        ("relu2", "Relu", ["relu2"]),
+    ]
     assert layers[1].metrics["cosine"] == 0.9999 and layers[1].metrics["standard_deviation"] == "(0.1;0.2),(0.1;0.2)"
     assert first_diverging(layers).node == "add1"
     assert layers[3].note == "NaN or Inf in the data" and not layers[3].precision_error
 
 
 def test_msprobe_result_without_a_column_is_one_line(tmp_path):
-    path = write_result(tmp_path / "result_1.csv", [result_row(1, "Add", "a", "a", "a:output:0", "1", "0")],
-                        drop="RelativeEuclideanDistance")
+    path = write_result(
+        tmp_path / "result_1.csv",
+        [result_row(1, "Add", "a", "a", "a:output:0", "1", "0")],
+        drop="RelativeEuclideanDistance",
+    )
     with pytest.raises(ErfnetError, match="no column RelativeEuclideanDistance"):
         msprobe.read_result(path)
 
 
 # ------------------------------------------------------------------------------- bad input
 
+
 @pytest.mark.parametrize("case", ["missing_golden", "too_many_images", "missing_input_dir", "torch", "no_msprobe"])
 def test_bad_input_is_one_line_and_exit_2(case, tmp_path, tiny_prep, monkeypatch):
     golden = tiny_graph(tmp_path / "g.onnx")
-    args = {"golden": str(golden), "model": str(golden), "backend": "onnxruntime", "input": str(tiny_prep),
-            "images": "2"}
-    expect = {"missing_golden": "golden model not found", "too_many_images": "--images 4 but",
-              "missing_input_dir": "input folder not found", "torch": "--backend torch",
-              "no_msprobe": "not found"}[case]
+    args = {
+        "golden": str(golden),
+        "model": str(golden),
+        "backend": "onnxruntime",
+        "input": str(tiny_prep),
+        "images": "2",
+    }
+    expect = {
+        "missing_golden": "golden model not found",
+        "too_many_images": "--images 4 but",
+        "missing_input_dir": "input folder not found",
+        "torch": "--backend torch",
+        "no_msprobe": "not found",
+    }[case]
     if case == "missing_golden":
         args["golden"] = str(tmp_path / "nope.onnx")
     elif case == "too_many_images":

@@ -15,7 +15,6 @@ from pathlib import Path
 import pytest
 
 from erfnet_tasks import measure, plan
-from erfnet_tasks.datasets import cityscapes, synthetic
 from erfnet_tasks.cli import main
 from erfnet_tasks.datasets import cityscapes, synthetic
 from erfnet_tasks.errors import ErfnetError, first_line
@@ -56,11 +55,15 @@ def good_doc(run_id: str = "manual__2026-06-01T00:00:00+00:00", started: str = "
 
 # ------------------------------------------------------------------ 8. every accepted value is storable
 
-@pytest.mark.parametrize("change, message", [
-    ({"targets": [CHIP_56]}, "at most 50 characters"),
-    ({"batch_sizes": [1, 2048]}, "from 1 to 1024"),
-    ({"image_limit": 2**40}, "up to 2147483647"),
-])
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"targets": [CHIP_56]}, "at most 50 characters"),
+        ({"batch_sizes": [1, 2048]}, "from 1 to 1024"),
+        ({"image_limit": 2**40}, "up to 2147483647"),
+    ],
+)
 def test_form_refuses_values_the_database_cannot_store(roots, change, message):
     raw = {"weights": str(roots / "w.pth"), "dataset_root": str(roots / "ds"), **change}
     with pytest.raises(ErfnetError, match=message):
@@ -70,14 +73,18 @@ def test_form_refuses_values_the_database_cannot_store(roots, change, message):
 def test_weights_that_are_a_directory_are_refused_in_one_line(roots):
     (roots / "weights_dir").mkdir()
     with pytest.raises(ErfnetError, match="is not a file"):
-        plan.validate_params({"weights": str(roots / "weights_dir"), "dataset_root": str(roots / "ds")},
-                                 load_settings())
+        plan.validate_params(
+            {"weights": str(roots / "weights_dir"), "dataset_root": str(roots / "ds")}, load_settings()
+        )
 
 
-@pytest.mark.parametrize("argv, message", [
-    (["--targets", CHIP_56], "at most 50 characters"),
-    (["--batch-sizes", "1,4096"], "from 1 to 1024"),
-])
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--targets", CHIP_56], "at most 50 characters"),
+        (["--batch-sizes", "1,4096"], "from 1 to 1024"),
+    ],
+)
 def test_demo_cli_refuses_them_before_airflow_starts(tmp_path, monkeypatch, capsys, argv, message):
     monkeypatch.setenv("ERFNET_DATA_DIR", str(tmp_path))
     monkeypatch.setenv("ERFNET_RESULTS_DB_URL", DOWN_URL)  # never reached: validation comes first
@@ -88,25 +95,41 @@ def test_demo_cli_refuses_them_before_airflow_starts(tmp_path, monkeypatch, caps
 
 def test_the_longest_accepted_chip_name_publishes_on_postgresql(roots, pg_url):
     chip = "Ascend" + "7" * (models.CHIP_MAX - len("Ascend"))
-    params = plan.validate_params({"weights": str(roots / "w.pth"), "dataset_root": str(roots / "ds"),
-                                       "targets": [chip], "aoe": True, "batch_sizes": [1024]}, load_settings())
+    params = plan.validate_params(
+        {
+            "weights": str(roots / "w.pth"),
+            "dataset_root": str(roots / "ds"),
+            "targets": [chip],
+            "aoe": True,
+            "batch_sizes": [1024],
+        },
+        load_settings(),
+    )
     targets = [t.name for t in plan.expand_targets(params["targets"], aoe=True, detected_chips=[])]
-    doc = make_doc("manual__2026-06-02T00:00:00+00:00", "2026-06-02T00:00:00+00:00", "8.0",
-                   [(t, 1024, 0.7, 10.0, "ok") for t in targets], params=params)
+    doc = make_doc(
+        "manual__2026-06-02T00:00:00+00:00",
+        "2026-06-02T00:00:00+00:00",
+        "8.0",
+        [(t, 1024, 0.7, 10.0, "ok") for t in targets],
+        params=params,
+    )
     for cell in doc["compiled"]:
         cell["chip"] = chip
     assert publish.publish_run(doc, pg_url, retries=0) == doc["run"]["id"]
 
 
-@pytest.mark.parametrize("spoil, message", [
-    (lambda d: d["compiled"][0].update(chip=CHIP_56), "compiled\\[0\\].chip is 56 characters"),
-    (lambda d: d["run"].update(host="npu\x00host"), "run.host contains a NUL"),
-    (lambda d: d["run"]["params"].update(note="a\x00b"), "NUL"),
-    (lambda d: d["run"]["params"].update(tolerance=float("nan")), "finite"),
-    (lambda d: d["run"].update(images=2**40), "integer range"),
-    (lambda d: d["perf"][0].update(batch_size=2**31), "integer range"),
-    (lambda d: d["run"].update(cann_version="8" * 101), "at most 100"),
-])
+@pytest.mark.parametrize(
+    "spoil, message",
+    [
+        (lambda d: d["compiled"][0].update(chip=CHIP_56), "compiled\\[0\\].chip is 56 characters"),
+        (lambda d: d["run"].update(host="npu\x00host"), "run.host contains a NUL"),
+        (lambda d: d["run"]["params"].update(note="a\x00b"), "NUL"),
+        (lambda d: d["run"]["params"].update(tolerance=float("nan")), "finite"),
+        (lambda d: d["run"].update(images=2**40), "integer range"),
+        (lambda d: d["perf"][0].update(batch_size=2**31), "integer range"),
+        (lambda d: d["run"].update(cann_version="8" * 101), "at most 100"),
+    ],
+)
 def test_import_refuses_what_the_schema_cannot_hold_and_writes_nothing(tmp_path, pg_url, capsys, spoil, message):
     doc = good_doc()
     spoil(doc)
@@ -122,13 +145,21 @@ def test_import_refuses_what_the_schema_cannot_hold_and_writes_nothing(tmp_path,
 
 # ----------------------------------------------------------------------------- 9. CSV injection
 
-HOSTILE = "=HYPERLINK(\"http://evil\",\"x\")"
+HOSTILE = '=HYPERLINK("http://evil","x")'
 
 
 def test_csv_exports_neutralise_formulas(sqlite_url, tmp_path, capsys, monkeypatch):
-    doc = make_doc("manual__2026-06-03T00:00:00+00:00", "2026-06-03T00:00:00+00:00", "8.0",
-                   [(HOSTILE, 1, 0.7, 10.0, "ok"), ("+cmd", 1, 0.6, 11.0, "ok"), ("@SUM(A1)", 1, 0.5, 9.0, "ok"),
-                    ("-2+3", 1, 0.5, 9.0, "ok")])
+    doc = make_doc(
+        "manual__2026-06-03T00:00:00+00:00",
+        "2026-06-03T00:00:00+00:00",
+        "8.0",
+        [
+            (HOSTILE, 1, 0.7, 10.0, "ok"),
+            ("+cmd", 1, 0.6, 11.0, "ok"),
+            ("@SUM(A1)", 1, 0.5, 9.0, "ok"),
+            ("-2+3", 1, 0.5, 9.0, "ok"),
+        ],
+    )
     assert main(["results", "--db", sqlite_url, "import", str(doc_file(tmp_path, doc))]) == 0
     capsys.readouterr()
     assert main(["results", "--db", sqlite_url, "export", "--format", "csv"]) == 0
@@ -153,6 +184,7 @@ def test_negative_numbers_stay_numbers():
 
 # ------------------------------------------------------------------------ 10. database outage
 
+
 def test_nightly_run_measures_when_the_results_database_is_down(make):
     from erfnet_tasks import nightly
 
@@ -160,11 +192,14 @@ def test_nightly_run_measures_when_the_results_database_is_down(make):
     assert nightly.unchanged_since_last_run(env, make.model(), make.prep(fingerprint="x"), url=DOWN_URL) is None
 
 
-@pytest.mark.parametrize("argv", [
-    ["results", "--db", DOWN_URL, "list"],
-    ["results", "--db", DOWN_URL, "show", "--run", "latest"],
-    ["results", "--db", DOWN_URL, "init"],
-])
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["results", "--db", DOWN_URL, "list"],
+        ["results", "--db", DOWN_URL, "show", "--run", "latest"],
+        ["results", "--db", DOWN_URL, "init"],
+    ],
+)
 def test_results_commands_give_one_line_when_the_database_is_down(capsys, argv):
     assert main(argv) == 2
     assert "results database" in one_error_line(capsys)
@@ -178,6 +213,7 @@ def test_demo_gives_one_line_when_the_database_is_down(tmp_path, monkeypatch, ca
 
 
 # ---------------------------------------------------------------------------------- 11. smaller ones
+
 
 def test_escape_sequences_in_stored_fields_are_not_printed_raw(sqlite_url, tmp_path, capsys):
     doc = good_doc()
@@ -204,16 +240,20 @@ def test_missing_started_at_is_refused_and_latest_is_unchanged(sqlite_url, tmp_p
     assert json.loads(capsys.readouterr().out)["run"]["id"] == "manual__2026-06-01T00:00:00+00:00"
 
 
-@pytest.mark.parametrize("name, reason", [
-    ("._frankfurt_000000_000000_leftImg8bit.png", "AppleDouble"),
-    ("frankfurt_000000_000077_leftImg8bit.PNG", "rename it to .png"),
-])
+@pytest.mark.parametrize(
+    "name, reason",
+    [
+        ("._frankfurt_000000_000000_leftImg8bit.png", "AppleDouble"),
+        ("frankfurt_000000_000077_leftImg8bit.PNG", "rename it to .png"),
+    ],
+)
 def test_macos_and_upper_case_files_are_named_with_the_real_reason(tmp_path, capsys, name, reason):
     synthetic.write_sample_data(tmp_path / "data", 2, size=(512, 256))
     img_dir, gt_dir = cityscapes.dataset_dirs(tmp_path / "data")
     (img_dir / "frankfurt" / name).write_bytes(b"\0\5\0\0 metadata")
-    code = main(["preprocess", str(img_dir), str(tmp_path / "p"), str(gt_dir), str(tmp_path / "g"),
-                 "--workers", "1", "--quiet"])
+    code = main(
+        ["preprocess", str(img_dir), str(tmp_path / "p"), str(gt_dir), str(tmp_path / "g"), "--workers", "1", "--quiet"]
+    )
     err = one_error_line(capsys)
     assert code == 2 and reason in err and "no label" not in err and "truncated" not in err
 

@@ -26,9 +26,21 @@ NEW_RUN = "scheduled__2026-11-20T02:00:00+00:00"
 CPU_FPS = {1: 50.0, 4: 60.0, 8: 70.0, 16: 80.0, 32: 90.0, 64: 100.0}
 CLASS_IOU = [round(0.30 + i * 0.02, 4) for i in range(19)]
 
-PAGES = ["/", "/history", f"/runs/{OLD_RUN}", "/api/runs", "/api/runs/latest", f"/api/runs/{OLD_RUN}",
-         "/runs/latest/accuracy.csv", "/runs/latest/perf.csv", f"/runs/{OLD_RUN}/perf.csv", "/api/history",
-         "/api/cann", "/static/echarts.min.js", "/static/history.js"]
+PAGES = [
+    "/",
+    "/history",
+    f"/runs/{OLD_RUN}",
+    "/api/runs",
+    "/api/runs/latest",
+    f"/api/runs/{OLD_RUN}",
+    "/runs/latest/accuracy.csv",
+    "/runs/latest/perf.csv",
+    f"/runs/{OLD_RUN}/perf.csv",
+    "/api/history",
+    "/api/cann",
+    "/static/echarts.min.js",
+    "/static/history.js",
+]
 
 
 def _doc(run_id: str, started: str, cann: str, *, oom: bool, findings: list[dict]) -> dict:
@@ -36,23 +48,48 @@ def _doc(run_id: str, started: str, cann: str, *, oom: bool, findings: list[dict
     for target, factor in (("cpu", 1.0), ("Ascend310P3", 4.0)):
         for batch, fps in CPU_FPS.items():
             if oom and target == "Ascend310P3" and batch == 64:
-                perf.append({"target": target, "batch_size": batch, "status": "oom",
-                             "error": "aclrtMalloc failed, error code 207001"})
+                perf.append(
+                    {
+                        "target": target,
+                        "batch_size": batch,
+                        "status": "oom",
+                        "error": "aclrtMalloc failed, error code 207001",
+                    }
+                )
                 continue
             perf.append({"target": target, "batch_size": batch, "throughput_fps": fps * factor, "status": "ok"})
             # cpu at batch 32 falls below 72.20 - 1.00: the one failing accuracy cell
             miou = 0.70 if (target, batch) == ("cpu", 32) else 0.7220
             acc.append({"target": target, "batch_size": batch, "images": 3, "miou": miou, "per_class": CLASS_IOU})
-    return {"run": {"id": run_id, "dag_id": "erfnet_offline_inference", "started_at": started,
-                    "status": "complete", "cann_version": cann, "driver_version": "23.0.3",
-                    "host": "npu-host-7", "backends": {"ascend": cann}, "model_sha256": "c0ffee" * 10 + "beef",
-                    "images": 3, "synthetic": False},
-            "accuracy": acc, "perf": perf, "findings": findings}
+    return {
+        "run": {
+            "id": run_id,
+            "dag_id": "erfnet_offline_inference",
+            "started_at": started,
+            "status": "complete",
+            "cann_version": cann,
+            "driver_version": "23.0.3",
+            "host": "npu-host-7",
+            "backends": {"ascend": cann},
+            "model_sha256": "c0ffee" * 10 + "beef",
+            "images": 3,
+            "synthetic": False,
+        },
+        "accuracy": acc,
+        "perf": perf,
+        "findings": findings,
+    }
 
 
-FINDING = {"rule": "throughput_drop", "target": "cpu", "batch_size": 4,
-           "message": "cpu batch 4 dropped 25% vs CANN 7.0", "value": 45.0, "threshold": 0.1,
-           "baseline_run_id": OLD_RUN}
+FINDING = {
+    "rule": "throughput_drop",
+    "target": "cpu",
+    "batch_size": 4,
+    "message": "cpu batch 4 dropped 25% vs CANN 7.0",
+    "value": 45.0,
+    "threshold": 0.1,
+    "baseline_run_id": OLD_RUN,
+}
 
 
 @pytest.fixture(scope="module")
@@ -165,7 +202,7 @@ def test_latest_page_lays_out_the_guide_tables(populated, monkeypatch):
     for fact in ("8.0.RC2", "23.0.3", "npu-host-7", "c0ffee"):
         assert fact in text
     assert FINDING["message"] in text
-    assert '/dags/erfnet_offline_inference/runs/scheduled__2026-11-20T02%3A00%3A00%2B00%3A00' in response.text
+    assert "/dags/erfnet_offline_inference/runs/scheduled__2026-11-20T02%3A00%3A00%2B00%3A00" in response.text
 
 
 def test_reference_target_is_chosen_by_query(populated, monkeypatch):
@@ -190,7 +227,7 @@ def test_one_run_page_has_per_class_iou_with_names(populated, monkeypatch):
 
 def _chart_data(html: str) -> dict:
     start = html.index('<script id="history-data" type="application/json">')
-    body = html[html.index(">", start) + 1:html.index("</script>", start)]
+    body = html[html.index(">", start) + 1 : html.index("</script>", start)]
     return json.loads(body)
 
 
@@ -205,7 +242,9 @@ def test_history_has_charts_findings_and_cann_versions(populated, monkeypatch):
     assert chart["targets"] == ["Ascend310P3", "cpu"] and chart["batch"] == 1
     assert chart["series"]["cpu"]["fps"] == [50.0, 50.0] and chart["series"]["cpu"]["miou"] == [72.2, 72.2]
     assert [(b["cann"], b["start"][:10], b["end"][:10]) for b in chart["bands"]] == [
-        ("7.0.RC1", "2026-11-01", "2026-11-20"), ("8.0.RC2", "2026-11-20", "2026-11-20")]
+        ("7.0.RC1", "2026-11-01", "2026-11-20"),
+        ("8.0.RC2", "2026-11-20", "2026-11-20"),
+    ]
     assert (chart["reference"], chart["tolerance"]) == (72.2, 1.0)
     page = Tables(response.text)
     versions = [r[:2] for r in page.tables["cann-table"][1:]]
@@ -257,17 +296,31 @@ def test_history_and_cann_json_api(populated, monkeypatch):
     assert unknown.status_code == 400 and "no run 'no-such-run'" in unknown.json()["detail"]
     cann = client.get("/api/cann", params={"batch": 1}).json()
     assert [(r["cann_version"], r["target"]) for r in cann] == [
-        ("7.0.RC1", "Ascend310P3"), ("7.0.RC1", "cpu"), ("8.0.RC2", "Ascend310P3"), ("8.0.RC2", "cpu")]
+        ("7.0.RC1", "Ascend310P3"),
+        ("7.0.RC1", "cpu"),
+        ("8.0.RC2", "Ascend310P3"),
+        ("8.0.RC2", "cpu"),
+    ]
     assert cann[1]["fps_median"] == 50.0 and cann[1]["miou_latest"] == 0.722
 
 
-@pytest.mark.parametrize("path, params", [
-    ("/api/runs", {"limit": str(2 ** 63 + 1)}), ("/api/runs", {"limit": "0"}), ("/api/runs", {"limit": "-5"}),
-    ("/api/runs", {"limit": "1e3"}), ("/api/runs", {"limit": "NaN"}), ("/history", {"batch": str(2 ** 64)}),
-    ("/history", {"days": "0"}), ("/history", {"since": "2026-13-01"}), ("/api/history", {"days": str(10 ** 30)}),
-    ("/api/history", {"batch": "abc"}), ("/api/cann", {"batch": "-1"}),
-    ("/api/history", {"since": "2026-11-20", "until": "2026-11-01"}),
-])
+@pytest.mark.parametrize(
+    "path, params",
+    [
+        ("/api/runs", {"limit": str(2**63 + 1)}),
+        ("/api/runs", {"limit": "0"}),
+        ("/api/runs", {"limit": "-5"}),
+        ("/api/runs", {"limit": "1e3"}),
+        ("/api/runs", {"limit": "NaN"}),
+        ("/history", {"batch": str(2**64)}),
+        ("/history", {"days": "0"}),
+        ("/history", {"since": "2026-13-01"}),
+        ("/api/history", {"days": str(10**30)}),
+        ("/api/history", {"batch": "abc"}),
+        ("/api/cann", {"batch": "-1"}),
+        ("/api/history", {"since": "2026-11-20", "until": "2026-11-01"}),
+    ],
+)
 def test_out_of_range_numbers_and_dates_are_400(populated, monkeypatch, path, params):
     client = _client(populated, monkeypatch, user=True)
     response = client.get(path, params=params)
@@ -317,12 +370,28 @@ def test_pages_issue_a_bounded_number_of_queries_and_no_log_lines(sqlite_url, mo
     client = _client(sqlite_url, monkeypatch, user=True)
     paths = ["/history", "/history?since=2026-01-01", "/", "/api/runs", "/api/history", "/api/cann"]
     for day in range(1, 4):
-        publish_run(_doc(f"scheduled__2026-11-{day:02d}", f"2026-11-{day:02d}T02:00:00+00:00", "7.0",
-                         oom=False, findings=[FINDING]), sqlite_url)
+        publish_run(
+            _doc(
+                f"scheduled__2026-11-{day:02d}",
+                f"2026-11-{day:02d}T02:00:00+00:00",
+                "7.0",
+                oom=False,
+                findings=[FINDING],
+            ),
+            sqlite_url,
+        )
     few = statements(paths)
     for day in range(4, 13):
-        publish_run(_doc(f"scheduled__2026-11-{day:02d}", f"2026-11-{day:02d}T02:00:00+00:00", f"8.{day}",
-                         oom=True, findings=[FINDING]), sqlite_url)
+        publish_run(
+            _doc(
+                f"scheduled__2026-11-{day:02d}",
+                f"2026-11-{day:02d}T02:00:00+00:00",
+                f"8.{day}",
+                oom=True,
+                findings=[FINDING],
+            ),
+            sqlite_url,
+        )
     caplog.set_level(logging.DEBUG)
     caplog.clear()
     many = statements(paths)
@@ -382,8 +451,9 @@ def test_empty_database_says_how_to_trigger_a_run(sqlite_url, monkeypatch, migra
 
 
 def test_database_down_gives_an_error_page_not_a_traceback(monkeypatch):
-    client = _client("postgresql+psycopg://postgres@127.0.0.1:1/erfnet_results?connect_timeout=2", monkeypatch,
-                     user=True)
+    client = _client(
+        "postgresql+psycopg://postgres@127.0.0.1:1/erfnet_results?connect_timeout=2", monkeypatch, user=True
+    )
     for path in ("/", "/history", f"/runs/{OLD_RUN}"):
         response = client.get(path)
         assert response.status_code == 503
@@ -416,14 +486,25 @@ def test_upgrade_events_for_chart_markers(sqlite_url, monkeypatch):
 
     t0 = dt.datetime(2026, 11, 27, 9, 0, tzinfo=dt.UTC)
     for minutes, cann in ((0, "8.0.0"), (5, "8.0.0"), (10, "8.1.RC1")):
-        hosts.record_observation("npu-7", {"cann_version": cann, "driver_version": "23.0.3", "chips": ["Ascend310P3"]},
-                                 sqlite_url, now=t0 + dt.timedelta(minutes=minutes))
+        hosts.record_observation(
+            "npu-7",
+            {"cann_version": cann, "driver_version": "23.0.3", "chips": ["Ascend310P3"]},
+            sqlite_url,
+            now=t0 + dt.timedelta(minutes=minutes),
+        )
     client = _client(sqlite_url, monkeypatch, user=True)
-    assert client.get("/api/upgrades").json() == [{
-        "time": "2026-11-27T09:10:00+00:00", "host": "npu-7",
-        "old_cann_version": "8.0.0", "new_cann_version": "8.1.RC1",
-        "old_driver_version": "23.0.3", "new_driver_version": "23.0.3", "old_chips": ["Ascend310P3"],
-        "new_chips": ["Ascend310P3"]}]
+    assert client.get("/api/upgrades").json() == [
+        {
+            "time": "2026-11-27T09:10:00+00:00",
+            "host": "npu-7",
+            "old_cann_version": "8.0.0",
+            "new_cann_version": "8.1.RC1",
+            "old_driver_version": "23.0.3",
+            "new_driver_version": "23.0.3",
+            "old_chips": ["Ascend310P3"],
+            "new_chips": ["Ascend310P3"],
+        }
+    ]
     assert client.get("/api/upgrades", params={"host": "other"}).json() == []
     assert _client(sqlite_url, monkeypatch, user=False).get("/api/upgrades").status_code in (401, 403)
 
@@ -435,10 +516,15 @@ def test_history_charts_mark_the_upgrades_the_probe_saw_in_the_range(populated, 
 
     observed = {"driver_version": "23.0.3", "chips": ["Ascend310P3"]}
     for when, cann in (("2026-11-10T09:00", "7.0.RC1"), ("2026-11-15T09:30", "8.0.RC2"), ("2025-01-01T00:00", "6.0")):
-        hosts.record_observation("npu-a" if when > "2026" else "npu-old", {"cann_version": cann, **observed},
-                                 populated, now=dt.datetime.fromisoformat(when).replace(tzinfo=dt.UTC))
-    hosts.record_observation("npu-old", {"cann_version": "6.1", **observed}, populated,
-                             now=dt.datetime(2025, 2, 1, tzinfo=dt.UTC))  # long before the range
+        hosts.record_observation(
+            "npu-a" if when > "2026" else "npu-old",
+            {"cann_version": cann, **observed},
+            populated,
+            now=dt.datetime.fromisoformat(when).replace(tzinfo=dt.UTC),
+        )
+    hosts.record_observation(
+        "npu-old", {"cann_version": "6.1", **observed}, populated, now=dt.datetime(2025, 2, 1, tzinfo=dt.UTC)
+    )  # long before the range
     chart = _chart_data(_client(populated, monkeypatch, user=True).get("/history", params={"batch": 1}).text)
     assert chart["upgrades"] == [{"time": "2026-11-15T09:30:00+00:00", "label": "npu-a: CANN 7.0.RC1 \u2192 8.0.RC2"}]
 
@@ -449,9 +535,14 @@ def test_every_failure_status_reads_as_words_on_the_page():
 
     from erfnet_tasks.records import CellStatus
 
-    doc = {"run": {"id": "r"}, "perf": [{"target": "Ascend310", "batch_size": 1, "status": status.value,
-                                         "error": f"{status.value}: detail"} for status in CellStatus
-                                        if status is not CellStatus.OK]}
+    doc = {
+        "run": {"id": "r"},
+        "perf": [
+            {"target": "Ascend310", "batch_size": 1, "status": status.value, "error": f"{status.value}: detail"}
+            for status in CellStatus
+            if status is not CellStatus.OK
+        ],
+    }
     shown = set()
     for status in CellStatus:
         if status is CellStatus.OK:

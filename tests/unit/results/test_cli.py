@@ -21,12 +21,30 @@ RUN_B = "manual__2026-05-02T00:00:00+00:00"
 
 @pytest.fixture
 def two_runs(results_url):
-    publish.publish_run(make_doc(RUN_A, "2026-05-01T00:00:00+00:00", "7.0", [
-        ("Ascend310", 1, 0.7220, 200.0, "ok"), ("Ascend310P3", 1, 0.7221, 300.0, "ok")]), results_url)
-    publish.publish_run(make_doc(RUN_B, "2026-05-02T00:00:00+00:00", "8.0", [
-        ("Ascend310", 1, 0.7218, 220.0, "ok"), ("Ascend310", 64, None, None, "oom"),
-        ("Ascend310P3", 1, 0.7050, 290.0, "ok"), ("Ascend310P3", 64, 0.7219, 216.0, "ok")],
-        status="complete"), results_url)
+    publish.publish_run(
+        make_doc(
+            RUN_A,
+            "2026-05-01T00:00:00+00:00",
+            "7.0",
+            [("Ascend310", 1, 0.7220, 200.0, "ok"), ("Ascend310P3", 1, 0.7221, 300.0, "ok")],
+        ),
+        results_url,
+    )
+    publish.publish_run(
+        make_doc(
+            RUN_B,
+            "2026-05-02T00:00:00+00:00",
+            "8.0",
+            [
+                ("Ascend310", 1, 0.7218, 220.0, "ok"),
+                ("Ascend310", 64, None, None, "oom"),
+                ("Ascend310P3", 1, 0.7050, 290.0, "ok"),
+                ("Ascend310P3", 64, 0.7219, 216.0, "ok"),
+            ],
+            status="complete",
+        ),
+        results_url,
+    )
     return results_url
 
 
@@ -43,28 +61,54 @@ def test_show_json_is_the_run_document(two_runs, capsys, monkeypatch):
     doc = json.loads(out)
     assert set(doc) == {"run", "compiled", "accuracy", "perf", "findings"}
     assert doc["run"]["id"] == RUN_B and doc["run"]["cann_version"] == "8.0" and doc["run"]["status"] == "complete"
-    assert {"id", "dag_id", "started_at", "finished_at", "status", "params", "cann_version", "driver_version",
-            "host", "backends", "model_sha256", "weights_sha256", "dataset_fingerprint", "images",
-            "synthetic"} == set(doc["run"])
+    assert {
+        "id",
+        "dag_id",
+        "started_at",
+        "finished_at",
+        "status",
+        "params",
+        "cann_version",
+        "driver_version",
+        "host",
+        "backends",
+        "model_sha256",
+        "weights_sha256",
+        "dataset_fingerprint",
+        "images",
+        "synthetic",
+    } == set(doc["run"])
     cell = next(c for c in doc["accuracy"] if (c["target"], c["batch_size"]) == ("Ascend310", 1))
     assert cell["miou"] == pytest.approx(0.7218) and len(cell["per_class"]) == 19  # a fraction, not percent
     oom = next(c for c in doc["perf"] if (c["target"], c["batch_size"]) == ("Ascend310", 64))
     assert oom["status"] == "oom" and oom["throughput_fps"] is None and oom["error"] == "oom at batch 64"
     assert {"target", "batch_size", "throughput_fps", "status", "compute_p99_ms", "h2d_mean_ms"} <= set(oom)
-    assert doc == canonical(make_doc(RUN_B, "2026-05-02T00:00:00+00:00", "8.0", [
-        ("Ascend310", 1, 0.7218, 220.0, "ok"), ("Ascend310", 64, None, None, "oom"),
-        ("Ascend310P3", 1, 0.7050, 290.0, "ok"), ("Ascend310P3", 64, 0.7219, 216.0, "ok")], status="complete"))
+    assert doc == canonical(
+        make_doc(
+            RUN_B,
+            "2026-05-02T00:00:00+00:00",
+            "8.0",
+            [
+                ("Ascend310", 1, 0.7218, 220.0, "ok"),
+                ("Ascend310", 64, None, None, "oom"),
+                ("Ascend310P3", 1, 0.7050, 290.0, "ok"),
+                ("Ascend310P3", 64, 0.7219, 216.0, "ok"),
+            ],
+            status="complete",
+        )
+    )
 
 
 def test_show_table_in_percent_like_the_guide(two_runs, capsys):
-    code, out, _ = run_cli(capsys, "results", "--db", two_runs, "show", "--run", RUN_B,
-                           "--reference-target", "Ascend310")
+    code, out, _ = run_cli(
+        capsys, "results", "--db", two_runs, "show", "--run", RUN_B, "--reference-target", "Ascend310"
+    )
     assert code == 0
     assert "72.18" in out and "0.7218" not in out
-    assert "70.50 (< 71.20)" in out                 # below 72.20 - 1 point
+    assert "70.50 (< 71.20)" in out  # below 72.20 - 1 point
     assert "Ascend310P3/Ascend310" in out and "1.318" in out  # 290 / 220
-    assert "memory allocation failed" in out        # the guide's own 310 batch-64 cell
-    perf_lines = out[out.index("Performance (fps)"):].splitlines()
+    assert "memory allocation failed" in out  # the guide's own 310 batch-64 cell
+    perf_lines = out[out.index("Performance (fps)") :].splitlines()
     row_64 = next(line for line in perf_lines if line.startswith("64 "))
     assert row_64.split()[1:4] == ["oom", "/", "216.00"]
 
@@ -74,7 +118,11 @@ def test_show_csv_has_one_row_per_cell(two_runs, capsys):
     assert code == 0
     rows = list(csv.DictReader(io.StringIO(out)))
     assert [(r["target"], r["batch_size"], r["status"]) for r in rows] == [
-        ("Ascend310", "1", "ok"), ("Ascend310", "64", "oom"), ("Ascend310P3", "1", "ok"), ("Ascend310P3", "64", "ok")]
+        ("Ascend310", "1", "ok"),
+        ("Ascend310", "64", "oom"),
+        ("Ascend310P3", "1", "ok"),
+        ("Ascend310P3", "64", "ok"),
+    ]
     assert float(rows[0]["miou"]) == pytest.approx(0.7218) and float(rows[0]["throughput_fps"]) == 220.0
     assert rows[1]["miou"] == "" and rows[1]["error"] == "oom at batch 64"
     assert {r["run_id"] for r in rows} == {RUN_B}
@@ -99,13 +147,16 @@ def test_compare_and_list(two_runs, capsys):
     assert code == 0 and out.index(RUN_B) < out.index(RUN_A)
 
 
-@pytest.mark.parametrize("argv, message", [
-    (["show", "--run", "x'; DROP TABLE runs; --"], "invalid run id"),
-    (["show", "--run", "no-such-run"], "no run 'no-such-run'"),
-    (["show", "--reference-target", "Ascend910"], "reference target 'Ascend910' is not in this run"),
-    (["compare", RUN_A, "../etc"], "invalid run id"),
-    (["import", "/nonexistent/results.json"], "no such file"),
-])
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["show", "--run", "x'; DROP TABLE runs; --"], "invalid run id"),
+        (["show", "--run", "no-such-run"], "no run 'no-such-run'"),
+        (["show", "--reference-target", "Ascend910"], "reference target 'Ascend910' is not in this run"),
+        (["compare", RUN_A, "../etc"], "invalid run id"),
+        (["import", "/nonexistent/results.json"], "no such file"),
+    ],
+)
 def test_bad_input_is_one_line_and_exit_2(two_runs, capsys, argv, message):
     code, out, err = run_cli(capsys, "results", "--db", two_runs, *argv)
     assert code == 2 and out == ""
@@ -134,22 +185,33 @@ def test_export_then_import_into_another_database(two_runs, sqlite_url, tmp_path
     target = tmp_path / "copy.sqlite"
     code, out, _ = run_cli(capsys, "results", "--db", f"sqlite:///{target}", "import", str(path))
     assert code == 0 and out.count("imported run") == 2
-    assert "1 regression finding(s)" in out   # RUN_B's 70.50 at Ascend310P3 batch 1
+    assert "1 regression finding(s)" in out  # RUN_B's 70.50 at Ascend310P3 batch 1
     code, out, _ = run_cli(capsys, "results", "--db", f"sqlite:///{target}", "export", "--run", RUN_A)
     assert json.loads(out)["runs"] == [d for d in exported["runs"] if d["run"]["id"] == RUN_A]
 
-    code, out, _ = run_cli(capsys, "results", "--db", two_runs, "export", "--format", "csv", "--run", RUN_A,
-                           "--run", RUN_B)
+    code, out, _ = run_cli(
+        capsys, "results", "--db", two_runs, "export", "--format", "csv", "--run", RUN_A, "--run", RUN_B
+    )
     assert [r["run_id"] for r in csv.DictReader(io.StringIO(out))] == [RUN_A] * 2 + [RUN_B] * 4
 
 
 # ------------------------------------------------------------------------------------------- tables
 
-GUIDE_LIKE = make_doc("t", "2026-06-01T00:00:00+00:00", "8.0", [
-    ("Ascend310", 1, 0.7220, 220.2016, "ok"), ("Ascend310", 64, None, None, "oom"),
-    ("Ascend310P3", 1, 0.7220, 292.137, "ok"), ("Ascend310P3", 64, 0.7220, 216.937, "ok"),
-    ("Ascend310P3+AOE", 1, 0.7220, 380.0822, "ok"), ("Ascend310P3+AOE", 64, None, None, "compile_failed"),
-    ("torch-cuda", 1, None, 215.8135, "ok"), ("cpu", 1, 0.70, 5.0, "ok")])
+GUIDE_LIKE = make_doc(
+    "t",
+    "2026-06-01T00:00:00+00:00",
+    "8.0",
+    [
+        ("Ascend310", 1, 0.7220, 220.2016, "ok"),
+        ("Ascend310", 64, None, None, "oom"),
+        ("Ascend310P3", 1, 0.7220, 292.137, "ok"),
+        ("Ascend310P3", 64, 0.7220, 216.937, "ok"),
+        ("Ascend310P3+AOE", 1, 0.7220, 380.0822, "ok"),
+        ("Ascend310P3+AOE", 64, None, None, "compile_failed"),
+        ("torch-cuda", 1, None, 215.8135, "ok"),
+        ("cpu", 1, 0.70, 5.0, "ok"),
+    ],
+)
 
 
 def _as_text(table: tables.Table) -> dict[str, dict[str, str]]:
@@ -161,11 +223,11 @@ def test_perf_table_ratios_like_guide_section_7():
     table = tables.perf_table(GUIDE_LIKE, reference_target="Ascend310")
     by_batch = _as_text(table)
     assert table.headers[:4] == ["batch", "Ascend310", "Ascend310/guide 310", "Ascend310P3"]
-    assert by_batch["1"]["Ascend310P3/Ascend310"] == "1.327"          # the guide's 310P/310 at batch 1
+    assert by_batch["1"]["Ascend310P3/Ascend310"] == "1.327"  # the guide's 310P/310 at batch 1
     assert by_batch["1"]["Ascend310P3+AOE/Ascend310"] == "1.726"
     assert by_batch["1"]["Ascend310P3/guide 310P"] == "1.000"
     assert by_batch["1"]["torch-cuda/guide T4"] == "1.000"
-    assert "cpu/guide" not in " ".join(table.headers)                 # cpu has no guide column
+    assert "cpu/guide" not in " ".join(table.headers)  # cpu has no guide column
     assert by_batch["64"]["Ascend310"] == "oom" and by_batch["64"]["Ascend310P3/Ascend310"] == "/"
     assert by_batch["64"]["Ascend310P3+AOE"] == "compile_failed"
     assert by_batch["64"]["guide 310"] == "memory allocation failed"
@@ -194,7 +256,7 @@ def test_accuracy_table_in_percent_with_failures_as_status():
     assert by_batch["1"]["Ascend310"] == "72.20" and by_batch["1"]["guide"] == "72.20"
     assert by_batch["1"]["cpu"] == "70.00 (< 71.20)"
     assert by_batch["64"]["Ascend310"] == "oom" and by_batch["64"]["Ascend310P3+AOE"] == "compile_failed"
-    assert by_batch["1"]["torch-cuda"] == ""                          # measured for speed only
+    assert by_batch["1"]["torch-cuda"] == ""  # measured for speed only
     cpu = table.headers.index("cpu")
     assert table.rows[0][cpu] == tables.Percent(0.70, pytest.approx(0.7120)) and table.rows[0][cpu].below
     assert table.rows[1][table.headers.index("Ascend310")] is CellStatus.OOM
@@ -220,11 +282,18 @@ def test_an_error_with_a_cause_is_still_one_line_from_the_command(tmp_path):
     import sys
 
     doc = tmp_path / "results.json"
-    doc.write_text(json.dumps(make_doc(RUN_A, "2026-05-01T00:00:00+00:00", "7.0",
-                                       [("Ascend310", 1, 0.72, 200.0, "ok")])))
+    doc.write_text(
+        json.dumps(make_doc(RUN_A, "2026-05-01T00:00:00+00:00", "7.0", [("Ascend310", 1, 0.72, 200.0, "ok")]))
+    )
     down = "postgresql+psycopg://postgres@127.0.0.1:1/nothing_listens"
-    proc = subprocess.run([sys.executable, "-m", "erfnet_tasks.cli", "results", "--db", down, "import", str(doc)],
-                          check=False, capture_output=True, text=True, timeout=120, env=dict(os.environ))
+    proc = subprocess.run(
+        [sys.executable, "-m", "erfnet_tasks.cli", "results", "--db", down, "import", str(doc)],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=dict(os.environ),
+    )
     assert proc.returncode == 2 and proc.stdout == ""
     assert proc.stderr.startswith("erfnet: error: results database") and "unavailable" in proc.stderr
     assert len(proc.stderr.splitlines()) == 1 and "Traceback" not in proc.stderr

@@ -39,9 +39,16 @@ def _summary_row(rows, cann, target="cpu", batch=1):
 
 
 def test_cann_summary_is_best_median_latest_over_all_runs(results_url):
-    series = [("7.0", 10.0, 0.70), ("7.0", 30.0, 0.72), ("7.0", 20.0, 0.71),      # odd count: median 20
-              ("8.0", 50.0, 0.73), ("8.0", None, None), ("8.0", 40.0, 0.725),      # an OOM night: no value
-              ("8.0", 44.0, 0.728), ("9.0", 5.0, 0.5)]
+    series = [
+        ("7.0", 10.0, 0.70),
+        ("7.0", 30.0, 0.72),
+        ("7.0", 20.0, 0.71),  # odd count: median 20
+        ("8.0", 50.0, 0.73),
+        ("8.0", None, None),
+        ("8.0", 40.0, 0.725),  # an OOM night: no value
+        ("8.0", 44.0, 0.728),
+        ("9.0", 5.0, 0.5),
+    ]
     _publish_series(results_url, series)
     with db.session_scope(results_url) as session:
         rows = history.cann_summary(session)
@@ -69,19 +76,28 @@ def test_points_and_findings_by_range_without_per_class(results_url):
         runs, more = history.runs_between(session, since, until, limit=2)
     assert (first.day, last.day) == (1, 5)
     assert [p["run_id"][-2:] for p in points] == ["03", "04", "05"]
-    assert set(points[0]) == {"run_id", "started_at", "cann_version", "target", "batch_size", "throughput_fps",
-                              "status", "miou"}
+    assert set(points[0]) == {
+        "run_id",
+        "started_at",
+        "cann_version",
+        "target",
+        "batch_size",
+        "throughput_fps",
+        "status",
+        "miou",
+    }
     assert points[-1]["miou"] == 0.60 and points[-1]["cann_version"] == "8.0"
-    assert {(f["run_id"][-2:], f["rule"]) for f in findings} == {("05", "accuracy_below_reference"),
-                                                                ("05", "throughput_drop")}
+    assert {(f["run_id"][-2:], f["rule"]) for f in findings} == {
+        ("05", "accuracy_below_reference"),
+        ("05", "throughput_drop"),
+    }
     assert [r["id"][-2:] for r in runs] == ["05", "04"] and more
     assert runs[0]["perf_cells"] == 2 and runs[0]["findings"] == 2
 
 
 def test_baseline_is_the_latest_earlier_run_on_another_cann(results_url):
     # 7.0 nights at 100 fps then 90 fps, then 8.0: its baseline is the last 7.0 night (90), not the first
-    _publish_series(results_url, [("7.0", 100.0, 0.72), ("7.0", 90.0, 0.72), ("8.0", 86.0, 0.72),
-                                  ("8.0", 80.0, 0.72)])
+    _publish_series(results_url, [("7.0", 100.0, 0.72), ("7.0", 90.0, 0.72), ("8.0", 86.0, 0.72), ("8.0", 80.0, 0.72)])
     with db.session_scope(results_url) as session:
         run = session.get(Run, "scheduled__2026-01-04")
         # each cell with the CANN it ran on now (8.0): the baseline is the latest earlier run on another one
@@ -105,8 +121,19 @@ def test_import_many_files_and_directories_reports_each(results_url, tmp_path, c
     broken.write_text("{not json")
     bad_doc = tmp_path / "bad.json"
     bad_doc.write_text(json.dumps({**docs[5], "run": {**docs[5]["run"], "started_at": "yesterday"}}))
-    code = main(["results", "--db", results_url, "import", str(tmp_path / "backlog"), str(single), str(broken),
-                 str(bad_doc), str(tmp_path / "missing.json")])
+    code = main(
+        [
+            "results",
+            "--db",
+            results_url,
+            "import",
+            str(tmp_path / "backlog"),
+            str(single),
+            str(broken),
+            str(bad_doc),
+            str(tmp_path / "missing.json"),
+        ]
+    )
     out = capsys.readouterr().out
     assert code == 1  # something was refused
     assert out.count("imported run ") == 5
@@ -170,15 +197,22 @@ def _reference_baseline(docs: list[dict], new: dict, target: str, batch: int, ca
     candidates = []
     for doc in docs:
         run = doc["run"]
-        if (run["id"] == new["run"]["id"] or run["status"] != "complete"
-                or run["started_at"] >= new["run"]["started_at"]):
+        if (
+            run["id"] == new["run"]["id"]
+            or run["status"] != "complete"
+            or run["started_at"] >= new["run"]["started_at"]
+        ):
             continue
         modes = {(a["target"], a["batch_size"]): a.get("label_mode") or "logits" for a in doc["accuracy"]}
         for cell in doc["perf"]:
             cell_cann = cell.get("cann_version") or run["cann_version"]
-            if ((cell["target"], cell["batch_size"]) == (target, batch) and cell["status"] == "ok"
-                    and cell["throughput_fps"] is not None and cell_cann != cann
-                    and modes.get((target, batch), "logits") == mode):
+            if (
+                (cell["target"], cell["batch_size"]) == (target, batch)
+                and cell["status"] == "ok"
+                and cell["throughput_fps"] is not None
+                and cell_cann != cann
+                and modes.get((target, batch), "logits") == mode
+            ):
                 candidates.append((run["started_at"], run["id"], cell_cann, cell["throughput_fps"]))
     if not candidates:
         return None
@@ -197,11 +231,24 @@ def test_paged_baseline_walk_equals_the_rule_over_every_run(results_url, monkeyp
     docs = []
     for i in range(40):
         hour = i // 3  # three runs share each start time: the tie is broken by run id
-        cells = [(t, b, 0.72 if rng.random() < 0.9 else None, round(rng.uniform(10, 100), 2),
-                  "ok" if rng.random() < 0.8 else "oom") for t in ("cpu", "npu") for b in (1, 4)]
-        doc = make_doc(f"run_{rng.randrange(10**6):06d}_{i:02d}", f"2026-02-01T{hour:02d}:00:00+00:00",
-                       rng.choice(["7.0", "8.0", None]), cells,
-                       status="complete" if rng.random() < 0.85 else "incomplete")
+        cells = [
+            (
+                t,
+                b,
+                0.72 if rng.random() < 0.9 else None,
+                round(rng.uniform(10, 100), 2),
+                "ok" if rng.random() < 0.8 else "oom",
+            )
+            for t in ("cpu", "npu")
+            for b in (1, 4)
+        ]
+        doc = make_doc(
+            f"run_{rng.randrange(10**6):06d}_{i:02d}",
+            f"2026-02-01T{hour:02d}:00:00+00:00",
+            rng.choice(["7.0", "8.0", None]),
+            cells,
+            status="complete" if rng.random() < 0.85 else "incomplete",
+        )
         for cell in doc["perf"]:
             cell["cann_version"] = rng.choice([None, "7.0", "8.0", "9.0"])
             if cell["status"] != "ok":
@@ -215,8 +262,9 @@ def test_paged_baseline_walk_equals_the_rule_over_every_run(results_url, monkeyp
         for doc in docs:
             run = session.get(Run, doc["run"]["id"])
             modes = {(a["target"], a["batch_size"]): a["label_mode"] for a in doc["accuracy"]}
-            cells = {(c["target"], c["batch_size"]): c["cann_version"] or doc["run"]["cann_version"]
-                     for c in doc["perf"]}
+            cells = {
+                (c["target"], c["batch_size"]): c["cann_version"] or doc["run"]["cann_version"] for c in doc["perf"]
+            }
             got = regression._baselines(session, run, cells)
             with_baseline += len(got)
             for (target, batch), cann in cells.items():
@@ -228,8 +276,17 @@ def test_paged_baseline_walk_equals_the_rule_over_every_run(results_url, monkeyp
 def test_the_stored_cann_summary_follows_every_publish_and_a_changed_version(results_url):
     from erfnet_tasks.results import cann_summary
 
-    ids = _publish_series(results_url, [("7.0", 10.0, 0.70), ("7.0", 30.0, 0.72), ("8.0", 50.0, 0.73),
-                                        ("8.0", None, None), ("8.0", 44.0, 0.728), (None, 5.0, 0.5)])
+    ids = _publish_series(
+        results_url,
+        [
+            ("7.0", 10.0, 0.70),
+            ("7.0", 30.0, 0.72),
+            ("8.0", 50.0, 0.73),
+            ("8.0", None, None),
+            ("8.0", 44.0, 0.728),
+            (None, 5.0, 0.5),
+        ],
+    )
     with db.session_scope(results_url) as session:
         assert cann_summary.rows(session) == cann_summary.computed(session)
         assert _summary_row(cann_summary.rows(session), "7.0")["runs"] == 2

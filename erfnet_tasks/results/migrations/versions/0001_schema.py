@@ -18,17 +18,21 @@ depends_on = None
 
 
 def _run_fk(table: str) -> tuple[sa.Column[str], sa.ForeignKeyConstraint]:
-    return (sa.Column("run_id", sa.String(250), nullable=False),
-            sa.ForeignKeyConstraint(["run_id"], ["runs.id"], name=f"fk_{table}_run_id_runs", ondelete="CASCADE"))
+    return (
+        sa.Column("run_id", sa.String(250), nullable=False),
+        sa.ForeignKeyConstraint(["run_id"], ["runs.id"], name=f"fk_{table}_run_id_runs", ondelete="CASCADE"),
+    )
 
 
 def _cell_columns(table: str) -> list[SchemaItem]:
-    return [sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
-            *_run_fk(table),
-            sa.Column("target", sa.String(100), nullable=False),
-            sa.Column("batch_size", sa.Integer, nullable=False),
-            sa.PrimaryKeyConstraint("id", name=f"pk_{table}"),
-            sa.UniqueConstraint("run_id", "target", "batch_size", name=f"uq_{table}_run_id_target_batch_size")]
+    return [
+        sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+        *_run_fk(table),
+        sa.Column("target", sa.String(100), nullable=False),
+        sa.Column("batch_size", sa.Integer, nullable=False),
+        sa.PrimaryKeyConstraint("id", name=f"pk_{table}"),
+        sa.UniqueConstraint("run_id", "target", "batch_size", name=f"uq_{table}_run_id_target_batch_size"),
+    ]
 
 
 def upgrade() -> None:
@@ -96,8 +100,13 @@ def upgrade() -> None:
         sa.Column("status", sa.String(20), nullable=False),
         sa.Column("note", sa.Text),
         sa.PrimaryKeyConstraint("id", name="pk_reference_figures"),
-        sa.UniqueConstraint("source", "metric", "column_name", "batch_size",
-                            name="uq_reference_figures_source_metric_column_name_batch_size"),
+        sa.UniqueConstraint(
+            "source",
+            "metric",
+            "column_name",
+            "batch_size",
+            name="uq_reference_figures_source_metric_column_name_batch_size",
+        ),
     )
     op.create_table(
         "findings",
@@ -111,8 +120,7 @@ def upgrade() -> None:
         sa.Column("threshold", sa.Float),
         sa.Column("baseline_run_id", sa.String(250)),
         sa.PrimaryKeyConstraint("id", name="pk_findings"),
-        sa.UniqueConstraint("run_id", "rule", "target", "batch_size",
-                            name="uq_findings_run_id_rule_target_batch_size"),
+        sa.UniqueConstraint("run_id", "rule", "target", "batch_size", name="uq_findings_run_id_rule_target_batch_size"),
     )
 
 

@@ -34,8 +34,12 @@ _MIOU_BATCHES = {"310": (1, 4, 8, 16, 32), "310P": (1, 4, 8, 16, 32, 64)}
 
 _table = sa.table(
     "reference_figures",
-    sa.column("source", sa.String), sa.column("metric", sa.String), sa.column("column_name", sa.String),
-    sa.column("batch_size", sa.Integer), sa.column("value", sa.Float), sa.column("status", sa.String),
+    sa.column("source", sa.String),
+    sa.column("metric", sa.String),
+    sa.column("column_name", sa.String),
+    sa.column("batch_size", sa.Integer),
+    sa.column("value", sa.Float),
+    sa.column("status", sa.String),
     sa.column("note", sa.String),
 )
 
@@ -43,14 +47,32 @@ _table = sa.table(
 def _rows() -> list[dict[str, Any]]:
     rows = []
     for column, batches in _MIOU_BATCHES.items():
-        rows += [dict(source=SOURCE, metric="miou", column_name=column, batch_size=b, value=_MIOU,
-                      status="ok", note="guide 6.3: 72.20 mIoU on the 500 val images") for b in batches]
+        rows += [
+            dict(
+                source=SOURCE,
+                metric="miou",
+                column_name=column,
+                batch_size=b,
+                value=_MIOU,
+                status="ok",
+                note="guide 6.3: 72.20 mIoU on the 500 val images",
+            )
+            for b in batches
+        ]
     for batch, columns in _FPS.items():
         for column, value in columns.items():
             failed = isinstance(value, str)
-            rows.append(dict(source=SOURCE, metric="throughput_fps", column_name=column, batch_size=batch,
-                             value=None if failed else value, status="oom" if failed else "ok",
-                             note=value if failed else "guide 7"))
+            rows.append(
+                dict(
+                    source=SOURCE,
+                    metric="throughput_fps",
+                    column_name=column,
+                    batch_size=batch,
+                    value=None if failed else value,
+                    status="oom" if failed else "ok",
+                    note=value if failed else "guide 7",
+                )
+            )
     return rows
 
 
