@@ -16,15 +16,18 @@ decimals and drop the tensor wrapper.
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 from PIL import Image
 
 from .datasets import LabelSpec, label_spec
 from .errors import BadInput
-from .outputs import output_file_name, output_folder_of, read_summary
+from .fsutil import StrPath
+from .outputs import SummaryEntry, output_file_name, output_folder_of, read_summary
 from .parallel import run_parallel
 from .records import LabelMode, output_format
 
@@ -56,12 +59,14 @@ class EvalResult:
 
 # ------------------------------------------------------------------------------------- per image
 
+_Job = tuple[Path, Path, LabelSpec]  # (output, label, spec): one image for a worker
+
 
 def _ordered_keys(bits: np.ndarray, width: int) -> np.ndarray:
     """Integers ordered like the IEEE floats whose bits they are (-0 == +0, every NaN the largest)."""
     sign_shift = width - 1
     magnitude = (1 << sign_shift) - 1
-    keys = bits ^ ((bits >> sign_shift) & magnitude)
+    keys: np.ndarray = bits ^ ((bits >> sign_shift) & magnitude)
     keys[keys == -1] = 0  # -0.0 ties with +0.0
     exp_mask = {16: 0x7C00, 32: 0x7F800000}[width]
     keys[(bits & magnitude) > exp_mask] = magnitude  # NaN wins, as in np.argmax / torch.max
@@ -84,7 +89,7 @@ def argmax_channels(logits: np.ndarray) -> np.ndarray:
     return index.reshape(logits.shape[1:])
 
 
-def read_prediction(path: str | os.PathLike, spec: LabelSpec | None = None) -> np.ndarray:
+def read_prediction(path: str | os.PathLike[str], spec: LabelSpec | None = None) -> np.ndarray:
     """One output file as a (height, width) class map, its kind told apart by its size."""
     spec = spec or label_spec()
     channels, (out_w, out_h) = spec.channels, spec.size
@@ -100,7 +105,7 @@ def read_prediction(path: str | os.PathLike, spec: LabelSpec | None = None) -> n
             f"{out_h}x{out_w} int32/int64 label map"
         )
     kind, dtype = kinds[size]
-    data = np.fromfile(path, dtype=dtype)
+    data: np.ndarray = np.fromfile(path, dtype=dtype)
     if kind == "logits":
         # argmax would rank NaN first and count it as a class: a non-finite output is an error, not a score.
         if not (np.isfinite(data.min()) and np.isfinite(data.max())):
@@ -112,7 +117,7 @@ def read_prediction(path: str | os.PathLike, spec: LabelSpec | None = None) -> n
     return data.astype(np.uint8).reshape(out_h, out_w)
 
 
-def read_label(path: str | os.PathLike, spec: LabelSpec | None = None) -> np.ndarray:
+def read_label(path: str | os.PathLike[str], spec: LabelSpec | None = None) -> np.ndarray:
     """The guide's label transform: convert('P'), Resize(512, NEAREST), 255 -> 19 (for Cityscapes)."""
     spec = spec or label_spec()
     path = Path(path)
@@ -120,7 +125,7 @@ def read_label(path: str | os.PathLike, spec: LabelSpec | None = None) -> np.nda
         im = spec.open_label(path)
         size = spec.label_size(*im.size)
         if im.size != size:
-            im = im.resize(size, Image.NEAREST)
+            im = im.resize(size, Image.Resampling.NEAREST)  # the same filter (0) as Image.NEAREST
         label = np.array(im, dtype=np.uint8)
     except FileNotFoundError as exc:
         raise BadInput(f"label file missing: {path}") from exc
@@ -142,7 +147,7 @@ def confusion(pred: np.ndarray, label: np.ndarray, spec: LabelSpec | None = None
     return np.bincount(label.ravel().astype(np.intp) * n + pred.ravel(), minlength=n * n).reshape(n, n)
 
 
-def confusion_for_image(output_path, label_path, spec: LabelSpec | None = None) -> np.ndarray:
+def confusion_for_image(output_path: StrPath, label_path: StrPath, spec: LabelSpec | None = None) -> np.ndarray:
     """One image's confusion matrix (what each worker computes; benchmarks time this)."""
     pred, label = read_prediction(output_path, spec), read_label(label_path, spec)
     if pred.shape != label.shape:
@@ -153,7 +158,7 @@ def confusion_for_image(output_path, label_path, spec: LabelSpec | None = None) 
     return confusion(pred, label, spec)
 
 
-def _confusion_job(job) -> np.ndarray:
+def _confusion_job(job: _Job) -> np.ndarray:
     return confusion_for_image(*job)
 
 
@@ -172,11 +177,15 @@ def iou_from_confusion(cm: np.ndarray, spec: LabelSpec | None = None) -> tuple[f
     return float(np.mean(iou)), [float(v) for v in iou]
 
 
-def _pair_entries(summary_path, entries, labels: dict[str, Path], gt_dir, spec: LabelSpec) -> list[tuple]:
+def _pair_entries(
+    summary_path: StrPath, entries: list[SummaryEntry], labels: dict[str, Path], gt_dir: StrPath, spec: LabelSpec
+) -> list[_Job]:
     """(output, label, spec) per summary entry; each label exactly once, each output inside the output
     folder and named after its input, as ais_bench names it."""
     folder = output_folder_of(summary_path).resolve()
-    jobs, missing, seen = [], [], {}
+    jobs: list[tuple[Path, Path | None, LabelSpec]] = []
+    missing: list[str] = []
+    seen: dict[str, Path] = {}
     for entry in entries:
         name = spec.label_name(entry.infile)
         if name in seen:
@@ -198,10 +207,12 @@ def _pair_entries(summary_path, entries, labels: dict[str, Path], gt_dir, spec: 
         jobs.append((out, labels.get(name), spec))
     if missing:
         raise BadInput(f"label file(s) missing under {gt_dir}: {', '.join(missing)}")
-    return jobs
+    return cast(list[_Job], jobs)  # no label is None: a missing one raised just above
 
 
-def _check_coverage(summary_path, jobs, labels: dict[str, Path], gt_dir, limit: int | None) -> None:
+def _check_coverage(
+    summary_path: StrPath, jobs: list[_Job], labels: dict[str, Path], gt_dir: StrPath, limit: int | None
+) -> None:
     """Fewer outputs than labels is an error unless a limit asked for exactly that many."""
     expected = len(labels) if not limit else min(limit, len(labels))
     if len(jobs) != expected:
@@ -217,8 +228,8 @@ def _check_coverage(summary_path, jobs, labels: dict[str, Path], gt_dir, limit: 
 
 
 def evaluate_summary(
-    summary_path,
-    gt_dir,
+    summary_path: StrPath,
+    gt_dir: StrPath,
     workers: int | None = None,
     progress: bool = True,
     limit: int | None = None,
@@ -251,7 +262,7 @@ def evaluate_summary(
     )
 
 
-def output_label_mode(paths, spec: LabelSpec) -> str:
+def output_label_mode(paths: Sequence[StrPath], spec: LabelSpec) -> str:
     """``logits`` or ``labels``: what every output holds (by size); a mix is an error, since the run records
     one mode per mIoU and the gate never compares across modes."""
     kinds = _kinds(spec)
@@ -262,7 +273,7 @@ def output_label_mode(paths, spec: LabelSpec) -> str:
     return found.pop() if found else "logits"
 
 
-def prediction_disagreement(summary_a, summary_b, spec: LabelSpec | None = None) -> tuple[int, int]:
+def prediction_disagreement(summary_a: StrPath, summary_b: StrPath, spec: LabelSpec | None = None) -> tuple[int, int]:
     """(pixels whose class differs, pixels) between two runs' outputs over the same inputs, e.g. label maps
     from an ArgMax on the device against the host-side argmax of FP16 logits (exact ties flip there:
     ArgMax sees the values before they are rounded to FP16, the host sees them after)."""

@@ -71,6 +71,7 @@ def infer_cell(cell: CompiledCell, prep: Prepared, env: Environment) -> Measured
     planned = cell.planned
     if cell.compilation.status == CompileStatus.FAILED:
         return _not_run(cell, CellStatus.COMPILE_FAILED, cell.compilation.error)
+    assert cell.compilation.path is not None  # build.compile_cell gives every cell that did not fail a path
     out_dir = output_dir(planned, env)
     remove_unfinished_outputs(out_dir)
     shortage = check_space(out_dir, prep.images, planned.output.bytes_per_image)

@@ -17,8 +17,9 @@ from __future__ import annotations
 from typing import Any
 
 from . import build, measure, nightly, plan, report
+from .deployment import DAG_ID  # noqa: F401  (re-exported for the DAG)
 from .errors import RegressionDetected  # noqa: F401  (re-exported: dags/erfnet_notifications.py names it)
-from .plan import DAG_ID, run_folder_name, validate_params  # noqa: F401  (re-exported for the DAG, demo, retention)
+from .plan import run_folder_name, validate_params  # noqa: F401  (re-exported for the DAG, demo, retention)
 from .records import (
     CompiledCell,
     Environment,

@@ -12,8 +12,12 @@ import importlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ..fsutil import StrPath
+
+if TYPE_CHECKING:  # for the annotation only: readers of run documents need no PIL
+    from PIL import Image
 
 DEFAULT_DATASET = "cityscapes"
 
@@ -30,7 +34,7 @@ class LabelSpec:
     size: tuple[int, int]  # (width, height) of a prediction
     label_name: Callable[[StrPath], str]  # an input file's name -> its label file's name
     index_labels: Callable[[Path], dict[str, Path]]  # label file name -> path, under a folder
-    open_label: Callable[[Path], object]  # a label file as a PIL image of class ids
+    open_label: Callable[[Path], Image.Image]  # a label file as a PIL image of class ids
     label_size: Callable[[int, int], tuple[int, int]]  # a label's (w, h) -> its size after resizing
 
     @property

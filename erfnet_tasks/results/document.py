@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Callable
 from datetime import UTC, datetime
+from typing import Any
 
 from ..errors import BadInput
 from ..records import (
@@ -75,13 +77,13 @@ PERF_STATUSES = tuple(CellStatus)
 COMPILED_STATUSES = tuple(CompileStatus)
 
 
-def validate_run_id(run_id) -> str:
+def validate_run_id(run_id: object) -> str:
     if not isinstance(run_id, str) or not RUN_ID_PATTERN.match(run_id):
         raise BadInput(f"invalid run id {str(run_id)[:80]!r}: use 1-250 letters, digits and _ . : + -")
     return run_id
 
 
-def parse_time(value, field: str) -> datetime | None:
+def parse_time(value: object, field: str) -> datetime | None:
     """An aware UTC datetime from an ISO 8601 string or datetime; naive values are taken as UTC."""
     if value is None or value == "":
         return None
@@ -107,7 +109,7 @@ def format_time(value: datetime | None) -> str | None:
     return value.astimezone(UTC).isoformat()
 
 
-def normalize_document(doc) -> dict:
+def normalize_document(doc: object) -> dict[str, Any]:
     """A validated copy of ``doc`` with every field of the contract present (missing ones None)."""
     if not isinstance(doc, dict) or not isinstance(doc.get("run"), dict):
         raise BadInput('a run document is a JSON object with a "run" object')
@@ -143,7 +145,7 @@ def normalize_document(doc) -> dict:
     return normalized
 
 
-def check_storable(doc: dict) -> None:
+def check_storable(doc: dict[str, Any]) -> None:
     """Every value fits its column, read from the models themselves (one definition of the schema's
     limits): string lengths, 32-bit integers, finite numbers, no NUL, in JSON fields too."""
     from .models import Accuracy, CompiledModel, Finding, Performance, Run
@@ -164,7 +166,8 @@ def check_storable(doc: dict) -> None:
                     _check_column(columns[name].type, value, f"{where}.{name}")
 
 
-def _check_column(coltype, value, where: str) -> None:
+def _check_column(coltype: Any, value: Any, where: str) -> None:
+    # Any: the checks below narrow through named conditions (too_long, an_integer), which mypy does not follow.
     import sqlalchemy as sa
 
     from .models import INT_MAX, INT_MIN
@@ -178,7 +181,7 @@ def _check_column(coltype, value, where: str) -> None:
     _check_json_value(value, where)
 
 
-def _check_json_value(value, where: str) -> None:
+def _check_json_value(value: object, where: str) -> None:
     """No NUL in any string (PostgreSQL text refuses it), no NaN/Inf in any number, however deep."""
     if isinstance(value, str):
         if "\x00" in value:
@@ -195,12 +198,12 @@ def _check_json_value(value, where: str) -> None:
             _check_json_value(v, f"{where}[{i}]")
 
 
-def _items(doc: dict, key: str, fields: tuple[str, ...]) -> list[tuple[str, dict]]:
+def _items(doc: dict[str, Any], key: str, fields: tuple[str, ...]) -> list[tuple[str, dict[str, Any]]]:
     """(where, object) for each entry of the list ``doc[key]``: its ``fields``, target and batch checked."""
     items = doc.get(key) or []
     if not isinstance(items, list):
         raise BadInput(f'"{key}" must be a list')
-    out = []
+    out: list[tuple[str, dict[str, Any]]] = []
     for i, item in enumerate(items):
         if not isinstance(item, dict):
             raise BadInput(f"{key}[{i}] must be an object")
@@ -211,8 +214,11 @@ def _items(doc: dict, key: str, fields: tuple[str, ...]) -> list[tuple[str, dict
     return out
 
 
-def _cells(doc: dict, key: str, fields: tuple[str, ...], check) -> list[dict]:
-    cells, seen = [], set()
+def _cells(
+    doc: dict[str, Any], key: str, fields: tuple[str, ...], check: Callable[[dict[str, Any], str], None]
+) -> list[dict[str, Any]]:
+    cells: list[dict[str, Any]] = []
+    seen: set[tuple[str, int]] = set()
     for where, cell in _items(doc, key, fields):
         if (cell["target"], cell["batch_size"]) in seen:
             raise BadInput(f"{key} lists target {cell['target']} batch {cell['batch_size']} twice")
@@ -222,13 +228,13 @@ def _cells(doc: dict, key: str, fields: tuple[str, ...], check) -> list[dict]:
     return sorted(cells, key=lambda c: (c["target"], c["batch_size"]))
 
 
-def _check_compiled(cell: dict, where: str) -> None:
+def _check_compiled(cell: dict[str, Any], where: str) -> None:
     cell["status"] = _choice(cell["status"] or CompileStatus.OK, COMPILED_STATUSES, f"{where}.status")
     cell["seconds"] = _optional_float(cell["seconds"], f"{where}.seconds")
     cell["cache_hit"] = None if cell["cache_hit"] is None else bool(cell["cache_hit"])
 
 
-def _check_accuracy(cell: dict, where: str) -> None:
+def _check_accuracy(cell: dict[str, Any], where: str) -> None:
     cell["images"] = _optional_int(cell["images"], f"{where}.images")
     cell["miou"] = _optional_float(cell["miou"], f"{where}.miou")
     if cell["miou"] is not None and not 0.0 <= cell["miou"] <= 1.0:
@@ -243,7 +249,7 @@ def _check_accuracy(cell: dict, where: str) -> None:
     cell["label_mode"] = _choice(cell["label_mode"] or LabelMode.LOGITS, tuple(LabelMode), f"{where}.label_mode")
 
 
-def _confusion(value, where: str) -> list[list[int]] | None:
+def _confusion(value: object, where: str) -> list[list[int]] | None:
     """A square matrix of non-negative pixel counts, or None (runs stored before matrices were)."""
     if value is None:
         return None
@@ -257,7 +263,7 @@ def _confusion(value, where: str) -> list[list[int]] | None:
     return value
 
 
-def _check_perf(cell: dict, where: str) -> None:
+def _check_perf(cell: dict[str, Any], where: str) -> None:
     cell["status"] = _choice(cell["status"] or CellStatus.OK, PERF_STATUSES, f"{where}.status")
     for name in PERF_METRICS:
         cell[name] = _optional_float(cell[name], f"{where}.{name}")
@@ -266,8 +272,8 @@ def _check_perf(cell: dict, where: str) -> None:
             cell[name] = str(cell[name])  # a device id may arrive as a number
 
 
-def _findings(doc: dict) -> list[dict]:
-    findings = []
+def _findings(doc: dict[str, Any]) -> list[dict[str, Any]]:
+    findings: list[dict[str, Any]] = []
     for where, finding in _items(doc, "findings", FINDING_FIELDS):
         finding["rule"] = str(finding["rule"] or "unknown")
         finding["message"] = str(finding["message"] or "")
@@ -281,7 +287,7 @@ def _findings(doc: dict) -> list[dict]:
     return findings
 
 
-def _class_names(value) -> list[str] | None:
+def _class_names(value: object) -> list[str] | None:
     if value is None:
         return None
     if not isinstance(value, list) or not all(isinstance(n, str) and 0 < len(n) <= 100 for n in value):
@@ -289,7 +295,7 @@ def _class_names(value) -> list[str] | None:
     return value
 
 
-def _target(value, where: str) -> str:
+def _target(value: object, where: str) -> str:
     from .models import TARGET_MAX
 
     if not isinstance(value, str) or not value.strip() or len(value) > TARGET_MAX:
@@ -297,13 +303,13 @@ def _target(value, where: str) -> str:
     return value
 
 
-def _batch(value, where: str) -> int:
+def _batch(value: object, where: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
         raise BadInput(f"{where} must be a positive integer, got {value!r}")
     return value
 
 
-def _optional_int(value, where: str) -> int | None:
+def _optional_int(value: object, where: str) -> int | None:
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, int):
@@ -311,7 +317,7 @@ def _optional_int(value, where: str) -> int | None:
     return value
 
 
-def _optional_float(value, where: str) -> float | None:
+def _optional_float(value: object, where: str) -> float | None:
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
@@ -319,7 +325,7 @@ def _optional_float(value, where: str) -> float | None:
     return float(value)
 
 
-def _choice(value, allowed: tuple[str, ...], where: str) -> str:
+def _choice(value: object, allowed: tuple[str, ...], where: str) -> str:
     if not isinstance(value, str) or value not in allowed:
         raise BadInput(f"{where} must be one of {', '.join(allowed)}, got {value!r}")
     return str(value)  # the plain string, also for an enum member

@@ -7,6 +7,7 @@ only ever created by the migrations (a test compares both).
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.orm import DeclarativeBase, Mapped, declared_attr, mapped_column
@@ -54,17 +55,17 @@ class Run(Base):
     started_at: Mapped[datetime] = mapped_column(sa.DateTime(timezone=True), nullable=False, index=True)
     finished_at: Mapped[datetime | None] = mapped_column(sa.DateTime(timezone=True))
     status: Mapped[str] = mapped_column(sa.String(STATUS_MAX), nullable=False)
-    params: Mapped[dict | None] = mapped_column(sa.JSON)
+    params: Mapped[dict[str, Any] | None] = mapped_column(sa.JSON)
     cann_version: Mapped[str | None] = mapped_column(sa.String(VERSION_MAX))
     driver_version: Mapped[str | None] = mapped_column(sa.String(VERSION_MAX))
     host: Mapped[str | None] = mapped_column(sa.String(HOST_MAX))
-    backends: Mapped[dict | None] = mapped_column(sa.JSON)
+    backends: Mapped[dict[str, Any] | None] = mapped_column(sa.JSON)
     model_sha256: Mapped[str | None] = mapped_column(sa.String(SHA256_MAX))
     weights_sha256: Mapped[str | None] = mapped_column(sa.String(SHA256_MAX))
     dataset_fingerprint: Mapped[str | None] = mapped_column(sa.String(FINGERPRINT_MAX))
     images: Mapped[int | None] = mapped_column(sa.Integer)
     synthetic: Mapped[bool | None] = mapped_column(sa.Boolean)
-    class_names: Mapped[list | None] = mapped_column(sa.JSON)  # the dataset's, in label order
+    class_names: Mapped[list[str] | None] = mapped_column(sa.JSON)  # the dataset's, in label order
     published_at: Mapped[datetime] = mapped_column(sa.DateTime(timezone=True), nullable=False)
 
 
@@ -72,7 +73,7 @@ class _RunCell:
     """One cell of a run's tables (a target at a batch size): unique per run, target and batch size."""
 
     @declared_attr.directive
-    def __table_args__(cls):
+    def __table_args__(cls) -> tuple[Any, ...]:
         return (sa.UniqueConstraint("run_id", "target", "batch_size"),)
 
     id: Mapped[int] = mapped_column(sa.Integer, primary_key=True, autoincrement=True)
@@ -101,8 +102,8 @@ class Accuracy(_RunCell, Base):
 
     images: Mapped[int | None] = mapped_column(sa.Integer)
     miou: Mapped[float | None] = mapped_column(sa.Float)
-    per_class: Mapped[list | None] = mapped_column(sa.JSON)
-    confusion: Mapped[list | None] = mapped_column(sa.JSON)  # channels x channels counts, rows = label
+    per_class: Mapped[list[float | None] | None] = mapped_column(sa.JSON)
+    confusion: Mapped[list[list[int]] | None] = mapped_column(sa.JSON)  # channels x channels counts, rows = label
     label_mode: Mapped[str | None] = mapped_column(sa.String(STATUS_MAX))  # records.LabelMode
 
 
@@ -110,7 +111,7 @@ class Performance(_RunCell, Base):
     __tablename__ = "performance"
 
     @declared_attr.directive
-    def __table_args__(cls):
+    def __table_args__(cls) -> tuple[Any, ...]:
         # (target, batch_size): the regression baseline's lookup (migration 0004).
         return (
             sa.UniqueConstraint("run_id", "target", "batch_size"),
@@ -179,7 +180,7 @@ class HostVersion(Base):
     seq: Mapped[int] = mapped_column(sa.Integer, nullable=False)
     cann_version: Mapped[str | None] = mapped_column(sa.String(VERSION_MAX))
     driver_version: Mapped[str | None] = mapped_column(sa.String(VERSION_MAX))
-    chips: Mapped[list | None] = mapped_column(sa.JSON)
+    chips: Mapped[list[str] | None] = mapped_column(sa.JSON)
     first_seen_at: Mapped[datetime] = mapped_column(sa.DateTime(timezone=True), nullable=False)
     last_seen_at: Mapped[datetime] = mapped_column(sa.DateTime(timezone=True), nullable=False)
 

@@ -14,6 +14,7 @@ import os
 import time
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy import exc as sa_exc
@@ -30,7 +31,7 @@ log = logging.getLogger(__name__)
 _CHILD_MODELS = ((CompiledModel, "compiled"), (Accuracy, "accuracy"), (Performance, "perf"), (Finding, "findings"))
 
 
-def publish_run(doc: dict, url: str | None = None, retries: int = 5, backoff: float = 1.0) -> str:
+def publish_run(doc: dict[str, Any], url: str | None = None, retries: int = 5, backoff: float = 1.0) -> str:
     """Write ``doc`` into the results database at ``url`` (default: db.resolve_url()); returns the run id.
 
     Migrates the database to the current schema first, so an empty database works. Connection
@@ -43,7 +44,8 @@ def publish_run(doc: dict, url: str | None = None, retries: int = 5, backoff: fl
             db.upgrade(url)
             with db.session_scope(url) as session:
                 replace_run(session, doc)
-            return doc["run"]["id"]
+            run_id: str = doc["run"]["id"]
+            return run_id
         except (sa_exc.OperationalError, sa_exc.InterfaceError) as exc:
             if attempt == retries:
                 raise PublishFailed(
@@ -59,7 +61,7 @@ def publish_run(doc: dict, url: str | None = None, retries: int = 5, backoff: fl
     raise AssertionError("unreachable")  # pragma: no cover
 
 
-def replace_run(session: Session, doc: dict, *, new: bool = False) -> None:
+def replace_run(session: Session, doc: dict[str, Any], *, new: bool = False) -> None:
     """Replace everything stored for the document's run with the document (``doc`` is normalised).
 
     ``new`` says the caller has just seen (under its lock) that the run is not stored, so there is
@@ -90,7 +92,7 @@ def replace_run(session: Session, doc: dict, *, new: bool = False) -> None:
     cann_summary.refresh(session, versions)  # the run's old CANN version too, when a re-publish changed it
 
 
-def write_run_file(doc: dict, path: str | os.PathLike) -> Path:
+def write_run_file(doc: dict[str, Any], path: str | os.PathLike[str]) -> Path:
     """Write the (validated) document as JSON, atomically: the copy that survives a database outage."""
     doc = normalize_document(doc)
     path = Path(path)
@@ -99,7 +101,7 @@ def write_run_file(doc: dict, path: str | os.PathLike) -> Path:
     return path
 
 
-def read_run_file(path: str | os.PathLike) -> list[dict]:
+def read_run_file(path: str | os.PathLike[str]) -> list[Any]:
     """The run documents in ``path``: one document, or ``{"runs": [...]}`` as `erfnet results export` writes."""
     try:
         data = json.loads(Path(path).read_text(encoding="utf-8"))
@@ -108,11 +110,14 @@ def read_run_file(path: str | os.PathLike) -> list[dict]:
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise BadInput(f"cannot read run document {path}: {_first_line(exc)}") from exc
     if isinstance(data, dict) and isinstance(data.get("runs"), list):
-        return data["runs"]
+        runs: list[Any] = data["runs"]
+        return runs
     return [data]
 
 
-def import_file(path: str | os.PathLike, url: str | None = None, retries: int = 2, backoff: float = 1.0) -> list[str]:
+def import_file(
+    path: str | os.PathLike[str], url: str | None = None, retries: int = 2, backoff: float = 1.0
+) -> list[str]:
     """Publish every run document in ``path``; returns their run ids."""
     docs = [normalize_document(doc) for doc in read_run_file(path)]  # all valid before any is written
     return [publish_run(doc, url, retries=retries, backoff=backoff) for doc in docs]

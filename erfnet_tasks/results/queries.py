@@ -11,13 +11,10 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from ..errors import BadInput
-from ..records import CellStatus
+from ..records import ACCURACY_FIELDS, COMPILED_FIELDS, PERF_FIELDS, CellStatus
 from .document import (
-    ACCURACY_FIELDS,
-    COMPILED_FIELDS,
     FINDING_FIELDS,
     LATEST,
-    PERF_FIELDS,
     RUN_FIELDS,
     format_time,
     validate_run_id,
