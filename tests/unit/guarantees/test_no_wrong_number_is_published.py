@@ -54,6 +54,21 @@ def replace_keeping_an_older_mtime(path: Path, arr: np.ndarray) -> None:
     os.utime(path, (old - DAY, old - DAY))
 
 
+def preprocess_argv(img_dir: Path, gt_dir: Path, out: Path, *extra: str) -> list[str]:
+    """`erfnet preprocess` into ``out``/prep and ``out``/gt_out, on one worker, without a progress bar."""
+    return [
+        "preprocess",
+        str(img_dir),
+        str(out / "prep"),
+        str(gt_dir),
+        str(out / "gt_out"),
+        "--workers",
+        "1",
+        "--quiet",
+        *extra,
+    ]
+
+
 def one_error_line(capsys) -> str:
     err = capsys.readouterr().err.strip()
     assert err.startswith("erfnet: error: ") and "\n" not in err and "Traceback" not in err, err
@@ -155,21 +170,7 @@ def test_symlinked_city_folder_inside_the_roots_is_followed(data_roots, capsys):
     other_disk.parent.mkdir()
     city.rename(other_disk)
     city.symlink_to(other_disk, target_is_directory=True)
-    assert (
-        main(
-            [
-                "preprocess",
-                str(img_dir),
-                str(data_roots / "prep"),
-                str(gt_dir),
-                str(data_roots / "gt_out"),
-                "--workers",
-                "1",
-                "--quiet",
-            ]
-        )
-        == 0
-    )
+    assert main(preprocess_argv(img_dir, gt_dir, data_roots)) == 0
     assert "preprocessed 3 image(s)" in capsys.readouterr().out
 
 
@@ -182,19 +183,7 @@ def test_symlink_leaving_the_roots_is_refused(tmp_path, monkeypatch, capsys, ski
     image = sorted(img_dir.rglob("*.png"))[0]
     image.rename(outside)
     image.symlink_to(outside)
-    code = main(
-        [
-            "preprocess",
-            str(img_dir),
-            str(tmp_path / "prep"),
-            str(gt_dir),
-            str(tmp_path / "gt_out"),
-            "--workers",
-            "1",
-            "--quiet",
-            *(["--skip-bad"] if skip_bad else []),
-        ]
-    )
+    code = main(preprocess_argv(img_dir, gt_dir, tmp_path, *(["--skip-bad"] if skip_bad else [])))
     assert code == 2 and "outside the data roots" in one_error_line(capsys)
     assert not (tmp_path / "prep" / "manifest.json").exists()
 
@@ -297,18 +286,7 @@ def test_label_id_outside_the_table_is_refused(tmp_path, capsys):
     ids = np.asarray(Image.open(victim)).copy()
     ids[: ids.shape[0] // 2] = 50  # half the pixels: they used to become "ignore"
     Image.fromarray(ids).save(victim)
-    code = main(
-        [
-            "preprocess",
-            str(img_dir),
-            str(tmp_path / "prep"),
-            str(gt_dir),
-            str(tmp_path / "gt_out"),
-            "--workers",
-            "1",
-            "--quiet",
-        ]
-    )
+    code = main(preprocess_argv(img_dir, gt_dir, tmp_path))
     err = one_error_line(capsys)
     assert code == 2 and "labelIds value(s) 50" in err and str(victim) in err
     with pytest.raises(ErfnetError, match="labelIds value"):
@@ -367,15 +345,7 @@ def test_write_failure_stops_the_step_and_no_image_is_called_bad(tmp_path):
             sys.executable,
             "-m",
             "erfnet_tasks.cli",
-            "preprocess",
-            str(img_dir),
-            str(tmp_path / "prep"),
-            str(gt_dir),
-            str(tmp_path / "gt_out"),
-            "--workers",
-            "1",
-            "--quiet",
-            "--skip-bad",
+            *preprocess_argv(img_dir, gt_dir, tmp_path, "--skip-bad"),
         ],
         capture_output=True,
         text=True,
@@ -387,21 +357,7 @@ def test_write_failure_stops_the_step_and_no_image_is_called_bad(tmp_path):
     assert "File too large" in err and "bad" not in err
     assert not (tmp_path / "prep" / "manifest.json").exists()  # nothing recorded as bad, nothing published
     # with room again, the same command completes: both images are good
-    assert (
-        main(
-            [
-                "preprocess",
-                str(img_dir),
-                str(tmp_path / "prep"),
-                str(gt_dir),
-                str(tmp_path / "gt_out"),
-                "--workers",
-                "1",
-                "--quiet",
-            ]
-        )
-        == 0
-    )
+    assert main(preprocess_argv(img_dir, gt_dir, tmp_path)) == 0
     assert cityscapes.read_manifest(tmp_path / "prep")["images"] == 2
     assert not list((tmp_path / "prep").glob(".*.part"))
 
@@ -415,18 +371,7 @@ def test_sixteen_bit_image_is_refused_not_clipped(tmp_path, capsys):
     deep = (np.arange(SMALL[0] * SMALL[1], dtype=np.uint32) % 65536).astype(np.uint16).reshape(SMALL[1], SMALL[0])
     Image.fromarray(deep).save(victim)
     assert Image.open(victim).mode.startswith("I;16")
-    code = main(
-        [
-            "preprocess",
-            str(img_dir),
-            str(tmp_path / "prep"),
-            str(gt_dir),
-            str(tmp_path / "gt_out"),
-            "--workers",
-            "1",
-            "--quiet",
-        ]
-    )
+    code = main(preprocess_argv(img_dir, gt_dir, tmp_path))
     err = one_error_line(capsys)
     assert code == 2 and "I;16" in err and str(victim) in err
 
