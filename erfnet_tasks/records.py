@@ -35,6 +35,7 @@ class RunStatus(StrEnum):
     COMPLETE = "complete"  # every cell is a result (measured, or refused as the guide's table shows)
     INCOMPLETE = "incomplete"  # at least one cell never reached a device: not a result, the gate fails it
     FAILED = "failed"  # nothing was measured
+    RUNNING = "running"  # opened at the run's start, its cells stored as they are measured; not a result yet
 
 
 class CellStatus(StrEnum):
@@ -49,6 +50,19 @@ class CellStatus(StrEnum):
     INFER_FAILED = "infer_failed"
     NO_SPACE = "no_space"  # the output folder could not hold the cell's outputs: nothing was written
     TIMED_OUT = "timed_out"  # the tool ran past its deadline (deadlines.py) and was stopped: incomplete
+    HOST_LOST = "host_lost"  # the cell's worker died or vanished mid-task, or none of its chip was left
+    TASK_FAILED = "task_failed"  # the task failed for good with an error of ours or of the tool's
+
+
+class CellState(StrEnum):
+    """Where an unfinished cell of a running run is (the plugin shows it; `progress` records it)."""
+
+    QUEUED = "queued"  # planned, its compile not started
+    COMPILING = "compiling"  # atc (or the host backend's build)
+    TUNING = "tuning"  # AOE, holding a device
+    COMPILED = "compiled"  # waiting for a device of its chip
+    MEASURING = "measuring"  # inference and evaluation
+    STORED = "stored"  # its rows are in the results database
 
 
 class LabelMode(StrEnum):
@@ -82,6 +96,8 @@ INFRASTRUCTURE_FAILURES = frozenset(
         CellStatus.INFER_FAILED,
         CellStatus.NO_SPACE,
         CellStatus.TIMED_OUT,
+        CellStatus.HOST_LOST,
+        CellStatus.TASK_FAILED,
     }
 )
 

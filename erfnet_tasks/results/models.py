@@ -163,6 +163,25 @@ class Finding(Base):
     value: Mapped[float | None] = mapped_column(sa.Float)
     threshold: Mapped[float | None] = mapped_column(sa.Float)
     baseline_run_id: Mapped[str | None] = mapped_column(sa.String(RUN_ID_MAX))
+    # When a notification first carried it (early, as its cell was stored): each finding is notified once.
+    notified_at: Mapped[datetime | None] = mapped_column(sa.DateTime(timezone=True))
+
+
+class CellProgress(_RunCell, Base):
+    """Where each cell of a run is while the run goes on (records.CellState): the plugin's live view and,
+    for a cell whose task died without a word, what it was doing and where (``results.progress``)."""
+
+    __tablename__ = "cell_progress"
+
+    chip: Mapped[str | None] = mapped_column(sa.String(CHIP_MAX))
+    backend: Mapped[str | None] = mapped_column(sa.String(BACKEND_MAX))
+    aoe: Mapped[bool] = mapped_column(sa.Boolean, nullable=False, default=False)
+    state: Mapped[str] = mapped_column(sa.String(STATUS_MAX), nullable=False)
+    host: Mapped[str | None] = mapped_column(sa.String(HOST_MAX))
+    try_number: Mapped[int | None] = mapped_column(sa.Integer)
+    error: Mapped[str | None] = mapped_column(sa.Text)  # the one-line error of a step that raised
+    error_kind: Mapped[str | None] = mapped_column(sa.String(RULE_MAX))  # the exception's class name
+    updated_at: Mapped[datetime] = mapped_column(sa.DateTime(timezone=True), nullable=False)
 
 
 class HostVersion(Base):
