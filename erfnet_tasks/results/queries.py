@@ -134,7 +134,7 @@ def run_counts(session: Session, run_ids: list[str], running: Sequence[str] = ()
     return tallies
 
 
-PENDING_FIELDS = ("target", "batch_size", "state", "chip", "aoe", "host", "error", "updated_at")
+PENDING_FIELDS = ("target", "batch_size", "state", "chip", "aoe", "host", "try_number", "error", "updated_at")
 
 
 def run_progress(session: Session, run_ref: str) -> dict[str, Any]:

@@ -211,7 +211,7 @@ def with_pending(doc: dict, progress: dict | None) -> dict:
     return dict(doc, pending=progress["pending"])
 
 
-def pending_notes(doc: dict) -> dict[tuple[str, int], str]:
+def pending_notes(doc: dict) -> dict[tuple[str, tables.Value], str]:
     """Each pending cell's tooltip: its state, host, try and since when; its error if a step raised."""
     return {(c["target"], c["batch_size"]): _pending_note(c) for c in doc.get("pending") or []}
 
@@ -221,6 +221,8 @@ def _pending_note(cell: dict) -> str:
     note = STATE_TEXT.get(state, state.value)
     if cell.get("host"):
         note += f" on {cell['host']}"
+    if (cell.get("try_number") or 1) > 1:  # a retry: the earlier tries failed
+        note += f" (try {cell['try_number']})"
     if cell.get("updated_at"):
         note += f" since {clock_text(cell['updated_at'])}"
     if cell.get("error"):

@@ -5,6 +5,7 @@ history, the nightly skip)."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import UTC, datetime
 
 import sqlalchemy as sa
@@ -16,12 +17,20 @@ from tests.helpers.run_documents import make_doc
 
 
 class RunningRun:
-    """``planned``: the run's (target, batch) cells; ``store`` takes make_doc's cells
-    (target, batch, miou or None, fps or None, perf status)."""
+    """``planned``: the run's (target, batch) cells, those in ``aoe`` tuned by AOE; ``store`` takes
+    make_doc's cells (target, batch, miou or None, fps or None, perf status)."""
 
-    def __init__(self, url: str, run_id: str, started_at: str, cann: str | None, planned: list[tuple[str, int]]):
+    def __init__(
+        self,
+        url: str,
+        run_id: str,
+        started_at: str,
+        cann: str | None,
+        planned: list[tuple[str, int]],
+        aoe: Iterable[tuple[str, int]] = (),
+    ):
         self.url, self.run_id, self.started_at, self.cann = url, run_id, started_at, cann
-        self.planned = list(planned)
+        self.planned, self.aoe = list(planned), set(aoe)
         self.cells: list[tuple] = []
 
     def document(self, status: str = RunStatus.RUNNING) -> dict:
@@ -42,14 +51,16 @@ class RunningRun:
                         batch_size=batch,
                         chip=target,
                         backend="stand-in",
-                        aoe=False,
+                        aoe=(target, batch) in self.aoe,
                         state=CellState.QUEUED.value,
                         updated_at=now,
                     )
                 )
         return self
 
-    def set_state(self, target: str, batch: int, state: CellState, host: str | None = None) -> None:
+    def set_state(
+        self, target: str, batch: int, state: CellState, host: str | None = None, try_number: int | None = None
+    ) -> None:
         with db.session_scope(self.url) as session:
             session.execute(
                 sa.update(CellProgress)
@@ -58,7 +69,7 @@ class RunningRun:
                     CellProgress.target == target,
                     CellProgress.batch_size == batch,
                 )
-                .values(state=state.value, host=host, updated_at=datetime.now(UTC))
+                .values(state=state.value, host=host, try_number=try_number, updated_at=datetime.now(UTC))
             )
 
     def store(self, *cells: tuple) -> None:

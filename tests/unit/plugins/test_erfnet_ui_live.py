@@ -12,7 +12,8 @@ from erfnet_ui.app import URL_PREFIX, create_app
 from fastapi.testclient import TestClient
 
 from erfnet_tasks.records import CellState
-from erfnet_tasks.results import publish
+from erfnet_tasks.results import db, publish
+from erfnet_tasks.results.models import Finding
 from tests.helpers.html_tables import Tables
 from tests.helpers.run_documents import make_doc
 from tests.helpers.running_run import RunningRun
@@ -32,7 +33,7 @@ def running(sqlite_url):
     run = RunningRun(sqlite_url, RUNNING, "2026-06-02T02:00:00+00:00", "8.0", PLANNED).open()
     run.store(("cpu", 1, 0.7300, 100.0, "ok"))
     run.set_state("Ascend310P3", 1, CellState.TUNING, host="npu-a")
-    run.set_state("Ascend310P3", 4, CellState.MEASURING, host="npu-b")
+    run.set_state("Ascend310P3", 4, CellState.MEASURING, host="npu-b", try_number=2)
     return run
 
 
@@ -66,7 +67,7 @@ def test_a_running_runs_page_shows_stored_cells_and_each_missing_cells_state(run
     assert page.cell("perf-table", "1", "cpu") == "100.00"
     assert page.cell("perf-table", "4", "Ascend310P3") == "measuring"
     assert page.cell("perf-table", "best batch", "cpu") == "pending"
-    assert 'title="measuring on npu-b since ' in response.text  # where the cell is, as its tooltip
+    assert 'title="measuring on npu-b (try 2) since ' in response.text  # where the cell is, as its tooltip
     text = page.all_text
     assert "1 of 4 cells stored" in text and "Started 2026-06-02 02:00:00 UTC" in text
     assert {row[0] for row in page.tables["pending-cells"][1:]} == {"Ascend310P3", "cpu"}
@@ -90,13 +91,24 @@ def test_the_fragment_follows_the_run_until_it_closes(running, monkeypatch):
     stored = Tables(client.get(f"/runs/{RUNNING}/live").text)
     assert stored.cell("perf-table", "4", "cpu") == "110.00" and "2 of 4 cells stored" in stored.all_text
 
-    running.store(("Ascend310P3", 1, 0.72, 290.0, "ok"), ("Ascend310P3", 4, 0.72, 310.0, "ok"))
+    running.store(("Ascend310P3", 1, 0.72, 290.0, "ok"))
+    _find(running.url, "Ascend310P3", 1, "Ascend310P3 batch 1 dropped 20% against its baseline")
+    early = Tables(client.get(f"/runs/{RUNNING}/live").text)
+    assert early.tables["findings"][1][-1] == "Ascend310P3 batch 1 dropped 20% against its baseline"
+
+    running.store(("Ascend310P3", 4, 0.72, 310.0, "ok"))
     running.close()
     closed = client.get(f"/runs/{RUNNING}/live")
     assert 'data-status="complete"' in closed.text and 'id="progress"' not in closed.text
     assert Tables(closed.text).cell("perf-table", "best batch", "Ascend310P3") == "310.00 (b4)"
     page = client.get(f"/runs/{RUNNING}")
     assert "live.js" not in page.text and "so far" not in page.text  # a closed run's page does not poll
+
+
+def _find(url: str, target: str, batch: int, message: str) -> None:
+    """A finding the gate stored while the run goes on (it judges each cell as it is stored)."""
+    with db.session_scope(url) as session:
+        session.add(Finding(run_id=RUNNING, rule="throughput_drop", target=target, batch_size=batch, message=message))
 
 
 def test_progress_json(running, monkeypatch):

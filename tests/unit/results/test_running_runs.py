@@ -151,15 +151,17 @@ def test_show_says_running_with_the_count_and_the_pending_cells_states(running, 
     row_1 = next(line for line in accuracy if line.startswith("1 "))
     assert row_1.split()[:3] == ["1", "tuning", "73.00"]
     code, out, err = run_cli(capsys, "results", "--db", running.url, "show", "--run", RUNNING, "--format", "json")
-    assert json.loads(out)["run"]["status"] == "running"
+    assert code == 0 and json.loads(out)["run"]["status"] == "running"
     assert f"run {RUNNING} is still running: 1 of 4 cells stored so far" in err
 
 
 def test_list_counts_a_running_runs_cells_of_its_planned_ones(running, capsys):
     code, out, _ = run_cli(capsys, "results", "--db", running.url, "list")
+    assert code == 0
     line = next(line for line in out.splitlines() if line.startswith(RUNNING))
     assert "running" in line and "1 of 4" in line
     code, out, _ = run_cli(capsys, "results", "--db", running.url, "list", "--format", "json")
+    assert code == 0
     by_id = {r["id"]: r for r in json.loads(out)}
     assert by_id[RUNNING]["planned_cells"] == 4 and by_id[CLOSED]["planned_cells"] is None
 
