@@ -23,6 +23,11 @@
   }
 
   async function refresh() {
+    if (document.hidden) {
+      // Nobody is looking: ask again later rather than every few seconds for hours.
+      setTimeout(refresh, period);
+      return;
+    }
     let response;
     try {
       response = await fetch(url, { cache: "no-store", credentials: "same-origin" });
@@ -31,6 +36,10 @@
     }
     if (response.status === 401 || response.status === 403) {
       say("Stopped refreshing: the login has expired. Reload the page to log in again.");
+      return;
+    }
+    if (response.status === 404) {
+      say("Stopped refreshing: this run is no longer in the results database.");
       return;
     }
     if (!response.ok) return retry("the results answered HTTP " + response.status);
