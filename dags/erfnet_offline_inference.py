@@ -233,7 +233,10 @@ def erfnet_offline_inference():
         aoe = {"pool": NPU_POOL, "execution_timeout": TIMEOUTS["compile_aoe"]}
         stored.append(cells(f"cells_aoe_{chip}", planned_aoe, queue, aoe, on_device))
 
-    regression_gate(publish_results(planned, env, model, prep, go, *stored))
+    published = publish_results(planned, env, model, prep, go, *stored)
+    # The gate also waits on the stages publish_results (all_done) outlives: a run whose form, environment,
+    # export or preprocessing failed is published failed, and still ends failed.
+    [planned, env, model, prep, go] >> regression_gate(published)
 
 
 erfnet_offline_inference()
