@@ -43,6 +43,7 @@ class Counterpart:
     nodes: tuple[str, ...]
     tensor: str
 
+
 # The longest chain of golden nodes one compiled node is taken to have fused (Conv, BatchNorm, Add, Relu...).
 MAX_FUSED_CHAIN = 6
 
@@ -142,7 +143,7 @@ def golden_counterparts(golden: onnx.ModelProto, items: list[NodeOutput]) -> lis
 
 def _consumers(model: onnx.ModelProto) -> dict[str, list[NodeOutput]]:
     """Tensor -> the first output of each node that reads it."""
-    firsts = {}
+    firsts: dict[str, NodeOutput] = {}
     for item in node_outputs(model):
         firsts.setdefault(item.node, item)
     readers: dict[str, list[NodeOutput]] = {}
@@ -154,9 +155,7 @@ def _consumers(model: onnx.ModelProto) -> dict[str, list[NodeOutput]]:
     return readers
 
 
-def _fused_chain(
-    start: NodeOutput, end: NodeOutput, consumers: dict[str, list[NodeOutput]]
-) -> tuple[str, ...] | None:
+def _fused_chain(start: NodeOutput, end: NodeOutput, consumers: dict[str, list[NodeOutput]]) -> tuple[str, ...] | None:
     """The golden node names from ``start`` to ``end`` when each link's output feeds the next node alone
     (a tensor read elsewhere cannot have been fused away), else None."""
     chain, current = [start.node], start

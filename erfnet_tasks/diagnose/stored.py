@@ -93,9 +93,7 @@ def find_golden(model_sha256: str | None, run_id: str) -> Path:
     for candidate in _files(cache, f"*/{GOLDEN_PATTERN}"):
         if sha256_file(candidate) == model_sha256:
             return candidate
-    raise BadInput(
-        f"run {run_id}'s golden ONNX (sha256 {model_sha256[:12]}...) is gone from the export cache {cache}"
-    )
+    raise BadInput(f"run {run_id}'s golden ONNX (sha256 {model_sha256[:12]}...) is gone from the export cache {cache}")
 
 
 def find_inputs(fingerprint: str | None, run_id: str) -> Path:

@@ -212,11 +212,11 @@ def compare_checkpoint(
     from ..backends.torch import torch_device
     from ..model import load_erfnet
 
+    dev = torch_device(device or "cpu")
     golden = load_model(golden_path, "golden")
     files = first_inputs(prep_dir, images)
     shape = sample_shape(golden)
     model = load_erfnet(checkpoint_path)
-    dev = torch_device(device or "cpu")
     items, pairs = hook_layers(model, golden, shape)
     twins = golden_counterparts(golden, items)
     if not any(twins):
@@ -235,7 +235,10 @@ def compare_checkpoint(
             ]
         )
         del golden_values, hooked_values
-    return [layer_row(item, [row[k] for row in per_image], twin) for k, (item, twin) in enumerate(zip(items, twins, strict=True))]
+    return [
+        layer_row(item, [row[k] for row in per_image], twin)
+        for k, (item, twin) in enumerate(zip(items, twins, strict=True))
+    ]
 
 
 def _compare(paired: bool, target: Array | None, golden: npt.NDArray[np.generic] | None) -> tuple[Metrics, str | None]:
