@@ -44,8 +44,14 @@ class Counterpart:
     tensor: str
 
 
-# The longest chain of golden nodes one compiled node is taken to have fused (Conv, BatchNorm, Add, Relu...).
+# The longest chain of golden nodes one compiled node is taken to have fused (Conv, BatchNorm, Add, Relu...),
+# and the ops a compiler fuses into the node before them: element-wise ones that keep its shape. Not ArgMax
+# or Cast: a golden that ends in ArgMax -> Cast keeps its logits under the ConvTranspose's name.
 MAX_FUSED_CHAIN = 6
+FUSABLE_FOLLOWERS = frozenset(
+    {"Relu", "LeakyRelu", "PRelu", "Clip", "Sigmoid", "HardSigmoid", "HardSwish", "Tanh", "BatchNormalization"}
+    | {"Add", "Sum", "Mul", "Sub", "Div"}
+)
 
 
 def load_model(path: str | os.PathLike[str], role: str) -> onnx.ModelProto:
@@ -157,11 +163,11 @@ def _consumers(model: onnx.ModelProto) -> dict[str, list[NodeOutput]]:
 
 def _fused_chain(start: NodeOutput, end: NodeOutput, consumers: dict[str, list[NodeOutput]]) -> tuple[str, ...] | None:
     """The golden node names from ``start`` to ``end`` when each link's output feeds the next node alone
-    (a tensor read elsewhere cannot have been fused away), else None."""
+    (a tensor read elsewhere cannot have been fused away) and that node is a fusable one, else None."""
     chain, current = [start.node], start
     while current.tensor != end.tensor:
         readers = consumers.get(current.tensor, [])
-        if len(readers) != 1 or len(chain) >= MAX_FUSED_CHAIN:
+        if len(readers) != 1 or len(chain) >= MAX_FUSED_CHAIN or readers[0].op_type not in FUSABLE_FOLLOWERS:
             return None
         current = readers[0]
         chain.append(current.node)

@@ -357,3 +357,21 @@ def test_argmax_model_matches_the_golden_by_node_name(small_models, tmp_path):
     assert last_conv["cosine"] == pytest.approx(1.0)
     added = [layer for layer in doc["layers"] if layer["op_type"] in ("ArgMax", "Cast")]
     assert len(added) == 2 and all(la["onnx_nodes"] == [] and la["note"] == "no ONNX counterpart" for la in added)
+
+
+def test_an_argmax_golden_keeps_its_logits_as_the_counterpart_of_a_plain_model(small_models, tmp_path):
+    """A labels-on-device run's golden ends in ArgMax -> Cast to ``output1``; a model without them (a
+    PyTorch cell's export) is compared at the logits, not through the ArgMax."""
+    import shutil
+
+    from erfnet_tasks.diagnose.onnx_layers import golden_counterparts, node_outputs
+    from erfnet_tasks.onnx_export import append_argmax
+
+    plain, _, _ = small_models
+    golden = shutil.copy(plain, tmp_path / "argmax.onnx")
+    append_argmax(golden)
+    items = node_outputs(onnx.load(str(plain)))
+    twins = dict(zip([i.node for i in items], golden_counterparts(onnx.load(str(golden)), items), strict=True))
+    last = twins["/decoder/output_conv/ConvTranspose"]
+    assert last.nodes == ("/decoder/output_conv/ConvTranspose",) and last.tensor == "output1_logits"
+    assert all(twin is not None and twin.nodes == (node,) for node, twin in twins.items())
