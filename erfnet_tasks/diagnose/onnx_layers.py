@@ -198,7 +198,7 @@ def compare_models(
     images: int,
 ) -> list[Layer]:
     """Every node output of the model against its golden counterpart, over N samples."""
-    golden, model = load_model(golden_path, "golden"), load_model(model_path, "model")
+    golden, model = load_model(golden_path, "golden"), load_model(model_path, "compiled")
     files = first_inputs(prep_dir, images)
     shape = sample_shape(golden)
     items = node_outputs(model)
