@@ -146,6 +146,7 @@ def compile_cell(cell: PlannedCell, model: Model, env: Environment) -> CompiledC
     if not backend.BUILDS_ARTIFACT:  # e.g. PyTorch runs the checkpoint itself: nothing to build
         return CompiledCell(
             planned=cell,
+            golden=model.path,
             compilation=Compilation(
                 status=CompileStatus.SKIPPED,
                 path=env.params["weights"],
@@ -166,6 +167,7 @@ def compile_cell(cell: PlannedCell, model: Model, env: Environment) -> CompiledC
         log.error("compile failed for %s at batch %s: %s", cell.target.name, cell.batch_size, exc)
         return CompiledCell(
             planned=cell,
+            golden=model.path,
             compilation=Compilation(
                 status=CompileStatus.FAILED,
                 path=None,
@@ -178,6 +180,7 @@ def compile_cell(cell: PlannedCell, model: Model, env: Environment) -> CompiledC
         )
     return CompiledCell(
         planned=cell,
+        golden=model.path,
         compilation=Compilation(
             status=CompileStatus.OK,
             path=str(entry.artifact),

@@ -81,13 +81,16 @@ def make_doc(
 
 def canonical(doc: dict) -> dict:
     """``doc`` with its cells in (target, batch) order, the order stored documents come back in, and the
-    per-cell environment fields a document may leave out (issue 16) present as None, as they come back."""
-    fields = {"compiled": COMPILED_FIELDS, "perf": PERF_FIELDS}
+    per-cell environment fields a document may leave out (issue 16) present as None, as they come back;
+    so are the sections a document may leave out (op profiles and diagnoses, issue 27: empty) and each
+    finding's "where" (None)."""
+    fields = {"compiled": COMPILED_FIELDS, "perf": PERF_FIELDS, "findings": ("where",)}
+    sections = {"op_profiles": [], "diagnoses": [], **doc}
     return {
         name: sorted(({**dict.fromkeys(fields.get(name, ())), **c} for c in value), key=_cell_key)
         if isinstance(value, list)
         else value
-        for name, value in doc.items()
+        for name, value in sections.items()
     }
 
 

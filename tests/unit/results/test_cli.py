@@ -59,7 +59,7 @@ def test_show_json_is_the_run_document(two_runs, capsys, monkeypatch):
     code, out, _ = run_cli(capsys, "results", "show", "--run", "latest", "--format", "json")
     assert code == 0
     doc = json.loads(out)
-    assert set(doc) == {"run", "compiled", "accuracy", "perf", "findings"}
+    assert set(doc) == {"run", "compiled", "accuracy", "perf", "op_profiles", "diagnoses", "findings"}
     assert doc["run"]["id"] == RUN_B and doc["run"]["cann_version"] == "8.0" and doc["run"]["status"] == "complete"
     assert {
         "id",

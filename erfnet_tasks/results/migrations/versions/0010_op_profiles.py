@@ -45,9 +45,7 @@ def upgrade() -> None:
         sa.Column("images", sa.Integer(), nullable=False),
         sa.Column("first_diverging", sa.JSON(), nullable=True),
         sa.Column("layers", sa.JSON(), nullable=False),
-        sa.ForeignKeyConstraint(
-            ["run_id"], ["runs.id"], name="fk_cell_diagnoses_run_id_runs", ondelete="CASCADE"
-        ),
+        sa.ForeignKeyConstraint(["run_id"], ["runs.id"], name="fk_cell_diagnoses_run_id_runs", ondelete="CASCADE"),
         sa.PrimaryKeyConstraint("id", name="pk_cell_diagnoses"),
         sa.UniqueConstraint("run_id", "target", "batch_size", name="uq_cell_diagnoses_run_id_target_batch_size"),
     )
