@@ -96,3 +96,26 @@ def canonical(doc: dict) -> dict:
 
 def _cell_key(cell: dict) -> tuple:
     return cell["target"], cell["batch_size"]
+
+
+def profile_rows(target: str, batch: int, **ops: tuple[str, float]) -> list[dict]:
+    """A cell's op profile rows (the document's "op_profiles"): ``name=(op type, mean us per call)``, 4 calls."""
+    total = sum(mean for _type, mean in ops.values())
+    return [
+        {
+            "target": target,
+            "batch_size": batch,
+            "op_name": name,
+            "op_type": op_type,
+            "calls": 4,
+            "total_us": 4 * mean,
+            "mean_us": mean,
+            "share": mean / total,
+        }
+        for name, (op_type, mean) in ops.items()
+    ]
+
+
+def diagnosis_row(target: str, batch: int, first: dict | None, layers: list[dict]) -> dict:
+    """A cell's diagnosis (the document's "diagnoses"), on 2 images."""
+    return {"target": target, "batch_size": batch, "images": 2, "first_diverging": first, "layers": layers}

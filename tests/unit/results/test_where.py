@@ -6,35 +6,16 @@ from __future__ import annotations
 import pytest
 
 from erfnet_tasks.results import db, publish, queries, regression
-from tests.helpers.run_documents import make_doc
+from tests.helpers.run_documents import diagnosis_row, make_doc, profile_rows
 
 FIRST = {"node": "conv2", "op_type": "Conv", "onnx_nodes": ["conv2"], "cosine": 0.41, "relative_euclidean": 0.9}
-
-
-def ops(cell, **mean_us):
-    """One op profile row per ``name=(op type, mean us per call)``, 4 calls each."""
-    target, batch = cell
-    total = sum(mean for _type, mean in mean_us.values())
-    return [
-        {
-            "target": target,
-            "batch_size": batch,
-            "op_name": name,
-            "op_type": op_type,
-            "calls": 4,
-            "total_us": 4 * mean,
-            "mean_us": mean,
-            "share": mean / total,
-        }
-        for name, (op_type, mean) in mean_us.items()
-    ]
 
 
 def publish_runs(url, *, baseline_profile=True, diagnosed=True):
     base = make_doc("base", "2026-05-01T00:00:00+00:00", "8.0.RC1", [("Ascend310P3", 1, 0.72, 100.0, "ok")])
     if baseline_profile:
-        base["op_profiles"] = ops(
-            ("Ascend310P3", 1), conv1=("Conv", 100.0), conv2=("Conv", 60.0), relu=("Relu", 20.0), bnr=("BNRelu", 5.0)
+        base["op_profiles"] = profile_rows(
+            "Ascend310P3", 1, conv1=("Conv", 100.0), conv2=("Conv", 60.0), relu=("Relu", 20.0), bnr=("BNRelu", 5.0)
         )
     now = make_doc(
         "now",
@@ -42,13 +23,11 @@ def publish_runs(url, *, baseline_profile=True, diagnosed=True):
         "8.0.RC3",
         [("Ascend310P3", 1, 0.50, 80.0, "ok"), ("Ascend310P3", 4, None, None, "oom")],
     )
-    now["op_profiles"] = ops(
-        ("Ascend310P3", 1), conv1=("Conv", 130.0), conv2=("Conv", 78.0), relu=("Relu", 21.0), bn=("BatchNorm", 4.0)
+    now["op_profiles"] = profile_rows(
+        "Ascend310P3", 1, conv1=("Conv", 130.0), conv2=("Conv", 78.0), relu=("Relu", 21.0), bn=("BatchNorm", 4.0)
     )
     if diagnosed:
-        now["diagnoses"] = [
-            {"target": "Ascend310P3", "batch_size": 1, "images": 2, "first_diverging": FIRST, "layers": [FIRST]}
-        ]
+        now["diagnoses"] = [diagnosis_row("Ascend310P3", 1, FIRST, [FIRST])]
     base4 = make_doc("base4", "2026-04-30T00:00:00+00:00", "8.0.RC1", [("Ascend310P3", 4, 0.72, 90.0, "ok")])
     for doc in (base4, base, now):
         publish.publish_run(doc, url)
