@@ -78,4 +78,6 @@ def compare_with_golden(cell: MeasuredCell, prep_dir: str, images: int, out_dir:
             return compare_om(golden, model, prep_dir, images, work, device=held, deadline=deadline)
     from .diagnose.cli import diagnose
 
-    return diagnose(golden, model, HOST_DIAGNOSE_BACKENDS.get(backend.NAME, backend.NAME), prep_dir, images)
+    kind = HOST_DIAGNOSE_BACKENDS.get(backend.NAME, backend.NAME)
+    device = cell.inference.device if kind == "torch" else None  # where the checkpoint ran (cpu, cuda[:N])
+    return diagnose(golden, model, kind, prep_dir, images, device)

@@ -196,7 +196,7 @@ def profile(
     from ..model import INPUT_SHAPE
 
     check_batch_size(batch_size)
-    dev = _device(device)
+    dev = torch_device(device)
     groups = _local.profile_batches(input_dir, batch_size, images)
     net = _load(model).to(dev)
     buffer = np.zeros((batch_size, *INPUT_SHAPE), dtype=np.float32)

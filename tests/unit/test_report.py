@@ -85,3 +85,21 @@ def test_an_op_listed_twice_in_a_cell_is_refused(make, sqlite_url):
     doc["op_profiles"].append(dict(doc["op_profiles"][0]))
     with pytest.raises(ErfnetError, match="lists op 'conv2' of target Ascend310P3 batch 1 twice"):
         publish.publish_run(doc, url=sqlite_url)
+
+
+def test_a_cell_stored_as_measured_takes_its_profile_and_diagnosis_with_it(make, results_url, monkeypatch, tmp_path):
+    monkeypatch.setenv("ERFNET_RESULTS_DB_URL", results_url)
+    env = make.env(targets=("Ascend310P3",), work_dir=str(tmp_path))
+    report.open_run(env)
+    cell = profiled(make, miou=0.5)
+    found = report.store_cell(cell, env)
+    # Gated as it is stored: its accuracy finding already names the diagnosis's first diverging layer.
+    assert [(f["rule"], f["where"]["first_diverging"]["node"]) for f in found] == [
+        ("accuracy_below_reference", "conv2")
+    ]
+    [claimed] = report.claim_new_findings(env, cell.planned)
+    assert claimed["where"]["first_diverging"]["node"] == "conv2"  # what the early notification carries
+    report.store_cell(cell.model_copy(update={"op_profile": cell.op_profile[:1], "diagnosis": None}), env)
+    with db.session_scope(results_url) as session:  # a retried cell replaces its rows
+        doc = queries.run_document(session, env.run_id)
+    assert [r["op_name"] for r in doc["op_profiles"]] == ["conv2"] and doc["diagnoses"] == []
