@@ -145,6 +145,7 @@ def compile_cell(cell: PlannedCell, model: Model, env: Environment) -> CompiledC
     if not backend.BUILDS_ARTIFACT:  # e.g. PyTorch runs the checkpoint itself: nothing to build
         return CompiledCell(
             planned=cell,
+            golden=model.path,
             compilation=Compilation(
                 status=CompileStatus.SKIPPED,
                 path=env.params["weights"],
@@ -165,6 +166,7 @@ def compile_cell(cell: PlannedCell, model: Model, env: Environment) -> CompiledC
         log.error("compile failed for %s at batch %s: %s", cell.target.name, cell.batch_size, exc)
         return CompiledCell(
             planned=cell,
+            golden=model.path,
             compilation=Compilation(
                 status=CompileStatus.FAILED,
                 path=None,
@@ -177,6 +179,7 @@ def compile_cell(cell: PlannedCell, model: Model, env: Environment) -> CompiledC
         )
     return CompiledCell(
         planned=cell,
+        golden=model.path,
         compilation=Compilation(
             status=CompileStatus.OK,
             path=str(entry.artifact),

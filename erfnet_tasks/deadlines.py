@@ -21,12 +21,24 @@ The defaults and the figures behind them (each configurable in seconds; settings
   minutes; tuning, of hours). Each compiled cell records its compile's ``seconds``: set the variables
   to a few times the longest your lab sees.
 
+- The profiled pass (a few images, ``ERFNET_PROFILE_IMAGES``, after the measured pass, on the same lease):
+  ais_bench's inference deadline for those images, so in practice the floor.
+- The diagnosis of a cell whose mIoU fails (msprobe, ``ERFNET_DIAGNOSE_IMAGES`` runs of one image each, on
+  the device), ``ERFNET_DIAGNOSE_TIMEOUT_PER_IMAGE`` (default 300 s) per run. msprobe dumps every op of the
+  om and every node of the ONNX golden: ErfNet has some 290 million intermediate values per image, 0.58 GB
+  dumped in FP16, 1.16 GB once converted to float32 .npy, 1.16 GB of ONNX Runtime dumps, all read back to
+  compare: about 5.2 GB of file traffic, 52 s at the assumed 100 MB/s, x 4 = 208 s; the om-to-JSON
+  conversion, ais_bench's start and the comparison itself (our host comparison of the same tensors takes
+  about 10 s per image on 2 cores) are allowed for by rounding up to 300 s. No published figure: an
+  allowance.
+
 The tasks' execution_timeout is fixed when the DAG is parsed, before a run's image count is known, so it
 is computed for the most images a run measures (the Cityscapes val set, ``MAX_IMAGES``):
 
-- measure: one other cell's inference (the device lease may be busy with it) + its own inference +
-  the evaluation budget + ``TASK_MARGIN_S``; the evaluation budget is 0.5 s per image (our evaluation
-  reads FP16 logits at 18.6 images/s on one worker, BENCHMARKS.md: 0.054 s, about 9x) with a 60 s floor;
+- measure: one other cell's time on the device (the device lease may be busy with it: its inference,
+  profiled pass and diagnosis) + its own + the evaluation budget + ``TASK_MARGIN_S``; the evaluation budget
+  is 0.5 s per image (our evaluation reads FP16 logits at 18.6 images/s on one worker, BENCHMARKS.md:
+  0.054 s, about 9x) with a 60 s floor;
 - compile (atc): the atc deadline + the margin; compile with AOE: two AOE jobs + the margin.
 """
 
@@ -54,6 +66,7 @@ ATC_S = 900.0
 AOE_JOB_S = 7200.0
 AOE_JOBS = 2  # job_type 1 (subgraphs), then 2 (operators)
 EVAL_PER_IMAGE_S = 0.5
+DIAGNOSE_PER_IMAGE_S = 300.0
 EVAL_FLOOR_S = 60.0
 TASK_MARGIN_S = 300.0  # task start, the om's check, logging, XCom; and time for the tool's own kill
 TaskKind = Literal["measure", "compile", "compile_aoe"]
@@ -89,6 +102,24 @@ def aoe_deadline() -> Deadline:
     return Deadline(seconds, f"ERFNET_AOE_TIMEOUT {seconds:g} s per AOE job")
 
 
+def profile_deadline(images: int) -> Deadline:
+    """The profiled pass: ais_bench over its few images, once (the floor, in practice)."""
+    return infer_deadline(images)
+
+
+def diagnosis_deadline() -> Deadline:
+    """One image's layer-by-layer comparison on the device (one msprobe run)."""
+    seconds = settings.diagnose_timeout_per_image(DIAGNOSE_PER_IMAGE_S)
+    return Deadline(seconds, f"ERFNET_DIAGNOSE_TIMEOUT_PER_IMAGE {seconds:g} s for 1 image", 1)
+
+
+def device_seconds(images: int) -> float:
+    """The longest a cell holds its device: inference, profiled pass, and a diagnosis should its mIoU fail."""
+    profile = profile_deadline(settings.profile_images()).seconds if settings.profile_images() else 0.0
+    diagnosis = settings.diagnose_images() * diagnosis_deadline().seconds
+    return infer_deadline(images).seconds + profile + diagnosis
+
+
 def evaluation_budget(images: int) -> float:
     return max(EVAL_FLOOR_S, images * EVAL_PER_IMAGE_S)
 
@@ -96,8 +127,8 @@ def evaluation_budget(images: int) -> float:
 def task_timeout_seconds(kind: TaskKind, images: int = MAX_IMAGES) -> float:
     """The Airflow ``execution_timeout`` of a task of ``kind``, in seconds (module docstring)."""
     if kind == "measure":
-        infer = infer_deadline(images).seconds
-        return 2 * infer + evaluation_budget(images) + TASK_MARGIN_S  # one wait for the lease, then its own
+        held = device_seconds(images)
+        return 2 * held + evaluation_budget(images) + TASK_MARGIN_S  # one wait for the lease, then its own
     if kind == "compile":
         return atc_deadline().seconds + TASK_MARGIN_S
     if kind == "compile_aoe":

@@ -1,4 +1,5 @@
-"""The measure: infer (5) on a device held only for that call, evaluate (6), store the result, delete outputs.
+"""The measure: infer (5) on a device held only for that call, then a short profiled pass on the same lease,
+evaluate (6), diagnose a cell whose mIoU fails the rule, store the result, delete outputs.
 
 A device failure is recorded with its own status: ``oom`` is a result; ``model_load_failed``,
 ``device_open_failed``, ``infer_failed`` and ``no_space`` make the run incomplete. The cell records
@@ -14,6 +15,7 @@ from pathlib import Path
 
 from .backends import get_backend
 from .build import local_cann, local_driver
+from .cell_diagnosis import diagnose_failing_cell
 from .datasets import label_spec
 from .devices import hold_device
 from .errors import BadInput, InferFailed
@@ -21,6 +23,7 @@ from .evaluate import evaluate_summary
 from .fsutil import write_json_atomic
 from .outputs import OLD_SUMMARY_NAME, summary_path_for
 from .plan import as_target, safe_name
+from .profiled_pass import profile_cell
 from .records import (
     CellStatus,
     CompiledCell,
@@ -90,6 +93,17 @@ def infer_cell(cell: CompiledCell, prep: Prepared, env: Environment) -> Measured
             result = backend.infer(
                 cell.compilation.path, prep.prep_dir, out_dir, batch_size=planned.batch_size, device=held
             )
+            # Here, after the measured pass and on its lease: profiling never perturbs the measurement, and
+            # the profile is of the very device that was measured, without queueing again for one.
+            op_profile = profile_cell(
+                backend,
+                cell.compilation.path,
+                prep.prep_dir,
+                out_dir,
+                batch_size=planned.batch_size,
+                device=held,
+                what=f"{planned.target.name} batch {planned.batch_size}",
+            )
     except (InferFailed, OSError) as exc:
         if isinstance(exc, OSError) and exc.errno != errno.ENOSPC:
             raise
@@ -112,6 +126,7 @@ def infer_cell(cell: CompiledCell, prep: Prepared, env: Environment) -> Measured
                 "d2h_ms": result.d2h_ms,
             }
         ),
+        op_profile=op_profile,
     )
 
 
@@ -154,13 +169,19 @@ def store_cell_result(cell: MeasuredCell, env: Environment) -> Path:
 
 
 def measure_cell(cell: CompiledCell, prep: Prepared, env: Environment) -> MeasuredCell:
-    """Infer, evaluate where the outputs are, store the result, then delete the counted outputs (unless
-    ``keep_outputs``). The device is held only inside ``infer_cell``: the one call a device lease wraps.
+    """Infer (and profile), evaluate where the outputs are, store the result, diagnose a failing mIoU, then
+    delete the counted outputs (unless ``keep_outputs``). The device is held inside ``infer_cell`` (the
+    measured and the profiled pass) and, for an NPU cell whose mIoU fails, again for its diagnosis.
     A failure before the result is stored raises with every output still on disk."""
     evaluated = evaluate_cell(infer_cell(cell, prep, env), prep)
     if evaluated.status != CellStatus.OK or evaluated.inference.summary is None:
         return evaluated
+    summary = evaluated.inference.summary
     store_cell_result(evaluated, env)
+    # A failing mIoU is diagnosed here, not in a task of its own: this worker has the cell's compiled model,
+    # its inputs and (for an NPU cell) a device of its chip, and the DAG's shape stays the same. After the
+    # result is stored: a diagnosis that goes wrong cannot cost it.
+    evaluated = diagnose_failing_cell(evaluated, prep, output_dir(evaluated.planned, env), env)
     if env.params.get("keep_outputs"):
         return evaluated
-    return evaluated.model_copy(update={"outputs_deleted": delete_counted_outputs(evaluated.inference.summary)})
+    return evaluated.model_copy(update={"outputs_deleted": delete_counted_outputs(summary)})

@@ -16,6 +16,7 @@ from .deployment import DAG_ID, PLUGIN_PREFIX
 from .errors import BadInput
 from .results import db, queries, tables
 from .results.reference import GUIDE_MIOU
+from .results.where_view import where_line
 
 Doc = dict[str, Any]  # a run document, or one of its cells or findings, as JSON
 _METRICS = {"accuracy_below_reference": "mIoU (%)", "throughput_drop": "throughput (fps)", "cell_failed": "cell status"}
@@ -99,6 +100,7 @@ def finding_row(finding: Doc, doc: Doc, baselines: dict[str, Doc]) -> Doc:
         "baseline": base_id or "guide reference",
         "baseline_cann": (base["run"].get("cann_version") or "unknown") if base else "-",
         "notified_early": bool(finding.get("notified_early")),
+        "where": where_line(finding.get("where")),
     }
     if rule == "accuracy_below_reference":
         params = doc["run"].get("params") or {}
@@ -134,6 +136,7 @@ _FINDING_COLUMNS = (
     ("baseline", "baseline run"),
     ("baseline_cann", "baseline CANN"),
     ("run_cann", "this CANN"),
+    ("where", "where"),
 )
 
 
@@ -164,6 +167,8 @@ def regression_message(doc: Doc, baselines: dict[str, Doc], links: Links, *, ear
             f"(CANN {r['baseline_cann']}) against this run (CANN {r['run_cann']})"
             + ("; notified earlier, as its cell was stored" if r["notified_early"] and not early else "")
         )
+        if r["where"]:  # which ops got slower, which layer diverged: read first, before the links
+            lines.append(f"  where: {r['where']}")
     lines += ["", *_link_lines(links, run)]
     table = tables.Table([h for _k, h in _FINDING_COLUMNS], [[str(r[k]) for k, _h in _FINDING_COLUMNS] for r in rows])
     body = f"<p>{_e(opening)}</p>{_html_table(table)}{_html_links(links, run)}"

@@ -44,7 +44,9 @@ def _ranked(entries: list[dict[str, object]], limit: int) -> list[dict[str, obje
     return listed
 
 
-def compare_profiles(baseline: list[OpTime], current: list[OpTime], *, top: int = TOP_OPS) -> dict[str, object]:
+def compare_profiles(
+    baseline: list[OpTime], current: list[OpTime], *, top: int = TOP_OPS
+) -> dict[str, list[dict[str, object]]]:
     """``{"ops": [...]}``: op types that grew (op_name null), most first, then the top ops that grew."""
     base_ops = {op.op_name: op for op in baseline}
     cur_ops = {op.op_name: op for op in current}

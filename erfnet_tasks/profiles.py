@@ -98,8 +98,11 @@ def read_msprof_op_summary(path: str | os.PathLike[str]) -> list[OpTime]:
     )
 
 
-def read_ort_trace(path: str | os.PathLike[str]) -> list[OpTime]:
-    """ONNX Runtime's profiler trace: ``cat`` Node events named ``<node>_kernel_time`` with ``args.op_name``."""
+def read_ort_trace(path: str | os.PathLike[str], *, skip_runs: int = 0) -> list[OpTime]:
+    """ONNX Runtime's profiler trace: ``cat`` Node events named ``<node>_kernel_time`` with ``args.op_name``.
+
+    ``skip_runs``: each node's first executions not counted (the warm-up inferences: a session profiles
+    from its first run, and the first pays for allocations)."""
     try:
         with open(path, encoding="utf-8") as fh:
             events = json.load(fh)
@@ -109,11 +112,22 @@ def read_ort_trace(path: str | os.PathLike[str]) -> list[OpTime]:
         raise BadInput(f"{path} is not an ONNX Runtime trace (bad JSON: {exc.msg})") from exc
     if not isinstance(events, list):
         raise BadInput(f"{path} is not an ONNX Runtime trace (no event list)")
-    return profile_from_events(
+    nodes = [
         (str(e["name"])[: -len(KERNEL_SUFFIX)], str(e.get("args", {}).get("op_name", "")), float(e.get("dur", 0)))
         for e in events
         if isinstance(e, dict) and e.get("cat") == "Node" and str(e.get("name", "")).endswith(KERNEL_SUFFIX)
-    )
+    ]
+    return profile_from_events(_after_warmup(nodes, skip_runs))
+
+
+def _after_warmup(events: list[tuple[str, str, float]], skip_runs: int) -> list[tuple[str, str, float]]:
+    seen: dict[str, int] = {}
+    kept = []
+    for event in events:
+        seen[event[0]] = seen.get(event[0], 0) + 1
+        if seen[event[0]] > skip_runs:
+            kept.append(event)
+    return kept
 
 
 class TorchAverage(Protocol):

@@ -275,6 +275,7 @@ class Compilation(Record):
 class CompiledCell(Record):
     planned: PlannedCell
     compilation: Compilation
+    golden: str | None = None  # the FP32 ONNX model it was compiled from: what a failing cell is diagnosed against
 
 
 # -------------------------------------------------------------------------------- the measure
@@ -304,11 +305,33 @@ class Evaluation(Record):
     label_mode: LabelMode  # what the outputs held, checked against the planned format
 
 
+class ProfiledOp(Record):
+    """One op of a cell's profiled pass (``profiles.OpTime``): the same shape for every backend."""
+
+    op_name: str
+    op_type: str
+    calls: int
+    total_us: float
+    mean_us: float
+    share: float  # of the profile's total time
+
+
+class Diagnosis(Record):
+    """A failing cell's model against its FP32 ONNX golden, layer by layer (``diagnose.report.as_document``):
+    ``layers`` in execution order, ``first_diverging`` the first precision error (None: none diverged)."""
+
+    images: int
+    first_diverging: dict[str, Any] | None
+    layers: tuple[dict[str, Any], ...]
+
+
 class MeasuredCell(Record):
     compiled: CompiledCell
     inference: Inference
     evaluation: Evaluation | None = None  # None: the cell was not measured
     outputs_deleted: int = 0  # output files deleted once the result was stored
+    op_profile: tuple[ProfiledOp, ...] | None = None  # the profiled pass after the measured one (None: none)
+    diagnosis: Diagnosis | None = None  # made only when the cell's mIoU failed the rule
 
     @property
     def planned(self) -> PlannedCell:
@@ -365,10 +388,35 @@ class PerfRow(Record):
     driver_version: str | None
 
 
+class OpProfileRow(Record):
+    """One op of a cell's profile, as published (table ``op_profiles``)."""
+
+    target: str
+    batch_size: int
+    op_name: str
+    op_type: str
+    calls: int
+    total_us: float
+    mean_us: float
+    share: float
+
+
+class DiagnosisRow(Record):
+    """A cell's diagnosis, as published (table ``cell_diagnoses``)."""
+
+    target: str
+    batch_size: int
+    images: int
+    first_diverging: dict[str, Any] | None
+    layers: list[dict[str, Any]]
+
+
 CELL_KEY = ("target", "batch_size")  # what names a cell in every table of a run
 COMPILED_FIELDS: tuple[str, ...] = tuple(CompiledRow.model_fields)
 ACCURACY_FIELDS: tuple[str, ...] = tuple(AccuracyRow.model_fields)
 PERF_FIELDS: tuple[str, ...] = tuple(PerfRow.model_fields)
+OP_PROFILE_FIELDS: tuple[str, ...] = tuple(OpProfileRow.model_fields)
+DIAGNOSIS_FIELDS: tuple[str, ...] = tuple(DiagnosisRow.model_fields)
 PERF_VALUES: tuple[str, ...] = tuple(f for f in PERF_FIELDS if f not in CELL_KEY)  # a cell's perf columns
 PERF_METRICS: tuple[str, ...] = tuple(
     name for name, field in PerfRow.model_fields.items() if name not in CELL_KEY and field.annotation == (float | None)

@@ -1,7 +1,8 @@
 """The report: perf rows (7), the run document, publishing it, and the regression gate.
 
 The document's cell rows are built from the measured cells by one function per row type
-(``compiled_row``, ``accuracy_row``, ``perf_row``); their fields are the records' (records.py).
+(``compiled_row``, ``accuracy_row``, ``perf_row``, ``op_profile_rows``, ``diagnosis_row``); their fields
+are the records' (records.py).
 """
 
 from __future__ import annotations
@@ -23,10 +24,12 @@ from .records import (
     CompiledCell,
     CompiledRow,
     CompileStatus,
+    DiagnosisRow,
     Environment,
     Inference,
     MeasuredCell,
     Model,
+    OpProfileRow,
     PerfRow,
     PlannedCell,
     Prepared,
@@ -95,13 +98,35 @@ def accuracy_row(cell: MeasuredCell) -> AccuracyRow | None:
     )
 
 
+def op_profile_rows(cell: MeasuredCell) -> list[OpProfileRow]:
+    """The cell's profiled pass, one row per op (none for a cell without a profile)."""
+    key = {"target": cell.planned.target.name, "batch_size": cell.planned.batch_size}
+    return [OpProfileRow.model_validate({**key, **op.model_dump()}) for op in cell.op_profile or ()]
+
+
+def diagnosis_row(cell: MeasuredCell) -> DiagnosisRow | None:
+    """The cell's layer-by-layer diagnosis, or None (its mIoU passed, or it could not be diagnosed)."""
+    if cell.diagnosis is None:
+        return None
+    diagnosis = cell.diagnosis
+    return DiagnosisRow(
+        target=cell.planned.target.name,
+        batch_size=cell.planned.batch_size,
+        images=diagnosis.images,
+        first_diverging=diagnosis.first_diverging,
+        layers=list(diagnosis.layers),
+    )
+
+
 def cell_rows(cell: MeasuredCell) -> dict[str, list[dict[str, Any]]]:
     """A cell's rows as the run document holds them: what storing the cell, and the run, write."""
-    accuracy = accuracy_row(cell)
+    accuracy, diagnosis = accuracy_row(cell), diagnosis_row(cell)
     return {
         "compiled": [to_xcom(compiled_row(cell))],
         "accuracy": [] if accuracy is None else [to_xcom(accuracy)],
         "perf": [to_xcom(perf_row(cell))],
+        "op_profiles": [to_xcom(row) for row in op_profile_rows(cell)],
+        "diagnoses": [] if diagnosis is None else [to_xcom(diagnosis)],
     }
 
 
@@ -143,6 +168,8 @@ def build_run_document(
         "compiled": [to_xcom(compiled_row(c)) for c in cells],
         "accuracy": [to_xcom(row) for row in map(accuracy_row, by_cell) if row is not None],
         "perf": [to_xcom(row) for row in (collect_perf(cells) if perf is None else perf)],
+        "op_profiles": [to_xcom(row) for cell in by_cell for row in op_profile_rows(cell)],
+        "diagnoses": [to_xcom(row) for row in map(diagnosis_row, by_cell) if row is not None],
         "findings": [],
     }
 

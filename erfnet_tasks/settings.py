@@ -24,6 +24,10 @@
 - ERFNET_PRUNE_OLDER_THAN: the maintenance DAG's retention age (default 30d; `erfnet runs prune`).
 - ERFNET_INFER_TIMEOUT_PER_IMAGE, ERFNET_INFER_TIMEOUT_FLOOR, ERFNET_ATC_TIMEOUT, ERFNET_AOE_TIMEOUT: the
   deadlines of the device tools, in seconds (defaults and the figures behind them: deadlines.py).
+- ERFNET_PROFILE_IMAGES: the images of each cell's profiled pass, after its measured one (default 4; 0
+  turns the op profiles off). ERFNET_DIAGNOSE_IMAGES: the images a cell whose mIoU fails is compared on,
+  layer by layer, with its golden (default 2; 0 turns the diagnosis off); ERFNET_DIAGNOSE_TIMEOUT_PER_IMAGE
+  its deadline per image, in seconds (deadlines.py).
 """
 
 from __future__ import annotations
@@ -229,6 +233,25 @@ def cann_probe_minutes() -> int:
     return int(raw)
 
 
+def _count(name: str, fallback: int) -> int:
+    raw = _env(name)
+    if not raw:
+        return fallback
+    if not raw.isdigit() or int(raw) > 1000:
+        raise BadInput(f"{name} must be a whole number of images from 0 to 1000, got {raw!r}")
+    return int(raw)
+
+
+def profile_images() -> int:
+    """ERFNET_PROFILE_IMAGES: the images of a cell's profiled pass (0: no profiled pass)."""
+    return _count("ERFNET_PROFILE_IMAGES", 4)
+
+
+def diagnose_images() -> int:
+    """ERFNET_DIAGNOSE_IMAGES: the images a failing cell is diagnosed on (0: no diagnosis)."""
+    return _count("ERFNET_DIAGNOSE_IMAGES", 2)
+
+
 # ------------------------------------------------------------------------------- tool deadlines
 
 
@@ -263,3 +286,8 @@ def atc_timeout(fallback: float) -> float:
 def aoe_timeout(fallback: float) -> float:
     """ERFNET_AOE_TIMEOUT: the deadline of one AOE job (subgraph or operator tuning)."""
     return _positive_seconds("ERFNET_AOE_TIMEOUT", fallback)
+
+
+def diagnose_timeout_per_image(fallback: float) -> float:
+    """ERFNET_DIAGNOSE_TIMEOUT_PER_IMAGE: the deadline of one image's layer-by-layer comparison (msprobe)."""
+    return _positive_seconds("ERFNET_DIAGNOSE_TIMEOUT_PER_IMAGE", fallback)

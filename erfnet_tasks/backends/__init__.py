@@ -8,6 +8,8 @@ device choices — reads this registry, so adding a host backend is one module p
 ``compute_ms``, ``h2d_ms`` and ``d2h_ms`` are ais_bench statistics blocks (``min``, ``max``, ``mean``,
 ``median``, ``percentile(99%)``, ``count``; milliseconds), exactly as in the summary JSON, so callers
 take ``compute_ms["mean"]`` and friends. ``output_dir`` is the ``OUTPUT/<timestamp>`` folder of outputs.
+``profile`` gives each op's time in one shape (``profiles.OpTime``) from each tool's own profiler: msprof's
+op summary (ais_bench ``--profiler 1``), ONNX Runtime's trace, ``torch.profiler``.
 
 Backends: ``onnxruntime`` (embedded default, CPU or CUDA), ``torch`` (PyTorch online inference, the
 guide's T4 column), ``ascend`` (alias ``ais_bench``: atc, AOE and ``python3 -m ais_bench``).
@@ -31,6 +33,7 @@ from ..errors import CompileFailed as CompileFailed
 from ..errors import ErfnetError as ErfnetError
 from ..errors import InferFailed as InferFailed
 from ..fsutil import StrPath
+from ..profiles import OpTime
 
 # One line per backend: its name -> its module in this package. Aliases name a registered backend.
 REGISTRY = {
@@ -85,6 +88,20 @@ class Backend(Protocol):
         warmup: int = 1,
         output_type: str = "fp16",
     ) -> InferResult: ...
+
+    def profile(
+        self,
+        model: StrPath,
+        input_dir: StrPath,
+        work_dir: StrPath,
+        *,
+        batch_size: int,
+        images: int,
+        device: str | int | None = None,
+    ) -> list[OpTime]:
+        """Each op's time over the first ``images`` inputs (at least one batch), after one warm-up batch:
+        a pass of its own, after the measured one (profiling perturbs timing). ``work_dir`` holds the
+        profiler's files (the caller removes it)."""
 
     def version(self) -> str: ...
 

@@ -74,6 +74,24 @@ def batches(files: list[Path], batch_size: int) -> list[list[Path]]:
     return [files[i : i + batch_size] for i in range(0, len(files), batch_size)]
 
 
+def profile_batches(input_dir: str | os.PathLike[str], batch_size: int, images: int) -> list[list[Path]]:
+    """The profiled pass's batches: the first ``images`` inputs, at least one (padded) batch's worth."""
+    if isinstance(images, bool) or not isinstance(images, int) or images <= 0:
+        raise BadInput(f"the profiled pass needs a positive number of images, got {images!r}")
+    return batches(list_inputs(input_dir)[:images], batch_size)
+
+
+def run_untimed(runner: Runner, groups: list[list[Path]], buffer: NDArray[Any], *, warmup: int = 1) -> None:
+    """``warmup`` runs of the first batch, then each batch once; nothing is written or timed (the
+    profiled pass: the backend's profiler is the clock)."""
+    fill_batch(groups[0], buffer)
+    for _ in range(warmup):
+        runner.run(buffer, None)
+    for group in groups:
+        fill_batch(group, buffer)
+        runner.run(buffer, None)
+
+
 def with_progress(groups: list[list[Path]], desc: str) -> Iterator[list[Path]]:
     """The batches, with a progress bar in images on a terminal (silent in logs and pipes)."""
     from tqdm import tqdm

@@ -23,6 +23,7 @@ from .. import deadlines, outputs, settings
 from ..chips import CHIP_PATTERN
 from ..errors import BadInput, CompileFailed, ErfnetError, InferFailed, ToolTimedOut, Transient
 from ..fsutil import StrPath, atomic_path
+from ..profiles import OpTime, read_msprof_op_summary
 from ..toolrun import run_bounded
 from . import CompileResult, InferResult, check_batch_size, check_output_type, check_runs
 
@@ -378,6 +379,56 @@ def infer(
         h2d_ms=_stats(summary, printed, "H2D_latency"),
         d2h_ms=_stats(summary, printed, "D2H_latency"),
     )
+
+
+def profile_argv(model: StrPath, input_dir: StrPath, output_dir: StrPath, *, batch_size: int, device: str) -> list[str]:
+    """ais_bench under msprof (``--profiler 1``): one warm-up, one loop; its profile goes to OUTPUT/profiler/."""
+    argv = ais_bench_argv(model, input_dir, output_dir, batch_size=batch_size, device=device, loop=1, warmup=1)
+    return [*argv, "--profiler", "1"]
+
+
+def link_first_inputs(input_dir: StrPath, folder: Path, images: int) -> int:
+    """ais_bench takes a folder: the first ``images`` inputs (its natural order) linked into ``folder``."""
+    from ._local import profile_batches
+
+    files = [f for group in profile_batches(input_dir, 1, images) for f in group]
+    folder.mkdir(parents=True, exist_ok=True)
+    for path in files:
+        (folder / path.name).symlink_to(path.resolve())
+    return len(files)
+
+
+def profile(
+    model: StrPath,
+    input_dir: StrPath,
+    work_dir: StrPath,
+    *,
+    batch_size: int,
+    images: int,
+    device: str | int | None = None,
+) -> list[OpTime]:
+    """``python3 -m ais_bench ... --profiler 1`` over the first ``images`` inputs, under its deadline;
+    msprof's ``op_summary_*.csv`` read by column name (diagnosis-interfaces.md)."""
+    check_batch_size(batch_size)
+    dev = _check_device(device)
+    model = Path(model)
+    if not model.is_file():
+        raise InferFailed(f"om not found: {model}", status="model_load_failed")
+    work = Path(work_dir)
+    count = link_first_inputs(input_dir, work / "inputs", images)
+    out = work / "output"
+    out.mkdir(parents=True, exist_ok=True)
+    argv = profile_argv(model, work / "inputs", out, batch_size=batch_size, device=dev)
+    log_path = work / "ais_bench_profiler.log"
+    proc = _run_ais_bench(argv, deadlines.profile_deadline(count), log_path)
+    log_path.write_text(f"$ {' '.join(argv)}\n{proc.stdout}\n[exit status {proc.returncode}]\n")
+    if proc.returncode != 0:
+        raise InferFailed(
+            f"ais_bench --profiler 1 failed: {_failure_detail(proc.stdout)}",
+            status=classify_failure(proc.stdout),
+            log_path=log_path,
+        )
+    return read_msprof_op_summary(out / "profiler" if (out / "profiler").is_dir() else out)
 
 
 # --------------------------------------------------------------------------- environment

@@ -26,8 +26,9 @@ import numpy.typing as npt
 from numpy.typing import NDArray
 
 from .. import settings
-from ..errors import BadInput, InferFailed, first_line
+from ..errors import BadInput, ErfnetError, InferFailed, first_line
 from ..fsutil import StrPath, atomic_path
+from ..profiles import OpTime, read_ort_trace
 from . import CompileResult, InferResult, _local, check_batch_size, check_output_type, check_runs
 from ._local import device_for  # noqa: F401  (Backend protocol)
 
@@ -38,6 +39,7 @@ NAME = "onnxruntime"
 RUNS_ON = "host"
 BUILDS_ARTIFACT = True
 TARGETS = {"cpu": "cpu", "cuda": "cuda"}
+PROFILE_WARMUP = 1  # batches run before the profiled ones, not counted
 
 
 def version() -> str:
@@ -160,14 +162,18 @@ def _with_fp16_outputs(model: Path) -> bytes:
     return serialized
 
 
-def _open_session(model: Path, kind: str, index: int, output_type: str) -> Any:
+def _open_session(model: Path, kind: str, index: int, output_type: str, profile_prefix: Path | None = None) -> Any:
     import onnxruntime as ort
 
     if not model.is_file():
         raise InferFailed(f"model file not found: {model}", status="model_load_failed")
+    options = _session_options()
+    if profile_prefix is not None:
+        options.enable_profiling = True
+        options.profile_file_prefix = str(profile_prefix)
     try:
         source = _with_fp16_outputs(model) if output_type == "fp16" else str(model)
-        return ort.InferenceSession(source, _session_options(), providers=_providers(kind, index))
+        return ort.InferenceSession(source, options, providers=_providers(kind, index))
     except Exception as exc:
         raise InferFailed(
             f"ONNX Runtime could not load {model}: {first_line(exc)}", status="model_load_failed"
@@ -330,3 +336,31 @@ def infer(
         output_type,
     )
     return _local.finish(folder, filesinfo, timings, batch_size=batch_size, args=args)
+
+
+def profile(
+    model: StrPath,
+    input_dir: StrPath,
+    work_dir: StrPath,
+    *,
+    batch_size: int,
+    images: int,
+    device: str | int | None = None,
+) -> list[OpTime]:
+    """ONNX Runtime's own profiler over a session made as ``infer`` makes it (same optimisations, same
+    fp16 outputs), so its nodes are the ones measured; the warm-up batch is not counted."""
+    check_batch_size(batch_size)
+    kind, index = _parse_device(device)
+    groups = _local.profile_batches(input_dir, batch_size, images)
+    Path(work_dir).mkdir(parents=True, exist_ok=True)
+    session = _open_session(Path(model), kind, index, "fp16", profile_prefix=Path(work_dir) / "onnxruntime_profile")
+    batch_size = _model_batch(session, batch_size)
+    runner = _CudaRunner(session, index) if kind == "cuda" else _CpuRunner(session)
+    buffer = np.zeros((batch_size, *_sample_shape(session)), dtype=np.float32)
+    try:
+        _local.run_untimed(runner, groups, buffer, warmup=PROFILE_WARMUP)
+    except Exception as exc:
+        if isinstance(exc, ErfnetError):
+            raise
+        raise InferFailed(f"ONNX Runtime profiled pass failed: {first_line(exc)}") from exc
+    return read_ort_trace(session.end_profiling(), skip_runs=PROFILE_WARMUP)

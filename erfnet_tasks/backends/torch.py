@@ -20,6 +20,7 @@ from numpy.typing import NDArray
 
 from ..errors import BadInput, InferFailed, first_line
 from ..fsutil import StrPath
+from ..profiles import OpTime, read_torch_averages
 from . import CompileResult, InferResult, _local, check_batch_size, check_output_type, check_runs
 from ._local import device_for  # noqa: F401  (Backend protocol)
 
@@ -29,6 +30,7 @@ if TYPE_CHECKING:
 NAME = "torch"
 RUNS_ON = "host"
 BUILDS_ARTIFACT = False  # eager PyTorch runs the checkpoint itself
+PROFILE_WARMUP = 1  # batches run before the profiler starts
 TARGETS = {"torch-cpu": "cpu", "torch-cuda": "cuda"}
 
 
@@ -176,3 +178,41 @@ def infer(
         )
     args = _local.infer_args("torch", model, input_dir, output_dir, batch_size, str(dev), loop, warmup, output_type)
     return _local.finish(folder, filesinfo, timings, batch_size=batch_size, args=args)
+
+
+def profile(
+    model: StrPath,
+    input_dir: StrPath,
+    work_dir: StrPath,
+    *,
+    batch_size: int,
+    images: int,
+    device: str | int | None = None,
+) -> list[OpTime]:
+    """``torch.profiler`` around the forward passes (after an unprofiled warm-up batch): self time per
+    aten op, CPU plus CUDA where the model runs there. ``work_dir`` is unused: the averages stay in memory."""
+    import torch
+
+    from ..model import INPUT_SHAPE
+
+    check_batch_size(batch_size)
+    dev = torch_device(device)
+    groups = _local.profile_batches(input_dir, batch_size, images)
+    net = _load(model).to(dev)
+    buffer = np.zeros((batch_size, *INPUT_SHAPE), dtype=np.float32)
+    runner = _Runner(net, buffer, dev, "fp16")
+    activities = [torch.profiler.ProfilerActivity.CPU]
+    if dev.type == "cuda":
+        activities.append(torch.profiler.ProfilerActivity.CUDA)
+    try:
+        with torch.inference_mode():
+            _local.fill_batch(groups[0], buffer)
+            for _ in range(PROFILE_WARMUP):
+                runner.run(buffer, None)
+            with torch.profiler.profile(activities=activities) as prof:
+                _local.run_untimed(runner, groups, buffer, warmup=0)
+    except Exception as exc:
+        if isinstance(exc, InferFailed):
+            raise
+        raise _failure(exc) from exc
+    return read_torch_averages(prof.key_averages())

@@ -15,7 +15,9 @@ import shutil
 import subprocess
 from pathlib import Path
 
+from ..deadlines import Deadline
 from ..errors import BadInput
+from ..toolrun import run_bounded
 from .inputs import first_inputs
 from .metrics import METRIC_COLUMNS, Metrics, worst_of
 from .report import Layer
@@ -110,13 +112,18 @@ def _tensor_index(cell: dict[str, str]) -> int:
     return int(tail) if tail.isdigit() else 0
 
 
-def run_msprobe(command: list[str]) -> None:
+def run_msprobe(command: list[str], deadline: Deadline | None = None) -> None:
+    """msprobe to its end, or, given a ``deadline`` (a pipeline cell holding its device), stopped there
+    with its whole process group (``toolrun.run_bounded``: ToolTimedOut)."""
     if shutil.which(command[0]) is None:
         raise BadInput(
             f"{command[0]} not found: install mindstudio-probe on the Ascend host (pip install "
             f"mindstudio-probe) or set {MSPROBE_ENV}"
         )
-    done = subprocess.run(command, check=False, capture_output=True, text=True)
+    if deadline is not None:
+        done = run_bounded(command, deadline, tool="msprobe")
+    else:
+        done = subprocess.run(command, check=False, capture_output=True, text=True)
     if done.returncode != 0:
         tail = [line for line in (done.stderr or done.stdout).splitlines() if line.strip()]
         raise BadInput(f"msprobe compare failed (exit {done.returncode}): {tail[-1] if tail else 'no output'}")
@@ -128,8 +135,12 @@ def compare_om(
     prep_dir: str | os.PathLike[str],
     images: int,
     work_dir: str | os.PathLike[str],
+    *,
+    device: int | None = None,
+    deadline: Deadline | None = None,
 ) -> list[Layer]:
-    """msprobe once per image, then each layer's worst metrics over the images."""
+    """msprobe once per image (on ``device``, each run under ``deadline``), then each layer's worst metrics
+    over the images."""
     for path, role in ((golden, "golden"), (target, "model")):
         if not Path(path).is_file():
             raise BadInput(f"{role} model not found: {path}")
@@ -137,7 +148,7 @@ def compare_om(
     for k, sample in enumerate(first_inputs(prep_dir, images)):
         out_dir = Path(work_dir) / f"image_{k}"
         out_dir.mkdir(parents=True, exist_ok=True)
-        run_msprobe(compare_command(golden, target, [sample], out_dir))
+        run_msprobe(compare_command(golden, target, [sample], out_dir, device=device), deadline)
         runs.append(read_result(find_result_csv(out_dir)))
     return merge_runs(runs)
 

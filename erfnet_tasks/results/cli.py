@@ -59,6 +59,12 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         metavar="POINTS",
         help="accepted mIoU shortfall in points (default: the run's own, else the guide's 1.0)",
     )
+    p.add_argument(
+        "--findings",
+        action="store_true",
+        help="only the regression findings, each with where it regressed (the ops that got slower, the "
+        "first diverging layer)",
+    )
     p.set_defaults(handler=cmd_show)
 
     p = sub.add_parser("reference", help="the guide's published figures, as stored in the database (migration 0002)")
@@ -145,6 +151,8 @@ def cmd_show(args: argparse.Namespace) -> int:
         progress = _progress_if_running(session, doc)
     if progress is not None and args.format != "table":
         _say_still_running(progress)
+    if args.findings:
+        return _show_findings(doc, args.format)
     if args.format == "json":
         print(json.dumps(doc, indent=2))
     elif args.format == "csv":
@@ -202,6 +210,19 @@ def _say_still_running(progress: dict[str, Any]) -> None:
         "cells stored so far",
         file=sys.stderr,
     )
+
+
+def _show_findings(doc: dict[str, Any], output: str) -> int:
+    from ..errors import BadInput
+    from .where_view import findings_text
+
+    if output == "csv":
+        raise BadInput("--findings prints a table or JSON, not CSV")
+    if output == "json":
+        print(json.dumps(doc["findings"], indent=2))
+    else:
+        print(_run_heading(doc) + "\n\n" + findings_text(doc["findings"]))
+    return 0
 
 
 def _run_heading(doc: dict[str, Any]) -> str:

@@ -16,6 +16,8 @@ from ..errors import BadInput
 from ..records import (
     ACCURACY_FIELDS,
     COMPILED_FIELDS,
+    DIAGNOSIS_FIELDS,
+    OP_PROFILE_FIELDS,
     PERF_FIELDS,
     PERF_METRICS,
     CellStatus,
@@ -48,7 +50,7 @@ RUN_FIELDS = (
 )
 # COMPILED_FIELDS, ACCURACY_FIELDS, PERF_FIELDS: the published rows' fields (records.CompiledRow ...).
 CELL_ENVIRONMENT = ("host", "device", "cann_version", "driver_version")  # where a perf cell was measured
-FINDING_FIELDS = ("rule", "target", "batch_size", "message", "value", "threshold", "baseline_run_id")
+FINDING_FIELDS = ("rule", "target", "batch_size", "message", "value", "threshold", "baseline_run_id", "where")
 # Documents written before runs stored their class names all measured Cityscapes: readers name their
 # per-class columns with this frozen copy of its 19 trainId names (a test keeps it equal to the dataset's).
 LEGACY_CLASS_NAMES = (
@@ -139,6 +141,8 @@ def normalize_document(doc: object) -> dict[str, Any]:
         "compiled": _cells(doc, "compiled", COMPILED_FIELDS, _check_compiled),
         "accuracy": _cells(doc, "accuracy", ACCURACY_FIELDS, _check_accuracy),
         "perf": perf,
+        "op_profiles": _op_profiles(doc),
+        "diagnoses": _cells(doc, "diagnoses", DIAGNOSIS_FIELDS, _check_diagnosis),
         "findings": _findings(doc),
     }
     check_storable(normalized)
@@ -148,13 +152,15 @@ def normalize_document(doc: object) -> dict[str, Any]:
 def check_storable(doc: dict[str, Any]) -> None:
     """Every value fits its column, read from the models themselves (one definition of the schema's
     limits): string lengths, 32-bit integers, finite numbers, no NUL, in JSON fields too."""
-    from .models import Accuracy, CompiledModel, Finding, Performance, Run
+    from .models import Accuracy, CellDiagnosis, CompiledModel, Finding, OpProfile, Performance, Run
 
     sections = (
         ("run", Run, [doc["run"]]),
         ("compiled", CompiledModel, doc["compiled"]),
         ("accuracy", Accuracy, doc["accuracy"]),
         ("perf", Performance, doc["perf"]),
+        ("op_profiles", OpProfile, doc["op_profiles"]),
+        ("diagnoses", CellDiagnosis, doc["diagnoses"]),
         ("findings", Finding, doc["findings"]),
     )
     for key, model, items in sections:
@@ -272,6 +278,42 @@ def _check_perf(cell: dict[str, Any], where: str) -> None:
             cell[name] = str(cell[name])  # a device id may arrive as a number
 
 
+def _op_profiles(doc: dict[str, Any]) -> list[dict[str, Any]]:
+    """One row per op of a cell's profiled pass: each op once per cell, times and shares non-negative."""
+    rows: list[dict[str, Any]] = []
+    seen: set[tuple[str, int, str]] = set()
+    for where, row in _items(doc, "op_profiles", OP_PROFILE_FIELDS):
+        for name in ("op_name", "op_type"):
+            if not isinstance(row[name], str) or not row[name]:
+                raise BadInput(f"{where}.{name} must be a non-empty string")
+        key = (row["target"], row["batch_size"], row["op_name"])
+        if key in seen:
+            raise BadInput(f"op_profiles lists op {row['op_name']!r} of target {key[0]} batch {key[1]} twice")
+        seen.add(key)
+        calls = _optional_int(row["calls"], f"{where}.calls")
+        if calls is None or calls < 0:
+            raise BadInput(f"{where}.calls must be a count of op executions")
+        row["calls"] = calls
+        for name in ("total_us", "mean_us", "share"):
+            value = _optional_float(row[name], f"{where}.{name}")
+            if value is None or value < 0:
+                raise BadInput(f"{where}.{name} must be a non-negative number")
+            row[name] = value
+        rows.append(row)
+    return sorted(rows, key=lambda r: (r["target"], r["batch_size"], -r["total_us"], r["op_name"]))
+
+
+def _check_diagnosis(cell: dict[str, Any], where: str) -> None:
+    images = _optional_int(cell["images"], f"{where}.images")
+    if images is None or images <= 0:
+        raise BadInput(f"{where}.images must be a positive number of images")
+    if cell["first_diverging"] is not None and not isinstance(cell["first_diverging"], dict):
+        raise BadInput(f"{where}.first_diverging must be a layer object or null")
+    layers = cell["layers"]
+    if not isinstance(layers, list) or any(not isinstance(layer, dict) for layer in layers):
+        raise BadInput(f"{where}.layers must be a list of layer objects")
+
+
 def _findings(doc: dict[str, Any]) -> list[dict[str, Any]]:
     findings: list[dict[str, Any]] = []
     for where, finding in _items(doc, "findings", FINDING_FIELDS):
@@ -283,6 +325,8 @@ def _findings(doc: dict[str, Any]) -> list[dict[str, Any]]:
         finding["threshold"] = _optional_float(finding["threshold"], f"{where}.threshold")
         if finding["baseline_run_id"] is not None:
             validate_run_id(finding["baseline_run_id"])
+        if finding["where"] is not None and not isinstance(finding["where"], dict):
+            raise BadInput(f'{where}.where must be an object ({{"ops": [...], "first_diverging": ...}}) or null')
         findings.append(finding)
     return findings
 

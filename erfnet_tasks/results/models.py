@@ -28,6 +28,8 @@ SHA256_MAX = 64
 FINGERPRINT_MAX = 255
 RULE_MAX = 50
 SOURCE_MAX = 50
+OP_NAME_MAX = 1000  # an op's name in a profile: ONNX node names are paths (/encoder/layers.3/conv1x3_1/Conv)
+OP_TYPE_MAX = 100
 INT_MIN, INT_MAX = -(2**31), 2**31 - 1  # sa.Integer: 32-bit in PostgreSQL
 BIGINT_MAX = 2**63 - 1  # what a query's LIMIT/OFFSET can take
 
@@ -165,6 +167,39 @@ class Finding(Base):
     baseline_run_id: Mapped[str | None] = mapped_column(sa.String(RUN_ID_MAX))
     # When a notification first carried it (early, as its cell was stored): each finding is notified once.
     notified_at: Mapped[datetime | None] = mapped_column(sa.DateTime(timezone=True))
+    # Where it regressed (results.where): {"ops": [...], "first_diverging": {...} | null}; null for rules
+    # that have no place to point at (a cell that failed or never ran).
+    where: Mapped[dict[str, Any] | None] = mapped_column(sa.JSON)
+
+
+class OpProfile(Base):
+    """One op of a cell's profiled pass (profiles.OpTime): the same shape for every backend, so that two
+    cells measured on different CANN versions compare op by op (results.where)."""
+
+    __tablename__ = "op_profiles"
+    __table_args__ = (sa.UniqueConstraint("run_id", "target", "batch_size", "op_name"),)
+
+    id: Mapped[int] = mapped_column(sa.Integer, primary_key=True, autoincrement=True)
+    run_id: Mapped[str] = _run_fk()
+    target: Mapped[str] = mapped_column(sa.String(TARGET_MAX), nullable=False)
+    batch_size: Mapped[int] = mapped_column(sa.Integer, nullable=False)
+    op_name: Mapped[str] = mapped_column(sa.String(OP_NAME_MAX), nullable=False)
+    op_type: Mapped[str] = mapped_column(sa.String(OP_TYPE_MAX), nullable=False)
+    calls: Mapped[int] = mapped_column(sa.Integer, nullable=False)
+    total_us: Mapped[float] = mapped_column(sa.Float, nullable=False)
+    mean_us: Mapped[float] = mapped_column(sa.Float, nullable=False)
+    share: Mapped[float] = mapped_column(sa.Float, nullable=False)  # of the profile's total time
+
+
+class CellDiagnosis(_RunCell, Base):
+    """A cell's model compared layer by layer with its FP32 ONNX golden (erfnet_tasks.diagnose), made when
+    its mIoU failed the rule: ``layers`` in execution order, ``first_diverging`` the first precision error."""
+
+    __tablename__ = "cell_diagnoses"
+
+    images: Mapped[int] = mapped_column(sa.Integer, nullable=False)
+    first_diverging: Mapped[dict[str, Any] | None] = mapped_column(sa.JSON)
+    layers: Mapped[list[dict[str, Any]]] = mapped_column(sa.JSON, nullable=False)
 
 
 class CellProgress(_RunCell, Base):

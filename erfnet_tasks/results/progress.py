@@ -16,9 +16,15 @@ from sqlalchemy.orm import Session
 
 from ..records import CellState, RunStatus
 from .document import normalize_document, parse_time
-from .models import Accuracy, CellProgress, CompiledModel, Finding, Performance, Run
+from .models import Accuracy, CellDiagnosis, CellProgress, CompiledModel, Finding, OpProfile, Performance, Run
 
-_CELL_TABLES = ((CompiledModel, "compiled"), (Accuracy, "accuracy"), (Performance, "perf"))
+_CELL_TABLES = (
+    (CompiledModel, "compiled"),
+    (Accuracy, "accuracy"),
+    (Performance, "perf"),
+    (OpProfile, "op_profiles"),
+    (CellDiagnosis, "diagnoses"),
+)
 
 
 @dataclass(frozen=True)
@@ -121,8 +127,8 @@ def progress_of(session: Session, run_id: str, target: str, batch_size: int) -> 
 def store_cell(
     session: Session, run_id: str, target: str, batch_size: int, rows: dict[str, list[dict[str, Any]]]
 ) -> None:
-    """Replace the cell's rows (``rows``: "compiled", "accuracy", "perf", as a run document holds them)
-    and mark it stored. The document is validated as a one-cell run document first."""
+    """Replace the cell's rows (``rows``: "compiled", "accuracy", "perf", "op_profiles", "diagnoses", as a
+    run document holds them) and mark it stored. The document is validated as a one-cell run document first."""
     run = session.get(Run, run_id)
     if run is None:
         raise LookupError(f"run {run_id} is not open in the results database")

@@ -26,11 +26,18 @@ from ..fsutil import atomic_path
 from ..records import CellState, RunStatus
 from . import cann_summary, db
 from .document import normalize_document, parse_time
-from .models import Accuracy, CellProgress, CompiledModel, Finding, Performance, Run
+from .models import Accuracy, CellDiagnosis, CellProgress, CompiledModel, Finding, OpProfile, Performance, Run
 
 log = logging.getLogger(__name__)
 
-_CHILD_MODELS = ((CompiledModel, "compiled"), (Accuracy, "accuracy"), (Performance, "perf"), (Finding, "findings"))
+_CHILD_MODELS = (
+    (CompiledModel, "compiled"),
+    (Accuracy, "accuracy"),
+    (Performance, "perf"),
+    (OpProfile, "op_profiles"),
+    (CellDiagnosis, "diagnoses"),
+    (Finding, "findings"),
+)
 
 
 def publish_run(

@@ -12,7 +12,16 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from ..errors import BadInput
-from ..records import ACCURACY_FIELDS, COMPILED_FIELDS, PERF_FIELDS, CellState, CellStatus, RunStatus
+from ..records import (
+    ACCURACY_FIELDS,
+    COMPILED_FIELDS,
+    DIAGNOSIS_FIELDS,
+    OP_PROFILE_FIELDS,
+    PERF_FIELDS,
+    CellState,
+    CellStatus,
+    RunStatus,
+)
 from .document import (
     FINDING_FIELDS,
     LATEST,
@@ -20,7 +29,17 @@ from .document import (
     format_time,
     validate_run_id,
 )
-from .models import Accuracy, CellProgress, CompiledModel, Finding, Performance, ReferenceFigure, Run
+from .models import (
+    Accuracy,
+    CellDiagnosis,
+    CellProgress,
+    CompiledModel,
+    Finding,
+    OpProfile,
+    Performance,
+    ReferenceFigure,
+    Run,
+)
 
 
 def resolve_run_id(session: Session, run_ref: str) -> str:
@@ -51,12 +70,28 @@ def run_document(session: Session, run_ref: str) -> dict[str, Any]:
         "compiled": _cells(session, CompiledModel, COMPILED_FIELDS, run_id),
         "accuracy": _cells(session, Accuracy, ACCURACY_FIELDS, run_id),
         "perf": _cells(session, Performance, PERF_FIELDS, run_id),
+        "op_profiles": op_profiles(session, run_id),
+        "diagnoses": _cells(session, CellDiagnosis, DIAGNOSIS_FIELDS, run_id),
         "findings": findings(session, run_id),
     }
 
 
+def op_profiles(
+    session: Session, run_id: str, target: str | None = None, batch_size: int | None = None
+) -> list[dict[str, Any]]:
+    """The run's op profile rows (of one cell, given its target and batch), each cell's slowest op first."""
+    stmt = sa.select(OpProfile).where(OpProfile.run_id == run_id)
+    if target is not None:
+        stmt = stmt.where(OpProfile.target == target, OpProfile.batch_size == batch_size)
+    rows = ({name: getattr(row, name) for name in OP_PROFILE_FIELDS} for row in session.scalars(stmt))
+    return sorted(rows, key=lambda r: (r["target"], r["batch_size"], -r["total_us"], r["op_name"]))
+
+
 def _cells(
-    session: Session, model: type[CompiledModel | Accuracy | Performance], fields: tuple[str, ...], run_id: str
+    session: Session,
+    model: type[CompiledModel | Accuracy | Performance | CellDiagnosis],
+    fields: tuple[str, ...],
+    run_id: str,
 ) -> list[dict[str, Any]]:
     rows = session.scalars(sa.select(model).where(model.run_id == run_id))
     # Sorted here, not by the database: PostgreSQL's collation would order targets differently from SQLite.

@@ -26,6 +26,7 @@ from sqlalchemy.sql.elements import ColumnElement
 
 from ..errors import BadInput
 from ..records import INFRASTRUCTURE_FAILURES, CellStatus, LabelMode, RunStatus
+from . import where
 from .document import validate_run_id
 from .models import Accuracy, Finding, Performance, Run
 from .reference import GUIDE_MIOU, GUIDE_TOLERANCE
@@ -98,6 +99,7 @@ def find_regressions(
         baseline = baselines.get((p.target, p.batch_size))
         if baseline is not None:
             found += _perf_findings(p, baseline, run, rules)
+    found = where.with_where(session, run_id, found)  # which ops got slower, which layer diverged
     _replace_findings(session, run_id, found, cell)
     return found
 
@@ -135,7 +137,8 @@ def _replace_findings(session: Session, run_id: str, found: list[dict[str, Any]]
 
 
 def _as_finding(row: Finding) -> dict[str, Any]:
-    return _finding(row.rule, row.target, row.batch_size, row.message, row.value, row.threshold, row.baseline_run_id)
+    finding = _finding(row.rule, row.target, row.batch_size, row.message, row.value, row.threshold, row.baseline_run_id)
+    return {**finding, "where": row.where}
 
 
 def _accuracy_findings(session: Session, run_id: str, rules: Rules, cell: Cell | None) -> list[dict[str, Any]]:

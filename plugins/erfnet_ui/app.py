@@ -27,7 +27,7 @@ from erfnet_tasks.records import RunStatus
 from erfnet_tasks.results import db, hosts, queries
 from erfnet_tasks.results import history as history_queries
 
-from . import views
+from . import views, where_views
 
 URL_PREFIX = PLUGIN_PREFIX  # the name erfnet_plugin.py mounts the app under
 TEMPLATES = Jinja2Templates(directory=str(Path(__file__).parent / "templates"))
@@ -198,6 +198,7 @@ def _run_routes(app: FastAPI, resolve: Callable[[], str], page: Callable[..., HT
             airflow_base=airflow_base,
             dag_id=doc["run"].get("dag_id") or DAG_ID,
             latest=run_id == "latest",
+            wheres=where_views.cell_wheres(doc),
         )
 
     @app.get("/", response_class=HTMLResponse)

@@ -81,15 +81,41 @@ def make_doc(
 
 def canonical(doc: dict) -> dict:
     """``doc`` with its cells in (target, batch) order, the order stored documents come back in, and the
-    per-cell environment fields a document may leave out (issue 16) present as None, as they come back."""
-    fields = {"compiled": COMPILED_FIELDS, "perf": PERF_FIELDS}
+    per-cell environment fields a document may leave out (issue 16) present as None, as they come back;
+    so are the sections a document may leave out (op profiles and diagnoses, issue 27: empty) and each
+    finding's "where" (None)."""
+    fields = {"compiled": COMPILED_FIELDS, "perf": PERF_FIELDS, "findings": ("where",)}
+    sections = {"op_profiles": [], "diagnoses": [], **doc}
     return {
         name: sorted(({**dict.fromkeys(fields.get(name, ())), **c} for c in value), key=_cell_key)
         if isinstance(value, list)
         else value
-        for name, value in doc.items()
+        for name, value in sections.items()
     }
 
 
 def _cell_key(cell: dict) -> tuple:
     return cell["target"], cell["batch_size"]
+
+
+def profile_rows(target: str, batch: int, **ops: tuple[str, float]) -> list[dict]:
+    """A cell's op profile rows (the document's "op_profiles"): ``name=(op type, mean us per call)``, 4 calls."""
+    total = sum(mean for _type, mean in ops.values())
+    return [
+        {
+            "target": target,
+            "batch_size": batch,
+            "op_name": name,
+            "op_type": op_type,
+            "calls": 4,
+            "total_us": 4 * mean,
+            "mean_us": mean,
+            "share": mean / total,
+        }
+        for name, (op_type, mean) in ops.items()
+    ]
+
+
+def diagnosis_row(target: str, batch: int, first: dict | None, layers: list[dict]) -> dict:
+    """A cell's diagnosis (the document's "diagnoses"), on 2 images."""
+    return {"target": target, "batch_size": batch, "images": 2, "first_diverging": first, "layers": layers}

@@ -209,6 +209,9 @@ def test_defaults_follow_the_published_figures_and_the_work(monkeypatch):
         "ERFNET_INFER_TIMEOUT_FLOOR",
         "ERFNET_ATC_TIMEOUT",
         "ERFNET_AOE_TIMEOUT",
+        "ERFNET_PROFILE_IMAGES",
+        "ERFNET_DIAGNOSE_IMAGES",
+        "ERFNET_DIAGNOSE_TIMEOUT_PER_IMAGE",
     ):
         monkeypatch.delenv(name, raising=False)
     # 5.7 ms per image on the slowest published NPU cell, plus 27.3 MB of files at 100 MB/s, x 4.
@@ -218,11 +221,15 @@ def test_defaults_follow_the_published_figures_and_the_work(monkeypatch):
     assert deadlines.infer_deadline(500).seconds == 600
     assert deadlines.infer_deadline(500, loop=2).seconds == 1200
     assert (deadlines.atc_deadline().seconds, deadlines.aoe_deadline().seconds) == (900, 7200)
-    assert deadlines.execution_timeout("measure").total_seconds() == 600 + 600 + 250 + 300
+    # Twice (another cell's, then its own): 500 images, a profiled pass of 4 (the floor), 2 diagnosed images.
+    assert deadlines.execution_timeout("measure").total_seconds() == 2 * (600 + 120 + 2 * 300) + 250 + 300
     assert deadlines.execution_timeout("compile").total_seconds() == 900 + 300
     assert deadlines.execution_timeout("compile_aoe").total_seconds() == 2 * 7200 + 300
     monkeypatch.setenv("ERFNET_INFER_TIMEOUT_PER_IMAGE", "2")
     assert deadlines.infer_deadline(500).seconds == 1000
+    assert deadlines.execution_timeout("measure").total_seconds() == 2 * (1000 + 120 + 600) + 250 + 300
+    monkeypatch.setenv("ERFNET_PROFILE_IMAGES", "0")
+    monkeypatch.setenv("ERFNET_DIAGNOSE_IMAGES", "0")
     assert deadlines.execution_timeout("measure").total_seconds() == 2000 + 250 + 300
 
 

@@ -136,6 +136,7 @@ def test_regression_message_lists_every_finding_with_baseline_and_links(regresse
         OLD,
         "8.0.0",
         "8.1.RC1",
+        "no op profile of the cell in baseline run " + OLD + " or this run",
     ], drop_row
 
 
@@ -195,3 +196,39 @@ def test_summary_policy_and_settings(monkeypatch):
         settings.notify_summary()
     with pytest.raises(ErfnetError, match="must start with http"):
         notify.Links("airflow.example.org")
+
+
+def test_the_regression_message_says_where_each_finding_regressed(regressed):
+    from erfnet_tasks.results.models import CellDiagnosis, OpProfile
+
+    layer = {"node": "conv2", "op_type": "Conv", "onnx_nodes": ["conv2"], "cosine": 0.3, "relative_euclidean": 2.0}
+    with db.session_scope(regressed) as session:
+        for run_id, conv_us in ((OLD, 100.0), (NEW, 130.0)):
+            for name, op_type, mean in (("conv2", "Conv", conv_us), ("relu2", "Relu", 20.0)):
+                session.add(
+                    OpProfile(
+                        run_id=run_id,
+                        target="Ascend310P3",
+                        batch_size=1,
+                        op_name=name,
+                        op_type=op_type,
+                        calls=1,
+                        total_us=mean,
+                        mean_us=mean,
+                        share=0.5,
+                    )
+                )
+        session.add(CellDiagnosis(run_id=NEW, target="cpu", batch_size=1, images=2, first_diverging=layer, layers=[]))
+        session.flush()
+        regression.find_regressions(session, NEW, regression.Rules())
+    doc, baselines = notify.load_run(NEW, regressed)
+    lines = notify.regression_message(doc, baselines, notify.Links(BASE)).text.splitlines()
+    drop = next(i for i, line in enumerate(lines) if line.startswith("- Ascend310P3 batch 1"))
+    assert lines[drop + 1] == (
+        "  where: slower op types: Conv 100.0 -> 130.0 us (+30%, 100% of the growth). "
+        "top ops: conv2 (Conv) 100.0 -> 130.0 us (+30%, 100% of the growth)"
+    )
+    accuracy = next(i for i, line in enumerate(lines) if line.startswith("- cpu batch 1"))
+    assert lines[accuracy + 1].startswith("  where: first diverging layer conv2 (Conv; ONNX nodes conv2): cosine 0.3")
+    oom = next(i for i, line in enumerate(lines) if line.startswith("- Ascend310P3 batch 4"))
+    assert not lines[oom + 1].startswith("  where:")  # an oom has no op or layer to point at

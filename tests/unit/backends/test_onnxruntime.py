@@ -252,3 +252,20 @@ def test_a_write_failure_is_one_error_line_and_no_thread_traceback(tiny_onnx, tm
         backend.infer(compiled.path, tmp_path / "prep", tmp_path / "out", batch_size=2)
     assert info.value.status == "no_space"  # the cell's own status; the other cells go on
     assert "Traceback" not in capfd.readouterr().err
+
+
+def test_profile_times_each_op_of_the_measured_session_after_its_warm_up(tiny_onnx, tmp_path):
+    ort_backend = get_backend("onnxruntime")
+    compiled = ort_backend.compile(tiny_onnx, tmp_path / "c", chip="cpu", batch_size=2).path
+    write_inputs(tmp_path / "in", ["b_2.bin", "a_10.bin", "c_1.bin", "d_3.bin", "e_4.bin"])
+    ops = ort_backend.profile(compiled, tmp_path / "in", tmp_path / "work", batch_size=2, images=3)
+    by_name = {op.op_name: op for op in ops}
+    # 3 images at batch 2 are 2 batches (the warm-up batch is not counted); the fp16 Cast of `infer` is there
+    assert by_name["output1__to_fp16"].op_type == "Cast"
+    assert {op.calls for op in ops} == {2}
+    assert any(op.op_type in ("Conv", "FusedConv") for op in ops)
+    assert sum(op.share for op in ops) == pytest.approx(1.0)
+    assert all(op.total_us >= 0 and op.mean_us == pytest.approx(op.total_us / 2) for op in ops)
+    assert list((tmp_path / "work").glob("onnxruntime_profile*.json"))  # the trace stays for the caller to remove
+    with pytest.raises(ErfnetError, match="positive number of images"):
+        ort_backend.profile(compiled, tmp_path / "in", tmp_path / "work", batch_size=2, images=0)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import harness
 import pytest
 import torch
 
@@ -40,3 +41,13 @@ def test_cuda_without_a_gpu_is_a_clear_error(random_checkpoint, tmp_path):
     (tmp_path / "prep").mkdir()
     with pytest.raises(ErfnetError, match="sees no CUDA device"):
         get_backend("torch").infer(random_checkpoint, tmp_path / "prep", tmp_path / "out", batch_size=1, device="cuda")
+
+
+def test_profile_averages_each_aten_op_over_the_profiled_batches(random_checkpoint, tmp_path):
+    harness.write_prep(tmp_path / "in", ["a.bin", "b.bin", "c.bin"])
+    ops = get_backend("torch").profile(random_checkpoint, tmp_path / "in", tmp_path / "work", batch_size=1, images=2)
+    by_name = {op.op_name: op for op in ops}
+    convolution = next(op for name, op in by_name.items() if "conv" in name and "transpose" not in name)
+    # ERFNet's encoder and decoder run dozens of convolutions per image: 2 profiled images, no warm-up counted
+    assert convolution.calls % 2 == 0 and convolution.calls >= 2 * 50
+    assert sum(op.share for op in ops) == pytest.approx(1.0)

@@ -364,7 +364,7 @@ def test_json_api_returns_run_documents(populated, monkeypatch):
     runs = client.get("/api/runs").json()
     assert [r["id"] for r in runs] == [NEW_RUN, OLD_RUN]
     latest = client.get("/api/runs/latest").json()
-    assert set(latest) == {"run", "compiled", "accuracy", "perf", "findings"}
+    assert set(latest) == {"run", "compiled", "accuracy", "perf", "op_profiles", "diagnoses", "findings"}
     assert latest["run"]["id"] == NEW_RUN and latest["run"]["cann_version"] == "8.0.RC2"
     oom = next(c for c in latest["perf"] if (c["target"], c["batch_size"]) == ("Ascend310P3", 64))
     assert oom["status"] == "oom" and oom["throughput_fps"] is None

@@ -59,7 +59,7 @@ def test_show_json_is_the_run_document(two_runs, capsys, monkeypatch):
     code, out, _ = run_cli(capsys, "results", "show", "--run", "latest", "--format", "json")
     assert code == 0
     doc = json.loads(out)
-    assert set(doc) == {"run", "compiled", "accuracy", "perf", "findings"}
+    assert set(doc) == {"run", "compiled", "accuracy", "perf", "op_profiles", "diagnoses", "findings"}
     assert doc["run"]["id"] == RUN_B and doc["run"]["cann_version"] == "8.0" and doc["run"]["status"] == "complete"
     assert {
         "id",
@@ -300,3 +300,52 @@ def test_an_error_with_a_cause_is_still_one_line_from_the_command(tmp_path):
     with pytest.raises(Transient) as caught:  # in-process: the cause is kept for the task log
         importing.import_paths([str(doc)], down, report=lambda line: None)
     assert isinstance(caught.value.__cause__, sqlalchemy.exc.OperationalError)
+
+
+@pytest.fixture
+def regressed_with_where(results_url):
+    """CANN 7.0 then 8.0: the Ascend310P3's Conv ops 30% slower, and its mIoU failing with conv2 diverging."""
+    from erfnet_tasks.results import regression
+    from tests.helpers.run_documents import diagnosis_row, profile_rows
+
+    base = make_doc(RUN_A, "2026-05-01T00:00:00+00:00", "7.0", [("Ascend310P3", 1, 0.7221, 300.0, "ok")])
+    base["op_profiles"] = profile_rows("Ascend310P3", 1, conv2=("Conv", 100.0), relu2=("Relu", 20.0))
+    now = make_doc(RUN_B, "2026-05-02T00:00:00+00:00", "8.0", [("Ascend310P3", 1, 0.5, 240.0, "ok")])
+    now["op_profiles"] = profile_rows("Ascend310P3", 1, conv2=("Conv", 130.0), relu2=("Relu", 20.0))
+    layer = {"node": "conv2", "op_type": "Conv", "onnx_nodes": ["conv2"], "cosine": 0.3, "relative_euclidean": 2.0}
+    now["diagnoses"] = [diagnosis_row("Ascend310P3", 1, layer, [layer])]
+    for doc in (base, now):
+        publish.publish_run(doc, results_url)
+    with db.session_scope(results_url) as session:
+        regression.find_regressions(session, RUN_B, regression.Rules())
+    return results_url
+
+
+def test_show_findings_prints_each_finding_with_where_it_regressed(regressed_with_where, capsys, monkeypatch):
+    monkeypatch.setenv("ERFNET_RESULTS_DB_URL", regressed_with_where)
+    code, out, _ = run_cli(capsys, "results", "show", "--run", RUN_B, "--findings")
+    assert code == 0
+    assert f"run {RUN_B} (complete)" in out and "Accuracy" not in out
+    drop = out.index("throughput_drop: Ascend310P3 batch 1: 240.00 fps")
+    assert out[drop:].splitlines()[1] == (
+        "  where: slower op types: Conv 100.0 -> 130.0 us (+30%, 100% of the growth). "
+        "top ops: conv2 (Conv) 100.0 -> 130.0 us (+30%, 100% of the growth)"
+    )
+    assert "accuracy_below_reference: Ascend310P3 batch 1: mIoU 50.00" in out
+    assert "  where: first diverging layer conv2 (Conv; ONNX nodes conv2): cosine 0.3, relative_euclidean 2" in out
+
+    code, out, _ = run_cli(capsys, "results", "show", "--run", RUN_B, "--format", "json")
+    where = {f["rule"]: f["where"] for f in json.loads(out)["findings"]}
+    assert where["throughput_drop"]["ops"][0] == {
+        "op_type": "Conv",
+        "op_name": None,
+        "baseline_us": 100.0,
+        "current_us": 130.0,
+        "share": 1.0,
+        "change": "grew",
+    }
+    assert where["accuracy_below_reference"]["first_diverging"]["node"] == "conv2"
+    code, out, _ = run_cli(capsys, "results", "show", "--run", RUN_B, "--findings", "--format", "json")
+    assert {f["rule"] for f in json.loads(out)} == {"throughput_drop", "accuracy_below_reference"}
+    code, out, err = run_cli(capsys, "results", "show", "--run", RUN_B, "--findings", "--format", "csv")
+    assert code == 2 and err == "erfnet: error: --findings prints a table or JSON, not CSV\n"
