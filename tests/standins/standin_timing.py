@@ -32,7 +32,9 @@ chip (910B...), the 310P's.
 Every tool run, timed or not, appends one line to ``timeline.jsonl`` in its host's state folder
 ($STANDIN_NPU_STATE, standin_device.py): ``{"tool": "atc"|"aoe"|"ais_bench", "host", "device" (None for
 atc), "chip", "batch", "job_type" (aoe), "tuned" (ais_bench of an AOE om), "model", "start", "end",
-"modeled_s" (the scaled modeled time it was held to), "ok", "pid"}``, written when the run ends (a run
+"modeled_s" (the scaled modeled time it was held to), "ok", "pid", "task_pid"}``, written when the run
+ends; ``task_pid`` is the tool's grandparent, the task that started it through erfnet_tasks/toolrun.py's
+launcher: a benchmark finds the Airflow task instance of a run by it (the REST API gives each one's pid). A run
 killed before that, or hung, leaves no line; a hang has its own record, standin_faults.py). A benchmark
 reads each device's busy time and every cell's chain of steps from it (bench/lab_night.py).
 """
@@ -146,7 +148,18 @@ def tool_run(tool: str, **facts: object) -> Iterator[ToolRun]:
         ok = exc.code in (None, 0)
         raise
     finally:
-        append_timeline({**run.entry, "end": time.time(), "modeled_s": run.modeled_s, "ok": ok, "pid": os.getpid()})
+        end = time.time()
+        append_timeline({**run.entry, "end": end, "modeled_s": run.modeled_s, "ok": ok, "pid": os.getpid(),
+                         "task_pid": _parent_of(os.getppid())})  # fmt: skip
+
+
+def _parent_of(pid: int) -> int | None:
+    try:
+        with open(f"/proc/{pid}/stat", encoding="utf-8") as fh:
+            stat = fh.read()
+    except OSError:
+        return None
+    return int(stat[stat.rfind(")") + 2 :].split()[1])  # after the command name: state, then ppid
 
 
 def append_timeline(entry: dict) -> None:
