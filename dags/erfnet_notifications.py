@@ -147,3 +147,17 @@ def on_gate_passed(context) -> None:
             send(notify.summary_message(doc, links()), context)
     except Exception as exc:
         log.warning("no summary notification (%s: %s)", type(exc).__name__, (str(exc).splitlines() or [""])[0])
+
+
+def notify_findings(findings: list[dict], context) -> None:
+    """A cell's new findings, as soon as it is stored (each finding once: the store claimed them)."""
+    if not findings:
+        return
+    try:
+        if not settings.notify_connections():
+            return
+        ti = context["ti"]
+        doc, baselines = notify.load_run(ti.run_id)
+        send(notify.early_findings_message(doc, baselines, findings, links()), context)
+    except Exception as exc:  # the final message carries every finding anyway
+        log.warning("no early notification (%s: %s)", type(exc).__name__, (str(exc).splitlines() or [""])[0])

@@ -34,11 +34,14 @@ from airflow.sdk import (
     Param,
     RetryAction,
     RetryRule,
+    TriggerRule,
     dag,
     task,
+    task_group,
 )
+from airflow.sdk.exceptions import AirflowSkipException
 from airflow.settings import TIMEZONE  # [core] default_timezone, what a plain cron string used
-from erfnet_notifications import on_gate_passed, on_task_failure
+from erfnet_notifications import notify_findings, on_gate_passed, on_task_failure
 
 from erfnet_tasks import cann_probe, deadlines, pipeline, settings
 from erfnet_tasks.deployment import DAG_ID
@@ -141,7 +144,7 @@ def erfnet_offline_inference():
     def preprocess(env: dict) -> dict:
         return pipeline.preprocess_dataset(env)
 
-    @task.short_circuit
+    @task
     def changed_since_last_run(env: dict, model: dict, prep: dict) -> bool:
         previous = pipeline.unchanged_since_last_run(env, model, prep)
         if previous:
@@ -152,34 +155,56 @@ def erfnet_offline_inference():
         return previous is None
 
     @task
-    def plan(env: dict, group: str, chip: str | None = None) -> list[dict]:
+    def open_run(env: dict) -> int:
+        return pipeline.open_run(env)
+
+    @task
+    def plan(env: dict, changed: bool, group: str, chip: str | None = None) -> list[dict]:
+        if not changed:  # the nightly skip: every cell is skipped, publish_results removes the opened run
+            raise AirflowSkipException("nothing changed since the last run")
         return pipeline.plan_cells(env, group, chip)
 
     @task
-    def compile_cell(cell: dict, model: dict, env: dict) -> dict:
-        return pipeline.compile_cell(cell, model, env)
+    def compile_cell(cell: dict, model: dict, env: dict, ti=None) -> dict:
+        return pipeline.compile_cell(cell, model, env, ti.try_number)
 
     @task
-    def measure_cell(cell: dict, prep: dict, env: dict) -> dict:
+    def measure_cell(cell: dict, prep: dict, env: dict, ti=None) -> dict:
         # infer, then evaluate and delete the counted outputs on the worker that holds them
-        return pipeline.measure_cell(cell, prep, env)
+        return pipeline.measure_cell(cell, prep, env, ti.try_number)
 
-    @task(trigger_rule=AFTER_SKIPPED_GROUPS)
-    def gather_cells(*groups) -> list[dict]:
-        return [cell for group in groups for cell in (group or [])]
+    # Whatever became of the cell's compile and measure (a result, or a task that failed for good, its
+    # worker lost): stored at once, gated, and each new finding notified while the run goes on.
+    @task(trigger_rule=TriggerRule.ALL_DONE, retry_delay=timedelta(seconds=30))
+    def store_cell(cell: dict, compiled: dict | None, measured: dict | None, env: dict, **context) -> dict:
+        stored = pipeline.store_cell(cell, compiled, measured, env)
+        notify_findings(pipeline.new_findings(cell, env), context)
+        return stored
 
-    @task
-    def collect_perf(cells: list[dict]) -> list[dict]:
-        return pipeline.collect_perf(list(cells))
-
-    @task(outlets=[RESULTS_ASSET])
-    def publish_results(env: dict, model: dict, prep: dict, cells: list[dict], perf: list[dict]) -> dict:
-        doc = pipeline.build_run_document(env, model, prep, list(cells), perf)
-        return pipeline.publish(doc, env)
+    # 7 + 8: the run closed, in every case: every planned cell published (results.json too), then the gate.
+    @task(trigger_rule=TriggerRule.ALL_DONE, outlets=[RESULTS_ASSET])
+    def publish_results(planned: dict, env: dict, model: dict, prep: dict, changed: bool, *stored) -> dict | None:
+        # A group's stores: a sequence, or the one cell itself where the group planned one; None: skipped.
+        cells = [c for group in stored for c in ([group] if isinstance(group, dict) else group or [])]
+        return pipeline.close_run(env or planned, model, prep, changed, cells)
 
     @task(retries=0, on_success_callback=on_gate_passed)
-    def regression_gate(published: dict, params=None) -> None:
-        pipeline.regression_gate(published["run_id"], dict(params))
+    def regression_gate(published: dict | None, params=None) -> None:
+        pipeline.regression_gate(published, dict(params))
+
+    def cells(group_id: str, planned, queue: str | None = None, compile_kw: dict | None = None, measure_kw=None):
+        """Each planned cell its own chain, compile -> measure -> store: a cell waits for its own model only."""
+        on_queue = {"queue": queue} if queue else {}
+
+        @task_group(group_id=group_id)
+        def cell(planned_cell):
+            compiled = compile_cell.override(task_id="compile", **on_queue, **(compile_kw or {}))(
+                planned_cell, model, env
+            )
+            measured = measure_cell.override(task_id="measure", **on_queue, **(measure_kw or {}))(compiled, prep, env)
+            return store_cell.override(task_id="store")(planned_cell, compiled, measured, env)
+
+        return cell.expand(planned_cell=planned)
 
     planned = resolve_environment()
     check_params() >> planned
@@ -189,44 +214,26 @@ def erfnet_offline_inference():
         )
         for chip in NPU_CHIPS
     ]
+    opened = open_run(planned)
     env = with_hosts(planned, *probes)
     model = fix_bn(export_onnx(planned))
     prep = preprocess(planned)
     go = changed_since_last_run(env, model, prep)
 
-    host_cells = plan.override(task_id="plan_host_cells")(env, "host")
-    go >> host_cells
-    compiled_host = (
-        compile_cell.override(task_id="compile_on_host").partial(model=model, env=env).expand(cell=host_cells)
-    )
-    measured = [measure_cell.override(task_id="measure_on_host").partial(prep=prep, env=env).expand(cell=compiled_host)]
+    host_cells = plan.override(task_id="plan_host_cells")(env, go, "host")
+    opened >> host_cells
+    stored = [cells("cells_on_host", host_cells)]
     for chip in NPU_CHIPS:  # compile (atc; AOE holding a pool slot) and measure each chip's cells on its queue
         queue = queue_for(chip)
-        cells = {group: plan.override(task_id=f"plan_{group}_{chip}")(env, group, chip) for group in ("npu", "npu_aoe")}
-        go >> list(cells.values())
-        compiled = [
-            compile_cell.override(task_id=f"compile_{chip}", queue=queue, execution_timeout=TIMEOUTS["compile"])
-            .partial(model=model, env=env)
-            .expand(cell=cells["npu"]),
-            compile_cell.override(
-                task_id=f"compile_aoe_{chip}", queue=queue, pool=NPU_POOL, execution_timeout=TIMEOUTS["compile_aoe"]
-            )
-            .partial(model=model, env=env)
-            .expand(cell=cells["npu_aoe"]),
-        ]
-        gathered = gather_cells.override(task_id=f"gather_compiled_{chip}")(*compiled)
-        measured.append(
-            measure_cell.override(
-                task_id=f"measure_{chip}", queue=queue, pool=NPU_POOL, execution_timeout=TIMEOUTS["measure"]
-            )
-            .partial(prep=prep, env=env)
-            .expand(cell=gathered)
-        )
-    # Airflow skips a task mapped over an empty group, and a concat of it; gathering keeps the rest going.
-    measured = gather_cells.override(task_id="gather_measured_cells")(*measured)
+        planned_npu = plan.override(task_id=f"plan_npu_{chip}")(env, go, "npu", chip)
+        planned_aoe = plan.override(task_id=f"plan_npu_aoe_{chip}")(env, go, "npu_aoe", chip)
+        opened >> [planned_npu, planned_aoe]
+        on_device = {"pool": NPU_POOL, "execution_timeout": TIMEOUTS["measure"]}
+        stored.append(cells(f"cells_{chip}", planned_npu, queue, {"execution_timeout": TIMEOUTS["compile"]}, on_device))
+        aoe = {"pool": NPU_POOL, "execution_timeout": TIMEOUTS["compile_aoe"]}
+        stored.append(cells(f"cells_aoe_{chip}", planned_aoe, queue, aoe, on_device))
 
-    perf = collect_perf(measured)
-    regression_gate(publish_results(env, model, prep, measured, perf))
+    regression_gate(publish_results(planned, env, model, prep, go, *stored))
 
 
 erfnet_offline_inference()

@@ -132,12 +132,25 @@ _FINDING_COLUMNS = (
 )
 
 
-def regression_message(doc: Doc, baselines: dict[str, Doc], links: Links) -> Message:
+def early_findings_message(doc: Doc, baselines: dict[str, Doc], findings: list[Doc], links: Links) -> Message:
+    """The findings of a cell just stored, while its run goes on (the run's final message lists them all)."""
+    return regression_message({**doc, "findings": findings}, baselines, links, early=True)
+
+
+def regression_message(doc: Doc, baselines: dict[str, Doc], links: Links, *, early: bool = False) -> Message:
     run = doc["run"]
     rows = [finding_row(f, doc, baselines) for f in doc["findings"]]
     where = f"CANN {run.get('cann_version') or 'unknown'} on {run.get('host') or 'unknown host'}"
-    subject = f"[ErfNet] regression: {len(rows)} finding(s) in run {run['id']} ({where})"
-    lines = [f"The regression gate fired for run {run['id']} ({where}).", ""]
+    if early:
+        subject = f"[ErfNet] regression found while run {run['id']} goes on: {len(rows)} finding(s) ({where})"
+        opening = (
+            f"The regression gate found this in run {run['id']} ({where}) as its cells were stored; "
+            f"the run is still going."
+        )
+    else:
+        subject = f"[ErfNet] regression: {len(rows)} finding(s) in run {run['id']} ({where})"
+        opening = f"The regression gate fired for run {run['id']} ({where})."
+    lines = [opening, ""]
     for r in rows:
         lines.append(
             f"- {r['target']} batch {r['batch']}, {r['metric']}: {r['value']} "
@@ -147,10 +160,7 @@ def regression_message(doc: Doc, baselines: dict[str, Doc], links: Links) -> Mes
         )
     lines += ["", *_link_lines(links, run)]
     table = tables.Table([h for _k, h in _FINDING_COLUMNS], [[str(r[k]) for k, _h in _FINDING_COLUMNS] for r in rows])
-    body = (
-        f"<p>The regression gate fired for run <b>{_e(run['id'])}</b> ({_e(where)}).</p>"
-        f"{_html_table(table)}{_html_links(links, run)}"
-    )
+    body = f"<p>{_e(opening)}</p>{_html_table(table)}{_html_links(links, run)}"
     return Message(subject=subject, text="\n".join(lines), html=_html_page(subject, body), failure=True)
 
 

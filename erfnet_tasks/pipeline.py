@@ -16,18 +16,18 @@ from __future__ import annotations
 
 from typing import Any
 
-from . import build, measure, nightly, plan, report
+from . import build, measure, nightly, plan, progress, report
 from .deployment import DAG_ID  # noqa: F401  (re-exported for the DAG)
 from .errors import RegressionDetected  # noqa: F401  (re-exported: dags/erfnet_notifications.py names it)
 from .plan import run_folder_name, validate_params  # noqa: F401  (re-exported for the DAG, demo, retention)
 from .records import (
+    CellState,
     CompiledCell,
     Environment,
     ExportedModel,
     HostRecord,
     MeasuredCell,
     Model,
-    PerfRow,
     PlannedCell,
     Prepared,
     from_xcom,
@@ -80,35 +80,65 @@ def unchanged_since_last_run(env: Json, model: Json, prep: Json, url: str | None
     )
 
 
-def compile_cell(cell: Json, model: Json, env: Json) -> Json:
-    return to_xcom(
-        build.compile_cell(from_xcom(PlannedCell, cell), from_xcom(Model, model), from_xcom(Environment, env))
-    )
+def open_run(env: Json) -> int:
+    return report.open_run(from_xcom(Environment, env))
 
 
-def measure_cell(cell: Json, prep: Json, env: Json) -> Json:
-    return to_xcom(
-        measure.measure_cell(from_xcom(CompiledCell, cell), from_xcom(Prepared, prep), from_xcom(Environment, env))
-    )
+def compile_cell(cell: Json, model: Json, env: Json, try_number: int | None = None) -> Json:
+    planned, environment = from_xcom(PlannedCell, cell), from_xcom(Environment, env)
+    state = CellState.TUNING if planned.target.aoe else CellState.COMPILING
+    with progress.step(environment.run_id, planned, state, try_number):
+        compiled = build.compile_cell(planned, from_xcom(Model, model), environment)
+    progress.mark(environment.run_id, planned, CellState.COMPILED, try_number)
+    return to_xcom(compiled)
 
 
-def collect_perf(cells: list[Json]) -> list[Json]:
-    return [to_xcom(row) for row in report.collect_perf([from_xcom(MeasuredCell, c) for c in cells])]
+def measure_cell(cell: Json, prep: Json, env: Json, try_number: int | None = None) -> Json:
+    compiled, environment = from_xcom(CompiledCell, cell), from_xcom(Environment, env)
+    with progress.step(environment.run_id, compiled.planned, CellState.MEASURING, try_number):
+        measured = measure.measure_cell(compiled, from_xcom(Prepared, prep), environment)
+    return to_xcom(measured)
 
 
-def build_run_document(env: Json, model: Json, prep: Json, cells: list[Json], perf: list[Json]) -> Json:
-    return report.build_run_document(
-        from_xcom(Environment, env),
-        from_xcom(Model, model),
-        from_xcom(Prepared, prep),
-        [from_xcom(MeasuredCell, c) for c in cells],
-        [from_xcom(PerfRow, p) for p in perf],
-    )
+def store_cell(cell: Json, compiled: Json | None, measured: Json | None, env: Json) -> Json:
+    """Store the cell the moment it is measured, or, when its task handed back nothing, the cell with
+    what its last progress mark says (host_lost, timed_out, task_failed); returns the stored record."""
+    planned, environment = from_xcom(PlannedCell, cell), from_xcom(Environment, env)
+    if measured is not None:
+        stored = from_xcom(MeasuredCell, measured)
+    else:
+        fate = progress.fate(environment.run_id, planned)
+        built = None if compiled is None else from_xcom(CompiledCell, compiled)
+        stored = report.unfinished_cell(planned, built, fate)
+    report.store_cell(stored, environment)
+    return to_xcom(stored)
 
 
-def publish(doc: Json, env: Json) -> Json:
-    return report.publish(doc, from_xcom(Environment, env))
+def new_findings(cell: Json, env: Json) -> list[Json]:
+    return report.claim_new_findings(from_xcom(Environment, env), from_xcom(PlannedCell, cell))
 
 
-def regression_gate(run_id: str, params: Json) -> None:
-    report.regression_gate(run_id, params)
+def close_run(
+    env: Json | None, model: Json | None, prep: Json | None, changed: bool | None, cells: list[Json | None]
+) -> Json | None:
+    """Close the run, with results.json: ``changed`` False (the nightly skip) removes it; a run whose model
+    or data was never built is failed; otherwise every cell of the matrix is published (one whose store
+    never ran as task_failed). None when nothing was opened."""
+    if env is None:
+        return None
+    environment = from_xcom(Environment, env)
+    if changed is False:
+        report.discard_run(environment)
+        return {"run_id": environment.run_id, "skipped": True}
+    built = None if model is None else from_xcom(Model, model)
+    prepared = None if prep is None else from_xcom(Prepared, prep)
+    stored = [from_xcom(MeasuredCell, c) for c in cells if c is not None]
+    cells_out = report.with_unstored_cells(environment, stored) if built is not None and prepared is not None else []
+    doc = report.build_run_document(environment, built, prepared, cells_out)
+    return report.publish(doc, environment)
+
+
+def regression_gate(published: Json | None, params: Json) -> None:
+    if published is None or published.get("skipped"):
+        return
+    report.regression_gate(published["run_id"], params)

@@ -196,3 +196,9 @@ def plan_cells(env: Environment, group: str, chip: str | None = None) -> list[Pl
         if cell_group(target) == group and (group == "host" or target.chip == chip)
         for batch in env.params["batch_sizes"]
     ]
+
+
+def matrix(env: Environment) -> list[PlannedCell]:
+    """Every cell of the run, in the order of the DAG's groups: what the run opens with."""
+    groups = [("host", None)] + [(group, chip) for chip in env.npu_chips for group in ("npu", "npu_aoe")]
+    return [cell for group, chip in groups for cell in plan_cells(env, group, chip)]

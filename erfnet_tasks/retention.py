@@ -61,7 +61,8 @@ def _tree_stats(folder: Path) -> tuple[int, float]:
 
 
 def protected_folders(url: str | None, runs_dir: Path) -> dict[Path, str]:
-    """Folders no prune removes: each target's latest complete run, and the cache entries it used."""
+    """Folders no prune removes: each target's latest complete run and the cache entries it used, and every
+    running run (its cells are still being measured)."""
     import sqlalchemy as sa
 
     from .plan import run_folder_name
@@ -82,6 +83,8 @@ def protected_folders(url: str | None, runs_dir: Path) -> dict[Path, str]:
             latest.setdefault(target, run_id)
         for target, run_id in sorted(latest.items()):
             keep.setdefault((runs_dir / run_folder_name(run_id)).resolve(), f"latest complete run for {target}")
+        for run_id in session.scalars(sa.select(Run.id).where(Run.status == RunStatus.RUNNING.value)):
+            keep.setdefault((runs_dir / run_folder_name(run_id)).resolve(), "a running run")
         used = session.execute(
             sa.select(CompiledModel.path, CompiledModel.run_id).where(
                 CompiledModel.run_id.in_(sorted(set(latest.values()))), CompiledModel.path.is_not(None)

@@ -8,6 +8,10 @@ month of runs each), in the same transaction, so the table always equals the agg
 and a page reads versions x cells rows. ``rebuild`` recomputes all of it (``db.upgrade`` runs it when a
 database reaches the revision that adds the table).
 
+A running run is left out until it closes: its cells so far are not a result yet (a night's first
+plain cells are not its best, and its median is not that of the night). Its closing publish
+(``replace_run``) recomputes its version with it.
+
 Two writers of the same version serialise on a lock named after the version (an advisory lock on
 PostgreSQL; SQLite's database write lock is held already), so neither computes without the other's run.
 """
@@ -23,7 +27,7 @@ from sqlalchemy.dialects import postgresql
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.elements import ColumnElement
 
-from ..records import CellStatus
+from ..records import CellStatus, RunStatus
 from .document import format_time
 from .models import Accuracy, CannSummary, Performance, Run
 
@@ -78,8 +82,8 @@ _ALL = object()
 
 
 def _aggregate(dialect: str, version: object = _ALL, batch_size: int | None = None) -> sa.Select[Any]:
-    """The aggregate over every run's cells, or only those of one CANN version or batch size."""
-    filters: list[ColumnElement[bool]] = []
+    """The aggregate over every closed run's cells, or only those of one CANN version or batch size."""
+    filters: list[ColumnElement[bool]] = [Run.status != RunStatus.RUNNING.value]
     if version is not _ALL:
         filters.append(Run.cann_version.is_not_distinct_from(version))
     if batch_size is not None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import sys
 from typing import TYPE_CHECKING, Any
 
 from ..argtypes import percent, positive_int
@@ -141,11 +142,16 @@ def cmd_show(args: argparse.Namespace) -> int:
 
     with _reading_session(args) as session:
         doc = queries.run_document(session, args.run)
+        progress = _progress_if_running(session, doc)
+    if progress is not None and args.format != "table":
+        _say_still_running(progress)
     if args.format == "json":
         print(json.dumps(doc, indent=2))
     elif args.format == "csv":
         print(tables.render_csv(tables.cell_rows(doc)), end="")
     else:
+        if progress is not None:  # its cells not stored yet show their state in the tables
+            doc = dict(doc, pending=progress["pending"])
         # The run is judged by the rules it ran with, unless the user asks for others.
         rules = regression.rules_from_params(doc["run"].get("params"))
         reference = rules.reference_miou if args.reference_miou is None else args.reference_miou
@@ -155,6 +161,7 @@ def cmd_show(args: argparse.Namespace) -> int:
         perf = tables.perf_table(doc, args.reference_target)
         parts = [
             _run_heading(doc),
+            *([_progress_line(progress)] if progress is not None else []),
             f"\nAccuracy (mIoU %, reference {reference * 100:.2f}, tolerance {tolerance * 100:.2f} points)",
             tables.render_text(accuracy),
             "\nPerformance (fps)",
@@ -165,6 +172,36 @@ def cmd_show(args: argparse.Namespace) -> int:
             parts += ["\nRegression findings", tables.render_text(tables.findings_table(doc["findings"]))]
         print("\n".join(parts))
     return 0
+
+
+def _progress_if_running(session: Session, doc: dict[str, Any]) -> dict[str, Any] | None:
+    """``queries.run_progress`` of the document's run while it is running, else None."""
+    from ..records import RunStatus
+    from . import queries
+
+    if doc["run"]["status"] != RunStatus.RUNNING:
+        return None
+    return queries.run_progress(session, doc["run"]["id"])
+
+
+def _progress_line(progress: dict[str, Any]) -> str:
+    """``RUNNING: 3 of 8 cells stored; queued 2, compiling 1, ...; last update ...``."""
+    states = ", ".join(f"{state} {n}" for state, n in progress["states"].items() if n)
+    line = f"RUNNING: {progress['done']} of {progress['total']} cells stored"
+    if states:
+        line += f"; {states}"
+    if progress["updated_at"]:
+        line += f"; last update {progress['updated_at']}"
+    return line
+
+
+def _say_still_running(progress: dict[str, Any]) -> None:
+    """On stderr, so the JSON or CSV on stdout stays what it is: a running run's cells are not all there."""
+    print(
+        f"note: run {progress['run_id']} is still running: {progress['done']} of {progress['total']} "
+        "cells stored so far",
+        file=sys.stderr,
+    )
 
 
 def _run_heading(doc: dict[str, Any]) -> str:
@@ -220,14 +257,18 @@ def cmd_compare(args: argparse.Namespace) -> int:
     elif args.format == "csv":
         print(tables.render_csv(table), end="")
     else:
-        print(
-            tables.printable(
-                f"A = {doc_a['run']['id']} (CANN {doc_a['run'].get('cann_version') or 'n/a'}), "
-                f"B = {doc_b['run']['id']} (CANN {doc_b['run'].get('cann_version') or 'n/a'})"
-            )
-        )
+        print(tables.printable(f"A = {_compared(doc_a)}, B = {_compared(doc_b)}"))
         print(tables.render_text(table))
     return 0
+
+
+def _compared(doc: dict[str, Any]) -> str:
+    """A compared run: its id, CANN and, while it is running, that its cells are not all stored."""
+    from ..records import RunStatus
+
+    run = doc["run"]
+    still = ", RUNNING: cells so far" if run["status"] == RunStatus.RUNNING else ""
+    return f"{run['id']} (CANN {run.get('cann_version') or 'n/a'}{still})"
 
 
 def cmd_import(args: argparse.Namespace) -> int:
@@ -241,11 +282,25 @@ def cmd_import(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
+    from ..records import RunStatus
     from . import queries, tables
 
     with _reading_session(args) as session:
-        refs = args.run or [run["id"] for run in queries.list_runs(session, limit=1_000_000, counts=False)]
-        docs = [queries.run_document(session, ref) for ref in refs]
+        if args.run:
+            docs = [queries.run_document(session, ref) for ref in args.run]
+        else:
+            # Every run means every result: a running run is left out (and said so) unless named.
+            listed = queries.list_runs(session, limit=1_000_000, counts=False)
+            for run in listed:
+                if run["status"] == RunStatus.RUNNING:
+                    print(
+                        f"note: left out run {run['id']}: still running (name it with --run to export it)",
+                        file=sys.stderr,
+                    )
+            docs = [queries.run_document(session, run["id"]) for run in listed if run["status"] != RunStatus.RUNNING]
+        for doc in docs:
+            if (progress := _progress_if_running(session, doc)) is not None:
+                _say_still_running(progress)
     if args.format == "json":
         print(json.dumps({"runs": docs}, indent=2))
         return 0

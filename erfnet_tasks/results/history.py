@@ -7,6 +7,10 @@
   all runs, read from the table that ``cann_summary.refresh`` keeps (module ``cann_summary``).
 - ``findings_between`` and ``runs_between``: the range's findings and runs, one query each.
 
+A running run (records.RunStatus.RUNNING) is listed with its runs, its cells counted ``stored of
+planned``, and its findings so far are shown; its points are not charted, nor in the CANN summary, until
+it closes: a night half measured is not a night's result.
+
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from ..errors import BadInput
+from ..records import RunStatus
 from .cann_summary import cells_with_miou
 from .cann_summary import rows as summary_rows
 from .document import FINDING_FIELDS, format_time, validate_run_id
@@ -34,6 +39,11 @@ def span(session: Session) -> tuple[datetime | None, datetime | None]:
     return first, last
 
 
+def _closed(stmt: AnySelect) -> AnySelect:
+    """Only the runs that have closed (complete, incomplete, failed): what the charts draw."""
+    return stmt.where(Run.status != RunStatus.RUNNING.value)
+
+
 def _in_range(stmt: AnySelect, since: datetime | None, until: datetime | None) -> AnySelect:
     if since is not None:
         stmt = stmt.where(Run.started_at >= since)
@@ -45,8 +55,8 @@ def _in_range(stmt: AnySelect, since: datetime | None, until: datetime | None) -
 def points(
     session: Session, since: datetime | None = None, until: datetime | None = None, batch_size: int | None = None
 ) -> list[dict[str, Any]]:
-    """Per run, target and batch in [since, until): fps, status and mIoU, oldest run first."""
-    return _points(session, lambda stmt: _in_range(stmt, since, until), batch_size)
+    """Per closed run, target and batch in [since, until): fps, status and mIoU, oldest run first."""
+    return _points(session, lambda stmt: _closed(_in_range(stmt, since, until)), batch_size)
 
 
 def points_page(
@@ -57,10 +67,10 @@ def points_page(
     runs: int,
     after: str | None = None,
 ) -> tuple[list[dict[str, Any]], str | None]:
-    """The points of the oldest ``runs`` runs of the range that started after run ``after`` (a
+    """The points of the oldest ``runs`` closed runs of the range that started after run ``after`` (a
     keyset on start time and id, so a page never shifts when newer runs arrive), and the id to pass
     as ``after`` for the next page (None on the last page)."""
-    stmt = _in_range(sa.select(Run.id).order_by(Run.started_at, Run.id).limit(runs + 1), since, until)
+    stmt = _closed(_in_range(sa.select(Run.id).order_by(Run.started_at, Run.id).limit(runs + 1), since, until))
     if after is not None:
         validate_run_id(after)
         edge = session.get(Run, after)
@@ -133,15 +143,17 @@ def batch_sizes(session: Session) -> list[int]:
 def runs_between(
     session: Session, since: datetime | None, until: datetime | None, limit: int
 ) -> tuple[list[dict[str, Any]], bool]:
-    """The newest ``limit`` runs in the range, with
-    their cell counts, and whether the range holds more."""
+    """The newest ``limit`` runs in the range, with their cell counts (a running run's planned cells
+    too), and whether the range holds more."""
     stmt = (
         sa.select(Run.id, Run.started_at, Run.status, Run.cann_version, Run.host)
         .order_by(Run.started_at.desc(), Run.id.desc())
         .limit(limit + 1)
     )
     rows = session.execute(_in_range(stmt, since, until)).all()
-    counts = run_counts(session, [row.id for row in rows[:limit]])
+    shown = rows[:limit]
+    running = [row.id for row in shown if row.status == RunStatus.RUNNING]
+    counts = run_counts(session, [row.id for row in shown], running)
     return (
         [
             {
@@ -152,7 +164,7 @@ def runs_between(
                 "host": host,
                 **counts[run_id],
             }
-            for run_id, started, status, cann, host in rows[:limit]
+            for run_id, started, status, cann, host in shown
         ],
         len(rows) > limit,
     )

@@ -12,9 +12,10 @@ import json
 import logging
 import os
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy import exc as sa_exc
@@ -22,30 +23,48 @@ from sqlalchemy.orm import Session
 
 from ..errors import BadInput, PublishFailed, first_line
 from ..fsutil import atomic_path
+from ..records import CellState, RunStatus
 from . import cann_summary, db
 from .document import normalize_document, parse_time
-from .models import Accuracy, CompiledModel, Finding, Performance, Run
+from .models import Accuracy, CellProgress, CompiledModel, Finding, Performance, Run
 
 log = logging.getLogger(__name__)
 
 _CHILD_MODELS = ((CompiledModel, "compiled"), (Accuracy, "accuracy"), (Performance, "perf"), (Finding, "findings"))
 
 
-def publish_run(doc: dict[str, Any], url: str | None = None, retries: int = 5, backoff: float = 1.0) -> str:
+def publish_run(
+    doc: dict[str, Any],
+    url: str | None = None,
+    retries: int = 5,
+    backoff: float = 1.0,
+    *,
+    keep_findings: bool = False,
+) -> str:
     """Write ``doc`` into the results database at ``url`` (default: db.resolve_url()); returns the run id.
 
-    Migrates the database to the current schema first, so an empty database works. Connection
-    failures are retried ``retries`` times, waiting backoff, 2*backoff, 4*backoff, ... seconds.
+    ``keep_findings``: the run's stored findings stay (the DAG's cells were gated as they were stored; the
+    closing gate recomputes them), instead of being replaced by the document's.
     """
     doc = normalize_document(doc)
+    with_database(lambda session: replace_run(session, doc, keep_findings=keep_findings), url, retries, backoff)
+    run_id: str = doc["run"]["id"]
+    return run_id
+
+
+T = TypeVar("T")
+
+
+def with_database(write: Callable[[Session], T], url: str | None = None, retries: int = 5, backoff: float = 1.0) -> T:
+    """Run ``write`` in one transaction on the results database, migrated to the current schema first (an
+    empty database works). Connection failures are retried ``retries`` times, waiting backoff, 2*backoff,
+    4*backoff, ... seconds; then PublishFailed (transient: the task is retried)."""
     url = db.normalize_url(url) if url else db.resolve_url()
     for attempt in range(retries + 1):
         try:
             db.upgrade(url)
             with db.session_scope(url) as session:
-                replace_run(session, doc)
-            run_id: str = doc["run"]["id"]
-            return run_id
+                return write(session)
         except (sa_exc.OperationalError, sa_exc.InterfaceError) as exc:
             if attempt == retries:
                 raise PublishFailed(
@@ -61,15 +80,16 @@ def publish_run(doc: dict[str, Any], url: str | None = None, retries: int = 5, b
     raise AssertionError("unreachable")  # pragma: no cover
 
 
-def replace_run(session: Session, doc: dict[str, Any], *, new: bool = False) -> None:
+def replace_run(session: Session, doc: dict[str, Any], *, new: bool = False, keep_findings: bool = False) -> None:
     """Replace everything stored for the document's run with the document (``doc`` is normalised).
 
     ``new`` says the caller has just seen (under its lock) that the run is not stored, so there is
     nothing to delete first.
     """
     run_id = doc["run"]["id"]
+    children = [(m, k) for m, k in _CHILD_MODELS if not (keep_findings and m is Finding)]
     if not new:
-        for model, _key in _CHILD_MODELS:
+        for model, _key in children:
             session.execute(sa.delete(model).where(model.run_id == run_id))
     values = {"class_names": None, **doc["run"]}  # optional fields: a re-publish clears what the document lacks
     values["started_at"] = parse_time(values["started_at"], "started_at")
@@ -83,12 +103,16 @@ def replace_run(session: Session, doc: dict[str, Any], *, new: bool = False) -> 
         for name, value in values.items():
             setattr(run, name, value)
     session.flush()
-    for model, key in _CHILD_MODELS:
+    for model, key in children:
         if doc[key]:
             # Core executemany, not ORM objects: nothing needs the generated ids back, and without
             # RETURNING the driver sends one short cached statement (a run's cells, 4x faster).
             session.execute(sa.insert(model), [dict(cell, run_id=run_id) for cell in doc[key]])
     session.flush()
+    if values["status"] != RunStatus.RUNNING:  # a closed run has no cell left in progress
+        session.execute(
+            sa.update(CellProgress).where(CellProgress.run_id == run_id).values(state=CellState.STORED.value)
+        )
     cann_summary.refresh(session, versions)  # the run's old CANN version too, when a re-publish changed it
 
 

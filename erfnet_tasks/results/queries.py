@@ -1,17 +1,18 @@
-"""Reading runs back: the run document, the list of runs, history across CANN versions, findings.
+"""Reading runs back: the run document, the list of runs, a running run's progress, findings.
 
 Every query is built with SQLAlchemy; values from outside only ever travel as bound parameters.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from ..errors import BadInput
-from ..records import ACCURACY_FIELDS, COMPILED_FIELDS, PERF_FIELDS, CellStatus
+from ..records import ACCURACY_FIELDS, COMPILED_FIELDS, PERF_FIELDS, CellState, CellStatus, RunStatus
 from .document import (
     FINDING_FIELDS,
     LATEST,
@@ -19,7 +20,7 @@ from .document import (
     format_time,
     validate_run_id,
 )
-from .models import Accuracy, CompiledModel, Finding, Performance, ReferenceFigure, Run
+from .models import Accuracy, CellProgress, CompiledModel, Finding, Performance, ReferenceFigure, Run
 
 
 def resolve_run_id(session: Session, run_ref: str) -> str:
@@ -82,7 +83,8 @@ def list_runs(session: Session, limit: int = 50, *, counts: bool = True) -> list
     """
     page = sa.select(Run).order_by(Run.started_at.desc(), Run.id.desc()).limit(max(1, int(limit)))
     runs = session.scalars(page).all()
-    tallies = run_counts(session, [run.id for run in runs]) if counts else {}
+    running = [run.id for run in runs if run.status == RunStatus.RUNNING]
+    tallies = run_counts(session, [run.id for run in runs], running) if counts else {}
     return [
         {
             "id": run.id,
@@ -100,10 +102,13 @@ def list_runs(session: Session, limit: int = 50, *, counts: bool = True) -> list
     ]
 
 
-def run_counts(session: Session, run_ids: list[str]) -> dict[str, dict[str, int]]:
-    """Per run id: perf cells, those that did not come out ok, findings. Two grouped queries for the
-    given runs only."""
-    tallies = {run_id: {"perf_cells": 0, "failed_cells": 0, "findings": 0} for run_id in run_ids}
+def run_counts(session: Session, run_ids: list[str], running: Sequence[str] = ()) -> dict[str, dict[str, int | None]]:
+    """Per run id: perf cells, those that did not come out ok, findings, and for the ``running`` ones the
+    cells planned (``planned_cells``; None for the others, whose cells are all stored). Two grouped
+    queries for the given runs only, a third when some of them are running."""
+    tallies: dict[str, dict[str, int | None]] = {
+        run_id: {"perf_cells": 0, "failed_cells": 0, "findings": 0, "planned_cells": None} for run_id in run_ids
+    }
     if not run_ids:
         return tallies
     failed = sa.func.sum(sa.case((Performance.status != CellStatus.OK.value, 1), else_=0))
@@ -117,7 +122,70 @@ def run_counts(session: Session, run_ids: list[str]) -> dict[str, dict[str, int]
         sa.select(Finding.run_id, sa.func.count()).where(Finding.run_id.in_(run_ids)).group_by(Finding.run_id)
     ):
         tallies[run_id]["findings"] = found
+    if running:
+        for run_id in running:
+            tallies[run_id]["planned_cells"] = tallies[run_id]["perf_cells"]
+        for run_id, planned in session.execute(
+            sa.select(CellProgress.run_id, sa.func.count())
+            .where(CellProgress.run_id.in_(list(running)))
+            .group_by(CellProgress.run_id)
+        ):
+            tallies[run_id]["planned_cells"] = max(planned, tallies[run_id]["perf_cells"] or 0)
     return tallies
+
+
+PENDING_FIELDS = ("target", "batch_size", "state", "chip", "aoe", "host", "try_number", "error", "updated_at")
+
+
+def run_progress(session: Session, run_ref: str) -> dict[str, Any]:
+    """How far run ``run_ref`` ('latest' or a run id) has come: its status and start, ``done`` of
+    ``total`` cells stored, and each planned cell not stored yet with its state (records.CellState),
+    host and last update, in (target, batch) order.
+
+    A cell is done once its perf row is stored. ``total`` counts the planned cells (one cell_progress
+    row each) and any stored cell beside them, so a run published whole, without progress rows, reads
+    as all of its cells done."""
+    run_id = resolve_run_id(session, run_ref)
+    run = session.get(Run, run_id)
+    assert run is not None, run_id  # resolve_run_id found it
+    stored = {
+        (target, batch)
+        for target, batch in session.execute(
+            sa.select(Performance.target, Performance.batch_size).where(Performance.run_id == run_id)
+        )
+    }
+    planned = {
+        (p.target, p.batch_size): p
+        for p in session.scalars(sa.select(CellProgress).where(CellProgress.run_id == run_id))
+    }
+    pending = [_pending_cell(planned[key]) for key in sorted(planned) if key not in stored]
+    updates = [p.updated_at for p in planned.values()]
+    return {
+        "run_id": run.id,
+        "status": run.status,
+        "running": run.status == RunStatus.RUNNING,
+        "started_at": format_time(run.started_at),
+        "finished_at": format_time(run.finished_at),
+        "updated_at": format_time(max(updates)) if updates else None,
+        "done": len(stored),
+        "total": len(stored | planned.keys()),
+        "states": _state_counts(pending),
+        "pending": pending,
+    }
+
+
+def _pending_cell(row: CellProgress) -> dict[str, Any]:
+    cell = {name: getattr(row, name) for name in PENDING_FIELDS}
+    cell["updated_at"] = format_time(row.updated_at)
+    return cell
+
+
+def _state_counts(pending: list[dict[str, Any]]) -> dict[str, int]:
+    """How many pending cells are in each state, in the order a cell goes through them (all states listed)."""
+    counts = {state.value: 0 for state in CellState}
+    for cell in pending:
+        counts[cell["state"]] = counts.get(cell["state"], 0) + 1
+    return counts
 
 
 def has_runs(session: Session) -> bool:

@@ -17,6 +17,7 @@ chip has its own), else its run's (cells published before cells recorded one). F
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 import sqlalchemy as sa
@@ -71,33 +72,81 @@ def rules_from_params(params: dict[str, Any] | None) -> Rules:
     return Rules(**values)
 
 
-def find_regressions(session: Session, run_id: str, rules: Rules | None = None) -> list[dict[str, Any]]:
-    """Apply ``rules`` to run ``run_id``, store the findings (replacing the run's earlier ones), return them."""
+Cell = tuple[str, int]  # (target, batch size)
+
+
+def find_regressions(
+    session: Session, run_id: str, rules: Rules | None = None, cell: Cell | None = None
+) -> list[dict[str, Any]]:
+    """Apply ``rules`` to run ``run_id`` (or only to one ``cell`` of it, as the cell is stored), store the
+    findings (replacing the run's, or the cell's, earlier ones; a finding found again keeps the time it was
+    first notified), return them."""
     rules = rules or Rules()
     validate_run_id(run_id)
     run = session.get(Run, run_id)
     if run is None:
         raise BadInput(f"no run {run_id!r} in the results database")
-    found = _accuracy_findings(session, run_id, rules)
+    found = _accuracy_findings(session, run_id, rules, cell)
     perf = session.scalars(
-        sa.select(Performance).where(Performance.run_id == run_id).order_by(Performance.target, Performance.batch_size)
+        sa.select(Performance)
+        .where(Performance.run_id == run_id, *_in_cell(Performance, cell))
+        .order_by(Performance.target, Performance.batch_size)
     ).all()
-    found += [_not_measured(cell) for cell in perf if cell.status in INFRASTRUCTURE_FAILURES]
+    found += [_not_measured(p) for p in perf if p.status in INFRASTRUCTURE_FAILURES]
     baselines = _baselines(session, run, {(p.target, p.batch_size): _cann(p, run) for p in perf})
-    for cell in perf:
-        baseline = baselines.get((cell.target, cell.batch_size))
+    for p in perf:
+        baseline = baselines.get((p.target, p.batch_size))
         if baseline is not None:
-            found += _perf_findings(cell, baseline, run, rules)
-    session.execute(sa.delete(Finding).where(Finding.run_id == run_id))
-    session.add_all(Finding(run_id=run_id, **f) for f in found)
-    session.flush()
+            found += _perf_findings(p, baseline, run, rules)
+    _replace_findings(session, run_id, found, cell)
     return found
 
 
-def _accuracy_findings(session: Session, run_id: str, rules: Rules) -> list[dict[str, Any]]:
+def claim_unnotified(session: Session, run_id: str, cell: Cell | None = None) -> list[dict[str, Any]]:
+    """The run's (or cell's) findings that no notification has carried yet, marked notified now: a retried
+    store, or two stores at once, never notify one finding twice (the rows are locked until commit)."""
+    rows = session.scalars(
+        sa.select(Finding)
+        .where(Finding.run_id == run_id, Finding.notified_at.is_(None), *_in_cell(Finding, cell))
+        .order_by(Finding.target, Finding.batch_size, Finding.rule)
+        .with_for_update()
+    ).all()
+    now = datetime.now(UTC)
+    for row in rows:
+        row.notified_at = now
+    session.flush()
+    return [_as_finding(row) for row in rows]
+
+
+def _in_cell(model: Any, cell: Cell | None) -> list[ColumnElement[bool]]:
+    return [] if cell is None else [model.target == cell[0], model.batch_size == cell[1]]
+
+
+def _replace_findings(session: Session, run_id: str, found: list[dict[str, Any]], cell: Cell | None) -> None:
+    scope = [Finding.run_id == run_id, *_in_cell(Finding, cell)]
+    notified = {
+        (f.rule, f.target, f.batch_size): f.notified_at for f in session.scalars(sa.select(Finding).where(*scope))
+    }
+    session.execute(sa.delete(Finding).where(*scope))
+    session.add_all(
+        Finding(run_id=run_id, notified_at=notified.get((f["rule"], f["target"], f["batch_size"])), **f) for f in found
+    )
+    session.flush()
+
+
+def _as_finding(row: Finding) -> dict[str, Any]:
+    return _finding(row.rule, row.target, row.batch_size, row.message, row.value, row.threshold, row.baseline_run_id)
+
+
+def _accuracy_findings(session: Session, run_id: str, rules: Rules, cell: Cell | None) -> list[dict[str, Any]]:
     rows = session.scalars(
         sa.select(Accuracy)
-        .where(Accuracy.run_id == run_id, Accuracy.miou.is_not(None), Accuracy.miou < rules.miou_threshold)
+        .where(
+            Accuracy.run_id == run_id,
+            Accuracy.miou.is_not(None),
+            Accuracy.miou < rules.miou_threshold,
+            *_in_cell(Accuracy, cell),
+        )
         .order_by(Accuracy.target, Accuracy.batch_size)
     )
     return [

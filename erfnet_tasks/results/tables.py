@@ -2,8 +2,11 @@
 
 Batch sizes go down, targets across, as in the guide's sections 6.3 and 7; mIoU in percent. A cell
 that did not run holds its ``CellStatus`` (``oom``, ``compile_failed``...), a ratio that cannot be
-formed is ``NO_RATIO`` (``/``, as the guide writes it). The values say what they are, so each reader
-formats them at the last moment: ``text`` (the CLI's tables, CSV and the mails), the UI plugin's views (HTML).
+formed is ``NO_RATIO`` (``/``, as the guide writes it). A running run's document may list its cells not
+stored yet under ``pending`` (``queries.run_progress``): each of those holds its ``CellState``
+(``queued``, ``compiling``...) instead, and a best batch over a column still filling is ``PENDING``.
+The values say what they are, so each reader formats them at the last moment: ``text`` (the CLI's
+tables, CSV and the mails), the UI plugin's views (HTML).
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ from enum import Enum
 from typing import Any
 
 from ..errors import BadInput
-from ..records import PERF_VALUES, CellStatus
+from ..records import PERF_VALUES, CellState, CellStatus
 from .reference import GUIDE_ACCURACY_BATCHES, GUIDE_COLUMNS, GUIDE_MIOU, GUIDE_THROUGHPUT, guide_column
 
 
@@ -54,9 +57,10 @@ class Mark(Enum):
 
     NO_RATIO = "/"  # a ratio with a side that did not run
     BEST_BATCH = "best batch"  # the label of the row that compares each column's best batch
+    PENDING = "pending"  # the best batch of a column whose cells are not all stored yet: not known
 
 
-Value = str | int | float | None | CellStatus | Number | Percent | Best | Mark
+Value = str | int | float | None | CellStatus | CellState | Number | Percent | Best | Mark
 
 
 @dataclass(frozen=True)
@@ -71,16 +75,19 @@ _CellDoc = Mapping[str, Any]
 
 
 def targets_of(doc: Mapping[str, Any]) -> list[str]:
-    """The run's targets in the order the document first mentions them."""
+    """The run's targets in the order the document first mentions them; with cells still pending, in
+    name order (the order stored cells come back in), so no column moves as the cells are stored."""
     seen: dict[str, None] = {}
-    for key in ("perf", "accuracy", "compiled"):
+    for key in ("perf", "accuracy", "compiled", "pending"):
         for cell in doc.get(key) or []:
             seen.setdefault(cell["target"], None)
-    return list(seen)
+    return sorted(seen) if doc.get("pending") else list(seen)
 
 
 def batches_of(doc: Mapping[str, Any]) -> list[int]:
-    return sorted({cell["batch_size"] for key in ("perf", "accuracy", "compiled") for cell in doc.get(key) or []})
+    return sorted(
+        {cell["batch_size"] for key in ("perf", "accuracy", "compiled", "pending") for cell in doc.get(key) or []}
+    )
 
 
 def accuracy_table(doc: Mapping[str, Any], reference_miou: float = GUIDE_MIOU, tolerance: float = 0.01) -> Table:
@@ -88,6 +95,7 @@ def accuracy_table(doc: Mapping[str, Any], reference_miou: float = GUIDE_MIOU, t
     targets, threshold = targets_of(doc), reference_miou - tolerance
     accuracy = _by_cell(doc.get("accuracy"))
     perf = _by_cell(doc.get("perf"))
+    pending = _pending_states(doc)
     guide_batches = set().union(*GUIDE_ACCURACY_BATCHES.values())
     rows: list[list[Value]] = []
     for batch in batches_of(doc):
@@ -96,6 +104,8 @@ def accuracy_table(doc: Mapping[str, Any], reference_miou: float = GUIDE_MIOU, t
             cell = accuracy.get((target, batch))
             if cell is not None and cell.get("miou") is not None:
                 row.append(Percent(cell["miou"], threshold))
+            elif (target, batch) in pending and (target, batch) not in perf:
+                row.append(pending[(target, batch)])
             else:
                 row.append(_failure(perf.get((target, batch))))
         row.append(Percent(GUIDE_MIOU) if batch in guide_batches else None)
@@ -117,7 +127,7 @@ def perf_table(doc: Mapping[str, Any], reference_target: str | None = None) -> T
         )
     perf = _by_cell(doc.get("perf"))
     batches = batches_of(doc)
-    measured, layout = _perf_layout(targets, batches, perf, reference_target)
+    measured, layout = _perf_layout(targets, batches, perf, reference_target, _pending_states(doc))
     best = {header: _best(per_batch) for header, per_batch in measured.items()}
     rows: list[list[Value]] = []
     for batch in batches:
@@ -125,7 +135,7 @@ def perf_table(doc: Mapping[str, Any], reference_target: str | None = None) -> T
             [
                 batch,
                 *(
-                    _ratio(_fps_of(measured[ratio[0]][batch]), _fps_of(measured[ratio[1]][batch]))
+                    _ratio_of(measured[ratio[0]][batch], measured[ratio[1]][batch])
                     if ratio
                     else measured[header][batch]
                     for header, ratio in layout
@@ -136,7 +146,7 @@ def perf_table(doc: Mapping[str, Any], reference_target: str | None = None) -> T
         [
             Mark.BEST_BATCH,
             *(
-                _ratio(_fps_of(best[ratio[0]]), _fps_of(best[ratio[1]])) if ratio else (best[header] or NO_RATIO)
+                _ratio_of(best[ratio[0]], best[ratio[1]]) if ratio else (best[header] or NO_RATIO)
                 for header, ratio in layout
             ),
         ]
@@ -151,14 +161,20 @@ _Layout = list[tuple[str, tuple[str, str] | None]]  # header, (numerator, denomi
 
 
 def _perf_layout(
-    targets: list[str], batches: list[int], perf: dict[tuple[str, int], _CellDoc], reference_target: str | None
+    targets: list[str],
+    batches: list[int],
+    perf: dict[tuple[str, int], _CellDoc],
+    reference_target: str | None,
+    pending: Mapping[tuple[str, int], CellState],
 ) -> tuple[dict[str, dict[int, Value]], _Layout]:
-    """Each measured column's value per batch (a Number, a status, the guide's words or None), and the
-    columns in order: a target, its ratio columns, and last the guide's columns."""
+    """Each measured column's value per batch (a Number, a status, a pending cell's state, the guide's
+    words or None), and the columns in order: a target, its ratio columns, and last the guide's columns."""
     measured: dict[str, dict[int, Value]] = {}
     layout: _Layout = []
     for target in targets:
-        measured[target] = {b: _fps(perf.get((target, b))) for b in batches}
+        measured[target] = {
+            b: _fps(perf[(target, b)]) if (target, b) in perf else pending.get((target, b)) for b in batches
+        }
         layout.append((target, None))
         if reference_target is not None and target != reference_target:
             layout.append((f"{target}/{reference_target}", (target, reference_target)))
@@ -254,6 +270,7 @@ def environment_table(doc: Mapping[str, Any]) -> Table:
 
 
 def runs_table(runs: Iterable[Mapping[str, Any]]) -> Table:
+    """One row per run (``queries.list_runs``); a running run's cells read ``stored of planned``."""
     headers = ["run", "started", "status", "CANN", "host", "cells", "failed", "findings"]
     rows: list[list[Value]] = [
         [
@@ -262,13 +279,19 @@ def runs_table(runs: Iterable[Mapping[str, Any]]) -> Table:
             r["status"],
             r["cann_version"],
             r["host"],
-            r["perf_cells"],
+            stored_cells(r),
             r["failed_cells"],
             r["findings"],
         ]
         for r in runs
     ]
     return Table(headers, rows)
+
+
+def stored_cells(run: Mapping[str, Any]) -> Value:
+    """A listed run's cell count: its perf cells, or for a running run how many of its planned cells are stored."""
+    planned = run.get("planned_cells")
+    return run["perf_cells"] if planned is None else f"{run['perf_cells']} of {planned}"
 
 
 def reference_table(figures: Iterable[Mapping[str, Any]]) -> Table:
@@ -386,6 +409,21 @@ def _fps_of(value: Value) -> float | None:
     return None
 
 
+def _pending_states(doc: Mapping[str, Any]) -> dict[tuple[str, int], CellState]:
+    """The state of each cell the document lists as not stored yet (a running run's ``pending``)."""
+    return {(c["target"], c["batch_size"]): CellState(c["state"]) for c in doc.get("pending") or []}
+
+
+def _ratio_of(a: Value, b: Value) -> Value:
+    """The ratio a/b of two perf values: blank beside a cell still pending, pending beside a best batch not
+    known yet, else the ratio of their throughputs (NO_RATIO where a side did not run)."""
+    if isinstance(a, CellState) or isinstance(b, CellState):
+        return None
+    if Mark.PENDING in (a, b):
+        return Mark.PENDING
+    return _ratio(_fps_of(a), _fps_of(b))
+
+
 def _failure(perf_cell: _CellDoc | None) -> CellStatus | None:
     status = _status(perf_cell) if perf_cell is not None else None
     return status if status is not None and status != CellStatus.OK else None
@@ -396,7 +434,10 @@ def _guide_fps(batch: int, column: str) -> Value:
     return Number(figure) if isinstance(figure, float | int) else figure
 
 
-def _best(per_batch: Mapping[int, Value]) -> Best | None:
+def _best(per_batch: Mapping[int, Value]) -> Best | Mark | None:
+    """The column's best batch; PENDING while any of its cells is still to be stored."""
+    if any(isinstance(value, CellState) for value in per_batch.values()):
+        return Mark.PENDING
     measured = [(fps, batch) for batch, value in per_batch.items() if (fps := _fps_of(value)) is not None]
     if not measured:
         return None

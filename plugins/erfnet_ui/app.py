@@ -23,6 +23,7 @@ from sqlalchemy.orm import Session
 
 from erfnet_tasks.deployment import DAG_ID, PLUGIN_PREFIX
 from erfnet_tasks.errors import ErfnetError
+from erfnet_tasks.records import RunStatus
 from erfnet_tasks.results import db, hosts, queries
 from erfnet_tasks.results import history as history_queries
 
@@ -95,6 +96,13 @@ def _document(session: Session | None, run_id: str) -> dict:
         raise RunNotFound(str(exc)) from exc
 
 
+def _progress_of(session: Session | None, doc: dict) -> dict | None:
+    """A running run's progress (``queries.run_progress``); None once it has closed."""
+    if session is None or doc["run"]["status"] != RunStatus.RUNNING:
+        return None
+    return queries.run_progress(session, doc["run"]["id"])
+
+
 def _wants_html(request: Request) -> bool:
     path = request.url.path
     return "/api/" not in path and not path.endswith(".csv")
@@ -139,6 +147,7 @@ def create_app(
 
     _error_handlers(app, page)
     _run_routes(app, resolve, page)
+    _live_routes(app, resolve, page)
     _history_routes(app, resolve, page)
     _api_routes(app, resolve)
     _static_routes(app)
@@ -177,13 +186,15 @@ def _run_routes(app: FastAPI, resolve: Callable[[], str], page: Callable[..., HT
             if run_id == "latest" and not _has_runs(session):
                 return page(request, "empty.html", title="No runs yet", dag_id=DAG_ID)
             doc = _document(session, run_id)
-        view = views.run_view(doc, reference_target=reference)
+            progress = _progress_of(session, doc)
+        view = views.run_view(views.with_pending(doc, progress), reference_target=reference)
         airflow_base = base_of(request).removesuffix(URL_PREFIX)
         return page(
             request,
             template,
             title=f"Run {doc['run']['id']}",
             view=view,
+            live=views.live_view(progress) if progress else None,
             airflow_base=airflow_base,
             dag_id=doc["run"].get("dag_id") or DAG_ID,
             latest=run_id == "latest",
@@ -225,6 +236,33 @@ def _run_routes(app: FastAPI, resolve: Callable[[], str], page: Callable[..., HT
         except ErfnetError as exc:
             raise HTTPException(status_code=400, detail=str(exc)) from exc
         return _csv_response(views.perf_csv(doc, reference), f"erfnet-perf-{doc['run']['id']}.csv")
+
+
+def _live_routes(app: FastAPI, resolve: Callable[[], str], page: Callable[..., HTMLResponse]) -> None:
+    """A running run as it goes: its tables as an HTML fragment (what its page swaps in every few
+    seconds, static/live.js) and its progress as JSON. Behind the same login as every route."""
+
+    @app.get("/runs/{run_id}/live", response_class=HTMLResponse)
+    def live_fragment(request: Request, run_id: str, reference: str | None = None) -> HTMLResponse:
+        with _reading(resolve) as session:
+            doc = _document(session, run_id)
+            progress = _progress_of(session, doc)
+        view = views.run_view(views.with_pending(doc, progress), reference_target=reference)
+        response = page(request, "_live.html", view=view, live=views.live_view(progress) if progress else None)
+        response.headers["Cache-Control"] = "no-store"
+        return response
+
+    @app.get("/api/runs/{run_id}/progress")
+    def api_progress(run_id: str) -> JSONResponse:
+        """Status, started_at, done of total cells stored, and each cell not stored yet with its state."""
+        with _reading(resolve) as session:
+            if session is None:
+                raise RunNotFound("the results database holds no runs yet")
+            try:
+                progress = queries.run_progress(session, run_id)
+            except ErfnetError as exc:  # unknown or malformed run id
+                raise RunNotFound(str(exc)) from exc
+        return JSONResponse(progress, headers={"Cache-Control": "no-store"})
 
 
 def _window_of(session: Session, since: date | None, until: date | None, days: int | None) -> views.Window:

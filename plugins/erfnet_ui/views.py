@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 
 from erfnet_tasks.errors import BadInput
-from erfnet_tasks.records import CellStatus
+from erfnet_tasks.records import CellState, CellStatus
 from erfnet_tasks.results import regression, tables
 from erfnet_tasks.results.document import LEGACY_CLASS_NAMES
 
@@ -66,10 +66,15 @@ class RunView:
     tolerance: float
 
 
-def _value_cell(value: tables.Value, errors: dict[str, str]) -> Cell:
-    """A table value as a cell: a failure status in words, with an example error as its tooltip."""
+def _value_cell(value: tables.Value, errors: dict[str, str], note: str = "") -> Cell:
+    """A table value as a cell: a failure status in words, with an example error as its tooltip; a cell
+    still pending shows its state, with where and since when (``note``) as its tooltip."""
     if isinstance(value, CellStatus) and value in STATUS_TEXT:
         return Cell(STATUS_TEXT[value], "status", errors.get(value, ""))
+    if isinstance(value, CellState):
+        return Cell(STATE_TEXT.get(value, value.value), f"state {value.value}", note)
+    if value is tables.Mark.PENDING:
+        return Cell(tables.text(value), "state", "not known until every batch of the column is stored")
     return Cell(tables.text(value))
 
 
@@ -85,17 +90,24 @@ def _errors_by_status(doc: dict) -> dict[str, str]:
 def accuracy_view(doc: dict, reference_miou: float, tolerance: float) -> HtmlTable:
     table = tables.accuracy_table(doc, reference_miou, tolerance)
     errors = _errors_by_status(doc)
+    notes = pending_notes(doc)
     out = []
     for batch, *measured, guide in table.rows:
-        cells = [Cell(tables.text(batch), "label"), *(_miou_cell(value, errors) for value in measured)]
+        cells = [
+            Cell(tables.text(batch), "label"),
+            *(
+                _miou_cell(value, errors, notes.get((target, batch), ""))
+                for target, value in zip(table.headers[1:-1], measured, strict=True)
+            ),
+        ]
         cells.append(Cell(tables.text(guide), "muted"))
         out.append(cells)
     return HtmlTable(table.headers, out)
 
 
-def _miou_cell(value: tables.Value, errors: dict[str, str]) -> Cell:
+def _miou_cell(value: tables.Value, errors: dict[str, str], note: str = "") -> Cell:
     if not isinstance(value, tables.Percent):
-        return _value_cell(value, errors)
+        return _value_cell(value, errors, note)
     if value.below:
         return Cell(f"{tables.text(value)} ✗", "fail", "below reference minus tolerance")
     return Cell(f"{tables.text(value)} ✓", "pass", "within tolerance of the reference")
@@ -104,11 +116,12 @@ def _miou_cell(value: tables.Value, errors: dict[str, str]) -> Cell:
 def perf_view(doc: dict, reference_target: str | None) -> HtmlTable:
     table = tables.perf_table(doc, reference_target)
     errors = _errors_by_status(doc)
+    notes = pending_notes(doc)
     out, row_css = [], []
     for label, *values in table.rows:
         cells = [Cell(tables.text(label), "label")]
         for column, value in enumerate(values, start=1):
-            cell = _value_cell(value, errors)
+            cell = _value_cell(value, errors, notes.get((table.headers[column], label), ""))
             if column in table.guide_columns:  # the guide's published figures, for comparison only
                 cell.css = (cell.css + " muted").strip()
             cells.append(cell)
@@ -167,6 +180,104 @@ def run_view(
         reference_miou=reference_miou,
         tolerance=tolerance,
     )
+
+
+# ------------------------------------------------------------------------------- a running run
+
+LIVE_REFRESH_SECONDS = 10  # how often a running run's page fetches its tables again
+# The states in the words a reader needs: "compiled" alone would read as done.
+STATE_TEXT = {CellState.COMPILED: "waiting for a device", CellState.TUNING: "tuning (AOE)"}
+
+
+@dataclass
+class LiveView:
+    """What a running run's page adds: how far it has come, since when, and its cells not stored yet."""
+
+    done: int
+    total: int
+    started_at: str | None
+    running_for: str
+    updated_at: str | None
+    states: list[tuple[str, int]]  # (state in words, cells), the states a cell goes through, in order
+    pending: HtmlTable
+    refresh_seconds: int = LIVE_REFRESH_SECONDS
+
+
+def with_pending(doc: dict, progress: dict | None) -> dict:
+    """The document with a running run's cells not stored yet (``queries.run_progress``), as the tables
+    lay them out: each shows its state where its value will be."""
+    if progress is None or not progress["running"]:
+        return doc
+    return dict(doc, pending=progress["pending"])
+
+
+def pending_notes(doc: dict) -> dict[tuple[str, tables.Value], str]:
+    """Each pending cell's tooltip: its state, host, try and since when; its error if a step raised."""
+    return {(c["target"], c["batch_size"]): _pending_note(c) for c in doc.get("pending") or []}
+
+
+def _pending_note(cell: dict) -> str:
+    state = CellState(cell["state"])
+    note = STATE_TEXT.get(state, state.value)
+    if cell.get("host"):
+        note += f" on {cell['host']}"
+    if (cell.get("try_number") or 1) > 1:  # a retry: the earlier tries failed
+        note += f" (try {cell['try_number']})"
+    if cell.get("updated_at"):
+        note += f" since {clock_text(cell['updated_at'])}"
+    if cell.get("error"):
+        note += f"; last error: {cell['error']}"
+    return note
+
+
+def live_view(progress: dict, now: datetime | None = None) -> LiveView:
+    started = datetime.fromisoformat(progress["started_at"]) if progress["started_at"] else None
+    now = now or datetime.now(UTC)
+    return LiveView(
+        done=progress["done"],
+        total=progress["total"],
+        started_at=clock_text(progress["started_at"]),
+        running_for=duration_text(now - started) if started else "",
+        updated_at=clock_text(progress["updated_at"]),
+        states=[(STATE_TEXT.get(CellState(s), s), n) for s, n in progress["states"].items() if n],
+        pending=pending_table(progress["pending"]),
+    )
+
+
+def pending_table(pending: list[dict]) -> HtmlTable:
+    """The cells not stored yet, one row each: where each is and since when."""
+    headers = ["target", "batch", "state", "chip", "AOE", "host", "since", "error"]
+    rows = [
+        [
+            Cell(c["target"], "label"),
+            Cell(str(c["batch_size"])),
+            Cell(STATE_TEXT.get(CellState(c["state"]), c["state"]), f"label state {c['state']}"),
+            Cell(c.get("chip") or "", "label"),
+            Cell("yes" if c.get("aoe") else "", "label"),
+            Cell(c.get("host") or "", "label"),
+            Cell(clock_text(c.get("updated_at")) or "", "label"),
+            Cell(c.get("error") or "", "label status" if c.get("error") else "label"),
+        ]
+        for c in pending
+    ]
+    return HtmlTable(headers, rows)
+
+
+def clock_text(iso: str | None) -> str | None:
+    """A stored UTC time to the second, as a reader scans it: ``2026-12-01 08:03:10 UTC``."""
+    if not iso:
+        return None
+    return datetime.fromisoformat(iso).astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def duration_text(elapsed: timedelta) -> str:
+    """``42 s``, ``12 min``, ``3 h 05 min``: how long a run has been going, to the unit that matters."""
+    seconds = max(0, int(elapsed.total_seconds()))
+    if seconds < 60:
+        return f"{seconds} s"
+    if seconds < 3600:
+        return f"{seconds // 60} min"
+    return f"{seconds // 3600} h {seconds % 3600 // 60:02d} min"
 
 
 def plain_table(table: tables.Table) -> HtmlTable:

@@ -29,7 +29,7 @@ class DagRun:
         self.returncode = proc.returncode
         match = re.search(r"DagRun Finished: .*?run_id=(\S+?), .*?state=(\w+)", self.output)
         self.run_id, self.state = (match.group(1), match.group(2)) if match else (None, None)
-        self.ran = set(re.findall(r"\[DAG TEST\] end task task_id=(\w+)", self.output))
+        self.ran = set(re.findall(r"\[DAG TEST\] end task task_id=([\w.]+)", self.output))
 
 
 def run_dag(home: Path, data: Path, conf: dict, **env_extra: str) -> DagRun:

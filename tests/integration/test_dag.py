@@ -85,39 +85,38 @@ def test_dagbag_structure_queues_pools_params_schedule(dag):
         "fix_bn",
         "preprocess",
         "changed_since_last_run",
-        "compile_Ascend310",
-        "compile_aoe_Ascend310P3",
-        "compile_on_host",
-        "measure_Ascend310P3",
-        "measure_on_host",
-        "gather_measured_cells",
-        "collect_perf",
+        "open_run",
+        "cells_Ascend310.compile",
+        "cells_aoe_Ascend310P3.compile",
+        "cells_on_host.compile",
+        "cells_Ascend310P3.measure",
+        "cells_on_host.measure",
+        "cells_on_host.store",
         "publish_results",
         "regression_gate",
     } <= set(tasks)
-    for mapped in (
-        "probe_Ascend310",
-        "compile_Ascend310",
-        "compile_aoe_Ascend310P3",
-        "compile_on_host",
-        "measure_Ascend310P3",
-        "measure_on_host",
-    ):
-        assert isinstance(tasks[mapped], MappedOperator), mapped
+    assert isinstance(tasks["probe_Ascend310"], MappedOperator)
+    for in_cell in ("cells_Ascend310.compile", "cells_aoe_Ascend310P3.measure", "cells_on_host.store"):
+        assert tasks[in_cell].get_closest_mapped_task_group() is not None, in_cell  # one copy per planned cell
+    # A cell's measure waits for its own compile only (no barrier over the chip's compiles), and its
+    # store for whatever became of both.
+    assert tasks["cells_Ascend310.measure"].upstream_task_ids == {"cells_Ascend310.compile", "preprocess", "with_hosts"}
+    assert tasks["cells_Ascend310.store"].trigger_rule == "all_done"
+    assert tasks["publish_results"].trigger_rule == "all_done"
     # Each chip's device work on its own queue (ERFNET_NPU_CHIPS, by default the guide's two chips),
     # holding a device slot where it measures or tunes; nothing else leaves the default queue.
     for chip in ("Ascend310", "Ascend310P3"):
         assert {t.task_id for t in dag.tasks if t.queue == f"npu-{chip}"} == {
             f"probe_{chip}",
-            f"compile_{chip}",
-            f"compile_aoe_{chip}",
-            f"measure_{chip}",
+            f"cells_{chip}.compile",
+            f"cells_{chip}.measure",
+            f"cells_aoe_{chip}.compile",
+            f"cells_aoe_{chip}.measure",
         }
     assert {t.task_id for t in dag.tasks if t.pool == "npu_devices"} == {
-        "compile_aoe_Ascend310",
-        "measure_Ascend310",
-        "compile_aoe_Ascend310P3",
-        "measure_Ascend310P3",
+        f"{group}_{chip}.{step}"
+        for chip in ("Ascend310", "Ascend310P3")
+        for group, step in (("cells", "measure"), ("cells_aoe", "compile"), ("cells_aoe", "measure"))
     }
     assert all(t.queue == "default" for t in dag.tasks if not t.queue.startswith("npu-"))
     # Export and preprocessing run side by side after resolving the environment.
@@ -135,7 +134,7 @@ def test_dagbag_structure_queues_pools_params_schedule(dag):
     assert params["aoe"] is False and params["force"] is False
     assert {"weights", "dataset_root", "targets", "image_limit"} <= set(params)
     assert tasks["regression_gate"].retries == 0
-    assert tasks["measure_Ascend310"].retries == 2
+    assert tasks["cells_Ascend310.measure"].retries == 2
     assert any(o.name == "erfnet_results" for o in tasks["publish_results"].outlets)
 
 
@@ -268,11 +267,15 @@ def test_ascend_standins_two_chips_one_cell_out_of_memory_then_nightly_and_cann_
         ("Ascend310P3", 2),
     }
 
-    # Nothing changed: the nightly run ends early and publishes nothing.
+    # Nothing changed: the nightly run ends early; the run it opened is removed, the first stays the latest.
     second = run_dag(airflow_home, data, conf, **standins)
     assert second.state == "success"
     assert f"Nothing changed since run {first.run_id}" in second.output
-    assert "publish_results" not in second.ran and not any(t.startswith("compile") for t in second.ran)
+    assert not any(t.endswith((".compile", ".measure", ".store")) for t in second.ran), second.ran
+    from erfnet_tasks.results import db, queries
+
+    with db.session_scope(pg_url) as session:
+        assert queries.list_runs(session, limit=1)[0]["id"] == first.run_id
 
     # A CANN upgrade: the matrix runs again and the gate compares against the previous version's run;
     # the 310 now also fails at batch 1, a cell that was ok and now fails, so the gate fails the run.

@@ -12,7 +12,7 @@ from erfnet_tasks.records import INFER_FAILURES, INFRASTRUCTURE_FAILURES, CellSt
 
 def test_statuses_are_plain_strings_on_the_wire():
     assert json.dumps({"status": CellStatus.MODEL_LOAD_FAILED}) == '{"status": "model_load_failed"}'
-    assert {s.value for s in RunStatus} == {"complete", "incomplete", "failed"}
+    assert {s.value for s in RunStatus} == {"complete", "incomplete", "failed", "running"}
 
 
 def test_oom_and_compile_refusals_are_results_device_failures_are_not():
@@ -20,7 +20,15 @@ def test_oom_and_compile_refusals_are_results_device_failures_are_not():
     assert (
         {s for s in CellStatus if not is_result(s)}
         == INFRASTRUCTURE_FAILURES
-        == {"model_load_failed", "device_open_failed", "infer_failed", "no_space", "timed_out"}
+        == {
+            "model_load_failed",
+            "device_open_failed",
+            "infer_failed",
+            "no_space",
+            "timed_out",
+            "host_lost",
+            "task_failed",
+        }
     )  # nothing was measured
 
 
@@ -39,7 +47,8 @@ def test_run_status(statuses, expected):
 
 
 def test_infer_failed_carries_one_of_the_backend_statuses():
-    assert {"oom", *INFRASTRUCTURE_FAILURES} == INFER_FAILURES
+    # host_lost and task_failed are the store's verdict on a task that handed back nothing, never a backend's
+    assert {"oom", *INFRASTRUCTURE_FAILURES} - {"host_lost", "task_failed"} == INFER_FAILURES
     assert InferFailed("x", status="device_open_failed").status == "device_open_failed"
     with pytest.raises(ValueError, match="unknown infer status"):
         InferFailed("x", status="compile_failed")

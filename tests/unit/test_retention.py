@@ -140,3 +140,16 @@ def test_durations():
     assert parse_duration("30d") == dt.timedelta(days=30)
     assert parse_duration("12h") == dt.timedelta(hours=12)
     assert parse_duration("90m") == dt.timedelta(minutes=90)
+
+
+def test_a_running_run_stays_however_old_its_folder(installation, capsys):
+    """A run still measuring (opened days ago, a long AOE night) keeps its folder: its cells write there."""
+    from erfnet_tasks.results.progress import open_run
+
+    with db.session_scope(installation["url"]) as session:
+        started = (NOW - dt.timedelta(days=33)).isoformat()
+        open_run(session, {"id": "still_running", "started_at": started}, [])
+    _folder(installation["runs"], run_folder_name("still_running"), OLD)
+    lines = _prune(capsys, "--older-than", "30d")
+    assert (installation["runs"] / run_folder_name("still_running")).is_dir(), lines
+    assert not (installation["runs"] / run_folder_name("incomplete_cpu")).exists()

@@ -7,7 +7,6 @@ import csv
 import importlib.util
 import io
 import json
-from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
@@ -19,6 +18,8 @@ from airflow.api_fastapi.auth.managers.simple.user import SimpleAuthManagerUser
 from airflow.api_fastapi.core_api.security import get_user
 from erfnet_ui.app import URL_PREFIX, create_app
 from fastapi.testclient import TestClient
+
+from tests.helpers.html_tables import Tables
 
 OLD_RUN = "manual__2026-11-01T10:00:00+00:00"
 NEW_RUN = "scheduled__2026-11-20T02:00:00+00:00"
@@ -113,48 +114,6 @@ def populated(sqlite_url):
     publish_run(_doc(OLD_RUN, "2026-11-01T10:00:00+00:00", "7.0.RC1", oom=False, findings=[]), sqlite_url)
     publish_run(_doc(NEW_RUN, "2026-11-20T02:00:00+00:00", "8.0.RC2", oom=True, findings=[FINDING]), sqlite_url)
     return sqlite_url
-
-
-class Tables(HTMLParser):
-    """Every <table id=...> of a page as rows of cell texts, plus all visible text."""
-
-    def __init__(self, html: str):
-        super().__init__()
-        self.tables: dict[str, list[list[str]]] = {}
-        self.text: list[str] = []
-        self._table = None
-        self._cell = None
-        self.feed(html)
-
-    def handle_starttag(self, tag, attrs):
-        attrs = dict(attrs)
-        if tag == "table":
-            self._table = self.tables.setdefault(attrs.get("id", f"t{len(self.tables)}"), [])
-        elif tag == "tr" and self._table is not None:
-            self._table.append([])
-        elif tag in ("td", "th") and self._table is not None:
-            self._cell = []
-
-    def handle_endtag(self, tag):
-        if tag in ("td", "th") and self._cell is not None:
-            self._table[-1].append(" ".join("".join(self._cell).split()))
-            self._cell = None
-        elif tag == "table":
-            self._table = None
-
-    def handle_data(self, data):
-        self.text.append(data)
-        if self._cell is not None:
-            self._cell.append(data)
-
-    def cell(self, table: str, row_label: str, column: str) -> str:
-        rows = self.tables[table]
-        col = rows[0].index(column)
-        return next(r[col] for r in rows[1:] if r[0] == row_label)
-
-    @property
-    def all_text(self) -> str:
-        return " ".join(" ".join(self.text).split())
 
 
 @pytest.mark.parametrize("path", PAGES)
