@@ -24,6 +24,9 @@
 - ERFNET_PRUNE_OLDER_THAN: the maintenance DAG's retention age (default 30d; `erfnet runs prune`).
 - ERFNET_INFER_TIMEOUT_PER_IMAGE, ERFNET_INFER_TIMEOUT_FLOOR, ERFNET_ATC_TIMEOUT, ERFNET_AOE_TIMEOUT: the
   deadlines of the device tools, in seconds (defaults and the figures behind them: deadlines.py).
+- ERFNET_RETRY_DELAY: seconds between a failed task's tries (default 120: a host lost mid-run gets that
+  long to come back before its cell's retry is queued; lab_airflow.py's bound counts it). Read when the
+  DAG is parsed.
 """
 
 from __future__ import annotations
@@ -263,3 +266,8 @@ def atc_timeout(fallback: float) -> float:
 def aoe_timeout(fallback: float) -> float:
     """ERFNET_AOE_TIMEOUT: the deadline of one AOE job (subgraph or operator tuning)."""
     return _positive_seconds("ERFNET_AOE_TIMEOUT", fallback)
+
+
+def retry_delay(fallback: float) -> float:
+    """ERFNET_RETRY_DELAY: seconds between a failed task's tries (the DAG's default_args)."""
+    return _positive_seconds("ERFNET_RETRY_DELAY", fallback)
