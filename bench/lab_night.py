@@ -319,12 +319,12 @@ def _published(cluster: LocalCluster, run_id: str) -> dict:
         return {(t, int(b)) for t, b in session.execute(query)}
 
 
-def run_contender(name: str, source: Path, work: Path, scale: float, timeout: float) -> dict:
+def run_contender(name: str, source: Path, work: Path, scale: float, timeout: float, slots: int = 3) -> dict:
     from erfnet_tasks.datasets.synthetic import write_sample_data
     from erfnet_tasks.model import write_random_checkpoint
 
     workers = [Worker("cpu-worker"), *(_npu_host(work, h, scale) for h in HOSTS)]
-    cluster = LocalCluster(work, workers, env={"ERFNET_NPU_SLOTS": "3"}, source=source)
+    cluster = LocalCluster(work, workers, env={"ERFNET_NPU_SLOTS": str(slots)}, source=source)
     started = time.time()
     with cluster:
         log(f"{name}: cluster up in {time.time() - started:.0f} s ({cluster.base_url})")
@@ -400,7 +400,9 @@ def render(results: dict) -> str:
         "CeleryExecutor cluster per contender (deploy/local_cluster.py: scheduler, api-server, "
         "dag-processor, a CPU worker, host A with two Ascend310P3 stand-in devices, host B with one "
         f"Ascend310), one cold run each: targets Ascend310 and Ascend310P3 with AOE, batch sizes "
-        f"{', '.join(map(str, BATCH_SIZES))} (12 cells, 6 AOE-tuned). The stand-ins take their modeled "
+        f"{', '.join(map(str, BATCH_SIZES))} (12 cells, 6 AOE-tuned), the `npu_devices` pool at "
+        f"{results.get('slots', 3)} slots, the lab's Airflow settings (erfnet_tasks/lab_airflow.py, none "
+        "tuned for latency). The stand-ins take their modeled "
         f"times (tests/standins/standin_timing.py) x {results['scale']:.4g}: atc "
         f"{60 * results['scale']:.1f} s, AOE {1200 * results['scale']:.0f} + {2400 * results['scale']:.0f} s "
         f"per cell on its device, a measurement of the 500-image val set "
@@ -504,6 +506,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--scale", type=float, default=DEFAULT_SCALE, help="the stand-ins' time scale")
     parser.add_argument("--contenders", nargs="+", choices=["old", "new"], default=["old", "new"])
     parser.add_argument("--old", default=OLD_COMMIT, help="the commit of today's DAG")
+    parser.add_argument("--slots", type=int, default=3, help="the npu_devices pool (default: the fleet's devices)")
     parser.add_argument("--timeout", type=float, default=1800, help="the most one run may take, in seconds")
     parser.add_argument("--keep", action="store_true", help="keep the work folders (logs, timelines)")
     parser.add_argument("--report-only", action="store_true", help="BENCHMARKS.md from bench/lab_night.json")
@@ -516,6 +519,7 @@ def main(argv: list[str] | None = None) -> int:
         "command": " ".join([".venv/bin/python bench/lab_night.py", *(sys.argv[1:] if argv is None else argv)]),
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
         "scale": args.scale,
+        "slots": args.slots,
         "old_commit": _commit(args.old),
         "new_commit": _commit("HEAD"),
         "load_before": list(os.getloadavg()),
@@ -525,7 +529,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         for name in args.contenders:
             source = old_tree(args.old, root / "source-old") if name == "old" else REPO
-            results["contenders"][name] = run_contender(name, source, root / name, args.scale, args.timeout)
+            results["contenders"][name] = run_contender(name, source, root / name, args.scale, args.timeout, args.slots)
     finally:
         if args.keep:
             log(f"work folders kept under {root}")

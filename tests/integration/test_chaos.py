@@ -123,8 +123,8 @@ def run_bound_s(kills_at_s: float) -> float:
     lost = lost_host_bound_s(retry, SCALED)
     heartbeat = "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT"
     noticed = float(SCALED[heartbeat]) + float(SCALED[f"{heartbeat}_DETECTION_INTERVAL"]) + retry
-    # The rebooted host's two retries may take turns (the pool's slots are the fleet's three devices, two
-    # of them held by the lost host's queued retries): one measurement, then the hung one's deadline.
+    # The rebooted host's two retries may take turns (two of the pool's four slots are held by the lost
+    # host's queued retries, one device each): one measurement, then the hung one's deadline.
     rebooted = noticed + REBOOT_S + MEASURE_S + float(SCALED["ERFNET_INFER_TIMEOUT_FLOOR"]) + KILL_GRACE_S
     return kills_at_s + max(lost, rebooted) + CLOSE_S
 
@@ -143,7 +143,9 @@ def _device_uses_ended(tmp: Path, host: str) -> list[dict]:
 def test_a_lost_host_a_rebooted_host_and_a_hung_device_still_deliver_the_night(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("chaos")
     workers = [Worker("cpu-worker", concurrency=4), *(_npu_host(tmp, name) for name in HOSTS)]
-    cluster = LocalCluster(tmp, workers, env={"ERFNET_NPU_SLOTS": "3", **SCALED})
+    # The pool admits one more than the fleet's three devices: host B's second cell waits for its one device
+    # holding a slot, and host A's two must measure side by side for the kill to find them both on a device.
+    cluster = LocalCluster(tmp, workers, env={"ERFNET_NPU_SLOTS": "4", **SCALED})
     with cluster:
         from erfnet_tasks.datasets.synthetic import write_sample_data
         from erfnet_tasks.model import write_random_checkpoint
