@@ -245,6 +245,7 @@ def render(r: dict) -> str:
 
     L += parallel_contexts()
     L += cell_storage()
+    L += diagnose()
     if r.get("history"):
         L += [
             "## Before / after the changes this benchmark prompted",
@@ -340,6 +341,46 @@ def parallel_contexts(path=None) -> list[str]:
         L.append(
             f"| {names.get(key, key)} | {c['daemonic']} | {ips['1']:.2f} | {ips[str(cores)]:.2f} "
             f"| {c['speedup']:.2f}x |"
+        )
+    L.append("")
+    return L
+
+
+def diagnose(path=None) -> list[str]:
+    """The section of bench/diagnose.py's own run (bench/diagnose.json), when there is one."""
+    import json
+    from pathlib import Path
+
+    path = Path(path or Path(__file__).with_name("diagnose.json"))
+    if not path.is_file():
+        return []
+    d = json.loads(path.read_text())
+    L = [
+        "## Locating a regression: `erfnet diagnose` (issue 27)",
+        "",
+        f"`.venv/bin/python bench/diagnose.py --images {d['images']} --repeats {d['repeats']}` (run separately "
+        f"from `make bench`; {d['when']}, git {d['git']}, {d['cores']} cores, load average before "
+        f"{d['load_before']}, after {d['load_after']}): `{d['command']}` in its own process, on "
+        f"{d['images']} synthetic full-size images (2048x1024 PNGs preprocessed to 512x1024 inputs), against the "
+        "random checkpoint's fixed export; the model has one conv's weights perturbed "
+        f"(`{d['perturbed_node']}`): for ONNX Runtime, the `cpu` backend's compiled model (batch 1); for "
+        "PyTorch, the checkpoint. Seconds: the whole command (imports, loading, the pairing export for "
+        f"PyTorch, every layer's metrics), median (min-max) of {d['repeats']} interleaved repeats.",
+        "",
+    ]
+    if max(d["load_before"][0], d["load_after"][0]) > d["cores"]:
+        L += [
+            f"**These seconds are not a measure of the code**: the machine was busy (load average above its "
+            f"{d['cores']} cores, other engineers' jobs running).",
+            "",
+        ]
+    L += ["| backend | layers | wall s | peak RSS MiB | first diverging (every repeat) |", "|---|---|---|---|---|"]
+    for name, b in d["backends"].items():
+        firsts = set(b["first_diverging"])
+        first = f"`{firsts.pop()}`" if len(firsts) == 1 else ", ".join(map(str, b["first_diverging"]))
+        L.append(
+            f"| {name} | {b['layers']} | {b['median_s']:.1f} ({min(b['seconds']):.1f}-{max(b['seconds']):.1f}) | "
+            f"{max(b['peak_rss_mib'])} | {first} |"
         )
     L.append("")
     return L

@@ -7,14 +7,17 @@
    `npu-<chip>`), merged by **with_hosts**.
 2. **3.1** export_onnx (ErfNet_pth2onnx.py) -> fix_bn (modify_bn_weights.py).
 3. **4** preprocess the Cityscapes val set (in parallel with the export).
-4. changed_since_last_run — a nightly run with the same CANN, weights and data ends here (unless `force`).
-5. **3.2** compile, mapped over the matrix: atc on the chip's queue `npu-<chip>`, AOE there holding an
-   `npu_devices` slot and a device of the chip, ONNX Runtime on the host; cached by content.
-6. **5** + **6** measure, mapped over the compiled cells: infer (NPU inference on the chip's queue holds an
-   `npu_devices` slot and a device lease of its own), then evaluate on the same worker after the device is
-   released (mIoU, per-class IoU, confusion matrix) and delete the counted outputs unless `keep_outputs`;
-   **7** collect_perf.
-8. publish_results to the results database (and a JSON file beside the outputs) -> regression_gate.
+4. changed_since_last_run — a nightly run with the same CANN, weights and data measures nothing (unless
+   `force`); **open_run** has already put the run in the results database as `running`, with its matrix.
+5. **3.2** + **5** + **6**, one chain per cell (mapped task groups `cells_on_host`, `cells_<chip>`,
+   `cells_aoe_<chip>`): **compile** (atc on the chip's queue `npu-<chip>`, AOE there holding an
+   `npu_devices` slot, ONNX Runtime on the host; cached by content) -> **measure** as soon as its own model
+   is ready (infer holding a slot and a device lease, then evaluate on the same worker, delete the counted
+   outputs unless `keep_outputs`) -> **store** (whatever became of the two: the cell's rows, gated at once
+   against its baseline, each new finding notified; a task that died is stored `host_lost`, `timed_out`
+   or `task_failed` with its reason and host).
+6. **7** + **8** publish_results closes the run in every case (every planned cell, `results.json`) ->
+   regression_gate.
 
 Scheduled nightly at 02:00 and whenever `erfnet_cann_probe` sees a CANN upgrade on an NPU host. A failed
 task, the gate's findings and (optionally) a summary go to the connections in `ERFNET_NOTIFY`.
@@ -233,7 +236,10 @@ def erfnet_offline_inference():
         aoe = {"pool": NPU_POOL, "execution_timeout": TIMEOUTS["compile_aoe"]}
         stored.append(cells(f"cells_aoe_{chip}", planned_aoe, queue, aoe, on_device))
 
-    regression_gate(publish_results(planned, env, model, prep, go, *stored))
+    published = publish_results(planned, env, model, prep, go, *stored)
+    # The gate also waits on the stages publish_results (all_done) outlives: a run whose form, environment,
+    # export or preprocessing failed is published failed, and still ends failed.
+    [planned, env, model, prep, go] >> regression_gate(published)
 
 
 erfnet_offline_inference()

@@ -11,6 +11,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from . import progress
 from .backends import Backend, CompileResult, get_backend
 from .backends.ascend import detect_cann_version, detect_driver_version
 from .datasets.cityscapes import LABEL_SPEC, dataset_dirs, preprocess, source_digest
@@ -159,7 +160,7 @@ def compile_cell(cell: PlannedCell, model: Model, env: Environment) -> CompiledC
     store = Store(load_settings().compile_cache, "the compile cache")
     try:
         entry = store.fetch_or_build(
-            cache_key(model, cann, cell), lambda staging: _build(backend, cell, model, staging)
+            cache_key(model, cann, cell), lambda staging: _build(backend, cell, model, staging, env.run_id)
         )
     except (CompileFailed, InferFailed) as exc:  # InferFailed: AOE found no device of its chip
         log.error("compile failed for %s at batch %s: %s", cell.target.name, cell.batch_size, exc)
@@ -189,15 +190,23 @@ def compile_cell(cell: PlannedCell, model: Model, env: Environment) -> CompiledC
     )
 
 
-def _build(backend: Backend, cell: PlannedCell, model: Model, staging: Path) -> tuple[Path, dict[str, Any]]:
-    """Compile into the store's staging folder; AOE tunes on a leased device of its chip."""
+def _build(
+    backend: Backend, cell: PlannedCell, model: Model, staging: Path, run_id: str
+) -> tuple[Path, dict[str, Any]]:
+    """Compile into the store's staging folder; AOE tunes on a leased device of its chip, leaving one
+    free while the run's plain cells of the chip are still to be measured (they take minutes, a tuning
+    hours: a plain regression is known first)."""
     target = cell.target
     chip = target.chip or target.device_type
     # Only atc takes the output type (the other backends' artifacts output what the model does).
     extra: dict[str, Any] = {"integer_output": cell.output.integer_output} if backend.RUNS_ON == "npu" else {}
     result: CompileResult
     if target.aoe:
-        with hold_device(as_target(target).as_dict(), backend) as device:
+
+        def keep_free() -> int:
+            return 1 if progress.plain_cells_pending(run_id, chip) else 0
+
+        with hold_device(as_target(target).as_dict(), backend, keep_free) as device:
             result = backend.compile(
                 model.path, staging, chip=chip, batch_size=cell.batch_size, aoe=True, device=device, **extra
             )

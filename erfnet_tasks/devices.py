@@ -13,7 +13,7 @@ import fcntl
 import logging
 import os
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
 from . import settings
@@ -52,36 +52,65 @@ def _try_lock(device: int) -> int | None:
 
 
 @contextlib.contextmanager
-def lease(chip: str, *, chips: list[str] | None = None, poll: float = POLL_SECONDS) -> Iterator[int]:
-    """Hold a free device of ``chip`` for the block (waiting, and saying so, while all are busy)."""
+def lease(
+    chip: str,
+    *,
+    chips: list[str] | None = None,
+    poll: float = POLL_SECONDS,
+    keep_free: Callable[[], int] | None = None,
+) -> Iterator[int]:
+    """Hold a free device of ``chip`` for the block (waiting, and saying so, while all are busy).
+
+    ``keep_free``: how many other devices of the chip must stay free beside the one taken (asked again at
+    each look): AOE tuning leaves a device to the run's plain cells while any is still to be measured."""
     candidates = devices_of_chip(chip, chips)
     if not candidates:
         raise InferFailed(f"this host has no {chip} device (npu-smi info lists none)", status="device_open_failed")
     die_with_parent()  # an orphan of a killed worker would hold the device for nobody (lifeline.py)
     started, said = time.monotonic(), None
     while True:
+        spare = keep_free() if keep_free is not None else 0
         for device in candidates:
             fd = _try_lock(device)
-            if fd is not None:
-                if said is not None:
-                    log.info("device %d of %s free after %.0fs", device, chip, time.monotonic() - started)
-                try:
-                    yield device
-                finally:
-                    os.close(fd)  # releases the flock
-                return
+            if fd is None:
+                continue
+            if spare and _free_besides(device, candidates) < spare:
+                os.close(fd)
+                break
+            if said is not None:
+                log.info("device %d of %s free after %.0fs", device, chip, time.monotonic() - started)
+            try:
+                yield device
+            finally:
+                os.close(fd)  # releases the flock
+            return
         if said is None or time.monotonic() - said >= LOG_EVERY_SECONDS:
-            log.info("waiting for a device of %s: all busy (devices %s)", chip, ",".join(map(str, candidates)))
+            why = f", keeping {spare} free for plain cells" if spare else ""
+            log.info("waiting for a device of %s: all busy (devices %s)%s", chip, ",".join(map(str, candidates)), why)
             said = time.monotonic()
         time.sleep(poll)
 
 
+def _free_besides(taken: int, candidates: list[int]) -> int:
+    """How many of the other devices are free right now (each lock tried and let go at once)."""
+    free = 0
+    for device in candidates:
+        if device != taken:
+            fd = _try_lock(device)
+            if fd is not None:
+                os.close(fd)
+                free += 1
+    return free
+
+
 @contextlib.contextmanager
-def hold_device(cell: Mapping[str, Any], backend: Backend) -> Iterator[str | int | None]:
+def hold_device(
+    cell: Mapping[str, Any], backend: Backend, keep_free: Callable[[], int] | None = None
+) -> Iterator[str | int | None]:
     """The device a cell's tool runs on, held for the block: a leased NPU device of the cell's chip, or
     the host backend's device (ONNX Runtime and PyTorch share the host; the DAG's pools bound them)."""
     if backend.RUNS_ON == "npu":
-        with lease(cell["chip"]) as device:
+        with lease(cell["chip"], keep_free=keep_free) as device:
             yield device
     else:
         yield backend.device_for(cell)

@@ -62,6 +62,10 @@ def load_run(run_id: str, url: str | None = None) -> tuple[Doc, dict[str, Doc]]:
     """The run's document (findings included) and the documents of the baseline runs its findings name."""
     with db.session_scope(url) as session:
         doc = queries.run_document(session, run_id)
+        early = queries.notified_findings(session, run_id)
+        doc["findings"] = [
+            {**f, "notified_early": (f["rule"], f["target"], f["batch_size"]) in early} for f in doc["findings"]
+        ]
         baselines = {
             f["baseline_run_id"]: queries.run_document(session, f["baseline_run_id"])
             for f in doc["findings"]
@@ -94,6 +98,7 @@ def finding_row(finding: Doc, doc: Doc, baselines: dict[str, Doc]) -> Doc:
         "run_cann": doc["run"].get("cann_version") or "unknown",
         "baseline": base_id or "guide reference",
         "baseline_cann": (base["run"].get("cann_version") or "unknown") if base else "-",
+        "notified_early": bool(finding.get("notified_early")),
     }
     if rule == "accuracy_below_reference":
         params = doc["run"].get("params") or {}
@@ -157,6 +162,7 @@ def regression_message(doc: Doc, baselines: dict[str, Doc], links: Links, *, ear
             f"(baseline {r['baseline_value']}, "
             f"threshold {r['threshold']}); rule {r['rule']}; baseline run {r['baseline']} "
             f"(CANN {r['baseline_cann']}) against this run (CANN {r['run_cann']})"
+            + ("; notified earlier, as its cell was stored" if r["notified_early"] and not early else "")
         )
     lines += ["", *_link_lines(links, run)]
     table = tables.Table([h for _k, h in _FINDING_COLUMNS], [[str(r[k]) for k, _h in _FINDING_COLUMNS] for r in rows])

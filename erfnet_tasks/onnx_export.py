@@ -67,27 +67,35 @@ def export_onnx(
     dummy = torch.randn(1, *INPUT_SHAPE)
     out = Path(out)
     with atomic_path(out) as tmp:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            try:
-                torch.onnx.export(
-                    model,
-                    (dummy,),
-                    str(tmp),
-                    input_names=[INPUT_NAME],
-                    output_names=[OUTPUT_NAME],
-                    dynamic_axes={INPUT_NAME: {0: "-1"}, OUTPUT_NAME: {0: "-1"}},
-                    opset_version=opset,
-                    dynamo=False,
-                )
-            except Exception as exc:  # the exporter raises many types; the user needs one line
-                raise BadInput(f"ONNX export failed at opset {opset}: {first_line(exc)}") from exc
+        trace_to_onnx(model, dummy, tmp, opset)
         if argmax:
             append_argmax(tmp)
         check_onnx(tmp)
         compare = compare_argmax_with_torch if argmax else compare_with_torch
         abs_err, rel_err = compare(model, tmp, verify_batches, seed=seed)
     return ExportReport(out, opset, abs_err, rel_err, tuple(verify_batches), argmax)
+
+
+def trace_to_onnx(model: torch.nn.Module, dummy: torch.Tensor, path: StrPath, opset: int = DEFAULT_OPSET) -> None:
+    """The guide's exporter call (TorchScript, dynamic batch): ``erfnet diagnose --backend torch`` exports
+    the checkpoint with it too, so that its nodes bear the golden's names."""
+    import torch
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            torch.onnx.export(
+                model,
+                (dummy,),
+                str(path),
+                input_names=[INPUT_NAME],
+                output_names=[OUTPUT_NAME],
+                dynamic_axes={INPUT_NAME: {0: "-1"}, OUTPUT_NAME: {0: "-1"}},
+                opset_version=opset,
+                dynamo=False,
+            )
+        except Exception as exc:  # the exporter raises many types; the user needs one line
+            raise BadInput(f"ONNX export failed at opset {opset}: {first_line(exc)}") from exc
 
 
 def check_onnx(path: str | os.PathLike[str]) -> None:

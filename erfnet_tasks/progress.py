@@ -113,3 +113,14 @@ def judge(cell: PlannedCell, last: tuple[CellState, str | None, str | None, str 
         f"and no worker of {queue} measured it again",
         host,
     )
+
+
+def plain_cells_pending(run_id: str, chip: str, url: str | None = None) -> bool:
+    """Whether a cell of ``chip`` without AOE is still to be stored in the run (False when unknown: a
+    database that is down never holds a tuning back)."""
+    try:
+        with db.session_scope(url) as session:
+            return stored.plain_cells_pending(session, run_id, chip) > 0
+    except Exception as exc:
+        log.warning("cannot tell whether plain cells are pending (%s: %s)", type(exc).__name__, first_line(exc))
+        return False

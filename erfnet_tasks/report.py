@@ -193,13 +193,13 @@ def store_cell(cell: MeasuredCell, env: Environment, url: str | None = None) -> 
         )
         return found
 
-    return results_publish.with_database(write, url)
+    return results_publish.with_database(write, url, migrate=False)  # open_run migrated it
 
 
 def claim_new_findings(env: Environment, cell: PlannedCell, url: str | None = None) -> list[dict[str, Any]]:
     """The cell's findings no notification carried yet, marked as notified (so each is notified once)."""
     key = (cell.target.name, cell.batch_size)
-    return results_publish.with_database(lambda s: regression.claim_unnotified(s, env.run_id, key), url)
+    return results_publish.with_database(lambda s: regression.claim_unnotified(s, env.run_id, key), url, migrate=False)
 
 
 def with_unstored_cells(env: Environment, stored: list[MeasuredCell]) -> list[MeasuredCell]:

@@ -52,7 +52,8 @@ def _cuda_available() -> bool:
     return torch.cuda.is_available()
 
 
-def _device(device: str | int | None) -> torch.device:
+def torch_device(device: str | int | None) -> torch.device:
+    """The torch device for a device argument (cpu, cuda, cuda:N); BadInput if this PyTorch has no CUDA."""
     import torch
 
     kind, index = _local.parse_device(
@@ -157,7 +158,7 @@ def infer(
     check_batch_size(batch_size)
     check_output_type(output_type)
     check_runs(loop, warmup)
-    dev = _device(device)
+    dev = torch_device(device)
     files = _local.list_inputs(input_dir)
     net = _load(model).to(dev)
     buffer = np.zeros((batch_size, *INPUT_SHAPE), dtype=np.float32)

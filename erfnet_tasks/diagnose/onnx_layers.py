@@ -3,6 +3,12 @@
 Each node output becomes a graph output (typed by ONNX shape inference where it can be); graph
 optimisations are off, as msprobe's ``--onnx_fusion_switch False``, so every node's output exists as
 the model states it. Unnamed nodes are named ``<op_type>_<index>``, as msprobe names them.
+
+A compiled model may have fused golden nodes into one (ONNX Runtime's optimiser turns Conv -> Relu into
+one FusedConv that keeps the Conv's name and the Relu's output tensor): such a node stands for the chain
+of golden nodes from its namesake to the producer of its output tensor, and is compared with the end of
+the chain, as msprobe compares a fused om op with the last ONNX node fused into it. A model compiled at
+a fixed batch B > 1 is fed the sample B times and its outputs are read at the first item.
 """
 
 from __future__ import annotations
@@ -27,6 +33,25 @@ class NodeOutput:
     op_type: str
     tensor: str
     index: int
+
+
+@dataclass(frozen=True)
+class Counterpart:
+    """The golden nodes a model's output stands for (several where a fusion merged them) and the golden
+    tensor it is compared with (the last one's)."""
+
+    nodes: tuple[str, ...]
+    tensor: str
+
+
+# The longest chain of golden nodes one compiled node is taken to have fused (Conv, BatchNorm, Add, Relu...),
+# and the ops a compiler fuses into the node before them: element-wise ones that keep its shape. Not ArgMax
+# or Cast: a golden that ends in ArgMax -> Cast keeps its logits under the ConvTranspose's name.
+MAX_FUSED_CHAIN = 6
+FUSABLE_FOLLOWERS = frozenset(
+    {"Relu", "LeakyRelu", "PRelu", "Clip", "Sigmoid", "HardSigmoid", "HardSwish", "Tanh", "BatchNormalization"}
+    | {"Add", "Sum", "Mul", "Sub", "Div"}
+)
 
 
 def load_model(path: str | os.PathLike[str], role: str) -> onnx.ModelProto:
@@ -79,37 +104,84 @@ class EveryOutputRunner:
             )
         except Exception as exc:  # ORT's errors are many types; the user needs one line
             raise BadInput(f"ONNX Runtime could not load the model: {first_line(exc)}") from exc
-        self.feed = self.session.get_inputs()[0].name
+        feed = self.session.get_inputs()[0]
+        self.feed = feed.name
+        # A cell's model is compiled at its batch size: it takes B samples at once, never one.
+        self.batch = feed.shape[0] if feed.shape and isinstance(feed.shape[0], int) and feed.shape[0] > 1 else 1
         self.names = [o.name for o in self.session.get_outputs()]
 
     def run(self, sample: Sample) -> dict[str, npt.NDArray[np.generic]]:
+        feed = np.repeat(sample, self.batch, axis=0) if self.batch > 1 else sample
         try:
-            return dict(zip(self.names, self.session.run(self.names, {self.feed: sample}), strict=True))
+            values = dict(zip(self.names, self.session.run(self.names, {self.feed: feed}), strict=True))
         except Exception as exc:  # as above
             raise BadInput(f"ONNX Runtime could not run the model: {first_line(exc)}") from exc
+        if self.batch == 1:
+            return values
+        # B copies of one sample: the first item of each batched output is that sample's.
+        return {name: v[:1] if v.ndim and v.shape[0] == self.batch else v for name, v in values.items()}
 
 
-def golden_counterparts(golden: onnx.ModelProto, items: list[NodeOutput]) -> list[NodeOutput | None]:
-    """The golden's output for each of the model's: same node name and output index, else same tensor name
-    and op type (an ArgMax model renames the logits tensor, keeps the node's name, and gives the name
-    ``output1`` to a Cast that has no counterpart)."""
-    by_node = {(g.node, g.index): g for g in node_outputs(golden)}
-    by_tensor = {g.tensor: g for g in by_node.values()}
-    found: list[NodeOutput | None] = []
+def golden_counterparts(golden: onnx.ModelProto, items: list[NodeOutput]) -> list[Counterpart | None]:
+    """The golden's counterpart of each of the model's outputs, by the first rule that holds:
+    the same node name and output index with the same tensor; a fusion (the golden node of the same name
+    starts a chain of single-consumer nodes that ends in the producer of the same tensor); the same node
+    name and output index (an ArgMax model renames the logits tensor and keeps the node's name); the same
+    tensor name and op type. Else none (the ArgMax model's ``Cast`` to ``output1``)."""
+    outputs = node_outputs(golden)
+    by_node = {(g.node, g.index): g for g in outputs}
+    by_tensor = {g.tensor: g for g in outputs}
+    consumers = _consumers(golden)
+    found: list[Counterpart | None] = []
     for item in items:
-        same_tensor = by_tensor.get(item.tensor)
-        if same_tensor is not None and same_tensor.op_type != item.op_type:
-            same_tensor = None
-        found.append(by_node.get((item.node, item.index)) or same_tensor)
+        namesake, producer = by_node.get((item.node, item.index)), by_tensor.get(item.tensor)
+        chain = _fused_chain(namesake, producer, consumers) if namesake and producer else None
+        if chain:
+            found.append(Counterpart(chain, item.tensor))
+        elif namesake:
+            found.append(Counterpart((namesake.node,), namesake.tensor))
+        elif producer and producer.op_type == item.op_type:
+            found.append(Counterpart((producer.node,), producer.tensor))
+        else:
+            found.append(None)
     return found
 
 
-def _compare_one(
+def _consumers(model: onnx.ModelProto) -> dict[str, list[NodeOutput]]:
+    """Tensor -> the first output of each node that reads it."""
+    firsts: dict[str, NodeOutput] = {}
+    for item in node_outputs(model):
+        firsts.setdefault(item.node, item)
+    readers: dict[str, list[NodeOutput]] = {}
+    for index, node in enumerate(model.graph.node):
+        first = firsts.get(node.name or f"{node.op_type}_{index}")
+        for tensor in node.input:
+            if first is not None:
+                readers.setdefault(tensor, []).append(first)
+    return readers
+
+
+def _fused_chain(start: NodeOutput, end: NodeOutput, consumers: dict[str, list[NodeOutput]]) -> tuple[str, ...] | None:
+    """The golden node names from ``start`` to ``end`` when each link's output feeds the next node alone
+    (a tensor read elsewhere cannot have been fused away) and that node is a fusable one, else None."""
+    chain, current = [start.node], start
+    while current.tensor != end.tensor:
+        readers = consumers.get(current.tensor, [])
+        if len(readers) != 1 or len(chain) >= MAX_FUSED_CHAIN or readers[0].op_type not in FUSABLE_FOLLOWERS:
+            return None
+        current = readers[0]
+        chain.append(current.node)
+    return tuple(chain)
+
+
+def compare_outputs(
     target: npt.NDArray[np.generic] | None, golden: npt.NDArray[np.generic] | None
 ) -> tuple[Metrics, str | None]:
+    """The metrics of one output against its golden, or NaNs and why they could not be computed."""
     if golden is None:
         return compare_tensors([], []), "no ONNX counterpart"
-    assert target is not None
+    if target is None:
+        return compare_tensors([], []), "no output of the model to compare"
     if target.shape != golden.shape:
         return compare_tensors([], []), f"shape {list(target.shape)} vs golden {list(golden.shape)}"
     if not np.isfinite(np.asarray(target, dtype=np.float64)).all():
@@ -126,7 +198,7 @@ def compare_models(
     images: int,
 ) -> list[Layer]:
     """Every node output of the model against its golden counterpart, over N samples."""
-    golden, model = load_model(golden_path, "golden"), load_model(model_path, "model")
+    golden, model = load_model(golden_path, "golden"), load_model(model_path, "compiled")
     files = first_inputs(prep_dir, images)
     shape = sample_shape(golden)
     items = node_outputs(model)
@@ -139,22 +211,21 @@ def compare_models(
         target_values = target_runner.run(sample)
         per_image.append(
             [
-                _compare_one(target_values.get(item.tensor), golden_values.get(twin.tensor) if twin else None)
+                compare_outputs(target_values.get(item.tensor), golden_values.get(twin.tensor) if twin else None)
                 for item, twin in pairs
             ]
         )
         del golden_values, target_values
-    return [
-        _layer(item, [row[k] for row in per_image], twin.node if twin else None) for k, (item, twin) in enumerate(pairs)
-    ]
+    return [layer_row(item, [row[k] for row in per_image], twin) for k, (item, twin) in enumerate(pairs)]
 
 
-def _layer(item: NodeOutput, results: list[tuple[Metrics, str | None]], golden_node: str | None) -> Layer:
+def layer_row(item: NodeOutput, results: list[tuple[Metrics, str | None]], twin: Counterpart | None) -> Layer:
+    """One table row from a node output's per-image comparisons: the worst of each metric, every note."""
     notes = sorted({note for _, note in results if note})
     return Layer(
         item.node,
         item.op_type,
-        [golden_node] if golden_node else [],
+        list(twin.nodes) if twin else [],
         worst_of([m for m, _ in results]),
         item.index,
         "; ".join(notes) or None,

@@ -110,6 +110,22 @@ def record_error(session: Session, run_id: str, target: str, batch_size: int, ki
     )
 
 
+def plain_cells_pending(session: Session, run_id: str, chip: str) -> int:
+    return (
+        session.scalar(
+            sa.select(sa.func.count())
+            .select_from(CellProgress)
+            .where(
+                CellProgress.run_id == run_id,
+                CellProgress.chip == chip,
+                CellProgress.aoe.is_(False),
+                CellProgress.state != CellState.STORED.value,
+            )
+        )
+        or 0
+    )
+
+
 def progress_of(session: Session, run_id: str, target: str, batch_size: int) -> CellProgress | None:
     return session.scalars(
         sa.select(CellProgress).where(

@@ -55,14 +55,23 @@ def publish_run(
 T = TypeVar("T")
 
 
-def with_database(write: Callable[[Session], T], url: str | None = None, retries: int = 5, backoff: float = 1.0) -> T:
+def with_database(
+    write: Callable[[Session], T],
+    url: str | None = None,
+    retries: int = 5,
+    backoff: float = 1.0,
+    *,
+    migrate: bool = True,
+) -> T:
     """Run ``write`` in one transaction on the results database, migrated to the current schema first (an
-    empty database works). Connection failures are retried ``retries`` times, waiting backoff, 2*backoff,
-    4*backoff, ... seconds; then PublishFailed (transient: the task is retried)."""
+    empty database works) unless ``migrate`` is False (the run's own first write migrated it). Connection
+    failures are retried ``retries`` times, waiting backoff, 2*backoff, 4*backoff, ... seconds; then
+    PublishFailed (transient: the task is retried)."""
     url = db.normalize_url(url) if url else db.resolve_url()
     for attempt in range(retries + 1):
         try:
-            db.upgrade(url)
+            if migrate:
+                db.upgrade(url)
             with db.session_scope(url) as session:
                 return write(session)
         except (sa_exc.OperationalError, sa_exc.InterfaceError) as exc:

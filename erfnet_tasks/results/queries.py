@@ -75,6 +75,17 @@ def findings(session: Session, run_id: str) -> list[dict[str, Any]]:
     )
 
 
+def notified_findings(session: Session, run_id: str) -> set[tuple[str, str, int]]:
+    """(rule, target, batch size) of the run's findings a notification already carried (early, as each
+    cell was stored)."""
+    rows = session.execute(
+        sa.select(Finding.rule, Finding.target, Finding.batch_size).where(
+            Finding.run_id == run_id, Finding.notified_at.is_not(None)
+        )
+    )
+    return {(rule, target, batch) for rule, target, batch in rows}
+
+
 def list_runs(session: Session, limit: int = 50, *, counts: bool = True) -> list[dict[str, Any]]:
     """The newest runs first, with their cell counts (perf cells that did not come out ok, findings).
 

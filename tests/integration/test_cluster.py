@@ -130,10 +130,12 @@ def test_each_chip_on_its_host_one_measurement_per_device_and_the_environment_pe
         "resolve_environment",
         "probe_Ascend310",
         "probe_Ascend310P3",
-        "compile_Ascend310",
-        "measure_Ascend310",
-        "compile_Ascend310P3",
-        "measure_Ascend310P3",
+        "open_run",
+        "cells_Ascend310.compile",
+        "cells_Ascend310.measure",
+        "cells_Ascend310.store",
+        "cells_Ascend310P3.compile",
+        "cells_Ascend310P3.measure",
         "publish_results",
     }, summary
     # preprocess ran in a Celery prefork child (daemonic) and still had its worker processes.

@@ -33,7 +33,9 @@ def test_the_dag_backs_each_npu_tool_deadline_with_an_execution_timeout(tmp_path
     timeouts = json.loads(proc.stdout.strip().splitlines()[-1])
     for chip in ("Ascend310", "Ascend310P3"):
         # 500 images x 2 s = 1000 s of inference, once waiting for the lease and once its own; 250 s of evaluation
-        assert timeouts[f"measure_{chip}"] == 2 * 1000 + 250 + deadlines.TASK_MARGIN_S
-        assert timeouts[f"compile_{chip}"] == 900 + deadlines.TASK_MARGIN_S
-        assert timeouts[f"compile_aoe_{chip}"] == 2 * 7200 + deadlines.TASK_MARGIN_S
-    assert timeouts["measure_on_host"] is None and timeouts["publish_results"] is None  # no device there
+        for group in (f"cells_{chip}", f"cells_aoe_{chip}"):
+            assert timeouts[f"{group}.measure"] == 2 * 1000 + 250 + deadlines.TASK_MARGIN_S
+        assert timeouts[f"cells_{chip}.compile"] == 900 + deadlines.TASK_MARGIN_S
+        assert timeouts[f"cells_aoe_{chip}.compile"] == 2 * 7200 + deadlines.TASK_MARGIN_S
+    assert timeouts["cells_on_host.measure"] is None and timeouts["publish_results"] is None  # no device there
+    assert timeouts[f"cells_{chip}.store"] is None  # on the default queue

@@ -220,9 +220,14 @@ def test_gate_findings_arrive_by_mail_and_webhook_and_dead_receivers_are_only_lo
     assert "notification to erfnet_dead_mail not delivered" in run.output
     assert "notification to erfnet_dead_hook not delivered" in run.output
 
-    assert len(smtp_inbox.messages) == 1, [m["Subject"] for m in smtp_inbox.messages]
-    mail = smtp_inbox.messages[0]
-    assert smtp_inbox.recipients == [[MAIL_TO]]
+    # The finding is notified as soon as its cell is stored, while the run still goes on (issue 26), then
+    # once more in the final message, which says it was notified before.
+    subjects = [m["Subject"] for m in smtp_inbox.messages]
+    assert len(subjects) == 2 and subjects[0].startswith(f"[ErfNet] regression found while run {run.run_id} goes on")
+    early_sent = run.output.index("notified erfnet_mail: [ErfNet] regression found while")
+    assert early_sent < run.output.index("[DAG TEST] starting task_id=publish_results"), "notified only at the end"
+    mail = smtp_inbox.messages[1]
+    assert smtp_inbox.recipients == [[MAIL_TO], [MAIL_TO]]
     assert mail["Subject"].startswith("[ErfNet] regression: 1 finding(s) in run ") and run.run_id in mail["Subject"]
     html = _html(mail)
     assert "accuracy_below_reference" in html and "mIoU (%)" in html and "99.00" in html and "98.00" in html
@@ -230,8 +235,10 @@ def test_gate_findings_arrive_by_mail_and_webhook_and_dead_receivers_are_only_lo
     assert links[0].startswith(f"{BASE_URL}/erfnet/runs/")
     assert links[1].startswith(f"{BASE_URL}/dags/erfnet_offline_inference/runs/")
 
-    assert len(webhook.received) == 1
-    path, posted = webhook.received[0]
+    assert len(webhook.received) == 2
+    assert "the run is still going" in webhook.received[0][1]["message"]
+    path, posted = webhook.received[1]
+    assert "notified earlier, as its cell was stored" in posted["message"]
     assert path == "/erfnet-hook" and posted["type"] == "failure" and posted["title"] == mail["Subject"]
     assert "- cpu batch 1, mIoU (%): " in posted["message"] and "rule accuracy_below_reference" in posted["message"]
     assert f"Results page: {links[0]}" in posted["message"]

@@ -98,6 +98,36 @@ def test_leases_take_different_devices_of_the_chip_and_wait_when_all_are_busy(tm
     assert sorted(got) == [1, 2] and third and third[0] in (1, 2)
 
 
+def test_a_tuning_leaves_a_device_free_while_plain_cells_are_pending(tmp_path, monkeypatch, caplog):
+    """AOE (keep_free=1 while the run's plain cells of the chip are pending) takes a device only if another
+    stays free; once none is pending it takes the last one."""
+    monkeypatch.setenv("ERFNET_DEVICE_LOCK_DIR", str(tmp_path / "leases"))
+    chips = ["Ascend310P3", "Ascend310P3"]
+    pending = threading.Event()
+    pending.set()
+
+    def keep_free() -> int:
+        return 1 if pending.is_set() else 0
+
+    tuned = []
+    with devices.lease("Ascend310P3", chips=chips, keep_free=keep_free) as first:
+
+        def second_tuning():
+            with devices.lease("Ascend310P3", chips=chips, poll=0.05, keep_free=keep_free) as device:
+                tuned.append(device)
+
+        caplog.set_level("INFO", logger="erfnet_tasks.devices")
+        waiter = threading.Thread(target=second_tuning)
+        waiter.start()
+        time.sleep(0.5)
+        assert tuned == [] and "keeping 1 free for plain cells" in caplog.text
+        with devices.lease("Ascend310P3", chips=chips, poll=0.05) as plain:  # a plain cell gets the free one
+            assert plain != first
+        pending.clear()  # the plain cells are stored
+        waiter.join(10)
+    assert tuned and tuned[0] != first
+
+
 def test_no_device_of_the_chip_is_device_open_failed(tmp_path, monkeypatch):
     monkeypatch.setenv("ERFNET_DEVICE_LOCK_DIR", str(tmp_path / "leases"))
     with pytest.raises(InferFailed) as info, devices.lease("Ascend310", chips=["Ascend310P3"]):

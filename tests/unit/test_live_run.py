@@ -183,3 +183,12 @@ def test_marks_are_best_effort_while_the_database_is_down(make):
     cell = make.planned()
     with progress.step("r", cell, CellState.COMPILING, url="postgresql+psycopg://nobody@127.0.0.1:1/none"):
         pass  # the step ran: a lost live state never costs the work
+
+
+def test_plain_cells_of_a_chip_are_pending_until_each_is_stored(live, make):
+    assert progress.plain_cells_pending(live.run_id, "Ascend310P3")
+    report.store_cell(make.measured("Ascend310P3", 1), live)
+    assert progress.plain_cells_pending(live.run_id, "Ascend310P3")
+    report.store_cell(make.measured("Ascend310P3", 2, status="oom"), live)  # a refusal is stored too
+    assert not progress.plain_cells_pending(live.run_id, "Ascend310P3")
+    assert not progress.plain_cells_pending(live.run_id, "Ascend310")  # no cell of that chip in the run

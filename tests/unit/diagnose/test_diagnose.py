@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-import json
 import math
 import os
 import subprocess
@@ -18,40 +17,10 @@ from onnx import TensorProto, helper, numpy_helper
 from erfnet_tasks.diagnose import metrics, msprobe
 from erfnet_tasks.diagnose.report import Layer, first_diverging
 from erfnet_tasks.errors import ErfnetError
+from tests.helpers.diagnosis import SMALL, diagnose_json, perturb_weights, small_erfnet
+from tests.helpers.diagnosis import erfnet_diagnose as erfnet
 
-SMALL = (64, 128)  # ERFNet is fully convolutional: a small input keeps the real-model tests fast
 PERTURBED_CONV = "/encoder/layers.3/conv1x3_1/Conv"
-
-
-def erfnet(args: list[str]) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([os.getcwd(), *filter(None, [os.environ.get("PYTHONPATH")])])}
-    return subprocess.run(
-        [sys.executable, "-m", "erfnet_tasks.cli", "diagnose", *args],
-        capture_output=True,
-        text=True,
-        env=env,
-        check=False,
-    )
-
-
-def diagnose_json(golden, model, prep, backend="onnxruntime", images=2) -> dict:
-    done = erfnet(
-        [
-            "--golden",
-            str(golden),
-            "--model",
-            str(model),
-            "--backend",
-            backend,
-            "--input",
-            str(prep),
-            "--images",
-            str(images),
-            "--json",
-        ]
-    )
-    assert done.returncode == 0, done.stderr
-    return json.loads(done.stdout)
 
 
 # ------------------------------------------------------------------------------------- models
@@ -78,27 +47,6 @@ def tiny_graph(path, w2_scale: float = 1.0, *, neg_relu: bool = False):
     )
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), str(path))
     return path
-
-
-def small_erfnet(exported, out):
-    model = onnx.load(str(exported))
-    for io in [*model.graph.input, *model.graph.output]:
-        dims = io.type.tensor_type.shape.dim
-        dims[2].dim_value, dims[3].dim_value = SMALL
-    del model.graph.value_info[:]
-    onnx.save(model, str(out))
-    return out
-
-
-def perturb_weights(src, out, node_name, *, noise: float = 2.0):
-    model = onnx.load(str(src))
-    node = next(n for n in model.graph.node if n.name == node_name)
-    weight = next(i for i in model.graph.initializer if i.name == node.input[1])
-    value = numpy_helper.to_array(weight)
-    noisy = value + np.random.default_rng(1).normal(0, noise * value.std(), value.shape).astype(value.dtype)
-    weight.CopyFrom(numpy_helper.from_array(noisy, weight.name))
-    onnx.save(model, str(out))
-    return out
 
 
 @pytest.fixture
@@ -347,7 +295,7 @@ def test_bad_input_is_one_line_and_exit_2(case, tmp_path, tiny_prep, monkeypatch
         "missing_golden": "golden model not found",
         "too_many_images": "--images 4 but",
         "missing_input_dir": "input folder not found",
-        "torch": "--backend torch",
+        "torch": "is not a PyTorch checkpoint",  # an ONNX file given as the checkpoint
         "no_msprobe": "not found",
     }[case]
     if case == "missing_golden":
@@ -367,6 +315,32 @@ def test_bad_input_is_one_line_and_exit_2(case, tmp_path, tiny_prep, monkeypatch
     assert done.stdout == ""
 
 
+def compiled_for_cpu(model, out_dir, batch_size):
+    """What a cell of target ``cpu`` runs: the ORT backend's optimised model (FusedConv...) at a fixed batch."""
+    from erfnet_tasks.backends import onnxruntime as ort_backend
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    return ort_backend.compile(model, out_dir, chip="cpu", batch_size=batch_size).path
+
+
+def test_a_cells_compiled_model_is_compared_through_its_fusions(small_models, tmp_path):
+    golden, perturbed, prep = small_models
+    compiled = compiled_for_cpu(golden, tmp_path, batch_size=2)
+    fused = [n for n in onnx.load(str(compiled)).graph.node if n.op_type == "FusedConv"]
+    assert fused, "ONNX Runtime's optimiser no longer fuses Conv and Relu: this test lost its subject"
+    doc = diagnose_json(golden, compiled, prep)
+    assert doc["first_diverging"] is None
+    by_node = {layer["node"]: layer for layer in doc["layers"]}
+    # /encoder/layers.1/conv3x1_1/Conv -> /encoder/layers.1/Relu in the golden: one FusedConv in the model
+    conv_relu = by_node["/encoder/layers.1/conv3x1_1/Conv"]
+    assert conv_relu["op_type"] == "FusedConv"
+    assert conv_relu["onnx_nodes"] == ["/encoder/layers.1/conv3x1_1/Conv", "/encoder/layers.1/Relu"]
+    assert conv_relu["cosine"] == pytest.approx(1.0) and conv_relu["note"] is None
+    doc = diagnose_json(golden, compiled_for_cpu(perturbed, tmp_path / "perturbed", batch_size=2), prep)
+    first = doc["first_diverging"]
+    assert first["node"] == PERTURBED_CONV and first["onnx_nodes"][0] == PERTURBED_CONV
+
+
 def test_argmax_model_matches_the_golden_by_node_name(small_models, tmp_path):
     import shutil
 
@@ -383,3 +357,21 @@ def test_argmax_model_matches_the_golden_by_node_name(small_models, tmp_path):
     assert last_conv["cosine"] == pytest.approx(1.0)
     added = [layer for layer in doc["layers"] if layer["op_type"] in ("ArgMax", "Cast")]
     assert len(added) == 2 and all(la["onnx_nodes"] == [] and la["note"] == "no ONNX counterpart" for la in added)
+
+
+def test_an_argmax_golden_keeps_its_logits_as_the_counterpart_of_a_plain_model(small_models, tmp_path):
+    """A labels-on-device run's golden ends in ArgMax -> Cast to ``output1``; a model without them (a
+    PyTorch cell's export) is compared at the logits, not through the ArgMax."""
+    import shutil
+
+    from erfnet_tasks.diagnose.onnx_layers import golden_counterparts, node_outputs
+    from erfnet_tasks.onnx_export import append_argmax
+
+    plain, _, _ = small_models
+    golden = shutil.copy(plain, tmp_path / "argmax.onnx")
+    append_argmax(golden)
+    items = node_outputs(onnx.load(str(plain)))
+    twins = dict(zip([i.node for i in items], golden_counterparts(onnx.load(str(golden)), items), strict=True))
+    last = twins["/decoder/output_conv/ConvTranspose"]
+    assert last.nodes == ("/decoder/output_conv/ConvTranspose",) and last.tensor == "output1_logits"
+    assert all(twin is not None and twin.nodes == (node,) for node, twin in twins.items())
