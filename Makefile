@@ -8,7 +8,7 @@
 #   make test-fast the unit tests alone (tests/unit, without the `slow` full-size ERFNet ones): no Airflow, no browser
 #   make bench     the benchmark suite -> bench/results.json and BENCHMARKS.md
 #   make bench-lab a cold nightly on the real cluster, today's DAG against the new one (issue 26; about
-#                  15 minutes, so not in `make bench`) -> bench/lab_night.json and its BENCHMARKS.md section
+#                  10 minutes, so not in `make bench`) -> bench/lab_night.json and its BENCHMARKS.md section
 
 PYTHON ?= python3.11
 VENV   := .venv
