@@ -7,13 +7,15 @@
 #   make test      make lint, then the whole test suite (installs chromium and docker-compose from Debian when missing)
 #   make test-fast the unit tests alone (tests/unit, without the `slow` full-size ERFNet ones): no Airflow, no browser
 #   make bench     the benchmark suite -> bench/results.json and BENCHMARKS.md
+#   make bench-lab a cold nightly on the real cluster, today's DAG against the new one (issue 26; about
+#                  10 minutes, so not in `make bench`) -> bench/lab_night.json and its BENCHMARKS.md section
 
 PYTHON ?= python3.11
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install lint demo airflow test test-fast bench system-test-deps clean freeze-constraints
+.PHONY: install lint demo airflow test test-fast bench bench-lab system-test-deps clean freeze-constraints
 
 install: $(STAMP)
 
@@ -49,6 +51,9 @@ test-fast: install
 
 bench: install
 	$(BIN)/python bench/run.py --make
+
+bench-lab: install
+	$(BIN)/python bench/lab_night.py
 
 clean:
 	rm -rf $(VENV) data artifacts .pytest_cache

@@ -263,7 +263,7 @@ def render(r: dict) -> str:
                 f"| {h['change']} | {h['figure']} | {h['before']} ({h['before_run']}) | {_after(h, r)} | {h['file']} |"
             )
         L.append("")
-    return "\n".join(L) + _history_scale()
+    return "\n".join(L) + _history_scale() + _lab_night()
 
 
 def _history_scale() -> str:
@@ -276,6 +276,19 @@ def _history_scale() -> str:
     import history_scale  # beside this file; imports the app only when measuring
 
     return "\n" + history_scale.render(json.loads(path.read_text())) + "\n"
+
+
+def _lab_night() -> str:
+    """The section bench/lab_night.py measures (its own JSON, `make bench-lab`), kept when `make bench` rewrites
+    the file."""
+    from pathlib import Path
+
+    path = Path(__file__).with_name("lab_night.json")
+    if not path.exists():
+        return ""
+    import lab_night  # beside this file
+
+    return "\n" + lab_night.render(json.loads(path.read_text())) + "\n"
 
 
 def _after(h: dict, r: dict) -> str:

@@ -46,7 +46,7 @@ from airflow.sdk.exceptions import AirflowSkipException
 from airflow.settings import TIMEZONE  # [core] default_timezone, what a plain cron string used
 from erfnet_notifications import notify_findings, on_gate_passed, on_task_failure
 
-from erfnet_tasks import cann_probe, deadlines, pipeline, settings
+from erfnet_tasks import cann_probe, deadlines, lab_airflow, pipeline, settings
 from erfnet_tasks.deployment import DAG_ID
 from erfnet_tasks.errors import BadInput, ErfnetError, Transient, Verdict
 from erfnet_tasks.fleet import queue_for
@@ -106,7 +106,7 @@ def celery_broker_url() -> str | None:
     tags=["erfnet", "ascend", "regression"],
     default_args={
         "retries": 2,
-        "retry_delay": timedelta(minutes=2),
+        "retry_delay": timedelta(seconds=settings.retry_delay(lab_airflow.RETRY_DELAY_S)),
         "retry_policy": NO_RETRY_ON_BAD_INPUT,
         "on_failure_callback": on_task_failure,
     },  # ERFNET_NOTIFY's receivers hear of it

@@ -13,8 +13,13 @@ deploy/airflow-init.sh: ``airflow db migrate``, the pool line of the script, ``e
         cluster.wait_for_run(DAG_ID, run_id)
 
 A worker is a compose service's command (its queues) plus an environment of its own: adding a second
-NPU host is one more ``Worker`` with its own name and env. By hand: ``.venv/bin/python
-deploy/local_cluster.py --help``.
+NPU host is one more ``Worker`` with its own name and env. ``kill_worker`` SIGKILLs a worker's whole process
+group (a host lost with everything on it) and ``restart_worker`` starts it again with the same command line
+and environment (the host back from a reboot). By hand: ``.venv/bin/python deploy/local_cluster.py --help``.
+
+Every service runs the library, DAGs and plugin of one source tree (``source``, default this checkout),
+first on its PYTHONPATH: the venv's editable install points at whichever checkout installed it, and a
+worktree's cluster must run the worktree's code (a benchmark may run an older tree's, from ``git archive``).
 """
 
 from __future__ import annotations
@@ -112,6 +117,8 @@ class Service:
     name: str
     process: subprocess.Popen
     log: Path
+    argv: list[str] = field(default_factory=list)
+    env: dict[str, str] = field(default_factory=dict)
 
 
 class ClusterError(RuntimeError):
@@ -119,8 +126,11 @@ class ClusterError(RuntimeError):
 
 
 class LocalCluster:
-    def __init__(self, workdir: Path, workers: list[Worker], env: dict[str, str] | None = None):
+    def __init__(
+        self, workdir: Path, workers: list[Worker], env: dict[str, str] | None = None, source: Path = REPO
+    ) -> None:
         self.workdir = Path(workdir)
+        self.source = Path(source)
         self.workers = workers
         self.extra_env = dict(env or {})
         suffix = secrets.token_hex(4)
@@ -143,8 +153,8 @@ class LocalCluster:
         inherit = {**without_project_settings(os.environ), **compose_settings()}
         return local_airflow_env(
             self.workdir / "airflow_home",
-            dags_folder=REPO / "dags",
-            plugins_folder=REPO / "plugins",
+            dags_folder=self.source / "dags",
+            plugins_folder=self.source / "plugins",
             inherit=inherit,
             data=self.workdir / "data",
             api_url=self.base_url,
@@ -164,7 +174,7 @@ class LocalCluster:
             "AIRFLOW__SCHEDULER__SCHEDULER_HEALTH_CHECK_SERVER_PORT": str(self.health_port),
             # Every worker names itself (deploy/worker_hostname.py); the default is the host's FQDN.
             "AIRFLOW__CORE__HOSTNAME_CALLABLE": "worker_hostname.hostname",
-            "PYTHONPATH": str(DEPLOY),
+            "PYTHONPATH": os.pathsep.join([str(self.source), str(self.source / "deploy")]),
             "AIRFLOW_CONN_ERFNET_RESULTS": self.results_url,
             "ERFNET_RESULTS_DB_URL": self.results_url,
             **self.extra_env,
@@ -265,9 +275,26 @@ class LocalCluster:
                 start_new_session=True,
                 cwd=self.workdir,
             )
-        service = Service(name, process, log)
+        service = Service(name, process, log, list(argv), dict(env or self.env))
         self.services.append(service)
         return service
+
+    def service(self, name: str) -> Service:
+        """The latest service of that name (a restarted worker's, not the killed one's)."""
+        return next(s for s in reversed(self.services) if s.name == name)
+
+    def kill_worker(self, name: str) -> None:
+        """SIGKILL the worker's whole process group, as a host lost with everything on it: no cleanup
+        runs, the tools' own groups end through their launcher (erfnet_tasks/tool_launcher.py)."""
+        service = self.service(name)
+        _signal_group(service.process.pid, signal.SIGKILL)
+        service.process.wait(30)
+        service.name = f"{name} (killed)"  # check_alive() leaves it be; restart_worker() starts a new one
+
+    def restart_worker(self, name: str) -> Service:
+        """Start a killed worker again with the same command line and environment (a rebooted host)."""
+        killed = self.service(f"{name} (killed)")
+        return self._spawn(name, killed.argv, killed.env)
 
     def _wait_exit(self, service: Service, timeout: float) -> None:
         try:
@@ -278,13 +305,16 @@ class LocalCluster:
             raise ClusterError(f"{service.name} exited with {code}: {self.tail(service.name)}")
 
     def tail(self, name: str, chars: int = 3000) -> str:
-        service = next(s for s in self.services if s.name == name)
-        return service.log.read_text(errors="replace")[-chars:]
+        return self.service(name).log.read_text(errors="replace")[-chars:]
 
     def check_alive(self) -> None:
         """Raise with its log when a long-running service has exited (a worker that cannot load its executor)."""
         for service in self.services:
-            if service.name not in ("db-migrate", "results-init", "pools") and service.process.poll() is not None:
+            if (
+                service.name not in ("db-migrate", "results-init", "pools")
+                and not service.name.endswith("(killed)")
+                and service.process.poll() is not None
+            ):
                 raise ClusterError(
                     f"{service.name} exited with {service.process.returncode}:\n{self.tail(service.name)}"
                 )

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import settings
 from .errors import InferFailed
+from .lifeline import die_with_parent
 
 if TYPE_CHECKING:
     from .backends import Backend
@@ -56,6 +57,7 @@ def lease(chip: str, *, chips: list[str] | None = None, poll: float = POLL_SECON
     candidates = devices_of_chip(chip, chips)
     if not candidates:
         raise InferFailed(f"this host has no {chip} device (npu-smi info lists none)", status="device_open_failed")
+    die_with_parent()  # an orphan of a killed worker would hold the device for nobody (lifeline.py)
     started, said = time.monotonic(), None
     while True:
         for device in candidates:

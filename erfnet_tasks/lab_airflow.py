@@ -12,6 +12,7 @@ two requeues of a task stuck in queued, visibility timeout 86400 s.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 
 from . import deadlines
 
@@ -21,6 +22,7 @@ QUEUED_TIMEOUT_S = 180
 QUEUED_CHECK_S = 30
 STUCK_IN_QUEUED_RETRIES = 1  # requeues before a task stuck in queued fails (Airflow reads it, undocumented)
 VISIBILITY_MARGIN_S = 600
+RETRY_DELAY_S = 120  # the DAG's retry_delay (ERFNET_RETRY_DELAY): time for a rebooting host to come back
 
 
 def visibility_timeout_s() -> int:
@@ -52,9 +54,16 @@ LAB_DEADLINE_SETTINGS: dict[str, str] = {
 }
 
 
-def lost_host_bound_s(retry_delay_s: float) -> float:
+def lost_host_bound_s(retry_delay_s: float = RETRY_DELAY_S, settings: Mapping[str, str] | None = None) -> float:
     """The most a task on a host lost mid-run waits before it fails, with no worker left for its chip:
     the heartbeat timeout and its check, the retry delay, then each time in queued (the first and every
-    requeue) with its check. Once a worker of the chip serves the retry, it is measured instead."""
-    noticed = HEARTBEAT_TIMEOUT_S + HEARTBEAT_CHECK_S
-    return noticed + retry_delay_s + (1 + STUCK_IN_QUEUED_RETRIES) * (QUEUED_TIMEOUT_S + QUEUED_CHECK_S)
+    requeue) with its check. Once a worker of the chip serves the retry, it is measured instead.
+    ``settings``: environment values that replace the lab's (a test's scaled-down cluster)."""
+    values = {**LAB_SCHEDULER_SETTINGS, **(settings or {})}
+
+    def seconds(name: str) -> float:
+        return float(values[f"AIRFLOW__SCHEDULER__{name}"])
+
+    noticed = seconds("TASK_INSTANCE_HEARTBEAT_TIMEOUT") + seconds("TASK_INSTANCE_HEARTBEAT_TIMEOUT_DETECTION_INTERVAL")
+    queued = seconds("TASK_QUEUED_TIMEOUT") + seconds("TASK_QUEUED_TIMEOUT_CHECK_INTERVAL")
+    return noticed + retry_delay_s + (1 + seconds("NUM_STUCK_IN_QUEUED_RETRIES")) * queued

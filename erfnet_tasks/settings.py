@@ -28,6 +28,9 @@
   turns the op profiles off). ERFNET_DIAGNOSE_IMAGES: the images a cell whose mIoU fails is compared on,
   layer by layer, with its golden (default 2; 0 turns the diagnosis off); ERFNET_DIAGNOSE_TIMEOUT_PER_IMAGE
   its deadline per image, in seconds (deadlines.py).
+- ERFNET_RETRY_DELAY: seconds between a failed task's tries (default 120: a host lost mid-run gets that
+  long to come back before its cell's retry is queued; lab_airflow.py's bound counts it). Read when the
+  DAG is parsed.
 """
 
 from __future__ import annotations
@@ -291,3 +294,8 @@ def aoe_timeout(fallback: float) -> float:
 def diagnose_timeout_per_image(fallback: float) -> float:
     """ERFNET_DIAGNOSE_TIMEOUT_PER_IMAGE: the deadline of one image's layer-by-layer comparison (msprobe)."""
     return _positive_seconds("ERFNET_DIAGNOSE_TIMEOUT_PER_IMAGE", fallback)
+
+
+def retry_delay(fallback: float) -> float:
+    """ERFNET_RETRY_DELAY: seconds between a failed task's tries (the DAG's default_args)."""
+    return _positive_seconds("ERFNET_RETRY_DELAY", fallback)

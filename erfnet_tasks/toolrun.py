@@ -6,6 +6,7 @@ ais_bench and the helpers it forked are all gone before the caller releases the 
 happens when the caller itself is interrupted (Airflow's execution_timeout, a signal). And should the task
 itself be killed with SIGKILL (its worker lost), tool_launcher.py, the group's first process, is told by
 the kernel and kills the group: no tool or helper of it stays on a device whose lease died with the task.
+The task itself dies with its worker (lifeline.py), which Airflow starts it apart from.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from pathlib import Path
 
 from .deadlines import Deadline
 from .errors import BadInput, ToolTimedOut
+from .lifeline import die_with_parent
 
 KILL_GRACE_S = 10.0  # SIGTERM to SIGKILL: time for a tool to close its device context
 REAP_WAIT_S = 5.0  # after SIGKILL: the kernel ends the group at once, this only bounds the wait
@@ -94,6 +96,7 @@ def run_bounded(
     """Run ``argv`` (stdout and stderr together) and return its output, or raise ToolTimedOut once its
     whole process group is stopped at the deadline. ``tool`` names it in messages (default: argv[0]'s name)."""
     tool = tool or Path(argv[0]).name
+    die_with_parent()  # so that the launcher, in turn, stops the tool should our worker be killed (lifeline.py)
     started = time.monotonic()
     try:
         proc = subprocess.Popen(

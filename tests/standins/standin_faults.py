@@ -71,10 +71,12 @@ def hang(tool: str) -> None:
         time.sleep(60)
 
 
-def apply(tool: str, model: str, chip: str | None, batch: int | None) -> None:
-    """The switches for one run: hang for ever, or wait the delay (call it while the device is held)."""
+def apply(tool: str, model: str, chip: str | None, batch: int | None) -> float:
+    """The switches for one run: hang for ever, or wait the delay (call it while the device is held);
+    returns the seconds delayed."""
     if should_hang(tool, model, chip, batch):
         hang(tool)
     seconds = delay_seconds(tool, model, chip, batch)
     if seconds > 0:
         time.sleep(seconds)
+    return seconds

@@ -19,6 +19,7 @@ from standin_device import chip_of, occupy, openable_devices
 from standin_faults import apply as apply_switches
 from standin_msprof import type_share, write_op_summary
 from standin_om import read_om, record_invocation
+from standin_timing import batch_compute_ms, device_seconds, scale, tool_run
 
 logger = logging.getLogger("ais_bench")
 OOM_CHIP, OOM_BATCH = "Ascend310", 64
@@ -180,14 +181,16 @@ def main(argv=None) -> int:
     if args.profiler and args.dump:
         fatal("--profiler and --dump cannot be used together")
     open_device(device)
-    with occupy(device, "ais_bench"):
-        return run(args, era, device)
+    with occupy(device, "ais_bench"), tool_run("ais_bench", device=device, chip=chip_of(device)) as timed:
+        return run(args, era, device, timed)
 
 
-def run(args, era: str, device: int) -> int:
+def run(args, era: str, device: int, timed) -> int:
     how = behaviour()
     header, session, batch = load_model(args.model, device, how, profiling=args.profiler)
-    apply_switches("ais_bench", args.model, header.get("soc_version"), batch)  # hang / delay on the device
+    tuned = header.get("tool") == "aoe"  # an AOE-tuned om runs at the guide's 310P-AOE figures
+    timed.entry.update(batch=batch, tuned=tuned, model=args.model)
+    delayed = apply_switches("ais_bench", args.model, header.get("soc_version"), batch)  # hang / delay
     feed = session.get_inputs()[0]
     sample_shape = tuple(d if isinstance(d, int) and d > 0 else 1 for d in feed.shape[1:])
     if header.get("input_shape"):
@@ -208,6 +211,9 @@ def run(args, era: str, device: int) -> int:
     for _ in range(args.warmup_count):
         session.run(None, {feed.name: first})
     slowed = slowed_share(args.model, device, how, feed.name, first)
+    slowdown = 1 + (how["slow_factor"] - 1) * slowed  # the stand-in CANN's slowed op type, on the whole batch
+    # With timing on, the device's compute time is the guide's, whatever the CPU took (standin_timing.py).
+    modeled_ms = batch_compute_ms(chip_of(device), batch, tuned) * slowdown if scale() > 0 else None
     compute, h2d, d2h, filesinfo = [], [], [], {}
     for group in groups:
         # Only the rows that hold an input are computed: the padding rows' outputs are never written, and
@@ -223,7 +229,7 @@ def run(args, era: str, device: int) -> int:
             results = [np.asarray(r, dtype=out_dtype or r.dtype).copy() for r in results]  # "D2H"
             t3 = time.perf_counter()
             h2d.append((t1 - t0) * 1000)
-            compute.append((t2 - t1) * 1000)
+            compute.append(modeled_ms if modeled_ms is not None else (t2 - t1) * 1000)
             d2h.append((t3 - t2) * 1000)
         if folder and group:
             for slot, infile in enumerate(group):
@@ -237,6 +243,7 @@ def run(args, era: str, device: int) -> int:
 
     if args.profiler:
         write_profile(args, session, device, how)
+    timed.pace(device_seconds(chip_of(device), batch, tuned, len(files), args.loop, slowdown), delayed)
     batchsize = args.batchsize if args.batchsize else batch
     s_compute, s_h2d, s_d2h = stats(compute), stats(h2d), stats(d2h)
     throughput = 1000 * batchsize / s_compute["mean"] if s_compute["mean"] else 0.0
