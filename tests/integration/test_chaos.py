@@ -228,9 +228,11 @@ def test_a_lost_host_a_rebooted_host_and_a_hung_device_still_deliver_the_night(t
         assert {(c["target"], c["batch_size"]): c["status"] for c in written["perf"]} == {
             k: c["status"] for k, c in perf.items()
         }
-        # Host A measured batch 1 once: the killed attempt never finished, the retry did, on a device alone.
+        # Host A published batch 1 once (above), measured by the retry on a device alone. The kill races the
+        # tool: an attempt whose ais_bench ended just before its task was killed counts one more finished
+        # tool run (seen once in make test, 2026-12-02), never a second published result nor a shared device.
         measured = [r for r in read_timeline(tmp / "host-a" / "devices") if r["tool"] == "ais_bench" and r["ok"]]
-        assert [Path(r["model"]).name for r in measured] == ["ErfNet_bs1.om"], measured
+        assert {Path(r["model"]).name for r in measured} == {"ErfNet_bs1.om"} and len(measured) <= 2, measured
         uses = [u for host in HOSTS for u in _device_uses_ended(tmp, host)]
         assert not [u for u in uses if u["shared"]], uses
 
