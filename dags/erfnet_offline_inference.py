@@ -11,11 +11,13 @@
    `force`); **open_run** has already put the run in the results database as `running`, with its matrix.
 5. **3.2** + **5** + **6**, one chain per cell (mapped task groups `cells_on_host`, `cells_<chip>`,
    `cells_aoe_<chip>`): **compile** (atc on the chip's queue `npu-<chip>`, AOE there holding an
-   `npu_devices` slot, ONNX Runtime on the host; cached by content) -> **measure** as soon as its own model
-   is ready (infer holding a slot and a device lease, then evaluate on the same worker, delete the counted
-   outputs unless `keep_outputs`) -> **store** (whatever became of the two: the cell's rows, gated at once
-   against its baseline, each new finding notified; a task that died is stored `host_lost`, `timed_out`
-   or `task_failed` with its reason and host).
+   `npu_devices` slot and a device, leaving one to the run's plain cells of the chip while they wait for
+   one; ONNX Runtime on the host; cached by content) -> **measure** as soon as its own model is ready
+   (infer holding a slot and a device lease, then evaluate on the same worker, delete the counted outputs
+   unless `keep_outputs`; a task that finds no device free for a while gives its slot back and is
+   rescheduled) -> **store** (whatever became of the two: the cell's rows, gated at once against its
+   baseline, each new finding notified; a task that died is stored `host_lost`, `timed_out` or
+   `task_failed` with its reason and host).
 6. **7** + **8** publish_results closes the run in every case (every planned cell, `results.json`) ->
    regression_gate.
 
@@ -27,7 +29,9 @@ Every task is a call into `erfnet_tasks.pipeline`; see the README for the parame
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
 
 from airflow.sdk import (
     Asset,
@@ -42,12 +46,13 @@ from airflow.sdk import (
     task,
     task_group,
 )
-from airflow.sdk.exceptions import AirflowSkipException
+from airflow.sdk.exceptions import AirflowRescheduleException, AirflowSkipException
 from airflow.settings import TIMEZONE  # [core] default_timezone, what a plain cron string used
 from erfnet_notifications import notify_findings, on_gate_passed, on_task_failure
 
 from erfnet_tasks import cann_probe, deadlines, lab_airflow, pipeline, settings
 from erfnet_tasks.deployment import DAG_ID
+from erfnet_tasks.devices import DeviceWait
 from erfnet_tasks.errors import BadInput, ErfnetError, Transient, Verdict
 from erfnet_tasks.fleet import queue_for
 from erfnet_tasks.params import form_fields
@@ -64,6 +69,10 @@ RESULTS_ASSET = Asset(name="erfnet_results", uri=f"erfnet://results/{DAG_ID}")
 CANN_ASSET = Asset(name=cann_probe.ASSET_NAME, uri=cann_probe.ASSET_URI)
 NIGHTLY = "0 2 * * *"
 AFTER_SKIPPED_GROUPS = "none_failed_min_one_success"  # a matrix group may be empty (no NPU targets)
+# When a slot of the pool frees, a measurement (minutes) goes before an AOE tuning (hours); "absolute":
+# Airflow's default weight sums a task's downstream tasks, which would put every compile first.
+MEASURE_FIRST = {"priority_weight": 10, "weight_rule": "absolute"}
+TUNE_LAST = {"priority_weight": 1, "weight_rule": "absolute"}
 
 # The error's kind says what to do. Rules match by isinstance and the first match wins, so the kinds come
 # before ErfnetError, their common base: a transient failure (no live NPU worker, a results database that
@@ -86,6 +95,17 @@ NO_RETRY_ON_BAD_INPUT = ExceptionRetryPolicy(
         ),
     ]
 )
+
+
+@contextmanager
+def slots_given_back_while_no_device() -> Iterator[None]:
+    """A task with no device of its chip free (DeviceWait) is rescheduled: up_for_reschedule, it
+    holds no pool or worker slot until it starts again (its try number stays)."""
+    try:
+        yield
+    except DeviceWait as wait:
+        print(wait)
+        raise AirflowRescheduleException(datetime.now(UTC) + timedelta(seconds=wait.seconds)) from wait
 
 
 def celery_broker_url() -> str | None:
@@ -169,12 +189,14 @@ def erfnet_offline_inference():
 
     @task
     def compile_cell(cell: dict, model: dict, env: dict, ti=None) -> dict:
-        return pipeline.compile_cell(cell, model, env, ti.try_number)
+        with slots_given_back_while_no_device():
+            return pipeline.compile_cell(cell, model, env, ti.try_number)
 
     @task
     def measure_cell(cell: dict, prep: dict, env: dict, ti=None) -> dict:
         # infer, then evaluate and delete the counted outputs on the worker that holds them
-        return pipeline.measure_cell(cell, prep, env, ti.try_number)
+        with slots_given_back_while_no_device():
+            return pipeline.measure_cell(cell, prep, env, ti.try_number)
 
     # Whatever became of the cell's compile and measure (a result, or a task that failed for good, its
     # worker lost): stored at once, gated, and each new finding notified while the run goes on.
@@ -231,9 +253,9 @@ def erfnet_offline_inference():
         planned_npu = plan.override(task_id=f"plan_npu_{chip}")(env, go, "npu", chip)
         planned_aoe = plan.override(task_id=f"plan_npu_aoe_{chip}")(env, go, "npu_aoe", chip)
         opened >> [planned_npu, planned_aoe]
-        on_device = {"pool": NPU_POOL, "execution_timeout": TIMEOUTS["measure"]}
+        on_device = {"pool": NPU_POOL, "execution_timeout": TIMEOUTS["measure"], **MEASURE_FIRST}
         stored.append(cells(f"cells_{chip}", planned_npu, queue, {"execution_timeout": TIMEOUTS["compile"]}, on_device))
-        aoe = {"pool": NPU_POOL, "execution_timeout": TIMEOUTS["compile_aoe"]}
+        aoe = {"pool": NPU_POOL, "execution_timeout": TIMEOUTS["compile_aoe"], **TUNE_LAST}
         stored.append(cells(f"cells_aoe_{chip}", planned_aoe, queue, aoe, on_device))
 
     published = publish_results(planned, env, model, prep, go, *stored)

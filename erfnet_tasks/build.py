@@ -14,7 +14,7 @@ from typing import Any
 from .backends import Backend, CompileResult, get_backend
 from .backends.ascend import detect_cann_version, detect_driver_version
 from .datasets.cityscapes import LABEL_SPEC, dataset_dirs, preprocess, source_digest
-from .devices import hold_device
+from .devices import Claim, hold_device
 from .errors import CompileFailed, ErfnetError, InferFailed
 from .fsutil import atomic_path, sha256_file
 from .onnx_export import DEFAULT_OPSET, append_argmax, export_onnx, fix_bn
@@ -139,8 +139,9 @@ def _on_this_npu_host(backend: Backend, detect: Any) -> str | None:
         return None
 
 
-def compile_cell(cell: PlannedCell, model: Model, env: Environment) -> CompiledCell:
-    """Compile one cell, or take it from the content-addressed store; a refusal is recorded, not raised."""
+def compile_cell(cell: PlannedCell, model: Model, env: Environment, claim: Claim | None = None) -> CompiledCell:
+    """Compile one cell, or take it from the content-addressed store; a refusal is recorded, not raised.
+    ``claim``: how an AOE tuning asks for its device (devices.Claim)."""
     backend = get_backend(cell.target.backend)
     if not backend.BUILDS_ARTIFACT:  # e.g. PyTorch runs the checkpoint itself: nothing to build
         return CompiledCell(
@@ -160,7 +161,7 @@ def compile_cell(cell: PlannedCell, model: Model, env: Environment) -> CompiledC
     store = Store(load_settings().compile_cache, "the compile cache")
     try:
         entry = store.fetch_or_build(
-            cache_key(model, cann, cell), lambda staging: _build(backend, cell, model, staging)
+            cache_key(model, cann, cell), lambda staging: _build(backend, cell, model, staging, claim)
         )
     except (CompileFailed, InferFailed) as exc:  # InferFailed: AOE found no device of its chip
         log.error("compile failed for %s at batch %s: %s", cell.target.name, cell.batch_size, exc)
@@ -192,7 +193,9 @@ def compile_cell(cell: PlannedCell, model: Model, env: Environment) -> CompiledC
     )
 
 
-def _build(backend: Backend, cell: PlannedCell, model: Model, staging: Path) -> tuple[Path, dict[str, Any]]:
+def _build(
+    backend: Backend, cell: PlannedCell, model: Model, staging: Path, claim: Claim | None
+) -> tuple[Path, dict[str, Any]]:
     """Compile into the store's staging folder; AOE tunes on a leased device of its chip."""
     target = cell.target
     chip = target.chip or target.device_type
@@ -200,7 +203,7 @@ def _build(backend: Backend, cell: PlannedCell, model: Model, staging: Path) -> 
     extra: dict[str, Any] = {"integer_output": cell.output.integer_output} if backend.RUNS_ON == "npu" else {}
     result: CompileResult
     if target.aoe:
-        with hold_device(as_target(target).as_dict(), backend) as device:
+        with hold_device(as_target(target).as_dict(), backend, claim) as device:
             result = backend.compile(
                 model.path, staging, chip=chip, batch_size=cell.batch_size, aoe=True, device=device, **extra
             )

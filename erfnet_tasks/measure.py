@@ -17,7 +17,7 @@ from .backends import get_backend
 from .build import local_cann, local_driver
 from .cell_diagnosis import diagnose_failing_cell
 from .datasets import label_spec
-from .devices import hold_device
+from .devices import Claim, hold_device
 from .errors import BadInput, InferFailed
 from .evaluate import evaluate_summary
 from .fsutil import write_json_atomic
@@ -69,7 +69,7 @@ def _not_run(cell: CompiledCell, status: CellStatus, error: str | None) -> Measu
     return MeasuredCell(compiled=cell, inference=Inference(status=status, error=error))
 
 
-def infer_cell(cell: CompiledCell, prep: Prepared, env: Environment) -> MeasuredCell:
+def infer_cell(cell: CompiledCell, prep: Prepared, env: Environment, claim: Claim | None = None) -> MeasuredCell:
     """Run one compiled cell over the preprocessed set on a device it holds alone, and only inside this call."""
     planned = cell.planned
     if cell.compilation.status == CompileStatus.FAILED:
@@ -87,7 +87,7 @@ def infer_cell(cell: CompiledCell, prep: Prepared, env: Environment) -> Measured
         status=CellStatus.OK, host=host, cann_version=local_cann(backend), driver_version=local_driver(backend)
     )
     try:
-        with hold_device(as_target(planned.target).as_dict(), backend) as held:
+        with hold_device(as_target(planned.target).as_dict(), backend, claim) as held:
             device = None if held is None else str(held)
             log.info("%s batch %s on %s device %s", planned.target.name, planned.batch_size, host, held)
             result = backend.infer(
@@ -168,12 +168,14 @@ def store_cell_result(cell: MeasuredCell, env: Environment) -> Path:
     return path
 
 
-def measure_cell(cell: CompiledCell, prep: Prepared, env: Environment) -> MeasuredCell:
+def measure_cell(cell: CompiledCell, prep: Prepared, env: Environment, claim: Claim | None = None) -> MeasuredCell:
     """Infer (and profile), evaluate where the outputs are, store the result, diagnose a failing mIoU, then
     delete the counted outputs (unless ``keep_outputs``). The device is held inside ``infer_cell`` (the
     measured and the profiled pass) and, for an NPU cell whose mIoU fails, again for its diagnosis.
-    A failure before the result is stored raises with every output still on disk."""
-    evaluated = evaluate_cell(infer_cell(cell, prep, env), prep)
+    A failure before the result is stored raises with every output still on disk. ``claim``: how the
+    measurement asks for its device (devices.Claim; the diagnosis, after the result is stored, always waits
+    for one in-process: a reschedule then would measure the cell again)."""
+    evaluated = evaluate_cell(infer_cell(cell, prep, env, claim), prep)
     if evaluated.status != CellStatus.OK or evaluated.inference.summary is None:
         return evaluated
     summary = evaluated.inference.summary

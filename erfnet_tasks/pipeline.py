@@ -14,10 +14,12 @@ the guide's own table has such a cell (the 310 at batch 64: memory allocation fa
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
-from . import build, measure, nightly, plan, progress, report
+from . import build, measure, nightly, plan, progress, report, settings
 from .deployment import DAG_ID  # noqa: F401  (re-exported for the DAG)
+from .devices import Claim
 from .errors import RegressionDetected  # noqa: F401  (re-exported: dags/erfnet_notifications.py names it)
 from .plan import run_folder_name, validate_params  # noqa: F401  (re-exported for the DAG, demo, retention)
 from .records import (
@@ -85,19 +87,42 @@ def open_run(env: Json) -> int:
 
 
 def compile_cell(cell: Json, model: Json, env: Json, try_number: int | None = None) -> Json:
+    """Compile a cell. An AOE tuning is ``queued`` until it holds a device of its chip, then ``tuning``;
+    while the run's plain cells of the chip still wait for a device it leaves them one (raising
+    DeviceWait rather than holding its slot: they are measured in minutes, it tunes for hours)."""
     planned, environment = from_xcom(PlannedCell, cell), from_xcom(Environment, env)
-    state = CellState.TUNING if planned.target.aoe else CellState.COMPILING
-    with progress.step(environment.run_id, planned, state, try_number):
-        compiled = build.compile_cell(planned, from_xcom(Model, model), environment)
-    progress.mark(environment.run_id, planned, CellState.COMPILED, try_number)
+    run_id, chip = environment.run_id, planned.target.chip
+    claim = None
+    if planned.target.aoe and chip is not None:
+        claim = device_claim(
+            lambda: progress.mark(run_id, planned, CellState.TUNING, try_number),
+            keep_free=lambda: 1 if progress.plain_cells_pending(run_id, chip) else 0,
+        )
+    state = CellState.QUEUED if planned.target.aoe else CellState.COMPILING
+    with progress.step(run_id, planned, state, try_number):
+        compiled = build.compile_cell(planned, from_xcom(Model, model), environment, claim)
+    progress.mark(run_id, planned, CellState.COMPILED, try_number)
     return to_xcom(compiled)
 
 
 def measure_cell(cell: Json, prep: Json, env: Json, try_number: int | None = None) -> Json:
+    """Measure a compiled cell: ``compiled`` (waiting for a device) until it holds one, then ``measuring``."""
     compiled, environment = from_xcom(CompiledCell, cell), from_xcom(Environment, env)
-    with progress.step(environment.run_id, compiled.planned, CellState.MEASURING, try_number):
-        measured = measure.measure_cell(compiled, from_xcom(Prepared, prep), environment)
+    run_id, planned = environment.run_id, compiled.planned
+    claim = device_claim(lambda: progress.mark(run_id, planned, CellState.MEASURING, try_number))
+    with progress.step(run_id, planned, CellState.COMPILED, try_number):
+        measured = measure.measure_cell(compiled, from_xcom(Prepared, prep), environment, claim)
     return to_xcom(measured)
+
+
+def device_claim(on_leased: Callable[[], None], keep_free: Callable[[], int] | None = None) -> Claim:
+    """How a DAG task asks for a device: a short wait in-process, then its slots given back (DeviceWait)."""
+    return Claim(
+        wait_s=settings.device_wait_s(),
+        recheck_s=settings.device_recheck_s(),
+        keep_free=keep_free,
+        on_leased=on_leased,
+    )
 
 
 def store_cell(cell: Json, compiled: Json | None, measured: Json | None, env: Json) -> Json:

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 from sqlalchemy.orm import Session
 
+from .devices import DeviceWait
 from .errors import Transient, first_line
 from .fleet import queue_for
 from .records import CellState, CellStatus, PlannedCell
@@ -68,6 +69,8 @@ def step(
     mark(run_id, cell, state, try_number, url)
     try:
         yield
+    except DeviceWait:
+        raise  # no device yet: the task is started again, nothing failed
     except BaseException as exc:
         kind, error = type(exc).__name__, first_line(exc)
         _best_effort(
@@ -113,3 +116,14 @@ def judge(cell: PlannedCell, last: tuple[CellState, str | None, str | None, str 
         f"and no worker of {queue} measured it again",
         host,
     )
+
+
+def plain_cells_pending(run_id: str, chip: str, url: str | None = None) -> bool:
+    """Whether a cell of ``chip`` without AOE still waits for a device in the run (False when unknown: a
+    database that is down never holds a tuning back)."""
+    try:
+        with db.session_scope(url) as session:
+            return stored.plain_cells_pending(session, run_id, chip) > 0
+    except Exception as exc:
+        log.warning("cannot tell whether plain cells are pending (%s: %s)", type(exc).__name__, first_line(exc))
+        return False

@@ -299,3 +299,15 @@ def diagnose_timeout_per_image(fallback: float) -> float:
 def retry_delay(fallback: float) -> float:
     """ERFNET_RETRY_DELAY: seconds between a failed task's tries (the DAG's default_args)."""
     return _positive_seconds("ERFNET_RETRY_DELAY", fallback)
+
+
+def device_wait_s() -> float:
+    """ERFNET_DEVICE_WAIT_S: how long a DAG task waits in its own process for a busy device before it gives
+    its slots back and is rescheduled (a measurement queued behind another waits it out; one behind an AOE
+    tuning does not)."""
+    return _positive_seconds("ERFNET_DEVICE_WAIT_S", 60.0)
+
+
+def device_recheck_s() -> float:
+    """ERFNET_DEVICE_RECHECK_S: when a task that gave its slots back waiting for a device starts again."""
+    return _positive_seconds("ERFNET_DEVICE_RECHECK_S", 30.0)

@@ -116,6 +116,28 @@ def record_error(session: Session, run_id: str, target: str, batch_size: int, ki
     )
 
 
+# A cell in these states has not got a device yet (``measuring`` is marked once it holds one).
+WAITING_FOR_DEVICE = (CellState.QUEUED.value, CellState.COMPILING.value, CellState.COMPILED.value)
+
+
+def plain_cells_pending(session: Session, run_id: str, chip: str) -> int:
+    """How many cells of ``chip`` without AOE in the run still wait for a device."""
+    return (
+        session.scalar(
+            sa.select(sa.func.count())
+            .select_from(CellProgress)
+            .where(
+                CellProgress.run_id == run_id,
+                CellProgress.chip == chip,
+                CellProgress.aoe.is_(False),
+                CellProgress.state.in_(WAITING_FOR_DEVICE),
+                CellProgress.error.is_(None),
+            )
+        )
+        or 0
+    )
+
+
 def progress_of(session: Session, run_id: str, target: str, batch_size: int) -> CellProgress | None:
     return session.scalars(
         sa.select(CellProgress).where(

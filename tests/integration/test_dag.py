@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime, timedelta
 import os
 import re
 import subprocess
@@ -136,6 +137,33 @@ def test_dagbag_structure_queues_pools_params_schedule(dag):
     assert tasks["regression_gate"].retries == 0
     assert tasks["cells_Ascend310.measure"].retries == 2
     assert any(o.name == "erfnet_results" for o in tasks["publish_results"].outlets)
+
+
+def test_a_task_with_no_device_free_is_rescheduled_and_measurements_go_before_tunings(dag, monkeypatch):
+    """DeviceWait (no device of the chip for a while, or one kept for plain cells) becomes an Airflow
+    reschedule: up_for_reschedule holds no pool slot. When a slot frees, a measurement goes first."""
+    from types import SimpleNamespace
+
+    from airflow.sdk.exceptions import AirflowRescheduleException
+
+    from erfnet_tasks import pipeline
+    from erfnet_tasks.devices import DeviceWait
+
+    def no_device(*args):
+        raise DeviceWait("no device of Ascend310 for this task after 60s (all busy)", 45)
+
+    tasks = {t.task_id: t for t in dag.tasks}
+    for task_id, step in (("cells_Ascend310.measure", "measure_cell"), ("cells_aoe_Ascend310.compile", "compile_cell")):
+        monkeypatch.setattr(pipeline, step, no_device)
+        before = datetime.now(UTC)
+        with pytest.raises(AirflowRescheduleException) as info:
+            tasks[task_id].python_callable({}, {}, {}, ti=SimpleNamespace(try_number=1))
+        assert before + timedelta(seconds=44) < info.value.reschedule_date < datetime.now(UTC) + timedelta(seconds=46)
+    weights = {t.task_id: (t.priority_weight, t.weight_rule) for t in dag.tasks if t.pool == "npu_devices"}
+    measures = [w for task_id, w in weights.items() if task_id.endswith(".measure")]
+    tunings = [w for task_id, w in weights.items() if task_id.endswith(".compile")]
+    assert measures and tunings and min(m[0] for m in measures) > max(t[0] for t in tunings)
+    assert {rule for _, rule in weights.values()} == {"absolute"}
 
 
 def test_cann_probe_dag_runs_on_every_npu_queue_and_updates_the_asset(dag):

@@ -98,6 +98,100 @@ def test_leases_take_different_devices_of_the_chip_and_wait_when_all_are_busy(tm
     assert sorted(got) == [1, 2] and third and third[0] in (1, 2)
 
 
+def test_a_dag_task_waits_briefly_then_gives_its_slot_back_with_when_to_come_again(tmp_path, monkeypatch):
+    monkeypatch.setenv("ERFNET_DEVICE_LOCK_DIR", str(tmp_path / "leases"))
+    chips = ["Ascend310"]
+    leased = []
+    claim = devices.Claim(wait_s=0.3, recheck_s=7, on_leased=lambda: leased.append("held"))
+    with devices.lease("Ascend310", chips=chips):
+        started = time.monotonic()
+        with pytest.raises(devices.DeviceWait) as info, devices.lease("Ascend310", chips=chips, poll=0.05, claim=claim):
+            pass
+        waited = time.monotonic() - started
+    assert 0.3 <= waited < 5 and info.value.seconds == 7 and leased == []
+    assert "no device of Ascend310 for this task" in str(info.value) and "all busy" in str(info.value)
+    with devices.lease("Ascend310", chips=chips, claim=claim) as device:  # free now: taken at once, and said
+        assert device == 0 and leased == ["held"]
+
+
+def test_a_tuning_leaves_a_device_to_pending_plain_cells_without_waiting_for_it(tmp_path, monkeypatch):
+    """keep_free=1 while plain cells are pending: a tuning takes a device only if another stays free; one
+    it would have to take from them is never waited for in-process (that wait held the pool slots the plain
+    measurements needed: the deadlock at the lab's pool size), and the last device is taken once none is."""
+    monkeypatch.setenv("ERFNET_DEVICE_LOCK_DIR", str(tmp_path / "leases"))
+    chips = ["Ascend310P3", "Ascend310P3"]
+    pending = [True]
+    tuning = devices.Claim(wait_s=60, recheck_s=5, keep_free=lambda: 1 if pending[0] else 0)
+    with devices.lease("Ascend310P3", chips=chips, claim=tuning) as first:
+        started = time.monotonic()
+        with pytest.raises(devices.DeviceWait) as info, devices.lease("Ascend310P3", chips=chips, claim=tuning):
+            pass
+        assert time.monotonic() - started < 5  # at once, though wait_s is 60
+        assert "keeping 1 free for the run's plain cells" in str(info.value) and info.value.seconds == 5
+        with devices.lease("Ascend310P3", chips=chips) as plain:  # the plain cell gets the device left
+            assert plain != first
+        pending[0] = False
+        with devices.lease("Ascend310P3", chips=chips, claim=tuning) as second:
+            assert second != first
+
+
+def test_a_one_device_chip_measures_its_plain_cells_before_it_tunes(tmp_path, monkeypatch):
+    monkeypatch.setenv("ERFNET_DEVICE_LOCK_DIR", str(tmp_path / "leases"))
+    tuning = devices.Claim(wait_s=60, keep_free=lambda: 1)
+    with pytest.raises(devices.DeviceWait), devices.lease("Ascend310", chips=["Ascend310"], claim=tuning):
+        pass  # the device is free, and kept: a plain cell is still to be measured
+
+
+def test_tunings_that_start_together_leave_the_device_they_meant_to_leave(tmp_path, monkeypatch):
+    """Counting the free devices and taking one is atomic: of eight tunings at once on two devices, with
+    plain cells pending, exactly one tunes."""
+    monkeypatch.setenv("ERFNET_DEVICE_LOCK_DIR", str(tmp_path / "leases"))
+    chips = ["Ascend310P3", "Ascend310P3"]
+    tuning = devices.Claim(wait_s=60, keep_free=lambda: 1)
+    go, done, tuned, deferred = threading.Barrier(8), threading.Event(), [], []
+
+    def tune():
+        go.wait()
+        try:
+            with devices.lease("Ascend310P3", chips=chips, claim=tuning) as device:
+                tuned.append(device)
+                done.wait(10)
+        except devices.DeviceWait:
+            deferred.append(1)
+
+    threads = [threading.Thread(target=tune) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    deadline = time.monotonic() + 10
+    while len(tuned) + len(deferred) < 8 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert len(tuned) == 1 and len(deferred) == 7
+    done.set()
+    for thread in threads:
+        thread.join(10)
+
+
+def test_without_a_wait_limit_a_tuning_waits_in_process_for_the_plain_cells(tmp_path, monkeypatch):
+    """The CLI's way (no Claim.wait_s): a tuning keeping a device free waits until none is pending."""
+    monkeypatch.setenv("ERFNET_DEVICE_LOCK_DIR", str(tmp_path / "leases"))
+    pending = threading.Event()
+    pending.set()
+    tuning = devices.Claim(keep_free=lambda: 1 if pending.is_set() else 0)
+    tuned = []
+
+    def tune():
+        with devices.lease("Ascend310", chips=["Ascend310"], poll=0.05, claim=tuning) as device:
+            tuned.append(device)
+
+    waiter = threading.Thread(target=tune)
+    waiter.start()
+    time.sleep(0.4)
+    assert tuned == []
+    pending.clear()
+    waiter.join(10)
+    assert tuned == [0]
+
+
 def test_no_device_of_the_chip_is_device_open_failed(tmp_path, monkeypatch):
     monkeypatch.setenv("ERFNET_DEVICE_LOCK_DIR", str(tmp_path / "leases"))
     with pytest.raises(InferFailed) as info, devices.lease("Ascend310", chips=["Ascend310P3"]):

@@ -183,3 +183,45 @@ def test_marks_are_best_effort_while_the_database_is_down(make):
     cell = make.planned()
     with progress.step("r", cell, CellState.COMPILING, url="postgresql+psycopg://nobody@127.0.0.1:1/none"):
         pass  # the step ran: a lost live state never costs the work
+
+
+def test_plain_cells_of_a_chip_are_pending_until_each_holds_a_device(live, make, results_url):
+    """What an AOE tuning of the chip gives way to: plain cells queued, compiling or compiled (waiting for
+    a device); not one measuring (it holds its device), stored, or whose step raised."""
+    one, two = make.planned("Ascend310P3", 1), make.planned("Ascend310P3", 2)
+    assert progress.plain_cells_pending(live.run_id, "Ascend310P3")
+    progress.mark(live.run_id, one, CellState.COMPILED)
+    progress.mark(live.run_id, two, CellState.MEASURING)
+    assert progress.plain_cells_pending(live.run_id, "Ascend310P3")  # bs1 waits for a device
+    progress.mark(live.run_id, one, CellState.MEASURING)
+    assert not progress.plain_cells_pending(live.run_id, "Ascend310P3")
+    assert not progress.plain_cells_pending(live.run_id, "Ascend310")  # no cell of that chip in the run
+    with pytest.raises(RuntimeError), progress.step(live.run_id, one, CellState.COMPILED):
+        raise RuntimeError("the measurement's first try failed")
+    assert not progress.plain_cells_pending(live.run_id, "Ascend310P3")  # a failed try holds nothing back
+    assert not progress.plain_cells_pending("no-such-run", "Ascend310P3", url="postgresql+psycopg://nobody@127.0.0.1:1/x")
+
+
+def test_a_measurement_with_no_device_yet_stays_compiled_without_an_error(live, make, results_url, monkeypatch):
+    """DeviceWait is no failure: the cell stays `compiled` (waiting for a device), no error recorded; the
+    cell turns `measuring` only once it holds a device."""
+    from erfnet_tasks import measure
+    from erfnet_tasks.devices import DeviceWait
+
+    def no_device(cell, prep, env, claim):
+        raise DeviceWait("no device of Ascend310P3 for this task after 60s (all busy)", 30)
+
+    monkeypatch.setattr(measure, "measure_cell", no_device)
+    compiled = make.measured("Ascend310P3", 1).compiled
+    with pytest.raises(DeviceWait):
+        pipeline.measure_cell(to_xcom(compiled), to_xcom(make.prep()), to_xcom(live), try_number=1)
+    assert _states(results_url)[("Ascend310P3", 1)] == ("compiled", "npu-host-a", None)
+
+    def measured_on_a_device(cell, prep, env, claim):
+        assert _states(results_url)[("Ascend310P3", 1)][0] == "compiled"
+        claim.on_leased()
+        assert _states(results_url)[("Ascend310P3", 1)][0] == "measuring"
+        return make.measured("Ascend310P3", 1)
+
+    monkeypatch.setattr(measure, "measure_cell", measured_on_a_device)
+    pipeline.measure_cell(to_xcom(compiled), to_xcom(make.prep()), to_xcom(live), try_number=2)
