@@ -22,7 +22,7 @@ While the run goes, the results database is polled every second for the run's pu
 - the issue's targets: a chip's plain cells all published before its first AOE tuning ends, the first
   cell published within a minute of its compile, the makespan within 1.2x of the bound.
 
-    .venv/bin/python bench/lab_night.py [--scale 0.0167] [--slots 12] [--contenders old new] [--old 83a5848]
+    .venv/bin/python bench/lab_night.py [--scale 0.0167] [--slots 3] [--contenders old new] [--old 83a5848]
     make bench-lab
 
 Not part of `make bench`: two cold runs and two cluster starts take about 10 minutes here.
@@ -325,12 +325,14 @@ def _published(cluster: LocalCluster, run_id: str) -> dict:
         return {(t, int(b)) for t, b in session.execute(query)}
 
 
-def run_contender(name: str, source: Path, work: Path, scale: float, timeout: float, slots: int = 3) -> dict:
+def run_contender(
+    name: str, source: Path, work: Path, scale: float, timeout: float, slots: int = 3, device_env: dict | None = None
+) -> dict:
     from erfnet_tasks.datasets.synthetic import write_sample_data
     from erfnet_tasks.model import write_random_checkpoint
 
     workers = [Worker("cpu-worker"), *(_npu_host(work, h, scale) for h in HOSTS)]
-    cluster = LocalCluster(work, workers, env={"ERFNET_NPU_SLOTS": str(slots)}, source=source)
+    cluster = LocalCluster(work, workers, env={"ERFNET_NPU_SLOTS": str(slots), **(device_env or {})}, source=source)
     started = time.time()
     with cluster:
         log(f"{name}: cluster up in {time.time() - started:.0f} s ({cluster.base_url})")
@@ -409,7 +411,10 @@ def render(results: dict) -> str:
         "dag-processor, a CPU worker, host A with two Ascend310P3 stand-in devices, host B with one "
         f"Ascend310), one cold run each: targets Ascend310 and Ascend310P3 with AOE, batch sizes "
         f"{', '.join(map(str, BATCH_SIZES))} (12 cells, 6 AOE-tuned), the `npu_devices` pool at "
-        f"{results.get('slots', 3)} slots, the lab's Airflow settings (erfnet_tasks/lab_airflow.py, none "
+        f"{results.get('slots', 3)} slots, a task waiting for a device in-process "
+        f"{results.get('device_wait_s', 60):g} s before it gives its slot back and is rescheduled "
+        f"{results.get('device_recheck_s', 30):g} s later (ERFNET_DEVICE_WAIT_S, ERFNET_DEVICE_RECHECK_S; the "
+        "new DAG only), the lab's Airflow settings (erfnet_tasks/lab_airflow.py, none "
         "tuned for latency). The stand-ins take their modeled "
         f"times (tests/standins/standin_timing.py) x {results['scale']:.4g}: atc "
         f"{60 * results['scale']:.1f} s, AOE {1200 * results['scale']:.0f} + {2400 * results['scale']:.0f} s "
@@ -514,9 +519,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--scale", type=float, default=DEFAULT_SCALE, help="the stand-ins' time scale")
     parser.add_argument("--contenders", nargs="+", choices=["old", "new"], default=["old", "new"])
     parser.add_argument("--old", default=OLD_COMMIT, help="the commit of today's DAG")
-    # 12: one per NPU task of the matrix. At the fleet's 3 devices the per-cell DAG deadlocks here (AOE tasks
-    # waiting, slots held, for the plain cells whose measurements wait for a slot): BENCHMARKS.md's notes.
-    parser.add_argument("--slots", type=int, default=12, help="the npu_devices pool's slots (default 12)")
+    parser.add_argument("--slots", type=int, default=3, help="the npu_devices pool's slots (default 3: the devices)")
+    # The lab's 60 s in-process wait and 30 s recheck are for tools that take minutes and hours; scaled
+    # down with the tools, they would fall below one Airflow hop (a task start takes 1-3 s here).
+    parser.add_argument("--device-wait", type=float, default=5, help="ERFNET_DEVICE_WAIT_S (default 5)")
+    parser.add_argument("--device-recheck", type=float, default=3, help="ERFNET_DEVICE_RECHECK_S (default 3)")
     parser.add_argument("--timeout", type=float, default=1200, help="the most one run may take, in seconds")
     parser.add_argument("--keep", action="store_true", help="keep the work folders (logs, timelines)")
     parser.add_argument("--report-only", action="store_true", help="BENCHMARKS.md from bench/lab_night.json")
@@ -530,6 +537,8 @@ def main(argv: list[str] | None = None) -> int:
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
         "scale": args.scale,
         "slots": args.slots,
+        "device_wait_s": args.device_wait,
+        "device_recheck_s": args.device_recheck,
         "old_commit": _commit(args.old),
         "new_commit": _commit("HEAD"),
         "load_before": list(os.getloadavg()),
@@ -539,7 +548,13 @@ def main(argv: list[str] | None = None) -> int:
     try:
         for name in args.contenders:
             source = old_tree(args.old, root / "source-old") if name == "old" else REPO
-            results["contenders"][name] = run_contender(name, source, root / name, args.scale, args.timeout, args.slots)
+            device_env = {
+                "ERFNET_DEVICE_WAIT_S": f"{args.device_wait:g}",
+                "ERFNET_DEVICE_RECHECK_S": f"{args.device_recheck:g}",
+            }
+            results["contenders"][name] = run_contender(
+                name, source, root / name, args.scale, args.timeout, args.slots, device_env
+            )
             RESULTS.with_suffix(".partial.json").write_text(json.dumps(results, indent=1) + "\n")  # should one fail
     finally:
         if args.keep:
