@@ -521,9 +521,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--old", default=OLD_COMMIT, help="the commit of today's DAG")
     parser.add_argument("--slots", type=int, default=3, help="the npu_devices pool's slots (default 3: the devices)")
     # The lab's 60 s in-process wait and 30 s recheck are for tools that take minutes and hours; scaled
-    # down with the tools, they would fall below one Airflow hop (a task start takes 1-3 s here).
-    parser.add_argument("--device-wait", type=float, default=5, help="ERFNET_DEVICE_WAIT_S (default 5)")
-    parser.add_argument("--device-recheck", type=float, default=3, help="ERFNET_DEVICE_RECHECK_S (default 3)")
+    # down with the tools they would be 1 s and 0.5 s, below one Airflow hop (a task start takes 1-7 s
+    # here) and below the recheck's floor (settings.MIN_DEVICE_RECHECK_S).
+    parser.add_argument("--device-wait", type=float, default=20, help="ERFNET_DEVICE_WAIT_S (default 20)")
+    parser.add_argument(
+        "--device-recheck", type=float, default=15, help="ERFNET_DEVICE_RECHECK_S (default 15, the least allowed)"
+    )
     parser.add_argument("--timeout", type=float, default=1200, help="the most one run may take, in seconds")
     parser.add_argument("--keep", action="store_true", help="keep the work folders (logs, timelines)")
     parser.add_argument("--report-only", action="store_true", help="BENCHMARKS.md from bench/lab_night.json")

@@ -308,6 +308,18 @@ def device_wait_s() -> float:
     return _positive_seconds("ERFNET_DEVICE_WAIT_S", 60.0)
 
 
+# Below this, a rescheduled task can be due again before the scheduler has read the executor's report of
+# the try that rescheduled it (seen 6 s late on a loaded scheduler): Airflow 3.3 then takes the report for
+# a task killed externally and fails the try (scheduler_job_runner: "task-state-changed-externally").
+MIN_DEVICE_RECHECK_S = 15.0
+
+
 def device_recheck_s() -> float:
     """ERFNET_DEVICE_RECHECK_S: when a task that gave its slots back waiting for a device starts again."""
-    return _positive_seconds("ERFNET_DEVICE_RECHECK_S", 30.0)
+    value = _positive_seconds("ERFNET_DEVICE_RECHECK_S", 30.0)
+    if value < MIN_DEVICE_RECHECK_S:
+        raise BadInput(
+            f"ERFNET_DEVICE_RECHECK_S must be at least {MIN_DEVICE_RECHECK_S:g} s (a shorter reschedule races "
+            f"Airflow's own bookkeeping and costs the task a try), got {value:g}"
+        )
+    return value

@@ -74,3 +74,18 @@ def test_paths_must_resolve_under_a_root(tmp_path):
         settings.resolve_under_roots("/etc/hostname", roots, "weights")
     with pytest.raises(ErfnetError, match="expected a path"):
         settings.resolve_under_roots("a\x00b", roots, "weights")
+
+
+def test_device_wait_and_a_recheck_no_shorter_than_airflows_own_bookkeeping(monkeypatch):
+    monkeypatch.delenv("ERFNET_DEVICE_WAIT_S", raising=False)
+    monkeypatch.delenv("ERFNET_DEVICE_RECHECK_S", raising=False)
+    assert (settings.device_wait_s(), settings.device_recheck_s()) == (60.0, 30.0)
+    monkeypatch.setenv("ERFNET_DEVICE_WAIT_S", "5")
+    monkeypatch.setenv("ERFNET_DEVICE_RECHECK_S", "15")
+    assert (settings.device_wait_s(), settings.device_recheck_s()) == (5.0, 15.0)
+    monkeypatch.setenv("ERFNET_DEVICE_RECHECK_S", "3")
+    with pytest.raises(ErfnetError, match="ERFNET_DEVICE_RECHECK_S must be at least 15 s"):
+        settings.device_recheck_s()
+    monkeypatch.setenv("ERFNET_DEVICE_WAIT_S", "nan")
+    with pytest.raises(ErfnetError, match="ERFNET_DEVICE_WAIT_S must be a number of seconds greater than 0"):
+        settings.device_wait_s()
