@@ -7,7 +7,7 @@ only admits work; the lease decides which device of the cell's chip it gets on t
 
 A task of the DAG waits for a device in its own process only briefly (``Claim.wait_s``): a wait behind an
 hour of AOE tuning would hold a pool slot and a worker slot that another chip's work could use, and a
-tuning that waits for plain cells to be measured first must never hold the slot they need. It raises
+tuning that waits for measurements to get a device first must never hold the slot they need. It raises
 ``DeviceWait`` instead, and the DAG reschedules the task, which holds no slot until it starts again.
 """
 
@@ -73,8 +73,8 @@ class Claim:
     ``wait_s``: how long it waits for one in its own process before it raises DeviceWait (None: as long as
     it takes, the CLI's way); ``recheck_s``: when it asks to be started again. ``keep_free``: how many other
     devices of the chip must stay free beside the one it takes (asked at each look; a tuning leaves one to
-    the run's plain cells); a device kept free that way is never waited for in-process, the very wait that
-    held every pool slot while the plain cells it gave way to waited for one. ``on_leased``: called with
+    the run's measurements of the chip); a device kept free that way is never waited for in-process, the
+    very wait that held every pool slot while the measurements it gave way to waited for one. ``on_leased``: called with
     the device is held (the cell's live state)."""
 
     wait_s: float | None = None
@@ -107,7 +107,7 @@ def lease(
             finally:
                 os.close(fd)  # releases the flock
             return
-        why = f"keeping {kept} free for the run's plain cells" if kept else "all busy"
+        why = f"keeping {kept} free for the run's measurements" if kept else "all busy"
         waited = time.monotonic() - started
         if claim.wait_s is not None and (kept or waited >= claim.wait_s):
             raise DeviceWait(

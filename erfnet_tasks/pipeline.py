@@ -88,15 +88,16 @@ def open_run(env: Json) -> int:
 
 def compile_cell(cell: Json, model: Json, env: Json, try_number: int | None = None) -> Json:
     """Compile a cell. An AOE tuning is ``queued`` until it holds a device of its chip, then ``tuning``;
-    while the run's plain cells of the chip still wait for a device it leaves them one (raising
-    DeviceWait rather than holding its slot: they are measured in minutes, it tunes for hours)."""
+    while a measurement of the chip is still to get a device in the run (a plain cell, or a tuned one) it
+    leaves it one, raising DeviceWait rather than holding its slot: a measurement takes minutes and
+    publishes a cell, a tuning takes hours."""
     planned, environment = from_xcom(PlannedCell, cell), from_xcom(Environment, env)
     run_id, chip = environment.run_id, planned.target.chip
     claim = None
     if planned.target.aoe and chip is not None:
         claim = device_claim(
             lambda: progress.mark(run_id, planned, CellState.TUNING, try_number),
-            keep_free=lambda: 1 if progress.plain_cells_pending(run_id, chip) else 0,
+            keep_free=lambda: 1 if progress.measurements_pending(run_id, chip) else 0,
         )
     state = CellState.QUEUED if planned.target.aoe else CellState.COMPILING
     with progress.step(run_id, planned, state, try_number):

@@ -118,12 +118,13 @@ def judge(cell: PlannedCell, last: tuple[CellState, str | None, str | None, str 
     )
 
 
-def plain_cells_pending(run_id: str, chip: str, url: str | None = None) -> bool:
-    """Whether a cell of ``chip`` without AOE still waits for a device in the run (False when unknown: a
-    database that is down never holds a tuning back)."""
+def measurements_pending(run_id: str, chip: str, url: str | None = None) -> bool:
+    """Whether a measurement of ``chip`` in the run is still to get a device: a plain cell not yet
+    measuring, or a tuned one waiting for its measurement (False when unknown: a database that is down
+    never holds a tuning back)."""
     try:
         with db.session_scope(url) as session:
-            return stored.plain_cells_pending(session, run_id, chip) > 0
+            return stored.measurements_pending(session, run_id, chip) > 0
     except Exception as exc:
-        log.warning("cannot tell whether plain cells are pending (%s: %s)", type(exc).__name__, first_line(exc))
+        log.warning("cannot tell whether measurements are pending (%s: %s)", type(exc).__name__, first_line(exc))
         return False

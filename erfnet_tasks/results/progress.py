@@ -116,12 +116,16 @@ def record_error(session: Session, run_id: str, target: str, batch_size: int, ki
     )
 
 
-# A cell in these states has not got a device yet (``measuring`` is marked once it holds one).
-WAITING_FOR_DEVICE = (CellState.QUEUED.value, CellState.COMPILING.value, CellState.COMPILED.value)
+# A plain cell in these states is on its way to a measurement without a device yet (``measuring`` is
+# marked once it holds one); an AOE cell is, once tuned (``compiled``): ``queued`` is its wait to tune.
+PLAIN_BEFORE_DEVICE = (CellState.QUEUED.value, CellState.COMPILING.value, CellState.COMPILED.value)
 
 
-def plain_cells_pending(session: Session, run_id: str, chip: str) -> int:
-    """How many cells of ``chip`` without AOE in the run still wait for a device."""
+def measurements_pending(session: Session, run_id: str, chip: str) -> int:
+    """How many measurements of ``chip`` in the run are still to get a device (a try that failed and waits
+    for its retry is not counted)."""
+    plain = CellProgress.aoe.is_(False) & CellProgress.state.in_(PLAIN_BEFORE_DEVICE)
+    tuned = CellProgress.aoe.is_(True) & (CellProgress.state == CellState.COMPILED.value)
     return (
         session.scalar(
             sa.select(sa.func.count())
@@ -129,8 +133,7 @@ def plain_cells_pending(session: Session, run_id: str, chip: str) -> int:
             .where(
                 CellProgress.run_id == run_id,
                 CellProgress.chip == chip,
-                CellProgress.aoe.is_(False),
-                CellProgress.state.in_(WAITING_FOR_DEVICE),
+                plain | tuned,
                 CellProgress.error.is_(None),
             )
         )

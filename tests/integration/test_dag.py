@@ -140,7 +140,7 @@ def test_dagbag_structure_queues_pools_params_schedule(dag):
 
 
 def test_a_task_with_no_device_free_is_rescheduled_and_measurements_go_before_tunings(dag, monkeypatch):
-    """DeviceWait (no device of the chip for a while, or one kept for plain cells) becomes an Airflow
+    """DeviceWait (no device of the chip for a while, or one kept for measurements) becomes an Airflow
     reschedule: up_for_reschedule holds no pool slot. When a slot frees, a measurement goes first."""
     from types import SimpleNamespace
 

@@ -115,7 +115,7 @@ def test_a_dag_task_waits_briefly_then_gives_its_slot_back_with_when_to_come_aga
 
 
 def test_a_tuning_leaves_a_device_to_pending_plain_cells_without_waiting_for_it(tmp_path, monkeypatch):
-    """keep_free=1 while plain cells are pending: a tuning takes a device only if another stays free; one
+    """keep_free=1 while measurements are pending: a tuning takes a device only if another stays free; one
     it would have to take from them is never waited for in-process (that wait held the pool slots the plain
     measurements needed: the deadlock at the lab's pool size), and the last device is taken once none is."""
     monkeypatch.setenv("ERFNET_DEVICE_LOCK_DIR", str(tmp_path / "leases"))
@@ -127,7 +127,7 @@ def test_a_tuning_leaves_a_device_to_pending_plain_cells_without_waiting_for_it(
         with pytest.raises(devices.DeviceWait) as info, devices.lease("Ascend310P3", chips=chips, claim=tuning):
             pass
         assert time.monotonic() - started < 5  # at once, though wait_s is 60
-        assert "keeping 1 free for the run's plain cells" in str(info.value) and info.value.seconds == 5
+        assert "keeping 1 free for the run's measurements" in str(info.value) and info.value.seconds == 5
         with devices.lease("Ascend310P3", chips=chips) as plain:  # the plain cell gets the device left
             assert plain != first
         pending[0] = False
@@ -144,7 +144,7 @@ def test_a_one_device_chip_measures_its_plain_cells_before_it_tunes(tmp_path, mo
 
 def test_tunings_that_start_together_leave_the_device_they_meant_to_leave(tmp_path, monkeypatch):
     """Counting the free devices and taking one is atomic: of eight tunings at once on two devices, with
-    plain cells pending, exactly one tunes."""
+    measurements pending, exactly one tunes."""
     monkeypatch.setenv("ERFNET_DEVICE_LOCK_DIR", str(tmp_path / "leases"))
     chips = ["Ascend310P3", "Ascend310P3"]
     tuning = devices.Claim(wait_s=60, keep_free=lambda: 1)

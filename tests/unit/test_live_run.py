@@ -185,21 +185,34 @@ def test_marks_are_best_effort_while_the_database_is_down(make):
         pass  # the step ran: a lost live state never costs the work
 
 
-def test_plain_cells_of_a_chip_are_pending_until_each_holds_a_device(live, make, results_url):
-    """What an AOE tuning of the chip gives way to: plain cells queued, compiling or compiled (waiting for
-    a device); not one measuring (it holds its device), stored, or whose step raised."""
-    one, two = make.planned("Ascend310P3", 1), make.planned("Ascend310P3", 2)
-    assert progress.plain_cells_pending(live.run_id, "Ascend310P3")
-    progress.mark(live.run_id, one, CellState.COMPILED)
-    progress.mark(live.run_id, two, CellState.MEASURING)
-    assert progress.plain_cells_pending(live.run_id, "Ascend310P3")  # bs1 waits for a device
-    progress.mark(live.run_id, one, CellState.MEASURING)
-    assert not progress.plain_cells_pending(live.run_id, "Ascend310P3")
-    assert not progress.plain_cells_pending(live.run_id, "Ascend310")  # no cell of that chip in the run
-    with pytest.raises(RuntimeError), progress.step(live.run_id, one, CellState.COMPILED):
+def test_a_tuning_gives_way_to_each_measurement_of_its_chip_until_it_holds_a_device(results_url, monkeypatch, make):
+    """What an AOE tuning of the chip gives way to: plain cells queued, compiling or compiled (waiting for a
+    device) and tuned cells compiled; not a tuning waiting to start (queued), a cell measuring (it holds its
+    device), one stored, or one whose try raised."""
+    monkeypatch.setenv("ERFNET_RESULTS_DB_URL", results_url)
+    params = {"batch_sizes": [1, 2]}
+    env = make.env(
+        targets=("Ascend310P3", "Ascend310P3+AOE"), params=params, run_id="manual__aoe", npu_chips=["Ascend310P3"]
+    )
+    assert report.open_run(env) == 4
+    plain = [make.planned("Ascend310P3", b) for b in (1, 2)]
+    tuned = [make.planned("Ascend310P3+AOE", b) for b in (1, 2)]
+    run = env.run_id
+    assert progress.measurements_pending(run, "Ascend310P3")  # the plain cells are queued
+    progress.mark(run, plain[0], CellState.COMPILED)
+    progress.mark(run, plain[1], CellState.MEASURING)
+    assert progress.measurements_pending(run, "Ascend310P3")  # plain bs1 waits for a device
+    progress.mark(run, plain[0], CellState.MEASURING)
+    assert not progress.measurements_pending(run, "Ascend310P3")  # the tunings, queued, are no measurement
+    progress.mark(run, tuned[0], CellState.TUNING)
+    assert not progress.measurements_pending(run, "Ascend310P3")
+    progress.mark(run, tuned[0], CellState.COMPILED)
+    assert progress.measurements_pending(run, "Ascend310P3")  # tuned: its measurement goes before the next tuning
+    with pytest.raises(RuntimeError), progress.step(run, tuned[0], CellState.COMPILED):
         raise RuntimeError("the measurement's first try failed")
-    assert not progress.plain_cells_pending(live.run_id, "Ascend310P3")  # a failed try holds nothing back
-    assert not progress.plain_cells_pending("no-such-run", "Ascend310P3", url="postgresql+psycopg://nobody@127.0.0.1:1/x")
+    assert not progress.measurements_pending(run, "Ascend310P3")  # a failed try holds nothing back
+    assert not progress.measurements_pending(run, "Ascend310")  # no cell of that chip in the run
+    assert not progress.measurements_pending(run, "Ascend310P3", url="postgresql+psycopg://nobody@127.0.0.1:1/x")
 
 
 def test_a_measurement_with_no_device_yet_stays_compiled_without_an_error(live, make, results_url, monkeypatch):
