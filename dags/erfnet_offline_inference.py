@@ -11,9 +11,10 @@
    `force`); **open_run** has already put the run in the results database as `running`, with its matrix.
 5. **3.2** + **5** + **6**, one chain per cell (mapped task groups `cells_on_host`, `cells_<chip>`,
    `cells_aoe_<chip>`): **compile** (atc on the chip's queue `npu-<chip>`, AOE there holding an
-   `npu_devices` slot and a device, leaving one to the chip's measurements while any waits for one; ONNX Runtime on the host; cached by content) -> **measure** as soon as its own model is ready
-   (infer holding a slot and a device lease, then evaluate on the same worker, delete the counted outputs
-   unless `keep_outputs`; a task that finds no device free for a while gives its slot back and is
+   `npu_devices` slot and a device, leaving one to the chip's measurements while any waits for one;
+   ONNX Runtime on the host; cached by content) -> **measure** as soon as its own model is ready (infer
+   holding a slot and a device lease, then evaluate on the same worker, delete the counted outputs unless
+   `keep_outputs`; a task that finds no device free for a while gives its slot back and is
    rescheduled) -> **store** (whatever became of the two: the cell's rows, gated at once against its
    baseline, each new finding notified; a task that died is stored `host_lost`, `timed_out` or
    `task_failed` with its reason and host).

@@ -4,11 +4,11 @@
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime, timedelta
 import os
 import re
 import subprocess
 import sys
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
