@@ -7,9 +7,6 @@ from __future__ import annotations
 import base64
 import json
 import os
-import socket
-import subprocess
-import sys
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -17,9 +14,8 @@ from pathlib import Path
 import nightlies  # bench/nightlies.py: the generated nightlies of the scale benchmark
 import pytest
 
-from erfnet_tasks.deployment import local_airflow_env, without_project_settings
-from tests.helpers.api_server import wait_for_health
-from tests.helpers.chromium import CHROMIUM, Chromium
+from tests.helpers.api_server import plugin_api_server
+from tests.helpers.chromium import Chromium, log_in_to_airflow
 
 pytestmark = pytest.mark.browser
 
@@ -28,14 +24,8 @@ REPO = Path(__file__).resolve().parents[2]
 # A year of nightlies by default; ERFNET_HISTORY_YEARS=5 gives the five-year screenshots.
 HISTORY_YEARS = int(os.environ.get("ERFNET_HISTORY_YEARS", "1"))
 ARTIFACTS = REPO / "artifacts"
-PASSWORD = "erfnet-ui-test"
+USER, PASSWORD = "tester", "erfnet-ui-test"
 RUN_ID = "manual__2026-11-25T08:00:00+00:00"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _results_document() -> dict:
@@ -72,60 +62,13 @@ def api_server(tmp_path_factory):
     from erfnet_tasks.results.publish import publish_run
 
     home = tmp_path_factory.mktemp("airflow_home")
-    (home / "dags").mkdir()
-    passwords = home / "passwords.json"
-    passwords.write_text(json.dumps({"tester": PASSWORD}))
     results_url = f"sqlite:///{home / 'results.sqlite'}"
     publish_run(_results_document(), results_url)
     # The nightlies end the day before RUN_ID, which stays the latest run.
     nightlies.write_documents(nightlies.nightly_documents(365 * HISTORY_YEARS), home / "nightlies")
     importing.import_paths([str(home / "nightlies")], results_url, report=lambda _line: None)
-    port = _free_port()
-    env = local_airflow_env(
-        home, dags_folder=home / "dags", plugins_folder=REPO / "plugins", inherit=without_project_settings(os.environ)
-    )
-    env.update(
-        {
-            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home / 'airflow.db'}",
-            "AIRFLOW__CORE__AUTH_MANAGER": (
-                "airflow.api_fastapi.auth.managers.simple.simple_auth_manager.SimpleAuthManager"
-            ),
-            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": "tester:admin",
-            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(passwords),
-            "AIRFLOW__API_AUTH__JWT_SECRET": "erfnet-browser-test-secret",
-            "AIRFLOW__CORE__LAZY_LOAD_PLUGINS": "False",
-            "ERFNET_RESULTS_DB_URL": results_url,
-        }
-    )
-    airflow = str(Path(sys.executable).parent / "airflow")
-    subprocess.run([airflow, "db", "migrate"], env=env, check=True, capture_output=True, timeout=300)
-    log = (home / "api-server.log").open("wb")
-    server = subprocess.Popen(
-        [airflow, "api-server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        wait_for_health(server, base, home / "api-server.log")
+    with plugin_api_server(home, results_url, USER, PASSWORD) as base:
         yield base
-    finally:
-        server.terminate()
-        try:
-            server.wait(30)
-        except subprocess.TimeoutExpired:
-            server.kill()
-        log.close()
-
-
-@pytest.fixture
-def browser(tmp_path):
-    if not Path(CHROMIUM).exists():
-        pytest.fail("chromium is not installed: run `make system-test-deps` (tools/ensure-system-packages.sh)")
-    chromium = Chromium(tmp_path / "profile")
-    yield chromium
-    chromium.close()
 
 
 def test_anonymous_request_is_refused(api_server):
@@ -140,20 +83,8 @@ def test_anonymous_request_is_refused(api_server):
 FRAME = "document.querySelector('iframe[title=\"ErfNet results\"]')?.contentDocument"
 
 
-def _log_in(browser: Chromium, api_server: str) -> None:
-    browser.call("Page.enable")
-    browser.navigate(f"{api_server}/plugin/erfnet")
-    # Anonymous: the UI sends us to Airflow's login page first.
-    browser.wait_for("!!document.querySelector('input[name=password]')")
-    assert "/auth/login" in browser.evaluate("location.pathname")
-    browser.type_into("input[name=username]", "tester")
-    browser.type_into("input[name=password]", PASSWORD)
-    browser.evaluate("document.querySelector('button[type=submit]').click()")
-    browser.wait_for("location.pathname === '/plugin/erfnet' || location.pathname.startsWith('/plugin/erfnet/')")
-
-
 def test_logged_in_user_sees_the_tables_inside_the_airflow_ui(api_server, browser):
-    _log_in(browser, api_server)
+    log_in_to_airflow(browser, api_server, USER, PASSWORD)
     # The nav entry of the external view is in Airflow's own navigation.
     browser.wait_for('!!document.querySelector(\'a[href$="/plugin/erfnet"][aria-label="ErfNet results"]\')')
     browser.wait_for(f"!!{FRAME}?.querySelector('#perf-table')")
@@ -204,7 +135,7 @@ def _shot(browser: Chromium, selector: str, path: Path) -> None:
 
 
 def test_history_of_a_year_renders_labelled_bands_and_a_tooltip(api_server, browser):
-    _log_in(browser, api_server)
+    log_in_to_airflow(browser, api_server, USER, PASSWORD)
     days = 365 * HISTORY_YEARS
     browser.navigate(f"{api_server}/erfnet/history?days={days}")
     browser.wait_for("window.erfnetCharts && document.querySelectorAll('#chart-miou svg path').length > 10")

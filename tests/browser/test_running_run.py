@@ -15,7 +15,7 @@ import pytest
 from erfnet_tasks.records import CellState
 from erfnet_tasks.results import publish
 from tests.helpers.api_server import plugin_api_server
-from tests.helpers.chromium import CHROMIUM, Chromium
+from tests.helpers.chromium import Chromium, log_in_to_airflow
 from tests.helpers.run_documents import make_doc
 from tests.helpers.running_run import RunningRun
 
@@ -46,25 +46,6 @@ def server(tmp_path_factory):
         yield base, run
 
 
-@pytest.fixture
-def browser(tmp_path):
-    if not Path(CHROMIUM).exists():
-        pytest.fail("chromium is not installed: run `make system-test-deps` (tools/ensure-system-packages.sh)")
-    chromium = Chromium(tmp_path / "profile")
-    yield chromium
-    chromium.close()
-
-
-def _log_in(browser: Chromium, base: str) -> None:
-    browser.call("Page.enable")
-    browser.navigate(f"{base}/plugin/erfnet")
-    browser.wait_for("!!document.querySelector('input[name=password]')")
-    browser.type_into("input[name=username]", USER)
-    browser.type_into("input[name=password]", PASSWORD)
-    browser.evaluate("document.querySelector('button[type=submit]').click()")
-    browser.wait_for("location.pathname.startsWith('/plugin/erfnet')")
-
-
 def _table(browser: Chromium, table_id: str) -> dict[str, dict[str, str]]:
     """The table's rows by their first cell, each row by column header."""
     rows = browser.evaluate(
@@ -86,7 +67,7 @@ def _cell_is(table_id: str, batch: str, column: str, text: str) -> str:
 
 def test_a_running_run_fills_in_without_a_reload_and_stops_when_it_closes(server, browser):
     base, run = server
-    _log_in(browser, base)
+    log_in_to_airflow(browser, base, USER, PASSWORD)
     browser.navigate(f"{base}/erfnet/runs/{quote(RUNNING, safe='')}")
     browser.wait_for("!!document.querySelector('#perf-table') && !!window.erfnetLive")
     browser.evaluate("window.erfnetTestMarker = 'not reloaded'")

@@ -5,11 +5,6 @@ layer-by-layer diagnosis, and its op-time comparison; a screenshot is saved unde
 from __future__ import annotations
 
 import base64
-import json
-import os
-import socket
-import subprocess
-import sys
 from pathlib import Path
 
 import harness
@@ -18,16 +13,15 @@ import onnx
 import pytest
 from onnx import numpy_helper
 
-from erfnet_tasks.deployment import local_airflow_env, without_project_settings
-from tests.helpers.api_server import wait_for_health
-from tests.helpers.chromium import CHROMIUM, Chromium
+from tests.helpers.api_server import plugin_api_server
+from tests.helpers.chromium import log_in_to_airflow
 from tests.helpers.run_documents import make_doc
 
 pytestmark = pytest.mark.browser
 
 REPO = Path(__file__).resolve().parents[2]
 ARTIFACTS = REPO / "artifacts"
-PASSWORD = "erfnet-where-test"
+USER, PASSWORD = "tester", "erfnet-where-test"
 BASE_RUN, RUN = "scheduled__2026-11-30T02:00:00+00:00", "asset_triggered__2026-12-01T09:00:00+00:00"
 SMALL = (64, 128)  # ERFNet is fully convolutional: a small input keeps the diagnosis fast
 PERTURBED_CONV = "/encoder/layers.3/conv1x3_1/Conv"
@@ -86,78 +80,19 @@ def api_server(tmp_path_factory, exported_onnx):
     from erfnet_tasks.results import db, publish, regression
 
     home = tmp_path_factory.mktemp("airflow_home_where")
-    (home / "dags").mkdir()
-    passwords = home / "passwords.json"
-    passwords.write_text(json.dumps({"tester": PASSWORD}))
     results_url = f"sqlite:///{home / 'results.sqlite'}"
     for doc in documents(exported_onnx, home):
         publish.publish_run(doc, results_url)
     with db.session_scope(results_url) as session:
         regression.find_regressions(session, RUN, regression.Rules())
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    env = local_airflow_env(
-        home, dags_folder=home / "dags", plugins_folder=REPO / "plugins", inherit=without_project_settings(os.environ)
-    )
-    env.update(
-        {
-            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home / 'airflow.db'}",
-            "AIRFLOW__CORE__AUTH_MANAGER": (
-                "airflow.api_fastapi.auth.managers.simple.simple_auth_manager.SimpleAuthManager"
-            ),
-            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": "tester:admin",
-            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(passwords),
-            "AIRFLOW__API_AUTH__JWT_SECRET": "erfnet-where-test-secret",
-            "AIRFLOW__CORE__LAZY_LOAD_PLUGINS": "False",
-            "ERFNET_RESULTS_DB_URL": results_url,
-        }
-    )
-    airflow = str(Path(sys.executable).parent / "airflow")
-    subprocess.run([airflow, "db", "migrate"], env=env, check=True, capture_output=True, timeout=300)
-    log = (home / "api-server.log").open("wb")
-    server = subprocess.Popen(
-        [airflow, "api-server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        wait_for_health(server, base, home / "api-server.log")
+    with plugin_api_server(home, results_url, USER, PASSWORD) as base:
         yield base
-    finally:
-        server.terminate()
-        try:
-            server.wait(30)
-        except subprocess.TimeoutExpired:
-            server.kill()
-        log.close()
-
-
-@pytest.fixture
-def browser(tmp_path):
-    if not Path(CHROMIUM).exists():
-        pytest.fail("chromium is not installed: run `make system-test-deps` (tools/ensure-system-packages.sh)")
-    chromium = Chromium(tmp_path / "profile")
-    yield chromium
-    chromium.close()
-
-
-def _log_in(browser: Chromium, api_server: str) -> None:
-    browser.call("Page.enable")
-    browser.navigate(f"{api_server}/plugin/erfnet")
-    browser.wait_for("!!document.querySelector('input[name=password]')")
-    browser.type_into("input[name=username]", "tester")
-    browser.type_into("input[name=password]", PASSWORD)
-    browser.evaluate("document.querySelector('button[type=submit]').click()")
-    browser.wait_for("location.pathname === '/plugin/erfnet' || location.pathname.startsWith('/plugin/erfnet/')")
 
 
 def test_a_failing_cell_shows_its_cosine_curve_and_op_time_table(api_server, browser):
     from urllib.parse import quote
 
-    _log_in(browser, api_server)
+    log_in_to_airflow(browser, api_server, USER, PASSWORD)
     browser.navigate(f"{api_server}/erfnet/runs/{quote(RUN, safe='')}")
     section = "#where-Ascend310P3-b1"
     browser.wait_for(f"!!document.querySelector('{section} svg.cosine-curve polyline')")

@@ -106,3 +106,16 @@ class Chromium:
         )
         for kind in ("mouseMoved", "mousePressed", "mouseReleased"):
             self.call("Input.dispatchMouseEvent", type=kind, x=box[0], y=box[1], button="left", clickCount=1)
+
+
+def log_in_to_airflow(browser: Chromium, base: str, user: str, password: str) -> None:
+    """Open the plugin anonymously, be sent to Airflow's own login page, log in there, and land back on the
+    plugin: the way a person reaches it."""
+    browser.call("Page.enable")
+    browser.navigate(f"{base}/plugin/erfnet")
+    browser.wait_for("!!document.querySelector('input[name=password]')")
+    assert "/auth/login" in browser.evaluate("location.pathname")
+    browser.type_into("input[name=username]", user)
+    browser.type_into("input[name=password]", password)
+    browser.evaluate("document.querySelector('button[type=submit]').click()")
+    browser.wait_for("location.pathname === '/plugin/erfnet' || location.pathname.startsWith('/plugin/erfnet/')")
