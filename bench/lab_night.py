@@ -296,7 +296,7 @@ def old_tree(commit: str, dest: Path) -> Path:
     return dest
 
 
-def _npu_host(tmp: Path, name: str, scale: float) -> Worker:
+def _npu_host(tmp: Path, name: str, scale: float, figures: dict[str, str] | None = None) -> Worker:
     toolkit = tmp / name / "ascend-toolkit"
     toolkit.mkdir(parents=True)
     (toolkit / "version.cfg").write_text("# version: 1.0\nruntime_running_version=[7.6.0.1.220:8.0.0]\n")
@@ -310,6 +310,7 @@ def _npu_host(tmp: Path, name: str, scale: float) -> Worker:
         "ERFNET_DEVICE_LOCK_DIR": str(tmp / name / "leases"),
         "STANDIN_TIME_SCALE": f"{scale:g}",
         "STANDIN_NPU_IMAGES": str(VAL_IMAGES),
+        **(figures or {}),
     }
     return Worker(name, "airflow-worker-npu", env, concurrency=4)  # its devices plus the compiles beside them
 
@@ -326,12 +327,19 @@ def _published(cluster: LocalCluster, run_id: str) -> dict:
 
 
 def run_contender(
-    name: str, source: Path, work: Path, scale: float, timeout: float, slots: int = 3, device_env: dict | None = None
+    name: str,
+    source: Path,
+    work: Path,
+    scale: float,
+    timeout: float,
+    slots: int = 3,
+    device_env: dict | None = None,
+    figures: dict[str, str] | None = None,
 ) -> dict:
     from erfnet_tasks.datasets.synthetic import write_sample_data
     from erfnet_tasks.model import write_random_checkpoint
 
-    workers = [Worker("cpu-worker"), *(_npu_host(work, h, scale) for h in HOSTS)]
+    workers = [Worker("cpu-worker"), *(_npu_host(work, h, scale, figures) for h in HOSTS)]
     cluster = LocalCluster(work, workers, env={"ERFNET_NPU_SLOTS": str(slots), **(device_env or {})}, source=source)
     started = time.time()
     with cluster:
@@ -412,8 +420,8 @@ def render(results: dict) -> str:
         f"Ascend310), one cold run each: targets Ascend310 and Ascend310P3 with AOE, batch sizes "
         f"{', '.join(map(str, BATCH_SIZES))} (12 cells, 6 AOE-tuned), the `npu_devices` pool at "
         f"{results.get('slots', 3)} slots, a task waiting for a device in-process "
-        f"{results.get('device_wait_s', 60):g} s before it gives its slot back and is rescheduled "
-        f"{results.get('device_recheck_s', 30):g} s later (ERFNET_DEVICE_WAIT_S, ERFNET_DEVICE_RECHECK_S; the "
+        f"{results.get('device_wait_s') or 60:g} s before it gives its slot back and is rescheduled "
+        f"{results.get('device_recheck_s') or 30:g} s later (ERFNET_DEVICE_WAIT_S, ERFNET_DEVICE_RECHECK_S; the "
         "new DAG only), the lab's Airflow settings (erfnet_tasks/lab_airflow.py, none "
         "tuned for latency). The stand-ins take their modeled "
         f"times (tests/standins/standin_timing.py) x {results['scale']:.4g}: atc "
@@ -527,6 +535,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--device-recheck", type=float, default=15, help="ERFNET_DEVICE_RECHECK_S (default 15, the least allowed)"
     )
+    parser.add_argument(
+        "--dag-defaults", action="store_true", help="leave ERFNET_DEVICE_WAIT_S/RECHECK_S at the DAG's defaults"
+    )
+    parser.add_argument(
+        "--standin",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="a stand-in figure (tests/standins/standin_timing.py), e.g. STANDIN_ATC_SECONDS=20; repeatable",
+    )
+    parser.add_argument("--tag", help="write bench/lab_night.<tag>.json only (BENCHMARKS.md is not touched)")
     parser.add_argument("--timeout", type=float, default=1200, help="the most one run may take, in seconds")
     parser.add_argument("--keep", action="store_true", help="keep the work folders (logs, timelines)")
     parser.add_argument("--report-only", action="store_true", help="BENCHMARKS.md from bench/lab_night.json")
@@ -534,14 +553,19 @@ def main(argv: list[str] | None = None) -> int:
     if args.report_only:
         write_markdown(json.loads(RESULTS.read_text()))
         return 0
+    figures = dict(item.split("=", 1) for item in args.standin)
+    if any(not name.startswith("STANDIN_") for name in figures):
+        parser.error("--standin takes NAME=VALUE with a STANDIN_ name")
+    out = RESULTS if args.tag is None else RESULTS.with_name(f"lab_night.{args.tag}.json")
     began = time.time()
     results = {
         "command": " ".join([".venv/bin/python bench/lab_night.py", *(sys.argv[1:] if argv is None else argv)]),
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
         "scale": args.scale,
         "slots": args.slots,
-        "device_wait_s": args.device_wait,
-        "device_recheck_s": args.device_recheck,
+        "device_wait_s": None if args.dag_defaults else args.device_wait,
+        "device_recheck_s": None if args.dag_defaults else args.device_recheck,
+        "standin_figures": figures,
         "old_commit": _commit(args.old),
         "new_commit": _commit("HEAD"),
         "load_before": list(os.getloadavg()),
@@ -551,14 +575,18 @@ def main(argv: list[str] | None = None) -> int:
     try:
         for name in args.contenders:
             source = old_tree(args.old, root / "source-old") if name == "old" else REPO
-            device_env = {
-                "ERFNET_DEVICE_WAIT_S": f"{args.device_wait:g}",
-                "ERFNET_DEVICE_RECHECK_S": f"{args.device_recheck:g}",
-            }
-            results["contenders"][name] = run_contender(
-                name, source, root / name, args.scale, args.timeout, args.slots, device_env
+            device_env = (
+                {}
+                if args.dag_defaults
+                else {
+                    "ERFNET_DEVICE_WAIT_S": f"{args.device_wait:g}",
+                    "ERFNET_DEVICE_RECHECK_S": f"{args.device_recheck:g}",
+                }
             )
-            RESULTS.with_suffix(".partial.json").write_text(json.dumps(results, indent=1) + "\n")  # should one fail
+            results["contenders"][name] = run_contender(
+                name, source, root / name, args.scale, args.timeout, args.slots, device_env, figures
+            )
+            out.with_suffix(".partial.json").write_text(json.dumps(results, indent=1) + "\n")  # should one fail
     finally:
         if args.keep:
             log(f"work folders kept under {root}")
@@ -566,9 +594,12 @@ def main(argv: list[str] | None = None) -> int:
             shutil.rmtree(root, ignore_errors=True)
     results["load_after"] = list(os.getloadavg())
     results["minutes"] = (time.time() - began) / 60
-    RESULTS.write_text(json.dumps(results, indent=1) + "\n")
-    RESULTS.with_suffix(".partial.json").unlink(missing_ok=True)
-    write_markdown(results)
+    out.write_text(json.dumps(results, indent=1) + "\n")
+    out.with_suffix(".partial.json").unlink(missing_ok=True)
+    if args.tag is None:
+        write_markdown(results)
+    else:
+        print(render(results))
     return 0
 
 
